@@ -1,0 +1,144 @@
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError } from '../errors.js';
+import { digestOf } from '../oci/digest.js';
+import { Annotation, MediaType } from '../oci/mediatypes.js';
+import { parsePlatform } from '../oci/platform.js';
+import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.js';
+import type { OciLayout } from '../store/oci-layout.js';
+import { planEntries } from './entries.js';
+import { writeLayer, type WrittenLayer } from './layer.js';
+import { loadBundleSpec, type LoadedSpec } from './spec.js';
+
+export interface BuildOptions {
+  /** Seconds since the epoch for every timestamp (SOURCE_DATE_EPOCH); default 0. */
+  sourceDateEpoch?: number;
+  uid?: number;
+  gid?: number;
+  gzipLevel?: number;
+  revision?: string;
+  /** Build only these platforms (subset of the spec's). */
+  platforms?: string[];
+  onProgress?: (event: BuildProgress) => void;
+}
+
+export type BuildProgress =
+  | { kind: 'layer-start'; platform: string; entries: number; bytes: number }
+  | { kind: 'layer-bytes'; platform: string; bytes: number }
+  | { kind: 'layer-done'; platform: string; layer: WrittenLayer };
+
+export interface PlatformImage {
+  platform: string;
+  manifest: Descriptor;
+  config: Descriptor;
+  layer: WrittenLayer;
+}
+
+export interface BuildResult {
+  loaded: LoadedSpec;
+  /** The manifest (one platform) or image index (several) to tag. */
+  root: Descriptor;
+  images: PlatformImage[];
+}
+
+/** `SOURCE_DATE_EPOCH` as reproducible-builds.org defines it: a decimal integer of seconds. */
+export function sourceDateEpochFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.SOURCE_DATE_EPOCH;
+  if (v === undefined || v === '') return 0;
+  if (!/^\d+$/.test(v)) throw new UserError(`SOURCE_DATE_EPOCH: "${v}" is not a number of seconds since 1970`, 'e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)');
+  return Number(v);
+}
+
+function canonicalJson(value: unknown): Buffer {
+  // Objects are built in a fixed key order below, so JSON.stringify is stable.
+  return Buffer.from(JSON.stringify(value));
+}
+
+/**
+ * Build a bundle folder into `layout`: one gzip layer per platform, its config and manifest,
+ * plus an index for several platforms. Blobs land under their digest only once complete;
+ * nothing is tagged here (the caller tags once everything is in place).
+ */
+export async function buildBundle(bundleDir: string, layout: OciLayout, opts: BuildOptions = {}): Promise<BuildResult> {
+  const loaded = await loadBundleSpec(bundleDir);
+  const { spec } = loaded;
+  const platforms = opts.platforms ?? spec.platforms;
+  for (const p of platforms) {
+    if (!spec.platforms.includes(p)) throw new UserError(`--platform ${p}: ${loaded.specPath} does not list it (platforms: ${spec.platforms.join(', ')})`);
+  }
+  const epoch = opts.sourceDateEpoch ?? sourceDateEpochFromEnv();
+  const mtime = new Date(epoch * 1000);
+  const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
+
+  const annotations: Record<string, string> = {
+    [Annotation.Created]: created,
+    [Annotation.Title]: spec.name,
+    [Annotation.Version]: spec.version,
+    [Annotation.Description]: spec.description,
+    [Annotation.BundleType]: spec.type,
+  };
+  if (spec.source) annotations[Annotation.Source] = spec.source;
+  if (spec.license) annotations[Annotation.Licenses] = spec.license;
+  if (opts.revision) annotations[Annotation.Revision] = opts.revision;
+
+  // Plan every platform first: a bad spec or missing file fails before any byte is written.
+  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p) })));
+
+  // Platforms are independent layers: building them concurrently keeps both cores busy.
+  const images = await Promise.all(
+    plans.map(async ({ platform, entries }): Promise<PlatformImage> => {
+      const tmp = join(layout.dir, 'blobs', 'sha256', `.build-${randomBytes(6).toString('hex')}`);
+      let layer: WrittenLayer;
+      opts.onProgress?.({ kind: 'layer-start', platform, entries: entries.length, bytes: entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0) });
+      try {
+        layer = await writeLayer(entries, tmp, { mtime, uid: opts.uid ?? 0, gid: opts.gid ?? 0, level: opts.gzipLevel ?? 6, onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined });
+        await layout.adoptBlob(tmp, layer.digest);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw e;
+      }
+      opts.onProgress?.({ kind: 'layer-done', platform, layer });
+      const plat = parsePlatform(platform);
+      const config: ImageConfig = {
+        created,
+        architecture: plat.architecture,
+        os: plat.os,
+        ...(plat.variant ? { variant: plat.variant } : {}),
+        config: { Labels: { ...annotations } },
+        rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+        history: [{ created, created_by: `kbundle build ${spec.name} ${spec.version}` }],
+      };
+      const configBytes = canonicalJson(config);
+      const configDesc: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length };
+      await layout.push(configDesc, configBytes);
+      const manifest: Manifest = {
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: configDesc,
+        layers: [{ mediaType: MediaType.OciLayerGzip, digest: layer.digest, size: layer.size }],
+        annotations,
+      };
+      const manifestBytes = canonicalJson(manifest);
+      const manifestDesc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifestBytes), size: manifestBytes.length, platform: plat };
+      await layout.push(manifestDesc, manifestBytes);
+      return { platform, manifest: manifestDesc, config: configDesc, layer };
+    }),
+  );
+
+  let root: Descriptor;
+  if (images.length === 1) {
+    root = images[0]!.manifest;
+  } else {
+    const index: Index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: images.map((i) => i.manifest), annotations };
+    const bytes = canonicalJson(index);
+    root = { mediaType: MediaType.OciIndex, digest: digestOf(bytes), size: bytes.length };
+    await layout.push(root, bytes);
+  }
+  return { loaded, root, images };
+}
+
+/** The tag kbundle uses when the output names none: `<name>_<version>`, as community bundles tag `<name>_latest`. */
+export function defaultTag(result: BuildResult): string {
+  return `${result.loaded.spec.name}_${result.loaded.spec.version}`;
+}

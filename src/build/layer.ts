@@ -1,0 +1,81 @@
+import { createWriteStream } from 'node:fs';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip, constants as zc } from 'node:zlib';
+import { pack as tarPack, type Header as Headers } from 'tar-stream';
+import { DigestingStream } from '../oci/digest.js';
+
+export type LayerEntry =
+  | { type: 'directory'; path: string; mode: number }
+  | { type: 'file'; path: string; mode: number; size: number; open: () => Readable }
+  | { type: 'symlink'; path: string; target: string };
+
+export interface LayerOptions {
+  /** Every entry's mtime (SOURCE_DATE_EPOCH); atime/ctime are never written. */
+  mtime: Date;
+  uid: number;
+  gid: number;
+  /** gzip level, 1-9. */
+  level: number;
+  /** Called with the number of file bytes read, for progress bars. */
+  onBytes?: (n: number) => void;
+}
+
+export interface WrittenLayer {
+  /** sha256 of the compressed blob (the descriptor digest). */
+  digest: string;
+  size: number;
+  /** sha256 of the uncompressed tar (the config's rootfs.diff_ids entry). */
+  diffId: string;
+  uncompressedSize: number;
+}
+
+/** Sort the way `tar --sort=name` does: byte order of the full path. */
+export function compareEntryPaths(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/**
+ * Stream entries (already sorted, parents first) into a gzip tar at `outFile`, hashing both
+ * the tar and the gzip bytes on the way. Memory stays flat: one file is read at a time and
+ * flows straight through tar → gzip → disk.
+ */
+export async function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
+  const tar = tarPack();
+  const diff = new DigestingStream('sha256');
+  // No name and mtime 0 in the gzip header (Node writes neither), so the blob is reproducible.
+  const gzip = createGzip({ level: opts.level, memLevel: 9, chunkSize: 256 * 1024, strategy: zc.Z_DEFAULT_STRATEGY });
+  const blob = new DigestingStream('sha256');
+  const done = pipeline(tar, diff, gzip, blob, createWriteStream(outFile));
+
+  const base = { mtime: opts.mtime, uid: opts.uid, gid: opts.gid, uname: '', gname: '' };
+  try {
+    for (const e of entries) {
+      if (e.type === 'directory') {
+        await addEntry(tar, { ...base, name: `${e.path}/`, type: 'directory', mode: e.mode });
+      } else if (e.type === 'symlink') {
+        await addEntry(tar, { ...base, name: e.path, type: 'symlink', linkname: e.target, mode: 0o777 });
+      } else {
+        await new Promise<void>((resolve, reject) => {
+          const sink = tar.entry({ ...base, name: e.path, type: 'file', mode: e.mode, size: e.size }, (err) => (err ? reject(err) : resolve()));
+          const src = e.open();
+          if (opts.onBytes) src.on('data', (c: Buffer) => opts.onBytes!(c.length));
+          pipeline(src, sink).catch(reject);
+        });
+      }
+    }
+    tar.finalize();
+  } catch (err) {
+    tar.destroy(err as Error);
+    await done.catch(() => undefined);
+    throw err;
+  }
+  await done;
+  return { digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
+}
+
+function addEntry(tar: ReturnType<typeof tarPack>, header: Partial<Headers> & { name: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    tar.entry(header, (err) => (err ? reject(err) : resolve()));
+  });
+}

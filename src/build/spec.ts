@@ -1,0 +1,234 @@
+import { readFile, stat } from 'node:fs/promises';
+import { isAbsolute, join, posix, relative, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { UserError } from '../errors.js';
+import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
+
+/**
+ * bundle.yaml — the spec of one Kairos bundle (docs: docs/bundle-spec.md).
+ * Everything the builder needs is validated here, before a single byte is written.
+ */
+
+export const BUNDLE_TYPES = ['run', 'container', 'sysext', 'confext'] as const;
+export type BundleType = (typeof BUNDLE_TYPES)[number];
+export const DISTROS = ['k3s', 'k0s'] as const;
+export type Distro = (typeof DISTROS)[number];
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const VERSION_RE = /^[0-9A-Za-z][0-9A-Za-z._+-]{0,127}$/;
+const CONFIG_KEY_RE = /^[a-z_][a-z0-9_]*$/;
+const SHA256_RE = /^[a-f0-9]{64}$/;
+
+const modeSchema = z
+  .union([z.number().int(), z.string().regex(/^0?[0-7]{3,4}$/, 'must be an octal mode such as "0644"')])
+  .transform((m) => (typeof m === 'number' ? m : parseInt(m, 8)))
+  .refine((m) => m >= 0 && m <= 0o7777, 'must be between 0000 and 7777');
+
+const fileSchema = z
+  .object({
+    src: z.string().min(1).optional(),
+    url: z.string().url().optional(),
+    sha256: z.string().regex(SHA256_RE, 'must be 64 lowercase hex characters').optional(),
+    dst: z.string().min(1),
+    mode: modeSchema.optional(),
+  })
+  .strict()
+  .superRefine((f, ctx) => {
+    if (!!f.src === !!f.url) ctx.addIssue({ code: 'custom', message: 'give exactly one of src (a path in the bundle) or url (a download)' });
+    if (f.url && !f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'a url download needs its sha256 pinned' });
+    if (f.src && f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'sha256 is only for url downloads' });
+  });
+
+const scalar = z.union([z.string(), z.number(), z.boolean()]).transform((v) => String(v));
+
+const chartSchema = z
+  .object({
+    name: z.string().regex(NAME_RE, 'must be a DNS label: lowercase letters, digits and "-"'),
+    chart: z.string().min(1),
+    repo: z.string().min(1),
+    version: z.string().min(1),
+    namespace: z.string().regex(NAME_RE, 'must be a DNS label').default('kube-system'),
+    create_namespace: z.boolean().default(true),
+    values: z.string().default(''),
+    distros: z.array(z.enum(DISTROS)).min(1).default([...DISTROS]),
+  })
+  .strict();
+
+const manifestSchema = z
+  .object({
+    src: z.string().min(1),
+    distros: z.array(z.enum(DISTROS)).min(1).default([...DISTROS]),
+  })
+  .strict();
+
+export const BundleSpecSchema = z
+  .object({
+    name: z.string().regex(NAME_RE, 'must be lowercase letters, digits and "-", 1-63 characters, starting and ending with a letter or digit'),
+    version: z.string().regex(VERSION_RE, 'must start with a letter or digit and use only letters, digits, ".", "_", "+", "-" (e.g. 1.2.3)'),
+    description: z.string().min(1, 'must not be empty'),
+    type: z.enum(BUNDLE_TYPES).default('run'),
+    platforms: z.array(z.string()).min(1).default(['linux/amd64', 'linux/arm64']),
+    source: z.string().optional(),
+    license: z.string().optional(),
+    files: z.array(fileSchema).default([]),
+    platform_files: z.record(z.string(), z.array(fileSchema)).default({}),
+    run: z.string().min(1).optional(),
+    config: z
+      .object({
+        key: z.string().regex(/^[a-z0-9_-]+$/, 'must be a cloud-config key: lowercase letters, digits, "_" or "-"').optional(),
+        values: z.record(z.string(), scalar).default({}),
+        /** Optional extended regular expressions (grep -E) a value must match on the node. */
+        patterns: z.record(z.string(), z.string()).default({}),
+      })
+      .strict()
+      .default({}),
+    distro: z.enum(['auto', ...DISTROS]).default('auto'),
+    manifests: z.array(manifestSchema).default([]),
+    charts: z.array(chartSchema).default([]),
+  })
+  .strict();
+
+export type BundleSpecInput = z.input<typeof BundleSpecSchema>;
+export type BundleSpec = z.infer<typeof BundleSpecSchema> & { config: { key: string } };
+export type FileSpec = z.infer<typeof fileSchema>;
+export type ChartSpec = z.infer<typeof chartSchema>;
+
+export interface LoadedSpec {
+  dir: string;
+  specPath: string;
+  spec: BundleSpec;
+}
+
+/** Template placeholders in manifests and chart fields: `{{ key }}`, key from config.values. */
+export const PLACEHOLDER_RE = /\{\{\s*([a-z_][a-z0-9_]*)\s*\}\}/g;
+
+function declared0(spec: BundleSpec): Set<string> {
+  return new Set(Object.keys(spec.config.values));
+}
+
+function specError(specPath: string, field: string, message: string, hint?: string): UserError {
+  return new UserError(`${specPath}: ${field}: ${message}`, hint);
+}
+
+/** Normalise an in-image destination: relative, POSIX, no `..`, no empty parts. */
+export function normaliseDestination(dst: string, specPath: string, field: string): string {
+  if (dst.startsWith('/') || isAbsolute(dst)) throw specError(specPath, field, `"${dst}" is absolute`, 'destinations are relative to the image root, e.g. usr/local/bin/tool');
+  if (dst.includes('\\')) throw specError(specPath, field, `"${dst}" contains a backslash`);
+  if (dst.split('/').includes('..')) throw specError(specPath, field, `"${dst}" contains ".."`, 'destinations must stay inside the image');
+  const n = posix.normalize(dst).replace(/\/+$/, '');
+  if (n === '' || n === '.') throw specError(specPath, field, `"${dst}" names the image root, not a file`);
+  return n;
+}
+
+/** Resolve a source path inside the bundle directory, refusing anything that points outside it. */
+export function bundlePath(dir: string, src: string, specPath: string, field: string): string {
+  if (isAbsolute(src)) throw specError(specPath, field, `"${src}" is absolute`, 'sources are paths inside the bundle directory');
+  const p = resolve(dir, src);
+  const rel = relative(dir, p);
+  if (rel.startsWith('..') || isAbsolute(rel)) throw specError(specPath, field, `"${src}" points outside the bundle directory`);
+  return p;
+}
+
+async function mustExist(path: string, specPath: string, field: string, shown: string): Promise<void> {
+  try {
+    await stat(path);
+  } catch {
+    throw specError(specPath, field, `file not found: ${shown}`, 'paths are relative to the folder holding bundle.yaml');
+  }
+}
+
+/** Read, parse and fully validate `<dir>/bundle.yaml`. */
+export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
+  const dir = resolve(dirArg);
+  const specPath = join(dirArg, 'bundle.yaml');
+  let text: string;
+  try {
+    text = await readFile(join(dir, 'bundle.yaml'), 'utf8');
+  } catch {
+    throw new UserError(`${specPath}: not found`, `a bundle is a folder with a bundle.yaml; see docs/bundle-spec.md`);
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length) throw new UserError(`${specPath}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
+  const raw = doc.toJS();
+  const parsed = BundleSpecSchema.safeParse(raw ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.length ? issue.path.join('.') : '(top level)';
+    let msg = issue.message;
+    if (issue.code === 'unrecognized_keys') msg = `unknown field(s) ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+    if (issue.code === 'invalid_type' && issue.received === 'undefined') msg = 'is required';
+    throw specError(specPath, field, msg);
+  }
+  const spec = { ...parsed.data, config: { ...parsed.data.config, key: parsed.data.config.key ?? parsed.data.name.replace(/-/g, '_') } } as BundleSpec;
+  await validateSemantics(dir, specPath, spec);
+  return { dir, specPath, spec };
+}
+
+async function validateSemantics(dir: string, specPath: string, spec: BundleSpec): Promise<void> {
+  if (spec.type === 'sysext' || spec.type === 'confext') {
+    throw specError(specPath, 'type', `"${spec.type}" bundles are reserved and not built yet`, 'use type: run or type: container');
+  }
+  const seenPlatforms = new Set<string>();
+  spec.platforms.forEach((p, i) => {
+    if (!isKnownPlatform(p)) throw specError(specPath, `platforms.${i}`, `unknown platform "${p}"`, `known: ${KNOWN_PLATFORMS.join(', ')}`);
+    if (seenPlatforms.has(p)) throw specError(specPath, `platforms.${i}`, `"${p}" is listed twice`);
+    seenPlatforms.add(p);
+  });
+  for (const p of Object.keys(spec.platform_files)) {
+    if (!seenPlatforms.has(p)) throw specError(specPath, `platform_files.${p}`, `"${p}" is not in platforms (${spec.platforms.join(', ')})`);
+  }
+  for (const k of Object.keys(spec.config.values)) {
+    if (!CONFIG_KEY_RE.test(k)) throw specError(specPath, `config.values.${k}`, 'keys must be lowercase letters, digits and "_" (they become kairos-agent config get <key>.<name>)');
+    if (/[\n\r]/.test(spec.config.values[k]!)) throw specError(specPath, `config.values.${k}`, 'defaults must be single-line values');
+  }
+
+  for (const [k, re] of Object.entries(spec.config.patterns)) {
+    if (!declared0(spec).has(k)) throw specError(specPath, `config.patterns.${k}`, `no config value "${k}" to check`, 'patterns apply to keys declared in config.values');
+    try {
+      new RegExp(re);
+    } catch {
+      throw specError(specPath, `config.patterns.${k}`, `"${re}" is not a valid regular expression`);
+    }
+    if (!new RegExp(re).test(spec.config.values[k]!)) throw specError(specPath, `config.values.${k}`, `default "${spec.config.values[k]}" does not match its own pattern ${re}`);
+  }
+
+  const checkFiles = async (files: FileSpec[], field: string) => {
+    for (const [i, f] of files.entries()) {
+      normaliseDestination(f.dst, specPath, `${field}.${i}.dst`);
+      if (f.src) await mustExist(bundlePath(dir, f.src, specPath, `${field}.${i}.src`), specPath, `${field}.${i}.src`, f.src);
+    }
+  };
+  await checkFiles(spec.files, 'files');
+  for (const [p, files] of Object.entries(spec.platform_files)) await checkFiles(files, `platform_files.${p}`);
+
+  const hasManifests = spec.manifests.length > 0 || spec.charts.length > 0;
+  if (spec.type === 'run') {
+    if (spec.run) {
+      await mustExist(bundlePath(dir, spec.run, specPath, 'run'), specPath, 'run', spec.run);
+    } else if (!hasManifests) {
+      throw specError(specPath, 'run', 'a run bundle needs a run.sh (run: run.sh) or manifests/charts to place', 'add run: run.sh, or declare manifests: / charts:');
+    }
+  } else {
+    if (spec.run) throw specError(specPath, 'run', `only run bundles have a run.sh (type is ${spec.type})`);
+    if (hasManifests) throw specError(specPath, spec.manifests.length ? 'manifests' : 'charts', `manifests and charts are placed by run.sh, so they need type: run (type is ${spec.type})`);
+  }
+
+  const declared = new Set(Object.keys(spec.config.values));
+  const checkPlaceholders = (text: string, field: string) => {
+    for (const m of text.matchAll(PLACEHOLDER_RE)) {
+      if (!declared.has(m[1]!)) throw specError(specPath, field, `uses {{ ${m[1]} }} but config.values has no "${m[1]}"`, 'declare it with a default under config.values');
+    }
+  };
+  for (const [i, m] of spec.manifests.entries()) {
+    const p = bundlePath(dir, m.src, specPath, `manifests.${i}.src`);
+    await mustExist(p, specPath, `manifests.${i}.src`, m.src);
+    checkPlaceholders(await readFile(p, 'utf8'), `manifests.${i}.src (${m.src})`);
+  }
+  const chartNames = new Set<string>();
+  for (const [i, c] of spec.charts.entries()) {
+    if (chartNames.has(c.name)) throw specError(specPath, `charts.${i}.name`, `"${c.name}" is declared twice`);
+    chartNames.add(c.name);
+    for (const f of ['chart', 'repo', 'version', 'values'] as const) checkPlaceholders(c[f], `charts.${i}.${f}`);
+  }
+}

@@ -1,0 +1,144 @@
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { UserError } from '../errors.js';
+
+export type DigestAlgorithm = 'sha256' | 'sha512';
+
+const HEX_LENGTH: Record<DigestAlgorithm, number> = { sha256: 64, sha512: 128 };
+const DIGEST_RE = /^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
+
+export interface ParsedDigest {
+  algorithm: DigestAlgorithm;
+  hex: string;
+}
+
+/** Parse and validate `algo:hex` (image-spec descriptor.md); only registered algorithms are accepted. */
+export function parseDigest(digest: string, where = 'digest'): ParsedDigest {
+  const m = DIGEST_RE.exec(digest);
+  if (!m) throw new UserError(`${where}: "${digest}" is not a digest (expected sha256:<64 hex>)`);
+  const algorithm = m[1] as DigestAlgorithm;
+  const hex = m[2]!;
+  const want = HEX_LENGTH[algorithm];
+  if (want === undefined) throw new UserError(`${where}: unsupported digest algorithm "${m[1]}" (sha256 and sha512 are supported)`);
+  if (hex.length !== want || !/^[a-f0-9]+$/.test(hex)) {
+    throw new UserError(`${where}: "${digest}" must be ${algorithm}: followed by ${want} lowercase hex characters`);
+  }
+  return { algorithm, hex };
+}
+
+export function isDigest(s: string): boolean {
+  try {
+    parseDigest(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function digestOf(data: Uint8Array | string, algorithm: DigestAlgorithm = 'sha256'): string {
+  return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}`;
+}
+
+export async function digestFile(path: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
+  const h = createHash(algorithm);
+  await pipeline(createReadStream(path), async function* (src: AsyncIterable<Buffer>) {
+    for await (const chunk of src) h.update(chunk);
+  });
+  return `${algorithm}:${h.digest('hex')}`;
+}
+
+/** Pass-through stream that counts and hashes what flows through it. */
+export class DigestingStream extends Transform {
+  private readonly hash: Hash;
+  size = 0;
+  constructor(readonly algorithm: DigestAlgorithm = 'sha256') {
+    super();
+    this.hash = createHash(algorithm);
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.size += chunk.length;
+    cb(null, chunk);
+  }
+  private finalDigest?: string;
+  /** Valid once the stream has ended. */
+  digest(): string {
+    this.finalDigest ??= `${this.algorithm}:${this.hash.digest('hex')}`;
+    return this.finalDigest;
+  }
+}
+
+export class DigestMismatchError extends UserError {
+  constructor(
+    readonly expected: string,
+    readonly actual: string,
+    what: string,
+  ) {
+    super(`${what}: content digest ${actual} does not match the expected ${expected}`, 'the source is corrupt or was tampered with; nothing was written');
+  }
+}
+
+export class SizeMismatchError extends UserError {
+  constructor(expected: number, actual: number, what: string) {
+    super(`${what}: size ${actual} does not match the descriptor size ${expected}`, 'the source is corrupt or was tampered with; nothing was written');
+  }
+}
+
+/**
+ * Verifies bytes against a descriptor while they stream: fails as soon as more than `size`
+ * bytes arrive, and at the end if the digest or size differ. The error surfaces before the
+ * consumer sees end-of-stream, so a caller that stages then renames never commits bad bytes.
+ */
+export class VerifyingStream extends Transform {
+  private readonly hash: Hash;
+  private seen = 0;
+  private readonly algorithm: DigestAlgorithm;
+  private readonly hex: string;
+  constructor(
+    readonly expectedDigest: string,
+    readonly expectedSize: number | undefined,
+    readonly what: string,
+  ) {
+    super();
+    const p = parseDigest(expectedDigest, what);
+    this.algorithm = p.algorithm;
+    this.hex = p.hex;
+    this.hash = createHash(p.algorithm);
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.expectedSize !== undefined && this.seen > this.expectedSize) {
+      cb(new SizeMismatchError(this.expectedSize, this.seen, this.what));
+      return;
+    }
+    this.hash.update(chunk);
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    if (this.expectedSize !== undefined && this.seen !== this.expectedSize) {
+      cb(new SizeMismatchError(this.expectedSize, this.seen, this.what));
+      return;
+    }
+    const hex = this.hash.digest('hex');
+    if (hex !== this.hex) {
+      cb(new DigestMismatchError(this.expectedDigest, `${this.algorithm}:${hex}`, this.what));
+      return;
+    }
+    cb();
+  }
+}
+
+/** Read a whole (small) stream into memory with a hard cap, e.g. manifests and configs. */
+export async function readAllCapped(src: AsyncIterable<Buffer | string>, limit: number, what: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of src) {
+    const b = typeof c === 'string' ? Buffer.from(c) : c;
+    n += b.length;
+    if (n > limit) throw new UserError(`${what}: larger than the ${limit}-byte limit`, 'refusing to read it into memory');
+    parts.push(b);
+  }
+  return Buffer.concat(parts);
+}

@@ -1,0 +1,197 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { UserError } from '../errors.js';
+import { VerifyingStream, digestOf, isDigest, parseDigest } from '../oci/digest.js';
+import { Annotation, MediaType } from '../oci/mediatypes.js';
+import { IndexSchema, OciLayoutFileSchema, parseAnyManifest, parseJson, type Descriptor, type Index } from '../oci/types.js';
+import { fetchBytes, type Target } from './target.js';
+
+const LAYOUT_VERSION = '1.0.0';
+
+/** Write a file atomically: temp file in the same directory, then rename over the final name. */
+export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
+  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** An OCI image layout directory (image-spec image-layout.md): oci-layout, index.json, blobs/. */
+export class OciLayout implements Target {
+  readonly name: string;
+  private constructor(readonly dir: string) {
+    this.name = `oci:${dir}`;
+  }
+
+  /** Open an existing layout, or create an empty one when `create` is set. */
+  static async open(dir: string, opts: { create?: boolean } = {}): Promise<OciLayout> {
+    const layoutFile = join(dir, 'oci-layout');
+    let text: string | undefined;
+    try {
+      text = await readFile(layoutFile, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    if (text === undefined) {
+      if (!opts.create) throw new UserError(`oci:${dir}: not an OCI image layout (no oci-layout file)`, 'build or pull into it first, e.g. kbundle build <bundle> -o oci:' + dir);
+      await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+      await writeFileAtomic(layoutFile, JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION }));
+      await writeFileAtomic(join(dir, 'index.json'), JSON.stringify(emptyIndex()));
+    } else {
+      parseJson(OciLayoutFileSchema, text, layoutFile);
+    }
+    return new OciLayout(dir);
+  }
+
+  blobPath(digest: string): string {
+    const { algorithm, hex } = parseDigest(digest);
+    return join(this.dir, 'blobs', algorithm, hex);
+  }
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    try {
+      const st = await stat(this.blobPath(desc.digest));
+      return st.isFile() && st.size === desc.size;
+    } catch {
+      return false;
+    }
+  }
+
+  async fetch(desc: Descriptor): Promise<Readable> {
+    const path = this.blobPath(desc.digest);
+    try {
+      await stat(path);
+    } catch {
+      throw new UserError(`${this.name}: blob ${desc.digest} is missing`, 'the layout is incomplete; rebuild or pull it again');
+    }
+    const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`);
+    const src = createReadStream(path);
+    src.on('error', (e) => verify.destroy(e));
+    return src.pipe(verify);
+  }
+
+  async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {
+    if (await this.exists(desc)) {
+      if (content instanceof Readable) content.resume();
+      return;
+    }
+    const final = this.blobPath(desc.digest);
+    await mkdir(join(final, '..'), { recursive: true });
+    const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
+    const src = content instanceof Readable ? content : Readable.from([content]);
+    try {
+      await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), createWriteStream(tmp));
+      await rename(tmp, final);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw e;
+    }
+  }
+
+  /**
+   * Move an already-verified file into the blob store (used by the builder, which hashed it
+   * while writing). The file must be on the same filesystem.
+   */
+  async adoptBlob(tmpPath: string, digest: string): Promise<void> {
+    const final = this.blobPath(digest);
+    await mkdir(join(final, '..'), { recursive: true });
+    await rename(tmpPath, final);
+  }
+
+  async readIndex(): Promise<Index> {
+    const path = join(this.dir, 'index.json');
+    return parseJson(IndexSchema, await readFile(path), path);
+  }
+
+  private async writeIndex(index: Index): Promise<void> {
+    await writeFileAtomic(join(this.dir, 'index.json'), JSON.stringify(index));
+  }
+
+  async resolve(reference: string): Promise<Descriptor> {
+    const index = await this.readIndex();
+    if (isDigest(reference)) {
+      const found = index.manifests.find((d) => d.digest === reference);
+      if (found) return stripRefName(found);
+      // Not top-level (e.g. a platform manifest inside an index): read it to learn its type.
+      const path = this.blobPath(reference);
+      let bytes: Buffer;
+      try {
+        bytes = await readFile(path);
+      } catch {
+        throw new UserError(`${this.name}: no manifest ${reference}`);
+      }
+      if (digestOf(bytes, parseDigest(reference).algorithm) !== reference) throw new UserError(`${this.name}: blob ${reference} is corrupt`);
+      const parsed = parseAnyManifest(bytes, undefined, `${this.name}@${reference}`);
+      const mediaType = parsed.kind === 'index' ? (parsed.index.mediaType ?? MediaType.OciIndex) : (parsed.manifest.mediaType ?? MediaType.OciManifest);
+      return { mediaType, digest: reference, size: bytes.length };
+    }
+    if (reference === '') {
+      if (index.manifests.length === 1) return stripRefName(index.manifests[0]!);
+      const tags = listRefNames(index);
+      throw new UserError(
+        `${this.name}: holds ${index.manifests.length} images; name one`,
+        tags.length ? `use oci:${this.dir}:<tag> with one of: ${tags.join(', ')}` : undefined,
+      );
+    }
+    const found = index.manifests.find((d) => d.annotations?.[Annotation.RefName] === reference);
+    if (!found) {
+      const tags = listRefNames(index);
+      throw new UserError(`${this.name}: no image tagged "${reference}"`, tags.length ? `available: ${tags.join(', ')}` : 'the layout holds no tagged images');
+    }
+    return stripRefName(found);
+  }
+
+  async tag(desc: Descriptor, reference: string): Promise<void> {
+    const index = await this.readIndex();
+    const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+    if (desc.platform) entry.platform = desc.platform;
+    if (desc.artifactType) entry.artifactType = desc.artifactType;
+    const annotations = { ...(desc.annotations ?? {}) };
+    if (reference) annotations[Annotation.RefName] = reference;
+    if (Object.keys(annotations).length) entry.annotations = annotations;
+    // A tag names one thing; an untagged entry for the same digest is replaced too.
+    index.manifests = index.manifests.filter((d) => {
+      const ref = d.annotations?.[Annotation.RefName];
+      if (reference && ref === reference) return false;
+      if (d.digest === desc.digest && (ref === undefined || ref === reference)) return false;
+      return true;
+    });
+    index.manifests.push(entry);
+    await this.writeIndex(index);
+  }
+
+  async tags(): Promise<string[]> {
+    return listRefNames(await this.readIndex());
+  }
+
+  async fetchManifestBytes(desc: Descriptor): Promise<Buffer> {
+    return fetchBytes(this, desc);
+  }
+}
+
+function emptyIndex(): Index {
+  return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
+}
+
+function listRefNames(index: Index): string[] {
+  return index.manifests.map((d) => d.annotations?.[Annotation.RefName]).filter((t): t is string => !!t);
+}
+
+function stripRefName(d: Descriptor): Descriptor {
+  const { annotations, ...rest } = d;
+  if (!annotations) return rest;
+  const { [Annotation.RefName]: _drop, ...others } = annotations;
+  return Object.keys(others).length ? { ...rest, annotations: others } : rest;
+}
+
+export async function removeLayoutBlob(layout: OciLayout, digest: string): Promise<void> {
+  await rm(layout.blobPath(digest), { force: true });
+}

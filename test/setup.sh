@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Test prerequisites: the real peers the suites use as witnesses, installed when missing,
+# and a fresh build of the CLI (tests spawn bin/kbundle.js, which runs dist/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v umoci >/dev/null || need+=(umoci)
+[ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+command -v openssl >/dev/null || need+=(openssl)
+command -v mksquashfs >/dev/null || need+=(squashfs-tools)
+command -v mkfs.erofs >/dev/null || need+=(erofs-utils)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test/setup.sh: missing ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  echo "test/setup.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+npx tsc -p tsconfig.json
