@@ -8,7 +8,7 @@ import { parsePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
 import { planEntries } from './entries.js';
-import { writeLayer, type WrittenLayer } from './layer.js';
+import { writeLayer, type LayerEntry, type WrittenLayer } from './layer.js';
 import { loadBundleSpec, type LoadedSpec } from './spec.js';
 
 export interface BuildOptions {
@@ -60,13 +60,29 @@ function canonicalJson(value: unknown): Buffer {
  * plus an index for several platforms. Blobs land under their digest only once complete;
  * nothing is tagged here (the caller tags once everything is in place).
  */
-export async function buildBundle(bundleDir: string, layout: OciLayout, opts: BuildOptions = {}): Promise<BuildResult> {
+export interface BuildPlan {
+  loaded: LoadedSpec;
+  plans: { platform: string; entries: LayerEntry[] }[];
+}
+
+/**
+ * Validate the spec, read every source and fetch pinned downloads: all that can fail on bad
+ * input happens here, before any output exists.
+ */
+export async function planBuild(bundleDir: string, opts: BuildOptions = {}): Promise<BuildPlan> {
   const loaded = await loadBundleSpec(bundleDir);
   const { spec } = loaded;
   const platforms = opts.platforms ?? spec.platforms;
   for (const p of platforms) {
     if (!spec.platforms.includes(p)) throw new UserError(`--platform ${p}: ${loaded.specPath} does not list it (platforms: ${spec.platforms.join(', ')})`);
   }
+  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p) })));
+  return { loaded, plans };
+}
+
+export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayout, opts: BuildOptions = {}): Promise<BuildResult> {
+  const { loaded, plans } = typeof bundleDir === 'string' ? await planBuild(bundleDir, opts) : bundleDir;
+  const { spec } = loaded;
   const epoch = opts.sourceDateEpoch ?? sourceDateEpochFromEnv();
   const mtime = new Date(epoch * 1000);
   const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
@@ -81,9 +97,6 @@ export async function buildBundle(bundleDir: string, layout: OciLayout, opts: Bu
   if (spec.source) annotations[Annotation.Source] = spec.source;
   if (spec.license) annotations[Annotation.Licenses] = spec.license;
   if (opts.revision) annotations[Annotation.Revision] = opts.revision;
-
-  // Plan every platform first: a bad spec or missing file fails before any byte is written.
-  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p) })));
 
   // Platforms are independent layers: building them concurrently keeps both cores busy.
   const images = await Promise.all(

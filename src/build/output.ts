@@ -4,7 +4,7 @@ import { UserError } from '../errors.js';
 import { writeDockerArchive, writeOciArchive } from '../store/archive.js';
 import { OciLayout } from '../store/oci-layout.js';
 import { formatLocation, type ImageLocation } from '../store/transport.js';
-import { buildBundle, defaultTag, type BuildOptions, type BuildResult } from './builder.js';
+import { buildBundle, defaultTag, planBuild, type BuildOptions, type BuildResult } from './builder.js';
 
 export interface BuildOutput extends BuildResult {
   location: string;
@@ -19,9 +19,16 @@ export async function buildTo(bundleDir: string, out: ImageLocation, opts: Build
   if (out.transport === 'docker') {
     throw new UserError(`-o ${formatLocation(out)}: build writes local images`, `build to oci:<dir> and then: kbundle push oci:<dir>:<tag> ${out.ref}`);
   }
+  const plan = await planBuild(bundleDir, opts);
+  if (out.transport === 'docker-archive' && plan.plans.length !== 1) {
+    throw new UserError(
+      `-o ${formatLocation(out)}: a docker archive holds one platform, the bundle has ${plan.plans.length} (${plan.plans.map((p) => p.platform).join(', ')})`,
+      'pick one with --platform, e.g. --platform linux/amd64',
+    );
+  }
   if (out.transport === 'oci') {
     const layout = await OciLayout.open(out.path, { create: true });
-    const result = await buildBundle(bundleDir, layout, opts);
+    const result = await buildBundle(plan, layout, opts);
     const tag = out.ref || defaultTag(result);
     await layout.tag(result.root, tag);
     return { ...result, location: formatLocation({ ...out, ref: tag }), tag };
@@ -29,18 +36,12 @@ export async function buildTo(bundleDir: string, out: ImageLocation, opts: Build
   const tmpDir = await mkdtemp(resolve(dirname(resolve(out.path)), '.kbundle-build-'));
   try {
     const layout = await OciLayout.open(tmpDir, { create: true });
-    const result = await buildBundle(bundleDir, layout, opts);
+    const result = await buildBundle(plan, layout, opts);
     if (out.transport === 'oci-archive') {
       const tag = out.ref || defaultTag(result);
       await layout.tag(result.root, tag);
       await writeOciArchive(layout, out.path);
       return { ...result, location: formatLocation({ ...out, ref: tag }), tag };
-    }
-    if (result.images.length !== 1) {
-      throw new UserError(
-        `-o ${formatLocation(out)}: a docker archive holds one platform, the bundle has ${result.images.length} (${result.images.map((i) => i.platform).join(', ')})`,
-        'pick one with --platform, e.g. --platform linux/amd64',
-      );
     }
     const { spec } = result.loaded;
     const tag = out.ref || `${spec.name}:${spec.version}`;
