@@ -1,9 +1,9 @@
 import { createWriteStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip, constants as zc } from 'node:zlib';
 import { pack as tarPack, type Header as Headers } from 'tar-stream';
 import { DigestingStream } from '../oci/digest.js';
+import { ParallelGzip } from './parallel-gzip.js';
 
 export type LayerEntry =
   | { type: 'directory'; path: string; mode: number }
@@ -43,8 +43,8 @@ export function compareEntryPaths(a: string, b: string): number {
 export async function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const tar = tarPack();
   const diff = new DigestingStream('sha256');
-  // No name and mtime 0 in the gzip header (Node writes neither), so the blob is reproducible.
-  const gzip = createGzip({ level: opts.level, memLevel: 9, chunkSize: 256 * 1024, strategy: zc.Z_DEFAULT_STRATEGY });
+  // No name and mtime 0 in the gzip header, fixed chunking: the blob is reproducible.
+  const gzip = new ParallelGzip(opts.level);
   const blob = new DigestingStream('sha256');
   const done = pipeline(tar, diff, gzip, blob, createWriteStream(outFile));
 

@@ -1,0 +1,68 @@
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export interface Timed {
+  seconds: number;
+  maxRssMiB: number;
+}
+
+/** Run a shell command under /usr/bin/time -v: wall time and peak RSS of the whole command. */
+export function timeCommand(cmd: string, env: NodeJS.ProcessEnv = process.env): Timed {
+  const start = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-v', 'sh', '-c', cmd], { encoding: 'utf8', env, maxBuffer: 256 * 1024 * 1024 });
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${cmd}\n${r.stderr}`);
+  const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
+  return { seconds, maxRssMiB: m ? Number(m[1]) / 1024 : NaN };
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/**
+ * A deterministic tree like a real bundle: many small YAML-ish files plus large blobs that are
+ * half random (so gzip has real work), ~`totalMiB` in all. Generated once per size.
+ */
+export function generateTree(root: string, totalMiB: number): string {
+  const dir = join(root, `tree-${totalMiB}m`);
+  if (existsSync(join(dir, '.done'))) return dir;
+  mkdirSync(dir, { recursive: true });
+  let seed = createHash('sha256').update('kbundle-bench').digest();
+  const random = (n: number): Buffer => {
+    const parts: Buffer[] = [];
+    let have = 0;
+    while (have < n) {
+      seed = createHash('sha256').update(seed).digest();
+      parts.push(seed);
+      have += seed.length;
+    }
+    return Buffer.concat(parts).subarray(0, n);
+  };
+  const small = 2000;
+  for (let i = 0; i < small; i++) {
+    const sub = join(dir, 'manifests', `group-${i % 40}`);
+    mkdirSync(sub, { recursive: true });
+    const body = Array.from({ length: 40 }, (_, j) => `key${j}: value-${i}-${j}-${'abcdefgh'.repeat(j % 5)}`).join('\n');
+    writeFileSync(join(sub, `file-${i}.yaml`), `apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${i}\ndata:\n${body}\n`);
+  }
+  const bigCount = 20;
+  const bigSize = Math.floor(((totalMiB - 4) * 1048576) / bigCount);
+  mkdirSync(join(dir, 'blobs'), { recursive: true });
+  for (let i = 0; i < bigCount; i++) {
+    const half = Math.floor(bigSize / 2);
+    const text = Buffer.alloc(bigSize - half, `line ${i} of some compressible log text\n`);
+    writeFileSync(join(dir, 'blobs', `blob-${i}.bin`), Buffer.concat([random(half), text]));
+  }
+  writeFileSync(join(dir, '.done'), '');
+  return dir;
+}
+
+export function printTable(rows: string[][]): void {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
+}
