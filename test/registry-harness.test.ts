@@ -75,7 +75,7 @@ describe('bcrypt for htpasswd', () => {
     const h = bcryptHash('pässwörd with spaces', 4);
     expect(h).toMatch(/^\$2y\$04\$[./A-Za-z0-9]{53}$/);
     // libxcrypt (Debian's crypt(3), reachable through perl) recomputes the same hash from it.
-    const r = await run('perl', ['-CA', '-e', 'print crypt($ARGV[0], $ARGV[1])', 'pässwörd with spaces', h]);
+    const r = await run('perl', ['-e', 'print crypt($ARGV[0], $ARGV[1])', 'pässwörd with spaces', h]);
     if (r.code === 0 && r.stdout.startsWith('$2')) expect(r.stdout).toBe(h);
   });
 });
@@ -106,10 +106,28 @@ describe('open registry (plain HTTP, no auth)', () => {
     expect(inspect.Layers).toHaveLength(1);
     expect(existsSync(join(reg.storageDir, 'docker/registry/v2/repositories/harness/open'))).toBe(true);
 
-    // Storage survives a restart on the same port.
+    // Storage — and uploads in progress (fixed http.secret) — survive a restart on the same port.
+    const part1 = Buffer.from('first half of a blob, ');
+    const part2 = Buffer.from('second half after a registry restart');
+    const blobDigest = `sha256:${createHash('sha256').update(Buffer.concat([part1, part2])).digest('hex')}`;
+    const post = await fetch(`${reg.url}/v2/harness/open/blobs/uploads/`, { method: 'POST' });
+    expect(post.status).toBe(202);
+    const patch = await fetch(new URL(post.headers.get('location')!, reg.url), {
+      method: 'PATCH',
+      body: part1,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    expect(patch.status).toBe(202);
     const oldPid = reg.pid;
     await reg.restart();
     expect(reg.pid).not.toBe(oldPid);
+    expect(() => process.kill(oldPid, 0)).toThrow();
+    const finish = new URL(patch.headers.get('location')!, reg.url);
+    finish.searchParams.set('digest', blobDigest);
+    const put = await fetch(finish, { method: 'PUT', body: part2, headers: { 'content-type': 'application/octet-stream' } });
+    expect(put.status).toBe(201);
+    const blob = await fetch(`${reg.url}/v2/harness/open/blobs/${blobDigest}`);
+    expect(Buffer.from(await blob.arrayBuffer()).toString()).toBe(Buffer.concat([part1, part2]).toString());
     const head = await fetch(`${reg.url}/v2/harness/open/manifests/t`, {
       method: 'HEAD',
       headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
@@ -179,6 +197,28 @@ describe('htpasswd registry (TLS + Basic)', () => {
     const noCa = await skopeo(['inspect', '--creds', creds, dest]);
     expect(noCa.code).not.toBe(0);
     expect(noCa.stderr).toMatch(/x509|certificate/i);
+  });
+
+  it('works behind a TLS fault proxy that reuses the registry CA', async () => {
+    const proxy = await startFaultProxy({ target: reg.url, ca: reg.caPem, tls: { cert: reg.pki!.certPem, key: reg.pki!.keyPem } });
+    try {
+      expect(proxy.url).toBe(`https://${proxy.host}`);
+      const rule = proxy.addRule({ action: 'status', status: 503, method: 'POST', path: /\/blobs\/uploads\/$/ });
+      const auth = { authorization: basic(reg.username!, reg.password!) };
+      const first = await fetch(`${proxy.url}/v2/harness/tlsproxy/blobs/uploads/`, { method: 'POST', dispatcher, headers: auth });
+      expect(first.status).toBe(503);
+      expect(first.headers.get('x-fault-injected')).toBe(String(rule.id));
+      const second = await fetch(`${proxy.url}/v2/harness/tlsproxy/blobs/uploads/`, { method: 'POST', dispatcher, headers: auth });
+      expect(second.status).toBe(202);
+      // X-Forwarded-Proto keeps the registry's absolute Location on the proxy's scheme and host.
+      expect(second.headers.get('location')!.startsWith(`${proxy.url}/v2/harness/tlsproxy/blobs/uploads/`)).toBe(true);
+      const dest = `docker://${proxy.host}/harness/tlsproxy:t`;
+      const creds = `${reg.username}:${reg.password}`;
+      await ok('skopeo', ['--insecure-policy', 'copy', '--dest-cert-dir', reg.certDir!, '--dest-creds', creds, layoutRef, dest], skopeoEnv);
+      expect(proxy.log.filter((e) => e.method === 'PUT' && e.status === 201).length).toBeGreaterThanOrEqual(2);
+    } finally {
+      await proxy.close();
+    }
   });
 });
 
@@ -286,6 +326,24 @@ describe('token registry (Bearer, ES256 JWT with x5c)', () => {
     expect(ts.requests.at(-1)).toMatchObject({ user: 'carol', authenticated: false, status: 401 });
     const anonymous = await skopeo(['inspect', '--tls-verify=false', dest]);
     expect(anonymous.code).not.toBe(0);
+  });
+
+  it('runs registry and token endpoint over TLS when asked', async () => {
+    const sec = await startRegistry({ variant: 'token', tls: true });
+    try {
+      expect(sec.url).toBe(`https://${sec.host}`);
+      expect(sec.tokenServer!.realm).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/token$/);
+      const dest = `docker://${sec.host}/harness/tls:t`;
+      const creds = `${sec.username}:${sec.password}`;
+      await ok('skopeo', ['--insecure-policy', 'copy', '--dest-cert-dir', sec.certDir!, '--dest-creds', creds, layoutRef, dest], skopeoEnv);
+      const inspect = JSON.parse(await ok('skopeo', ['--insecure-policy', 'inspect', '--cert-dir', sec.certDir!, '--creds', creds, dest], skopeoEnv)) as {
+        Digest: string;
+      };
+      expect(inspect.Digest).toBe(layoutDigest);
+      expect(sec.tokenServer!.requests.some((r) => r.authenticated && r.granted.some((g) => g.actions.includes('push')))).toBe(true);
+    } finally {
+      await sec.stop();
+    }
   });
 
   it('lets anonymous clients pull when configured', async () => {

@@ -37,7 +37,7 @@ export interface StartRegistryOptions {
   variant: RegistryVariant;
   /** htpasswd/token users (name → password). Default: one user `kbundle` with a random password. */
   users?: Record<string, string>;
-  /** Serve HTTPS. Default: true for `htpasswd`, false for `open` and `token`. */
+  /** Serve HTTPS (token: the token endpoint too). Default: true for `htpasswd`, false for `open` and `token`. */
   tls?: boolean;
   /** token: let anonymous clients pull. Default false. */
   anonymousPull?: boolean;
@@ -68,6 +68,8 @@ export interface RegistryHandle {
   caPem?: string;
   /** A directory holding only `ca.crt`: pass it to skopeo as --cert-dir / --src-cert-dir / --dest-cert-dir. */
   certDir?: string;
+  /** All TLS material (server cert/key too, e.g. to let a fault proxy serve TLS the same CA vouches for). */
+  pki?: TestPki;
   /** First configured user (htpasswd/token). */
   username?: string;
   password?: string;
@@ -272,7 +274,7 @@ export function writeHtpasswd(file: string, users: Record<string, string>, cost 
 }
 
 // ---------------------------------------------------------------------------------------------
-// TLS material: one CA and one server certificate (IP:127.0.0.1, DNS:localhost) per test process.
+// TLS material: a CA and a server certificate (IP:127.0.0.1, DNS:localhost), made per registry.
 // ---------------------------------------------------------------------------------------------
 
 export interface TestPki {
@@ -289,7 +291,6 @@ export interface TestPki {
 }
 
 const tempDirs = new Set<string>();
-let pkiPromise: Promise<TestPki> | undefined;
 
 function makeTempDir(prefix: string): string {
   const d = mkdtempSync(join(tmpdir(), prefix));
@@ -350,15 +351,6 @@ export async function createTestPki(dir: string = makeTempDir('kbundle-pki-')): 
     keyPem: readFileSync(p('server.key'), 'utf8'),
     certDir,
   };
-}
-
-/** The process-wide PKI (created on first use, removed at exit). */
-export function getTestPki(): Promise<TestPki> {
-  pkiPromise ??= createTestPki().catch((err: unknown) => {
-    pkiPromise = undefined;
-    throw err;
-  });
-  return pkiPromise;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -511,7 +503,7 @@ async function waitReady(url: string, running: Running, ca: string | undefined, 
 
 function fillTemplate(variant: RegistryVariant, values: Record<string, string>): Record<string, any> {
   let text = readFileSync(join(CONFIG_DIR, `${variant}.yml`), 'utf8');
-  text = text.replace(/@([A-Z_]+)@/g, (m, k: string) => {
+  text = text.replace(/^\s*#.*$/gm, '').replace(/@([A-Z_]+)@/g, (m, k: string) => {
     const v = values[k];
     if (v === undefined) throw new Error(`registry config ${variant}.yml: no value for ${m}`);
     return v;
@@ -534,9 +526,17 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Registr
     variant === 'open' ? { ...(opts.users ?? {}) } : { ...(opts.users ?? { kbundle: `pw-${randomBytes(9).toString('base64url')}` }) };
   const firstUser = Object.keys(users)[0];
 
-  const pki = useTls ? await getTestPki() : undefined;
+  const pki = useTls ? await createTestPki(join(dir, 'pki')) : undefined;
   let tokenServer: TokenServer | undefined;
-  const values: Record<string, string> = { STORAGE: storageDir, ADDR: '' };
+  // A fixed http.secret per handle: upload URLs carry state HMAC'd with it, so uploads begun before
+  // restart() stay valid afterwards (the registry otherwise picks a random secret at every start).
+  const values: Record<string, string> = {
+    STORAGE: storageDir,
+    ADDR: '',
+    HTTP_SECRET: randomBytes(24).toString('hex'),
+    TLS_CERT: '',
+    TLS_KEY: '',
+  };
   if (variant === 'htpasswd') {
     const htpasswd = join(dir, 'htpasswd');
     writeHtpasswd(htpasswd, users, opts.bcryptCost ?? 5);
@@ -552,6 +552,8 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Registr
       anonymousPull: opts.anonymousPull,
       ttlSeconds: opts.tokenTtlSeconds,
       authorize: opts.authorize,
+      // With tls the realm is https too, served with the registry's certificate (same CA).
+      tls: pki ? { cert: pki.certPem, key: pki.keyPem } : undefined,
       dir,
     });
     values.REALM = tokenServer.realm;
@@ -614,6 +616,7 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Registr
     caFile: pki?.caFile,
     caPem: pki?.caPem,
     certDir: pki?.certDir,
+    pki,
     username: firstUser,
     password: firstUser !== undefined ? users[firstUser] : undefined,
     users,
