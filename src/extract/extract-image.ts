@@ -1,0 +1,111 @@
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { UserError } from '../errors.js';
+import { isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
+import { formatPlatform, hostPlatform, selectPlatform } from '../oci/platform.js';
+import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
+import { OciLayout } from '../store/oci-layout.js';
+import { fetchBytes, type Target } from '../store/target.js';
+import { applyEntry, finishApply, newApplyState, type ApplyOptions } from './apply.js';
+import { DEFAULT_LIMITS, flattenLayers, type ExtractLimits } from './flatten.js';
+
+export interface ExtractOptions extends ApplyOptions {
+  limits?: Partial<ExtractLimits>;
+  /** Where verified layers are staged when the source is remote (default: os tmpdir). */
+  stagingDir?: string;
+  onLayerVerified?: (layer: Descriptor) => void;
+}
+
+export interface ExtractResult {
+  manifest: Manifest;
+  files: number;
+  bytes: number;
+  warnings: string[];
+}
+
+/** Manifest (or index → the platform's manifest) for a reference in a Target. */
+export async function resolveManifest(target: Target, reference: string, platform: Platform = hostPlatform()): Promise<Descriptor> {
+  let desc = await target.resolve(reference);
+  if (isIndexMediaType(desc.mediaType)) {
+    const index = parseJson(IndexSchema, await fetchBytes(target, desc), `${target.name}@${desc.digest}`);
+    desc = selectPlatform(index.manifests, platform, `${target.name}:${reference}`);
+    if (isIndexMediaType(desc.mediaType)) return resolveManifest(target, desc.digest, platform);
+  }
+  return desc;
+}
+
+function decompress(src: Readable, mediaType: string, what: string): Readable {
+  const kind = layerCompression(mediaType);
+  if (kind === 'gzip') {
+    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+    src.on('error', (e) => gunzip.destroy(e));
+    return src.pipe(gunzip);
+  }
+  if (kind === 'zstd') {
+    const child = spawn('zstd', ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out = new PassThrough();
+    child.on('error', () => out.destroy(new UserError(`${what}: zstd layer, but the zstd program is missing`, 'install it: apt-get install -y zstd')));
+    child.on('close', (code) => code !== 0 && out.destroy(new UserError(`${what}: zstd failed to decompress the layer`)));
+    src.on('error', (e) => out.destroy(e));
+    src.pipe(child.stdin);
+    child.stdout.pipe(out);
+    return out;
+  }
+  return src;
+}
+
+/**
+ * Verify every layer of the image, then flatten and apply it onto `root`. No layer byte reaches
+ * the root before that layer's digest and size were checked: local layout blobs are hashed in
+ * place first, remote ones are downloaded (verified) into a staging directory.
+ */
+export async function extractImage(target: Target, manifestDesc: Descriptor, root: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
+  const what = `${target.name}@${manifestDesc.digest}`;
+  const manifest = parseJson(ManifestSchema, await fetchBytes(target, manifestDesc), what);
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const declared = manifest.layers.reduce((n, l) => n + l.size, 0);
+  if (declared > limits.maxTotalBytes) throw new UserError(`${what}: layers total ${declared} bytes, over the ${limits.maxTotalBytes}-byte limit`);
+
+  let staging: string | undefined;
+  const layerPaths: string[] = [];
+  try {
+    for (const layer of manifest.layers) {
+      if (target instanceof OciLayout) {
+        await pipeline(await target.fetch(layer), new PassThrough().resume());
+        layerPaths.push(target.blobPath(layer.digest));
+      } else {
+        staging ??= await mkdtemp(join(opts.stagingDir ?? (await import('node:os')).tmpdir(), 'kbundle-layers-'));
+        const local = await OciLayout.open(staging, { create: true });
+        await local.push(layer, await target.fetch(layer));
+        layerPaths.push(local.blobPath(layer.digest));
+      }
+      opts.onLayerVerified?.(layer);
+    }
+
+    await mkdir(root, { recursive: true });
+    const state = newApplyState();
+    let files = 0;
+    let bytes = 0;
+    const open = async (i: number) => decompress(createReadStream(layerPaths[i]!, { highWaterMark: 1024 * 1024 }), manifest.layers[i]!.mediaType, `${what} layer ${i}`);
+    for await (const entry of flattenLayers(open, manifest.layers.length, limits, what)) {
+      await applyEntry(root, entry, opts, state, what);
+      if (entry.header.type === 'file') {
+        files++;
+        bytes += entry.header.size ?? 0;
+      }
+    }
+    await finishApply(state);
+    return { manifest, files, bytes, warnings: state.warnings };
+  } finally {
+    if (staging) await rm(staging, { recursive: true, force: true });
+  }
+}
+
+export function describePlatform(p: Platform | undefined): string {
+  return p ? formatPlatform(p) : 'unknown platform';
+}

@@ -1,0 +1,64 @@
+import { lstat, readlink } from 'node:fs/promises';
+import { posix } from 'node:path';
+import { UserError } from '../errors.js';
+
+const MAX_SYMLINK_HOPS = 255;
+
+/**
+ * Clean an archive entry name into root-relative components. `..` that would climb above the
+ * root is refused (not clamped): a well-formed image never needs it, and containerd refuses it too.
+ */
+export function entryComponents(name: string, what: string): string[] {
+  const parts: string[] = [];
+  for (const p of name.split('/')) {
+    if (p === '' || p === '.') continue;
+    if (p === '..') {
+      if (parts.length === 0) throw new UserError(`${what}: entry "${name}" climbs out of the root with ".."`, 'the image is malformed or hostile; nothing outside the root was touched');
+      parts.pop();
+      continue;
+    }
+    parts.push(p);
+  }
+  return parts;
+}
+
+/**
+ * securejoin semantics: resolve `components` under `root`, following every symlink met on the
+ * way (except the final component unless `followFinal`) *as if `root` were `/`*: absolute
+ * targets restart at root and `..` never climbs above it. The result always lies inside root.
+ */
+export async function resolveInRoot(root: string, components: string[], followFinal = false): Promise<string> {
+  const todo = [...components];
+  const done: string[] = [];
+  let hops = 0;
+  while (todo.length) {
+    const part = todo.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      done.pop();
+      continue;
+    }
+    const candidate = posix.join(root, ...done, part);
+    const isFinal = todo.length === 0;
+    if (isFinal && !followFinal) {
+      done.push(part);
+      break;
+    }
+    let st;
+    try {
+      st = await lstat(candidate);
+    } catch {
+      done.push(part); // does not exist (yet): nothing to follow
+      continue;
+    }
+    if (!st.isSymbolicLink()) {
+      done.push(part);
+      continue;
+    }
+    if (++hops > MAX_SYMLINK_HOPS) throw new UserError(`too many levels of symbolic links under ${root} at ${posix.join(...done, part)}`);
+    const target = await readlink(candidate);
+    if (target.startsWith('/')) done.length = 0;
+    todo.unshift(...target.split('/'));
+  }
+  return posix.join(root, ...done);
+}

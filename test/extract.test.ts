@@ -1,0 +1,216 @@
+import { spawn } from 'node:child_process';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { UserError } from '../src/errors.js';
+import { extractImage } from '../src/extract/extract-image.js';
+import { cleanupTempDirs, REPO_ROOT, tempDir } from './helpers/exec.js';
+import { craftImage, type CraftEntry } from './helpers/craft-image.js';
+
+afterAll(cleanupTempDirs);
+
+/** Every path under dir → "d", "l -> target", or "f:<content>" (mode for files). */
+function snapshot(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const n of readdirSync(d).sort()) {
+      const p = join(d, n);
+      const rel = relative(dir, p);
+      const st = lstatSync(p);
+      if (st.isSymbolicLink()) out[rel] = `l -> ${readlinkSync(p)}`;
+      else if (st.isDirectory()) {
+        out[rel] = 'd';
+        walk(p);
+      } else out[rel] = `f${(st.mode & 0o7777).toString(8)}:${readFileSync(p, 'utf8')}`;
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+const dir = (name: string): CraftEntry => ({ name, type: 'directory' });
+const file = (name: string, content: string, mode = 0o644): CraftEntry => ({ name, type: 'file', content, mode });
+
+describe('overlay extraction with whiteouts onto a pre-populated root', () => {
+  it('flattens layers in order, honours whiteouts and opaque dirs between layers, and never deletes what the root already had', async () => {
+    const root = join(tempDir(), 'root');
+    mkdirSync(join(root, 'etc'), { recursive: true });
+    writeFileSync(join(root, 'etc/keep.conf'), 'host');
+    mkdirSync(join(root, 'opt/app'), { recursive: true });
+    writeFileSync(join(root, 'opt/app/host-file'), 'host');
+    mkdirSync(join(root, 'usr/bin'), { recursive: true });
+    writeFileSync(join(root, 'usr/bin/replaced'), 'host');
+    mkdirSync(join(root, 'usr/lib'), { recursive: true });
+    writeFileSync(join(root, 'usr/lib/x'), 'host-x');
+
+    const { layout, manifest } = await craftImage(join(tempDir(), 'img'), [
+      [dir('opt/'), dir('opt/app/'), file('opt/app/a', 'A0'), file('opt/app/b', 'B0'), dir('opt/app/sub/'), file('opt/app/sub/c', 'C0'), dir('usr/'), dir('usr/lib/'), file('usr/lib/x', 'X0'), dir('usr/bin/'), file('usr/bin/replaced', 'L0'), dir('data/'), dir('data/dir/'), file('data/dir/f', 'F0'), file('gone', 'G0')],
+      [dir('opt/app/'), { name: 'opt/app/.wh..wh..opq', type: 'file', content: '' }, file('opt/app/new', 'N1'), { name: 'usr/lib/.wh.x', type: 'file', content: '' }, file('data/dir', 'now a file'), file('usr/bin/replaced', 'L1', 0o755), { name: '.wh.gone', type: 'file', content: '' }],
+      [dir('etc/'), file('etc/motd', 'hello'), { name: 'etc/motd2', type: 'link', linkname: 'etc/motd' }, { name: 'usr/bin/sh', type: 'symlink', linkname: '/bin/busybox' }, file('usr/bin/suid', 'S', 0o4755)],
+    ]);
+    const r = await extractImage(layout, manifest, root);
+    expect(snapshot(root)).toEqual({
+      data: 'd',
+      'data/dir': 'f644:now a file',
+      etc: 'd',
+      'etc/keep.conf': 'f644:host',
+      'etc/motd': 'f644:hello',
+      'etc/motd2': 'f644:hello',
+      opt: 'd',
+      'opt/app': 'd',
+      'opt/app/host-file': 'f644:host', // opaque hides lower *layers*, not the destination
+      'opt/app/new': 'f644:N1',
+      usr: 'd',
+      'usr/bin': 'd',
+      'usr/bin/replaced': 'f755:L1',
+      'usr/bin/sh': 'l -> /bin/busybox',
+      'usr/bin/suid': 'f755:S', // setuid stripped by default
+      'usr/lib': 'd',
+      'usr/lib/x': 'f644:host-x', // whiteout of a lower layer's file keeps the host's file
+    });
+    expect(lstatSync(join(root, 'etc/motd')).ino).toBe(lstatSync(join(root, 'etc/motd2')).ino);
+    expect(statSync(join(root, 'etc/motd')).mtime.getTime()).toBe(1_000_000_000_000);
+    expect(r.files).toBe(5);
+  });
+
+  it('keeps setuid bits only when allowed', async () => {
+    const { layout, manifest } = await craftImage(join(tempDir(), 'img'), [[file('bin/s', 'x', 0o4755)]]);
+    const root = join(tempDir(), 'root');
+    await extractImage(layout, manifest, root, { allowSetuid: true });
+    expect(statSync(join(root, 'bin/s')).mode & 0o7777).toBe(0o4755);
+  });
+});
+
+describe('hostile archives', () => {
+  // The root sits in its own folder next to a sentinel folder; nothing may ever appear outside the root.
+  async function attempt(layers: CraftEntry[][], opts: Parameters<typeof extractImage>[3] = {}) {
+    const base = tempDir('kbundle-hostile-');
+    const root = join(base, 'root');
+    mkdirSync(join(base, 'outside'));
+    const { layout, manifest } = await craftImage(join(tempDir(), 'img'), layers);
+    const before = readdirSync(base).sort();
+    const err = await extractImage(layout, manifest, root, opts).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(readdirSync(base).sort()).toEqual(before.includes('root') ? before : [...before, 'root'].sort());
+    expect(readdirSync(join(base, 'outside'))).toEqual([]);
+    return { root, err };
+  }
+
+  const refused: [string, CraftEntry[][], RegExp][] = [
+    ['a name climbing out with ..', [[file('../evil', 'x')]], /climbs out of the root/],
+    ['a deep .. after a real dir', [[dir('a/'), file('a/../../outside/evil', 'x')]], /climbs out of the root/],
+    ['a hard link to a host file', [[{ name: 'passwd', type: 'link', linkname: 'etc/passwd' }]], /not a file of this image/],
+    ['a hard link climbing out', [[{ name: 'l', type: 'link', linkname: '../outside/x' }]], /climbs out of the root/],
+    ['a whiteout naming ..', [[file('a/.wh...', '')]], /whiteout .* names no file inside the root/],
+    ['a device node', [[{ name: 'dev/sda', type: 'block-device', devmajor: 8, devminor: 0 }]], /is a block-device; refusing/],
+    ['a fifo', [[{ name: 'p', type: 'fifo' }]], /is a fifo; refusing/],
+  ];
+  for (const [name, layers, msg] of refused) {
+    it(`refuses ${name} with a clear error`, async () => {
+      const { err } = await attempt(layers);
+      expect(err).toBeInstanceOf(UserError);
+      expect((err as Error).message).toMatch(msg);
+    });
+  }
+
+  // Symlinks inside one image: mutate.Extract semantics drop entries below a non-directory of the
+  // same or a higher layer, so these never get written through the link at all.
+  const dropped: [string, CraftEntry[][], string][] = [
+    ['a file through an absolute symlink to / in the same layer', [[{ name: 'to-root', type: 'symlink', linkname: '/' }, file('to-root/outside/evil', 'x')]], 'to-root'],
+    ['a file through a relative symlink climbing up', [[{ name: 'up', type: 'symlink', linkname: '../../../..' }, file('up/outside/evil', 'x')]], 'up'],
+    ['a symlink chain', [[{ name: 'a', type: 'symlink', linkname: 'b' }, { name: 'b', type: 'symlink', linkname: '../../outside' }, file('a/evil', 'x')]], 'a'],
+    ['a symlink from a lower layer', [[{ name: 'x', type: 'symlink', linkname: '/../outside' }], [file('x/evil', 'x')]], 'x'],
+  ];
+  for (const [name, layers, link] of dropped) {
+    it(`does not follow ${name}`, async () => {
+      const { root, err } = await attempt(layers);
+      expect(err).toBeUndefined();
+      expect(lstatSync(join(root, link)).isSymbolicLink()).toBe(true);
+    });
+  }
+
+  // Symlinks already on the destination are followed as if the root were "/".
+  const contained: [string, CraftEntry[][], string, string][] = [
+    ['an absolute entry name', [[file('/outside/evil', 'x')]], '', 'outside/evil'],
+    ['a destination symlink to /', [[file('to-root/outside/evil', 'x')]], '/', 'outside/evil'],
+    ['a destination symlink climbing up', [[file('up/outside/evil', 'x')]], '../../../..', 'outside/evil'],
+    ['a destination symlink to the host folder', [[file('host/evil', 'x')]], 'HOST', 'HOST-INSIDE/evil'],
+    // node-tar CVE-2021-32803 shape: directory entry, then a symlink of the same name, then a file below it
+    ['a directory swapped for a symlink (CVE-2021-32803 shape)', [[dir('d/'), { name: 'd', type: 'symlink', linkname: '../outside' }, file('d/evil', 'x')]], '', 'd/evil'],
+  ];
+  for (const [name, layers, preLink, inside] of contained) {
+    it(`keeps ${name} inside the root`, async () => {
+      const base = tempDir('kbundle-hostile-');
+      const root = join(base, 'root');
+      mkdirSync(join(base, 'outside'));
+      mkdirSync(root);
+      const linkName = layers[0]![0]!.name.split('/').filter(Boolean)[0]!;
+      let expected = inside;
+      if (preLink === 'HOST') {
+        symlinkSync(join(base, 'outside'), join(root, linkName)); // absolute host path
+        expected = join(base, 'outside').slice(1) + '/evil';
+      } else if (preLink) symlinkSync(preLink, join(root, linkName));
+      const { layout, manifest } = await craftImage(join(tempDir(), 'img'), layers);
+      await extractImage(layout, manifest, root);
+      expect(readdirSync(join(base, 'outside'))).toEqual([]);
+      expect(readFileSync(join(root, expected), 'utf8')).toBe('x');
+    });
+  }
+
+  it('stops tar bombs at the entry, size and depth limits', async () => {
+    const many = Array.from({ length: 50 }, (_, i) => file(`f${i}`, 'x'));
+    expect(((await attempt([many], { limits: { maxEntries: 20 } })).err as Error).message).toMatch(/more than 20 entries/);
+    expect(((await attempt([[file('big', 'y'.repeat(5000))]], { limits: { maxTotalBytes: 4096 } })).err as Error).message).toMatch(/over the 4096-byte limit|more than 4096 bytes/);
+    const deep = `${Array.from({ length: 40 }, () => 'd').join('/')}/f`;
+    expect(((await attempt([[file(deep, 'x')]], { limits: { maxDepth: 32 } })).err as Error).message).toMatch(/nested deeper than 32 levels/);
+  });
+
+  it('keeps a destination symlink to a directory (merged /usr) and writes through it', async () => {
+    const base = tempDir();
+    const root = join(base, 'root');
+    mkdirSync(join(root, 'usr/lib'), { recursive: true });
+    symlinkSync('usr/lib', join(root, 'lib'));
+    const { layout, manifest } = await craftImage(join(base, 'img'), [[dir('lib/'), file('lib/mod.so', 'm')]]);
+    await extractImage(layout, manifest, root);
+    expect(readlinkSync(join(root, 'lib'))).toBe('usr/lib');
+    expect(readFileSync(join(root, 'usr/lib/mod.so'), 'utf8')).toBe('m');
+  });
+
+  it('never writes a layer whose bytes do not match its digest', async () => {
+    const base = tempDir();
+    const { layout, manifest } = await craftImage(join(base, 'img'), [[file('a', 'good')]]);
+    const m = JSON.parse(readFileSync(layout.blobPath(manifest.digest), 'utf8'));
+    const blob = layout.blobPath(m.layers[0].digest);
+    const bytes = readFileSync(blob);
+    bytes[bytes.length - 5] ^= 0xff;
+    writeFileSync(blob, bytes);
+    const root = join(base, 'root');
+    await expect(extractImage(layout, manifest, root)).rejects.toThrow(/does not match/);
+    expect(existsSync(join(root, 'a'))).toBe(false);
+  });
+});
+
+describe('interrupted extraction', () => {
+  it('leaves no partially written file at a final path after SIGKILL', async () => {
+    const base = tempDir();
+    const big = 'z'.repeat(8 * 1024 * 1024);
+    const files = Array.from({ length: 20 }, (_, i) => file(`data/f${i}`, big));
+    const { layout, manifest } = await craftImage(join(base, 'img'), [files]);
+    const root = join(base, 'root');
+    const script = `
+      const { OciLayout } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/store/oci-layout.js'))});
+      const { extractImage } = await import(${JSON.stringify(join(REPO_ROOT, 'dist/src/extract/extract-image.js'))});
+      const layout = await OciLayout.open(${JSON.stringify(layout.dir)});
+      await extractImage(layout, ${JSON.stringify(manifest)}, ${JSON.stringify(root)}, { onFile: () => process.stdout.write('.') });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise<void>((res) => child.stdout.once('data', () => res()));
+    child.kill('SIGKILL');
+    await new Promise((r) => child.on('close', r));
+    const present = readdirSync(join(root, 'data')).filter((n) => !n.startsWith('.kbundle-tmp-'));
+    expect(present.length).toBeGreaterThan(0);
+    expect(present.length).toBeLessThan(20);
+    for (const n of present) expect(statSync(join(root, 'data', n)).size).toBe(big.length);
+  });
+});
