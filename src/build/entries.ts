@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { basename, join, posix } from 'node:path';
 import { Readable } from 'node:stream';
@@ -11,6 +11,16 @@ import { bundlePath, normaliseDestination, type FileSpec, type LoadedSpec } from
 const DIR_MODE = 0o755;
 /** Large reads: fewer thread-pool round trips per file. */
 const READ_CHUNK = 1024 * 1024;
+
+/**
+ * Small files are read synchronously: on a 2-core VM each thread-pool round trip (open, read,
+ * close) costs ~0.2 ms, which dominates bundles made of thousands of small manifests.
+ */
+const SMALL_FILE = 256 * 1024;
+function openSource(path: string, size: number): Readable {
+  if (size <= SMALL_FILE) return Readable.from([readFileSync(path)]);
+  return createReadStream(path, { highWaterMark: READ_CHUNK });
+}
 
 /** Where generated content lives inside a run bundle image. */
 export const RUN_SCRIPT = 'run.sh';
@@ -64,7 +74,7 @@ export async function planEntries(loaded: LoadedSpec, platform: string): Promise
       for (const n of names) await addPath(join(src, n), posix.join(dst, n), mode, origin);
     } else if (st.isFile()) {
       const m = mode ?? (st.mode & 0o111 ? 0o755 : 0o644);
-      add({ type: 'file', path: dst, mode: m, size: st.size, open: () => createReadStream(src, { highWaterMark: READ_CHUNK }) }, origin);
+      add({ type: 'file', path: dst, mode: m, size: st.size, open: () => openSource(src, st.size) }, origin);
     } else {
       throw new UserError(`${specPath}: ${origin}: ${src} is not a regular file, directory or symlink`);
     }
