@@ -11,6 +11,7 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v openssl >/dev/null || need+=(openssl)
 command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v mkfs.erofs >/dev/null || need+=(erofs-utils)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test/setup.sh: missing ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2

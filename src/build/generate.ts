@@ -59,10 +59,21 @@ export function placeManifestsScript(spec: BundleSpec): string {
   w('ROOT=${ROOT%/}');
   w('');
   w('fail() { echo "$BUNDLE: $*" >&2; exit 1; }');
+  // kairos-agent evaluates the key as a jq path and prints YAML: keys with "-" must be quoted,
+  // and strings that look like numbers or booleans come back quoted ("2"), so strip one layer.
   w('config_get() {');
   w('  v=""');
-  w('  if command -v kairos-agent >/dev/null 2>&1; then v=$(kairos-agent config get "$1" 2>/dev/null || true); fi');
+  w('  if command -v kairos-agent >/dev/null 2>&1; then');
+  w('    if ! v=$(kairos-agent config get "$1" 2>&1); then');
+  w('      echo "$BUNDLE: warning: kairos-agent config get $1 failed: $v; using the default" >&2');
+  w('      v=""');
+  w('    fi');
+  w('  fi');
   w('  case "$v" in null|"<nil>") v="" ;; esac');
+  w('  case "$v" in');
+  w('    \\"*\\") v=${v#\\"}; v=${v%\\"} ;;');
+  w("    \\'*\\') v=${v#\\'}; v=${v%\\'} ;;");
+  w('  esac');
   w(`  printf '%s' "$v"`);
   w('}');
   w('value() {');
@@ -82,8 +93,8 @@ export function placeManifestsScript(spec: BundleSpec): string {
   w('');
   w('distro=$(config_get "$KEY.distro")');
   w('if [ -z "$distro" ]; then');
-  w('  if [ "$(config_get k0s.enabled)" = true ] || [ "$(config_get k0s-worker.enabled)" = true ]; then distro=k0s');
-  w('  elif [ "$(config_get k3s.enabled)" = true ] || [ "$(config_get k3s-agent.enabled)" = true ]; then distro=k3s');
+  w(`  if [ "$(config_get k0s.enabled)" = true ] || [ "$(config_get '"k0s-worker".enabled')" = true ]; then distro=k0s`);
+  w(`  elif [ "$(config_get k3s.enabled)" = true ] || [ "$(config_get '"k3s-agent".enabled')" = true ]; then distro=k3s`);
   if (spec.distro !== 'auto') w(`  else distro=${spec.distro}`);
   else {
     w('  elif [ -d "$ROOT/var/lib/k0s" ] && [ ! -d "$ROOT/var/lib/rancher/k3s" ]; then distro=k0s');

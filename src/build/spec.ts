@@ -76,7 +76,8 @@ export const BundleSpecSchema = z
     run: z.string().min(1).optional(),
     config: z
       .object({
-        key: z.string().regex(/^[a-z0-9_-]+$/, 'must be a cloud-config key: lowercase letters, digits, "_" or "-"').optional(),
+        // kairos-agent reads keys as jq paths: "-" or a leading digit would need quoting there.
+        key: z.string().regex(/^[a-z_][a-z0-9_]*$/, 'must be a cloud-config key usable as a jq path: lowercase letters, digits and "_", not starting with a digit').optional(),
         values: z.record(z.string(), scalar).default({}),
         /** Optional extended regular expressions (grep -E) a value must match on the node. */
         patterns: z.record(z.string(), z.string()).default({}),

@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import { isUserError } from '../errors.js';
 import { registerBuild } from './build.js';
+import { registerCatalog } from './catalog.js';
+import { registerTransfer } from './transfer.js';
 
 export function createProgram(): Command {
   const program = new Command('kbundle')
@@ -9,6 +11,8 @@ export function createProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerBuild(program);
+  registerCatalog(program);
+  registerTransfer(program);
   return program;
 }
 

@@ -1,0 +1,127 @@
+import { spawnSync } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
+import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../build/builder.js';
+import { UserError } from '../errors.js';
+import { OciLayout, writeFileAtomic } from '../store/oci-layout.js';
+import { bundleInputDigest, discoverBundles, type CatalogBundle } from './discover.js';
+
+export const CATALOG_STATE_FILE = 'kbundle-catalog.json';
+const BUILDER_VERSION = `kbundle-0.1/node-${process.versions.node.split('.')[0]}`;
+
+export interface CatalogEntryState {
+  name: string;
+  version: string;
+  tag: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  inputs: string;
+}
+
+export interface CatalogBuildResult {
+  built: CatalogEntryState[];
+  skipped: CatalogEntryState[];
+  entries: CatalogEntryState[];
+}
+
+export async function readCatalogState(layout: OciLayout): Promise<Record<string, CatalogEntryState>> {
+  try {
+    return JSON.parse(await readFile(join(layout.dir, CATALOG_STATE_FILE), 'utf8')) as Record<string, CatalogEntryState>;
+  } catch {
+    return {};
+  }
+}
+
+/** Bundle folders with changes since a git revision (committed, staged, working tree or untracked). */
+export function changedBundleNames(catalogDir: string, rev: string): Set<string> {
+  const root = resolve(catalogDir);
+  const top = spawnSync('git', ['-C', root, 'rev-parse', '--show-toplevel'], { encoding: 'utf8' });
+  if (top.status !== 0) throw new UserError(`--changed-since: ${catalogDir} is not inside a git checkout`);
+  const verify = spawnSync('git', ['-C', root, 'rev-parse', '--verify', '--quiet', `${rev}^{commit}`], { encoding: 'utf8' });
+  if (verify.status !== 0) throw new UserError(`--changed-since: "${rev}" is not a commit in this repository`);
+  const diff = spawnSync('git', ['-C', root, 'diff', '--name-only', rev, '--', '.'], { encoding: 'utf8' });
+  const untracked = spawnSync('git', ['-C', root, 'ls-files', '--others', '--exclude-standard', '--', '.'], { encoding: 'utf8' });
+  const names = new Set<string>();
+  const gitTop = top.stdout.trim();
+  for (const line of `${diff.stdout}\n${untracked.stdout}`.split('\n')) {
+    if (!line) continue;
+    // diff prints paths from the repository top, ls-files relative to the folder.
+    const abs = line.startsWith(relative(gitTop, root)) ? join(gitTop, line) : join(root, line);
+    const rel = relative(root, abs);
+    if (!rel.startsWith('..')) names.add(rel.split('/')[0]!);
+  }
+  return names;
+}
+
+async function limitedAll<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/**
+ * Build every catalog bundle (or those changed since a git revision) into one OCI layout, tagged
+ * `<name>_<version>`. A bundle whose input digest matches the last build recorded in the layout,
+ * and whose image is still there, is not rebuilt.
+ */
+export async function buildCatalog(
+  catalogDir: string,
+  layout: OciLayout,
+  opts: BuildOptions & { changedSince?: string; only?: string[]; exclude?: string[]; concurrency?: number; onBundle?: (name: string, action: 'built' | 'skipped') => void } = {},
+): Promise<CatalogBuildResult> {
+  let bundles = await discoverBundles(catalogDir);
+  if (bundles.length === 0) throw new UserError(`${catalogDir}: no bundles (folders with a bundle.yaml)`);
+  if (opts.only?.length) {
+    const unknown = opts.only.filter((n) => !bundles.some((b) => b.name === n));
+    if (unknown.length) throw new UserError(`no such bundle in ${catalogDir}: ${unknown.join(', ')}`);
+    bundles = bundles.filter((b) => opts.only!.includes(b.name));
+  }
+  if (opts.exclude?.length) bundles = bundles.filter((b) => !opts.exclude!.includes(b.name));
+  if (opts.changedSince) {
+    const changed = changedBundleNames(catalogDir, opts.changedSince);
+    bundles = bundles.filter((b) => changed.has(b.name));
+  }
+  // Validate every selected bundle before building any, so a bad spec costs nothing.
+  const plans = await Promise.all(bundles.map(async (b) => ({ b, plan: await planBuild(b.dir, opts) })));
+  const state = await readCatalogState(layout);
+  const salt = `${BUILDER_VERSION}\0${opts.sourceDateEpoch ?? 0}\0${(opts.platforms ?? []).join(',')}\0${opts.uid ?? 0}:${opts.gid ?? 0}\0${opts.gzipLevel ?? 6}\0${opts.revision ?? ''}`;
+  const built: CatalogEntryState[] = [];
+  const skipped: CatalogEntryState[] = [];
+
+  const one = async ({ b, plan }: { b: CatalogBundle; plan: Awaited<ReturnType<typeof planBuild>> }) => {
+    const inputs = await bundleInputDigest(b.dir, salt);
+    const prev = state[b.name];
+    if (prev && prev.inputs === inputs && (await layout.exists({ mediaType: prev.mediaType, digest: prev.digest, size: prev.size }))) {
+      try {
+        if ((await layout.resolve(prev.tag)).digest === prev.digest) {
+          skipped.push(prev);
+          opts.onBundle?.(b.name, 'skipped');
+          return;
+        }
+      } catch {
+        /* tag gone: rebuild */
+      }
+    }
+    const result = await buildBundle(plan, layout, opts);
+    const tag = defaultTag(result);
+    const entry: CatalogEntryState = { name: b.name, version: result.loaded.spec.version, tag, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, inputs };
+    built.push(entry);
+    opts.onBundle?.(b.name, 'built');
+  };
+  await limitedAll(plans, opts.concurrency ?? 2, one);
+  // index.json and the state file are written once, after every image is complete.
+  for (const e of built) await layout.tag({ mediaType: e.mediaType, digest: e.digest, size: e.size }, e.tag);
+  const next = { ...state };
+  for (const e of [...built, ...skipped]) next[e.name] = e;
+  await writeFileAtomic(join(layout.dir, CATALOG_STATE_FILE), JSON.stringify(next, null, 2));
+  const byName = (a: CatalogEntryState, z: CatalogEntryState) => a.name.localeCompare(z.name);
+  return { built: built.sort(byName), skipped: skipped.sort(byName), entries: [...built, ...skipped].sort(byName) };
+}

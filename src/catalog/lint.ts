@@ -1,0 +1,59 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { loadBundleSpec, PLACEHOLDER_RE } from '../build/spec.js';
+import { errorMessage } from '../errors.js';
+import { discoverBundles } from './discover.js';
+
+export interface LintProblem {
+  bundle: string;
+  file: string;
+  message: string;
+}
+
+const FLOATING = /^(latest|stable|main|master|edge|\*|x)$|[*^~]|\.x$/i;
+
+/**
+ * Catalog rules on top of spec validation: versions are pinned (no `latest`, ranges or
+ * wildcards in bundle, chart or default versions), every bundle has a README, and the README
+ * documents every cloud-config value the bundle reads.
+ */
+export async function lintCatalog(catalogDir: string): Promise<LintProblem[]> {
+  const problems: LintProblem[] = [];
+  for (const b of await discoverBundles(catalogDir)) {
+    const specFile = join(catalogDir, b.name, 'bundle.yaml');
+    const add = (file: string, message: string) => problems.push({ bundle: b.name, file, message });
+    let loaded;
+    try {
+      loaded = await loadBundleSpec(b.dir);
+    } catch (e) {
+      add(specFile, errorMessage(e));
+      continue;
+    }
+    const { spec } = loaded;
+    if (spec.name !== b.name) add(specFile, `name "${spec.name}" differs from its folder "${b.name}"`);
+    if (FLOATING.test(spec.version)) add(specFile, `version "${spec.version}" is not pinned`);
+    for (const [i, c] of spec.charts.entries()) {
+      const v = c.version.replace(PLACEHOLDER_RE, (_, k: string) => spec.config.values[k] ?? '');
+      if (!v || FLOATING.test(v)) add(specFile, `charts.${i}.version resolves to "${v}", which is not pinned`);
+    }
+    for (const [k, v] of Object.entries(spec.config.values)) {
+      if (/version$/.test(k) && FLOATING.test(v)) add(specFile, `config.values.${k} default "${v}" is not pinned`);
+      // Values are substituted as text into YAML: a pattern is what keeps a node's config from injecting structure.
+      if (!spec.config.patterns[k]) add(specFile, `config.values.${k} has no config.patterns.${k} to check node-supplied values`);
+    }
+    let readme: string;
+    try {
+      readme = await readFile(join(b.dir, 'README.md'), 'utf8');
+    } catch {
+      add(join(catalogDir, b.name, 'README.md'), 'missing: every bundle documents its purpose and cloud-config block');
+      continue;
+    }
+    for (const k of Object.keys(spec.config.values)) {
+      if (!new RegExp(`\\b${k}\\b`).test(readme)) add(join(catalogDir, b.name, 'README.md'), `does not document config value "${spec.config.key}.${k}"`);
+    }
+    if (Object.keys(spec.config.values).length && !readme.includes(`${spec.config.key}:`)) {
+      add(join(catalogDir, b.name, 'README.md'), `has no cloud-config example with the "${spec.config.key}:" block`);
+    }
+  }
+  return problems;
+}

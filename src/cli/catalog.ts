@@ -1,0 +1,77 @@
+import type { Command } from 'commander';
+import { sourceDateEpochFromEnv } from '../build/builder.js';
+import { buildCatalog, readCatalogState } from '../catalog/build.js';
+import { catalogIndex, writeCatalogIndex } from '../catalog/index-page.js';
+import { lintCatalog } from '../catalog/lint.js';
+import { UserError } from '../errors.js';
+import { OciLayout } from '../store/oci-layout.js';
+import { parseLocation } from '../store/transport.js';
+import { makePrinter } from './output.js';
+
+function layoutDir(output: string): string {
+  const loc = parseLocation(output, '-o');
+  if (loc.transport !== 'oci' || loc.ref) throw new UserError(`-o ${output}: the catalog is built into an OCI layout directory`, 'write it as oci:<dir>, e.g. -o oci:out/catalog');
+  return loc.path;
+}
+
+export function registerCatalog(program: Command): void {
+  const catalog = program.command('catalog').description('build, lint, index and publish the bundle catalog (bundles/)');
+
+  catalog
+    .command('build')
+    .description('build every catalog bundle (or only changed ones) into one OCI layout')
+    .option('-C, --catalog <dir>', 'catalog folder', 'bundles')
+    .option('-o, --output <location>', 'oci:<dir>', 'oci:out/catalog')
+    .option('--changed-since <git-rev>', 'only bundles whose folder changed since this revision')
+    .option('--bundle <name...>', 'only these bundles')
+    .option('--exclude <name...>', 'leave these bundles out (e.g. ones whose downloads are unreachable)')
+    .option('-j, --jobs <n>', 'bundles built at once', '2')
+    .option('--json', 'print a JSON summary')
+    .action(async (o: { catalog: string; output: string; changedSince?: string; bundle?: string[]; exclude?: string[]; jobs: string; json?: boolean }) => {
+      const out = makePrinter(!!o.json);
+      const layout = await OciLayout.open(layoutDir(o.output), { create: true });
+      const r = await buildCatalog(o.catalog, layout, {
+        changedSince: o.changedSince,
+        only: o.bundle,
+        exclude: o.exclude,
+        concurrency: Math.max(1, Number(o.jobs) || 1),
+        sourceDateEpoch: sourceDateEpochFromEnv(),
+        onBundle: (name, action) => out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
+      });
+      const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
+      lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${layout.name}`);
+      out.result(lines.join('\n'), { layout: layout.dir, built: r.built, skipped: r.skipped });
+    });
+
+  catalog
+    .command('lint')
+    .description('check every bundle: spec, pinned versions, README documenting each config key')
+    .option('-C, --catalog <dir>', 'catalog folder', 'bundles')
+    .option('--json', 'print problems as JSON')
+    .action(async (o: { catalog: string; json?: boolean }) => {
+      const problems = await lintCatalog(o.catalog);
+      const out = makePrinter(!!o.json);
+      out.result(problems.length ? problems.map((p) => `${p.file}: ${p.message}`).join('\n') : `${o.catalog}: catalog ok`, { ok: problems.length === 0, problems });
+      if (problems.length) throw new UserError(`${problems.length} problem(s) in ${o.catalog}`);
+    });
+
+  catalog
+    .command('index')
+    .description('write index.json and a static, searchable index.html for the catalog')
+    .option('-C, --catalog <dir>', 'catalog folder', 'bundles')
+    .option('-o, --out <dir>', 'where to write index.json and index.html', 'out/catalog-site')
+    .option('--layout <dir>', 'catalog OCI layout to take digests from (from catalog build)', 'out/catalog')
+    .option('--registry <host/namespace>', 'where the bundles are published, for the cloud-config snippets')
+    .option('--json', 'print a JSON summary')
+    .action(async (o: { catalog: string; out: string; layout: string; registry?: string; json?: boolean }) => {
+      let state = {};
+      try {
+        state = await readCatalogState(await OciLayout.open(o.layout));
+      } catch {
+        /* no build yet: index without digests */
+      }
+      const entries = await catalogIndex(o.catalog, { registry: o.registry, state });
+      const files = await writeCatalogIndex(o.out, entries);
+      makePrinter(!!o.json).result(`wrote ${files.json} and ${files.html} (${entries.length} bundles)`, { ...files, bundles: entries.length });
+    });
+}

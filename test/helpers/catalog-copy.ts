@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { REPO_ROOT } from './exec.js';
+
+export interface FixtureServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Serve fixed bytes per path on 127.0.0.1 (stand-in for pinned upstream downloads). */
+export async function serveFixtures(files: Record<string, Buffer>): Promise<FixtureServer> {
+  const server: Server = createServer((req, res) => {
+    const body = files[req.url ?? ''];
+    if (!body) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-length': body.length }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+/**
+ * Copy the real catalog into `dest`, pointing every pinned download at the loopback fixture
+ * server instead (same file name, fixture bytes and their sha256): no network needed.
+ */
+export async function copyCatalogOffline(dest: string): Promise<FixtureServer> {
+  cpSync(join(REPO_ROOT, 'bundles'), dest, { recursive: true });
+  const fixtures: Record<string, Buffer> = {};
+  const rewrites: { file: string; doc: ReturnType<typeof parseDocument> }[] = [];
+  for (const name of readdirSync(dest)) {
+    const file = join(dest, name, 'bundle.yaml');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    if (!text.includes('url:')) continue;
+    rewrites.push({ file, doc: parseDocument(text) });
+  }
+  const server = await serveFixtures(fixtures);
+  for (const { file, doc } of rewrites) {
+    const spec = doc.toJS() as { files?: { url?: string; sha256?: string }[]; platform_files?: Record<string, { url?: string; sha256?: string }[]> };
+    const all = [...(spec.files ?? []), ...Object.values(spec.platform_files ?? {}).flat()];
+    for (const f of all) {
+      if (!f.url) continue;
+      const path = `/${createHash('sha256').update(f.url).digest('hex').slice(0, 12)}/${f.url.split('/').pop()}`;
+      const bytes = Buffer.from(`#!/bin/sh\necho fixture for ${f.url}\n`);
+      fixtures[path] = bytes;
+      f.url = server.url + path;
+      f.sha256 = createHash('sha256').update(bytes).digest('hex');
+    }
+    writeFileSync(file, JSON.stringify(spec, null, 2)); // JSON is YAML
+  }
+  return server;
+}
