@@ -3,6 +3,7 @@ import { isUserError } from '../errors.js';
 import { registerBuild } from './build.js';
 import { registerCatalog } from './catalog.js';
 import { registerTransfer } from './transfer.js';
+import { registerSigning } from './sign.js';
 
 export function createProgram(): Command {
   const program = new Command('kbundle')
@@ -13,6 +14,7 @@ export function createProgram(): Command {
   registerBuild(program);
   registerCatalog(program);
   registerTransfer(program);
+  registerSigning(program);
   return program;
 }
 

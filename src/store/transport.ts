@@ -27,7 +27,9 @@ export function parseLocation(s: string, what = 'image'): ImageLocation {
     if (!rest.startsWith('//') || rest.length <= 2) throw new UserError(`${what}: "${s}" must be docker://<registry>/<repo>[:tag|@digest]`);
     return { transport: 'docker', ref: rest.slice(2) };
   }
-  const { path, ref } = splitPathRef(rest);
+  // skopeo: docker-archive:path[:name:tag] splits at the first colon; the others at the last.
+  const firstColon = rest.indexOf(':');
+  const { path, ref } = transport === 'docker-archive' && firstColon > 0 ? { path: rest.slice(0, firstColon), ref: rest.slice(firstColon + 1) } : splitPathRef(rest);
   if (!path) throw new UserError(`${what}: "${s}" names no path`);
   return { transport: transport as 'oci' | 'oci-archive' | 'docker-archive', path, ref };
 }

@@ -1,0 +1,338 @@
+/**
+ * `kbundle key generate`, `kbundle sign`, `kbundle verify`: parse flags, call src/sign or
+ * src/verify, print (human text or --json).
+ */
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
+import type { Command } from 'commander';
+import { UserError } from '../errors.js';
+import type { Descriptor } from '../oci/types.js';
+import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import { manifestReference, parseReference } from '../registry/reference.js';
+import { RegistryTarget } from '../registry/registry-target.js';
+import { dockerReferenceOf } from '../sign/formats.js';
+import { loadPrivateKey, loadPublicKeys, writeKeyPair } from '../sign/keys.js';
+import type { ReferrersCapable } from '../sign/referrers.js';
+import { signImage, type SignatureFormat } from '../sign/sign.js';
+import { OciLayout } from '../store/oci-layout.js';
+import { parseImageArgument } from '../store/open.js';
+import type { Target } from '../store/target.js';
+import { exactMatcher, regexpMatcher, type Matcher } from '../verify/identity.js';
+import { loadPolicy } from '../verify/policy.js';
+import type { SignerRequirement, VerificationPolicy } from '../verify/requirements.js';
+import { loadTrustedRoot } from '../verify/trust.js';
+import { verifyImage, type VerifiedSigner } from '../verify/verify.js';
+import { makePrinter } from './output.js';
+
+export const DEFAULT_FULCIO_URL = 'https://fulcio.sigstore.dev';
+export const DEFAULT_REKOR_URL = 'https://rekor.sigstore.dev';
+
+// ---------------------------------------------------------------------------------------------
+// Passwords
+// ---------------------------------------------------------------------------------------------
+
+async function promptHidden(question: string): Promise<string> {
+  const muted = new Writable({
+    write(_chunk, _enc, cb) {
+      cb();
+    },
+  });
+  process.stderr.write(question);
+  const rl = createInterface({ input: process.stdin, output: muted, terminal: true });
+  try {
+    return await new Promise<string>((res) => rl.question('', res));
+  } finally {
+    rl.close();
+    process.stderr.write('\n');
+  }
+}
+
+/** KBUNDLE_PASSWORD (may be empty), else COSIGN_PASSWORD, else a prompt on a terminal. */
+async function keyPassword(confirm: boolean): Promise<string> {
+  if (process.env.KBUNDLE_PASSWORD !== undefined) return process.env.KBUNDLE_PASSWORD;
+  if (process.env.COSIGN_PASSWORD !== undefined) return process.env.COSIGN_PASSWORD;
+  if (!process.stdin.isTTY) throw new UserError('no password for the private key: set KBUNDLE_PASSWORD (an empty value is allowed)', 'or run on a terminal to be prompted');
+  const pw = await promptHidden('Enter password for private key: ');
+  if (confirm && (await promptHidden('Enter password for private key again: ')) !== pw) throw new UserError('the passwords do not match');
+  return pw;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registry flags and image arguments
+// ---------------------------------------------------------------------------------------------
+
+interface RegistryFlags {
+  plainHttp?: boolean;
+  insecureRegistry?: string[];
+  caFile?: string;
+  username?: string;
+  passwordStdin?: boolean;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function registryOptions(cmd: Command): Command {
+  return cmd
+    .option('--plain-http', 'talk plain HTTP to the registry (loopback registries fall back to it by themselves)')
+    .option('--insecure-registry <host>', 'allow plain HTTP and unverified TLS for this registry (repeatable)', collect)
+    .option('--ca-file <pem>', 'trust this CA bundle for registry TLS')
+    .option('--username <name>', 'registry user name (password from --password-stdin, or docker login)')
+    .option('--password-stdin', 'read the registry password from standard input');
+}
+
+async function makeClient(o: RegistryFlags): Promise<RegistryClient> {
+  // KBUNDLE_PASSWORD is the signing key's password here; it must not be taken for a registry login.
+  const env = { ...process.env };
+  if (!env.KBUNDLE_USERNAME) delete env.KBUNDLE_PASSWORD;
+  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile, env };
+  if (o.passwordStdin) {
+    if (!o.username) throw new UserError('--password-stdin needs --username');
+    const parts: Buffer[] = [];
+    for await (const c of process.stdin) parts.push(c as Buffer);
+    opts.username = o.username;
+    opts.password = Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
+    if (!opts.password) throw new UserError('--password-stdin: standard input was empty');
+  } else if (o.username) {
+    throw new UserError('--username needs --password-stdin');
+  }
+  return new RegistryClient(opts);
+}
+
+export interface OpenedForSigning {
+  target: Target & ReferrersCapable;
+  reference: string;
+  /** `registry/repository` (registries), `oci:<abs dir>` (layouts): what trust policies match. */
+  image: string;
+  /** `registry/repository` for registries (what legacy payloads name). */
+  repository?: string;
+  dockerReference?: string;
+  display: string;
+}
+
+/** `oci:<dir>[:tag]`, `docker://host/repo[:tag|@digest]` or a bare `host/repo[:tag|@digest]`. */
+export async function openImage(arg: string, client: RegistryClient | undefined, access: 'pull' | 'push'): Promise<OpenedForSigning> {
+  const loc = parseImageArgument(arg, 'image');
+  if (loc.transport === 'docker') {
+    if (!client) throw new Error('registry client missing');
+    const ref = parseReference(loc.ref, 'image');
+    const target = RegistryTarget.forReference(client, ref, { access });
+    const repository = `${ref.registry}/${ref.repository}`;
+    return { target, reference: manifestReference(ref), image: repository, repository, dockerReference: dockerReferenceOf(ref.registry, ref.repository), display: loc.ref };
+  }
+  if (loc.transport === 'oci') {
+    const target = await OciLayout.open(loc.path);
+    return { target, reference: loc.ref, image: `oci:${resolve(loc.path)}`, display: `oci:${loc.path}${loc.ref ? `:${loc.ref}` : ''}` };
+  }
+  throw new UserError(`${arg}: signatures live in a registry or an OCI layout directory, not in ${loc.transport} files`, 'copy it first: kbundle copy <archive> oci:<dir>, then sign oci:<dir>:<tag>');
+}
+
+function parseAnnotations(list: string[] | undefined, flag: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of list ?? []) {
+    const i = a.indexOf('=');
+    if (i <= 0) throw new UserError(`${flag}: "${a}" must be key=value`);
+    out[a.slice(0, i)] = a.slice(i + 1);
+  }
+  return out;
+}
+
+function parseFormats(v: string): SignatureFormat[] {
+  if (v === 'both') return ['bundle', 'legacy'];
+  if (v === 'bundle' || v === 'legacy') return [v];
+  throw new UserError(`--format: "${v}" must be bundle, legacy or both`);
+}
+
+function identityToken(flag: string | undefined): string | undefined {
+  const v = flag ?? process.env.SIGSTORE_ID_TOKEN ?? process.env.KBUNDLE_IDENTITY_TOKEN;
+  if (!v) return undefined;
+  if (!v.includes('.') || v.startsWith('/') || v.startsWith('.')) {
+    try {
+      if (statSync(v).isFile()) return readFileSync(v, 'utf8').trim();
+    } catch {
+      /* not a file: a token */
+    }
+  }
+  return v.trim();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------
+
+interface SignFlags extends RegistryFlags {
+  key?: string;
+  identityToken?: string;
+  fulcioUrl: string;
+  rekorUrl?: string;
+  tlogUpload?: boolean;
+  tsaUrl?: string;
+  format: string;
+  recursive?: boolean;
+  annotation?: string[];
+  identity?: string;
+  rekorEntryType?: string;
+  json?: boolean;
+}
+
+interface VerifyFlags extends RegistryFlags {
+  key?: string[];
+  certificateIdentity?: string;
+  certificateIdentityRegexp?: string;
+  certificateOidcIssuer?: string;
+  certificateOidcIssuerRegexp?: string;
+  trustedRoot?: string;
+  policy?: string;
+  offline?: boolean;
+  insecureIgnoreTlog?: boolean;
+  requireTlog?: boolean;
+  insecureIgnoreSct?: boolean;
+  annotation?: string[];
+  format: string;
+  json?: boolean;
+}
+
+async function policyFromFlags(o: VerifyFlags, image: string): Promise<VerificationPolicy> {
+  const annotations = parseAnnotations(o.annotation, '--annotation');
+  const formats = parseFormats(o.format);
+  const identityGiven = o.certificateIdentity || o.certificateIdentityRegexp || o.certificateOidcIssuer || o.certificateOidcIssuerRegexp;
+  if (o.policy) {
+    if (o.key?.length || identityGiven) throw new UserError('--policy replaces --key and --certificate-* flags; give one or the other');
+    const loaded = await loadPolicy(o.policy);
+    const p = await loaded.policyFor(image);
+    if (o.annotation?.length) p.annotations = { ...p.annotations, ...annotations };
+    if (o.format !== 'both') p.formats = formats;
+    return p;
+  }
+  const root = o.trustedRoot ? await loadTrustedRoot(o.trustedRoot) : undefined;
+  const signers: SignerRequirement[] = [];
+  for (const k of o.key ?? []) {
+    if (o.requireTlog && !root) throw new UserError('--require-tlog needs --trusted-root (the transparency log key lives there)');
+    signers.push({ kind: 'key', name: k, keys: await loadPublicKeys(k), tlog: !!o.requireTlog, trustedRoot: root });
+  }
+  if (identityGiven) {
+    if (!!o.certificateIdentity === !!o.certificateIdentityRegexp) throw new UserError('keyless verification needs exactly one of --certificate-identity or --certificate-identity-regexp');
+    if (!!o.certificateOidcIssuer === !!o.certificateOidcIssuerRegexp) throw new UserError('keyless verification needs exactly one of --certificate-oidc-issuer or --certificate-oidc-issuer-regexp');
+    if (!root) throw new UserError('keyless verification needs --trusted-root <trusted_root.json>', 'kbundle never fetches trust material; carry the root (signing/trust-roots/ has the public-good one)');
+    const identity: Matcher = o.certificateIdentity ? exactMatcher(o.certificateIdentity, '--certificate-identity') : regexpMatcher(o.certificateIdentityRegexp!, '--certificate-identity-regexp');
+    const issuer: Matcher = o.certificateOidcIssuer ? exactMatcher(o.certificateOidcIssuer, '--certificate-oidc-issuer') : regexpMatcher(o.certificateOidcIssuerRegexp!, '--certificate-oidc-issuer-regexp');
+    signers.push({ kind: 'keyless', name: o.certificateIdentity ?? `/${o.certificateIdentityRegexp}/`, identity, issuer, trustedRoot: root, tlog: !o.insecureIgnoreTlog, ctlog: !o.insecureIgnoreSct });
+  }
+  if (signers.length === 0) throw new UserError('verify: say whom to trust: --key <pub>, --certificate-identity … --certificate-oidc-issuer … --trusted-root …, or --policy <file>');
+  return { signers, require: 'any', annotations, formats };
+}
+
+function describeSigner(s: VerifiedSigner): string {
+  const who = s.kind === 'key' ? `key sha256:${s.keyFingerprint}` : `${s.identity} (issuer ${s.issuer})`;
+  const ev = [s.tlog.length ? `tlog index ${s.tlog.map((t) => t.logIndex).join(',')}` : '', s.timestamps.length ? `signed ${s.timestamps[0]}` : ''].filter(Boolean).join(', ');
+  return `  ${s.format} ${s.location}: ${who}${ev ? ` — ${ev}` : ''}`;
+}
+
+export function registerSigning(program: Command): void {
+  const key = program.command('key').description('manage signing keys');
+  key
+    .command('generate')
+    .description('create an ECDSA P-256 key pair: <prefix>.key (encrypted with KBUNDLE_PASSWORD, cosign format) and <prefix>.pub')
+    .option('--out <prefix>', 'file name prefix', 'kbundle')
+    .option('--force', 'replace existing files')
+    .option('--json', 'print a JSON summary')
+    .action(async (o: { out: string; force?: boolean; json?: boolean }) => {
+      const password = await keyPassword(true);
+      const r = await writeKeyPair(o.out, password, { force: o.force });
+      makePrinter(!!o.json).result(`wrote ${r.keyFile} (private, encrypted) and ${r.pubFile}\nkey hint: ${r.hint}`, { privateKey: r.keyFile, publicKey: r.pubFile, hint: r.hint });
+    });
+
+  registryOptions(
+    program
+      .command('sign')
+      .description('sign an image by digest (a tag is resolved once) and store the signature as cosign does')
+      .argument('<image>', 'docker://host/repo:tag | host/repo@sha256:… | oci:<dir>[:tag]')
+      .option('--key <file>', 'private key (kbundle or cosign format); password from KBUNDLE_PASSWORD or COSIGN_PASSWORD')
+      .option('--identity-token <token|file>', 'keyless: OIDC token for Fulcio (default $SIGSTORE_ID_TOKEN)')
+      .option('--fulcio-url <url>', 'keyless: Fulcio URL', DEFAULT_FULCIO_URL)
+      .option('--rekor-url <url>', `Rekor URL (keyless default ${DEFAULT_REKOR_URL}; keyed signatures are uploaded only when given)`)
+      .option('--no-tlog-upload', 'do not upload to a transparency log')
+      .option('--tsa-url <url>', 'RFC 3161 timestamp authority URL')
+      .option('--format <f>', 'bundle (Sigstore bundle referrer), legacy (sha256-<hex>.sig) or both', 'both')
+      .option('--recursive', 'also sign every manifest of a multi-platform index')
+      .option('-a, --annotation <key=value>', 'signed annotation (repeatable)', collect)
+      .option('--identity <repository>', 'docker-reference written in legacy payloads (default: the repository)')
+      .option('--rekor-entry-type <type>', 'Rekor entry type for bundles: dsse or intoto', 'dsse')
+      .option('--json', 'print a JSON summary'),
+  ).action(async (arg: string, o: SignFlags) => {
+    const out = makePrinter(!!o.json);
+    const formats = parseFormats(o.format);
+    const token = o.key ? undefined : identityToken(o.identityToken);
+    if (o.key && o.identityToken) throw new UserError('give either --key or --identity-token, not both');
+    if (!o.key && !token) throw new UserError('sign: give --key <file>, or an identity token for keyless signing (--identity-token or SIGSTORE_ID_TOKEN)');
+    if (o.rekorEntryType !== 'dsse' && o.rekorEntryType !== 'intoto') throw new UserError('--rekor-entry-type must be dsse or intoto');
+    const signingKey = o.key ? await loadPrivateKey(o.key, () => keyPassword(false)) : undefined;
+    const upload = o.tlogUpload !== false;
+    const rekorURL = upload ? (o.rekorUrl ?? (o.key ? undefined : DEFAULT_REKOR_URL)) : undefined;
+    const loc = parseImageArgument(arg, 'image');
+    const client = loc.transport === 'docker' ? await makeClient(o) : undefined;
+    try {
+      const img = await openImage(arg, client, 'push');
+      const root: Descriptor = await img.target.resolve(img.reference);
+      const result = await signImage(img.target, root, {
+        key: signingKey,
+        keyless: token ? { identityToken: token, fulcioURL: o.fulcioUrl } : undefined,
+        formats,
+        rekorURL,
+        rekorEntryType: o.rekorEntryType as 'dsse' | 'intoto',
+        tsaURL: o.tsaUrl,
+        annotations: parseAnnotations(o.annotation, '--annotation'),
+        dockerReference: o.identity ?? img.dockerReference,
+        recursive: o.recursive,
+      });
+      const all = [result.root, ...result.children];
+      const lines = [`signed ${img.display} (${result.signer})`, `digest: ${result.root.digest}`];
+      for (const m of all) for (const s of m.signatures) lines.push(`  ${m.digest.slice(0, 19)}… ${s.format}: ${s.location}${s.added ? '' : ' (already signed with this key)'}`);
+      out.result(lines.join('\n'), { reference: img.display, digest: result.root.digest, signer: result.signer, manifests: all });
+    } finally {
+      await client?.close();
+    }
+  });
+
+  registryOptions(
+    program
+      .command('verify')
+      .description('verify an image signature (Sigstore bundle referrers and sha256-<hex>.sig) against keys, identities or a trust policy')
+      .argument('<image>', 'docker://host/repo:tag | host/repo@sha256:… | oci:<dir>[:tag]')
+      .option('--key <file>', 'trusted public key (repeatable: any of them)', collect)
+      .option('--certificate-identity <san>', 'keyless: exact certificate identity (email or URI)')
+      .option('--certificate-identity-regexp <re>', 'keyless: certificate identity, anchored regular expression')
+      .option('--certificate-oidc-issuer <url>', 'keyless: exact OIDC issuer')
+      .option('--certificate-oidc-issuer-regexp <re>', 'keyless: OIDC issuer, anchored regular expression')
+      .option('--trusted-root <file>', 'trusted_root.json (Fulcio CAs, Rekor, CT logs, TSAs)')
+      .option('--policy <file>', 'trust policy YAML (see signing/policies/)')
+      .option('--offline', 'use only carried trust material (kbundle never fetches any; accepted for cosign parity)')
+      .option('--insecure-ignore-tlog', 'keyless: accept an RFC 3161 timestamp instead of a transparency-log entry')
+      .option('--insecure-ignore-sct', 'keyless: do not require an SCT in the certificate')
+      .option('--require-tlog', 'keyed: require a verified transparency-log entry (needs --trusted-root)')
+      .option('--annotation <key=value>', 'require this signed annotation (repeatable)', collect)
+      .option('--format <f>', 'bundle, legacy or both', 'both')
+      .option('--json', 'print the verified signers as JSON'),
+  ).action(async (arg: string, o: VerifyFlags) => {
+    const out = makePrinter(!!o.json);
+    const loc = parseImageArgument(arg, 'image');
+    const client = loc.transport === 'docker' ? await makeClient(o) : undefined;
+    let digest: string | undefined;
+    try {
+      const img = await openImage(arg, client, 'pull');
+      const policy = await policyFromFlags(o, img.image);
+      const desc = await img.target.resolve(img.reference);
+      digest = desc.digest;
+      const signers = await verifyImage(img.target, desc, policy, { repository: img.repository, display: `${img.display}${img.display.includes('@') ? '' : `@${desc.digest}`}` });
+      out.result([`verified ${img.display}@${desc.digest}: ${signers.length} signature(s) satisfy the policy`, ...signers.map(describeSigner)].join('\n'), { verified: true, reference: img.display, digest: desc.digest, signers });
+    } catch (e) {
+      if (o.json && e instanceof UserError) process.stdout.write(`${JSON.stringify({ verified: false, reference: arg, digest, error: e.message }, null, 2)}\n`);
+      throw e;
+    } finally {
+      await client?.close();
+    }
+  });
+}

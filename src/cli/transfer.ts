@@ -1,0 +1,332 @@
+import type { Command } from 'commander';
+import { UserError } from '../errors.js';
+import { isDigest } from '../oci/digest.js';
+import { MediaType, isIndexMediaType, isManifestMediaType } from '../oci/mediatypes.js';
+import { formatPlatform, parsePlatform, selectPlatform } from '../oci/platform.js';
+import { parseAnyManifest, type Descriptor, type Platform } from '../oci/types.js';
+import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import { parseReference, pinnedReference } from '../registry/reference.js';
+import { copyImage, type CopyProgress, type CopyResult } from '../store/copy.js';
+import { openDestination, openSource, parseImageArgument, type DestinationDefaults, type OpenedImage } from '../store/open.js';
+import { fetchBytes, type Target } from '../store/target.js';
+import { formatLocation, type ImageLocation } from '../store/transport.js';
+import { makePrinter, type Printer } from './output.js';
+
+interface RegistryFlags {
+  plainHttp?: boolean;
+  insecureRegistry?: string[];
+  caFile?: string;
+  username?: string;
+  passwordStdin?: boolean;
+  platform?: string;
+  json?: boolean;
+}
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+function registryOptions(cmd: Command): Command {
+  return cmd
+    .option('--plain-http', 'talk plain HTTP to every registry (loopback registries fall back to it by themselves)')
+    .option('--insecure-registry <host>', 'allow plain HTTP and unverified TLS for this registry (repeatable; also KBUNDLE_INSECURE_REGISTRIES)', collect)
+    .option('--ca-file <pem>', 'trust this CA bundle for registry TLS (default: $SSL_CERT_FILE)')
+    .option('--username <name>', 'registry user name (password from --password-stdin; or KBUNDLE_USERNAME/KBUNDLE_PASSWORD; or docker login)')
+    .option('--password-stdin', 'read the registry password from standard input')
+    .option('--json', 'print a JSON summary');
+}
+
+async function readStdin(): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const c of process.stdin) parts.push(c as Buffer);
+  return Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
+}
+
+async function makeClient(o: RegistryFlags): Promise<RegistryClient> {
+  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile };
+  if (o.passwordStdin) {
+    if (!o.username) throw new UserError('--password-stdin needs --username');
+    if (process.stdin.isTTY) throw new UserError('--password-stdin: standard input is a terminal', 'pipe the password in, e.g. echo "$PW" | kbundle push … --username me --password-stdin');
+    opts.username = o.username;
+    opts.password = await readStdin();
+    if (!opts.password) throw new UserError('--password-stdin: standard input was empty');
+  } else if (o.username) {
+    throw new UserError('--username needs --password-stdin', 'pipe the password in: echo "$PW" | kbundle … --username me --password-stdin');
+  }
+  return new RegistryClient(opts);
+}
+
+function platformOf(o: RegistryFlags): Platform | undefined {
+  return o.platform ? parsePlatform(o.platform, '--platform') : undefined;
+}
+
+/** Bytes of every blob the copy will visit (manifests only are read), for one overall progress bar. */
+async function plannedBytes(target: Target, root: Descriptor, platform: Platform | undefined): Promise<number> {
+  const seen = new Set<string>();
+  let total = 0;
+  const walk = async (desc: Descriptor, top: boolean): Promise<void> => {
+    const parsed = parseAnyManifest(await fetchBytes(target, desc), desc.mediaType, `${target.name}@${desc.digest}`);
+    if (parsed.kind === 'index') {
+      const children = top && platform ? [selectPlatform(parsed.index.manifests, platform, target.name)] : parsed.index.manifests;
+      for (const c of children) if (isManifestMediaType(c.mediaType) || isIndexMediaType(c.mediaType)) await walk(c, false);
+      return;
+    }
+    for (const b of [parsed.manifest.config, ...parsed.manifest.layers]) {
+      if (seen.has(b.digest)) continue;
+      seen.add(b.digest);
+      total += b.size;
+    }
+  };
+  await walk(root, true);
+  return total;
+}
+
+function wantsProgress(o: RegistryFlags): boolean {
+  return !o.json && process.stderr.isTTY === true && !process.env.CI;
+}
+
+/** One TTY progress bar for the whole transfer (nothing when piped or with --json). */
+function progressReporter(out: Printer, total: number, label: string): { onProgress: (e: CopyProgress) => void; stop(): void } {
+  const bar = out.progress(total, label);
+  return {
+    onProgress: (e) => {
+      if (e.kind === 'blob-bytes') bar.add(e.bytes);
+      else if (e.kind === 'blob-done' && e.how !== 'copied') bar.add(e.desc.size);
+      else if (e.kind === 'blob-retry') out.info(`\nretrying ${e.desc.digest}: ${e.error}`);
+    },
+    stop: () => bar.stop(),
+  };
+}
+
+function tagOf(src: OpenedImage): string | undefined {
+  if (src.registryRef) return src.registryRef.tag ?? (src.registryRef.digest ? undefined : 'latest');
+  return src.reference && !isDigest(src.reference) ? src.reference : undefined;
+}
+
+interface Transfer {
+  src: OpenedImage;
+  result: CopyResult;
+}
+
+/** Open both ends, copy, finish the destination; temporary files are removed whatever happens. */
+async function transfer(srcLoc: ImageLocation, dstLoc: ImageLocation, o: RegistryFlags, out: Printer, label: string): Promise<Transfer> {
+  const client = await makeClient(o);
+  let src: OpenedImage | undefined;
+  let dst: OpenedImage | undefined;
+  try {
+    src = await openSource(srcLoc, { client });
+    const defaults: DestinationDefaults = { defaultTag: tagOf(src), defaultName: src.registryRef ? `${src.registryRef.registry}/${src.registryRef.repository}` : undefined };
+    dst = await openDestination(dstLoc, { client, ...defaults });
+    const platform = platformOf(o);
+    if (dstLoc.transport === 'docker-archive' && !platform) {
+      // Fail before transferring anything when the archive could not hold the image.
+      const root = await src.target.resolve(src.reference);
+      if (isIndexMediaType(root.mediaType)) await requireSinglePlatform(src.target, root, formatLocation(dstLoc));
+    }
+    let total = 0;
+    if (wantsProgress(o)) total = await plannedBytes(src.target, await src.target.resolve(src.reference), platform).catch(() => 0);
+    const progress = progressReporter(out, total, label);
+    let result: CopyResult;
+    try {
+      result = await copyImage(src.target, src.reference, dst.target, dst.reference, { platform, onProgress: progress.onProgress });
+    } finally {
+      progress.stop();
+    }
+    await dst.close(result.root);
+    dst = undefined;
+    return { src, result };
+  } finally {
+    await dst?.close().catch(() => undefined);
+    await src?.close().catch(() => undefined);
+    await client.close();
+  }
+}
+
+async function requireSinglePlatform(target: Target, root: Descriptor, where: string): Promise<void> {
+  const parsed = parseAnyManifest(await fetchBytes(target, root), root.mediaType, `${target.name}@${root.digest}`);
+  if (parsed.kind !== 'index') return;
+  const images = parsed.index.manifests.filter((d) => !(d.platform?.os === 'unknown' && d.platform.architecture === 'unknown'));
+  if (images.length > 1) {
+    throw new UserError(
+      `${where}: a docker archive holds one platform, the image has ${images.length} (${images.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).join(', ')})`,
+      'pick one with --platform, e.g. --platform linux/amd64',
+    );
+  }
+}
+
+function summary(result: CopyResult): Record<string, number> {
+  return {
+    blobsCopied: result.blobsCopied,
+    blobsSkipped: result.blobsSkipped,
+    blobsMounted: result.blobsMounted,
+    manifestsCopied: result.manifestsCopied,
+    bytesCopied: result.bytesCopied,
+  };
+}
+
+function statsLine(r: CopyResult): string {
+  const mib = (r.bytesCopied / 1048576).toFixed(1);
+  return `${r.blobsCopied} blob(s) copied (${mib} MiB), ${r.blobsSkipped} already there${r.blobsMounted ? `, ${r.blobsMounted} mounted` : ''}`;
+}
+
+function destinationDisplay(loc: ImageLocation, tag: string): string {
+  if (loc.transport === 'docker') return formatLocation(loc);
+  return formatLocation({ ...loc, ref: loc.ref || tag } as ImageLocation);
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+// ---------------------------------------------------------------------------------------------
+
+interface ImageSummary {
+  platform?: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  artifactType?: string;
+  config?: { digest: string; mediaType: string; size: number };
+  layers?: Array<{ digest: string; mediaType: string; size: number }>;
+  layersSize?: number;
+}
+
+async function describeManifest(target: Target, desc: Descriptor): Promise<ImageSummary> {
+  const s: ImageSummary = { digest: desc.digest, mediaType: desc.mediaType, size: desc.size };
+  if (desc.platform) s.platform = formatPlatform(desc.platform);
+  if (!isManifestMediaType(desc.mediaType)) return s;
+  const parsed = parseAnyManifest(await fetchBytes(target, desc), desc.mediaType, `${target.name}@${desc.digest}`);
+  if (parsed.kind !== 'manifest') return s;
+  const m = parsed.manifest;
+  if (m.artifactType) s.artifactType = m.artifactType;
+  s.config = { digest: m.config.digest, mediaType: m.config.mediaType, size: m.config.size };
+  s.layers = m.layers.map((l) => ({ digest: l.digest, mediaType: l.mediaType, size: l.size }));
+  s.layersSize = m.layers.reduce((n, l) => n + l.size, 0);
+  if (!s.platform && m.config.size < 1 << 20 && (m.config.mediaType === MediaType.OciConfig || m.config.mediaType === MediaType.DockerConfig)) {
+    try {
+      const cfg = JSON.parse((await fetchBytes(target, m.config, 1 << 20)).toString('utf8')) as { os?: string; architecture?: string; variant?: string };
+      if (cfg.os && cfg.architecture) s.platform = formatPlatform({ os: cfg.os, architecture: cfg.architecture, variant: cfg.variant });
+    } catch {
+      /* not an image config: leave the platform out */
+    }
+  }
+  return s;
+}
+
+function humanSize(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1048576) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+function inspectText(where: string, root: Descriptor, images: ImageSummary[], annotations: Record<string, string> | undefined): string {
+  const lines = [`${where}`, `  digest:     ${root.digest}`, `  media type: ${root.mediaType}`, `  size:       ${root.size} B`];
+  for (const [k, v] of Object.entries(annotations ?? {})) lines.push(`  ${k}: ${v}`);
+  for (const i of images) {
+    lines.push(`  ${i.platform ?? '(no platform)'}: ${i.digest}${i.artifactType ? ` [${i.artifactType}]` : ''}`);
+    for (const l of i.layers ?? []) lines.push(`    layer ${l.digest} ${humanSize(l.size)} ${l.mediaType}`);
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// commands
+// ---------------------------------------------------------------------------------------------
+
+export function registerTransfer(program: Command): void {
+  registryOptions(
+    program
+      .command('push')
+      .description('push a local image (OCI layout or archive) to a registry; prints host/repo@sha256:…')
+      .argument('<source>', 'oci:<dir>[:tag] | oci-archive:<file>[:tag] | docker-archive:<file>[:name:tag]')
+      .argument('<reference>', 'registry reference, e.g. 127.0.0.1:5000/kairos/metallb:0.14.9 (docker:// optional)')
+      .option('--platform <os/arch>', 'push only this platform out of a multi-platform image'),
+  ).action(async (source: string, reference: string, o: RegistryFlags) => {
+    const out = makePrinter(!!o.json);
+    const srcLoc = parseImageArgument(source, 'source');
+    if (srcLoc.transport === 'docker') throw new UserError(`push: source "${source}" is a registry reference`, `to copy between registries use: kbundle copy ${source} ${reference}`);
+    const dstLoc = parseImageArgument(reference, 'reference');
+    if (dstLoc.transport !== 'docker') throw new UserError(`push: "${reference}" is not a registry reference`, `to write a local image use: kbundle copy ${source} ${reference}`);
+    const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'push');
+    const ref = parseReference(dstLoc.ref);
+    const pinned = pinnedReference(ref, result.root.digest);
+    out.info(`pushed ${src.display} → ${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}: ${statsLine(result)}`);
+    out.result(pinned, { reference: pinned, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, tag: ref.tag ?? (ref.digest ? undefined : 'latest'), ...summary(result) });
+  });
+
+  registryOptions(
+    program
+      .command('pull')
+      .description('pull an image from a registry into an OCI layout or archive')
+      .argument('<reference>', 'registry reference, e.g. 127.0.0.1:5000/kairos/metallb:0.14.9')
+      .option('-o, --output <location>', 'oci:<dir>[:tag] | oci-archive:<file>[:tag] | docker-archive:<file>[:name:tag]', 'oci:out/oci')
+      .option('--platform <os/arch>', 'pull only this platform out of a multi-platform image'),
+  ).action(async (reference: string, o: RegistryFlags & { output: string }) => {
+    const out = makePrinter(!!o.json);
+    const srcLoc = parseImageArgument(reference, 'reference');
+    if (srcLoc.transport !== 'docker') throw new UserError(`pull: "${reference}" is not a registry reference`, `to copy local images use: kbundle copy ${reference} ${o.output}`);
+    const dstLoc = parseImageArgument(o.output, '-o');
+    const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'pull');
+    const where = destinationDisplay(dstLoc, tagOf(src) ?? '');
+    out.info(`pulled ${src.display}: ${statsLine(result)}`);
+    out.result(`${where}\ndigest: ${result.root.digest}`, { location: where, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, ...summary(result) });
+  });
+
+  registryOptions(
+    program
+      .command('copy')
+      .description('copy an image between any two locations (registry, OCI layout, OCI or docker archive)')
+      .argument('<source>', 'oci:… | oci-archive:… | docker-archive:… | docker://host/repo:tag | host/repo:tag')
+      .argument('<destination>', 'same forms as the source')
+      .option('--platform <os/arch>', 'copy only this platform out of a multi-platform image'),
+  ).action(async (source: string, destination: string, o: RegistryFlags) => {
+    const out = makePrinter(!!o.json);
+    const srcLoc = parseImageArgument(source, 'source');
+    const dstLoc = parseImageArgument(destination, 'destination');
+    const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'copy');
+    const where = destinationDisplay(dstLoc, tagOf(src) ?? '');
+    const pinned = dstLoc.transport === 'docker' ? pinnedReference(parseReference(dstLoc.ref), result.root.digest) : undefined;
+    out.info(`copied ${src.display} → ${where}: ${statsLine(result)}`);
+    out.result(pinned ?? `${where}\ndigest: ${result.root.digest}`, { location: where, reference: pinned, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, ...summary(result) });
+  });
+
+  registryOptions(
+    program
+      .command('inspect')
+      .description('show an image: media type, digest, platforms, layer sizes')
+      .argument('<image>', 'host/repo:tag | docker://… | oci:<dir>[:tag] | oci-archive:… | docker-archive:…')
+      .option('--raw', 'print the root manifest bytes as stored'),
+  ).action(async (image: string, o: RegistryFlags & { raw?: boolean }) => {
+    const out = makePrinter(!!o.json);
+    const loc = parseImageArgument(image, 'image');
+    const client = await makeClient(o);
+    const src = await openSource(loc, { client });
+    try {
+      const root = await src.target.resolve(src.reference);
+      const bytes = await fetchBytes(src.target, root);
+      if (o.raw) {
+        process.stdout.write(bytes);
+        return;
+      }
+      const parsed = parseAnyManifest(bytes, root.mediaType, `${src.display}@${root.digest}`);
+      const images: ImageSummary[] = [];
+      if (parsed.kind === 'index') {
+        for (const d of parsed.index.manifests) images.push(await describeManifest(src.target, d));
+      } else {
+        images.push(await describeManifest(src.target, root));
+      }
+      const annotations = parsed.kind === 'index' ? parsed.index.annotations : parsed.manifest.annotations;
+      const where = src.registryRef ? pinnedReference(src.registryRef, root.digest) : src.display;
+      out.result(inspectText(where, root, images, annotations), {
+        reference: where,
+        digest: root.digest,
+        mediaType: root.mediaType,
+        size: root.size,
+        annotations: annotations ?? {},
+        platforms: images.map((i) => i.platform).filter(Boolean),
+        manifests: images,
+      });
+    } finally {
+      await src.close();
+      await client.close();
+    }
+  });
+}

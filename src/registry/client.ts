@@ -1,0 +1,349 @@
+import type { Readable } from 'node:stream';
+import { request, type Dispatcher } from 'undici';
+import { UserError } from '../errors.js';
+import { parseChallenges, type AuthChallenge } from './challenge.js';
+import { Dispatchers, isCertificateError, isNotTlsError, plainHttpAllowed, schemePlan, type ConnectionOptions } from './connection.js';
+import { resolveCredentials, type CredentialOptions, type Credentials } from './credentials.js';
+import { RegistryResponseError, TransientTransferError, describeErrors, isNetworkError, networkErrorText, parseErrorBody } from './errors.js';
+import { apiHost } from './reference.js';
+import { DEFAULT_RETRY, backoffDelay, isRetryableStatus, sleep, type RetryPolicy } from './retry.js';
+import { fetchToken, tokenUsable, type CachedToken } from './token.js';
+
+export interface RegistryClientOptions extends ConnectionOptions, CredentialOptions {
+  retry?: Partial<RetryPolicy>;
+  userAgent?: string;
+}
+
+export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
+
+export interface RegistryRequest {
+  method: HttpMethod;
+  /** `/v2/...` (joined to the registry's base URL) or an absolute URL the registry gave us (upload Location). */
+  path: string;
+  headers?: Record<string, string>;
+  /**
+   * A Buffer, or a function opening the body afresh (so it can be sent again after a 401 or a
+   * transient failure). A bare one-shot stream is not accepted on purpose.
+   */
+  body?: Buffer | (() => Readable);
+  /** Token scopes this request needs, e.g. `repository:kairos/metallb:pull,push`. */
+  scopes: string[];
+  /** For messages: "push blob sha256:…", "get manifest 1.0". */
+  operation: string;
+  /** Retry on network errors and 429/5xx (default: yes). Set false when the caller handles it. */
+  retry?: boolean;
+}
+
+export interface RegistryResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData['body'];
+  /** Final URL (after redirects). */
+  url: URL;
+}
+
+export function header(res: { headers: Record<string, string | string[] | undefined> }, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Read the error body of an unexpected response and turn it into a user-facing error. */
+export async function unexpected(registry: string, res: RegistryResponse, operation: string, hint?: string): Promise<RegistryResponseError> {
+  let text = '';
+  try {
+    text = (await res.body.text()).slice(0, 4096);
+  } catch {
+    /* body already consumed or broken */
+  }
+  const codes = parseErrorBody(text);
+  return new RegistryResponseError(registry, operation, res.status, codes, describeErrors(codes, text || (res.status === 404 ? 'not found' : '')), hint);
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const MAX_REDIRECTS = 5;
+
+/**
+ * One registry host: how to reach it (https, or http for loopback/insecure), how it wants
+ * clients to authenticate (Basic, or Bearer tokens cached per scope set), and a request loop
+ * with bounded retries. Secrets never appear in messages.
+ */
+export class RegistrySession {
+  private base?: Promise<{ url: string; dispatcher: Dispatcher }>;
+  private challenge?: AuthChallenge;
+  private readonly tokens = new Map<string, CachedToken>();
+  private readonly pendingTokens = new Map<string, Promise<CachedToken>>();
+  private credentials?: Promise<Credentials | undefined>;
+  readonly apiHost: string;
+
+  constructor(
+    readonly registry: string,
+    private readonly opts: RegistryClientOptions,
+    private readonly dispatchers: Dispatchers,
+    readonly retryPolicy: RetryPolicy,
+    private readonly userAgent: string,
+  ) {
+    this.apiHost = apiHost(registry);
+  }
+
+  private creds(): Promise<Credentials | undefined> {
+    this.credentials ??= resolveCredentials(this.registry, this.opts);
+    return this.credentials;
+  }
+
+  /** Ping `/v2/` once to settle the scheme and learn the auth challenge. */
+  baseUrl(): Promise<{ url: string; dispatcher: Dispatcher }> {
+    this.base ??= this.detectBase().catch((e: unknown) => {
+      this.base = undefined;
+      throw e;
+    });
+    return this.base;
+  }
+
+  private async ping(url: string, dispatcher: Dispatcher): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(`${url}/v2/`, { method: 'GET', headers: { 'user-agent': this.userAgent }, dispatcher });
+      } catch (e) {
+        if (isNetworkError(e) && !isNotTlsError(e) && attempt < this.retryPolicy.attempts && !/ECONNREFUSED/.test(networkErrorText(e))) {
+          await sleep(backoffDelay(this.retryPolicy, attempt));
+          continue;
+        }
+        throw e;
+      }
+      await res.body.dump();
+      if (res.statusCode === 200) return;
+      if (res.statusCode === 401) {
+        this.noteChallenge(res.headers['www-authenticate']);
+        return;
+      }
+      if (isRetryableStatus(res.statusCode) && attempt < this.retryPolicy.attempts) {
+        await sleep(backoffDelay(this.retryPolicy, attempt, res.headers['retry-after']));
+        continue;
+      }
+      throw new UserError(`${this.registry}: ${url}/v2/ answered HTTP ${res.statusCode}; this is not a registry speaking the OCI distribution API`, 'check the registry host and port');
+    }
+  }
+
+  private async detectBase(): Promise<{ url: string; dispatcher: Dispatcher }> {
+    const plan = schemePlan(this.registry, this.opts);
+    const https = `https://${this.apiHost}`;
+    const http = `http://${this.apiHost}`;
+    const unreachable = (e: unknown, url: string): UserError =>
+      new UserError(`${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, /ECONNREFUSED/.test(networkErrorText(e)) ? 'is the registry running, and is the port right?' : undefined);
+    if (plan.kind === 'http') {
+      const d = this.dispatchers.verifying();
+      await this.ping(http, d).catch((e: unknown) => {
+        throw e instanceof UserError ? e : unreachable(e, http);
+      });
+      return { url: http, dispatcher: d };
+    }
+    const tlsDispatcher = plan.kind === 'insecure' ? this.dispatchers.insecure() : this.dispatchers.verifying();
+    try {
+      await this.ping(https, tlsDispatcher);
+      return { url: https, dispatcher: tlsDispatcher };
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      if ((plan.kind === 'https-then-http' || plan.kind === 'insecure') && isNotTlsError(e)) {
+        const d = this.dispatchers.verifying();
+        try {
+          await this.ping(http, d);
+          return { url: http, dispatcher: d };
+        } catch (e2) {
+          if (e2 instanceof UserError) throw e2;
+          throw unreachable(e, https);
+        }
+      }
+      if (isCertificateError(e)) {
+        throw new UserError(
+          `${this.registry}: the TLS certificate of ${https} is not trusted (${networkErrorText(e)})`,
+          `pass the CA that signed it with --ca-file <pem> (or SSL_CERT_FILE), or --insecure-registry ${this.registry} to skip verification`,
+        );
+      }
+      if (plan.kind === 'https' && isNotTlsError(e)) {
+        throw new UserError(`${this.registry}: ${https} does not speak TLS (${networkErrorText(e)})`, `if this registry really serves plain HTTP, pass --plain-http or --insecure-registry ${this.registry}`);
+      }
+      throw unreachable(e, https);
+    }
+  }
+
+  private noteChallenge(h: string | string[] | undefined): AuthChallenge | undefined {
+    const all = parseChallenges(h);
+    const c = all.find((x) => x.scheme === 'bearer') ?? all.find((x) => x.scheme === 'basic');
+    if (c) this.challenge = c;
+    return c;
+  }
+
+  private static scopeKey(scopes: string[]): string {
+    return [...new Set(scopes)].sort().join(' ');
+  }
+
+  private async bearerToken(scopes: string[], force: boolean): Promise<string> {
+    const key = RegistrySession.scopeKey(scopes);
+    const cached = this.tokens.get(key);
+    if (!force && tokenUsable(cached)) return cached.token;
+    let pending = this.pendingTokens.get(key);
+    if (!pending) {
+      const c = this.challenge!;
+      const realm = c.params.realm;
+      if (!realm) throw new UserError(`${this.registry}: asks for a bearer token but names no realm`);
+      let realmUrl: URL;
+      try {
+        realmUrl = new URL(realm);
+      } catch {
+        throw new UserError(`${this.registry}: token realm "${realm}" is not a URL`);
+      }
+      if (realmUrl.protocol !== 'https:' && !(realmUrl.protocol === 'http:' && plainHttpAllowed(realmUrl.host, this.opts))) {
+        throw new UserError(`${this.registry}: refusing to send credentials to the plain-HTTP token server ${realmUrl.origin}`, `mark it insecure with --insecure-registry ${realmUrl.host} if you trust this network`);
+      }
+      const challengeScopes = (c.params.scope ?? '').split(' ').filter(Boolean);
+      const dispatcher = realmUrl.protocol === 'https:' && schemePlan(realmUrl.host, this.opts).kind === 'insecure' ? this.dispatchers.insecure() : this.dispatchers.verifying();
+      pending = (async () =>
+        fetchToken({
+          registry: this.registry,
+          realm,
+          service: c.params.service,
+          scopes: [...new Set([...scopes, ...challengeScopes])],
+          credentials: await this.creds(),
+          dispatcher,
+          retry: this.retryPolicy,
+          userAgent: this.userAgent,
+        }))();
+      this.pendingTokens.set(key, pending);
+      pending.then(
+        (t) => {
+          this.tokens.set(key, t);
+          this.pendingTokens.delete(key);
+        },
+        () => this.pendingTokens.delete(key),
+      );
+    }
+    return (await pending).token;
+  }
+
+  private async authorization(scopes: string[], force: boolean): Promise<string | undefined> {
+    const c = this.challenge;
+    if (!c) return undefined;
+    if (c.scheme === 'basic') {
+      const creds = await this.creds();
+      if (!creds?.username) return undefined;
+      return `Basic ${Buffer.from(`${creds.username}:${creds.password ?? ''}`).toString('base64')}`;
+    }
+    if (c.scheme === 'bearer') return `Bearer ${await this.bearerToken(scopes, force)}`;
+    throw new UserError(`${this.registry}: asks for unsupported authentication "${c.scheme}"`, 'kbundle supports Basic and Bearer token authentication');
+  }
+
+  private async authError(req: RegistryRequest, res: RegistryResponse): Promise<UserError> {
+    const base = await unexpected(this.registry, res, req.operation);
+    const creds = await this.creds();
+    const denied = base.hasCode('DENIED') || res.status === 403;
+    const pushing = req.scopes.some((s) => s.endsWith(':push') || s.includes(',push'));
+    if (!creds) {
+      return new UserError(
+        `${this.registry}: ${req.operation}: authentication required (HTTP ${res.status})`,
+        'log in: pass --username and --password-stdin, set KBUNDLE_USERNAME/KBUNDLE_PASSWORD, or run docker login',
+      );
+    }
+    const who = creds.username ? `user "${creds.username}" (from ${creds.source})` : `the identity token from ${creds.source}`;
+    if (denied || (this.challenge?.scheme === 'bearer' && pushing)) {
+      return new UserError(`${this.registry}: ${req.operation}: ${who} is not allowed to do this (HTTP ${res.status}, ${base.codes.map((c) => c.code).join(', ') || 'denied'})`, pushing ? 'check that this account may push to the repository' : undefined);
+    }
+    return new UserError(`${this.registry}: ${req.operation}: the registry rejected the credentials of ${who} (HTTP ${res.status})`, 'check the user name and password (or run docker login again)');
+  }
+
+  /**
+   * Send a request: authenticate (once more after a 401, with a fresh token), follow redirects
+   * for GET/HEAD (dropping credentials when the origin changes), retry transient failures.
+   * Returns any final response; callers check the status they expect.
+   */
+  async send(req: RegistryRequest): Promise<RegistryResponse> {
+    const { url: baseUrl, dispatcher } = await this.baseUrl();
+    const retrying = req.retry !== false;
+    let authRetried = false;
+    let forceToken = false;
+    for (let attempt = 1; ; ) {
+      let url = new URL(req.path, baseUrl);
+      const headers: Record<string, string> = { 'user-agent': this.userAgent, ...(req.headers ?? {}) };
+      const auth = await this.authorization(req.scopes, forceToken);
+      forceToken = false;
+      if (auth) headers.authorization = auth;
+      let res: RegistryResponse;
+      try {
+        let hops = 0;
+        for (;;) {
+          const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : req.body();
+          const r = await request(url, { method: req.method, headers, body, dispatcher });
+          res = { status: r.statusCode, headers: r.headers, body: r.body, url };
+          const location = header(res, 'location');
+          if ((req.method === 'GET' || req.method === 'HEAD') && REDIRECTS.has(r.statusCode) && location && hops < MAX_REDIRECTS) {
+            await r.body.dump();
+            const next = new URL(location, url);
+            if (next.origin !== url.origin) delete headers.authorization;
+            url = next;
+            hops++;
+            continue;
+          }
+          break;
+        }
+      } catch (e) {
+        if (retrying && isNetworkError(e) && attempt < this.retryPolicy.attempts) {
+          await sleep(backoffDelay(this.retryPolicy, attempt++));
+          continue;
+        }
+        if (isNetworkError(e)) throw new TransientTransferError(`${this.registry}: ${req.operation}: ${networkErrorText(e)}`, e);
+        throw e;
+      }
+      if (res.status === 401) {
+        const c = this.noteChallenge(res.headers['www-authenticate']);
+        if (!authRetried && c && (c.scheme !== 'basic' || (await this.creds()))) {
+          await res.body.dump();
+          authRetried = true;
+          forceToken = true;
+          continue;
+        }
+        throw await this.authError(req, res);
+      }
+      if (res.status === 403 && header(res, 'content-type')?.includes('json')) {
+        throw await this.authError(req, res);
+      }
+      if (retrying && isRetryableStatus(res.status) && attempt < this.retryPolicy.attempts) {
+        const wait = backoffDelay(this.retryPolicy, attempt++, res.headers['retry-after']);
+        await res.body.dump();
+        await sleep(wait);
+        continue;
+      }
+      return res;
+    }
+  }
+}
+
+/** Entry point: one session per registry host, sharing connection pools and options. */
+export class RegistryClient {
+  private readonly sessions = new Map<string, RegistrySession>();
+  private readonly dispatchers: Dispatchers;
+  private readonly retryPolicy: RetryPolicy;
+  private readonly userAgent: string;
+
+  constructor(readonly options: RegistryClientOptions = {}) {
+    this.dispatchers = new Dispatchers(options);
+    this.retryPolicy = { ...DEFAULT_RETRY, ...(options.retry ?? {}) };
+    this.userAgent = options.userAgent ?? 'kbundle/0.1.0';
+  }
+
+  session(registry: string): RegistrySession {
+    let s = this.sessions.get(registry);
+    if (!s) {
+      s = new RegistrySession(registry, this.options, this.dispatchers, this.retryPolicy, this.userAgent);
+      this.sessions.set(registry, s);
+    }
+    return s;
+  }
+
+  get retry(): RetryPolicy {
+    return this.retryPolicy;
+  }
+
+  async close(): Promise<void> {
+    await this.dispatchers.close();
+  }
+}

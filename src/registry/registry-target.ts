@@ -1,0 +1,159 @@
+import { Readable } from 'node:stream';
+import { isDigest, readAllCapped, VerifyingStream } from '../oci/digest.js';
+import { MAX_MANIFEST_BYTES, type Descriptor } from '../oci/types.js';
+import type { Target } from '../store/target.js';
+import { downloadBlob } from './blob-download.js';
+import { DEFAULT_UPLOAD, mountBlob, uploadBlob, type UploadContext, type UploadTuning } from './blob-upload.js';
+import type { RegistryClient, RegistrySession } from './client.js';
+import { deleteManifest, getManifest, headManifest, isManifestLike, manifestExists, putManifest, type ManifestContext } from './manifests.js';
+import { attachReferrer, listReferrers } from './referrers.js';
+import type { ImageReference } from './reference.js';
+import { listTags } from './tags.js';
+
+export type Access = 'pull' | 'push';
+
+export interface RegistryTargetOptions {
+  /** `push` asks for `pull,push` tokens from the start (one token for the whole transfer). */
+  access?: Access;
+  upload?: Partial<UploadTuning>;
+}
+
+const MANIFEST_CACHE_ENTRIES = 64;
+
+/** One repository on a registry, as a Target: blobs, manifests, tags, referrers. */
+export class RegistryTarget implements Target {
+  readonly name: string;
+  readonly registry: string;
+  private readonly session: RegistrySession;
+  private readonly scopes: string[];
+  private readonly tuning: UploadTuning;
+  /** Manifests we pushed or fetched recently, so tagging does not fetch them back. */
+  private readonly manifests = new Map<string, Buffer>();
+  /** Byte progress of blob uploads, for callers that show it. */
+  onUploadBytes?: (desc: Descriptor, n: number) => void;
+
+  constructor(
+    client: RegistryClient,
+    readonly repository: string,
+    registry: string,
+    opts: RegistryTargetOptions = {},
+  ) {
+    this.registry = registry;
+    this.session = client.session(registry);
+    this.name = `${registry}/${repository}`;
+    this.scopes = [`repository:${repository}:${opts.access === 'push' ? 'pull,push' : 'pull'}`];
+    this.tuning = { ...DEFAULT_UPLOAD, ...(opts.upload ?? {}) };
+  }
+
+  static forReference(client: RegistryClient, ref: ImageReference, opts: RegistryTargetOptions = {}): RegistryTarget {
+    return new RegistryTarget(client, ref.repository, ref.registry, opts);
+  }
+
+  private get mctx(): ManifestContext {
+    return { session: this.session, repository: this.repository, scopes: this.scopes, name: this.name };
+  }
+
+  private uctx(desc: Descriptor): UploadContext {
+    return {
+      session: this.session,
+      repository: this.repository,
+      scopes: this.scopes,
+      name: this.name,
+      tuning: this.tuning,
+      onBytes: this.onUploadBytes ? (n) => this.onUploadBytes?.(desc, n) : undefined,
+    };
+  }
+
+  private remember(digest: string, bytes: Buffer): void {
+    this.manifests.delete(digest);
+    this.manifests.set(digest, bytes);
+    if (this.manifests.size > MANIFEST_CACHE_ENTRIES) this.manifests.delete(this.manifests.keys().next().value!);
+  }
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    if (isManifestLike(desc.mediaType)) return manifestExists(this.mctx, desc);
+    const res = await this.session.send({ method: 'HEAD', path: `/v2/${this.repository}/blobs/${desc.digest}`, scopes: this.scopes, operation: `check blob ${desc.digest}` });
+    await res.body.dump();
+    if (res.status === 200) {
+      const len = Number(res.headers['content-length'] ?? NaN);
+      return !Number.isInteger(len) || len === desc.size;
+    }
+    return false;
+  }
+
+  async fetch(desc: Descriptor): Promise<Readable> {
+    if (isManifestLike(desc.mediaType)) {
+      const bytes = await this.fetchManifest(desc);
+      const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}@${desc.digest}`);
+      return Readable.from([bytes]).pipe(verify);
+    }
+    return downloadBlob({ session: this.session, repository: this.repository, scopes: this.scopes, name: this.name }, desc);
+  }
+
+  /** Manifest bytes, verified against `desc`. */
+  async fetchManifest(desc: Descriptor): Promise<Buffer> {
+    const cached = this.manifests.get(desc.digest);
+    if (cached && cached.length === desc.size) return cached;
+    const { bytes } = await getManifest(this.mctx, desc.digest, desc);
+    this.remember(desc.digest, bytes);
+    return bytes;
+  }
+
+  async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {
+    if (isManifestLike(desc.mediaType)) {
+      const bytes = Buffer.isBuffer(content) ? content : await readAllCapped(content, MAX_MANIFEST_BYTES, `${this.name}: manifest ${desc.digest}`);
+      const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: manifest ${desc.digest}`);
+      await readAllCapped(Readable.from([bytes]).pipe(verify), MAX_MANIFEST_BYTES, desc.digest);
+      await putManifest(this.mctx, desc, bytes, desc.digest);
+      this.remember(desc.digest, bytes);
+      return;
+    }
+    await uploadBlob(this.uctx(desc), desc, content);
+  }
+
+  /** Link a blob from another repository of the same registry; false when the registry would not. */
+  async mount(desc: Descriptor, fromRepository: string): Promise<boolean> {
+    if (fromRepository === this.repository) return false;
+    return mountBlob(this.uctx(desc), desc, fromRepository);
+  }
+
+  async resolve(reference: string): Promise<Descriptor> {
+    const desc = await headManifest(this.mctx, reference || 'latest');
+    return desc;
+  }
+
+  /** Fetch a manifest by tag or digest in one GET: descriptor plus verified bytes. */
+  async resolveWithBytes(reference: string): Promise<{ desc: Descriptor; bytes: Buffer }> {
+    const got = await getManifest(this.mctx, reference || 'latest');
+    this.remember(got.desc.digest, got.bytes);
+    return got;
+  }
+
+  async tag(desc: Descriptor, reference: string): Promise<void> {
+    if (!reference || isDigest(reference)) return; // stored under its digest already
+    const bytes = await this.fetchManifest(desc);
+    await putManifest(this.mctx, desc, bytes, reference);
+  }
+
+  tags(pageSize?: number): Promise<string[]> {
+    return listTags(this.mctx, pageSize);
+  }
+
+  delete(desc: Descriptor): Promise<void> {
+    this.manifests.delete(desc.digest);
+    return deleteManifest(this.mctx, desc.digest);
+  }
+
+  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
+    return listReferrers(this.mctx, subject, artifactType);
+  }
+
+  async attachReferrer(manifestBytes: Buffer, desc: Descriptor): Promise<void> {
+    await attachReferrer(this.mctx, manifestBytes, desc);
+    this.remember(desc.digest, manifestBytes);
+  }
+}
+
+export function isRegistryTarget(t: Target): t is RegistryTarget {
+  return t instanceof RegistryTarget;
+}

@@ -1,0 +1,326 @@
+/**
+ * Transfers under faults: connection resets mid-upload and mid-download and 5xx answers injected
+ * by a proxy in front of the real registry (the result must be complete and byte-identical), and a
+ * fake registry that serves broken manifests (the error must be clear and nothing written).
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeRandomImage, type RandomImage } from '../bench/transfer.js';
+import { main } from '../src/cli/main.js';
+import { digestOf } from '../src/oci/digest.js';
+import { MediaType } from '../src/oci/mediatypes.js';
+import type { Descriptor } from '../src/oci/types.js';
+import { RegistryClient } from '../src/registry/client.js';
+import { RegistryTarget } from '../src/registry/registry-target.js';
+import { copyImage } from '../src/store/copy.js';
+import { OciLayout } from '../src/store/oci-layout.js';
+import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
+import { startRegistry, type RegistryHandle } from './helpers/registry.js';
+
+const work = mkdtempSync(join(tmpdir(), 'kbundle-faults-'));
+process.env.DOCKER_CONFIG = mkdtempSync(join(tmpdir(), 'kbundle-dockercfg-'));
+let seq = 0;
+const fresh = (name: string) => join(work, `${name}-${++seq}`);
+const MiB = 1 << 20;
+const fastRetry = { retry: { attempts: 5, baseDelayMs: 10, maxDelayMs: 100 } };
+const smallChunks = { chunkSize: MiB, monolithicMax: MiB };
+
+async function kbundle(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const ow = process.stdout.write.bind(process.stdout);
+  const ew = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((c: string | Uint8Array) => ((stdout += c.toString()), true)) as typeof process.stdout.write;
+  process.stderr.write = ((c: string | Uint8Array) => ((stderr += c.toString()), true)) as typeof process.stderr.write;
+  try {
+    return { code: await main(['node', 'kbundle', ...args]), stdout, stderr };
+  } finally {
+    process.stdout.write = ow;
+    process.stderr.write = ew;
+  }
+}
+
+function sameBlobs(a: OciLayout, b: OciLayout, descs: Descriptor[]): void {
+  for (const d of descs) expect(readFileSync(a.blobPath(d.digest)).equals(readFileSync(b.blobPath(d.digest))), d.digest).toBe(true);
+}
+
+afterAll(() => {
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('through a fault-injecting proxy in front of registry 2.8', () => {
+  let reg: RegistryHandle;
+  let proxy: FaultProxy;
+  let image: RandomImage;
+  beforeAll(async () => {
+    reg = await startRegistry({ variant: 'open' });
+    proxy = await startFaultProxy({ target: reg.url });
+    image = await writeRandomImage(fresh('src'), [6 * MiB + 123, 4 * MiB, 300 * 1024], 'v1');
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await reg?.stop();
+  });
+
+  it('push survives resets mid-upload (first and later chunks, monolithic PUT) and 503s; the result is byte-identical', async () => {
+    const rules = [
+      proxy.addRule({ action: 'status', status: 503, method: 'POST', path: /\/blobs\/uploads\/$/, times: 2 }),
+      proxy.addRule({ action: 'reset-request', afterBytes: 200 * 1024, method: 'PATCH', times: 1 }), // first chunk of a blob
+      proxy.addRule({ action: 'reset-request', afterBytes: 300 * 1024, method: 'PATCH', skip: 4, times: 1 }), // a later chunk
+      proxy.addRule({ action: 'status', status: 503, method: 'PATCH', skip: 2, times: 2 }),
+      proxy.addRule({ action: 'status', status: 502, method: 'PATCH', skip: 8, times: 1 }),
+      // The 4th commit is the 300 KiB layer's single PUT (config, then the two chunked layers' empty PUTs come first).
+      proxy.addRule({ action: 'reset-request', afterBytes: 100 * 1024, method: 'PUT', path: /\/blobs\/uploads\/.*digest=/, skip: 3, times: 1 }),
+      proxy.addRule({ action: 'status', status: 503, method: 'PUT', path: /\/manifests\//, times: 1 }),
+      proxy.addRule({ action: 'status', status: 429, method: 'HEAD', path: /\/blobs\//, headers: { 'retry-after': '0' }, times: 1 }),
+    ];
+    const client = new RegistryClient(fastRetry);
+    const retries: string[] = [];
+    try {
+      const dst = new RegistryTarget(client, 'faults/push', proxy.host, { access: 'push', upload: smallChunks });
+      // One blob at a time, so the rules' request counts land on the same requests every run.
+      const r = await copyImage(image.layout, 'v1', dst, 'v1', { concurrency: 1, onProgress: (e) => e.kind === 'blob-retry' && retries.push(e.error) });
+      expect(r.blobsCopied).toBe(4);
+    } finally {
+      await client.close();
+    }
+    await proxy.idle();
+    for (const rule of rules) expect(rule.fired, JSON.stringify(rule.rule)).toBeGreaterThan(0);
+    // Registry 2.8 kills an upload session once a PATCH broke mid-body: that blob started over from its source.
+    expect(retries.length).toBeGreaterThanOrEqual(1);
+    proxy.clearRules();
+
+    // Read back straight from the registry (not through the proxy) and compare bytes.
+    const direct = new RegistryClient({});
+    try {
+      const back = await OciLayout.open(fresh('push-back'), { create: true });
+      await copyImage(new RegistryTarget(direct, 'faults/push', reg.host), 'v1', back, 'v1');
+      expect((await back.resolve('v1')).digest).toBe(image.manifest.digest);
+      sameBlobs(back, image.layout, [image.config, ...image.layers]);
+    } finally {
+      await direct.close();
+    }
+  });
+
+  it('pull survives resets mid-download (resumed with Range) and 503s on manifests; the result is byte-identical', async () => {
+    const direct = new RegistryClient({});
+    try {
+      await copyImage(image.layout, 'v1', new RegistryTarget(direct, 'faults/pull', reg.host, { access: 'push' }), 'v1');
+    } finally {
+      await direct.close();
+    }
+    const rules = [
+      proxy.addRule({ action: 'reset-response', afterBytes: 1536 * 1024, method: 'GET', path: /\/blobs\/sha256:/, times: 3 }),
+      proxy.addRule({ action: 'status', status: 503, method: /GET|HEAD/, path: /\/manifests\//, times: 2 }),
+      proxy.addRule({ action: 'status', status: 500, method: 'GET', path: /\/blobs\/sha256:/, skip: 2, times: 1 }),
+    ];
+    const client = new RegistryClient(fastRetry);
+    try {
+      const out = await OciLayout.open(fresh('pull'), { create: true });
+      const r = await copyImage(new RegistryTarget(client, 'faults/pull', proxy.host), 'v1', out, 'v1');
+      expect(r.blobsCopied).toBe(4);
+      sameBlobs(out, image.layout, [image.config, ...image.layers, image.manifest]);
+    } finally {
+      await client.close();
+    }
+    await proxy.idle();
+    for (const rule of rules) expect(rule.fired, JSON.stringify(rule.rule)).toBeGreaterThan(0);
+    expect(proxy.log.some((e) => e.method === 'GET' && e.fault === undefined && /\/blobs\//.test(e.url))).toBe(true);
+    proxy.clearRules();
+  });
+
+  it('gives up after a bounded number of retries with a clear error', async () => {
+    proxy.addRule({ action: 'status', status: 503, method: /PUT|PATCH/, times: Infinity });
+    const client = new RegistryClient(fastRetry);
+    const t0 = Date.now();
+    try {
+      const dst = new RegistryTarget(client, 'faults/never', proxy.host, { access: 'push', upload: smallChunks });
+      const err = await copyImage(image.layout, 'v1', dst, 'v1').then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(err).toBeDefined();
+      expect(err!.message).toContain(proxy.host);
+      expect(err!.message).toMatch(/503|kept failing/);
+      expect(Date.now() - t0).toBeLessThan(30_000);
+    } finally {
+      proxy.clearRules();
+      await client.close();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A fake registry serving broken content
+// ---------------------------------------------------------------------------------------------
+
+interface Fake {
+  host: string;
+  close(): Promise<void>;
+}
+
+const goodLayer = Buffer.from('layer bytes');
+const goodConfig = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [digestOf(goodLayer)] } }));
+const cfgDesc: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(goodConfig), size: goodConfig.length };
+const layerDesc: Descriptor = { mediaType: MediaType.OciLayer, digest: digestOf(goodLayer), size: goodLayer.length };
+const goodManifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: cfgDesc, layers: [layerDesc] }));
+const otherManifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: cfgDesc, layers: [] }));
+
+/** Manifests by repository name: each repository misbehaves in one way. */
+function fakeResponse(repo: string, ref: string, res: http.ServerResponse): void {
+  const send = (status: number, body: Buffer | string, headers: Record<string, string> = {}) => {
+    res.writeHead(status, { 'content-type': MediaType.OciManifest, 'content-length': String(Buffer.byteLength(body)), ...headers });
+    res.end(body);
+  };
+  switch (repo) {
+    case 'malformed':
+      return send(200, '{"schemaVersion": 2, "config": ');
+    case 'notamanifest':
+      return send(200, JSON.stringify({ schemaVersion: 2, config: { mediaType: 'x', digest: 'nope', size: -1 }, layers: [] }));
+    case 'wrongheader':
+      return send(200, goodManifest, { 'docker-content-digest': digestOf(otherManifest) });
+    case 'wrongbytes':
+      // Asked by digest for the good manifest, sends another one.
+      return send(200, otherManifest);
+    case 'oversized':
+      return send(200, Buffer.alloc(5 * MiB, 0x20));
+    case 'oversized-chunked': {
+      res.writeHead(200, { 'content-type': MediaType.OciManifest });
+      const block = Buffer.alloc(MiB, 0x20);
+      let n = 0;
+      const pump = (): void => {
+        while (n < 6) {
+          n++;
+          if (!res.write(block)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      return pump();
+    }
+    case 'badlayer':
+      return send(200, goodManifest, { 'docker-content-digest': digestOf(goodManifest) });
+    default:
+      return send(404, JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: `no ${ref}` }] }), { 'content-type': 'application/json' });
+  }
+}
+
+async function startFakeRegistry(): Promise<Fake> {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/v2/') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return void res.end('{}');
+    }
+    let m = /^\/v2\/(.+)\/manifests\/([^/]+)$/.exec(url.pathname);
+    if (m) {
+      if (req.method === 'HEAD') {
+        // No Docker-Content-Digest: the client must GET (and verify) the manifest itself.
+        res.writeHead(200, { 'content-type': MediaType.OciManifest });
+        return void res.end();
+      }
+      return fakeResponse(m[1]!, m[2]!, res);
+    }
+    m = /^\/v2\/(.+)\/blobs\/([^/]+)$/.exec(url.pathname);
+    if (m) {
+      const body = m[2] === cfgDesc.digest ? goodConfig : Buffer.from('tampered!!!'); // same length as the layer
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(body.length) });
+      return void res.end(body);
+    }
+    m = /^\/v2\/(.+)\/tags\/list$/.exec(url.pathname);
+    if (m) {
+      // A registry that honours n/last and paginates with Link; "loop" always links to itself.
+      const all = Array.from({ length: 25 }, (_, i) => `v${String(i).padStart(2, '0')}`).reverse();
+      const n = Number(url.searchParams.get('n') ?? 100);
+      const last = url.searchParams.get('last');
+      const sorted = [...all].sort();
+      const start = last ? sorted.indexOf(last) + 1 : 0;
+      const page = sorted.slice(start, start + n);
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (m[1] === 'loop') headers.link = `<${url.pathname}?n=${n}>; rel="next"`;
+      else if (start + n < sorted.length) headers.link = `</v2/${m[1]}/tags/list?n=${n}&last=${page[page.length - 1]}>; rel="next"`;
+      res.writeHead(200, headers);
+      return void res.end(JSON.stringify({ name: m[1], tags: page }));
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('404 page not found');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    host: `127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('a registry serving broken manifests', () => {
+  let fake: Fake;
+  beforeAll(async () => {
+    fake = await startFakeRegistry();
+  });
+  afterAll(async () => {
+    await fake?.close();
+  });
+
+  it.each([
+    ['malformed', 'x', /not valid JSON/],
+    ['notamanifest', 'x', /invalid at config\.digest/],
+    ['wrongheader', 'x', /Docker-Content-Digest says .* but the manifest bytes hash to/],
+    ['wrongbytes', digestOf(goodManifest), /sent a manifest whose digest is/],
+    ['oversized', 'x', /over the 4194304-byte limit/],
+    ['oversized-chunked', 'x', /larger than the 4194304-byte limit/],
+    ['badlayer', 'x', /content digest .* does not match the expected/],
+  ])('%s: clear error, exit ≠ 0, nothing written', async (repo, ref, message) => {
+    const sep = ref.startsWith('sha256:') ? '@' : ':';
+    const out = fresh(`fake-${repo}`);
+    const r = await kbundle(['pull', `${fake.host}/${repo}${sep}${ref}`, '-o', `oci:${out}`]);
+    expect(r.code).not.toBe(0);
+    expect(r.code).not.toBe(70); // a user error, not a crash
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toContain(fake.host);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(out)).toBe(false);
+
+    // Into an existing layout: it is left exactly as it was.
+    const existing = fresh('existing');
+    const layout = await OciLayout.open(existing, { create: true });
+    const before = readFileSync(join(existing, 'index.json'));
+    const again = await kbundle(['pull', `${fake.host}/${repo}${sep}${ref}`, '-o', `oci:${existing}:t`]);
+    expect(again.code).not.toBe(0);
+    expect(readFileSync(join(existing, 'index.json')).equals(before)).toBe(true);
+    const blobs = readdirSync(join(existing, 'blobs', 'sha256'));
+    // A config that verified may land; a bad layer or manifest never does.
+    expect(blobs.filter((b) => b !== cfgDesc.digest.slice(7))).toEqual([]);
+    expect(await layout.exists(layerDesc)).toBe(false);
+  });
+
+  it('follows Link pagination when a registry honours n/last, and stops on a self-referencing Link', async () => {
+    const client = new RegistryClient({});
+    try {
+      const paged = new RegistryTarget(client, 'paged', fake.host);
+      expect(await paged.tags(10)).toEqual(Array.from({ length: 25 }, (_, i) => `v${String(i).padStart(2, '0')}`));
+      expect(await new RegistryTarget(client, 'loop', fake.host).tags(10)).toEqual(['v00', 'v01', 'v02', 'v03', 'v04', 'v05', 'v06', 'v07', 'v08', 'v09']);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('names the registry when nothing listens there', async () => {
+    const r = await kbundle(['inspect', '127.0.0.1:1/nothing:here']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/127\.0\.0\.1:1: cannot reach .*ECONNREFUSED/);
+  });
+});
+
+it('sha256 of random layers is what the descriptor says (sanity of the generator)', async () => {
+  const img = await writeRandomImage(fresh('gen'), [1000, 0]);
+  for (const l of img.layers) expect(`sha256:${createHash('sha256').update(readFileSync(img.layout.blobPath(l.digest))).digest('hex')}`).toBe(l.digest);
+});
