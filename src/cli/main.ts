@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { isUserError } from '../errors.js';
 import { registerBuild } from './build.js';
 import { registerCatalog } from './catalog.js';
+import { registerInstall } from './install.js';
 import { registerTransfer } from './transfer.js';
 import { registerSigning } from './sign.js';
 
@@ -13,6 +14,7 @@ export function createProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   registerBuild(program);
   registerCatalog(program);
+  registerInstall(program);
   registerTransfer(program);
   registerSigning(program);
   return program;

@@ -4,57 +4,13 @@ import { isDigest } from '../oci/digest.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from '../oci/mediatypes.js';
 import { formatPlatform, parsePlatform, selectPlatform } from '../oci/platform.js';
 import { parseAnyManifest, type Descriptor, type Platform } from '../oci/types.js';
-import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import { parseReference, pinnedReference } from '../registry/reference.js';
 import { copyImage, type CopyProgress, type CopyResult } from '../store/copy.js';
 import { openDestination, openSource, parseImageArgument, type DestinationDefaults, type OpenedImage } from '../store/open.js';
 import { fetchBytes, type Target } from '../store/target.js';
 import { formatLocation, type ImageLocation } from '../store/transport.js';
 import { makePrinter, type Printer } from './output.js';
-
-interface RegistryFlags {
-  plainHttp?: boolean;
-  insecureRegistry?: string[];
-  caFile?: string;
-  username?: string;
-  passwordStdin?: boolean;
-  platform?: string;
-  json?: boolean;
-}
-
-function collect(v: string, prev: string[] = []): string[] {
-  return [...prev, v];
-}
-
-function registryOptions(cmd: Command): Command {
-  return cmd
-    .option('--plain-http', 'talk plain HTTP to every registry (loopback registries fall back to it by themselves)')
-    .option('--insecure-registry <host>', 'allow plain HTTP and unverified TLS for this registry (repeatable; also KBUNDLE_INSECURE_REGISTRIES)', collect)
-    .option('--ca-file <pem>', 'trust this CA bundle for registry TLS (default: $SSL_CERT_FILE)')
-    .option('--username <name>', 'registry user name (password from --password-stdin; or KBUNDLE_USERNAME/KBUNDLE_PASSWORD; or docker login)')
-    .option('--password-stdin', 'read the registry password from standard input')
-    .option('--json', 'print a JSON summary');
-}
-
-async function readStdin(): Promise<string> {
-  const parts: Buffer[] = [];
-  for await (const c of process.stdin) parts.push(c as Buffer);
-  return Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
-}
-
-async function makeClient(o: RegistryFlags): Promise<RegistryClient> {
-  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile };
-  if (o.passwordStdin) {
-    if (!o.username) throw new UserError('--password-stdin needs --username');
-    if (process.stdin.isTTY) throw new UserError('--password-stdin: standard input is a terminal', 'pipe the password in, e.g. echo "$PW" | kbundle push … --username me --password-stdin');
-    opts.username = o.username;
-    opts.password = await readStdin();
-    if (!opts.password) throw new UserError('--password-stdin: standard input was empty');
-  } else if (o.username) {
-    throw new UserError('--username needs --password-stdin', 'pipe the password in: echo "$PW" | kbundle … --username me --password-stdin');
-  }
-  return new RegistryClient(opts);
-}
+import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 
 function platformOf(o: RegistryFlags): Platform | undefined {
   return o.platform ? parsePlatform(o.platform, '--platform') : undefined;

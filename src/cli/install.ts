@@ -1,0 +1,84 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { UserError } from '../errors.js';
+import { installBundle, installFromConfig, parseCloudConfigBundles, type ConfigTarget, type ImageVerifier } from '../extract/install.js';
+import { parsePlatform } from '../oci/platform.js';
+import { makePrinter } from './output.js';
+import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
+import { verifierFromFlags, type VerifyFlags } from './verify-flags.js';
+
+interface InstallFlags extends RegistryFlags, VerifyFlags {
+  root: string;
+  localFile?: boolean;
+  config?: string;
+  sameOwner?: boolean;
+  allowSetuid?: boolean;
+  allowDevices?: boolean;
+}
+
+export function registerInstall(program: Command): void {
+  const cmd = program
+    .command('install')
+    .description('install bundles the way Kairos does (run://, container://, docker://), verifying signatures first')
+    .argument('[target]', 'run://<image> | container://<image> | docker://<image> (with --local-file: a docker-archive, OCI archive or OCI layout path)')
+    .option('--root <dir>', 'install under this root instead of / (run.sh sees it as KBUNDLE_ROOT)', '/')
+    .option('--config <cloud-config.yaml>', 'install every target of the bundles: block of a Kairos cloud-config')
+    .option('--local-file', 'the target names a local archive or layout (Kairos local_file: true)')
+    .option('--platform <os/arch>', 'platform to install from a multi-platform image (default: this host)')
+    .option('--same-owner', 'keep file owners from the image (root only)')
+    .option('--allow-setuid', 'keep setuid/setgid bits')
+    .option('--allow-devices', 'create device nodes and fifos (root only)');
+  registryOptions(cmd);
+  addVerifyOptions(cmd);
+  cmd.action(async (target: string | undefined, o: InstallFlags) => {
+    const out = makePrinter(!!o.json);
+    if (!target && !o.config) throw new UserError('install: name a target (run://…, container://…) or --config <cloud-config.yaml>');
+    if (target && o.config) throw new UserError('install: give a target or --config, not both');
+    const client = await makeClient(o);
+    const base = {
+      root: o.root,
+      client,
+      platform: o.platform ? parsePlatform(o.platform, '--platform') : undefined,
+      sameOwner: o.sameOwner,
+      allowSetuid: o.allowSetuid,
+      allowDevices: o.allowDevices,
+      onOutput: o.json ? undefined : (s: string) => process.stderr.write(s),
+    };
+    try {
+      if (target) {
+        const r = await installBundle(target, { ...base, localFile: o.localFile, verify: await verifierFromFlags(o, client) });
+        out.result(`installed ${target} (${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}) under ${o.root}`, r);
+        return;
+      }
+      const file = o.config!;
+      let text: string;
+      try {
+        text = await readFile(file, 'utf8');
+      } catch {
+        throw new UserError(`--config: cannot read ${file}`);
+      }
+      const targets = parseCloudConfigBundles(text, file);
+      const flagVerifier = await verifierFromFlags(o, client);
+      const perTarget = async (t: ConfigTarget): Promise<ImageVerifier | undefined> =>
+        t.cosign ? ((await verifierFromFlags({ ...o, key: t.cosignKey ?? o.key, requireSignature: true }, client)) ?? undefined) : flagVerifier;
+      const verifiers = new Map<ConfigTarget, ImageVerifier | undefined>();
+      for (const t of targets) verifiers.set(t, await perTarget(t));
+      const outcomes = await installFromConfig(targets, base, (t) => verifiers.get(t));
+      const failed = outcomes.filter((x) => !x.ok);
+      out.result(
+        outcomes.map((x) => (x.ok ? `ok      ${x.target} (${x.result!.digest})` : `FAILED  ${x.target}: ${x.error}`)).join('\n') || `${file}: no bundles`,
+        { ok: failed.length === 0, outcomes },
+      );
+      if (failed.length) throw new UserError(`${failed.length} of ${outcomes.length} bundle(s) from ${file} failed`);
+    } finally {
+      await client.close();
+    }
+  });
+}
+
+function addVerifyOptions(cmd: Command): void {
+  cmd
+    .option('--key <pub.pem>', 'require a signature by this public key before installing')
+    .option('--policy <trust-policy.yaml>', 'require signatures as this trust policy says before installing')
+    .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)');
+}

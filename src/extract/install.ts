@@ -1,0 +1,171 @@
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { UserError, errorMessage } from '../errors.js';
+import { hostPlatform } from '../oci/platform.js';
+import type { Descriptor, Platform } from '../oci/types.js';
+import type { RegistryClient } from '../registry/client.js';
+import { openSource } from '../store/open.js';
+import type { Target } from '../store/target.js';
+import type { ImageLocation } from '../store/transport.js';
+import { parseBundleTarget, type BundleTarget } from './bundle-uri.js';
+import { extractImage, resolveManifest, type ExtractOptions } from './extract-image.js';
+import { runBundleScript } from './run-script.js';
+
+/** Checks an image before anything is written; throws a UserError saying why it is refused. */
+export type ImageVerifier = (target: Target, top: Descriptor, display: string) => Promise<string | void>;
+
+export interface InstallOptions extends ExtractOptions {
+  /** Where container:// bundles land and what run.sh sees as KBUNDLE_ROOT (default "/"). */
+  root?: string;
+  platform?: Platform;
+  /** The target is a local archive or layout (Kairos `local_file: true`). */
+  localFile?: boolean;
+  client: RegistryClient;
+  verify?: ImageVerifier;
+  onOutput?: (chunk: string) => void;
+}
+
+export interface InstallResult {
+  target: string;
+  scheme: BundleTarget['scheme'];
+  digest: string;
+  manifest: string;
+  files: number;
+  verified?: string;
+  output?: string;
+}
+
+async function localLocation(path: string, what: string): Promise<ImageLocation> {
+  let st;
+  try {
+    st = await stat(path);
+  } catch {
+    throw new UserError(`${what}: local file ${path} not found`);
+  }
+  if (st.isDirectory()) return { transport: 'oci', path, ref: '' };
+  // docker-archive sources also recognise OCI archives (oci-layout inside, no manifest.json).
+  return { transport: 'docker-archive', path, ref: '' };
+}
+
+/**
+ * Install one bundle target with Kairos semantics (kairos-sdk bundles.go), verify-first:
+ * resolve the reference once, check signatures on that digest, then extract; run:// bundles
+ * are extracted to a temp dir, `/bin/sh run.sh` runs there, and the dir is removed after.
+ */
+export async function installBundle(raw: string, opts: InstallOptions): Promise<InstallResult> {
+  const t = parseBundleTarget(raw);
+  const root = resolve(opts.root ?? '/');
+  const loc: ImageLocation = opts.localFile ? await localLocation(t.ref, raw) : { transport: 'docker', ref: t.ref };
+  const opened = await openSource(loc, { client: opts.client });
+  try {
+    const top = await opened.target.resolve(opened.reference);
+    const verified = opts.verify ? await opts.verify(opened.target, top, opened.display) : undefined;
+    const manifest = await resolveManifest(opened.target, top.digest, opts.platform ?? hostPlatform());
+    const base: InstallResult = { target: raw, scheme: t.scheme, digest: top.digest, manifest: manifest.digest, files: 0, ...(verified ? { verified } : {}) };
+    if (t.scheme !== 'run') {
+      const r = await extractImage(opened.target, manifest, root, opts);
+      return { ...base, files: r.files };
+    }
+    const dir = await mkdtemp(join(tmpdir(), 'bundle'));
+    try {
+      const r = await extractImage(opened.target, manifest, dir, opts);
+      const run = await runBundleScript(dir, t.ref, root === '/' ? undefined : root, { onOutput: opts.onOutput });
+      if (run.code !== 0) {
+        throw new UserError(`${raw}: run.sh exited with status ${run.code}:\n${run.output.trimEnd()}`, 'nothing else was changed by kbundle; the script output above says why it failed');
+      }
+      return { ...base, files: r.files, output: run.output };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  } finally {
+    await opened.close();
+  }
+}
+
+// ---- cloud-config `bundles:` ----------------------------------------------------------------
+
+const BundleEntrySchema = z
+  .object({
+    targets: z.array(z.string()).min(1),
+    rootfs_path: z.string().optional(),
+    db_path: z.string().optional(),
+    repository: z.string().optional(),
+    local_file: z.boolean().optional(),
+    cosign: z.boolean().optional(),
+    'cosign-key': z.string().optional(),
+  })
+  .passthrough();
+
+const CloudConfigSchema = z
+  .object({
+    bundles: z.array(BundleEntrySchema).default([]),
+    cosign: z.boolean().optional(),
+    'cosign-key': z.string().optional(),
+    fail_on_bundles_errors: z.boolean().optional(),
+  })
+  .passthrough();
+
+export interface ConfigTarget {
+  target: string;
+  rootfsPath: string;
+  localFile: boolean;
+  cosign: boolean;
+  cosignKey?: string;
+}
+
+/** The `bundles:` block of a Kairos cloud-config, flattened in order, with per-entry options. */
+export function parseCloudConfigBundles(text: string, file: string): ConfigTarget[] {
+  const doc = parseDocument(text);
+  if (doc.errors.length) throw new UserError(`${file}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
+  const r = CloudConfigSchema.safeParse(doc.toJS() ?? {});
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new UserError(`${file}: ${i.path.join('.') || '(top level)'}: ${i.message}`, 'bundles: is a list of entries, each with targets: [run://… | container://… | docker://…]');
+  }
+  const out: ConfigTarget[] = [];
+  for (const entry of r.data.bundles) {
+    for (const target of entry.targets) {
+      const key = entry['cosign-key'] ?? r.data['cosign-key'];
+      out.push({
+        target,
+        rootfsPath: entry.rootfs_path ?? '/',
+        localFile: entry.local_file ?? false,
+        cosign: entry.cosign ?? r.data.cosign ?? key !== undefined,
+        ...(key ? { cosignKey: key } : {}),
+      });
+    }
+  }
+  return out;
+}
+
+export interface ConfigInstallOutcome {
+  target: string;
+  ok: boolean;
+  result?: InstallResult;
+  error?: string;
+}
+
+/**
+ * Install every target in order; one failure does not stop the others (as Kairos), but unlike
+ * Kairos every failure is reported, not only the last.
+ */
+export async function installFromConfig(
+  targets: ConfigTarget[],
+  opts: InstallOptions,
+  verifierFor: (t: ConfigTarget) => ImageVerifier | undefined,
+): Promise<ConfigInstallOutcome[]> {
+  const outcomes: ConfigInstallOutcome[] = [];
+  for (const t of targets) {
+    try {
+      const root = join(resolve(opts.root ?? '/'), t.rootfsPath);
+      const result = await installBundle(t.target, { ...opts, root, localFile: t.localFile, verify: verifierFor(t) ?? opts.verify });
+      outcomes.push({ target: t.target, ok: true, result });
+    } catch (e) {
+      outcomes.push({ target: t.target, ok: false, error: errorMessage(e) });
+    }
+  }
+  return outcomes;
+}
