@@ -25,7 +25,7 @@ export class ParallelGzip extends Transform {
   constructor(
     private readonly level = 6,
     private readonly chunkSize = 1024 * 1024,
-    private readonly maxInFlight = 4,
+    private readonly maxInFlight = 2,
   ) {
     super();
   }

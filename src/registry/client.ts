@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { undici } from './undici-lazy.js';
 import { UserError } from '../errors.js';
 import { parseChallenges, type AuthChallenge } from './challenge.js';
 import { Dispatchers, isCertificateError, isNotTlsError, plainHttpAllowed, schemePlan, type ConnectionOptions } from './connection.js';
@@ -103,7 +104,7 @@ export class RegistrySession {
     for (let attempt = 1; ; attempt++) {
       let res: Dispatcher.ResponseData;
       try {
-        res = await request(`${url}/v2/`, { method: 'GET', headers: { 'user-agent': this.userAgent }, dispatcher });
+        res = await (await undici()).request(`${url}/v2/`, { method: 'GET', headers: { 'user-agent': this.userAgent }, dispatcher });
       } catch (e) {
         if (isNetworkError(e) && !isNotTlsError(e) && attempt < this.retryPolicy.attempts && !/ECONNREFUSED/.test(networkErrorText(e))) {
           await sleep(backoffDelay(this.retryPolicy, attempt));
@@ -132,20 +133,20 @@ export class RegistrySession {
     const unreachable = (e: unknown, url: string): UserError =>
       new UserError(`${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, /ECONNREFUSED/.test(networkErrorText(e)) ? 'is the registry running, and is the port right?' : undefined);
     if (plan.kind === 'http') {
-      const d = this.dispatchers.verifying();
+      const d = await this.dispatchers.verifying();
       await this.ping(http, d).catch((e: unknown) => {
         throw e instanceof UserError ? e : unreachable(e, http);
       });
       return { url: http, dispatcher: d };
     }
-    const tlsDispatcher = plan.kind === 'insecure' ? this.dispatchers.insecure() : this.dispatchers.verifying();
+    const tlsDispatcher = plan.kind === 'insecure' ? await this.dispatchers.insecure() : await this.dispatchers.verifying();
     try {
       await this.ping(https, tlsDispatcher);
       return { url: https, dispatcher: tlsDispatcher };
     } catch (e) {
       if (e instanceof UserError) throw e;
       if ((plan.kind === 'https-then-http' || plan.kind === 'insecure') && isNotTlsError(e)) {
-        const d = this.dispatchers.verifying();
+        const d = await this.dispatchers.verifying();
         try {
           await this.ping(http, d);
           return { url: http, dispatcher: d };
@@ -197,7 +198,7 @@ export class RegistrySession {
         throw new UserError(`${this.registry}: refusing to send credentials to the plain-HTTP token server ${realmUrl.origin}`, `mark it insecure with --insecure-registry ${realmUrl.host} if you trust this network`);
       }
       const challengeScopes = (c.params.scope ?? '').split(' ').filter(Boolean);
-      const dispatcher = realmUrl.protocol === 'https:' && schemePlan(realmUrl.host, this.opts).kind === 'insecure' ? this.dispatchers.insecure() : this.dispatchers.verifying();
+      const dispatcher = realmUrl.protocol === 'https:' && schemePlan(realmUrl.host, this.opts).kind === 'insecure' ? await this.dispatchers.insecure() : await this.dispatchers.verifying();
       pending = (async () =>
         fetchToken({
           registry: this.registry,
@@ -272,7 +273,7 @@ export class RegistrySession {
         let hops = 0;
         for (;;) {
           const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : req.body();
-          const r = await request(url, { method: req.method, headers, body, dispatcher });
+          const r = await (await undici()).request(url, { method: req.method, headers, body, dispatcher });
           res = { status: r.statusCode, headers: r.headers, body: r.body, url };
           const location = header(res, 'location');
           if ((req.method === 'GET' || req.method === 'HEAD') && REDIRECTS.has(r.statusCode) && location && hops < MAX_REDIRECTS) {

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
+import { undici } from './undici-lazy.js';
 import { UserError } from '../errors.js';
 import { hostname, isLoopback } from './reference.js';
 
@@ -69,11 +70,12 @@ function loadCa(opts: ConnectionOptions): string[] | undefined {
 
 /** The two undici agents a client needs: verifying TLS, and (only if asked for) non-verifying. */
 export class Dispatchers {
-  private verifyingAgent?: Agent;
-  private insecureAgent?: Agent;
+  private verifyingAgent?: Promise<Agent>;
+  private insecureAgent?: Promise<Agent>;
   constructor(private readonly opts: ConnectionOptions) {}
 
-  private make(rejectUnauthorized: boolean): Agent {
+  private async make(rejectUnauthorized: boolean): Promise<Agent> {
+    const { Agent } = await undici();
     return new Agent({
       connect: { ca: rejectUnauthorized ? loadCa(this.opts) : undefined, rejectUnauthorized, timeout: this.opts.connectTimeoutMs ?? 15_000 },
       headersTimeout: this.opts.headersTimeoutMs ?? 60_000,
@@ -82,18 +84,18 @@ export class Dispatchers {
     });
   }
 
-  verifying(): Agent {
+  verifying(): Promise<Agent> {
     this.verifyingAgent ??= this.make(true);
     return this.verifyingAgent;
   }
 
-  insecure(): Agent {
+  insecure(): Promise<Agent> {
     this.insecureAgent ??= this.make(false);
     return this.insecureAgent;
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.verifyingAgent?.close(), this.insecureAgent?.close()]);
+    await Promise.all([this.verifyingAgent?.then((a) => a.close()), this.insecureAgent?.then((a) => a.close())]);
   }
 }
 

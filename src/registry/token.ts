@@ -1,4 +1,5 @@
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { undici } from './undici-lazy.js';
 import { UserError } from '../errors.js';
 import type { Credentials } from './credentials.js';
 import { networkErrorText } from './errors.js';
@@ -56,7 +57,7 @@ export async function fetchToken(req: TokenRequest): Promise<CachedToken> {
   for (let attempt = 1; ; attempt++) {
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(url, { method, headers, body, dispatcher: req.dispatcher });
+      res = await (await undici()).request(url, { method, headers, body, dispatcher: req.dispatcher });
     } catch (e) {
       if (attempt < req.retry.attempts) {
         await sleep(backoffDelay(req.retry, attempt));
