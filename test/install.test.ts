@@ -128,6 +128,44 @@ describe('kbundle install', () => {
     expect(r.stderr).toContain('2 of 4 bundle(s)');
   });
 
+  it('verifies before writing: a signed image installs, an unsigned or wrongly signed one writes nothing', async () => {
+    const keys = tempDir();
+    const env = { ...process.env, KBUNDLE_PASSWORD: 'pw' };
+    expect(kbundle(['key', 'generate', '--out', join(keys, 'good')], { env }).code).toBe(0);
+    expect(kbundle(['key', 'generate', '--out', join(keys, 'evil')], { env }).code).toBe(0);
+    const mk = (name: string) => writeBundle(join(tempDir(), name), `name: ${name}\nversion: 1.0.0\ndescription: s\ntype: container\nfiles:\n  - src: f\n    dst: etc/${name}\n`, [{ path: 'f', content: name }]);
+    const signed = await publish(mk('signed'), 'sig/signed');
+    const unsigned = await publish(mk('unsigned'), 'sig/unsigned');
+    const wrong = await publish(mk('wrong'), 'sig/wrong');
+    expect(kbundle(['sign', signed, '--key', join(keys, 'good.key')], { env }).code).toBe(0);
+    expect(kbundle(['sign', wrong, '--key', join(keys, 'evil.key')], { env }).code).toBe(0);
+
+    const root = tempDir();
+    const ok = kbundle(['install', `container://${signed}`, '--root', root, '--key', join(keys, 'good.pub'), '--json']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout).verified).toContain('good.pub');
+    expect(readFileSync(join(root, 'etc/signed'), 'utf8')).toBe('signed');
+    for (const ref of [unsigned, wrong]) {
+      const r = kbundle(['install', `container://${ref}`, '--root', root, '--key', join(keys, 'good.pub')]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/kbundle: error: .*(no signature|not signed|signature)/i);
+    }
+    expect(readdirSync(join(root, 'etc')).sort()).toEqual(['signed']);
+    // run:// under --require-signature: nothing extracted, run.sh never ran
+    const runDir = writeBundle(join(tempDir(), 'r'), RUN_SPEC(), [{ path: 'run.sh', content: ENV_SCRIPT }, { path: 'payload.txt', content: 'p' }]);
+    const runRef = await publish(runDir, 'sig/run');
+    const rr = kbundle(['install', `run://${runRef}`, '--root', root, '--key', join(keys, 'good.pub'), '--require-signature']);
+    expect(rr.code).toBe(1);
+    expect(existsSync(join(root, 'var/lib/envdump'))).toBe(false);
+    // cloud-config cosign keys: the same refusal per target, the signed one still installs
+    const cfg = join(tempDir(), 'c.yaml');
+    const root2 = tempDir();
+    writeFileSync(cfg, `#cloud-config\nbundles:\n  - targets: [container://${signed}, container://${unsigned}]\n    cosign: true\n    cosign-key: ${join(keys, 'good.pub')}\n`);
+    const c = kbundle(['install', '--config', cfg, '--root', root2]);
+    expect(c.code).toBe(1);
+    expect(readdirSync(join(root2, 'etc'))).toEqual(['signed']);
+  });
+
   it('refuses unknown schemes and luet packages clearly', () => {
     expect(kbundle(['install', 'package://foo/bar', '--root', tempDir()]).stderr).toMatch(/luet packages, which kbundle does not install/);
     expect(kbundle(['install', 'oci://x', '--root', tempDir()]).stderr).toMatch(/unknown scheme oci:\/\//);

@@ -95,7 +95,7 @@ function registryFlags(reg: RegistryHandle): string[] {
 }
 
 function credsEnv(reg: RegistryHandle): Record<string, string | undefined> {
-  return { KBUNDLE_USERNAME: reg.username, KBUNDLE_PASSWORD: reg.password };
+  return { KBUNDLE_REGISTRY_USERNAME: reg.username, KBUNDLE_REGISTRY_PASSWORD: reg.password };
 }
 
 let multi: BuildOutput;
@@ -373,7 +373,7 @@ describe('htpasswd registry (TLS with a private CA, Basic auth)', () => {
 
   it('wrong or missing credentials: a clear error naming the registry, exit code ≠ 0, no secret printed', async () => {
     const wrong = await kbundle(['push', `oci:${singleDir}:amd64`, `${reg.host}/basic/nope:1`, ...registryFlags(reg)], {
-      env: { KBUNDLE_USERNAME: reg.username, KBUNDLE_PASSWORD: 'not-the-password' },
+      env: { KBUNDLE_REGISTRY_USERNAME: reg.username, KBUNDLE_REGISTRY_PASSWORD: 'not-the-password' },
     });
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toContain(reg.host);
@@ -468,7 +468,7 @@ describe('token registry (Bearer tokens from a realm)', () => {
     expect(anon.stderr).toContain(reg.host);
     expect(anon.stderr).toMatch(/authentication required/);
 
-    const wrong = await kbundle(['push', `oci:${singleDir}:amd64`, `${reg.host}/tok/anon:1`], { env: { KBUNDLE_USERNAME: reg.username, KBUNDLE_PASSWORD: 'bad-pass-123' } });
+    const wrong = await kbundle(['push', `oci:${singleDir}:amd64`, `${reg.host}/tok/anon:1`], { env: { KBUNDLE_REGISTRY_USERNAME: reg.username, KBUNDLE_REGISTRY_PASSWORD: 'bad-pass-123' } });
     expect(wrong.code).not.toBe(0);
     expect(wrong.stderr).toContain(`${reg.host}: the token server`);
     expect(wrong.stderr).toMatch(/rejected user "kbundle"/);

@@ -7,6 +7,8 @@ import { UserError } from '../errors.js';
 import { OciLayout } from '../store/oci-layout.js';
 import { parseLocation } from '../store/transport.js';
 import { makePrinter } from './output.js';
+import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
+import { addSigningFlags, prepareSigning, type SigningFlags } from './sign.js';
 
 function layoutDir(output: string): string {
   const loc = parseLocation(output, '-o');
@@ -74,4 +76,44 @@ export function registerCatalog(program: Command): void {
       const files = await writeCatalogIndex(o.out, entries);
       makePrinter(!!o.json).result(`wrote ${files.json} and ${files.html} (${entries.length} bundles)`, { ...files, bundles: entries.length });
     });
+
+  const publish = catalog
+    .command('publish')
+    .description('push every built bundle to <registry>/<namespace>/<name>:<version> and :latest, skipping what is there, and sign what was pushed')
+    .requiredOption('--registry <host/namespace>', 'where to publish, e.g. 127.0.0.1:5000/kairos')
+    .option('--layout <dir>', 'the catalog OCI layout (from catalog build)', 'out/catalog')
+    .option('--bundle <name...>', 'only these bundles')
+    .option('--no-latest', 'do not move the :latest tag')
+    .option('--community-repo <repo>', 'also tag <namespace>/<repo>:<name>_latest, as kairos-io/community-bundles names them (empty: off)', 'community-bundles');
+  registryOptions(publish);
+  addSigningFlags(publish);
+  publish.action(async (o: RegistryFlags & SigningFlags & { registry: string; layout: string; bundle?: string[]; latest: boolean; communityRepo: string; sign?: boolean }) => {
+    const out = makePrinter(!!o.json);
+    const { publishCatalog } = await import('../catalog/publish.js');
+    // Unlock the key before pushing anything: a wrong password must not leave unsigned bundles behind.
+    const signer = o.sign ? await prepareSigning(o) : undefined;
+    const layout = await OciLayout.open(o.layout);
+    const client = await makeClient(o);
+    try {
+      const published = await publishCatalog(layout, {
+        client,
+        registry: o.registry,
+        latest: o.latest,
+        communityRepo: o.communityRepo || undefined,
+        only: o.bundle,
+        onBundle: (name, status) => out.info(`${status.padEnd(9)} ${name}`),
+        sign: signer
+          ? async (target, desc, reference) => {
+              const r = await signer.sign(target, desc, { dockerReference: reference.replace(/:[^:/]+$/, '') });
+              return r.root.signatures.map((x) => x.location).join(', ');
+            }
+          : undefined,
+      });
+      const rows = published.map((p) => `${p.status.padEnd(9)} ${p.name.padEnd(28)} ${p.version.padEnd(10)} ${p.digest}${p.signature ? '  signed' : ''}`);
+      rows.unshift(`${'status'.padEnd(9)} ${'bundle'.padEnd(28)} ${'version'.padEnd(10)} digest`);
+      out.result(rows.join('\n'), { registry: o.registry, bundles: published });
+    } finally {
+      await client.close();
+    }
+  });
 }

@@ -15,6 +15,9 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   pull: async () => (await import('./transfer.js')).registerTransfer,
   copy: async () => (await import('./transfer.js')).registerTransfer,
   inspect: async () => (await import('./transfer.js')).registerTransfer,
+  key: async () => (await import('./sign.js')).registerSigning,
+  sign: async () => (await import('./sign.js')).registerSigning,
+  verify: async () => (await import('./sign.js')).registerSigning,
 };
 
 export async function createProgram(argv: string[] = []): Promise<Command> {

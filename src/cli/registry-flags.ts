@@ -22,7 +22,7 @@ export function registryOptions(cmd: Command): Command {
     .option('--plain-http', 'talk plain HTTP to every registry (loopback registries fall back to it by themselves)')
     .option('--insecure-registry <host>', 'allow plain HTTP and unverified TLS for this registry (repeatable; also KBUNDLE_INSECURE_REGISTRIES)', collect)
     .option('--ca-file <pem>', 'trust this CA bundle for registry TLS (default: $SSL_CERT_FILE)')
-    .option('--username <name>', 'registry user name (password from --password-stdin; or KBUNDLE_USERNAME/KBUNDLE_PASSWORD; or docker login)')
+    .option('--username <name>', 'registry user name (password from --password-stdin; or KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD; or docker login)')
     .option('--password-stdin', 'read the registry password from standard input')
     .option('--json', 'print a JSON summary');
 }

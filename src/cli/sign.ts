@@ -9,25 +9,27 @@ import { Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
-import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import type { RegistryClient } from '../registry/client.js';
 import { manifestReference, parseReference } from '../registry/reference.js';
-import { RegistryTarget } from '../registry/registry-target.js';
-import { dockerReferenceOf } from '../sign/formats.js';
-import { loadPrivateKey, loadPublicKeys, writeKeyPair } from '../sign/keys.js';
 import type { ReferrersCapable } from '../sign/referrers.js';
-import { signImage, type SignatureFormat } from '../sign/sign.js';
-import { OciLayout } from '../store/oci-layout.js';
-import { parseImageArgument } from '../store/open.js';
+import type { SignatureFormat } from '../sign/sign.js';
 import type { Target } from '../store/target.js';
-import { exactMatcher, regexpMatcher, type Matcher } from '../verify/identity.js';
-import { loadPolicy } from '../verify/policy.js';
+import { parseLocation, type ImageLocation } from '../store/transport.js';
+import type { Matcher } from '../verify/identity.js';
 import type { SignerRequirement, VerificationPolicy } from '../verify/requirements.js';
-import { loadTrustedRoot } from '../verify/trust.js';
-import { verifyImage, type VerifiedSigner } from '../verify/verify.js';
-import { makePrinter } from './output.js';
+import type { VerifiedSigner } from '../verify/verify.js';
+
+// Modules are imported where they are needed: a node running `kbundle verify` should load the
+// verifier, not the signing clients (make-fetch-happen & co.), the YAML parser or the registry
+// client when it verifies a local layout.
 
 export const DEFAULT_FULCIO_URL = 'https://fulcio.sigstore.dev';
 export const DEFAULT_REKOR_URL = 'https://rekor.sigstore.dev';
+
+/** Result printing as the other commands do it (cli/output.ts), without its progress-bar dependency. */
+function printResult(json: boolean, human: string, data: unknown): void {
+  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Passwords
@@ -88,7 +90,8 @@ async function makeClient(o: RegistryFlags): Promise<RegistryClient> {
   // KBUNDLE_PASSWORD is the signing key's password here; it must not be taken for a registry login.
   const env = { ...process.env };
   if (!env.KBUNDLE_USERNAME) delete env.KBUNDLE_PASSWORD;
-  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile, env };
+  const { RegistryClient } = await import('../registry/client.js');
+  const opts: ConstructorParameters<typeof RegistryClient>[0] & {} = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile, env };
   if (o.passwordStdin) {
     if (!o.username) throw new UserError('--password-stdin needs --username');
     const parts: Buffer[] = [];
@@ -113,20 +116,42 @@ export interface OpenedForSigning {
   display: string;
 }
 
+const LOCAL = ['oci:', 'oci-archive:', 'docker-archive:', 'docker:'];
+
+/** Like store/open's parseImageArgument, without loading the archive and registry code. */
+function parseImageArgument(s: string, what: string): ImageLocation {
+  if (LOCAL.some((t) => s.startsWith(t))) return parseLocation(s, what);
+  parseReference(s, what);
+  return { transport: 'docker', ref: s };
+}
+
 /** `oci:<dir>[:tag]`, `docker://host/repo[:tag|@digest]` or a bare `host/repo[:tag|@digest]`. */
 export async function openImage(arg: string, client: RegistryClient | undefined, access: 'pull' | 'push'): Promise<OpenedForSigning> {
   const loc = parseImageArgument(arg, 'image');
   if (loc.transport === 'docker') {
     if (!client) throw new Error('registry client missing');
     const ref = parseReference(loc.ref, 'image');
+    const [{ RegistryTarget }, { dockerReferenceOf }] = await Promise.all([import('../registry/registry-target.js'), import('../sign/formats.js')]);
     const target = RegistryTarget.forReference(client, ref, { access });
     const repository = `${ref.registry}/${ref.repository}`;
     return { target, reference: manifestReference(ref), image: repository, repository, dockerReference: dockerReferenceOf(ref.registry, ref.repository), display: loc.ref };
   }
   if (loc.transport === 'oci') {
+    const { OciLayout } = await import('../store/oci-layout.js');
     const target = await OciLayout.open(loc.path);
     return { target, reference: loc.ref, image: `oci:${resolve(loc.path)}`, display: `oci:${loc.path}${loc.ref ? `:${loc.ref}` : ''}` };
   }
+  throw new UserError(`${arg}: signatures live in a registry or an OCI layout directory, not in ${loc.transport} files`, 'copy it first: kbundle copy <archive> oci:<dir>, then sign oci:<dir>:<tag>');
+}
+
+/** What trust policies match for an image argument, without opening it. */
+function imageName(arg: string): string {
+  const loc = parseImageArgument(arg, 'image');
+  if (loc.transport === 'docker') {
+    const ref = parseReference(loc.ref, 'image');
+    return `${ref.registry}/${ref.repository}`;
+  }
+  if (loc.transport === 'oci') return `oci:${resolve(loc.path)}`;
   throw new UserError(`${arg}: signatures live in a registry or an OCI layout directory, not in ${loc.transport} files`, 'copy it first: kbundle copy <archive> oci:<dir>, then sign oci:<dir>:<tag>');
 }
 
@@ -146,17 +171,17 @@ function parseFormats(v: string): SignatureFormat[] {
   throw new UserError(`--format: "${v}" must be bundle, legacy or both`);
 }
 
+/** --identity-token takes a JWT or a file holding one (as cosign does). */
 function identityToken(flag: string | undefined): string | undefined {
-  const v = flag ?? process.env.SIGSTORE_ID_TOKEN ?? process.env.KBUNDLE_IDENTITY_TOKEN;
+  const v = (flag ?? process.env.SIGSTORE_ID_TOKEN ?? process.env.KBUNDLE_IDENTITY_TOKEN)?.trim();
   if (!v) return undefined;
-  if (!v.includes('.') || v.startsWith('/') || v.startsWith('.')) {
-    try {
-      if (statSync(v).isFile()) return readFileSync(v, 'utf8').trim();
-    } catch {
-      /* not a file: a token */
-    }
+  if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v)) return v;
+  try {
+    if (statSync(v).isFile()) return readFileSync(v, 'utf8').trim();
+  } catch {
+    /* not a file */
   }
-  return v.trim();
+  throw new UserError('the identity token is neither a JWT nor a readable file');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,13 +226,15 @@ async function policyFromFlags(o: VerifyFlags, image: string): Promise<Verificat
   const identityGiven = o.certificateIdentity || o.certificateIdentityRegexp || o.certificateOidcIssuer || o.certificateOidcIssuerRegexp;
   if (o.policy) {
     if (o.key?.length || identityGiven) throw new UserError('--policy replaces --key and --certificate-* flags; give one or the other');
+    const { loadPolicy } = await import('../verify/policy.js');
     const loaded = await loadPolicy(o.policy);
     const p = await loaded.policyFor(image);
     if (o.annotation?.length) p.annotations = { ...p.annotations, ...annotations };
     if (o.format !== 'both') p.formats = formats;
     return p;
   }
-  const root = o.trustedRoot ? await loadTrustedRoot(o.trustedRoot) : undefined;
+  const [{ loadPublicKeys }, { exactMatcher, regexpMatcher }] = await Promise.all([import('../sign/keys.js'), import('../verify/identity.js')]);
+  const root = o.trustedRoot ? await (await import('../verify/trust.js')).loadTrustedRoot(o.trustedRoot) : undefined;
   const signers: SignerRequirement[] = [];
   for (const k of o.key ?? []) {
     if (o.requireTlog && !root) throw new UserError('--require-tlog needs --trusted-root (the transparency log key lives there)');
@@ -231,6 +258,81 @@ function describeSigner(s: VerifiedSigner): string {
   return `  ${s.format} ${s.location}: ${who}${ev ? ` — ${ev}` : ''}`;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Signing from other commands (`kbundle push --sign`, `kbundle build … --push --sign`)
+// ---------------------------------------------------------------------------------------------
+
+/** The signing flags shared by `sign` and the `--sign` of other commands. */
+export interface SigningFlags {
+  key?: string;
+  identityToken?: string;
+  fulcioUrl?: string;
+  rekorUrl?: string;
+  tlogUpload?: boolean;
+  tsaUrl?: string;
+  signatureFormat?: string;
+  annotation?: string[];
+  rekorEntryType?: string;
+}
+
+/** Add `--sign` and the signing flags to another command (push, build --push). */
+export function addSigningFlags(cmd: Command): Command {
+  return cmd
+    .option('--sign', 'sign the pushed digest (both cosign formats by default)')
+    .option('--key <file>', 'with --sign: private key (password from KBUNDLE_PASSWORD or COSIGN_PASSWORD)')
+    .option('--identity-token <token|file>', 'with --sign: keyless OIDC token (default $SIGSTORE_ID_TOKEN)')
+    .option('--fulcio-url <url>', 'with --sign: Fulcio URL', DEFAULT_FULCIO_URL)
+    .option('--rekor-url <url>', 'with --sign: Rekor URL (keyless default; keyed only when given)')
+    .option('--no-tlog-upload', 'with --sign: no transparency log')
+    .option('--tsa-url <url>', 'with --sign: RFC 3161 timestamp authority')
+    .option('--signature-format <f>', 'with --sign: bundle, legacy or both', 'both')
+    .option('-a, --annotation <key=value>', 'with --sign: signed annotation (repeatable)', collect);
+}
+
+export interface PreparedSigning {
+  /** Sign `root` (a digest that was just pushed) in `target`. */
+  sign(target: Target & ReferrersCapable, root: Descriptor, opts: { dockerReference?: string; recursive?: boolean }): Promise<import('../sign/sign.js').SignResult>;
+}
+
+/**
+ * Check the flags and unlock the key *before* anything is pushed (a wrong password must not
+ * leave an unsigned image behind); returns the signer to call after the push.
+ */
+export async function prepareSigning(o: SigningFlags): Promise<PreparedSigning> {
+  const formats = parseFormats(o.signatureFormat ?? 'both');
+  if (o.key && o.identityToken) throw new UserError('give either --key or --identity-token, not both');
+  const token = o.key ? undefined : identityToken(o.identityToken);
+  if (!o.key && !token) throw new UserError('sign: give --key <file>, or an identity token for keyless signing (--identity-token or SIGSTORE_ID_TOKEN)');
+  const entryType = o.rekorEntryType ?? 'dsse';
+  if (entryType !== 'dsse' && entryType !== 'intoto') throw new UserError('--rekor-entry-type must be dsse or intoto');
+  const annotations = parseAnnotations(o.annotation, '--annotation');
+  const [{ loadPrivateKey }, { signImage }] = await Promise.all([import('../sign/keys.js'), import('../sign/sign.js')]);
+  const key = o.key ? await loadPrivateKey(o.key, () => keyPassword(false)) : undefined;
+  const upload = o.tlogUpload !== false;
+  const rekorURL = upload ? (o.rekorUrl ?? (o.key ? undefined : DEFAULT_REKOR_URL)) : undefined;
+  return {
+    sign: (target, root, extra) =>
+      signImage(target, root, {
+        key,
+        keyless: token ? { identityToken: token, fulcioURL: o.fulcioUrl ?? DEFAULT_FULCIO_URL } : undefined,
+        formats,
+        rekorURL,
+        rekorEntryType: entryType,
+        tsaURL: o.tsaUrl,
+        annotations,
+        dockerReference: extra.dockerReference,
+        recursive: extra.recursive,
+      }),
+  };
+}
+
+/** Human lines for a sign result (one per signature written). */
+export function describeSigned(result: import('../sign/sign.js').SignResult): string[] {
+  const lines: string[] = [];
+  for (const m of [result.root, ...result.children]) for (const s of m.signatures) lines.push(`  ${m.digest.slice(0, 19)}… ${s.format}: ${s.location}${s.added ? '' : ' (already signed with this key)'}`);
+  return lines;
+}
+
 export function registerSigning(program: Command): void {
   const key = program.command('key').description('manage signing keys');
   key
@@ -240,9 +342,10 @@ export function registerSigning(program: Command): void {
     .option('--force', 'replace existing files')
     .option('--json', 'print a JSON summary')
     .action(async (o: { out: string; force?: boolean; json?: boolean }) => {
+      const { writeKeyPair } = await import('../sign/keys.js');
       const password = await keyPassword(true);
       const r = await writeKeyPair(o.out, password, { force: o.force });
-      makePrinter(!!o.json).result(`wrote ${r.keyFile} (private, encrypted) and ${r.pubFile}\nkey hint: ${r.hint}`, { privateKey: r.keyFile, publicKey: r.pubFile, hint: r.hint });
+      printResult(!!o.json, `wrote ${r.keyFile} (private, encrypted) and ${r.pubFile}\nkey hint: ${r.hint}`, { privateKey: r.keyFile, publicKey: r.pubFile, hint: r.hint });
     });
 
   registryOptions(
@@ -263,35 +366,15 @@ export function registerSigning(program: Command): void {
       .option('--rekor-entry-type <type>', 'Rekor entry type for bundles: dsse or intoto', 'dsse')
       .option('--json', 'print a JSON summary'),
   ).action(async (arg: string, o: SignFlags) => {
-    const out = makePrinter(!!o.json);
-    const formats = parseFormats(o.format);
-    const token = o.key ? undefined : identityToken(o.identityToken);
-    if (o.key && o.identityToken) throw new UserError('give either --key or --identity-token, not both');
-    if (!o.key && !token) throw new UserError('sign: give --key <file>, or an identity token for keyless signing (--identity-token or SIGSTORE_ID_TOKEN)');
-    if (o.rekorEntryType !== 'dsse' && o.rekorEntryType !== 'intoto') throw new UserError('--rekor-entry-type must be dsse or intoto');
-    const signingKey = o.key ? await loadPrivateKey(o.key, () => keyPassword(false)) : undefined;
-    const upload = o.tlogUpload !== false;
-    const rekorURL = upload ? (o.rekorUrl ?? (o.key ? undefined : DEFAULT_REKOR_URL)) : undefined;
+    const prepared = await prepareSigning({ ...o, signatureFormat: o.format });
     const loc = parseImageArgument(arg, 'image');
     const client = loc.transport === 'docker' ? await makeClient(o) : undefined;
     try {
       const img = await openImage(arg, client, 'push');
       const root: Descriptor = await img.target.resolve(img.reference);
-      const result = await signImage(img.target, root, {
-        key: signingKey,
-        keyless: token ? { identityToken: token, fulcioURL: o.fulcioUrl } : undefined,
-        formats,
-        rekorURL,
-        rekorEntryType: o.rekorEntryType as 'dsse' | 'intoto',
-        tsaURL: o.tsaUrl,
-        annotations: parseAnnotations(o.annotation, '--annotation'),
-        dockerReference: o.identity ?? img.dockerReference,
-        recursive: o.recursive,
-      });
+      const result = await prepared.sign(img.target, root, { dockerReference: o.identity ?? img.dockerReference, recursive: o.recursive });
       const all = [result.root, ...result.children];
-      const lines = [`signed ${img.display} (${result.signer})`, `digest: ${result.root.digest}`];
-      for (const m of all) for (const s of m.signatures) lines.push(`  ${m.digest.slice(0, 19)}… ${s.format}: ${s.location}${s.added ? '' : ' (already signed with this key)'}`);
-      out.result(lines.join('\n'), { reference: img.display, digest: result.root.digest, signer: result.signer, manifests: all });
+      printResult(!!o.json, [`signed ${img.display} (${result.signer})`, `digest: ${result.root.digest}`, ...describeSigned(result)].join('\n'), { reference: img.display, digest: result.root.digest, signer: result.signer, manifests: all });
     } finally {
       await client?.close();
     }
@@ -317,17 +400,19 @@ export function registerSigning(program: Command): void {
       .option('--format <f>', 'bundle, legacy or both', 'both')
       .option('--json', 'print the verified signers as JSON'),
   ).action(async (arg: string, o: VerifyFlags) => {
-    const out = makePrinter(!!o.json);
     const loc = parseImageArgument(arg, 'image');
+    const verifier = import('../verify/verify.js'); // loads while the registry answers
+    verifier.catch(() => undefined);
+    // Usage errors first: whom to trust is settled before anything is opened.
+    const policy = await policyFromFlags(o, imageName(arg));
     const client = loc.transport === 'docker' ? await makeClient(o) : undefined;
     let digest: string | undefined;
     try {
       const img = await openImage(arg, client, 'pull');
-      const policy = await policyFromFlags(o, img.image);
-      const desc = await img.target.resolve(img.reference);
+      const { verifyReference } = await verifier;
+      const { desc, signers } = await verifyReference(img.target, img.reference, policy, { repository: img.repository, display: (d) => `${img.display}${img.display.includes('@') ? '' : `@${d}`}`, onResolved: (d) => (digest = d.digest) });
       digest = desc.digest;
-      const signers = await verifyImage(img.target, desc, policy, { repository: img.repository, display: `${img.display}${img.display.includes('@') ? '' : `@${desc.digest}`}` });
-      out.result([`verified ${img.display}@${desc.digest}: ${signers.length} signature(s) satisfy the policy`, ...signers.map(describeSigner)].join('\n'), { verified: true, reference: img.display, digest: desc.digest, signers });
+      printResult(!!o.json, [`verified ${img.display}@${desc.digest}: ${signers.length} signature(s) satisfy the policy`, ...signers.map(describeSigner)].join('\n'), { verified: true, reference: img.display, digest: desc.digest, signers });
     } catch (e) {
       if (o.json && e instanceof UserError) process.stdout.write(`${JSON.stringify({ verified: false, reference: arg, digest, error: e.message }, null, 2)}\n`);
       throw e;

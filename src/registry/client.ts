@@ -242,7 +242,7 @@ export class RegistrySession {
     if (!creds) {
       return new UserError(
         `${this.registry}: ${req.operation}: authentication required (HTTP ${res.status})`,
-        'log in: pass --username and --password-stdin, set KBUNDLE_USERNAME/KBUNDLE_PASSWORD, or run docker login',
+        'log in: pass --username and --password-stdin, set KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD, or run docker login',
       );
     }
     const who = creds.username ? `user "${creds.username}" (from ${creds.source})` : `the identity token from ${creds.source}`;

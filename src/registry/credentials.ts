@@ -11,7 +11,7 @@ export interface Credentials {
   password?: string;
   /** OAuth2 refresh token (docker config `identitytoken`, or a helper answering Username `<token>`). */
   identityToken?: string;
-  /** Where they came from, for messages: `--username`, `KBUNDLE_USERNAME`, `~/.docker/config.json`, `docker-credential-pass`. */
+  /** Where they came from, for messages: `--username`, `KBUNDLE_REGISTRY_USERNAME`, `~/.docker/config.json`, `docker-credential-pass`. */
   source: string;
 }
 
@@ -86,7 +86,7 @@ export function runCredentialHelper(helper: string, serverUrl: string, env: Node
 }
 
 /**
- * Credentials for one registry, in this order: flags, `KBUNDLE_USERNAME`/`KBUNDLE_PASSWORD`,
+ * Credentials for one registry, in this order: flags, `KBUNDLE_REGISTRY_USERNAME`/`KBUNDLE_REGISTRY_PASSWORD`,
  * docker config `credHelpers[host]`, `auths[host]`, `credsStore`. Undefined = anonymous.
  */
 export async function resolveCredentials(registry: string, opts: CredentialOptions = {}): Promise<Credentials | undefined> {
@@ -95,9 +95,9 @@ export async function resolveCredentials(registry: string, opts: CredentialOptio
     if (!opts.username || opts.password === undefined) throw new UserError('--username and --password-stdin go together', 'pass both, e.g. echo "$PW" | kbundle push --username me --password-stdin …');
     return { username: opts.username, password: opts.password, source: '--username' };
   }
-  if (env.KBUNDLE_USERNAME || env.KBUNDLE_PASSWORD) {
-    if (!env.KBUNDLE_USERNAME || env.KBUNDLE_PASSWORD === undefined) throw new UserError('KBUNDLE_USERNAME and KBUNDLE_PASSWORD go together', 'set both, or neither');
-    return { username: env.KBUNDLE_USERNAME, password: env.KBUNDLE_PASSWORD, source: 'KBUNDLE_USERNAME' };
+  if (env.KBUNDLE_REGISTRY_USERNAME || env.KBUNDLE_REGISTRY_PASSWORD) {
+    if (!env.KBUNDLE_REGISTRY_USERNAME || env.KBUNDLE_REGISTRY_PASSWORD === undefined) throw new UserError('KBUNDLE_REGISTRY_USERNAME and KBUNDLE_REGISTRY_PASSWORD go together', 'set both, or neither');
+    return { username: env.KBUNDLE_REGISTRY_USERNAME, password: env.KBUNDLE_REGISTRY_PASSWORD, source: 'KBUNDLE_REGISTRY_USERNAME' };
   }
   const dir = opts.dockerConfigDir ?? env.DOCKER_CONFIG ?? join(env.HOME ?? homedir(), '.docker');
   const loaded = await readDockerConfig(dir);

@@ -134,10 +134,12 @@ export class OciLayout implements Target {
       return { mediaType, digest: reference, size: bytes.length };
     }
     if (reference === '') {
-      if (index.manifests.length === 1) return stripRefName(index.manifests[0]!);
+      // Signatures and referrer indexes (cosign's sha256-<hex>[.sig] tags) are not images to pick.
+      const images = index.manifests.filter((d) => !SIGNATURE_TAG.test(d.annotations?.[Annotation.RefName] ?? ''));
+      if (images.length === 1) return stripRefName(images[0]!);
       const tags = listRefNames(index);
       throw new UserError(
-        `${this.name}: holds ${index.manifests.length} images; name one`,
+        `${this.name}: holds ${images.length} images; name one`,
         tags.length ? `use oci:${this.dir}:<tag> with one of: ${tags.join(', ')}` : undefined,
       );
     }
@@ -176,6 +178,8 @@ export class OciLayout implements Target {
     return fetchBytes(this, desc);
   }
 }
+
+const SIGNATURE_TAG = /^sha(256|512)-[a-f0-9]{64,128}(\.(sig|att|sbom))?$/;
 
 function emptyIndex(): Index {
   return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };

@@ -1,0 +1,100 @@
+/**
+ * bench/verify: wall time of `kbundle verify` (keyed, both signature formats present) on a signed
+ * bundle in a registry:2 on loopback, next to `node -e 0` start-up measured in the same run.
+ * Targets: <= 300 ms and <= 4x bare Node start-up.
+ *
+ *   npx tsc -p . && node dist/bench/verify.js          (BENCH_RUNS=15, BENCH_REGISTRY=host:port to reuse one)
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { buildTo } from '../src/build/output.js';
+import { RegistryClient } from '../src/registry/client.js';
+import { RegistryTarget } from '../src/registry/registry-target.js';
+import { copyImage } from '../src/store/copy.js';
+import { OciLayout } from '../src/store/oci-layout.js';
+import { median, printTable } from './common.js';
+
+const runs = Number(process.env.BENCH_RUNS ?? 15);
+const cli = resolve('bin/kbundle.js');
+const work = mkdtempSync(join(tmpdir(), 'kbundle-bench-verify-'));
+
+async function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function startRegistry(): Promise<{ host: string; stop(): void }> {
+  if (process.env.BENCH_REGISTRY) return { host: process.env.BENCH_REGISTRY, stop() {} };
+  const port = await freePort();
+  const dir = join(work, 'registry');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'config.yml'), `version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: ${dir}/data }, delete: { enabled: true } }\nhttp: { addr: 127.0.0.1:${port} }\n`);
+  const p = spawn(process.env.KBUNDLE_TEST_REGISTRY_BIN ?? '/usr/bin/docker-registry', ['serve', join(dir, 'config.yml')], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/v2/`);
+      if (r.status === 200) return { host: `127.0.0.1:${port}`, stop: () => p.kill() };
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  p.kill();
+  throw new Error('registry did not start');
+}
+
+function timeMs(args: string[], env: NodeJS.ProcessEnv = process.env): number {
+  const start = process.hrtime.bigint();
+  const r = spawnSync(args[0]!, args.slice(1), { env, encoding: 'utf8' });
+  const ms = Number(process.hrtime.bigint() - start) / 1e6;
+  if (r.status !== 0) throw new Error(`failed (${r.status}): ${args.join(' ')}\n${r.stderr}`);
+  return ms;
+}
+
+const reg = await startRegistry();
+try {
+  const env = { ...process.env, KBUNDLE_PASSWORD: '' };
+  const layoutDir = join(work, 'oci');
+  const built = await buildTo(resolve('bundles/metallb'), { transport: 'oci', path: layoutDir, ref: 'metallb' }, { sourceDateEpoch: 0 });
+  const client = new RegistryClient({ env: {} });
+  const ref = `${reg.host}/kairos/metallb:0.14.9`;
+  await copyImage(await OciLayout.open(layoutDir), 'metallb', new RegistryTarget(client, 'kairos/metallb', reg.host, { access: 'push' }), '0.14.9');
+  await client.close();
+  timeMs([process.execPath, cli, 'key', 'generate', '--out', join(work, 'release')], env);
+  timeMs([process.execPath, cli, 'sign', ref, '--key', join(work, 'release.key')], env);
+  const verify = [process.execPath, cli, 'verify', ref, '--key', join(work, 'release.pub')];
+  // Same, without the registry client's TLS probe of a plain-HTTP loopback registry.
+  const verifyPlain = [...verify, '--plain-http'];
+  const bare = [process.execPath, '-e', '0'];
+  timeMs(verify);
+  timeMs(bare); // warm the page cache for both
+  const v: number[] = [];
+  const p: number[] = [];
+  const n: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    v.push(timeMs(verify));
+    p.push(timeMs(verifyPlain));
+    n.push(timeMs(bare));
+  }
+  const vm = median(v);
+  const pm = median(p);
+  const nm = median(n);
+  console.log(`bench/verify: ${ref} (${built.root.digest.slice(0, 19)}…, ${built.images.length} platforms, bundle + legacy signatures), ${runs} runs, medians`);
+  printTable([
+    ['command', 'ms (median)', 'ms (min)', 'ms (max)'],
+    ['kbundle verify --key', vm.toFixed(0), Math.min(...v).toFixed(0), Math.max(...v).toFixed(0)],
+    ['kbundle verify --key --plain-http', pm.toFixed(0), Math.min(...p).toFixed(0), Math.max(...p).toFixed(0)],
+    ['node -e 0', nm.toFixed(0), Math.min(...n).toFixed(0), Math.max(...n).toFixed(0)],
+  ]);
+  console.log(`kbundle verify / node start-up = ${(vm / nm).toFixed(2)}x (target <= 4x); total ${vm.toFixed(0)} ms (target <= 300 ms); --plain-http ${(pm / nm).toFixed(2)}x, ${pm.toFixed(0)} ms`);
+} finally {
+  reg.stop();
+  rmSync(work, { recursive: true, force: true });
+}

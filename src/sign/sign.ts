@@ -1,0 +1,310 @@
+/**
+ * `signImage`: sign a manifest digest with a key or keylessly (Fulcio certificate, Rekor entry,
+ * optional RFC 3161 timestamp) and store the signature the way cosign does — as a Sigstore v0.3
+ * bundle referrer, as a layer appended to `sha256-<hex>.sig`, or both.
+ */
+import { generateKeyPairSync, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { bundleToJSON, type Bundle } from '@sigstore/bundle';
+import { DSSEBundleBuilder, FulcioSigner, MessageSignatureBundleBuilder, RekorWitness, TSAWitness, type Signature, type Signer, type Witness } from '@sigstore/sign';
+import { UserError } from '../errors.js';
+import { digestOf } from '../oci/digest.js';
+import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
+import { IndexSchema, ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
+import { fetchBytes, type Target } from '../store/target.js';
+import {
+  Annotations,
+  bundleReferrerManifest,
+  EMPTY_DESCRIPTOR,
+  EMPTY_JSON,
+  INTOTO_PAYLOAD_TYPE,
+  legacySignatureConfig,
+  legacySignatureManifest,
+  rekorBundleAnnotation,
+  rfc3161Annotation,
+  signatureTag,
+  signStatement,
+  simpleSigningPayload,
+  SIMPLE_SIGNING_MEDIA_TYPE,
+  BUNDLE_V03_MEDIA_TYPE,
+} from './formats.js';
+import { keyHint, publicKeyPem, toPem, type LoadedPrivateKey } from './keys.js';
+import { attachReferrer, tryResolve, type ReferrersCapable } from './referrers.js';
+
+export type SignatureFormat = 'bundle' | 'legacy';
+
+export interface KeylessOptions {
+  /** OIDC identity token (JWT) presented to Fulcio. */
+  identityToken: string;
+  fulcioURL: string;
+}
+
+export interface SignOptions {
+  /** Keyed signing (cosign `--key`). Exactly one of `key` / `keyless`. */
+  key?: LoadedPrivateKey;
+  keyless?: KeylessOptions;
+  /** Formats to write (default both). */
+  formats?: SignatureFormat[];
+  /** Upload to this Rekor (default: none for keys; required for keyless unless a TSA is given). */
+  rekorURL?: string;
+  /** Rekor entry type for bundles: `dsse` (cosign 3) or `intoto`. */
+  rekorEntryType?: 'dsse' | 'intoto';
+  /** RFC 3161 timestamp authority. */
+  tsaURL?: string;
+  /** Signed annotations (cosign `-a k=v`): legacy `optional`, statement subject annotations. */
+  annotations?: Record<string, string>;
+  /** `critical.identity.docker-reference` of legacy payloads (cosign: the repository). */
+  dockerReference?: string;
+  /** Also sign every manifest of an index (cosign `--recursive`). */
+  recursive?: boolean;
+  /** Clock for the referrer's `org.opencontainers.image.created` (tests). */
+  now?: () => Date;
+  /** Network timeout for Fulcio/Rekor/TSA calls, ms. */
+  timeoutMs?: number;
+}
+
+export interface WrittenSignature {
+  format: SignatureFormat;
+  /** Referrer manifest digest (bundle) or `sha256-….sig` (legacy). */
+  location: string;
+  /** Legacy: false when an identical signature by this key was already there. */
+  added: boolean;
+}
+
+export interface SignedManifest {
+  digest: string;
+  mediaType: string;
+  signatures: WrittenSignature[];
+}
+
+export interface SignResult {
+  root: SignedManifest;
+  children: SignedManifest[];
+  /** Keyless: the certificate identity; keyed: the key hint. */
+  signer: string;
+}
+
+/** A pinned key as a @sigstore/sign Signer; the hint goes into the bundle afterwards (cosign leaves keyid empty). */
+class KeySigner implements Signer {
+  readonly pem: string;
+  constructor(private readonly key: LoadedPrivateKey) {
+    this.pem = publicKeyPem(key.publicKey);
+  }
+  async sign(data: Buffer): Promise<Signature> {
+    return { signature: cryptoSign('sha256', data, this.key.privateKey), key: { $case: 'publicKey', publicKey: this.pem } };
+  }
+}
+
+/** An ephemeral P-256 key held in memory for one run (what Fulcio certifies). */
+class EphemeralKey implements Signer {
+  private readonly pair = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  async sign(data: Buffer): Promise<Signature> {
+    return { signature: cryptoSign('sha256', data, this.pair.privateKey), key: { $case: 'publicKey', publicKey: publicKeyPem(this.pair.publicKey) } };
+  }
+}
+
+/** One Fulcio certificate per run, reused for every signature the run makes (like cosign). */
+class KeylessSigner implements Signer {
+  private readonly holder = new EphemeralKey();
+  private readonly fulcio: FulcioSigner;
+  private cert?: string;
+  constructor(opts: KeylessOptions, timeoutMs: number) {
+    this.fulcio = new FulcioSigner({ fulcioBaseURL: opts.fulcioURL, identityProvider: { getToken: async () => opts.identityToken }, keyHolder: this.holder, timeout: timeoutMs, retry: 2 });
+  }
+  async sign(data: Buffer): Promise<Signature> {
+    if (!this.cert) {
+      const s = await this.fulcio.sign(data);
+      if (s.key.$case === 'x509Certificate') this.cert = s.key.certificate;
+      return s;
+    }
+    const s = await this.holder.sign(data);
+    return { signature: s.signature, key: { $case: 'x509Certificate', certificate: this.cert } };
+  }
+}
+
+function explainSigningError(e: unknown, what: string): UserError {
+  if (e instanceof UserError) return e;
+  const err = e as { code?: string; message?: string; cause?: { message?: string } };
+  const cause = err.cause?.message ? `: ${err.cause.message}` : '';
+  const hint =
+    err.code === 'CA_CREATE_SIGNING_CERTIFICATE_ERROR'
+      ? 'check --fulcio-url and that the identity token is valid and not expired'
+      : err.code === 'TLOG_CREATE_ENTRY_ERROR'
+        ? 'check --rekor-url, or sign without a transparency log (--tlog-upload=false)'
+        : err.code === 'TSA_CREATE_TIMESTAMP_ERROR'
+          ? 'check --tsa-url'
+          : undefined;
+  return new UserError(`${what}: ${err.message ?? String(e)}${cause}`, hint);
+}
+
+function certificateOf(b: Bundle): Buffer | undefined {
+  const c = b.verificationMaterial.content;
+  if (c.$case === 'certificate') return Buffer.from(c.certificate.rawBytes);
+  if (c.$case === 'x509CertificateChain') return Buffer.from(c.x509CertificateChain.certificates[0]!.rawBytes);
+  return undefined;
+}
+
+/** Serialise a bundle as cosign (sigstore-go protojson) does: empty lists and messages left out. */
+export function serializeBundle(b: Bundle): Buffer {
+  const json = bundleToJSON(b) as Record<string, any>;
+  const vm = json.verificationMaterial ?? {};
+  if (Array.isArray(vm.tlogEntries) && vm.tlogEntries.length === 0) delete vm.tlogEntries;
+  const ts = vm.timestampVerificationData;
+  if (ts && (!Array.isArray(ts.rfc3161Timestamps) || ts.rfc3161Timestamps.length === 0)) delete vm.timestampVerificationData;
+  return Buffer.from(JSON.stringify(json));
+}
+
+class Session {
+  readonly signer: Signer;
+  readonly dsseWitnesses: Witness[] = [];
+  readonly messageWitnesses: Witness[] = [];
+  readonly hint?: string;
+  readonly publicKey?: KeyObject;
+
+  constructor(private readonly opts: SignOptions) {
+    const timeout = opts.timeoutMs ?? 30_000;
+    if (!!opts.key === !!opts.keyless) throw new UserError('sign: give exactly one of a key or a keyless identity token');
+    if (opts.key) {
+      this.signer = new KeySigner(opts.key);
+      this.hint = keyHint(opts.key.publicKey);
+      this.publicKey = opts.key.publicKey;
+    } else {
+      if (!opts.rekorURL && !opts.tsaURL) throw new UserError('keyless signing needs a transparency log (--rekor-url) or a timestamp authority (--tsa-url)', 'a Fulcio certificate is valid for minutes; verifiers need signing-time evidence');
+      this.signer = new KeylessSigner(opts.keyless!, timeout);
+    }
+    if (opts.rekorURL) {
+      this.dsseWitnesses.push(new RekorWitness({ rekorBaseURL: opts.rekorURL, entryType: opts.rekorEntryType ?? 'dsse', fetchOnConflict: true, timeout, retry: 2 }));
+      this.messageWitnesses.push(new RekorWitness({ rekorBaseURL: opts.rekorURL, fetchOnConflict: true, timeout, retry: 2 }));
+    }
+    if (opts.tsaURL) {
+      const tsa = new TSAWitness({ tsaBaseURL: opts.tsaURL, timeout, retry: 2 });
+      this.dsseWitnesses.push(tsa);
+      this.messageWitnesses.push(tsa);
+    }
+  }
+
+  /** cosign's v0.3 bundle over the in-toto statement for `digest`. */
+  async bundleFor(digest: string): Promise<Buffer> {
+    let b: Bundle;
+    try {
+      b = await new DSSEBundleBuilder({ signer: this.signer, witnesses: this.dsseWitnesses, certificateChain: false }).create({ data: signStatement(digest, this.opts.annotations), type: INTOTO_PAYLOAD_TYPE });
+    } catch (e) {
+      throw explainSigningError(e, 'signing failed');
+    }
+    if (this.hint && b.verificationMaterial.content.$case === 'publicKey') b.verificationMaterial.content.publicKey.hint = this.hint;
+    return serializeBundle(b);
+  }
+
+  /** A legacy layer: the simple-signing payload and cosign's annotations. */
+  async legacyLayer(digest: string): Promise<{ payload: Buffer; annotations: Record<string, string> }> {
+    const payload = simpleSigningPayload(this.opts.dockerReference ?? '', digest, this.opts.annotations && Object.keys(this.opts.annotations).length ? this.opts.annotations : undefined);
+    let b: Bundle;
+    try {
+      b = await new MessageSignatureBundleBuilder({ signer: this.signer, witnesses: this.messageWitnesses }).create({ data: payload });
+    } catch (e) {
+      throw explainSigningError(e, 'signing failed');
+    }
+    if (b.content.$case !== 'messageSignature') throw new Error('unexpected bundle content');
+    const annotations: Record<string, string> = { [Annotations.Signature]: b.content.messageSignature.signature.toString('base64') };
+    const cert = certificateOf(b);
+    if (cert) {
+      annotations[Annotations.Certificate] = toPem('CERTIFICATE', cert);
+      annotations[Annotations.Chain] = '';
+    }
+    const entry = b.verificationMaterial.tlogEntries[0];
+    if (entry?.inclusionPromise) {
+      annotations[Annotations.Bundle] = rekorBundleAnnotation({
+        SignedEntryTimestamp: entry.inclusionPromise.signedEntryTimestamp.toString('base64'),
+        Payload: { body: entry.canonicalizedBody.toString('base64'), integratedTime: Number(entry.integratedTime), logIndex: Number(entry.logIndex), logID: entry.logId.keyId.toString('hex') },
+      });
+    }
+    const ts = b.verificationMaterial.timestampVerificationData?.rfc3161Timestamps[0];
+    if (ts) annotations[Annotations.RFC3161Timestamp] = rfc3161Annotation(Buffer.from(ts.signedTimestamp));
+    return { payload, annotations };
+  }
+
+  /** An identical signature by this key is already there (cosign's dupe detector). */
+  isDuplicate(payload: Buffer, layer: Descriptor): boolean {
+    if (!this.publicKey || layer.digest !== digestOf(payload)) return false;
+    const sig = layer.annotations?.[Annotations.Signature];
+    if (!sig) return false;
+    try {
+      return cryptoVerify('sha256', payload, this.publicKey, Buffer.from(sig, 'base64'));
+    } catch {
+      return false;
+    }
+  }
+}
+
+async function writeBundle(target: Target & ReferrersCapable, subject: Descriptor, session: Session, now: Date): Promise<WrittenSignature> {
+  const blob = await session.bundleFor(subject.digest);
+  const blobDesc: Descriptor = { mediaType: BUNDLE_V03_MEDIA_TYPE, digest: digestOf(blob), size: blob.length };
+  await target.push(blobDesc, blob);
+  await target.push(EMPTY_DESCRIPTOR, EMPTY_JSON);
+  const manifest = bundleReferrerManifest(blobDesc, subject, now);
+  const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifest), size: manifest.length };
+  await attachReferrer(target, manifest, desc);
+  return { format: 'bundle', location: desc.digest, added: true };
+}
+
+async function writeLegacy(target: Target, subject: Descriptor, session: Session): Promise<WrittenSignature> {
+  const tag = signatureTag(subject.digest);
+  const existing = await tryResolve(target, tag);
+  let layers: Descriptor[] = [];
+  if (existing) {
+    if (!isManifestMediaType(existing.mediaType) || isIndexMediaType(existing.mediaType)) {
+      throw new UserError(`${target.name}:${tag} holds ${existing.mediaType}, not a cosign signature manifest; refusing to replace it`, `delete the tag ${tag} if it is garbage, then sign again`);
+    }
+    try {
+      layers = parseJson(ManifestSchema, await fetchBytes(target, existing), `${target.name}:${tag}`).layers;
+    } catch (e) {
+      throw new UserError(`${target.name}:${tag}: the existing signature manifest is unusable (${(e as Error).message}); refusing to replace it`, `delete the tag ${tag} if it is garbage, then sign again`);
+    }
+  }
+  const { payload, annotations } = await session.legacyLayer(subject.digest);
+  if (layers.some((l) => session.isDuplicate(payload, l))) return { format: 'legacy', location: tag, added: false };
+  if (layers.length >= 1000) throw new UserError(`${target.name}:${tag} already holds ${layers.length} signatures; cosign and kbundle refuse more than 1000`);
+  const layer: Descriptor = { mediaType: SIMPLE_SIGNING_MEDIA_TYPE, digest: digestOf(payload), size: payload.length, annotations };
+  const all = [...layers, layer];
+  const config = legacySignatureConfig(all.map((l) => l.digest));
+  const configDesc: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(config), size: config.length };
+  await target.push(layer, payload);
+  await target.push(configDesc, config);
+  const manifest = legacySignatureManifest(configDesc, all);
+  const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifest), size: manifest.length };
+  await target.push(desc, manifest);
+  await target.tag(desc, tag);
+  return { format: 'legacy', location: tag, added: true };
+}
+
+async function signOne(target: Target & ReferrersCapable, subject: Descriptor, session: Session, formats: SignatureFormat[], now: Date): Promise<SignedManifest> {
+  const signatures: WrittenSignature[] = [];
+  if (formats.includes('bundle')) signatures.push(await writeBundle(target, subject, session, now));
+  if (formats.includes('legacy')) signatures.push(await writeLegacy(target, subject, session));
+  return { digest: subject.digest, mediaType: subject.mediaType, signatures };
+}
+
+/**
+ * Sign `root` (already resolved: only its digest is used from here on) in `target`; with
+ * `recursive`, every manifest of an index too.
+ */
+export async function signImage(target: Target & ReferrersCapable, root: Descriptor, opts: SignOptions): Promise<SignResult> {
+  const formats = opts.formats ?? ['bundle', 'legacy'];
+  if (formats.length === 0) throw new UserError('sign: no signature format selected');
+  if (!isManifestMediaType(root.mediaType) && !isIndexMediaType(root.mediaType)) throw new UserError(`${target.name}@${root.digest}: ${root.mediaType} is not an image manifest or index`);
+  // Hash what is there before signing it: the digest must name these bytes.
+  const bytes = await fetchBytes(target, root);
+  if (digestOf(bytes) !== root.digest) throw new UserError(`${target.name}: the manifest bytes do not hash to ${root.digest}`);
+  const session = new Session(opts);
+  const now = (opts.now ?? (() => new Date()))();
+  const rootSigned = await signOne(target, root, session, formats, now);
+  const children: SignedManifest[] = [];
+  if (opts.recursive && isIndexMediaType(root.mediaType)) {
+    const index = parseJson(IndexSchema, bytes, `${target.name}@${root.digest}`);
+    for (const m of index.manifests) {
+      if (!isManifestMediaType(m.mediaType) && !isIndexMediaType(m.mediaType)) continue;
+      children.push(await signOne(target, { mediaType: m.mediaType, digest: m.digest, size: m.size }, session, formats, now));
+    }
+  }
+  const signer = session.hint ? `key ${session.hint}` : 'keyless';
+  return { root: rootSigned, children, signer };
+}

@@ -1,0 +1,184 @@
+/**
+ * Trust policy files (YAML) a node carries: which images (globs) need which signers — public keys,
+ * or keyless identities with a trusted root — plus required annotations. First matching entry
+ * wins; an image no entry covers is refused. Relative paths resolve against the policy file.
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { z } from 'zod';
+import { UserError } from '../errors.js';
+import { loadPublicKeys, parsePublicKeys } from '../sign/keys.js';
+import { exactMatcher, regexpMatcher, type Matcher } from './identity.js';
+import type { SignatureFormat, SignerRequirement, VerificationPolicy } from './requirements.js';
+import { loadTrustedRoot, type TrustedRoot } from './trust.js';
+
+const KeySignerSchema = z
+  .object({
+    key: z.string().min(1).optional(),
+    keyData: z.string().min(1).optional(),
+    name: z.string().min(1).optional(),
+    tlog: z.boolean().default(false),
+    trustedRoot: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((s) => !!s.key !== !!s.keyData, { message: 'give exactly one of key (a file) or keyData (inline PEM)' })
+  .refine((s) => !s.tlog || !!s.trustedRoot, { message: 'tlog: true needs a trustedRoot holding the transparency log key' });
+
+const KeylessSchema = z
+  .object({
+    identity: z.string().min(1).optional(),
+    identityRegExp: z.string().min(1).optional(),
+    issuer: z.string().min(1).optional(),
+    issuerRegExp: z.string().min(1).optional(),
+    trustedRoot: z.string().min(1),
+    tlog: z.boolean().default(true),
+    ctlog: z.boolean().default(true),
+  })
+  .strict()
+  .refine((s) => !!s.identity !== !!s.identityRegExp, { message: 'give exactly one of identity or identityRegExp' })
+  .refine((s) => !!s.issuer !== !!s.issuerRegExp, { message: 'give exactly one of issuer or issuerRegExp' });
+
+const KeylessSignerSchema = z.object({ keyless: KeylessSchema }).strict();
+type Signer = z.infer<typeof KeySignerSchema> | z.infer<typeof KeylessSignerSchema>;
+
+const EntrySchema = z
+  .object({
+    name: z.string().min(1).optional(),
+    images: z.array(z.string().min(1)).min(1, 'list at least one image glob'),
+    require: z.enum(['any', 'all']).default('any'),
+    signers: z.array(z.record(z.string(), z.unknown())).min(1, 'list at least one signer'),
+    annotations: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
+    formats: z.array(z.enum(['bundle', 'legacy'])).min(1).optional(),
+  })
+  .strict();
+
+const PolicyFileSchema = z
+  .object({
+    version: z.literal(1, { errorMap: () => ({ message: 'must be 1' }) }),
+    trustedRoots: z.record(z.string(), z.string().min(1)).default({}),
+    policies: z.array(EntrySchema).min(1, 'list at least one policy entry'),
+  })
+  .strict();
+
+type PolicyFile = Omit<z.infer<typeof PolicyFileSchema>, 'policies'> & {
+  policies: (Omit<z.infer<typeof EntrySchema>, 'signers'> & { signers: Signer[] })[];
+};
+
+/** `*` within one path segment, `**` across segments, `?` one character; anchored. */
+export function globToRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*' && glob[i + 1] === '*') {
+      re += '.*';
+      i++;
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[.+^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export interface LoadedPolicy {
+  path: string;
+  file: PolicyFile;
+  /** The policy for one image (`registry/repository`, or `oci:<dir>`); throws when none covers it. */
+  policyFor(image: string): Promise<VerificationPolicy>;
+}
+
+function describeZod(e: z.ZodError, what: string, prefix: (string | number)[] = []): UserError {
+  // A misspelt field also makes the real one "Required": name the unknown field first.
+  const i = e.issues.find((x) => x.code === 'unrecognized_keys') ?? e.issues[0]!;
+  const full = [...prefix, ...i.path];
+  const path = full.length ? full.join('.') : '(top level)';
+  const msg = i.code === 'unrecognized_keys' ? `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}` : i.message;
+  return new UserError(`${what}: invalid trust policy at ${path}: ${msg}`, 'see signing/policies/ for examples');
+}
+
+export function parsePolicy(text: string, path: string): LoadedPolicy {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text, { maxAliasCount: 100 });
+  } catch (e) {
+    const where = e instanceof YAMLParseError && e.linePos ? ` (line ${e.linePos[0].line})` : '';
+    throw new UserError(`${path}: not valid YAML${where}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const r = PolicyFileSchema.safeParse(raw);
+  if (!r.success) throw describeZod(r.error, path);
+  const file: PolicyFile = {
+    ...r.data,
+    policies: r.data.policies.map((e, i) => ({
+      ...e,
+      signers: e.signers.map((s, j): Signer => {
+        const schema = 'keyless' in s ? KeylessSignerSchema : KeySignerSchema;
+        const sr = schema.safeParse(s);
+        if (!sr.success) throw describeZod(sr.error, path, ['policies', i, 'signers', j]);
+        return sr.data;
+      }),
+    })),
+  };
+  const base = dirname(resolve(path));
+  const rel = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
+  for (const [i, e] of file.policies.entries()) {
+    for (const g of e.images) {
+      if (/[[\]{}]/.test(g)) throw new UserError(`${path}: invalid trust policy at policies.${i}.images: "${g}": only * ** and ? are glob characters`);
+    }
+    for (const [j, s] of e.signers.entries()) {
+      const root = 'keyless' in s ? s.keyless.trustedRoot : s.trustedRoot;
+      if (root && !(root in file.trustedRoots) && !/[/\\]|\.json$/.test(root)) {
+        throw new UserError(`${path}: invalid trust policy at policies.${i}.signers.${j}: trusted root "${root}" is neither a name under trustedRoots nor a file path`);
+      }
+      if ('keyless' in s) {
+        const k = s.keyless;
+        const what = `${path}: policies.${i}.signers.${j}.keyless`;
+        if (k.identityRegExp) regexpMatcher(k.identityRegExp, `${what}.identityRegExp`);
+        if (k.issuerRegExp) regexpMatcher(k.issuerRegExp, `${what}.issuerRegExp`);
+      }
+    }
+  }
+  const roots = new Map<string, Promise<TrustedRoot>>();
+  const rootFor = (ref: string): Promise<TrustedRoot> => {
+    const p = rel(file.trustedRoots[ref] ?? ref);
+    let got = roots.get(p);
+    if (!got) {
+      got = loadTrustedRoot(p);
+      roots.set(p, got);
+    }
+    return got;
+  };
+  const matchers = file.policies.map((e) => e.images.map(globToRegExp));
+  return {
+    path,
+    file,
+    async policyFor(image: string): Promise<VerificationPolicy> {
+      const i = matchers.findIndex((ms) => ms.some((m) => m.test(image)));
+      if (i < 0) throw new UserError(`${image}: no entry of the trust policy ${path} covers this image`, 'add its repository to a policy entry (images: globs), or verify with --key');
+      const e = file.policies[i]!;
+      const signers: SignerRequirement[] = [];
+      for (const s of e.signers) {
+        if ('keyless' in s) {
+          const k = s.keyless;
+          const identity: Matcher = k.identity ? exactMatcher(k.identity, 'identity') : regexpMatcher(k.identityRegExp!, 'identityRegExp');
+          const issuer: Matcher = k.issuer ? exactMatcher(k.issuer, 'issuer') : regexpMatcher(k.issuerRegExp!, 'issuerRegExp');
+          signers.push({ kind: 'keyless', name: k.identity ?? `/${k.identityRegExp}/`, identity, issuer, trustedRoot: await rootFor(k.trustedRoot), tlog: k.tlog, ctlog: k.ctlog });
+        } else {
+          const keys = s.key ? await loadPublicKeys(rel(s.key)) : parsePublicKeys(s.keyData!, `${path}: keyData`);
+          signers.push({ kind: 'key', name: s.name ?? s.key ?? 'inline key', keys, tlog: s.tlog, trustedRoot: s.trustedRoot ? await rootFor(s.trustedRoot) : undefined });
+        }
+      }
+      return { name: e.name ?? `#${i + 1}`, signers, require: e.require, annotations: e.annotations, formats: e.formats as SignatureFormat[] | undefined };
+    },
+  };
+}
+
+export async function loadPolicy(path: string): Promise<LoadedPolicy> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new UserError(`${path}: cannot read the trust policy (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (text.length > 1 << 20) throw new UserError(`${path}: over 1 MiB; not a trust policy`);
+  return parsePolicy(text, path);
+}

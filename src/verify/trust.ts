@@ -1,0 +1,75 @@
+/**
+ * Trusted roots (`trusted_root.json`, the Sigstore TrustedRoot protobuf as JSON, as cosign
+ * `--trusted-root` and sigstore-js read it). Carried on the node; nothing is fetched.
+ */
+import { readFile } from 'node:fs/promises';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { z } from 'zod';
+import { UserError } from '../errors.js';
+import { Limits } from './limits.js';
+
+export type { TrustedRoot };
+
+const b64 = z.string().max(64 * 1024).regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'not base64');
+const validFor = z.object({ start: z.string().optional(), end: z.string().optional() }).passthrough().optional();
+const publicKey = z.object({ rawBytes: b64, keyDetails: z.string().optional(), validFor }).passthrough();
+const logInstance = z
+  .object({
+    baseUrl: z.string().url(),
+    hashAlgorithm: z.string().optional(),
+    publicKey,
+    logId: z.object({ keyId: b64 }),
+  })
+  .passthrough();
+const certAuthority = z
+  .object({
+    uri: z.string().optional(),
+    certChain: z.object({ certificates: z.array(z.object({ rawBytes: b64 }).passthrough()).min(1).max(Limits.maxCertificates) }),
+    validFor,
+  })
+  .passthrough();
+
+const TrustedRootSchema = z
+  .object({
+    mediaType: z.string().startsWith('application/vnd.dev.sigstore.trustedroot', 'not a Sigstore trusted root media type').optional(),
+    tlogs: z.array(logInstance).max(64).default([]),
+    certificateAuthorities: z.array(certAuthority).max(64).default([]),
+    ctlogs: z.array(logInstance).max(64).default([]),
+    timestampAuthorities: z.array(certAuthority).max(64).default([]),
+  })
+  .passthrough();
+
+export function parseTrustedRoot(text: string, what: string): TrustedRoot {
+  if (text.length > Limits.maxTrustedRootBytes) throw new UserError(`${what}: larger than ${Limits.maxTrustedRootBytes} bytes; not a trusted root`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${what}: not valid JSON (${(e as Error).message})`);
+  }
+  const r = TrustedRootSchema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new UserError(`${what}: not a trusted root: ${i.path.join('.') || '(top level)'}: ${i.message}`, 'pass a trusted_root.json as cosign trusted-root create or the Sigstore TUF repository writes it');
+  }
+  try {
+    return TrustedRoot.fromJSON(r.data);
+  } catch (e) {
+    throw new UserError(`${what}: not a trusted root (${(e as Error).message})`);
+  }
+}
+
+export async function loadTrustedRoot(path: string): Promise<TrustedRoot> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new UserError(`${path}: cannot read the trusted root (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  return parseTrustedRoot(text, path);
+}
+
+/** A root that trusts nothing: keyed verification without transparency-log requirements. */
+export function emptyTrustedRoot(): TrustedRoot {
+  return TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1', tlogs: [], certificateAuthorities: [], ctlogs: [], timestampAuthorities: [] });
+}
