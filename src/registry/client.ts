@@ -126,6 +126,25 @@ export class RegistrySession {
     }
   }
 
+  /**
+   * Loopback registries: probe plain HTTP first. Building a TLS context with the system roots
+   * costs ~40 ms per process, which dominates a node's `kbundle verify`; a TLS-only registry
+   * answers the plain probe with 400 (or a reset) and we go on to HTTPS as before.
+   */
+  private async speaksPlainRegistryHttp(http: string): Promise<boolean> {
+    try {
+      const res = await (await undici()).request(`${http}/v2/`, { method: 'GET', headers: { 'user-agent': this.userAgent }, dispatcher: await this.dispatchers.verifying() });
+      await res.body.dump();
+      if ((res.statusCode === 200 || res.statusCode === 401) && res.headers['docker-distribution-api-version'] !== undefined) {
+        if (res.statusCode === 401) this.noteChallenge(res.headers['www-authenticate']);
+        return true;
+      }
+    } catch {
+      /* not plain HTTP (or not up): let the HTTPS path report it */
+    }
+    return false;
+  }
+
   private async detectBase(): Promise<{ url: string; dispatcher: Dispatcher }> {
     const plan = schemePlan(this.registry, this.opts);
     const https = `https://${this.apiHost}`;
@@ -138,6 +157,9 @@ export class RegistrySession {
         throw e instanceof UserError ? e : unreachable(e, http);
       });
       return { url: http, dispatcher: d };
+    }
+    if (plan.kind === 'https-then-http' && (await this.speaksPlainRegistryHttp(http))) {
+      return { url: http, dispatcher: await this.dispatchers.verifying() };
     }
     const tlsDispatcher = plan.kind === 'insecure' ? await this.dispatchers.insecure() : await this.dispatchers.verifying();
     try {

@@ -3,12 +3,19 @@
  * `--trusted-root` and sigstore-js read it). Carried on the node; nothing is fetched.
  */
 import { readFile } from 'node:fs/promises';
-import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { createRequire } from 'node:module';
+import type { TrustedRoot } from '@sigstore/protobuf-specs';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { Limits } from './limits.js';
 
 export type { TrustedRoot };
+
+// The protobuf-specs package costs ~30 ms to load; keyed verification never needs it.
+const requireCjs = createRequire(import.meta.url);
+function protobufTrustedRoot(): typeof import('@sigstore/protobuf-specs').TrustedRoot {
+  return (requireCjs('@sigstore/protobuf-specs') as typeof import('@sigstore/protobuf-specs')).TrustedRoot;
+}
 
 const b64 = z.string().max(64 * 1024).regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'not base64');
 const validFor = z.object({ start: z.string().optional(), end: z.string().optional() }).passthrough().optional();
@@ -53,7 +60,7 @@ export function parseTrustedRoot(text: string, what: string): TrustedRoot {
     throw new UserError(`${what}: not a trusted root: ${i.path.join('.') || '(top level)'}: ${i.message}`, 'pass a trusted_root.json as cosign trusted-root create or the Sigstore TUF repository writes it');
   }
   try {
-    return TrustedRoot.fromJSON(r.data);
+    return protobufTrustedRoot().fromJSON(r.data);
   } catch (e) {
     throw new UserError(`${what}: not a trusted root (${(e as Error).message})`);
   }
@@ -71,5 +78,5 @@ export async function loadTrustedRoot(path: string): Promise<TrustedRoot> {
 
 /** A root that trusts nothing: keyed verification without transparency-log requirements. */
 export function emptyTrustedRoot(): TrustedRoot {
-  return TrustedRoot.fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1', tlogs: [], certificateAuthorities: [], ctlogs: [], timestampAuthorities: [] });
+  return protobufTrustedRoot().fromJSON({ mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1', tlogs: [], certificateAuthorities: [], ctlogs: [], timestampAuthorities: [] });
 }
