@@ -129,7 +129,7 @@ describe('bundle.yaml validation', () => {
     { name: 'bad version', spec: 'name: demo\nversion: "../1"\ndescription: d\n', error: /bundle\.yaml: version: must start with a letter or digit/ },
     { name: 'missing description', spec: 'name: demo\nversion: "1"\n', error: /bundle\.yaml: description: is required/ },
     { name: 'unknown field', spec: base('type: container\nfilez: []\n'), error: /bundle\.yaml: \(top level\): unknown field\(s\) "filez"/ },
-    { name: 'reserved sysext type', spec: base('type: sysext\n'), error: /bundle\.yaml: type: "sysext" bundles are reserved/ },
+    { name: 'a sysext file outside usr/ and opt/', spec: base('type: sysext\nfiles:\n  - src: f\n    dst: etc/x\n'), files: [{ path: 'f' }], error: /files\.0\.dst: "etc\/x" is outside usr\/ and opt\// },
     { name: 'undeclared placeholder', spec: base('manifests:\n  - src: m.yaml\n'), files: [{ path: 'm.yaml', content: 'v: {{ version }}\n' }], error: /manifests\.0\.src \(m\.yaml\): uses \{\{ version \}\} but config\.values has no "version"/ },
     { name: 'platform_files for an unlisted platform', spec: base('type: container\nplatforms: [linux/amd64]\nplatform_files:\n  linux/arm64: []\n'), error: /platform_files\.linux\/arm64: "linux\/arm64" is not in platforms/ },
     { name: 'url without sha256', spec: base('type: container\nfiles:\n  - url: http://127.0.0.1:1/x\n    dst: x\n'), error: /files\.0\.sha256: a url download needs its sha256 pinned/ },

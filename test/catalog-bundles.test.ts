@@ -53,6 +53,10 @@ interface RunExpect {
   /** A valid, non-default cloud-config block for the bundle's key. */
   override: Cfg;
 }
+interface SysextExpect {
+  type: 'sysext';
+}
+
 interface ContainerExpect {
   type: 'container';
 }
@@ -64,7 +68,7 @@ function typed(c: Cfg): Record<string, string | number | boolean> {
   return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, /^[0-9]+$/.test(v) ? Number(v) : v === 'true' || v === 'false' ? v === 'true' : v]));
 }
 
-const CATALOG: Record<string, RunExpect | ContainerExpect> = {
+const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect> = {
   metallb: {
     type: 'run',
     key: 'metallb',
@@ -263,6 +267,8 @@ const CATALOG: Record<string, RunExpect | ContainerExpect> = {
   },
   kubectl: { type: 'container' },
   'qemu-guest-agent': { type: 'container' },
+  // Built and installed end to end in test/sysext-bundle.test.ts.
+  'sysext-example': { type: 'sysext' },
 };
 
 const BUNDLE_NAMES = readdirSync(BUNDLES, { withFileTypes: true })
@@ -369,6 +375,8 @@ describe('catalog', () => {
       expect(readme).toContain(`${e.key}:`);
       for (const [k, v] of Object.entries(e.defaults)) expect(readme, `README documents ${e.key}.${k}`).toContain(`  ${k}: ${v}`);
       for (const c of e.charts) expect(spec.charts.find((x) => x.name === c.name)?.version).toBe('{{ version }}');
+    } else if (e.type === 'sysext') {
+      expect(readme).toContain('sysext install');
     } else {
       expect(readme).toContain(`container://`);
     }

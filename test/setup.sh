@@ -12,6 +12,10 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v mkfs.erofs >/dev/null || need+=(erofs-utils)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v systemd-dissect >/dev/null || need+=(systemd-container)
+command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
+command -v sfdisk >/dev/null || need+=(fdisk)
+command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test/setup.sh: missing ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2

@@ -18,6 +18,9 @@ export interface BuildOptions {
   gid?: number;
   gzipLevel?: number;
   revision?: string;
+  /** Sign the dm-verity root hash of sysext/confext images with this key and certificate. */
+  sysextKey?: string;
+  sysextCert?: string;
   /** Build only these platforms (subset of the spec's). */
   platforms?: string[];
   onProgress?: (event: BuildProgress) => void;
@@ -84,6 +87,11 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
   const { loaded, plans } = typeof bundleDir === 'string' ? await planBuild(bundleDir, opts) : bundleDir;
   const { spec } = loaded;
   const epoch = opts.sourceDateEpoch ?? sourceDateEpochFromEnv();
+  if (spec.type === 'sysext' || spec.type === 'confext') {
+    const { buildSysextBundleImage } = await import('../sysext/package.js');
+    const r = await buildSysextBundleImage(loaded, layout, { sourceDateEpoch: epoch, platforms: plans.map((p) => p.platform), revision: opts.revision, key: opts.sysextKey, cert: opts.sysextCert });
+    return { loaded, root: r.root, images: r.images };
+  }
   const mtime = new Date(epoch * 1000);
   const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
 

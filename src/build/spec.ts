@@ -4,6 +4,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
+import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
 
 /**
  * bundle.yaml — the spec of one Kairos bundle (docs: docs/bundle-spec.md).
@@ -87,6 +88,8 @@ export const BundleSpecSchema = z
     distro: z.enum(['auto', ...DISTROS]).default('auto'),
     manifests: z.array(manifestSchema).default([]),
     charts: z.array(chartSchema).default([]),
+    /** extension-release settings for type: sysext | confext (docs/sysext.md). */
+    sysext: SysextSettingsSchema.optional(),
   })
   .strict();
 
@@ -167,9 +170,7 @@ export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
 }
 
 async function validateSemantics(dir: string, specPath: string, spec: BundleSpec): Promise<void> {
-  if (spec.type === 'sysext' || spec.type === 'confext') {
-    throw specError(specPath, 'type', `"${spec.type}" bundles are reserved and not built yet`, 'use type: run or type: container');
-  }
+  checkSysextBundleSpec(spec, specPath);
   const seenPlatforms = new Set<string>();
   spec.platforms.forEach((p, i) => {
     if (!isKnownPlatform(p)) throw specError(specPath, `platforms.${i}`, `unknown platform "${p}"`, `known: ${KNOWN_PLATFORMS.join(', ')}`);

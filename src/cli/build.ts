@@ -22,8 +22,10 @@ export function registerBuild(program: Command): void {
     .option('--owner <uid:gid>', 'owner of every file in the layer', '0:0')
     .option('--revision <rev>', 'source revision to record (org.opencontainers.image.revision)')
     .option('--gzip-level <n>', 'gzip compression level 1-9', '6')
+    .option('--sysext-key <pem>', 'sysext/confext bundles: sign the verity root hash with this private key')
+    .option('--sysext-cert <pem>', 'sysext/confext bundles: the certificate for --sysext-key')
     .option('--json', 'print a JSON summary')
-    .action(async (dir: string, o: { output: string; platform?: string[]; owner: string; revision?: string; gzipLevel: string; json?: boolean }) => {
+    .action(async (dir: string, o: { output: string; platform?: string[]; owner: string; revision?: string; gzipLevel: string; sysextKey?: string; sysextCert?: string; json?: boolean }) => {
       const out = makePrinter(!!o.json);
       const location = parseLocation(o.output, '-o');
       const level = Number(o.gzipLevel);
@@ -36,6 +38,8 @@ export function registerBuild(program: Command): void {
         gid: owner.gid,
         revision: o.revision,
         gzipLevel: level,
+        sysextKey: o.sysextKey,
+        sysextCert: o.sysextCert,
         sourceDateEpoch: sourceDateEpochFromEnv(),
         onProgress: (e) => {
           if (e.kind === 'layer-start') bars.set(e.platform, out.progress(e.bytes, e.platform));

@@ -15,6 +15,8 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   pull: async () => (await import('./transfer.js')).registerTransfer,
   copy: async () => (await import('./transfer.js')).registerTransfer,
   inspect: async () => (await import('./transfer.js')).registerTransfer,
+  sysext: async () => (await import('./sysext.js')).registerSysext,
+  confext: async () => (await import('./sysext.js')).registerSysext,
   key: async () => (await import('./sign.js')).registerSigning,
   sign: async () => (await import('./sign.js')).registerSigning,
   verify: async () => (await import('./sign.js')).registerSigning,

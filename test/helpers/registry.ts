@@ -371,9 +371,11 @@ export async function freePort(): Promise<number> {
 
 // Runs the registry in the background and kills it when stdin reaches EOF — that is, when stop()
 // ends the pipe or the test process dies, however abruptly. Exits with the registry's status.
+// The registry logs to a file, not to a pipe: a test blocked in spawnSync would stop draining a
+// pipe, the registry would block writing its (chatty) 404 log lines, and requests would hang.
 const WATCHDOG = `
 exec 3<&0
-"$1" serve "$2" </dev/null &
+"$1" serve "$2" </dev/null >>"$3.log" 2>&1 &
 p=$!
 echo "$p" > "$3"
 ( cat <&3 >/dev/null 2>&1; kill -KILL "$p" 2>/dev/null ) >/dev/null 2>&1 &
@@ -567,7 +569,15 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Registr
     output += s;
     if (output.length > 64 * 1024) output = output.slice(-64 * 1024);
   };
-  const logs = (): string => output;
+  const logs = (): string => {
+    let file = '';
+    try {
+      file = readFileSync(`${pidFile}.log`, 'utf8').slice(-64 * 1024);
+    } catch {
+      /* not started yet */
+    }
+    return output + file;
+  };
 
   const writeConfig = (port: number): void => {
     const cfg = fillTemplate(variant, { ...values, ADDR: `127.0.0.1:${port}` });

@@ -1,0 +1,61 @@
+/**
+ * bench/sysext: `kbundle sysext build` of a ~300 MB tree (GPT + dm-verity DDI, and plain) vs a
+ * plain `mksquashfs` of the same tree with the same reproducibility flags, side by side in one run
+ * (medians of N runs). Target: kbundle's DDI ≤ 1.1× mksquashfs.
+ * Run: npx tsc -p . && node dist/bench/sysext.js   (BENCH_RUNS, BENCH_SIZE_MIB, BENCH_DIR)
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { generateTree, median, printTable } from './common.js';
+
+interface Timed {
+  seconds: number;
+  /** user + system CPU seconds of the whole command: steadier than wall time on a shared machine. */
+  cpu: number;
+  maxRssMiB: number;
+}
+
+function timeCommand(cmd: string, env: NodeJS.ProcessEnv): Timed {
+  const start = process.hrtime.bigint();
+  const r = spawnSync('/usr/bin/time', ['-v', 'sh', '-c', cmd], { encoding: 'utf8', env, maxBuffer: 64 * 1024 * 1024 });
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+  if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${cmd}\n${r.stderr}`);
+  const num = (re: RegExp) => Number(re.exec(r.stderr)?.[1] ?? NaN);
+  return { seconds, cpu: num(/User time \(seconds\): ([\d.]+)/) + num(/System time \(seconds\): ([\d.]+)/), maxRssMiB: num(/Maximum resident set size \(kbytes\): (\d+)/) / 1024 };
+}
+
+const runs = Number(process.env.BENCH_RUNS ?? 3);
+const sizeMiB = Number(process.env.BENCH_SIZE_MIB ?? 300);
+const work = resolve(process.env.BENCH_DIR ?? '.bench');
+// The extension tree: <work>/sysext-tree/usr/share/tree-<N>m (the shared generated content, under usr/).
+const tree = join(work, `sysext-tree-${sizeMiB}m`);
+mkdirSync(join(tree, 'usr', 'share'), { recursive: true });
+generateTree(join(tree, 'usr', 'share'), sizeMiB);
+
+const cli = resolve('bin/kbundle.js');
+const out = join(work, 'sysext-out');
+const env = { ...process.env };
+delete env.SOURCE_DATE_EPOCH;
+const ddi: Timed[] = [];
+const plain: Timed[] = [];
+const sq: Timed[] = [];
+for (let i = 0; i < runs; i++) {
+  rmSync(out, { recursive: true, force: true });
+  ddi.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out}`, env));
+  rmSync(out, { recursive: true, force: true });
+  plain.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out} --format plain 2>/dev/null`, env));
+  rmSync(join(work, 'plain.sqfs'), { force: true });
+  sq.push(timeCommand(`mksquashfs ${join(tree, 'usr')} ${join(work, 'plain.sqfs')} -keep-as-directory -noappend -all-root -all-time 0 -mkfs-time 0 -no-xattrs -quiet -no-progress`, env));
+}
+const med = (xs: Timed[], k: 'seconds' | 'cpu') => median(xs.map((t) => t[k]));
+const row = (name: string, xs: Timed[]) => [name, med(xs, 'seconds').toFixed(2), med(xs, 'cpu').toFixed(2), Math.max(...xs.map((x) => x.maxRssMiB)).toFixed(0)];
+console.log(`bench/sysext: ${sizeMiB} MiB tree, ${runs} runs each, medians`);
+printTable([
+  ['tool', 'wall s', 'cpu s', 'peak RSS MiB'],
+  row('kbundle sysext build (ddi, verity)', ddi),
+  row('kbundle sysext build --format plain', plain),
+  row('mksquashfs (same flags)', sq),
+]);
+const ratio = (a: Timed[], k: 'seconds' | 'cpu') => (med(a, k) / med(sq, k)).toFixed(3);
+console.log(`wall ratio vs mksquashfs: ddi ${ratio(ddi, 'seconds')}x, plain ${ratio(plain, 'seconds')}x; cpu ratio: ddi ${ratio(ddi, 'cpu')}x, plain ${ratio(plain, 'cpu')}x (target <= 1.10x)`);

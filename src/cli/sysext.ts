@@ -1,0 +1,226 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { UserError } from '../errors.js';
+import { formatLocation, parseLocation } from '../store/transport.js';
+import type { Node } from '../sysext/manage.js';
+import { KAIROS_POLICY } from '../sysext/policy.js';
+import { hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../sysext/types.js';
+import { makePrinter } from './output.js';
+
+// Heavy modules (registry client, OCI store, extraction) load only in the actions that need them,
+// so `kbundle sysext build` starts fast.
+const lazy = {
+  build: () => import('../sysext/build.js'),
+  check: () => import('../sysext/check.js'),
+  manage: () => import('../sysext/manage.js'),
+  pack: () => import('../sysext/package.js'),
+  layout: () => import('../store/oci-layout.js'),
+  archive: () => import('../store/archive.js'),
+  builder: () => import('../build/builder.js'),
+};
+
+function collect(v: string, prev: string[] = []): string[] {
+  return [...prev, v];
+}
+
+const GOARCH: Record<string, string> = { 'x86-64': 'amd64', arm64: 'arm64', arm: 'arm', x86: '386', 'ppc64-le': 'ppc64le', s390x: 's390x', riscv64: 'riscv64', loongarch64: 'loong64' };
+
+function parseVersion(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{3}$/.test(v)) throw new UserError(`--systemd-version: "${v}" must be a systemd version number such as 252 or 256`);
+  return Number(v);
+}
+
+interface StateFlags {
+  active?: boolean;
+  passive?: boolean;
+  recovery?: boolean;
+  common?: boolean;
+}
+
+function stateOptions(cmd: Command): Command {
+  return cmd.option('--active', 'the active boot entry').option('--passive', 'the passive boot entry').option('--recovery', 'the recovery boot entry').option('--common', 'every boot entry');
+}
+
+function registerKind(program: Command, kind: ExtensionKind): void {
+  const k = KINDS[kind];
+  const dirs = k.hierarchies.map((h) => `${h}/`).join(' and ');
+  const cmd = program.command(kind).description(`build, check and manage ${kind === 'sysext' ? 'system' : 'configuration'} extensions (${dirs}) with kairos-agent's layout`);
+
+  cmd
+    .command('build')
+    .description(`build <dir> (holding ${dirs}) into <out>/NAME${k.suffix}: a reproducible GPT disk image with dm-verity, signed with --key/--cert`)
+    .argument('<dir>', `folder holding ${dirs}`)
+    .requiredOption('--name <name>', 'extension name (file NAME' + k.suffix + ', extension-release.NAME)')
+    .option('-o, --output <dir>', 'output folder', '.')
+    .option('--format <format>', 'ddi (GPT + dm-verity, what Kairos accepts) or plain (bare file system)', 'ddi')
+    .option('--fs <fs>', 'squashfs or erofs', 'squashfs')
+    .option('--key <pem>', 'private key to sign the verity root hash')
+    .option('--cert <pem>', 'certificate of --key (enrolled in the node db / /run/verity.d)')
+    .option('--id <id>', 'ID= of the OS it is for (default _any: any OS)')
+    .option('--version-id <v>', 'VERSION_ID= the OS must have')
+    .option(`--${kind}-level <level>`, `${k.levelKey}= the OS must have`)
+    .option('--arch <arch>', 'ARCHITECTURE= and partition types: x86-64/amd64, arm64, … or _any (default: this machine)')
+    .option('--reload-manager', 'EXTENSION_RELOAD_MANAGER=1: reload systemd after merging (for unit files)')
+    .option('--seed <uuid>', 'seed for the disk UUIDs and verity salt (default: AuroraBoot\'s fixed seed)')
+    .option('--image <location>', 'also package it as an OCI image with the .raw at its root: oci:<dir>[:tag] | oci-archive:<file> | docker-archive:<file>')
+    .option('--json', 'print a JSON summary')
+    .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
+      const out = makePrinter(!!o.json);
+      const format = String(o.format);
+      if (format !== 'ddi' && format !== 'plain') throw new UserError(`--format: "${format}" must be ddi or plain`);
+      const fs = String(o.fs);
+      if (fs !== 'squashfs' && fs !== 'erofs') throw new UserError(`--fs: "${fs}" must be squashfs or erofs`);
+      const arch = o.arch === '_any' ? '_any' : systemdArch(typeof o.arch === 'string' ? o.arch : hostSystemdArch());
+      const levelOpt = o[`${kind}Level`];
+      const epoch = (await lazy.builder()).sourceDateEpochFromEnv();
+      const image = typeof o.image === 'string' ? parseLocation(o.image, '--image') : undefined;
+      if (image?.transport === 'docker') throw new UserError('--image: build writes local images', 'push it afterwards with kbundle push');
+      const { buildSysext } = await lazy.build();
+      const r = await buildSysext({
+        kind,
+        name: String(o.name),
+        tree: dir,
+        outDir: String(o.output),
+        format,
+        fs,
+        key: o.key as string | undefined,
+        cert: o.cert as string | undefined,
+        seed: o.seed as string | undefined,
+        arch: arch === '_any' ? hostSystemdArch() : arch,
+        release: {
+          ...(o.id ? { id: String(o.id) } : {}),
+          ...(o.versionId ? { versionId: String(o.versionId) } : {}),
+          ...(levelOpt ? { level: String(levelOpt) } : {}),
+          architecture: arch,
+          reloadManager: !!o.reloadManager,
+        },
+        sourceDateEpoch: epoch,
+        onWarning: (m) => process.stderr.write(`kbundle: warning: ${m}\n`),
+      });
+      const lines = [`built ${r.path} (${r.format}, ${r.fs}, ${(r.size / 1048576).toFixed(1)} MiB)`];
+      if (r.rootHash) lines.push(`verity root hash: ${r.rootHash}${r.signed ? ' (signed)' : ''}`);
+      lines.push(`extension-release.${String(o.name)}: ${r.release.trim().replace(/\n/g, ' ')}`);
+      let imageInfo: { location: string; digest: string } | undefined;
+      if (image) {
+        const platform = `linux/${GOARCH[arch === '_any' ? hostSystemdArch() : arch] ?? 'amd64'}`;
+        const tag = image.ref || String(o.name);
+        const { packageRaw, indexOf } = await lazy.pack();
+        const { OciLayout } = await lazy.layout();
+        const { writeOciArchive, writeDockerArchive } = await lazy.archive();
+        const pack = async (layout: import('../store/oci-layout.js').OciLayout) => {
+          const p = await packageRaw(r, layout, { platform, epoch, kind, title: String(o.name) });
+          return indexOf([p], layout);
+        };
+        if (image.transport === 'oci') {
+          const layout = await OciLayout.open(image.path, { create: true });
+          const root = await pack(layout);
+          await layout.tag(root, tag);
+          imageInfo = { location: formatLocation({ ...image, ref: tag }), digest: root.digest };
+        } else {
+          const tmp = await mkdtemp(resolve(dirname(resolve(image.path)), '.kbundle-sysext-image-'));
+          try {
+            const layout = await OciLayout.open(tmp, { create: true });
+            const root = await pack(layout);
+            if (image.transport === 'oci-archive') {
+              await layout.tag(root, tag);
+              await writeOciArchive(layout, image.path);
+            } else await writeDockerArchive(layout, root, image.path, image.ref ? (image.ref.includes(':') ? image.ref : `${image.ref}:latest`) : `${String(o.name)}:latest`);
+            imageInfo = { location: formatLocation(image), digest: root.digest };
+          } finally {
+            await rm(tmp, { recursive: true, force: true });
+          }
+        }
+        lines.push(`image: ${imageInfo.location} (${imageInfo.digest})`);
+      }
+      out.result(lines.join('\n'), { path: r.path, fileName: r.fileName, format: r.format, fs: r.fs, size: r.size, rootHash: r.rootHash, signed: r.signed, release: r.release, seed: r.seed, partitions: r.partitions.map((p) => ({ type: p.dps?.name ?? p.typeUuid, uuid: p.uuid, offset: p.offset, size: p.size })), image: imageInfo });
+    });
+
+  cmd
+    .command('check')
+    .description('would a node merge this image? reads the GPT, verity and signature from the file, applies the image policy and systemd\'s matching rules')
+    .argument('<raw>', 'the .raw image')
+    .option('--os-release <file>', "the node's os-release")
+    .option('--root <dir>', "a node root file system (its os-release and systemd version are used)")
+    .option('--image-policy <policy>', `systemd image policy (Kairos: ${KAIROS_POLICY}; Trusted Boot: root=signed+absent:usr=signed+absent)`, KAIROS_POLICY)
+    .option('--cert <pem>', 'a certificate the node trusts for signed images (repeatable)', collect)
+    .option('--systemd-version <n>', 'systemd version on the node (default: from --root, else 256)')
+    .option('--arch <arch>', "the node's architecture (default: this machine)")
+    .option('--file-name <name>', 'the name the file will have on the node (default: its current name)')
+    .option('--json', 'print a JSON verdict')
+    .action(async (raw: string, o: { osRelease?: string; root?: string; imagePolicy: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; json?: boolean }) => {
+      const out = makePrinter(!!o.json);
+      const { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile } = await lazy.check();
+      if (!o.osRelease && !o.root) throw new UserError('check: give the node\'s --os-release <file> (or --root <dir>)');
+      const fields = o.osRelease ? await readOsReleaseFile(o.osRelease) : (await readOsRelease(o.root!)).fields;
+      const version = parseVersion(o.systemdVersion) ?? (o.root ? await detectSystemdVersion(o.root) : undefined);
+      const r = await checkImage(raw, { kind, osRelease: fields, policy: o.imagePolicy, certs: o.cert ?? [], systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName });
+      const text = [...r.lines.map((l) => `${l.ok ? '✓' : '✗'} ${l.text}`), ...r.info.warnings.map((w) => `! ${w}`), r.ok ? `${r.info.fileName}: would be merged` : `${r.info.fileName}: would NOT be merged`].join('\n');
+      out.result(text, { ok: r.ok, imageName: r.imageName, protection: r.protection, format: r.info.format, fsType: r.info.fsType, lines: r.lines, reasons: r.reasons, warnings: r.info.warnings, rootHash: r.info.verity?.check.rootHash.toString('hex') });
+      if (!r.ok) throw new UserError(`${r.info.fileName} would not be merged: ${r.reasons[0]}${r.reasons.length > 1 ? ` (and ${r.reasons.length - 1} more)` : ''}`);
+    });
+
+  const rootOpt = (c: Command) => c.option('--root <dir>', 'node root file system', '/');
+
+  rootOpt(
+    cmd
+      .command('install')
+      .description(`install from oci:/docker:/container:<ref>, file:<path> or http(s)://… into /${k.storeDir} (checked against the node first)`)
+      .argument('<uri>', 'where the image comes from')
+      .option('--no-check', 'install without checking (as kairos-agent does)')
+      .option('--image-policy <policy>', 'image policy to check against', KAIROS_POLICY)
+      .option('--cert <pem>', 'certificate the node trusts (repeatable)', collect)
+      .option('--os-release <file>', "the node's os-release (default: the root's)")
+      .option('--systemd-version <n>', "systemd version on the node (default: from the root)")
+      .option('--arch <arch>', "the node's architecture (default: this machine)")
+      .option('--platform <os/arch>', 'image platform to pull (default: this machine)')
+      .option('--plain-http', 'talk plain HTTP to registries')
+      .option('--json', 'print a JSON summary'),
+  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; plainHttp?: boolean; json?: boolean }) => {
+    const out = makePrinter(!!o.json);
+    const node: Node = { root: o.root, kind };
+    const { installExtension } = await lazy.manage();
+    const r = await installExtension(node, uri, {
+      check: o.check,
+      policy: o.imagePolicy,
+      certs: o.cert,
+      osReleaseFile: o.osRelease,
+      systemdVersion: parseVersion(o.systemdVersion),
+      arch: o.arch,
+      platform: o.platform,
+      registry: { plainHttp: o.plainHttp },
+    });
+    out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}`).join('\n'), { installed: r.installed, checked: r.checks.length > 0, source: r.source });
+  });
+
+  rootOpt(stateOptions(cmd.command('list').description('list installed extensions (or those enabled in a boot state)')).option('--json', 'print JSON')).action(async (o: StateFlags & { root: string; json?: boolean }) => {
+    const { parseBootState, listExtensions } = await lazy.manage();
+    const state = parseBootState(o, false, 'list');
+    const items = await listExtensions({ root: o.root, kind }, state);
+    const text = items.length ? items.map((i) => `${i.name}${i.enabled.length ? `  enabled: ${i.enabled.join(', ')}` : ''}${i.running ? `  (in /${k.runDir})` : ''}`).join('\n') : `no ${kind === 'sysext' ? 'system' : 'configuration'} extensions found`;
+    makePrinter(!!o.json).result(text, items);
+  });
+
+  for (const verb of ['enable', 'disable'] as const) {
+    rootOpt(stateOptions(cmd.command(verb).description(`${verb} an installed extension for a boot state`).argument('<name>', 'extension (file name, or NAME)')).option('--now', `also ${verb === 'enable' ? 'link into' : 'unlink from'} /${k.runDir} and restart ${k.unit} when booted in that state`).option('--json', 'print JSON')).action(async (name: string, o: StateFlags & { root: string; now?: boolean; json?: boolean }) => {
+      const { parseBootState, enableExtension, disableExtension } = await lazy.manage();
+      const state = parseBootState(o, true, verb) as BootState;
+      const node: Node = { root: o.root, kind };
+      const r = verb === 'enable' ? await enableExtension(node, name, state, !!o.now) : await disableExtension(node, name, state, !!o.now);
+      makePrinter(!!o.json).result(r.messages.join('\n'), r);
+    });
+  }
+
+  rootOpt(cmd.command('remove').description('disable everywhere and delete an installed extension').argument('<name>', 'extension (file name, or NAME)').option('--now', `also unlink from /${k.runDir} and restart ${k.unit}`).option('--json', 'print JSON')).action(async (name: string, o: { root: string; now?: boolean; json?: boolean }) => {
+    const { removeExtension } = await lazy.manage();
+    const r = await removeExtension({ root: o.root, kind }, name, !!o.now);
+    makePrinter(!!o.json).result(r.messages.join('\n'), r);
+  });
+}
+
+/** `kbundle sysext …` and `kbundle confext …`. */
+export function registerSysext(program: Command): void {
+  registerKind(program, 'sysext');
+  registerKind(program, 'confext');
+}

@@ -1,0 +1,317 @@
+import { createHash } from 'node:crypto';
+import { copyFile, link, lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { UserError } from '../errors.js';
+import { dpsTypeUuid, readGpt, type GptPartition } from './gpt.js';
+import { formatExtensionRelease, validateExtensionName, type ReleaseSpec } from './release.js';
+import { signRootHash } from './sign.js';
+import { lastLines, runTool } from './tools.js';
+import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types.js';
+import { computeVerity, VERITY_BLOCK } from './verity.js';
+
+export type ImageFormat = 'ddi' | 'plain';
+
+/**
+ * Where systemd-repart puts the first partition of a fresh GPT when the image is larger than a
+ * few MiB (libfdisk's 1 MiB grain). Small images get 4 KiB alignment (LBA 40); then the file system
+ * is copied into place instead (cheap at that size).
+ */
+const FIRST_PARTITION_OFFSET = 1024 * 1024;
+
+/** Copy `len` bytes from `from`@`srcPos` to `to`@`dstPos`; optionally set `to`'s final size. */
+async function copyRange(from: string, srcPos: number, to: string, dstPos: number, len: number, finalSize?: number): Promise<void> {
+  const src = await open(from, 'r');
+  const dst = await open(to, 'r+');
+  try {
+    const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
+    for (let done = 0; done < len; ) {
+      const n = Math.min(buf.length, len - done);
+      const { bytesRead } = await src.read(buf, 0, n, srcPos + done);
+      if (bytesRead !== n) throw new UserError(`${from}: short read at ${srcPos + done}`);
+      await dst.write(buf, 0, n, dstPos + done);
+      done += n;
+    }
+    if (finalSize !== undefined) await dst.truncate(finalSize);
+  } finally {
+    await src.close();
+    await dst.close();
+  }
+}
+export type FsType = 'squashfs' | 'erofs';
+
+export interface SysextBuildOptions {
+  kind?: ExtensionKind;
+  /** Extension name: the file is `<name>.sysext.raw`, the release file `extension-release.<name>`. */
+  name: string;
+  /** Folder holding usr/ and opt/ (confext: etc/). */
+  tree: string;
+  outDir: string;
+  format?: ImageFormat;
+  fs?: FsType;
+  release?: ReleaseSpec;
+  /** Architecture of the partition types (systemd name); default: release ARCHITECTURE, else the host's. */
+  arch?: string;
+  key?: string;
+  cert?: string;
+  /** Seconds since the epoch for every timestamp. */
+  sourceDateEpoch?: number;
+  /** UUID every derived UUID (disk, signature partition, verity salt) comes from. */
+  seed?: string;
+  /** Override the output file name (default `<name>.sysext.raw`). */
+  fileName?: string;
+  onWarning?: (msg: string) => void;
+}
+
+export interface SysextBuildResult {
+  path: string;
+  fileName: string;
+  format: ImageFormat;
+  fs: FsType;
+  size: number;
+  release: string;
+  rootHash?: string;
+  signed: boolean;
+  partitions: GptPartition[];
+  seed: string;
+}
+
+/** RFC 4122 name-based UUID v5 (SHA-1), as Go's uuid.NewV5. */
+export function uuidV5(namespace: string, name: string): string {
+  const ns = Buffer.from(namespace.replace(/-/g, ''), 'hex');
+  const h = createHash('sha1').update(ns).update(name).digest().subarray(0, 16);
+  h[6] = (h[6]! & 0x0f) | 0x50;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  return formatUuid(h);
+}
+const NAMESPACE_DNS = '6ba7b810-9dad-11d1-80b4-00c04fd430c8';
+
+export function formatUuid(b: Buffer): string {
+  const x = b.toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
+
+/** AuroraBoot's fixed seed: uuid.NewV5(uuid.NamespaceDNS, "kairos-sysext") (confext: "kairos-confext"). */
+export function defaultSeed(kind: ExtensionKind): string {
+  return uuidV5(NAMESPACE_DNS, `kairos-${kind}`);
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Refuse trees systemd would not merge the way the user expects, before anything is written. */
+async function validateTree(tree: string, kind: ExtensionKind, name: string): Promise<string[]> {
+  const k = KINDS[kind];
+  let st;
+  try {
+    st = await stat(tree);
+  } catch {
+    throw new UserError(`${tree}: no such directory`);
+  }
+  if (!st.isDirectory()) throw new UserError(`${tree}: not a directory`, `give the folder holding ${k.hierarchies.map((h) => `${h}/`).join(' and ')}`);
+  const top = (await readdir(tree)).sort();
+  const others = top.filter((n) => !k.hierarchies.includes(n));
+  if (others.length) {
+    throw new UserError(
+      `${tree}: ${others.map((o) => `${o}`).join(', ')} ${others.length > 1 ? 'are' : 'is'} outside ${k.hierarchies.map((h) => `${h}/`).join(' and ')}`,
+      `systemd-${kind} only merges ${k.hierarchies.map((h) => `/${h}`).join(' and ')}; move those files under ${k.hierarchies.join('/ or ')}/ or drop them`,
+    );
+  }
+  const present = top.filter((n) => k.hierarchies.includes(n));
+  if (present.length === 0) throw new UserError(`${tree}: has no ${k.hierarchies.map((h) => `${h}/`).join(' or ')}`, 'nothing to put in the extension');
+  for (const h of present) {
+    const s = await lstat(join(tree, h));
+    if (!s.isDirectory()) throw new UserError(`${tree}/${h} must be a directory (it is a ${s.isSymbolicLink() ? 'symlink' : 'file'})`);
+  }
+  if (kind === 'sysext' && (await exists(join(tree, 'usr/lib/os-release')))) {
+    throw new UserError(`${tree}: contains usr/lib/os-release`, 'systemd refuses extensions that ship an os-release (on 252 the whole merge fails); remove it');
+  }
+  const relDir = join(tree, k.releaseDir);
+  if (await exists(relDir)) {
+    const found = (await readdir(relDir)).filter((n) => n.startsWith('extension-release.'));
+    if (found.length) {
+      throw new UserError(`${tree}: already has ${k.releaseDir}/${found.join(', ')}`, `kbundle writes ${k.releaseDir}/extension-release.${name} from --id/--version-id/--sysext-level/--arch; remove the file from the tree`);
+    }
+  }
+  return present;
+}
+
+/** Hard-link (or copy, across file systems) `src` into `dst`, keeping modes and symlinks. */
+async function linkTree(src: string, dst: string): Promise<void> {
+  const st = await lstat(src);
+  if (st.isDirectory()) {
+    await mkdir(dst);
+    await chmod(dst, st.mode & 0o7777);
+    for (const n of await readdir(src)) await linkTree(join(src, n), join(dst, n));
+  } else if (st.isSymbolicLink()) {
+    await symlink(await readlink(src), dst);
+  } else if (st.isFile()) {
+    try {
+      await link(src, dst);
+    } catch {
+      await copyFile(src, dst);
+      await chmod(dst, st.mode & 0o7777);
+    }
+  } else {
+    throw new UserError(`${src}: device, socket or FIFO files are not supported in extensions`);
+  }
+}
+
+async function buildSquashfs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, name: string, release: string, epoch: number, offset = 0): Promise<void> {
+  const k = KINDS[kind];
+  const relFile = join(work, 'extension-release');
+  await writeFile(relFile, release);
+  const t = String(epoch);
+  const pseudo: string[] = [];
+  const parts = k.releaseDir.split('/');
+  for (let i = 1; i <= parts.length; i++) {
+    const rel = parts.slice(0, i).join('/');
+    if (!(await exists(join(tree, rel)))) pseudo.push('-p', `${rel} D ${t} 755 0 0`);
+  }
+  const q = relFile.replace(/'/g, `'\\''`);
+  pseudo.push('-p', `${k.releaseDir}/extension-release.${name} F ${t} 644 0 0 cat '${q}'`);
+  const args = [...present.map((h) => join(tree, h)), out, '-noappend', '-all-root', '-all-time', t, '-mkfs-time', t, '-no-xattrs', '-root-mode', '755', '-quiet', '-no-progress'];
+  if (present.length === 1) args.push('-keep-as-directory');
+  if (offset) args.push('-offset', String(offset));
+  args.push(...pseudo);
+  const env = { ...process.env };
+  delete env.SOURCE_DATE_EPOCH; // mksquashfs refuses it together with -all-time/-mkfs-time
+  const r = await runTool('mksquashfs', args, { env });
+  if (r.code !== 0) throw new UserError(`mksquashfs failed: ${lastLines(r.stderr || r.stdout.toString())}`);
+}
+
+async function buildErofs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, name: string, release: string, epoch: number, seed: string): Promise<void> {
+  const k = KINDS[kind];
+  const stage = join(work, 'stage');
+  await mkdir(stage);
+  await chmod(stage, 0o755);
+  for (const h of present) await linkTree(join(tree, h), join(stage, h));
+  const relDir = join(stage, k.releaseDir);
+  const parts = k.releaseDir.split('/');
+  for (let i = 1; i <= parts.length; i++) {
+    const d = join(stage, ...parts.slice(0, i));
+    if (!(await exists(d))) {
+      await mkdir(d);
+      await chmod(d, 0o755);
+    }
+  }
+  await writeFile(join(relDir, `extension-release.${name}`), release, { mode: 0o644 });
+  await chmod(join(relDir, `extension-release.${name}`), 0o644);
+  const fsUuid = formatUuid(createHash('sha256').update(`${seed}:erofs`).digest().subarray(0, 16));
+  const r = await runTool('mkfs.erofs', ['-zlz4hc', '--all-root', `-T${epoch}`, `-U${fsUuid}`, '-x-1', '--quiet', out, stage]);
+  if (r.code !== 0) throw new UserError(`mkfs.erofs failed: ${lastLines(r.stderr || r.stdout.toString())}`);
+}
+
+/**
+ * Build a system (or configuration) extension image from a folder:
+ * - `ddi` (default): a GPT Discoverable Disk Image with the file system in the root partition,
+ *   a dm-verity hash partition, and a verity signature partition when a key and certificate are
+ *   given — what Kairos's image policy accepts. The GPT is written by systemd-repart from
+ *   kbundle's own repart.d definitions (fixed seed); the hash tree and signature are computed by
+ *   kbundle so the result is reproducible with Debian's systemd 252 too.
+ * - `plain`: the bare squashfs/erofs file system, for hosts without a verity policy.
+ */
+export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuildResult> {
+  const kind = opts.kind ?? 'sysext';
+  const k = KINDS[kind];
+  validateExtensionName(opts.name);
+  const format = opts.format ?? 'ddi';
+  const fsType = opts.fs ?? 'squashfs';
+  if (!!opts.key !== !!opts.cert) throw new UserError('--key and --cert go together', 'give both to sign the verity root hash, or neither');
+  if (opts.key && format === 'plain') throw new UserError('--key/--cert sign the verity root hash; a plain image has none', 'drop --format plain, or the key');
+  const seed = (opts.seed ?? defaultSeed(kind)).toLowerCase();
+  if (!UUID_RE.test(seed)) throw new UserError(`--seed: "${opts.seed}" is not a UUID`);
+  const releaseSpec: ReleaseSpec = { ...opts.release };
+  if (releaseSpec.architecture !== undefined) releaseSpec.architecture = systemdArch(releaseSpec.architecture);
+  const arch = opts.arch ? systemdArch(opts.arch) : releaseSpec.architecture && releaseSpec.architecture !== '_any' ? releaseSpec.architecture : hostSystemdArch();
+  if (arch === '_any') throw new UserError('--arch _any: a disk image needs one architecture for its partition types');
+  const release = formatExtensionRelease(kind, releaseSpec);
+  const epoch = opts.sourceDateEpoch ?? 0;
+  const tree = resolve(opts.tree);
+  const present = await validateTree(tree, kind, opts.name);
+  const fileName = opts.fileName ?? `${opts.name}${k.suffix}`;
+  if (!fileName.endsWith('.raw') || fileName.includes('/')) throw new UserError(`output name "${fileName}" must be a file name ending in .raw`);
+
+  const outDir = resolve(opts.outDir);
+  await mkdir(outDir, { recursive: true });
+  const work = await mkdtemp(join(outDir, `.kbundle-${kind}-`));
+  try {
+    const fsImg = join(work, 'root.img');
+    const finalPath = join(outDir, fileName);
+    let rootHash: string | undefined;
+    let partitions: GptPartition[] = [];
+    let tmpOut: string;
+    // squashfs DDIs: mksquashfs writes the file system straight into the image at the offset where
+    // systemd-repart places the first partition, so its bytes are never copied again.
+    const inPlace = format === 'ddi' && fsType === 'squashfs';
+    const image = join(work, 'image.raw');
+    if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, opts.name, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0);
+    else if (fsType === 'erofs') await buildErofs(tree, present, fsImg, work, kind, opts.name, release, epoch, seed);
+    else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
+
+    if (format === 'plain') {
+      opts.onWarning?.(`${fileName}: a plain ${fsType} image has no dm-verity; Kairos's image policy (root=verity+absent:usr=verity+absent) refuses it at boot — use it only on hosts without a verity policy`);
+      tmpOut = fsImg;
+    } else {
+      const dataFile = inPlace ? image : fsImg;
+      const dataOffset = inPlace ? FIRST_PARTITION_OFFSET : 0;
+      const fsSize = (await stat(dataFile)).size - dataOffset;
+      // At least two blocks: a one-block verity tree has no hash level, an edge case best avoided.
+      const dataSize = Math.max(2 * VERITY_BLOCK, Math.ceil(fsSize / VERITY_BLOCK) * VERITY_BLOCK);
+      await truncate(dataFile, dataOffset + dataSize);
+      const salt = createHash('sha256').update(`kbundle verity salt:${seed}`).digest();
+      const vuuid = createHash('sha256').update(`kbundle verity uuid:${seed}`).digest().subarray(0, 16);
+      const tree2 = await computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset);
+      rootHash = tree2.rootHash.toString('hex');
+      await writeFile(join(work, 'verity.img'), tree2.hashImage);
+      const defs = join(work, 'repart.d');
+      await mkdir(defs);
+      const part = (type: string, file: string | undefined, size: number, uuid?: string) =>
+        ['[Partition]', `Type=${type}`, ...(uuid ? [`UUID=${uuid}`] : []), ...(file ? [`CopyBlocks=/${file}`] : []), `SizeMinBytes=${size}`, `SizeMaxBytes=${size}`, 'ReadOnly=yes', ''].join('\n');
+      await writeFile(join(defs, '10-root.conf'), part(dpsTypeUuid('root', arch, 'data'), inPlace ? undefined : 'root.img', dataSize, formatUuid(tree2.rootHash.subarray(0, 16))));
+      await writeFile(join(defs, '20-root-verity.conf'), part(dpsTypeUuid('root', arch, 'verity'), 'verity.img', tree2.hashImage.length, formatUuid(tree2.rootHash.subarray(16, 32))));
+      if (opts.key && opts.cert) {
+        const sig = await signRootHash(rootHash, resolve(opts.key), resolve(opts.cert));
+        await writeFile(join(work, 'verity-sig.img'), sig.partition);
+        await writeFile(join(defs, '30-root-verity-sig.conf'), part(dpsTypeUuid('root', arch, 'verity-sig'), 'verity-sig.img', sig.partition.length));
+      }
+      const repartOut = inPlace ? join(work, 'gpt.raw') : image;
+      const r = await runTool('systemd-repart', [`--definitions=${defs}`, `--root=${work}`, '--empty=create', '--size=auto', '--dry-run=no', '--discard=no', `--seed=${seed}`, '--json=off', repartOut], {
+        env: { ...process.env, SOURCE_DATE_EPOCH: String(epoch), SYSTEMD_LOG_LEVEL: 'warning' },
+      });
+      if (r.code !== 0) throw new UserError(`systemd-repart failed: ${lastLines(r.stderr)}`);
+      const gpt = await readGpt(repartOut);
+      if (!gpt) throw new UserError('systemd-repart wrote no partition table');
+      partitions = gpt.partitions;
+      tmpOut = image;
+      if (inPlace) {
+        const data = partitions[0];
+        if (!data || data.size !== dataSize) throw new UserError(`systemd-repart sized the root partition ${data?.size}, expected ${dataSize}`, 'please report this with your systemd-repart --version');
+        const total = (await stat(repartOut)).size;
+        if (data.offset === FIRST_PARTITION_OFFSET) {
+          // The file system is already in place: take everything repart wrote around the (untouched)
+          // data partition — GPT, hash and signature partitions, backup GPT.
+          await copyRange(repartOut, 0, image, 0, FIRST_PARTITION_OFFSET);
+          await copyRange(repartOut, data.offset + dataSize, image, data.offset + dataSize, total - data.offset - dataSize, total);
+        } else {
+          // A small image, aligned to 4 KiB: copy the file system into repart's output instead.
+          await copyRange(image, FIRST_PARTITION_OFFSET, repartOut, data.offset, dataSize);
+          tmpOut = repartOut;
+        }
+      }
+    }
+    await chmod(tmpOut, 0o644);
+    await rename(tmpOut, finalPath);
+    const st = await stat(finalPath);
+    return { path: finalPath, fileName, format, fs: fsType, size: st.size, release, rootHash, signed: !!opts.key, partitions, seed };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}

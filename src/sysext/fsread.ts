@@ -1,0 +1,79 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, lstat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { UserError } from '../errors.js';
+import { lastLines, runTool } from './tools.js';
+
+/**
+ * Read-only access to the file system inside an image region (a GPT partition or a bare image),
+ * with the Debian tools: `unsquashfs -o <offset>` for squashfs (no copy, no loop device), and for
+ * erofs (whose tools take no offset) a copy of the region unpacked with `fsck.erofs --extract`.
+ */
+export interface FsView {
+  /** Every path, relative, no leading slash. */
+  paths: string[];
+  /** Contents of small files by relative path (the release files kbundle needs). */
+  read(path: string): Promise<Buffer | undefined>;
+  close(): Promise<void>;
+}
+
+const MAX_CAT = 64 * 1024;
+
+export async function openFilesystem(image: string, fsType: string, offset: number, size: number, what: string): Promise<FsView> {
+  if (fsType === 'squashfs') {
+    const r = await runTool('unsquashfs', ['-o', String(offset), '-l', '-d', '', image]);
+    if (r.code !== 0) throw new UserError(`${what}: unsquashfs cannot read the squashfs at offset ${offset}: ${lastLines(r.stderr)}`);
+    const paths = r.stdout
+      .toString('utf8')
+      .split('\n')
+      .map((l) => l.replace(/^\//, ''))
+      .filter((l) => l !== '');
+    return {
+      paths,
+      async read(p) {
+        if (!paths.includes(p)) return undefined;
+        const c = await runTool('unsquashfs', ['-o', String(offset), '-cat', image, p]);
+        if (c.code !== 0) return undefined;
+        if (c.stdout.length > MAX_CAT) throw new UserError(`${what}: ${p} is larger than ${MAX_CAT} bytes`);
+        return c.stdout;
+      },
+      async close() {},
+    };
+  }
+  if (fsType === 'erofs') {
+    const dir = await mkdtemp(join(tmpdir(), 'kbundle-erofs-'));
+    try {
+      const img = join(dir, 'fs.img');
+      await pipeline(createReadStream(image, { start: offset, end: offset + size - 1 }), createWriteStream(img));
+      const root = join(dir, 'root');
+      const r = await runTool('fsck.erofs', [`--extract=${root}`, '--no-preserve', img]);
+      if (r.code !== 0) throw new UserError(`${what}: fsck.erofs cannot read the erofs image: ${lastLines(r.stderr || r.stdout.toString())}`);
+      const paths: string[] = [];
+      const walk = async (rel: string): Promise<void> => {
+        for (const n of (await readdir(join(root, rel))).sort()) {
+          const p = rel ? posix.join(rel, n) : n;
+          paths.push(p);
+          if ((await lstat(join(root, p))).isDirectory()) await walk(p);
+        }
+      };
+      await walk('');
+      return {
+        paths,
+        async read(p) {
+          if (!paths.includes(p)) return undefined;
+          const st = await lstat(join(root, p));
+          if (!st.isFile()) return undefined;
+          if (st.size > MAX_CAT) throw new UserError(`${what}: ${p} is larger than ${MAX_CAT} bytes`);
+          return readFile(join(root, p));
+        },
+        close: () => rm(dir, { recursive: true, force: true }),
+      };
+    } catch (e) {
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+  throw new UserError(`${what}: ${fsType} file systems cannot be inspected by kbundle`, 'kbundle reads squashfs and erofs images');
+}

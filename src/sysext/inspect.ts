@@ -1,0 +1,140 @@
+import { open, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { UserError } from '../errors.js';
+import { openFilesystem } from './fsread.js';
+import { probeFilesystem, readGpt, type Designator, type GptPartition } from './gpt.js';
+import { parseReleaseFile, type ReleaseFields } from './release.js';
+import { parseSignaturePartition, type VeritySignature } from './sign.js';
+import { KINDS, type ExtensionKind } from './types.js';
+import { checkVerity, type VerityCheck } from './verity.js';
+
+/** What an extension image holds, read from the file itself (no loop device, no mount). */
+export interface ImageInfo {
+  path: string;
+  fileName: string;
+  size: number;
+  format: 'ddi' | 'plain';
+  /** The partition that carries the file system (root, or usr), or the whole file. */
+  designator: Designator;
+  /** systemd architecture from the partition type (DDI only). */
+  partitionArch?: string;
+  fsType?: string;
+  fsOffset: number;
+  fsSize: number;
+  partitions: GptPartition[];
+  diskUuid?: string;
+  /** Other DPS data partitions (e.g. a usr next to root). */
+  otherData: GptPartition[];
+  verity?: {
+    partition: GptPartition;
+    check: VerityCheck;
+    /** Root hash the partition UUIDs announce (data UUID ‖ hash UUID, systemd's convention). */
+    uuidRootHash: string;
+  };
+  signature?: { partition: GptPartition; json?: VeritySignature; error?: string };
+  /** Every file under the release directory: name → fields. */
+  releaseFiles: Map<string, ReleaseFields>;
+  /** Top-level entries of the file system. */
+  topLevel: string[];
+  hasOsRelease: boolean;
+  warnings: string[];
+}
+
+async function readRegion(path: string, offset: number, len: number): Promise<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(len);
+    const { bytesRead } = await fh.read(b, 0, len, offset);
+    return b.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function inspectImage(path: string, kind: ExtensionKind = 'sysext'): Promise<ImageInfo> {
+  const what = path;
+  let st;
+  try {
+    st = await stat(path);
+  } catch {
+    throw new UserError(`${path}: no such file`);
+  }
+  if (!st.isFile()) throw new UserError(`${path}: not a regular file`);
+  const warnings: string[] = [];
+  const gpt = await readGpt(path, what);
+  let info: ImageInfo;
+  if (gpt) {
+    const data = gpt.partitions.filter((p) => p.dps?.role === 'data');
+    const main = data.find((p) => p.dps!.designator === 'root') ?? data.find((p) => p.dps!.designator === 'usr');
+    if (!main) {
+      throw new UserError(`${what}: GPT image without a root or usr partition of the Discoverable Partitions Specification`, 'systemd-sysext only merges DDIs with a root (or usr) partition; build it with kbundle sysext build');
+    }
+    const dps = main.dps!;
+    const sibling = (role: 'verity' | 'verity-sig') => gpt.partitions.find((p) => p.dps?.designator === dps.designator && p.dps.arch === dps.arch && p.dps.role === role);
+    info = {
+      path,
+      fileName: basename(path),
+      size: st.size,
+      format: 'ddi',
+      designator: dps.designator,
+      partitionArch: dps.arch,
+      fsType: await probeFilesystem(path, main.offset),
+      fsOffset: main.offset,
+      fsSize: main.size,
+      partitions: gpt.partitions,
+      diskUuid: gpt.diskUuid,
+      otherData: data.filter((p) => p !== main),
+      releaseFiles: new Map(),
+      topLevel: [],
+      hasOsRelease: false,
+      warnings,
+    };
+    const vp = sibling('verity');
+    if (vp) {
+      const check = await checkVerity(path, { offset: main.offset, size: main.size }, { offset: vp.offset, size: vp.size }, `${what}: ${vp.dps!.name}`);
+      info.verity = { partition: vp, check, uuidRootHash: (main.uuid + vp.uuid).replace(/-/g, '') };
+    }
+    const sp = sibling('verity-sig');
+    if (sp) {
+      const buf = await readRegion(path, sp.offset, Math.min(sp.size, 1024 * 1024));
+      try {
+        info.signature = { partition: sp, json: parseSignaturePartition(buf, what) };
+      } catch (e) {
+        info.signature = { partition: sp, error: (e as Error).message };
+      }
+    }
+  } else {
+    info = {
+      path,
+      fileName: basename(path),
+      size: st.size,
+      format: 'plain',
+      designator: 'root',
+      fsType: await probeFilesystem(path, 0),
+      fsOffset: 0,
+      fsSize: st.size,
+      partitions: [],
+      otherData: [],
+      releaseFiles: new Map(),
+      topLevel: [],
+      hasOsRelease: false,
+      warnings,
+    };
+  }
+  if (!info.fsType) throw new UserError(`${what}: neither a GPT disk image nor a squashfs/erofs file system`, 'extension images are .raw DDIs or bare squashfs/erofs images');
+  const fs = await openFilesystem(path, info.fsType, info.fsOffset, info.fsSize, what);
+  try {
+    const dir = KINDS[kind].releaseDir;
+    info.topLevel = fs.paths.filter((p) => !p.includes('/'));
+    info.hasOsRelease = fs.paths.includes('usr/lib/os-release');
+    for (const p of fs.paths) {
+      const m = p.startsWith(`${dir}/extension-release.`) && !p.slice(dir.length + 1).includes('/');
+      if (!m) continue;
+      const body = await fs.read(p);
+      info.releaseFiles.set(p.slice(dir.length + 1 + 'extension-release.'.length), body ? parseReleaseFile(body.toString('utf8')) : new Map());
+    }
+  } finally {
+    await fs.close();
+  }
+  return info;
+}

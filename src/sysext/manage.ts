@@ -1,0 +1,398 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { copyFile, lstat, mkdir, mkdtemp, readdir, readlink, rename, rm, stat, symlink, chmod, unlink } from 'node:fs/promises';
+import { basename, join, posix, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fetch } from 'undici';
+import { UserError } from '../errors.js';
+import { resolveManifest, extractImage } from '../extract/extract-image.js';
+import { parsePlatform } from '../oci/platform.js';
+import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import { openSource } from '../store/open.js';
+import { parseLocation } from '../store/transport.js';
+import { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile, type CheckResult } from './check.js';
+import { KAIROS_POLICY } from './policy.js';
+import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
+
+/**
+ * kairos-agent's extension layout (pkg/action/sysext.go), under a root:
+ *   var/lib/kairos/extensions/NAME.raw                       installed images (confext: confexts/)
+ *   var/lib/kairos/extensions/<state>/NAME.raw → /var/lib/kairos/extensions/NAME.raw   enablement
+ *   run/extensions/NAME.raw → /var/lib/kairos/extensions/<state>/NAME.raw              `--now`
+ * Link targets are absolute node paths (as kairos-agent writes them), so a tree prepared under
+ * `--root` is exactly what the node will see. kairos-agent's side effects are kept on purpose
+ * (listing creates the listed folder; remove visits every boot-state folder), so the trees match.
+ */
+export interface Node {
+  root: string;
+  kind: ExtensionKind;
+}
+
+export function nodePaths(node: Node) {
+  const k = KINDS[node.kind];
+  const abs = (rel: string) => join(node.root, rel);
+  return {
+    store: abs(k.storeDir),
+    /** The absolute path as the node sees it (symlink targets). */
+    storeOnNode: `/${k.storeDir}`,
+    state: (s: BootState) => abs(posix.join(k.storeDir, s)),
+    stateOnNode: (s: BootState) => `/${posix.join(k.storeDir, s)}`,
+    run: abs(k.runDir),
+    bootMarker: (s: BootState) => abs(`run/cos/${s}_mode`),
+  };
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await lstat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `.raw` entries of a folder that are not directories (symlinks count), sorted; creates the folder like kairos-agent. */
+export async function listDir(dir: string): Promise<string[]> {
+  await mkdir(dir, { recursive: true });
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) continue;
+    if (posix.extname(e.name) === '.raw') out.push(e.name);
+  }
+  return out.sort();
+}
+
+export interface ListedExtension {
+  name: string;
+  /** Boot states it is enabled in. */
+  enabled: BootState[];
+  /** Linked into run/extensions (merged now, or at the next refresh). */
+  running: boolean;
+}
+
+export async function listExtensions(node: Node, state?: BootState): Promise<ListedExtension[]> {
+  const p = nodePaths(node);
+  const names = await listDir(state ? p.state(state) : p.store);
+  const out: ListedExtension[] = [];
+  for (const name of names) {
+    const enabled: BootState[] = [];
+    for (const s of BOOT_STATES) if (await exists(join(p.state(s), name))) enabled.push(s);
+    out.push({ name, enabled, running: await exists(join(p.run, name)) });
+  }
+  return out;
+}
+
+/**
+ * Find one installed extension by what the user typed. kairos-agent treats the argument as a
+ * regular expression and takes the first match; kbundle takes an exact name (`foo.sysext.raw`,
+ * `foo.sysext`, `foo`) first, then the regular expression, and refuses when it matches several.
+ */
+export function pickExtension(names: string[], query: string, kind: ExtensionKind, where: string): string | undefined {
+  const suffix = KINDS[kind].suffix;
+  const exact = names.filter((n) => n === query || n === `${query}.raw` || n === `${query}${suffix}`);
+  if (exact.length === 1) return exact[0];
+  let re: RegExp | undefined;
+  try {
+    re = new RegExp(query);
+  } catch {
+    re = undefined;
+  }
+  const matches = names.filter((n) => (re ? re.test(n) : n.includes(query)));
+  if (matches.length > 1) {
+    throw new UserError(`${where}: "${query}" matches ${matches.length} extensions: ${matches.join(', ')}`, 'give the full file name (kairos-agent would silently take the first one)');
+  }
+  return matches[0];
+}
+
+async function resolveInstalled(node: Node, query: string): Promise<string> {
+  const p = nodePaths(node);
+  const names = await listDir(p.store);
+  const found = pickExtension(names, query, node.kind, node.kind);
+  if (!found) throw new UserError(`${node.kind} "${query}" is not installed in ${p.store}`, names.length ? `installed: ${names.join(', ')}` : `nothing is installed; use kbundle ${node.kind} install <uri>`);
+  return found;
+}
+
+export interface ActionResult {
+  name: string;
+  changed: boolean;
+  messages: string[];
+}
+
+/** Restart the unit on a live node (never under --root: that node is not running here). */
+function restartUnit(node: Node, messages: string[]): void {
+  if (resolve(node.root) !== '/') {
+    messages.push(`not restarting ${KINDS[node.kind].unit}: --root ${node.root} is not the running system`);
+    return;
+  }
+  const unit = KINDS[node.kind].unit;
+  const r = spawnSync('systemctl', ['restart', unit], { encoding: 'utf8' });
+  if (r.error || r.status !== 0) throw new UserError(`systemctl restart ${unit} failed: ${(r.stderr || String(r.error ?? '')).trim()}`);
+  messages.push(`restarted ${unit}`);
+}
+
+async function isLink(p: string): Promise<boolean> {
+  try {
+    return (await lstat(p)).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+export async function enableExtension(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
+  const p = nodePaths(node);
+  const name = await resolveInstalled(node, query);
+  const dir = p.state(state);
+  await mkdir(dir, { recursive: true });
+  const messages: string[] = [];
+  const link = join(dir, name);
+  const target = posix.join(p.storeOnNode, name);
+  let changed = false;
+  if (await isLink(link)) {
+    if ((await readlink(link)) !== target) {
+      await unlink(link);
+      await symlink(target, link);
+      changed = true;
+    }
+    messages.push(`${name} is already enabled in ${state}`);
+  } else {
+    if (await exists(link)) throw new UserError(`${link} exists and is not a symlink`, 'remove it by hand; kbundle only manages links there');
+    await symlink(target, link);
+    changed = true;
+    messages.push(`${name} enabled in ${state}`);
+  }
+  if (now) {
+    if (state === 'common' || (await exists(p.bootMarker(state)))) {
+      await mkdir(p.run, { recursive: true });
+      const runLink = join(p.run, name);
+      const runTarget = posix.join(p.stateOnNode(state), name);
+      if (!(await isLink(runLink)) || (await readlink(runLink)) !== runTarget) {
+        await rm(runLink, { force: true });
+        await symlink(runTarget, runLink);
+        changed = true;
+      }
+      messages.push(`${name} linked into /${KINDS[node.kind].runDir}`);
+      restartUnit(node, messages);
+    } else {
+      messages.push(`${name} enabled in ${state} but not merged now: the node is not booted in ${state} (no /run/cos/${state}_mode)`);
+    }
+  }
+  return { name, changed, messages };
+}
+
+export async function disableExtension(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
+  const p = nodePaths(node);
+  const dir = p.state(state);
+  const messages: string[] = [];
+  const names = (await exists(dir)) ? await listDir(dir) : [];
+  const name = pickExtension(names, query, node.kind, `disable --${state}`);
+  if (!name) return { name: query, changed: false, messages: [`${query} is not enabled in ${state}`] };
+  await rm(join(dir, name), { force: true });
+  messages.push(`${name} disabled in ${state}`);
+  if (now) {
+    if (state === 'common' || (await exists(p.bootMarker(state)))) {
+      const runLink = join(p.run, name);
+      if (await isLink(runLink)) {
+        await unlink(runLink);
+        messages.push(`${name} removed from /${KINDS[node.kind].runDir}`);
+        restartUnit(node, messages);
+      } else messages.push(`${name} was not in /${KINDS[node.kind].runDir}; nothing to refresh`);
+    } else messages.push(`not refreshed now: the node is not booted in ${state}`);
+  }
+  return { name, changed: true, messages };
+}
+
+export async function removeExtension(node: Node, query: string, now: boolean): Promise<ActionResult> {
+  const p = nodePaths(node);
+  const name = await resolveInstalled(node, query);
+  const messages: string[] = [];
+  for (const s of BOOT_STATES) {
+    const names = await listDir(p.state(s)); // kairos-agent lists (and so creates) every state folder
+    if (names.includes(name)) {
+      await rm(join(p.state(s), name), { force: true });
+      messages.push(`${name} disabled in ${s}`);
+    }
+  }
+  await rm(join(p.store, name), { recursive: true, force: true });
+  messages.push(`${name} removed`);
+  if (now) {
+    const runLink = join(p.run, name);
+    if (await isLink(runLink)) {
+      await unlink(runLink);
+      messages.push(`${name} removed from /${KINDS[node.kind].runDir}`);
+      restartUnit(node, messages);
+    }
+  }
+  return { name, changed: true, messages };
+}
+
+// ---------------------------------------------------------------------------------------------
+// install
+// ---------------------------------------------------------------------------------------------
+
+export interface InstallOptions {
+  /** Check each image against the node before it lands (default true). */
+  check?: boolean;
+  policy?: string;
+  certs?: string[];
+  osReleaseFile?: string;
+  systemdVersion?: number;
+  arch?: string;
+  platform?: string;
+  registry?: RegistryClientOptions;
+}
+
+export interface InstallResult {
+  installed: string[];
+  checks: CheckResult[];
+  source: string;
+}
+
+/** kairos-agent's file name for a URL: the last path component, query and fragment dropped. */
+export function fileNameFromUri(uri: string): string {
+  const noQuery = uri.replace(/[?#].*$/, '');
+  return basename(noQuery.replace(/\/+$/, ''));
+}
+
+type Source = { kind: 'file'; path: string } | { kind: 'http'; url: string } | { kind: 'image'; ref: string; scheme: string };
+
+export function parseInstallUri(uri: string): Source {
+  const m = /^([a-z][a-z0-9+.-]*):(.*)$/.exec(uri);
+  if (!m) throw new UserError(`"${uri}" has no scheme`, 'use file:/path/foo.sysext.raw, https://…/foo.sysext.raw, oci:<registry>/<repo>:<tag> (or docker:/container:)');
+  const scheme = m[1]!;
+  let rest = m[2]!;
+  if (scheme === 'file') {
+    if (rest.startsWith('//')) rest = rest.slice(2);
+    if (!rest) throw new UserError(`"${uri}": no path`);
+    return { kind: 'file', path: decodeURIComponent(rest) };
+  }
+  if (scheme === 'http' || scheme === 'https') return { kind: 'http', url: uri };
+  if (['oci', 'docker', 'container', 'oci-archive', 'docker-archive'].includes(scheme)) {
+    if (rest.startsWith('//')) rest = rest.slice(2);
+    if (!rest) throw new UserError(`"${uri}": no image reference`);
+    return { kind: 'image', ref: rest, scheme };
+  }
+  throw new UserError(`"${uri}": unsupported scheme "${scheme}:"`, 'kairos-agent accepts oci:, docker:, container:, file:, http: and https:');
+}
+
+async function stageFile(src: Source & { kind: 'file' }, staging: string): Promise<string[]> {
+  const name = basename(src.path);
+  let st;
+  try {
+    st = await stat(src.path);
+  } catch {
+    throw new UserError(`file:${src.path}: no such file`);
+  }
+  if (!st.isFile()) throw new UserError(`file:${src.path}: not a regular file`);
+  await copyFile(src.path, join(staging, name));
+  await chmod(join(staging, name), st.mode & 0o7777); // kairos-agent keeps the mode
+  return [name];
+}
+
+async function stageHttp(src: Source & { kind: 'http' }, staging: string): Promise<string[]> {
+  const name = fileNameFromUri(src.url);
+  let res;
+  try {
+    res = await fetch(src.url, { redirect: 'follow' });
+  } catch (e) {
+    const cause = (e as Error & { cause?: Error }).cause;
+    throw new UserError(`${src.url}: download failed: ${cause?.message ?? (e as Error).message}`);
+  }
+  if (!res.ok || !res.body) throw new UserError(`${src.url}: download failed: HTTP ${res.status}`);
+  await pipeline(Readable.fromWeb(res.body as never), createWriteStream(join(staging, name), { mode: 0o644 }));
+  return [name];
+}
+
+async function stageImage(src: Source & { kind: 'image' }, staging: string, opts: InstallOptions): Promise<string[]> {
+  const client = new RegistryClient(opts.registry ?? {});
+  try {
+    // kbundle spells OCI layouts oci:<dir>[:tag]; kairos-agent's oci:/docker:/container: are registry
+    // references. A local directory holding an oci-layout file wins, anything else is a registry ref.
+    let loc: Parameters<typeof openSource>[0];
+    if (src.scheme === 'oci-archive' || src.scheme === 'docker-archive') {
+      loc = parseLocation(`${src.scheme}:${src.ref}`, 'install');
+    } else {
+      const i = src.ref.lastIndexOf(':');
+      const path = i > 0 && !src.ref.slice(i + 1).includes('/') ? src.ref.slice(0, i) : src.ref;
+      if (src.scheme === 'oci' && ((await exists(join(path, 'oci-layout'))) || (await exists(join(src.ref, 'oci-layout'))))) {
+        const isWhole = await exists(join(src.ref, 'oci-layout'));
+        loc = { transport: 'oci', path: isWhole ? src.ref : path, ref: isWhole ? '' : src.ref.slice(i + 1) };
+      } else {
+        loc = { transport: 'docker', ref: src.ref };
+      }
+    }
+    const opened = await openSource(loc, { client });
+    try {
+      const platform = opts.platform ? parsePlatform(opts.platform, '--platform') : undefined;
+      const manifest = await resolveManifest(opened.target, opened.reference, platform);
+      const root = join(staging, 'image');
+      await extractImage(opened.target, manifest, root, { stagingDir: staging });
+      const names: string[] = [];
+      for (const e of await readdir(root, { withFileTypes: true })) {
+        if (e.isFile() && e.name.endsWith('.raw')) {
+          await rename(join(root, e.name), join(staging, e.name));
+          names.push(e.name);
+        }
+      }
+      if (names.length === 0) {
+        throw new UserError(`${opened.display}: the image holds no .raw file at its root`, 'an extension image carries NAME.sysext.raw at /; build one with kbundle sysext build --image');
+      }
+      return names.sort();
+    } finally {
+      await opened.close();
+    }
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Install from a URI into the node's store, like kairos-agent `sysext install`, but each image is
+ * checked against the node's os-release, systemd and image policy first (unless `check: false`),
+ * and lands atomically (temp file in the store, then rename): a refused image leaves nothing.
+ */
+export async function installExtension(node: Node, uri: string, opts: InstallOptions = {}): Promise<InstallResult> {
+  const src = parseInstallUri(uri);
+  const p = nodePaths(node);
+  await mkdir(p.store, { recursive: true });
+  const staging = await mkdtemp(join(p.store, `.kbundle-install-${randomBytes(3).toString('hex')}-`));
+  try {
+    const names = src.kind === 'file' ? await stageFile(src, staging) : src.kind === 'http' ? await stageHttp(src, staging) : await stageImage(src, staging, opts);
+    for (const n of names) {
+      if (!n.endsWith('.raw') || n.startsWith('.')) throw new UserError(`${uri}: "${n}" is not a .raw file`, 'kairos-agent and systemd only use *.raw images; nothing was installed');
+    }
+    const checks: CheckResult[] = [];
+    if (opts.check !== false) {
+      const fields = opts.osReleaseFile ? await readOsReleaseFile(opts.osReleaseFile) : (await readOsRelease(node.root)).fields;
+      const version = opts.systemdVersion ?? (await detectSystemdVersion(node.root));
+      const certs = [...(opts.certs ?? [])];
+      for (const n of names) {
+        const r = await checkImage(join(staging, n), {
+          kind: node.kind,
+          osRelease: fields,
+          policy: opts.policy ?? KAIROS_POLICY,
+          certs,
+          systemdVersion: version,
+          arch: opts.arch ? systemdArch(opts.arch) : hostSystemdArch(),
+          fileName: n,
+        });
+        checks.push(r);
+        if (!r.ok) {
+          throw new UserError(`${n} would not be merged on this node, so it was not installed:\n  - ${r.reasons.join('\n  - ')}`, 'fix the image, or pass --image-policy/--cert/--os-release to describe the node, or --no-check to install anyway (as kairos-agent does)');
+        }
+      }
+    }
+    for (const n of names) await rename(join(staging, n), join(p.store, n));
+    return { installed: names, checks, source: uri };
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+export function parseBootState(o: Partial<Record<BootState, boolean>>, required: boolean, cmd: string): BootState | undefined {
+  const set = BOOT_STATES.filter((s) => o[s]);
+  if (set.length > 1) throw new UserError(`${cmd}: only one of --active, --passive, --recovery or --common can be set`);
+  if (required && set.length === 0) throw new UserError(`${cmd}: either --active, --passive, --recovery or --common must be set`);
+  return set[0];
+}

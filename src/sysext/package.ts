@@ -1,0 +1,199 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { UserError } from '../errors.js';
+import { writeLayer, type LayerEntry, type WrittenLayer } from '../build/layer.js';
+import { planEntries } from '../build/entries.js';
+import type { LoadedSpec } from '../build/spec.js';
+import { digestOf } from '../oci/digest.js';
+import { Annotation, MediaType } from '../oci/mediatypes.js';
+import { parsePlatform } from '../oci/platform.js';
+import type { Descriptor, ImageConfig, Index, Manifest, Platform } from '../oci/types.js';
+import type { OciLayout } from '../store/oci-layout.js';
+import { buildSysext, type SysextBuildResult } from './build.js';
+import { SysextSettingsSchema } from './spec.js';
+import { systemdArch, type ExtensionKind } from './types.js';
+
+/** Annotation naming the extension file an image carries at its root. */
+export const RAW_FILE_ANNOTATION = 'io.kairos.sysext.file';
+
+export interface PackagedImage {
+  platform: string;
+  manifest: Descriptor;
+  config: Descriptor;
+  layer: WrittenLayer;
+  raw: SysextBuildResult;
+}
+
+/**
+ * Wrap a `.raw` into a one-layer OCI image whose root holds the file (mode 0644, root-owned, fixed
+ * time), so `kairos-agent sysext install oci:<ref>` (which extracts the image into its store)
+ * and `kbundle sysext install` both find `<name>.sysext.raw`. Nothing is tagged here.
+ */
+export async function packageRaw(
+  raw: SysextBuildResult,
+  layout: OciLayout,
+  opts: { platform: string; epoch: number; kind: ExtensionKind; title: string; version?: string; description?: string; extraAnnotations?: Record<string, string> },
+): Promise<PackagedImage> {
+  const mtime = new Date(opts.epoch * 1000);
+  const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
+  const entry: LayerEntry = { type: 'file', path: raw.fileName, mode: 0o644, size: raw.size, open: () => createReadStream(raw.path, { highWaterMark: 1024 * 1024 }) };
+  const tmp = join(layout.dir, 'blobs', 'sha256', `.build-${randomBytes(6).toString('hex')}`);
+  let layer: WrittenLayer;
+  try {
+    layer = await writeLayer([entry], tmp, { mtime, uid: 0, gid: 0, level: 6 });
+    await layout.adoptBlob(tmp, layer.digest);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+  const annotations: Record<string, string> = {
+    [Annotation.Created]: created,
+    [Annotation.Title]: opts.title,
+    ...(opts.version ? { [Annotation.Version]: opts.version } : {}),
+    ...(opts.description ? { [Annotation.Description]: opts.description } : {}),
+    [Annotation.BundleType]: opts.kind,
+    [RAW_FILE_ANNOTATION]: raw.fileName,
+    ...(opts.extraAnnotations ?? {}),
+  };
+  const plat: Platform = parsePlatform(opts.platform);
+  const config: ImageConfig = {
+    created,
+    architecture: plat.architecture,
+    os: plat.os,
+    ...(plat.variant ? { variant: plat.variant } : {}),
+    config: { Labels: { ...annotations } },
+    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+    history: [{ created, created_by: `kbundle ${opts.kind} build ${raw.fileName}` }],
+  };
+  const configBytes = Buffer.from(JSON.stringify(config));
+  const configDesc: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length };
+  await layout.push(configDesc, configBytes);
+  const manifest: Manifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: [{ mediaType: MediaType.OciLayerGzip, digest: layer.digest, size: layer.size }], annotations };
+  const bytes = Buffer.from(JSON.stringify(manifest));
+  const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length, platform: plat };
+  await layout.push(desc, bytes);
+  return { platform: opts.platform, manifest: desc, config: configDesc, layer, raw };
+}
+
+/** An index over several platform images (one manifest needs none). */
+export async function indexOf(images: PackagedImage[], layout: OciLayout, annotations?: Record<string, string>): Promise<Descriptor> {
+  if (images.length === 1) return images[0]!.manifest;
+  const index: Index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: images.map((i) => i.manifest), ...(annotations ? { annotations } : {}) };
+  const bytes = Buffer.from(JSON.stringify(index));
+  const root: Descriptor = { mediaType: MediaType.OciIndex, digest: digestOf(bytes), size: bytes.length };
+  await layout.push(root, bytes);
+  return root;
+}
+
+// ---------------------------------------------------------------------------------------------
+// bundle.yaml `type: sysext` / `type: confext` (the `sysext:` section is in ./spec.ts)
+// ---------------------------------------------------------------------------------------------
+
+export { SysextSettingsSchema, checkSysextBundleSpec, type SysextSettings } from './spec.js';
+
+export interface SysextBundleOptions {
+  sourceDateEpoch?: number;
+  platforms?: string[];
+  /** Signing key and certificate for the verity root hash (never in bundle.yaml). */
+  key?: string;
+  cert?: string;
+  revision?: string;
+  onWarning?: (msg: string) => void;
+}
+
+export interface SysextBundleResult {
+  loaded: LoadedSpec;
+  root: Descriptor;
+  images: PackagedImage[];
+}
+
+/** Write planned layer entries into a directory (so the sysext builder can read them as a tree). */
+async function materialize(entries: LayerEntry[], dir: string): Promise<void> {
+  for (const e of entries) {
+    const p = join(dir, e.path);
+    if (e.type === 'directory') {
+      await mkdir(p, { recursive: true });
+      await chmod(p, e.mode);
+    } else if (e.type === 'symlink') {
+      await symlink(e.target, p);
+    } else {
+      await pipeline(e.open(), createWriteStream(p, { mode: e.mode }));
+      await chmod(p, e.mode);
+    }
+  }
+}
+
+/**
+ * Build a `type: sysext|confext` bundle: for each platform, the bundle's files (files:,
+ * platform_files:, pinned downloads — planned exactly like other bundles) become the tree of an
+ * extension image for that architecture, which is packaged as an OCI image with the `.raw` at its
+ * root; several platforms get an index. Blobs go to `layout`; nothing is tagged.
+ */
+export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayout, opts: SysextBundleOptions = {}): Promise<SysextBundleResult> {
+  const spec = loaded.spec as LoadedSpec['spec'] & { sysext?: unknown };
+  const kind = spec.type as string;
+  if (kind !== 'sysext' && kind !== 'confext') throw new UserError(`${loaded.specPath}: type is ${kind}, not sysext/confext`);
+  const parsed = SysextSettingsSchema.safeParse(spec.sysext ?? {});
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UserError(`${loaded.specPath}: sysext.${issue.path.join('.')}: ${issue.message}`);
+  }
+  const s = parsed.data;
+  const epoch = opts.sourceDateEpoch ?? 0;
+  const platforms = opts.platforms ?? spec.platforms;
+  const images: PackagedImage[] = [];
+  for (const platform of platforms) {
+    const entries = await planEntries(loaded, platform);
+    const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-bundle-'));
+    try {
+      const tree = join(work, 'tree');
+      await mkdir(tree);
+      await materialize(entries, tree);
+      const arch = systemdArch(platform, `${loaded.specPath}: platforms`);
+      const raw = await buildSysext({
+        kind,
+        name: s.name ?? spec.name,
+        tree,
+        outDir: join(work, 'out'),
+        format: s.format,
+        fs: s.fs,
+        arch,
+        release: {
+          id: s.id,
+          ...(s.version_id ? { versionId: s.version_id } : {}),
+          ...(s.level ? { level: s.level } : {}),
+          architecture: s.architecture === 'auto' ? arch : '_any',
+          reloadManager: s.reload_manager,
+          ...(s.scope ? { scope: s.scope } : {}),
+        },
+        key: opts.key,
+        cert: opts.cert,
+        sourceDateEpoch: epoch,
+        onWarning: opts.onWarning,
+      });
+      images.push(
+        await packageRaw(raw, layout, {
+          platform,
+          epoch,
+          kind,
+          title: spec.name,
+          version: spec.version,
+          description: spec.description,
+          extraAnnotations: {
+            ...(spec.source ? { [Annotation.Source]: spec.source } : {}),
+            ...(spec.license ? { [Annotation.Licenses]: spec.license } : {}),
+            ...(opts.revision ? { [Annotation.Revision]: opts.revision } : {}),
+          },
+        }),
+      );
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
+  }
+  const root = await indexOf(images, layout);
+  return { loaded, root, images };
+}

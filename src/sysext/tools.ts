@@ -1,0 +1,45 @@
+import { spawn } from 'node:child_process';
+import { UserError } from '../errors.js';
+import { TOOL_PACKAGES } from './types.js';
+
+export interface ToolResult {
+  code: number;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/**
+ * Run an external tool to completion. A missing program is a UserError naming the Debian package
+ * that ships it; a non-zero exit is returned (callers decide) unless `check` is set.
+ */
+export function runTool(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: Buffer | string; check?: string; cwd?: string } = {}): Promise<ToolResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => {
+      if (err.length < 64 * 1024) err += b.toString('utf8');
+    });
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') {
+        const pkg = TOOL_PACKAGES[cmd] ?? cmd;
+        reject(new UserError(`${cmd} is not installed`, `install it: apt-get install -y ${pkg.split(' ')[0]}${pkg.includes(' ') ? ` (${pkg})` : ''}`));
+      } else reject(e);
+    });
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(opts.input ?? '');
+    child.on('close', (code) => {
+      const r = { code: code ?? -1, stdout: Buffer.concat(out), stderr: err };
+      if (opts.check && r.code !== 0) {
+        reject(new UserError(`${opts.check}: ${cmd} failed (exit ${r.code}): ${lastLines(r.stderr || r.stdout.toString('utf8'))}`));
+        return;
+      }
+      resolve(r);
+    });
+  });
+}
+
+export function lastLines(s: string, n = 4): string {
+  return s.trim().split('\n').slice(-n).join(' | ');
+}

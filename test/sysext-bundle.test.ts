@@ -1,0 +1,66 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import type { LoadedSpec } from '../src/build/spec.js';
+import { extractImage, resolveManifest } from '../src/extract/extract-image.js';
+import { OciLayout } from '../src/store/oci-layout.js';
+import { checkImage } from '../src/sysext/check.js';
+import { buildSysextBundleImage, checkSysextBundleSpec } from '../src/sysext/package.js';
+import { parseReleaseFile } from '../src/sysext/release.js';
+import { cleanupTempDirs, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
+import { requireTools } from './fixtures/sysext/helpers.js';
+
+afterAll(cleanupTempDirs);
+
+/** bundles/sysext-example as loadBundleSpec will hand it over once `type: sysext` is wired in. */
+function loadExample(): LoadedSpec {
+  const dir = resolve(REPO_ROOT, 'bundles/sysext-example');
+  const raw = parse(readFileSync(join(dir, 'bundle.yaml'), 'utf8')) as Record<string, unknown>;
+  const spec = { platform_files: {}, config: { key: 'sysext_example', values: {}, patterns: {} }, distro: 'auto', manifests: [], charts: [], ...raw };
+  return { dir, specPath: join(dir, 'bundle.yaml'), spec: spec as unknown as LoadedSpec['spec'] };
+}
+
+describe('type: sysext bundles (buildSysextBundleImage)', () => {
+  it('builds one verity DDI per platform, packaged as OCI images whose root holds the .raw, reproducibly', async () => {
+    requireTools('mksquashfs', 'unsquashfs', 'systemd-repart');
+    const loaded = loadExample();
+    const a = await OciLayout.open(tempDir(), { create: true });
+    const b = await OciLayout.open(tempDir(), { create: true });
+    const ra = await buildSysextBundleImage(loaded, a, { sourceDateEpoch: 1700000000 });
+    const rb = await buildSysextBundleImage(loaded, b, { sourceDateEpoch: 1700000000 });
+    expect(ra.root.digest).toBe(rb.root.digest);
+    expect(ra.root.mediaType).toBe('application/vnd.oci.image.index.v1+json');
+    expect(ra.images.map((i) => [i.platform, i.raw.fileName, i.raw.partitions.map((p) => p.dps?.name)])).toEqual([
+      ['linux/amd64', 'sysext-example.sysext.raw', ['root-x86-64', 'root-x86-64-verity']],
+      ['linux/arm64', 'sysext-example.sysext.raw', ['root-arm64', 'root-arm64-verity']],
+    ]);
+    expect(ra.images[1]!.raw.release).toBe('ID=_any\nARCHITECTURE=arm64\nEXTENSION_RELOAD_MANAGER=1\n');
+
+    // What kairos-agent does with oci:<ref>: extract the image into its store — the .raw lands at the top.
+    await a.tag(ra.root, '1.0.0');
+    const manifest = await resolveManifest(a, '1.0.0', { os: 'linux', architecture: 'amd64' });
+    const store = tempDir();
+    await extractImage(a, manifest, store);
+    const raw = join(store, 'sysext-example.sysext.raw');
+    expect(mustRun('unsquashfs', ['-o', String(ra.images[0]!.raw.partitions[0]!.offset), '-cat', raw, 'usr/bin/kairos-hello'])).toMatch(/hello from a Kairos system extension/);
+    const c = await checkImage(raw, { osRelease: parseReleaseFile('ID=kairos\nVERSION_ID=3.5\n'), arch: 'x86-64' });
+    expect(c.lines.filter((l) => !l.ok)).toEqual([]);
+    // The arm64 image is refused on an x86-64 node, for its partition type and its ARCHITECTURE=
+    const arm = await resolveManifest(a, '1.0.0', { os: 'linux', architecture: 'arm64' });
+    const store2 = tempDir();
+    await extractImage(a, arm, store2);
+    const c2 = await checkImage(join(store2, 'sysext-example.sysext.raw'), { osRelease: parseReleaseFile('ID=kairos\n'), arch: 'x86-64' });
+    expect(c2.reasons.join('\n')).toMatch(/partition is for arm64, the node is x86-64[\s\S]*ARCHITECTURE=arm64/);
+  });
+
+  it('validates the sysext: section and destinations for spec.ts', () => {
+    const base = { name: 'x', type: 'sysext', files: [{ dst: 'usr/bin/x' }, { dst: 'opt/x' }], platform_files: {} };
+    expect(() => checkSysextBundleSpec(base, 'b.yaml')).not.toThrow();
+    expect(() => checkSysextBundleSpec({ ...base, files: [{ dst: 'etc/x.conf' }] }, 'b.yaml')).toThrow(/files.0.dst: "etc\/x.conf" is outside usr\/ and opt\//);
+    expect(() => checkSysextBundleSpec({ ...base, type: 'confext', files: [{ dst: 'etc/x.conf' }] }, 'b.yaml')).not.toThrow();
+    expect(() => checkSysextBundleSpec({ ...base, sysext: { format: 'zip' } }, 'b.yaml')).toThrow(/sysext.format/);
+    expect(() => checkSysextBundleSpec({ ...base, type: 'run', sysext: {} }, 'b.yaml')).toThrow(/only sysext and confext bundles/);
+    expect(() => checkSysextBundleSpec({ ...base, sysext: { name: 'bad_name' } }, 'b.yaml')).toThrow(/not a valid extension name/);
+  });
+});
