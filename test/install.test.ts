@@ -166,6 +166,25 @@ describe('kbundle install', () => {
     expect(readdirSync(join(root2, 'etc'))).toEqual(['signed']);
   });
 
+  it('push --sign signs exactly the pushed digest (the key is unlocked before pushing)', async () => {
+    const keys = tempDir();
+    const env = { ...process.env, KBUNDLE_PASSWORD: 'pw' };
+    expect(kbundle(['key', 'generate', '--out', join(keys, 'k')], { env }).code).toBe(0);
+    const dir = writeBundle(join(tempDir(), 'p'), 'name: pushed\nversion: 1.0.0\ndescription: p\ntype: container\nfiles:\n  - src: f\n    dst: etc/p\n', [{ path: 'f', content: 'p' }]);
+    const out = join(tempDir(), 'oci');
+    await buildTo(dir, { transport: 'oci', path: out, ref: 'b' });
+    const bad = kbundle(['push', `oci:${out}:b`, `${reg.host}/push/signed:v1`, '--sign', '--key', join(keys, 'k.key')], { env: { ...env, KBUNDLE_PASSWORD: 'wrong' } });
+    expect(bad.code).toBe(1);
+    expect(kbundle(['inspect', `${reg.host}/push/signed:v1`]).code).not.toBe(0); // nothing was pushed
+    const r = kbundle(['push', `oci:${out}:b`, `${reg.host}/push/signed:v1`, '--sign', '--key', join(keys, 'k.key'), '--json'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const pushed = JSON.parse(r.stdout);
+    expect(pushed.signed).toBe(true);
+    const v = kbundle(['verify', pushed.reference, '--key', join(keys, 'k.pub'), '--json']);
+    expect(v.code, v.stderr).toBe(0);
+    expect(JSON.stringify(JSON.parse(v.stdout))).toContain(pushed.digest);
+  });
+
   it('refuses unknown schemes and luet packages clearly', () => {
     expect(kbundle(['install', 'package://foo/bar', '--root', tempDir()]).stderr).toMatch(/luet packages, which kbundle does not install/);
     expect(kbundle(['install', 'oci://x', '--root', tempDir()]).stderr).toMatch(/unknown scheme oci:\/\//);

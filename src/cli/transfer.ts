@@ -11,6 +11,8 @@ import { fetchBytes, type Target } from '../store/target.js';
 import { formatLocation, type ImageLocation } from '../store/transport.js';
 import { makePrinter, type Printer } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
+import { addSigningFlags, describeSigned, prepareSigning, type SigningFlags } from './sign.js';
+import type { ReferrersCapable } from '../sign/referrers.js';
 
 function platformOf(o: RegistryFlags): Platform | undefined {
   return o.platform ? parsePlatform(o.platform, '--platform') : undefined;
@@ -65,7 +67,14 @@ interface Transfer {
 }
 
 /** Open both ends, copy, finish the destination; temporary files are removed whatever happens. */
-async function transfer(srcLoc: ImageLocation, dstLoc: ImageLocation, o: RegistryFlags, out: Printer, label: string): Promise<Transfer> {
+async function transfer(
+  srcLoc: ImageLocation,
+  dstLoc: ImageLocation,
+  o: RegistryFlags,
+  out: Printer,
+  label: string,
+  afterCopy?: (dst: OpenedImage, result: CopyResult) => Promise<void>,
+): Promise<Transfer> {
   const client = await makeClient(o);
   let src: OpenedImage | undefined;
   let dst: OpenedImage | undefined;
@@ -88,6 +97,7 @@ async function transfer(srcLoc: ImageLocation, dstLoc: ImageLocation, o: Registr
     } finally {
       progress.stop();
     }
+    if (afterCopy) await afterCopy(dst, result);
     await dst.close(result.root);
     dst = undefined;
     return { src, result };
@@ -188,24 +198,34 @@ function inspectText(where: string, root: Descriptor, images: ImageSummary[], an
 // ---------------------------------------------------------------------------------------------
 
 export function registerTransfer(program: Command): void {
-  registryOptions(
+  const push = registryOptions(
     program
       .command('push')
       .description('push a local image (OCI layout or archive) to a registry; prints host/repo@sha256:…')
       .argument('<source>', 'oci:<dir>[:tag] | oci-archive:<file>[:tag] | docker-archive:<file>[:name:tag]')
       .argument('<reference>', 'registry reference, e.g. 127.0.0.1:5000/kairos/metallb:0.14.9 (docker:// optional)')
       .option('--platform <os/arch>', 'push only this platform out of a multi-platform image'),
-  ).action(async (source: string, reference: string, o: RegistryFlags) => {
+  );
+  addSigningFlags(push);
+  push.action(async (source: string, reference: string, o: RegistryFlags & SigningFlags & { sign?: boolean }) => {
     const out = makePrinter(!!o.json);
     const srcLoc = parseImageArgument(source, 'source');
     if (srcLoc.transport === 'docker') throw new UserError(`push: source "${source}" is a registry reference`, `to copy between registries use: kbundle copy ${source} ${reference}`);
     const dstLoc = parseImageArgument(reference, 'reference');
     if (dstLoc.transport !== 'docker') throw new UserError(`push: "${reference}" is not a registry reference`, `to write a local image use: kbundle copy ${source} ${reference}`);
-    const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'push');
     const ref = parseReference(dstLoc.ref);
+    // The key is unlocked before anything is pushed: a wrong password leaves no unsigned image.
+    const signer = o.sign ? await prepareSigning(o) : undefined;
+    let signed: string[] = [];
+    const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'push', async (dst, copied) => {
+      if (!signer) return;
+      const r = await signer.sign(dst.target as Target & ReferrersCapable, copied.root, { dockerReference: `${ref.registry}/${ref.repository}` });
+      signed = describeSigned(r);
+    });
     const pinned = pinnedReference(ref, result.root.digest);
     out.info(`pushed ${src.display} → ${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}: ${statsLine(result)}`);
-    out.result(pinned, { reference: pinned, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, tag: ref.tag ?? (ref.digest ? undefined : 'latest'), ...summary(result) });
+    if (signed.length) out.info(`signed ${pinned}\n${signed.join('\n')}`);
+    out.result(pinned, { reference: pinned, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, tag: ref.tag ?? (ref.digest ? undefined : 'latest'), signed: signed.length > 0, ...summary(result) });
   });
 
   registryOptions(
