@@ -126,14 +126,14 @@ describe('credentials', () => {
   mkdirSync(cfgDir);
   const b64 = (s: string) => Buffer.from(s).toString('base64');
 
-  it('prefers flags, then KBUNDLE_* env, then the docker config', async () => {
+  it('prefers flags, then KBUNDLE_REGISTRY_* env, then the docker config', async () => {
     writeFileSync(join(cfgDir, 'config.json'), JSON.stringify({ auths: { 'https://reg.lan:5000/v1/': { auth: b64('cfguser:cfg:pw') } } }));
     const env = { DOCKER_CONFIG: cfgDir } as NodeJS.ProcessEnv;
     expect(await resolveCredentials('reg.lan:5000', { env })).toMatchObject({ username: 'cfguser', password: 'cfg:pw' });
     expect(await resolveCredentials('other:5000', { env })).toBeUndefined();
-    expect(await resolveCredentials('reg.lan:5000', { env: { ...env, KBUNDLE_USERNAME: 'e', KBUNDLE_PASSWORD: 'p' } })).toMatchObject({ username: 'e', password: 'p', source: 'KBUNDLE_USERNAME' });
+    expect(await resolveCredentials('reg.lan:5000', { env: { ...env, KBUNDLE_REGISTRY_USERNAME: 'e', KBUNDLE_REGISTRY_PASSWORD: 'p' } })).toMatchObject({ username: 'e', password: 'p', source: 'KBUNDLE_REGISTRY_USERNAME' });
     expect(await resolveCredentials('reg.lan:5000', { env, username: 'f', password: 'q' })).toMatchObject({ username: 'f', source: '--username' });
-    await expect(resolveCredentials('reg.lan:5000', { env: { ...env, KBUNDLE_USERNAME: 'only' } })).rejects.toThrow(/go together/);
+    await expect(resolveCredentials('reg.lan:5000', { env: { ...env, KBUNDLE_REGISTRY_USERNAME: 'only' } })).rejects.toThrow(/go together/);
   });
 
   it('maps docker.io to the index.docker.io key and reads identity tokens', async () => {
