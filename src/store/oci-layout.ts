@@ -11,6 +11,8 @@ import { IndexSchema, OciLayoutFileSchema, parseAnyManifest, parseJson, type Des
 import { fetchBytes, type Target } from './target.js';
 
 const LAYOUT_VERSION = '1.0.0';
+/** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
+const WRITE_BUFFER = 1024 * 1024;
 
 /** Write a file atomically: temp file in the same directory, then rename over the final name. */
 export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
@@ -88,7 +90,11 @@ export class OciLayout implements Target {
     const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
     const src = content instanceof Readable ? content : Readable.from([content]);
     try {
-      await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), createWriteStream(tmp));
+      // A stream that already verifies this very digest and size (a registry or layout fetch)
+      // errors before it ends on any mismatch, so hashing it a second time buys nothing.
+      const alreadyVerified = src instanceof VerifyingStream && src.expectedDigest === desc.digest && src.expectedSize === desc.size;
+      if (alreadyVerified) await pipeline(src, createWriteStream(tmp, { highWaterMark: WRITE_BUFFER }));
+      else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), createWriteStream(tmp, { highWaterMark: WRITE_BUFFER }));
       await rename(tmp, final);
     } catch (e) {
       await rm(tmp, { force: true });
