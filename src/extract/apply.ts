@@ -1,12 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { chmod, lchown, link, lstat, lutimes, mkdir, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmodSync, createWriteStream, existsSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '../errors.js';
 import type { FlatEntry } from './flatten.js';
-import { entryComponents, resolveInRoot } from './secure-path.js';
+import { entryComponents, resolveInRootSync, ResolvedDirs } from './secure-path.js';
 
 export interface ApplyOptions {
   /** Keep uid/gid from the image (only effective as root); Kairos does not (WithNoSameOwner). */
@@ -25,93 +24,127 @@ export interface ApplyState {
   written: Set<string>;
   dirTimes: { path: string; mtime: Date }[];
   warnings: string[];
+  dirs?: ResolvedDirs;
+  /** Directories known to exist (created or seen by this run). */
+  existing?: Set<string>;
 }
 
 export function newApplyState(): ApplyState {
   return { written: new Set(), dirTimes: [], warnings: [] };
 }
 
+/** Files up to this size are read into memory and written with one call. */
+const SMALL_FILE = 1024 * 1024;
+
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
+// Unique per process run; a counter is enough after it (random bytes per file cost measurably).
+const TMP_PREFIX = `.kbundle-tmp-${process.pid}-${randomBytes(4).toString('hex')}-`;
+let tmpCounter = 0;
 function tmpName(dir: string): string {
-  return posix.join(dir, `.kbundle-tmp-${randomBytes(6).toString('hex')}`);
+  return posix.join(dir, `${TMP_PREFIX}${tmpCounter++}`);
+}
+
+function lstatOrUndefined(p: string): Stats | undefined {
+  try {
+    return lstatSync(p);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Put `tmp` at `final` the way containerd's Apply does: replace, except dir-over-dir merges. */
-async function replaceWith(tmp: string, final: string): Promise<void> {
-  try {
-    const st = await lstat(final);
-    if (st.isDirectory()) await rm(final, { recursive: true, force: true });
-  } catch {
-    /* nothing there */
-  }
-  await rename(tmp, final);
+function replaceWith(tmp: string, final: string, rel: string, state: ApplyState): void {
+  const st = lstatOrUndefined(final);
+  if (st?.isDirectory()) {
+    rmSync(final, { recursive: true, force: true });
+    state.dirs?.invalidate(rel);
+    state.existing?.clear();
+  } else if (st?.isSymbolicLink()) state.dirs?.invalidate(rel);
+  renameSync(tmp, final);
+}
+
+async function readSmall(body: FlatEntry['body'], size: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of body) parts.push(c as Buffer);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
 }
 
 /**
  * Write one flattened entry under `root`. Every path is resolved inside the root (symlinks
  * followed as if root were `/`), files are written to a temp name and renamed into place, so an
- * interrupted install never leaves a half-written file at its final path.
+ * interrupted install never leaves a half-written file at its final path. Metadata calls are
+ * synchronous: thousands of small files would otherwise queue on the thread pool.
  */
 export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions, state: ApplyState, what: string): Promise<void> {
+  state.dirs ??= new ResolvedDirs(root);
+  const dirs = state.dirs;
   const h = e.header;
-  const parts = e.path.split('/');
-  const parent = await resolveInRoot(root, parts.slice(0, -1), true);
-  const final = posix.join(parent, parts[parts.length - 1]!);
+  const slash = e.path.lastIndexOf('/');
+  const parentRel = slash < 0 ? '' : e.path.slice(0, slash);
+  const base = e.path.slice(slash + 1);
+  const parent = dirs.resolve(parentRel);
+  const final = posix.join(parent, base);
   const modeMask = opts.allowSetuid ? 0o7777 : 0o777;
   const mode = (h.mode ?? 0o644) & modeMask;
   const mtime = h.mtime ?? new Date(0);
 
-  await mkdir(parent, { recursive: true });
+  state.existing ??= new Set();
+  if (!state.existing.has(parent)) {
+    if (!existsSync(parent)) mkdirSync(parent, { recursive: true });
+    state.existing.add(parent);
+  }
 
   switch (h.type) {
     case 'directory': {
-      let st;
-      try {
-        st = await lstat(final);
-      } catch {
-        /* missing */
-      }
+      const st = lstatOrUndefined(final);
       if (st?.isSymbolicLink()) {
         // Unlike containerd, keep a destination symlink that leads (inside the root) to a
         // directory, e.g. /lib -> usr/lib on merged-/usr systems: the image's files go through it.
-        const through = await resolveInRoot(root, [...parts.slice(0, -1), parts[parts.length - 1]!], true);
-        const tst = await lstat(through).catch(() => undefined);
-        if (tst?.isDirectory()) break;
+        const through = resolveInRootSync(root, e.path.split('/'), true);
+        if (lstatOrUndefined(through)?.isDirectory()) break;
       }
-      if (st && !st.isDirectory()) await rm(final, { force: true });
-      if (!st || !st.isDirectory()) await mkdir(final);
-      await chmod(final, mode);
+      if (st && !st.isDirectory()) {
+        rmSync(final, { force: true });
+        dirs.invalidate(e.path);
+        state.existing?.clear();
+      }
+      if (!st || !st.isDirectory()) mkdirSync(final);
+      chmodSync(final, mode);
       state.dirTimes.push({ path: final, mtime });
       break;
     }
     case 'file':
     case 'contiguous-file': {
       const tmp = tmpName(parent);
+      const size = h.size ?? 0;
       try {
-        await pipeline(e.body, createWriteStream(tmp, { mode: 0o600 }));
-        await chmod(tmp, mode);
-        await utimes(tmp, mtime, mtime);
-        await chownIfWanted(tmp, h, opts);
-        await replaceWith(tmp, final);
+        if (size <= SMALL_FILE) writeFileSync(tmp, await readSmall(e.body, size), { mode: 0o600 });
+        else await pipeline(e.body, createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
+        chmodSync(tmp, mode);
+        utimesSync(tmp, mtime, mtime);
+        chownIfWanted(tmp, h, opts);
+        replaceWith(tmp, final, e.path, state);
       } catch (err) {
-        await rm(tmp, { force: true });
+        rmSync(tmp, { force: true });
         throw err;
       }
-      opts.onFile?.(e.path, h.size ?? 0);
+      opts.onFile?.(e.path, size);
       break;
     }
     case 'symlink': {
       const tmp = tmpName(parent);
       // The target text is kept as written (absolute targets are legitimate in images); kbundle
       // itself only ever follows it through resolveInRoot.
-      await symlink(h.linkname ?? '', tmp);
+      symlinkSync(h.linkname ?? '', tmp);
       try {
-        await lutimes(tmp, mtime, mtime);
-        await chownIfWanted(tmp, h, opts);
-        await replaceWith(tmp, final);
+        lutimesSync(tmp, mtime, mtime);
+        chownIfWanted(tmp, h, opts);
+        replaceWith(tmp, final, e.path, state);
+        dirs.invalidate(e.path);
+        state.existing?.clear();
       } catch (err) {
-        await rm(tmp, { force: true });
+        rmSync(tmp, { force: true });
         throw err;
       }
       break;
@@ -122,12 +155,11 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       if (!state.written.has(targetRel)) {
         throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a file of this image`, 'hard links may only join files the image itself contains');
       }
-      const target = await resolveInRoot(root, targetParts, false);
-      const tst = await lstat(target);
-      if (!tst.isFile()) throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a regular file`);
+      const target = resolveInRootSync(root, targetParts, false);
+      if (!lstatOrUndefined(target)?.isFile()) throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a regular file`);
       const tmp = tmpName(parent);
-      await link(target, tmp);
-      await replaceWith(tmp, final);
+      linkSync(target, tmp);
+      replaceWith(tmp, final, e.path, state);
       break;
     }
     case 'character-device':
@@ -137,7 +169,9 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         throw new UserError(`${what}: "${e.path}" is a ${h.type}; refusing to create it`, 'pass --allow-devices to create device nodes and fifos (root only)');
       }
       if (h.type !== 'fifo' && !isRoot()) throw new UserError(`${what}: "${e.path}": creating a ${h.type} needs root`);
-      await rm(final, { recursive: true, force: true });
+      rmSync(final, { recursive: true, force: true });
+      dirs.invalidate(e.path);
+      state.existing?.clear();
       const args = h.type === 'fifo' ? ['-m', mode.toString(8), final, 'p'] : ['-m', mode.toString(8), final, h.type === 'block-device' ? 'b' : 'c', String(h.devmajor ?? 0), String(h.devminor ?? 0)];
       const r = spawnSync('mknod', args, { encoding: 'utf8' });
       if (r.status !== 0) throw new UserError(`${what}: "${e.path}": mknod failed: ${r.stderr.trim()}`);
@@ -150,8 +184,8 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
   if (opts.xattrs && h.pax) applyXattrs(final, h.pax as Record<string, string>, state, what);
 }
 
-async function chownIfWanted(path: string, h: FlatEntry['header'], opts: ApplyOptions): Promise<void> {
-  if (opts.sameOwner && isRoot()) await lchown(path, h.uid ?? 0, h.gid ?? 0);
+function chownIfWanted(path: string, h: FlatEntry['header'], opts: ApplyOptions): void {
+  if (opts.sameOwner && isRoot()) lchownSync(path, h.uid ?? 0, h.gid ?? 0);
 }
 
 function applyXattrs(path: string, pax: Record<string, string>, state: ApplyState, what: string): void {
@@ -165,5 +199,11 @@ function applyXattrs(path: string, pax: Record<string, string>, state: ApplyStat
 
 /** Directory mtimes last: writing children changes them. */
 export async function finishApply(state: ApplyState): Promise<void> {
-  for (const d of state.dirTimes.reverse()) await utimes(d.path, d.mtime, d.mtime).catch(() => undefined);
+  for (const d of state.dirTimes.reverse()) {
+    try {
+      utimesSync(d.path, d.mtime, d.mtime);
+    } catch {
+      /* removed by a later entry */
+    }
+  }
 }

@@ -40,12 +40,18 @@ export interface InstallResult {
 
 async function localLocation(path: string, what: string): Promise<ImageLocation> {
   let st;
+  let ref = '';
   try {
     st = await stat(path);
   } catch {
-    throw new UserError(`${what}: local file ${path} not found`);
+    // An OCI layout holding several images may be named dir:tag.
+    const i = path.lastIndexOf(':');
+    st = i > 0 ? await stat(path.slice(0, i)).catch(() => undefined) : undefined;
+    if (!st?.isDirectory()) throw new UserError(`${what}: local file ${path} not found`);
+    ref = path.slice(i + 1);
+    path = path.slice(0, i);
   }
-  if (st.isDirectory()) return { transport: 'oci', path, ref: '' };
+  if (st.isDirectory()) return { transport: 'oci', path, ref };
   // docker-archive sources also recognise OCI archives (oci-layout inside, no manifest.json).
   return { transport: 'docker-archive', path, ref: '' };
 }

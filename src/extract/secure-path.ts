@@ -1,3 +1,4 @@
+import { lstatSync, readlinkSync } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { UserError } from '../errors.js';
@@ -61,4 +62,66 @@ export async function resolveInRoot(root: string, components: string[], followFi
     todo.unshift(...target.split('/'));
   }
   return posix.join(root, ...done);
+}
+
+/** Synchronous resolveInRoot: extraction makes thousands of tiny calls, each thread-pool hop costs. */
+export function resolveInRootSync(root: string, components: string[], followFinal = false): string {
+  const todo = [...components];
+  const done: string[] = [];
+  let hops = 0;
+  while (todo.length) {
+    const part = todo.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      done.pop();
+      continue;
+    }
+    const isFinal = todo.length === 0;
+    if (isFinal && !followFinal) {
+      done.push(part);
+      break;
+    }
+    const candidate = posix.join(root, ...done, part);
+    let st;
+    try {
+      st = lstatSync(candidate);
+    } catch {
+      done.push(part);
+      continue;
+    }
+    if (!st.isSymbolicLink()) {
+      done.push(part);
+      continue;
+    }
+    if (++hops > MAX_SYMLINK_HOPS) throw new UserError(`too many levels of symbolic links under ${root} at ${posix.join(...done, part)}`);
+    const target = readlinkSync(candidate);
+    if (target.startsWith('/')) done.length = 0;
+    todo.unshift(...target.split('/'));
+  }
+  return posix.join(root, ...done);
+}
+
+/**
+ * Resolved parent directories, keyed by their path inside the image. Only valid while nothing
+ * but the applier changes the tree: entries that could change what a path resolves to (a
+ * symlink, a file or directory replacing something) invalidate that path and everything below.
+ */
+export class ResolvedDirs {
+  private readonly cache = new Map<string, string>();
+  constructor(private readonly root: string) {}
+
+  resolve(rel: string): string {
+    if (rel === '') return this.root;
+    let hit = this.cache.get(rel);
+    if (hit === undefined) {
+      hit = resolveInRootSync(this.root, rel.split('/'), true);
+      this.cache.set(rel, hit);
+    }
+    return hit;
+  }
+
+  invalidate(rel: string): void {
+    const prefix = `${rel}/`;
+    for (const k of this.cache.keys()) if (k === rel || k.startsWith(prefix)) this.cache.delete(k);
+  }
 }
