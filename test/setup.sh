@@ -27,4 +27,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-npx tsc -p tsconfig.json
+# One bundled CLI (dist/cli) starts in half the time of ~150 separate modules; tsc output (dist/src) is kept for tests.
+npm run --silent build

@@ -2,8 +2,10 @@
  * undici costs ~100 ms to import on this machine class; load it only when a command actually
  * talks HTTP, so `kbundle build` and friends start fast.
  */
-let loaded: Promise<typeof import('undici')> | undefined;
-export function undici(): Promise<typeof import('undici')> {
-  loaded ??= import('undici');
+type Undici = typeof import('undici');
+let loaded: Promise<Undici> | undefined;
+export function undici(): Promise<Undici> {
+  // Bundled (dist/cli), a dynamic import of this CommonJS package yields { default: exports }.
+  loaded ??= import('undici').then((m) => ((m as Partial<Undici>).Agent ? m : (m as unknown as { default: Undici }).default));
   return loaded;
 }
