@@ -61,6 +61,17 @@ describe('catalog publish', () => {
     const newDigest = second.find((x) => x.name === 'metallb')!.digest;
     expect(newDigest).not.toBe(metallb.digest);
     expect(kbundle(['verify', `${ns}/metallb:latest`, '--key', join(keys, 'cat.pub'), '--json']).code).toBe(0);
+    // The index takes registry, digests and signature locations from what was published.
+    const site = join(tempDir(), 'site');
+    const ix = kbundle(['catalog', 'index', '-C', mine, '--layout', layout, '-o', site]);
+    expect(ix.code, ix.stderr).toBe(0);
+    const index = JSON.parse(readFileSync(join(site, 'index.json'), 'utf8'));
+    const m = index.bundles.find((b: { name: string }) => b.name === 'metallb');
+    expect(m.digest).toBe(newDigest);
+    expect(m.reference).toBe(`${ns}/metallb:${metallb.version}`);
+    expect(m.signatures.length).toBeGreaterThanOrEqual(2);
+    expect(m.signatures.join(' ')).toContain(`sha256-${newDigest.slice(7)}`);
+    expect(index.bundles.find((b: { name: string }) => b.name === 'kyverno').signatures.length).toBeGreaterThan(0);
     const latestRaw = mustRun('skopeo', ['inspect', '--tls-verify=false', '--raw', `docker://${ns}/metallb:latest`]);
     expect(`sha256:${createHash('sha256').update(latestRaw).digest('hex')}`).toBe(newDigest);
   });

@@ -40,9 +40,12 @@ export function cloudConfigSnippet(e: { type: string; reference: string; configK
   return lines.join('\n');
 }
 
-export async function catalogIndex(catalogDir: string, opts: { registry?: string; state?: Record<string, CatalogEntryState>; signatures?: Record<string, string[]> } = {}): Promise<CatalogIndexEntry[]> {
+export async function catalogIndex(
+  catalogDir: string,
+  opts: { registry?: string; state?: Record<string, CatalogEntryState>; published?: { registry: string; bundles: Record<string, { version: string; digest: string; references: string[]; signatures: string[] }> } } = {},
+): Promise<CatalogIndexEntry[]> {
   const out: CatalogIndexEntry[] = [];
-  const registry = (opts.registry ?? 'REGISTRY/kairos-bundles').replace(/\/$/, '');
+  const registry = (opts.registry ?? opts.published?.registry ?? 'REGISTRY/kairos-bundles').replace(/\/$/, '');
   for (const b of await discoverBundles(catalogDir)) {
     const { spec } = await loadBundleSpec(b.dir);
     let readme = '';
@@ -52,6 +55,8 @@ export async function catalogIndex(catalogDir: string, opts: { registry?: string
       /* lint reports it */
     }
     const st = opts.state?.[b.name];
+    const pub = opts.published?.registry === registry ? opts.published.bundles[b.name] : undefined;
+    const published = pub && pub.version === spec.version ? pub : undefined;
     const reference = `${registry}/${spec.name}:${spec.version}`;
     const entry: CatalogIndexEntry = {
       name: spec.name,
@@ -62,8 +67,8 @@ export async function catalogIndex(catalogDir: string, opts: { registry?: string
       ...(spec.source ? { source: spec.source } : {}),
       ...(spec.license ? { license: spec.license } : {}),
       reference,
-      ...(st && st.version === spec.version ? { digest: st.digest } : {}),
-      signatures: opts.signatures?.[b.name] ?? [],
+      ...(published ? { digest: published.digest } : st && st.version === spec.version ? { digest: st.digest } : {}),
+      signatures: published && (!st || st.digest === published.digest) ? published.signatures : [],
       configKey: spec.config.key,
       config: spec.config.values,
       readme,

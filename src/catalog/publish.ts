@@ -5,7 +5,26 @@ import { parseReference } from '../registry/reference.js';
 import { RegistryTarget } from '../registry/registry-target.js';
 import { copyImage } from '../store/copy.js';
 import type { OciLayout } from '../store/oci-layout.js';
+import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../store/oci-layout.js';
 import { readCatalogState } from './build.js';
+
+/** Written next to the catalog layout by publish, read by `catalog index`. */
+export const PUBLISHED_STATE_FILE = 'kbundle-published.json';
+
+export interface PublishedState {
+  registry: string;
+  bundles: Record<string, { version: string; digest: string; references: string[]; signatures: string[] }>;
+}
+
+export async function readPublishedState(layout: OciLayout): Promise<PublishedState | undefined> {
+  try {
+    return JSON.parse(await readFile(join(layout.dir, PUBLISHED_STATE_FILE), 'utf8')) as PublishedState;
+  } catch {
+    return undefined;
+  }
+}
 
 export interface PublishOptions {
   client: RegistryClient;
@@ -69,5 +88,14 @@ export async function publishCatalog(layout: OciLayout, opts: PublishOptions): P
     opts.onBundle?.(e.name, status);
     out.push(pub);
   }
+  // Remember what is where (and which signatures exist) for `catalog index`.
+  const prev = await readPublishedState(layout);
+  const published: PublishedState = { registry: ns, bundles: prev?.registry === ns ? { ...prev.bundles } : {} };
+  for (const p of out) {
+    const before = published.bundles[p.name];
+    const keep = before && before.digest === p.digest ? before.signatures : [];
+    published.bundles[p.name] = { version: p.version, digest: p.digest, references: p.references, signatures: p.signature ? [...new Set([...keep, ...p.signature.split(', ')])] : keep };
+  }
+  await writeFileAtomic(join(layout.dir, PUBLISHED_STATE_FILE), JSON.stringify(published, null, 2));
   return out;
 }

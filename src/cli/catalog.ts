@@ -67,12 +67,15 @@ export function registerCatalog(program: Command): void {
     .option('--json', 'print a JSON summary')
     .action(async (o: { catalog: string; out: string; layout: string; registry?: string; json?: boolean }) => {
       let state = {};
+      let published;
       try {
-        state = await readCatalogState(await OciLayout.open(o.layout));
+        const layout = await OciLayout.open(o.layout);
+        state = await readCatalogState(layout);
+        published = await (await import('../catalog/publish.js')).readPublishedState(layout);
       } catch {
         /* no build yet: index without digests */
       }
-      const entries = await catalogIndex(o.catalog, { registry: o.registry, state });
+      const entries = await catalogIndex(o.catalog, { registry: o.registry, state, published });
       const files = await writeCatalogIndex(o.out, entries);
       makePrinter(!!o.json).result(`wrote ${files.json} and ${files.html} (${entries.length} bundles)`, { ...files, bundles: entries.length });
     });
