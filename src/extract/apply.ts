@@ -5,7 +5,7 @@ import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '../errors.js';
 import type { FlatEntry } from './flatten.js';
-import { entryComponents, resolveInRootSync, ResolvedDirs } from './secure-path.js';
+import { entryComponents, resolveInRoot, ResolvedDirs } from './secure-path.js';
 
 export interface ApplyOptions {
   /** Keep uid/gid from the image (only effective as root); Kairos does not (WithNoSameOwner). */
@@ -101,7 +101,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       if (st?.isSymbolicLink()) {
         // Unlike containerd, keep a destination symlink that leads (inside the root) to a
         // directory, e.g. /lib -> usr/lib on merged-/usr systems: the image's files go through it.
-        const through = resolveInRootSync(root, e.path.split('/'), true);
+        const through = resolveInRoot(root, e.path.split('/'), true);
         if (lstatOrUndefined(through)?.isDirectory()) break;
       }
       if (st && !st.isDirectory()) {
@@ -155,7 +155,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       if (!state.written.has(targetRel)) {
         throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a file of this image`, 'hard links may only join files the image itself contains');
       }
-      const target = resolveInRootSync(root, targetParts, false);
+      const target = resolveInRoot(root, targetParts, false);
       if (!lstatOrUndefined(target)?.isFile()) throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a regular file`);
       const tmp = tmpName(parent);
       linkSync(target, tmp);

@@ -1,5 +1,4 @@
 import { lstatSync, readlinkSync } from 'node:fs';
-import { lstat, readlink } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { UserError } from '../errors.js';
 
@@ -27,45 +26,9 @@ export function entryComponents(name: string, what: string): string[] {
  * securejoin semantics: resolve `components` under `root`, following every symlink met on the
  * way (except the final component unless `followFinal`) *as if `root` were `/`*: absolute
  * targets restart at root and `..` never climbs above it. The result always lies inside root.
+ * Synchronous: extraction makes thousands of these calls and each thread-pool hop costs.
  */
-export async function resolveInRoot(root: string, components: string[], followFinal = false): Promise<string> {
-  const todo = [...components];
-  const done: string[] = [];
-  let hops = 0;
-  while (todo.length) {
-    const part = todo.shift()!;
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      done.pop();
-      continue;
-    }
-    const candidate = posix.join(root, ...done, part);
-    const isFinal = todo.length === 0;
-    if (isFinal && !followFinal) {
-      done.push(part);
-      break;
-    }
-    let st;
-    try {
-      st = await lstat(candidate);
-    } catch {
-      done.push(part); // does not exist (yet): nothing to follow
-      continue;
-    }
-    if (!st.isSymbolicLink()) {
-      done.push(part);
-      continue;
-    }
-    if (++hops > MAX_SYMLINK_HOPS) throw new UserError(`too many levels of symbolic links under ${root} at ${posix.join(...done, part)}`);
-    const target = await readlink(candidate);
-    if (target.startsWith('/')) done.length = 0;
-    todo.unshift(...target.split('/'));
-  }
-  return posix.join(root, ...done);
-}
-
-/** Synchronous resolveInRoot: extraction makes thousands of tiny calls, each thread-pool hop costs. */
-export function resolveInRootSync(root: string, components: string[], followFinal = false): string {
+export function resolveInRoot(root: string, components: string[], followFinal = false): string {
   const todo = [...components];
   const done: string[] = [];
   let hops = 0;
@@ -114,7 +77,7 @@ export class ResolvedDirs {
     if (rel === '') return this.root;
     let hit = this.cache.get(rel);
     if (hit === undefined) {
-      hit = resolveInRootSync(this.root, rel.split('/'), true);
+      hit = resolveInRoot(this.root, rel.split('/'), true);
       this.cache.set(rel, hit);
     }
     return hit;

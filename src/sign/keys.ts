@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { secretboxOpen, secretboxSeal } from './secretbox.js';
+import { pathExists } from '../fs-util.js';
 
 const scrypt = promisify(scryptCb) as (password: Buffer, salt: Buffer, keylen: number, opts: { N: number; r: number; p: number; maxmem: number }) => Promise<Buffer>;
 
@@ -133,14 +134,6 @@ async function writeNew(path: string, data: string, mode: number): Promise<void>
   }
 }
 
-async function existsFile(path: string): Promise<boolean> {
-  try {
-    await readFile(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Write `<prefix>.key` (0600) and `<prefix>.pub`; refuses to overwrite unless `force`. */
 export async function writeKeyPair(prefix: string, password: string, opts: { force?: boolean } = {}): Promise<{ keyFile: string; pubFile: string; hint: string }> {
@@ -148,7 +141,7 @@ export async function writeKeyPair(prefix: string, password: string, opts: { for
   const pubFile = `${prefix}.pub`;
   if (!opts.force) {
     for (const f of [keyFile, pubFile]) {
-      if (await existsFile(f)) throw new UserError(`${f} already exists`, 'choose another --out prefix, or pass --force to replace it');
+      if (await pathExists(f, { follow: true })) throw new UserError(`${f} already exists`, 'choose another --out prefix, or pass --force to replace it');
     }
   }
   const pair = await generateKeyPair(password);

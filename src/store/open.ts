@@ -16,6 +16,7 @@ import { writeDockerArchive, writeOciArchive } from './archive.js';
 import { OciLayout } from './oci-layout.js';
 import { fetchBytes, type Target } from './target.js';
 import { formatLocation, parseLocation, type ImageLocation } from './transport.js';
+import { pathExists } from '../fs-util.js';
 
 /** An image location opened for reading or writing. */
 export interface OpenedImage {
@@ -99,14 +100,6 @@ async function extractFiles(file: string, dir: string, what: string): Promise<vo
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function isGzipFile(path: string): Promise<boolean> {
   const fh = await openFile(path, 'r');
@@ -213,8 +206,8 @@ export async function openSource(loc: ImageLocation, opts: OpenOptions): Promise
     const raw = join(tmp, 'raw');
     await mkdir(raw);
     await extractFiles(loc.path, raw, display);
-    const isOciLayout = (await exists(join(raw, 'oci-layout'))) && (await exists(join(raw, 'index.json')));
-    if (loc.transport === 'oci-archive' || (isOciLayout && !(await exists(join(raw, 'manifest.json'))))) {
+    const isOciLayout = (await pathExists(join(raw, 'oci-layout'), { follow: true })) && (await pathExists(join(raw, 'index.json'), { follow: true }));
+    if (loc.transport === 'oci-archive' || (isOciLayout && !(await pathExists(join(raw, 'manifest.json'), { follow: true })))) {
       if (!isOciLayout) throw new UserError(`${display}: not an OCI archive (no oci-layout/index.json inside)`, 'for `docker save` output use docker-archive:<file>');
       return { target: await OciLayout.open(raw), reference: loc.ref, display, close: cleanup };
     }
@@ -256,7 +249,7 @@ export async function openDestination(loc: ImageLocation, opts: OpenOptions & De
     return { target, reference: ref.digest ?? ref.tag ?? 'latest', display, registryRef: ref, close: async () => undefined };
   }
   if (loc.transport === 'oci') {
-    const existed = await exists(loc.path);
+    const existed = await pathExists(loc.path, { follow: true });
     const layout = await OciLayout.open(loc.path, { create: true });
     return {
       target: layout,
@@ -269,7 +262,7 @@ export async function openDestination(loc: ImageLocation, opts: OpenOptions & De
     };
   }
   const dir = dirname(resolve(loc.path));
-  if (!(await exists(dir))) throw new UserError(`${display}: directory ${dir} does not exist`);
+  if (!(await pathExists(dir, { follow: true }))) throw new UserError(`${display}: directory ${dir} does not exist`);
   const tmp = await mkdtemp(join(dir, '.kbundle-copy-'));
   const layout = await OciLayout.open(tmp, { create: true });
   const transport = loc.transport;

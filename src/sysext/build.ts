@@ -8,6 +8,7 @@ import { signRootHash } from './sign.js';
 import { lastLines, runTool } from './tools.js';
 import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types.js';
 import { computeVerity, VERITY_BLOCK } from './verity.js';
+import { pathExists } from '../fs-util.js';
 
 export type ImageFormat = 'ddi' | 'plain';
 
@@ -97,14 +98,6 @@ export function defaultSeed(kind: ExtensionKind): string {
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Refuse trees systemd would not merge the way the user expects, before anything is written. */
 async function validateTree(tree: string, kind: ExtensionKind, name: string): Promise<string[]> {
@@ -130,11 +123,11 @@ async function validateTree(tree: string, kind: ExtensionKind, name: string): Pr
     const s = await lstat(join(tree, h));
     if (!s.isDirectory()) throw new UserError(`${tree}/${h} must be a directory (it is a ${s.isSymbolicLink() ? 'symlink' : 'file'})`);
   }
-  if (kind === 'sysext' && (await exists(join(tree, 'usr/lib/os-release')))) {
+  if (kind === 'sysext' && (await pathExists(join(tree, 'usr/lib/os-release')))) {
     throw new UserError(`${tree}: contains usr/lib/os-release`, 'systemd refuses extensions that ship an os-release (on 252 the whole merge fails); remove it');
   }
   const relDir = join(tree, k.releaseDir);
-  if (await exists(relDir)) {
+  if (await pathExists(relDir)) {
     const found = (await readdir(relDir)).filter((n) => n.startsWith('extension-release.'));
     if (found.length) {
       throw new UserError(`${tree}: already has ${k.releaseDir}/${found.join(', ')}`, `kbundle writes ${k.releaseDir}/extension-release.${name} from --id/--version-id/--sysext-level/--arch; remove the file from the tree`);
@@ -173,7 +166,7 @@ async function buildSquashfs(tree: string, present: string[], out: string, work:
   const parts = k.releaseDir.split('/');
   for (let i = 1; i <= parts.length; i++) {
     const rel = parts.slice(0, i).join('/');
-    if (!(await exists(join(tree, rel)))) pseudo.push('-p', `${rel} D ${t} 755 0 0`);
+    if (!(await pathExists(join(tree, rel)))) pseudo.push('-p', `${rel} D ${t} 755 0 0`);
   }
   const q = relFile.replace(/'/g, `'\\''`);
   pseudo.push('-p', `${k.releaseDir}/extension-release.${name} F ${t} 644 0 0 cat '${q}'`);
@@ -197,7 +190,7 @@ async function buildErofs(tree: string, present: string[], out: string, work: st
   const parts = k.releaseDir.split('/');
   for (let i = 1; i <= parts.length; i++) {
     const d = join(stage, ...parts.slice(0, i));
-    if (!(await exists(d))) {
+    if (!(await pathExists(d))) {
       await mkdir(d);
       await chmod(d, 0o755);
     }

@@ -15,6 +15,7 @@ import { parseLocation } from '../store/transport.js';
 import { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile, type CheckResult } from './check.js';
 import { KAIROS_POLICY } from './policy.js';
 import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
+import { pathExists } from '../fs-util.js';
 
 /**
  * kairos-agent's extension layout (pkg/action/sysext.go), under a root:
@@ -44,14 +45,6 @@ export function nodePaths(node: Node) {
   };
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** `.raw` entries of a folder that are not directories (symlinks count), sorted; creates the folder like kairos-agent. */
 export async function listDir(dir: string): Promise<string[]> {
@@ -78,8 +71,8 @@ export async function listExtensions(node: Node, state?: BootState): Promise<Lis
   const out: ListedExtension[] = [];
   for (const name of names) {
     const enabled: BootState[] = [];
-    for (const s of BOOT_STATES) if (await exists(join(p.state(s), name))) enabled.push(s);
-    out.push({ name, enabled, running: await exists(join(p.run, name)) });
+    for (const s of BOOT_STATES) if (await pathExists(join(p.state(s), name))) enabled.push(s);
+    out.push({ name, enabled, running: await pathExists(join(p.run, name)) });
   }
   return out;
 }
@@ -157,13 +150,13 @@ export async function enableExtension(node: Node, query: string, state: BootStat
     }
     messages.push(`${name} is already enabled in ${state}`);
   } else {
-    if (await exists(link)) throw new UserError(`${link} exists and is not a symlink`, 'remove it by hand; kbundle only manages links there');
+    if (await pathExists(link)) throw new UserError(`${link} exists and is not a symlink`, 'remove it by hand; kbundle only manages links there');
     await symlink(target, link);
     changed = true;
     messages.push(`${name} enabled in ${state}`);
   }
   if (now) {
-    if (state === 'common' || (await exists(p.bootMarker(state)))) {
+    if (state === 'common' || (await pathExists(p.bootMarker(state)))) {
       await mkdir(p.run, { recursive: true });
       const runLink = join(p.run, name);
       const runTarget = posix.join(p.stateOnNode(state), name);
@@ -185,13 +178,13 @@ export async function disableExtension(node: Node, query: string, state: BootSta
   const p = nodePaths(node);
   const dir = p.state(state);
   const messages: string[] = [];
-  const names = (await exists(dir)) ? await listDir(dir) : [];
+  const names = (await pathExists(dir)) ? await listDir(dir) : [];
   const name = pickExtension(names, query, node.kind, `disable --${state}`);
   if (!name) return { name: query, changed: false, messages: [`${query} is not enabled in ${state}`] };
   await rm(join(dir, name), { force: true });
   messages.push(`${name} disabled in ${state}`);
   if (now) {
-    if (state === 'common' || (await exists(p.bootMarker(state)))) {
+    if (state === 'common' || (await pathExists(p.bootMarker(state)))) {
       const runLink = join(p.run, name);
       if (await isLink(runLink)) {
         await unlink(runLink);
@@ -315,8 +308,8 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
     } else {
       const i = src.ref.lastIndexOf(':');
       const path = i > 0 && !src.ref.slice(i + 1).includes('/') ? src.ref.slice(0, i) : src.ref;
-      if (src.scheme === 'oci' && ((await exists(join(path, 'oci-layout'))) || (await exists(join(src.ref, 'oci-layout'))))) {
-        const isWhole = await exists(join(src.ref, 'oci-layout'));
+      if (src.scheme === 'oci' && ((await pathExists(join(path, 'oci-layout'))) || (await pathExists(join(src.ref, 'oci-layout'))))) {
+        const isWhole = await pathExists(join(src.ref, 'oci-layout'));
         loc = { transport: 'oci', path: isWhole ? src.ref : path, ref: isWhole ? '' : src.ref.slice(i + 1) };
       } else {
         loc = { transport: 'docker', ref: src.ref };
