@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { UserError } from '../errors.js';
+import { verifyFiles } from '../oci/file-digest-worker.js';
 import { isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
 import { formatPlatform, hostPlatform, selectPlatform } from '../oci/platform.js';
 import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
@@ -74,17 +76,25 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
   let staging: string | undefined;
   const layerPaths: string[] = [];
   try {
-    for (const layer of manifest.layers) {
-      if (target instanceof OciLayout) {
-        await pipeline(await target.fetch(layer), new PassThrough().resume());
-        layerPaths.push(target.blobPath(layer.digest));
-      } else {
-        staging ??= await mkdtemp(join(opts.stagingDir ?? (await import('node:os')).tmpdir(), 'kbundle-layers-'));
+    if (target instanceof OciLayout) {
+      // Local blobs: hash them in place, in parallel, before anything is extracted.
+      const items = manifest.layers.map((layer) => ({ path: target.blobPath(layer.digest), digest: layer.digest, size: layer.size, what: `${target.name}: blob ${layer.digest}` }));
+      for (const it of items) {
+        if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size }))) throw new UserError(`${it.what} is missing or has the wrong size`, 'the layout is incomplete; rebuild or pull it again');
+      }
+      await verifyFiles(items, Math.max(1, Math.min(4, availableParallelism())));
+      for (const [i, layer] of manifest.layers.entries()) {
+        layerPaths.push(items[i]!.path);
+        opts.onLayerVerified?.(layer);
+      }
+    } else {
+      for (const layer of manifest.layers) {
+        staging ??= await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'kbundle-layers-'));
         const local = await OciLayout.open(staging, { create: true });
         await local.push(layer, await target.fetch(layer));
         layerPaths.push(local.blobPath(layer.digest));
+        opts.onLayerVerified?.(layer);
       }
-      opts.onLayerVerified?.(layer);
     }
 
     await mkdir(root, { recursive: true });

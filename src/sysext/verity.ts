@@ -139,7 +139,7 @@ async function leafHashes(path: string, offset: number, dataBlocks: number, salt
       const count = Math.max(0, Math.min(per, dataBlocks - first));
       if (count === 0) return Promise.resolve(Buffer.alloc(0));
       return new Promise<Buffer>((resolve, reject) => {
-        const w = new Worker(LEAF_WORKER, { eval: true, workerData: { path, offset, first, count, salt: Uint8Array.from(salt), blockSize, digest, algorithm } });
+        const w = new Worker(LEAF_WORKER, { eval: true, execArgv: [], workerData: { path, offset, first, count, salt: Uint8Array.from(salt), blockSize, digest, algorithm } });
         w.once('message', (m: Uint8Array) => resolve(Buffer.from(m.buffer, m.byteOffset, m.byteLength)));
         w.once('error', (e) => reject(new UserError(`${path}: verity hashing failed: ${e.message}`)));
       });
