@@ -2,6 +2,7 @@
  * bench/build: kbundle build of a ~200 MB tree vs `tar --sort=name -cf - | gzip -6` on the same
  * tree, measured side by side in one run (medians of N runs). Run: npm run bench:build
  */
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { generateTree, median, printTable, timeCommand, type Timed } from './common.js';
@@ -22,9 +23,16 @@ const cli = resolve('bin/kbundle.js');
 const out = join(work, 'out');
 const kb: Timed[] = [];
 const tg: Timed[] = [];
-for (let i = 0; i < runs; i++) {
+// Each timed run starts with no dirty pages from the previous one (writeback would bill it).
+const settle = () => {
   rmSync(out, { recursive: true, force: true });
+  rmSync(join(work, 'tar.tgz'), { force: true });
+  spawnSync('sync');
+};
+for (let i = 0; i < runs; i++) {
+  settle();
   kb.push(timeCommand(`node ${cli} build ${bundle} -o oci:${out}:bench`));
+  settle();
   tg.push(timeCommand(`tar --sort=name -C ${tree} -cf - . | gzip -6 > ${join(work, 'tar.tgz')}`));
 }
 const k = median(kb.map((t) => t.seconds));

@@ -61,10 +61,17 @@ const { layout, layerFiles } = makeImage();
 const cli = resolve('bin/kbundle.js');
 const out = join(work, 'out');
 const results: Record<string, Timed[]> = { kbundle: [], umoci: [], tar: [] };
-for (let i = 0; i < runs; i++) {
+// Each timed run starts with no dirty pages from the previous one (writeback would bill it).
+const settle = () => {
   rmSync(out, { recursive: true, force: true });
+  spawnSync('sync');
+};
+for (let i = 0; i < runs; i++) {
+  settle();
   results.kbundle!.push(timeCommand(`node ${cli} install container://${layout}:bench --local-file --root ${out}/kbundle > /dev/null`));
+  settle();
   results.umoci!.push(timeCommand(`umoci unpack --rootless --image ${layout}:bench ${out}/umoci > /dev/null 2>&1`));
+  settle();
   results.tar!.push(timeCommand(`mkdir -p ${out}/tar && for l in ${layerFiles.join(' ')}; do tar -xzf "$l" -C ${out}/tar; done`));
 }
 rmSync(out, { recursive: true, force: true });
