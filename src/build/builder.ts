@@ -2,12 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { digestOf } from '../oci/digest.js';
-import { Annotation, MediaType } from '../oci/mediatypes.js';
-import { parsePlatform } from '../oci/platform.js';
-import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.js';
+import { Annotation } from '../oci/mediatypes.js';
+import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
 import { planEntries } from './entries.js';
+import { writeIndexIfNeeded, writeSingleLayerImage } from './image.js';
 import { writeLayer, type LayerEntry, type WrittenLayer } from './layer.js';
 import { loadBundleSpec, type LoadedSpec } from './spec.js';
 
@@ -51,11 +50,6 @@ export function sourceDateEpochFromEnv(env: NodeJS.ProcessEnv = process.env): nu
   if (v === undefined || v === '') return 0;
   if (!/^\d+$/.test(v)) throw new UserError(`SOURCE_DATE_EPOCH: "${v}" is not a number of seconds since 1970`, 'e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)');
   return Number(v);
-}
-
-function canonicalJson(value: unknown): Buffer {
-  // Objects are built in a fixed key order below, so JSON.stringify is stable.
-  return Buffer.from(JSON.stringify(value));
 }
 
 /**
@@ -120,42 +114,12 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
         throw e;
       }
       opts.onProgress?.({ kind: 'layer-done', platform, layer });
-      const plat = parsePlatform(platform);
-      const config: ImageConfig = {
-        created,
-        architecture: plat.architecture,
-        os: plat.os,
-        ...(plat.variant ? { variant: plat.variant } : {}),
-        config: { Labels: { ...annotations } },
-        rootfs: { type: 'layers', diff_ids: [layer.diffId] },
-        history: [{ created, created_by: `kbundle build ${spec.name} ${spec.version}` }],
-      };
-      const configBytes = canonicalJson(config);
-      const configDesc: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length };
-      await layout.push(configDesc, configBytes);
-      const manifest: Manifest = {
-        schemaVersion: 2,
-        mediaType: MediaType.OciManifest,
-        config: configDesc,
-        layers: [{ mediaType: MediaType.OciLayerGzip, digest: layer.digest, size: layer.size }],
-        annotations,
-      };
-      const manifestBytes = canonicalJson(manifest);
-      const manifestDesc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifestBytes), size: manifestBytes.length, platform: plat };
-      await layout.push(manifestDesc, manifestBytes);
-      return { platform, manifest: manifestDesc, config: configDesc, layer };
+      const image = await writeSingleLayerImage(layout, { platform, created, createdBy: `kbundle build ${spec.name} ${spec.version}`, annotations, layer });
+      return { platform, manifest: image.manifest, config: image.config, layer };
     }),
   );
 
-  let root: Descriptor;
-  if (images.length === 1) {
-    root = images[0]!.manifest;
-  } else {
-    const index: Index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: images.map((i) => i.manifest), annotations };
-    const bytes = canonicalJson(index);
-    root = { mediaType: MediaType.OciIndex, digest: digestOf(bytes), size: bytes.length };
-    await layout.push(root, bytes);
-  }
+  const root = await writeIndexIfNeeded(layout, images.map((i) => i.manifest), annotations);
   return { loaded, root, images };
 }
 

@@ -8,10 +8,9 @@ import { UserError } from '../errors.js';
 import { writeLayer, type LayerEntry, type WrittenLayer } from '../build/layer.js';
 import { planEntries } from '../build/entries.js';
 import type { LoadedSpec } from '../build/spec.js';
-import { digestOf } from '../oci/digest.js';
-import { Annotation, MediaType } from '../oci/mediatypes.js';
-import { parsePlatform } from '../oci/platform.js';
-import type { Descriptor, ImageConfig, Index, Manifest, Platform } from '../oci/types.js';
+import { writeIndexIfNeeded, writeSingleLayerImage } from '../build/image.js';
+import { Annotation } from '../oci/mediatypes.js';
+import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
 import { buildSysext, type SysextBuildResult } from './build.js';
 import { SysextSettingsSchema } from './spec.js';
@@ -59,34 +58,13 @@ export async function packageRaw(
     [RAW_FILE_ANNOTATION]: raw.fileName,
     ...(opts.extraAnnotations ?? {}),
   };
-  const plat: Platform = parsePlatform(opts.platform);
-  const config: ImageConfig = {
-    created,
-    architecture: plat.architecture,
-    os: plat.os,
-    ...(plat.variant ? { variant: plat.variant } : {}),
-    config: { Labels: { ...annotations } },
-    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
-    history: [{ created, created_by: `kbundle ${opts.kind} build ${raw.fileName}` }],
-  };
-  const configBytes = Buffer.from(JSON.stringify(config));
-  const configDesc: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(configBytes), size: configBytes.length };
-  await layout.push(configDesc, configBytes);
-  const manifest: Manifest = { schemaVersion: 2, mediaType: MediaType.OciManifest, config: configDesc, layers: [{ mediaType: MediaType.OciLayerGzip, digest: layer.digest, size: layer.size }], annotations };
-  const bytes = Buffer.from(JSON.stringify(manifest));
-  const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length, platform: plat };
-  await layout.push(desc, bytes);
-  return { platform: opts.platform, manifest: desc, config: configDesc, layer, raw };
+  const image = await writeSingleLayerImage(layout, { platform: opts.platform, created, createdBy: `kbundle ${opts.kind} build ${raw.fileName}`, annotations, layer });
+  return { platform: opts.platform, manifest: image.manifest, config: image.config, layer, raw };
 }
 
 /** An index over several platform images (one manifest needs none). */
 export async function indexOf(images: PackagedImage[], layout: OciLayout, annotations?: Record<string, string>): Promise<Descriptor> {
-  if (images.length === 1) return images[0]!.manifest;
-  const index: Index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: images.map((i) => i.manifest), ...(annotations ? { annotations } : {}) };
-  const bytes = Buffer.from(JSON.stringify(index));
-  const root: Descriptor = { mediaType: MediaType.OciIndex, digest: digestOf(bytes), size: bytes.length };
-  await layout.push(root, bytes);
-  return root;
+  return writeIndexIfNeeded(layout, images.map((i) => i.manifest), annotations);
 }
 
 // ---------------------------------------------------------------------------------------------
