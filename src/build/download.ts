@@ -5,7 +5,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { undici } from '../registry/undici-lazy.js';
+import { undiciFull } from '../registry/undici-lazy.js';
 import { UserError } from '../errors.js';
 import { VerifyingStream } from '../oci/digest.js';
 
@@ -28,7 +28,7 @@ export async function fetchPinned(url: string, sha256: string, what: string): Pr
   await mkdir(dir, { recursive: true });
   let res;
   try {
-    res = await (await undici()).fetch(url, { redirect: 'follow' });
+    res = await (await undiciFull()).fetch(url, { redirect: 'follow' });
   } catch (e) {
     throw new UserError(`${what}: download of ${url} failed: ${(e as Error).cause ? String((e as Error & { cause: Error }).cause.message) : (e as Error).message}`);
   }
