@@ -137,6 +137,11 @@ async function time(label: string, fn: () => Promise<void>): Promise<number> {
   return s;
 }
 
+/** Flush dirty pages so a timed phase does not pay for the previous phase's writeback. */
+function settle(): void {
+  spawnSync('sync');
+}
+
 function run(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited with ${r.status}`);
@@ -159,17 +164,19 @@ async function main(): Promise<void> {
     const total = image.layers.reduce((n, l) => n + l.size, 0);
     const mb = total / 1048576;
 
-    console.log(`kbundle (chunk ${chunkMib} MiB, 3 parallel layers):`);
+    console.log(`kbundle (chunk ${chunkMib} MiB, 4 parallel layers):`);
     const kreg = await startRegistry(root, 'reg-kbundle');
     const client = new RegistryClient({});
     let kPush = 0;
     let kPull = 0;
     try {
       const dst = new RegistryTarget(client, 'bench/kbundle', kreg.host, { access: 'push', upload: { chunkSize: chunkMib << 20, monolithicMax: chunkMib << 20 } });
+      settle();
       kPush = await time('push', async () => {
         await copyImage(image.layout, 'bench', dst, 'v1');
       });
       const out = await OciLayout.open(join(root, 'pull-kbundle'), { create: true });
+      settle();
       kPull = await time('pull', async () => {
         await copyImage(new RegistryTarget(client, 'bench/kbundle', kreg.host), 'v1', out, 'v1');
       });
@@ -183,7 +190,9 @@ async function main(): Promise<void> {
     let sPush = 0;
     let sPull = 0;
     try {
+      settle();
       sPush = await time('push', async () => run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', `oci:${join(root, 'src')}:bench`, `docker://${sreg.host}/bench/skopeo:v1`]));
+      settle();
       sPull = await time('pull', async () => run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${sreg.host}/bench/skopeo:v1`, `oci:${join(root, 'pull-skopeo')}:v1`]));
     } finally {
       await sreg.stop();

@@ -23,7 +23,7 @@ export interface CopyOptions {
   onProgress?: (e: CopyProgress) => void;
   /** Repositories on the destination registry that may already hold the blobs (cross-repo mount). */
   mountFrom?: string[];
-  /** Parallel blob transfers (default 3). */
+  /** Parallel blob transfers (default 4: on 2 cores one stream parses while others wait on I/O). */
   concurrency?: number;
   /** Times one blob transfer is started again after a transient failure (default 3 attempts). */
   blobAttempts?: number;
@@ -92,7 +92,7 @@ function isForeignLayer(desc: Descriptor): boolean {
 export async function copyImage(src: Target, srcRef: string, dst: Target, dstRef: string, opts: CopyOptions = {}): Promise<CopyResult> {
   const result: CopyResult = { root: await src.resolve(srcRef), blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, manifestsCopied: 0, bytesCopied: 0 };
   const progress = opts.onProgress ?? (() => undefined);
-  const limit = limiter(Math.max(1, opts.concurrency ?? 3));
+  const limit = limiter(Math.max(1, opts.concurrency ?? 4));
   const attempts = Math.max(1, opts.blobAttempts ?? 3);
   const mountFrom = [...(opts.mountFrom ?? [])];
   if (isRegistryTarget(src) && isRegistryTarget(dst) && src.registry === dst.registry && src.repository !== dst.repository) mountFrom.push(src.repository);
