@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { extractImage } from '../src/extract/extract-image.js';
-import { cleanupTempDirs, REPO_ROOT, tempDir } from './helpers/exec.js';
+import { cleanupTempDirs, mustRun, REPO_ROOT, run, tempDir } from './helpers/exec.js';
 import { craftImage, type CraftEntry } from './helpers/craft-image.js';
 
 afterAll(cleanupTempDirs);
@@ -71,6 +71,17 @@ describe('overlay extraction with whiteouts onto a pre-populated root', () => {
     expect(lstatSync(join(root, 'etc/motd')).ino).toBe(lstatSync(join(root, 'etc/motd2')).ino);
     expect(statSync(join(root, 'etc/motd')).mtime.getTime()).toBe(1_000_000_000_000);
     expect(r.files).toBe(5);
+  });
+
+  it('applies extended attributes from PAX records, unless told not to', async () => {
+    const { layout, manifest } = await craftImage(join(tempDir(), 'img'), [[{ name: 'etc/x', type: 'file', content: 'x', pax: { 'SCHILY.xattr.user.kbundle': 'hello' } } as CraftEntry]]);
+    const root = join(tempDir(), 'root');
+    const r = await extractImage(layout, manifest, root);
+    expect(r.warnings).toEqual([]);
+    expect(mustRun('getfattr', ['--only-values', '-n', 'user.kbundle', join(root, 'etc/x')])).toBe('hello');
+    const root2 = join(tempDir(), 'root2');
+    await extractImage(layout, manifest, root2, { xattrs: false });
+    expect(run('getfattr', ['-n', 'user.kbundle', join(root2, 'etc/x')]).code).not.toBe(0);
   });
 
   it('keeps setuid bits only when allowed', async () => {

@@ -14,6 +14,7 @@ interface InstallFlags extends RegistryFlags, VerifyFlags {
   sameOwner?: boolean;
   allowSetuid?: boolean;
   allowDevices?: boolean;
+  xattrs?: boolean;
 }
 
 export function registerInstall(program: Command): void {
@@ -27,7 +28,8 @@ export function registerInstall(program: Command): void {
     .option('--platform <os/arch>', 'platform to install from a multi-platform image (default: this host)')
     .option('--same-owner', 'keep file owners from the image (root only)')
     .option('--allow-setuid', 'keep setuid/setgid bits')
-    .option('--allow-devices', 'create device nodes and fifos (root only)');
+    .option('--allow-devices', 'create device nodes and fifos (root only)')
+    .option('--no-xattrs', 'do not apply extended attributes recorded in the layers');
   registryOptions(cmd);
   addVerifyOptions(cmd);
   cmd.action(async (target: string | undefined, o: InstallFlags) => {
@@ -42,6 +44,7 @@ export function registerInstall(program: Command): void {
       sameOwner: o.sameOwner,
       allowSetuid: o.allowSetuid,
       allowDevices: o.allowDevices,
+      xattrs: o.xattrs,
       onOutput: o.json ? undefined : (s: string) => process.stderr.write(s),
     };
     try {

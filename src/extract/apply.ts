@@ -14,7 +14,7 @@ export interface ApplyOptions {
   allowSetuid?: boolean;
   /** Create device nodes and fifos (root only); refused by default. */
   allowDevices?: boolean;
-  /** Apply `SCHILY.xattr.*` PAX records with setfattr when available. */
+  /** Apply `SCHILY.xattr.*` PAX records (as containerd does) with setfattr; default on. */
   xattrs?: boolean;
   onFile?: (path: string, bytes: number) => void;
 }
@@ -181,7 +181,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       throw new UserError(`${what}: "${e.path}" has unsupported tar entry type ${h.type}`);
   }
   state.written.add(e.path);
-  if (opts.xattrs && h.pax) applyXattrs(final, h.pax as Record<string, string>, state, what);
+  if (opts.xattrs !== false && h.pax) applyXattrs(final, h.pax as Record<string, string>, state, what);
 }
 
 function chownIfWanted(path: string, h: FlatEntry['header'], opts: ApplyOptions): void {
