@@ -22,7 +22,6 @@ function sha256File(path: string): string {
 /** An OCI layout whose layers are `tar --sort=name | gzip -6` of four distinct trees. */
 function makeImage(): { layout: string; layerFiles: string[] } {
   const layout = join(work, `oci-${totalMiB}m`);
-  const layerFiles: string[] = [];
   if (existsSync(join(layout, 'index.json'))) {
     const m = JSON.parse(readFileSync(join(layout, 'blobs/sha256', JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')).manifests[0].digest.slice(7)), 'utf8'));
     return { layout, layerFiles: m.layers.map((l: { digest: string }) => join(layout, 'blobs/sha256', l.digest.slice(7))) };

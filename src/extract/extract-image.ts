@@ -8,7 +8,7 @@ import { createGunzip } from 'node:zlib';
 import { UserError } from '../errors.js';
 import { verifyFiles } from '../oci/file-digest-worker.js';
 import { isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
-import { formatPlatform, hostPlatform, selectPlatform } from '../oci/platform.js';
+import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
 import { OciLayout } from '../store/oci-layout.js';
 import { fetchBytes, type Target } from '../store/target.js';
@@ -113,8 +113,4 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
   } finally {
     if (staging) await rm(staging, { recursive: true, force: true });
   }
-}
-
-export function describePlatform(p: Platform | undefined): string {
-  return p ? formatPlatform(p) : 'unknown platform';
 }

@@ -14,9 +14,6 @@ export const MediaType = {
   DockerForeignLayerGzip: 'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
 } as const;
 
-/** kbundle's own artifact type for bundle images (set on manifests it builds). */
-export const BUNDLE_ARTIFACT_TYPE = 'application/vnd.kairos.bundle.v1';
-
 export const INDEX_MEDIA_TYPES: ReadonlySet<string> = new Set([MediaType.OciIndex, MediaType.DockerManifestList]);
 export const MANIFEST_MEDIA_TYPES: ReadonlySet<string> = new Set([MediaType.OciManifest, MediaType.DockerManifest]);
 

@@ -8,7 +8,7 @@ import { UserError } from '../errors.js';
 import { VerifyingStream, digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { IndexSchema, OciLayoutFileSchema, parseAnyManifest, parseJson, type Descriptor, type Index } from '../oci/types.js';
-import { fetchBytes, type Target } from './target.js';
+import type { Target } from './target.js';
 
 const LAYOUT_VERSION = '1.0.0';
 /** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
@@ -179,10 +179,6 @@ export class OciLayout implements Target {
   async tags(): Promise<string[]> {
     return listRefNames(await this.readIndex());
   }
-
-  async fetchManifestBytes(desc: Descriptor): Promise<Buffer> {
-    return fetchBytes(this, desc);
-  }
 }
 
 const SIGNATURE_TAG = /^sha(256|512)-[a-f0-9]{64,128}(\.(sig|att|sbom))?$/;
@@ -200,8 +196,4 @@ function stripRefName(d: Descriptor): Descriptor {
   if (!annotations) return rest;
   const { [Annotation.RefName]: _drop, ...others } = annotations;
   return Object.keys(others).length ? { ...rest, annotations: others } : rest;
-}
-
-export async function removeLayoutBlob(layout: OciLayout, digest: string): Promise<void> {
-  await rm(layout.blobPath(digest), { force: true });
 }

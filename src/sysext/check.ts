@@ -71,7 +71,6 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
     achievable.add('unprotected');
     add(true, `bare ${info.fsType} file system: systemd treats it as an unprotected root partition`);
   } else {
-    const main = info.partitions.find((p) => p.offset === info.fsOffset)!;
     add(true, `GPT disk image: ${info.partitions.map((p) => p.dps?.name ?? p.typeUuid).join(', ')}`);
     if (info.partitionArch && opts.arch && info.partitionArch !== opts.arch) {
       add(false, `the ${info.designator} partition is for ${info.partitionArch}, the node is ${opts.arch}: systemd only looks for partitions of the native architecture`);
