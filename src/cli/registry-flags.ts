@@ -17,14 +17,15 @@ function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
-export function registryOptions(cmd: Command): Command {
-  return cmd
+/** Add the registry flags (and `--json`, unless the command defines its own). */
+export function registryOptions(cmd: Command, opts: { json?: boolean } = {}): Command {
+  const c = cmd
     .option('--plain-http', 'talk plain HTTP to every registry (loopback registries fall back to it by themselves)')
     .option('--insecure-registry <host>', 'allow plain HTTP and unverified TLS for this registry (repeatable; also KBUNDLE_INSECURE_REGISTRIES)', collect)
     .option('--ca-file <pem>', 'trust this CA bundle for registry TLS (default: $SSL_CERT_FILE)')
     .option('--username <name>', 'registry user name (password from --password-stdin; or KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD; or docker login)')
-    .option('--password-stdin', 'read the registry password from standard input')
-    .option('--json', 'print a JSON summary');
+    .option('--password-stdin', 'read the registry password from standard input');
+  return opts.json === false ? c : c.option('--json', 'print a JSON summary');
 }
 
 async function readStdin(): Promise<string> {

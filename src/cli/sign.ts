@@ -18,6 +18,7 @@ import { parseLocation, type ImageLocation } from '../store/transport.js';
 import type { Matcher } from '../verify/identity.js';
 import type { SignerRequirement, VerificationPolicy } from '../verify/requirements.js';
 import type { VerifiedSigner } from '../verify/verify.js';
+import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 
 // Modules are imported where they are needed: a node running `kbundle verify` should load the
 // verifier, not the signing clients (make-fetch-happen & co.), the YAML parser or the registry
@@ -65,44 +66,8 @@ async function keyPassword(confirm: boolean): Promise<string> {
 // Registry flags and image arguments
 // ---------------------------------------------------------------------------------------------
 
-interface RegistryFlags {
-  plainHttp?: boolean;
-  insecureRegistry?: string[];
-  caFile?: string;
-  username?: string;
-  passwordStdin?: boolean;
-}
-
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
-}
-
-function registryOptions(cmd: Command): Command {
-  return cmd
-    .option('--plain-http', 'talk plain HTTP to the registry (loopback registries fall back to it by themselves)')
-    .option('--insecure-registry <host>', 'allow plain HTTP and unverified TLS for this registry (repeatable)', collect)
-    .option('--ca-file <pem>', 'trust this CA bundle for registry TLS')
-    .option('--username <name>', 'registry user name (password from --password-stdin, or docker login)')
-    .option('--password-stdin', 'read the registry password from standard input');
-}
-
-async function makeClient(o: RegistryFlags): Promise<RegistryClient> {
-  // KBUNDLE_PASSWORD is the signing key's password here; it must not be taken for a registry login.
-  const env = { ...process.env };
-  if (!env.KBUNDLE_USERNAME) delete env.KBUNDLE_PASSWORD;
-  const { RegistryClient } = await import('../registry/client.js');
-  const opts: ConstructorParameters<typeof RegistryClient>[0] & {} = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile, env };
-  if (o.passwordStdin) {
-    if (!o.username) throw new UserError('--password-stdin needs --username');
-    const parts: Buffer[] = [];
-    for await (const c of process.stdin) parts.push(c as Buffer);
-    opts.username = o.username;
-    opts.password = Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
-    if (!opts.password) throw new UserError('--password-stdin: standard input was empty');
-  } else if (o.username) {
-    throw new UserError('--username needs --password-stdin');
-  }
-  return new RegistryClient(opts);
 }
 
 export interface OpenedForSigning {
@@ -365,6 +330,7 @@ export function registerSigning(program: Command): void {
       .option('--identity <repository>', 'docker-reference written in legacy payloads (default: the repository)')
       .option('--rekor-entry-type <type>', 'Rekor entry type for bundles: dsse or intoto', 'dsse')
       .option('--json', 'print a JSON summary'),
+    { json: false },
   ).action(async (arg: string, o: SignFlags) => {
     const prepared = await prepareSigning({ ...o, signatureFormat: o.format });
     const loc = parseImageArgument(arg, 'image');
@@ -399,6 +365,7 @@ export function registerSigning(program: Command): void {
       .option('--annotation <key=value>', 'require this signed annotation (repeatable)', collect)
       .option('--format <f>', 'bundle, legacy or both', 'both')
       .option('--json', 'print the verified signers as JSON'),
+    { json: false },
   ).action(async (arg: string, o: VerifyFlags) => {
     const loc = parseImageArgument(arg, 'image');
     const verifier = import('../verify/verify.js'); // loads while the registry answers
