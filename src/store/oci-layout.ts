@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -89,14 +90,17 @@ export class OciLayout implements Target {
     await mkdir(join(final, '..'), { recursive: true });
     const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
     const src = content instanceof Readable ? content : Readable.from([content]);
+    const sink = createWriteStream(tmp, { highWaterMark: WRITE_BUFFER });
     try {
       // A stream that already verifies this very digest and size (a registry or layout fetch)
       // errors before it ends on any mismatch, so hashing it a second time buys nothing.
       const alreadyVerified = src instanceof VerifyingStream && src.expectedDigest === desc.digest && src.expectedSize === desc.size;
-      if (alreadyVerified) await pipeline(src, createWriteStream(tmp, { highWaterMark: WRITE_BUFFER }));
-      else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), createWriteStream(tmp, { highWaterMark: WRITE_BUFFER }));
+      if (alreadyVerified) await pipeline(src, sink);
+      else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), sink);
       await rename(tmp, final);
     } catch (e) {
+      // The file may still be being opened when the source fails: remove it only once closed.
+      if (!sink.closed) await once(sink, 'close').catch(() => undefined);
       await rm(tmp, { force: true });
       throw e;
     }
