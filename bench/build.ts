@@ -19,7 +19,7 @@ writeFileSync(
   `name: bench\nversion: 1.0.0\ndescription: benchmark tree\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: ${basename(tree)}\n    dst: data\n`,
 );
 
-const cli = resolve('bin/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.js');
 const out = join(work, 'out');
 const kb: Timed[] = [];
 const tg: Timed[] = [];

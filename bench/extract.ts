@@ -57,7 +57,7 @@ function makeImage(): { layout: string; layerFiles: string[] } {
 }
 
 const { layout, layerFiles } = makeImage();
-const cli = resolve('bin/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.js');
 const out = join(work, 'out');
 const results: Record<string, Timed[]> = { kbundle: [], umoci: [], tar: [] };
 // Each timed run starts with no dirty pages from the previous one (writeback would bill it).

@@ -33,7 +33,7 @@ const tree = join(work, `sysext-tree-${sizeMiB}m`);
 mkdirSync(join(tree, 'usr', 'share'), { recursive: true });
 generateTree(join(tree, 'usr', 'share'), sizeMiB);
 
-const cli = resolve('bin/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.js');
 const out = join(work, 'sysext-out');
 const env = { ...process.env };
 delete env.SOURCE_DATE_EPOCH;

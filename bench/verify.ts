@@ -18,7 +18,7 @@ import { OciLayout } from '../src/store/oci-layout.js';
 import { median, printTable } from './common.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 15);
-const cli = resolve('bin/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.js');
 const work = mkdtempSync(join(tmpdir(), 'kbundle-bench-verify-'));
 
 async function freePort(): Promise<number> {

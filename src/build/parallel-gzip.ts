@@ -26,7 +26,7 @@ export class ParallelGzip extends Transform {
     private readonly level = 6,
     private readonly chunkSize = 1024 * 1024,
     // Measured on 2 cores: 2 in flight 0.89x of tar|gzip, 4 → 0.80x, 6 → 0.75x (RSS ~175 MiB);
-    // a deeper queue hides the thread pool's scheduling gaps. The pool has 8 threads (bin/kbundle.js).
+    // a deeper queue hides the thread pool's scheduling gaps. The pool has 8 threads (dist/src/cli/kbundle.js).
     private readonly maxInFlight = 6,
   ) {
     super();

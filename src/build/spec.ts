@@ -7,7 +7,7 @@ import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
 
 /**
- * bundle.yaml — the spec of one Kairos bundle (docs: docs/bundle-spec.md).
+ * bundle.yaml — the spec of one Kairos bundle (docs: bundles/README.md).
  * Everything the builder needs is validated here, before a single byte is written.
  */
 
@@ -88,7 +88,7 @@ export const BundleSpecSchema = z
     distro: z.enum(['auto', ...DISTROS]).default('auto'),
     manifests: z.array(manifestSchema).default([]),
     charts: z.array(chartSchema).default([]),
-    /** extension-release settings for type: sysext | confext (docs/sysext.md). */
+    /** extension-release settings for type: sysext | confext (src/sysext/README.md). */
     sysext: SysextSettingsSchema.optional(),
   })
   .strict();
@@ -150,7 +150,7 @@ export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
   try {
     text = await readFile(join(dir, 'bundle.yaml'), 'utf8');
   } catch {
-    throw new UserError(`${specPath}: not found`, `a bundle is a folder with a bundle.yaml; see docs/bundle-spec.md`);
+    throw new UserError(`${specPath}: not found`, `a bundle is a folder with a bundle.yaml; see bundles/README.md`);
   }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) throw new UserError(`${specPath}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);

@@ -25,7 +25,7 @@ export function mustRun(cmd: string, args: string[], opts: Parameters<typeof run
   return r.stdout;
 }
 
-/** The kbundle CLI as a user runs it (built dist/, via bin/kbundle.js). */
+/** The kbundle CLI as a user runs it (built dist/, via dist/src/cli/kbundle.js). */
 export function kbundle(args: string[], opts: Parameters<typeof run>[2] = {}): RunResult {
   return run(process.execPath, [CLI, ...args], opts);
 }

@@ -1,6 +1,9 @@
+import { resolve } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // This file lives in test/; the project root is one level up.
+  root: resolve(import.meta.dirname, '..'),
   test: {
     include: ['test/**/*.test.ts'],
     testTimeout: 120_000,
