@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
-export const CLI = join(REPO_ROOT, 'bin', 'kbundle.js');
+export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'kbundle.js');
 
 export interface RunResult {
   code: number;
