@@ -1,32 +1,16 @@
 import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { extractImage } from '../src/extract/extract-image.js';
 import { cleanupTempDirs, mustRun, REPO_ROOT, run, tempDir } from './helpers/exec.js';
 import { craftImage, type CraftEntry } from './helpers/craft-image.js';
+import { snapshotTree } from './helpers/tree.js';
 
 afterAll(cleanupTempDirs);
 
-/** Every path under dir → "d", "l -> target", or "f:<content>" (mode for files). */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string) => {
-    for (const n of readdirSync(d).sort()) {
-      const p = join(d, n);
-      const rel = relative(dir, p);
-      const st = lstatSync(p);
-      if (st.isSymbolicLink()) out[rel] = `l -> ${readlinkSync(p)}`;
-      else if (st.isDirectory()) {
-        out[rel] = 'd';
-        walk(p);
-      } else out[rel] = `f${(st.mode & 0o7777).toString(8)}:${readFileSync(p, 'utf8')}`;
-    }
-  };
-  walk(dir);
-  return out;
-}
+const snapshot = (dir: string) => snapshotTree(dir, { content: true });
 
 const dir = (name: string): CraftEntry => ({ name, type: 'directory' });
 const file = (name: string, content: string, mode = 0o644): CraftEntry => ({ name, type: 'file', content, mode });
