@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { sourceDateEpochFromEnv } from './epoch.js';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
@@ -42,14 +43,6 @@ export interface BuildResult {
   /** The manifest (one platform) or image index (several) to tag. */
   root: Descriptor;
   images: PlatformImage[];
-}
-
-/** `SOURCE_DATE_EPOCH` as reproducible-builds.org defines it: a decimal integer of seconds. */
-export function sourceDateEpochFromEnv(env: NodeJS.ProcessEnv = process.env): number {
-  const v = env.SOURCE_DATE_EPOCH;
-  if (v === undefined || v === '') return 0;
-  if (!/^\d+$/.test(v)) throw new UserError(`SOURCE_DATE_EPOCH: "${v}" is not a number of seconds since 1970`, 'e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)');
-  return Number(v);
 }
 
 /**

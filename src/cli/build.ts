@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { buildTo } from '../build/output.js';
-import { sourceDateEpochFromEnv } from '../build/builder.js';
+import { sourceDateEpochFromEnv } from '../build/epoch.js';
 import { loadBundleSpec } from '../build/spec.js';
 import { UserError } from '../errors.js';
 import { parseLocation } from '../store/transport.js';

@@ -1,6 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { sourceDateEpochFromEnv } from '../build/epoch.js';
 import { UserError } from '../errors.js';
 import { formatLocation, parseLocation } from '../store/transport.js';
 import type { Node } from '../sysext/manage.js';
@@ -74,7 +75,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       if (fs !== 'squashfs' && fs !== 'erofs') throw new UserError(`--fs: "${fs}" must be squashfs or erofs`);
       const arch = o.arch === '_any' ? '_any' : systemdArch(typeof o.arch === 'string' ? o.arch : hostSystemdArch());
       const levelOpt = o[`${kind}Level`];
-      const epoch = (await lazy.builder()).sourceDateEpochFromEnv();
+      const epoch = sourceDateEpochFromEnv();
       const image = typeof o.image === 'string' ? parseLocation(o.image, '--image') : undefined;
       if (image?.transport === 'docker') throw new UserError('--image: build writes local images', 'push it afterwards with kbundle push');
       const { buildSysext } = await lazy.build();

@@ -7,7 +7,7 @@ import { formatExtensionRelease, validateExtensionName, type ReleaseSpec } from 
 import { signRootHash } from './sign.js';
 import { lastLines, runTool } from './tools.js';
 import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types.js';
-import { computeVerity, VERITY_BLOCK } from './verity.js';
+import { computeVerity, LeafHashers, VERITY_BLOCK } from './verity.js';
 import { pathExists } from '../fs-util.js';
 
 export type ImageFormat = 'ddi' | 'plain';
@@ -235,6 +235,8 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   const outDir = resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
   const work = await mkdtemp(join(outDir, `.kbundle-${kind}-`));
+  // Boot the verity hashing threads now, while the file system is built: ready when it is done.
+  const hashers = format === 'ddi' ? new LeafHashers() : undefined;
   try {
     const fsImg = join(work, 'root.img');
     const finalPath = join(outDir, fileName);
@@ -261,7 +263,7 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
       await truncate(dataFile, dataOffset + dataSize);
       const salt = createHash('sha256').update(`kbundle verity salt:${seed}`).digest();
       const vuuid = createHash('sha256').update(`kbundle verity uuid:${seed}`).digest().subarray(0, 16);
-      const tree2 = await computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset);
+      const tree2 = await computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset, hashers);
       rootHash = tree2.rootHash.toString('hex');
       await writeFile(join(work, 'verity.img'), tree2.hashImage);
       const defs = join(work, 'repart.d');
@@ -305,6 +307,7 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
     const st = await stat(finalPath);
     return { path: finalPath, fileName, format, fs: fsType, size: st.size, release, rootHash, signed: !!opts.key, partitions, seed };
   } finally {
+    await hashers?.close();
     await rm(work, { recursive: true, force: true });
   }
 }

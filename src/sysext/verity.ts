@@ -95,57 +95,100 @@ function hashBlock(salt: Buffer, block: Buffer, algorithm = 'sha256'): Buffer {
 }
 
 /**
- * Worker body: hash blocks [first, first+count) of a file region, each as H(salt || block);
- * posts back the concatenated digests. Runs in worker threads so the dominant cost of a verity
- * build, one sha256 pass over the whole file system, uses every core.
+ * Worker body: wait for one job, hash blocks [first, first+count) of a file region, each as
+ * H(salt || block), and post back the concatenated digests. Runs in worker threads so the dominant
+ * cost of a verity build, one sha256 pass over the whole file system, uses every core; the
+ * workers can be started ahead (see LeafHashers) so their start-up overlaps other work.
  */
 const LEAF_WORKER = `
-const { parentPort, workerData: w } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const { openSync, readSync, closeSync } = require('node:fs');
-const fd = openSync(w.path, 'r');
-const salt = Buffer.from(w.salt);
-const out = Buffer.alloc(w.count * w.digest);
-const chunkBlocks = Math.max(1, Math.floor((4 * 1024 * 1024) / w.blockSize));
-const buf = Buffer.allocUnsafe(chunkBlocks * w.blockSize);
-try {
-  for (let done = 0; done < w.count; ) {
-    const n = Math.min(chunkBlocks, w.count - done);
-    const len = n * w.blockSize;
-    let got = 0;
-    while (got < len) {
-      const r = readSync(fd, buf, got, len - got, w.offset + (w.first + done) * w.blockSize + got);
-      if (r === 0) throw new Error('short read at block ' + (w.first + done));
-      got += r;
+const { parentPort } = require('node:worker_threads');
+const { createHash, hash } = require('node:crypto');
+const { openSync, readvSync, closeSync } = require('node:fs');
+parentPort.once('message', (w) => {
+  const fd = openSync(w.path, 'r');
+  const salt = Buffer.from(w.salt);
+  const out = Buffer.alloc(w.count * w.digest);
+  // Each slot is salt || block, the exact input of one block hash: readv fills the block parts
+  // straight from the file, so every block costs one native hash call and no copying in JS.
+  const slot = salt.length + w.blockSize;
+  const chunkBlocks = 1024; // IOV_MAX
+  const buf = Buffer.alloc(chunkBlocks * slot);
+  for (let i = 0; i < chunkBlocks; i++) salt.copy(buf, i * slot);
+  const iov = Array.from({ length: chunkBlocks }, (_, i) => buf.subarray(i * slot + salt.length, (i + 1) * slot));
+  const digestOf = hash ? (b) => hash(w.algorithm, b, 'buffer') : (b) => createHash(w.algorithm).update(b).digest();
+  try {
+    for (let done = 0; done < w.count; ) {
+      const n = Math.min(chunkBlocks, w.count - done);
+      const len = n * w.blockSize;
+      const got = readvSync(fd, n === chunkBlocks ? iov : iov.slice(0, n), w.offset + (w.first + done) * w.blockSize);
+      if (got !== len) throw new Error('short read at block ' + (w.first + done));
+      for (let i = 0; i < n; i++) digestOf(buf.subarray(i * slot, (i + 1) * slot)).copy(out, (done + i) * w.digest);
+      done += n;
     }
-    for (let i = 0; i < n; i++) {
-      createHash(w.algorithm).update(salt).update(buf.subarray(i * w.blockSize, (i + 1) * w.blockSize)).digest().copy(out, (done + i) * w.digest);
-    }
-    done += n;
+  } finally {
+    closeSync(fd);
   }
-} finally {
-  closeSync(fd);
-}
-parentPort.postMessage(out, [out.buffer]);
+  parentPort.postMessage(out, [out.buffer]);
+});
 `;
 
-/** Level-0 digests of every data block, computed in parallel worker threads. */
-async function leafHashes(path: string, offset: number, dataBlocks: number, salt: Buffer, blockSize: number, digest: number, algorithm: string): Promise<Buffer> {
-  const workers = Math.max(1, Math.min(availableParallelism(), 8, Math.ceil(dataBlocks / 4096)));
-  const per = Math.ceil(dataBlocks / workers);
-  const parts = await Promise.all(
-    Array.from({ length: workers }, (_, i) => {
-      const first = i * per;
-      const count = Math.max(0, Math.min(per, dataBlocks - first));
-      if (count === 0) return Promise.resolve(Buffer.alloc(0));
-      return new Promise<Buffer>((resolve, reject) => {
-        const w = new Worker(LEAF_WORKER, { eval: true, execArgv: [], workerData: { path, offset, first, count, salt: Uint8Array.from(salt), blockSize, digest, algorithm } });
-        w.once('message', (m: Uint8Array) => resolve(Buffer.from(m.buffer, m.byteOffset, m.byteLength)));
-        w.once('error', (e) => reject(new UserError(`${path}: verity hashing failed: ${e.message}`)));
-      });
-    }),
-  );
-  return Buffer.concat(parts);
+interface LeafJob {
+  path: string;
+  offset: number;
+  dataBlocks: number;
+  salt: Buffer;
+  blockSize: number;
+  digest: number;
+  algorithm: string;
+}
+
+/**
+ * A set of leaf-hashing worker threads, one per core, each good for one share of one job. Start
+ * them before the data exists (e.g. while mksquashfs runs): a worker thread takes ~25 ms to boot,
+ * which would otherwise be added to the build.
+ */
+export class LeafHashers {
+  private readonly workers: Worker[];
+  private used = false;
+
+  constructor(count = Math.max(1, Math.min(availableParallelism(), 8))) {
+    this.workers = Array.from({ length: count }, () => {
+      const w = new Worker(LEAF_WORKER, { eval: true, execArgv: [] });
+      w.on('error', () => undefined); // reported through run(); an unused worker's error is moot
+      return w;
+    });
+  }
+
+  /** Level-0 digests of every data block, split across the workers. */
+  async run(job: LeafJob): Promise<Buffer> {
+    if (this.used) throw new Error('LeafHashers: already used');
+    this.used = true;
+    // Small regions: one worker, the others would only add messaging.
+    const active = this.workers.slice(0, Math.max(1, Math.min(this.workers.length, Math.ceil(job.dataBlocks / 4096))));
+    const per = Math.ceil(job.dataBlocks / active.length);
+    try {
+      const parts = await Promise.all(
+        active.map((w, i) => {
+          const first = i * per;
+          const count = Math.max(0, Math.min(per, job.dataBlocks - first));
+          if (count === 0) return Promise.resolve(Buffer.alloc(0));
+          return new Promise<Buffer>((resolve, reject) => {
+            w.once('message', (m: Uint8Array) => resolve(Buffer.from(m.buffer, m.byteOffset, m.byteLength)));
+            w.once('error', (e) => reject(new UserError(`${job.path}: verity hashing failed: ${e.message}`)));
+            w.once('exit', (code) => reject(new UserError(`${job.path}: verity hashing stopped (worker exit ${code})`)));
+            w.postMessage({ path: job.path, offset: job.offset, first, count, salt: Uint8Array.from(job.salt), blockSize: job.blockSize, digest: job.digest, algorithm: job.algorithm });
+          });
+        }),
+      );
+      return Buffer.concat(parts);
+    } finally {
+      await this.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
 }
 
 /** Lay level-0 digests into hash blocks, then build the upper levels; returns [levels bottom-first, root]. */
@@ -154,7 +197,8 @@ async function buildLevelsFrom(leaves: Buffer, dataBlocks: number, salt: Buffer,
   const sizes = levelSizes(dataBlocks);
   if (sizes.length === 0) return { levels: [], root: leaves.subarray(0, digest) };
   const levels = sizes.map((sz) => Buffer.alloc(sz * blockSize));
-  for (let i = 0; i < dataBlocks; i++) leaves.copy(levels[0]!, Math.floor(i / perBlock) * blockSize + (i % perBlock) * digest, i * digest, (i + 1) * digest);
+  if (perBlock * digest === blockSize) leaves.copy(levels[0]!); // digests fill blocks exactly (sha256, 4K): the leaves are level 0
+  else for (let i = 0; i < dataBlocks; i++) leaves.copy(levels[0]!, Math.floor(i / perBlock) * blockSize + (i % perBlock) * digest, i * digest, (i + 1) * digest);
   for (let l = 1; l < levels.length; l++) {
     const below = levels[l - 1]!;
     for (let j = 0; j < sizes[l - 1]!; j++) {
@@ -167,10 +211,13 @@ async function buildLevelsFrom(leaves: Buffer, dataBlocks: number, salt: Buffer,
 }
 
 /** Compute the verity hash partition for the data at `path` (size a multiple of 4096). */
-export async function computeVerity(path: string, dataBytes: number, params: VerityParams, offset = 0): Promise<VerityTree> {
-  if (dataBytes % VERITY_BLOCK !== 0 || dataBytes === 0) throw new Error(`verity data size ${dataBytes} is not a positive multiple of ${VERITY_BLOCK}`);
+export async function computeVerity(path: string, dataBytes: number, params: VerityParams, offset = 0, hashers = new LeafHashers()): Promise<VerityTree> {
+  if (dataBytes % VERITY_BLOCK !== 0 || dataBytes === 0) {
+    await hashers.close();
+    throw new Error(`verity data size ${dataBytes} is not a positive multiple of ${VERITY_BLOCK}`);
+  }
   const dataBlocks = dataBytes / VERITY_BLOCK;
-  const leaves = await leafHashes(path, offset, dataBlocks, params.salt, VERITY_BLOCK, DIGEST, 'sha256');
+  const leaves = await hashers.run({ path, offset, dataBlocks, salt: params.salt, blockSize: VERITY_BLOCK, digest: DIGEST, algorithm: 'sha256' });
   const { levels, root } = await buildLevelsFrom(leaves, dataBlocks, params.salt, VERITY_BLOCK, DIGEST, 'sha256');
   // On disk the topmost level comes first, right after the superblock block.
   const hashImage = Buffer.concat([encodeSuperblock(params, dataBlocks), ...[...levels].reverse()]);
@@ -204,7 +251,7 @@ export async function checkVerity(path: string, data: { offset: number; size: nu
     if (sb.dataBlockSize !== sb.hashBlockSize) throw new UserError(`${what}: different data (${sb.dataBlockSize}) and hash (${sb.hashBlockSize}) block sizes are not supported`);
     const digest = createHash(sb.algorithm).digest().length;
     const dataBlocks = Number(sb.dataBlocks);
-    const leaves = await leafHashes(path, data.offset, dataBlocks, sb.salt, sb.dataBlockSize, digest, sb.algorithm);
+    const leaves = await new LeafHashers().run({ path, offset: data.offset, dataBlocks, salt: sb.salt, blockSize: sb.dataBlockSize, digest, algorithm: sb.algorithm });
     const { levels, root } = await buildLevelsFrom(leaves, dataBlocks, sb.salt, sb.hashBlockSize, digest, sb.algorithm);
     const treeLen = levels.reduce((n, l) => n + l.length, 0);
     stored = Buffer.alloc(treeLen);
