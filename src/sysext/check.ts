@@ -2,7 +2,7 @@ import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import { inspectImage, type ImageInfo } from './inspect.js';
-import { formatFlags, parseImagePolicy, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
+import { formatFlags, parseImagePolicy, partitionUse, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
 import { imageNameFromFile, matchExtensionRelease, MODERN_NAMES_SINCE, parseReleaseFile, type ReleaseFields } from './release.js';
 import { verifySignature } from './sign.js';
 import { hostSystemdArch, KINDS, type ExtensionKind } from './types.js';
@@ -60,15 +60,17 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
   const version = opts.systemdVersion ?? DEFAULT_NODE_SYSTEMD;
   const fileName = opts.fileName ?? info.fileName;
   const lines: CheckLine[] = [];
+  let protection: PolicyFlag | undefined;
   const add = (ok: boolean, text: string) => lines.push({ ok, text });
 
   if (!fileName.endsWith('.raw')) add(false, `${fileName}: only *.raw files are extension images (kairos-agent and systemd ignore anything else)`);
 
   // --- partitions and protection -----------------------------------------------------------
-  const achievable = new Set<PolicyFlag>();
-  let protection: PolicyFlag | undefined;
+  // Content facts first: is the hash tree right, whom does the signature come from.
+  let verityProblem: string | undefined;
+  let signer: string | undefined;
+  let signatureProblem: string | undefined;
   if (info.format === 'plain') {
-    achievable.add('unprotected');
     add(true, `bare ${info.fsType} file system: systemd treats it as an unprotected root partition`);
   } else {
     add(true, `GPT disk image: ${info.partitions.map((p) => p.dps?.name ?? p.typeUuid).join(', ')}`);
@@ -78,55 +80,86 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
     if (info.verity) {
       const v = info.verity;
       const computed = v.check.rootHash.toString('hex');
-      if (!v.check.treeMatches) add(false, `verity: the hash tree in ${v.partition.dps!.name} does not match the data (reads would fail)`);
-      else if (computed !== v.uuidRootHash) add(false, `verity: partition UUIDs announce root hash ${v.uuidRootHash}, the data hashes to ${computed}`);
-      else {
-        achievable.add('verity');
-        add(true, `verity: hash tree verified, root hash ${computed}`);
-      }
+      if (!v.check.treeMatches) verityProblem = `the hash tree in ${v.partition.dps!.name} does not match the data (reads would fail)`;
+      else if (computed !== v.uuidRootHash) verityProblem = `partition UUIDs announce root hash ${v.uuidRootHash}, the data hashes to ${computed}`;
+      else add(true, `verity: hash tree verified, root hash ${computed}`);
       if (info.signature) {
-        const s = info.signature;
-        if (!s.json) add(false, `verity signature: ${s.error}`);
-        else if (s.json.rootHash !== computed) add(false, `verity signature: signs root hash ${s.json.rootHash}, the data hashes to ${computed}`);
+        const sig = info.signature;
+        if (!sig.json) signatureProblem = sig.error;
+        else if (sig.json.rootHash !== computed) signatureProblem = `it signs root hash ${sig.json.rootHash}, the data hashes to ${computed}`;
+        else if ((opts.certs ?? []).length === 0) signatureProblem = 'no trusted certificate given to check it (--cert)';
         else {
-          const wantsSigned = policyFor(policy, info.designator).has('signed');
-          const certs = opts.certs ?? [];
-          if (certs.length === 0) {
-            if (wantsSigned) add(!policyFor(policy, info.designator).has('verity') ? false : true, `verity signature: present, but no trusted certificate given to check it (--cert)`);
-            else add(true, `verity signature: present (policy does not ask for signed images)`);
-          } else {
-            const verdict = await verifySignature(s.json, certs);
-            if (verdict.signer) {
-              achievable.add('signed');
-              add(true, `verity signature: valid, signed by ${verdict.signer}`);
-            } else add(!wantsSigned || policyFor(policy, info.designator).has('verity'), `verity signature: ${verdict.notes.join('; ')}`);
-          }
+          const verdict = await verifySignature(sig.json, opts.certs!);
+          if (verdict.signer) signer = verdict.signer;
+          else signatureProblem = verdict.notes.join('; ');
         }
-      } else if (policyFor(policy, info.designator).has('signed') && !policyFor(policy, info.designator).has('verity')) {
-        add(false, `no ${info.designator}-verity-sig partition: the image is not signed`);
       }
-    } else {
-      achievable.add('unprotected');
-      add(true, `no verity partition: the ${info.designator} partition is unprotected`);
     }
   }
-  // The image policy, partition by partition (root and usr; an absent one must be allowed absent).
+
+  // Then the image policy the way systemd's dissect applies it: every partition found is refused,
+  // ignored or used according to its (possibly derived) policy; the data partition's protection is
+  // what the used partitions make it (hash partition: verity; hash + signature: signed; neither:
+  // unprotected), and the policy for root and usr must allow that (or allow them absent/unused).
+  const present = new Map<string, string>(); // designator → partition name
+  if (info.format === 'plain') present.set('root', `bare ${info.fsType}`);
+  for (const p of info.partitions) {
+    if (!p.dps || (info.partitionArch && p.dps.arch !== info.partitionArch)) continue;
+    present.set(p.dps.role === 'data' ? p.dps.designator : `${p.dps.designator}-${p.dps.role}`, p.dps.name);
+  }
+  const used = new Set<string>();
+  for (const [d, name] of present) {
+    const flags = policyFor(policy, d);
+    const use = partitionUse(policy, d);
+    if (use === 'refuse') add(false, `image policy ${policy.text}: ${d}=absent, but the image has a ${d} partition (${name})`);
+    else if (use === 'ignore') add(true, `image policy ${policy.text}: the ${d} partition is ignored (${d}=${formatFlags(flags)})`);
+    else if (d.includes('-verity') && !flags.has('unprotected')) add(false, `image policy ${policy.text}: ${d}=${formatFlags(flags)} leaves no way to use the ${d} partition`);
+    else used.add(d);
+  }
   for (const d of ['root', 'usr'] as const) {
     const flags = policyFor(policy, d);
-    const present = info.designator === d || info.otherData.some((p) => p.dps?.designator === d);
-    if (!present) {
-      if (!flags.has('absent')) add(false, `image policy ${policy.text}: ${d}=${formatFlags(flags)} requires a ${d} partition, the image has none`);
+    const found: PolicyFlag = !present.has(d)
+      ? 'absent'
+      : !used.has(d)
+        ? 'unused'
+        : used.has(`${d}-verity`)
+          ? used.has(`${d}-verity-sig`)
+            ? 'signed'
+            : 'verity'
+          : 'unprotected';
+    const rule = `image policy ${policy.text}: ${d}=${formatFlags(flags)}`;
+    if (found === 'absent' || found === 'unused') {
+      if (!flags.has(found)) add(false, `${rule} requires a usable ${d} partition, the image has ${found === 'absent' ? 'none' : 'one the policy ignores'}`);
       continue;
     }
-    if (d !== info.designator) continue;
-    const pick = (['signed', 'verity', 'unprotected'] as PolicyFlag[]).find((f) => flags.has(f) && achievable.has(f));
-    if (pick) {
-      protection = pick;
-      add(true, `image policy ${policy.text}: ${d} used as ${pick}`);
-    } else {
-      const have = [...achievable].join('/') || 'nothing usable';
-      add(false, `image policy ${policy.text}: ${d}=${formatFlags(flags)}, but this image offers ${have}${achievable.has('unprotected') && !achievable.has('verity') ? ' (a plain file system without dm-verity)' : ''}`);
+    if (!flags.has(found)) {
+      const offer: Record<string, string> = {
+        unprotected: info.format === 'plain' ? 'a plain file system without dm-verity' : `a ${d} partition without a used ${d}-verity partition`,
+        verity: info.signature ? `dm-verity, its signature partition being ignored by the policy` : `dm-verity without a signature (not signed)`,
+        signed: `a signed dm-verity image`,
+      };
+      const extra = flags.has('encrypted') && found === 'unprotected' ? '; kbundle images are never LUKS-encrypted' : '';
+      add(false, `${rule}, but this image offers ${found} (${offer[found]})${extra}`);
+      continue;
     }
+    if (verityProblem && (found === 'signed' || found === 'verity')) {
+      add(false, `verity: ${verityProblem}`);
+      continue;
+    }
+    protection = found;
+    if (found === 'signed') {
+      // systemd checks the signature when it opens the image; with verity also allowed, it falls
+      // back to plain verity when the signature is not trusted.
+      if (signer) add(true, `${rule}: used as signed, signature valid, signed by ${signer}`);
+      else if (flags.has('verity')) {
+        protection = 'verity';
+        add(true, `${rule}: used as verity (the verity signature is not trusted: ${signatureProblem}; verity alone is allowed)`);
+      } else add(false, `${rule}: the verity signature is not trusted: ${signatureProblem}`);
+    } else add(true, `${rule}: used as ${found}`);
+  }
+
+  if (protection === undefined && !lines.some((l) => !l.ok && l.text.startsWith('image policy'))) {
+    add(false, `image policy ${policy.text}: neither root nor usr is left to use, systemd-${kind} would find nothing to merge`);
   }
 
   // --- content -------------------------------------------------------------------------------
