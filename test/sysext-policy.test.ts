@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSysext } from '../src/sysext/build.js';
@@ -86,5 +88,48 @@ describe('sysext check: the policy verdicts systemd would reach', () => {
       expect(c.ok).toBe(false);
       expect(c.reasons.join('\n')).toMatch(reason!);
     }
+  });
+});
+
+describe('sysext check: renamed images and user.extension-release.strict', () => {
+  /** A bare squashfs whose release files carry the given strict xattr values (undefined: none). */
+  function imageWith(releases: Record<string, string | undefined>, fileName: string): string {
+    const tree = makeTree(join(tempDir(), 'tree'));
+    const relDir = join(tree, 'usr/lib/extension-release.d');
+    mkdirSync(relDir, { recursive: true });
+    for (const [name, strict] of Object.entries(releases)) {
+      const f = join(relDir, `extension-release.${name}`);
+      writeFileSync(f, 'ID=_any\n');
+      if (strict !== undefined) execFileSync('setfattr', ['-n', 'user.extension-release.strict', '-v', strict, f]);
+    }
+    const out = join(tempDir(), fileName);
+    execFileSync('mksquashfs', [join(tree, 'usr'), join(tree, 'opt'), out, '-noappend', '-all-root', '-quiet', '-no-progress']);
+    return out;
+  }
+  const check = (path: string) => checkImage(path, { osRelease: os, policy: '*', arch: hostSystemdArch() });
+
+  beforeAll(() => requireTools('mksquashfs', 'unsquashfs', 'setfattr', 'getfattr'));
+
+  it('accepts the one release file tagged strict=0 under another image name', async () => {
+    const c = await check(imageWith({ 'built-name': '0' }, 'renamed.raw'));
+    expect(c.reasons).toEqual([]);
+    expect(c.lines.map((l) => l.text).join('\n')).toMatch(/extension-release.built-name is tagged user.extension-release.strict=0: systemd uses it for the image name "renamed"/);
+    // "false" is a false boolean to systemd as well
+    expect((await check(imageWith({ 'built-name': 'false' }, 'renamed.raw'))).ok).toBe(true);
+  });
+
+  it('refuses a renamed image whose release file is strict (no xattr, or strict=1)', async () => {
+    for (const strict of [undefined, '1']) {
+      const c = await check(imageWith({ 'built-name': strict }, 'renamed.raw'));
+      expect(c.ok).toBe(false);
+      expect(c.reasons.join('\n')).toMatch(/looks for usr\/lib\/extension-release.d\/extension-release.renamed; the image has extension-release.built-name/);
+    }
+  });
+
+  it('refuses two relaxed release files as ambiguous, but an exact name still wins', async () => {
+    const c = await check(imageWith({ one: '0', two: 'no' }, 'renamed.raw'));
+    expect(c.ok).toBe(false);
+    expect(c.reasons.join('\n')).toMatch(/2 release files are tagged user.extension-release.strict=0 .*ambiguity/);
+    expect((await check(imageWith({ one: '0', renamed: undefined }, 'renamed.raw'))).ok).toBe(true);
   });
 });

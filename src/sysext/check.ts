@@ -1,7 +1,7 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { inspectImage, type ImageInfo } from './inspect.js';
+import { inspectImage, STRICT_XATTR, type ImageInfo } from './inspect.js';
 import { formatFlags, parseImagePolicy, partitionUse, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
 import { imageNameFromFile, matchExtensionRelease, MODERN_NAMES_SINCE, parseReleaseFile, type ReleaseFields } from './release.js';
 import { verifySignature } from './sign.js';
@@ -170,17 +170,36 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
   if (kind === 'sysext' && info.hasOsRelease) add(false, `the image contains /usr/lib/os-release, which systemd refuses (on 252 this aborts the whole merge, not just this image)`);
 
   const imageName = imageNameFromFile(fileName, version);
-  const release = info.releaseFiles.get(imageName);
+  let releaseName: string | undefined = info.releaseFiles.has(imageName) ? imageName : undefined;
+  if (!releaseName && info.relaxedReleases?.length) {
+    // systemd's fallback for renamed images: the single release file tagged strict=false.
+    const relaxed = info.relaxedReleases.filter(imageNameIsValid);
+    if (relaxed.length === 1) {
+      releaseName = relaxed[0]!;
+      add(true, `${k.releaseDir}/extension-release.${releaseName} is tagged ${STRICT_XATTR}=0: systemd uses it for the image name "${imageName}"`);
+    } else if (relaxed.length > 1) {
+      add(false, `${relaxed.length} release files are tagged ${STRICT_XATTR}=0 (${relaxed.map((n) => `extension-release.${n}`).join(', ')}): systemd refuses the ambiguity`);
+    }
+  }
+  const release = releaseName === undefined ? undefined : info.releaseFiles.get(releaseName);
   if (!release) {
-    const have = [...info.releaseFiles.keys()].map((n) => `extension-release.${n}`);
-    add(false, `${describeVersionRule(version)} looks for ${k.releaseDir}/extension-release.${imageName}; the image has ${have.length ? have.join(', ') : 'no extension-release file'}`);
+    if (!lines.some((l) => !l.ok && l.text.includes(STRICT_XATTR))) {
+      const have = [...info.releaseFiles.keys()].map((n) => `extension-release.${n}`);
+      const xattrNote = info.relaxedReleases === undefined && have.length ? ` (whether one is tagged ${STRICT_XATTR}=0 cannot be read from ${info.fsType})` : '';
+      add(false, `${describeVersionRule(version)} looks for ${k.releaseDir}/extension-release.${imageName}; the image has ${have.length ? have.join(', ') : 'no extension-release file'}${xattrNote}`);
+    }
   } else {
-    add(true, `${k.releaseDir}/extension-release.${imageName} found`);
+    if (releaseName === imageName) add(true, `${k.releaseDir}/extension-release.${imageName} found`);
     const m = matchExtensionRelease(imageName, kind, { fields: opts.osRelease, architecture: opts.arch ?? hostSystemdArch(), scope: opts.scope ?? 'system', systemdVersion: version }, release);
     add(m.ok, `compatibility: ${m.reason}`);
   }
   const reasons = lines.filter((l) => !l.ok).map((l) => l.text);
   return { ok: reasons.length === 0, info, imageName, protection, lines, reasons };
+}
+
+/** systemd's image_name_is_valid(): a plain file name, no control characters, not a ".#" temp file. */
+function imageNameIsValid(n: string): boolean {
+  return n !== '' && n !== '.' && n !== '..' && !n.includes('/') && !/[\x00-\x1f\x7f]/.test(n) && !n.startsWith('.#') && n.length <= 255;
 }
 
 /** The node's os-release under a root: etc/os-release, then usr/lib/os-release (os-release(5)). */

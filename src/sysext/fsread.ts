@@ -16,7 +16,34 @@ export interface FsView {
   paths: string[];
   /** Contents of small files by relative path (the release files kbundle needs). */
   read(path: string): Promise<Buffer | undefined>;
+  /**
+   * A `user.*` extended attribute of one file: its value, undefined when the file has none, or
+   * null when this view cannot tell (erofs: Debian's erofs-utils 1.5 extracts no xattrs).
+   */
+  userXattr(path: string, name: string): Promise<string | undefined | null>;
   close(): Promise<void>;
+}
+
+/**
+ * unsquashfs lists no xattrs, so extract the one file with its user xattrs into a scratch folder
+ * and ask getfattr (package attr). null when the scratch file system or the tools cannot say.
+ */
+async function squashfsUserXattr(image: string, offset: number, path: string, name: string): Promise<string | undefined | null> {
+  const dir = await mkdtemp(join(tmpdir(), 'kbundle-xattr-'));
+  try {
+    const x = await runTool('unsquashfs', ['-o', String(offset), '-u', '-no-progress', '-d', join(dir, 'root'), image, path]);
+    if (x.code !== 0) return null;
+    let g;
+    try {
+      g = await runTool('getfattr', ['--absolute-names', '--only-values', '-n', name, join(dir, 'root', path)]);
+    } catch {
+      return null; // getfattr not installed
+    }
+    if (g.code === 0) return g.stdout.toString('utf8');
+    return /No such attribute/i.test(g.stderr) ? undefined : null;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 const MAX_CAT = 64 * 1024;
@@ -39,6 +66,7 @@ export async function openFilesystem(image: string, fsType: string, offset: numb
         if (c.stdout.length > MAX_CAT) throw new UserError(`${what}: ${p} is larger than ${MAX_CAT} bytes`);
         return c.stdout;
       },
+      userXattr: (p, name) => (paths.includes(p) ? squashfsUserXattr(image, offset, p, name) : Promise.resolve(undefined)),
       async close() {},
     };
   }
@@ -68,6 +96,7 @@ export async function openFilesystem(image: string, fsType: string, offset: numb
           if (st.size > MAX_CAT) throw new UserError(`${what}: ${p} is larger than ${MAX_CAT} bytes`);
           return readFile(join(root, p));
         },
+        userXattr: async () => null,
         close: () => rm(dir, { recursive: true, force: true }),
       };
     } catch (e) {

@@ -34,10 +34,25 @@ export interface ImageInfo {
   signature?: { partition: GptPartition; json?: VeritySignature; error?: string };
   /** Every file under the release directory: name → fields. */
   releaseFiles: Map<string, ReleaseFields>;
+  /**
+   * Release files tagged `user.extension-release.strict` = false, which systemd accepts for any
+   * image name when exactly one exists; undefined when the image's xattrs cannot be read (erofs).
+   */
+  relaxedReleases?: string[];
   /** Top-level entries of the file system. */
   topLevel: string[];
   hasOsRelease: boolean;
   warnings: string[];
+}
+
+export const STRICT_XATTR = 'user.extension-release.strict';
+
+/** systemd's parse_boolean(); undefined for anything else. */
+export function parseBoolean(v: string): boolean | undefined {
+  const s = v.replace(/\0+$/, '').trim().toLowerCase();
+  if (['1', 'yes', 'y', 'true', 't', 'on'].includes(s)) return true;
+  if (['0', 'no', 'n', 'false', 'f', 'off'].includes(s)) return false;
+  return undefined;
 }
 
 async function readRegion(path: string, offset: number, len: number): Promise<Buffer> {
@@ -132,6 +147,15 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext')
       if (!m) continue;
       const body = await fs.read(p);
       info.releaseFiles.set(p.slice(dir.length + 1 + 'extension-release.'.length), body ? parseReleaseFile(body.toString('utf8')) : new Map());
+    }
+    info.relaxedReleases = [];
+    for (const name of info.releaseFiles.keys()) {
+      const v = await fs.userXattr(`${dir}/extension-release.${name}`, STRICT_XATTR);
+      if (v === null) {
+        info.relaxedReleases = undefined;
+        break;
+      }
+      if (v !== undefined && parseBoolean(v) === false) info.relaxedReleases.push(name);
     }
   } finally {
     await fs.close();

@@ -94,5 +94,6 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'systemd-dissect': 'systemd-container',
   'systemd-sysext': 'systemd',
   openssl: 'openssl',
+  getfattr: 'attr',
   systemctl: 'systemd',
 };
