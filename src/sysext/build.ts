@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 import { copyFile, link, lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UserError } from '../errors.js';
-import { dpsTypeUuid, readGpt, type GptPartition } from './gpt.js';
+import { dpsTypeUuid, readGpt, setPartitionUuids, type GptPartition } from './gpt.js';
 import { formatExtensionRelease, validateExtensionName, type ReleaseSpec } from './release.js';
 import { signRootHash } from './sign.js';
 import { lastLines, runTool } from './tools.js';
 import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types.js';
-import { computeVerity, LeafHashers, VERITY_BLOCK } from './verity.js';
+import { computeVerity, LeafHashers, VERITY_BLOCK, verityHashSize } from './verity.js';
 import { pathExists } from '../fs-util.js';
 
 export type ImageFormat = 'ddi' | 'plain';
@@ -38,6 +38,49 @@ async function copyRange(from: string, srcPos: number, to: string, dstPos: numbe
     await dst.close();
   }
 }
+async function writeAt(path: string, offset: number, data: Buffer): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    await fh.write(data, 0, data.length, offset);
+  } finally {
+    await fh.close();
+  }
+}
+
+interface DiskLayout {
+  work: string;
+  arch: string;
+  seed: string;
+  epoch: number;
+  dataSize: number;
+  hashSize: number;
+  sigSize?: number;
+  /** File (in work) systemd-repart copies into the root partition; undefined: left for the caller. */
+  rootImage?: string;
+  out: string;
+}
+
+/**
+ * Have systemd-repart write the GPT from kbundle's repart.d definitions: root, root-verity and
+ * (signed) root-verity-sig partitions of fixed sizes, read-only, UUIDs from the seed. The hash and
+ * signature partitions are filled in by the caller.
+ */
+async function layOutDisk(l: DiskLayout): Promise<string> {
+  const defs = join(l.work, 'repart.d');
+  await mkdir(defs, { recursive: true });
+  const part = (type: string, file: string | undefined, size: number, uuid?: string) =>
+    ['[Partition]', `Type=${type}`, ...(uuid ? [`UUID=${uuid}`] : []), ...(file ? [`CopyBlocks=/${file}`] : []), `SizeMinBytes=${size}`, `SizeMaxBytes=${size}`, 'ReadOnly=yes', ''].join('\n');
+  // Placeholders until the root hash is known (see setPartitionUuids).
+  await writeFile(join(defs, '10-root.conf'), part(dpsTypeUuid('root', l.arch, 'data'), l.rootImage, l.dataSize, uuidV5(l.seed, 'root placeholder')));
+  await writeFile(join(defs, '20-root-verity.conf'), part(dpsTypeUuid('root', l.arch, 'verity'), undefined, l.hashSize, uuidV5(l.seed, 'root-verity placeholder')));
+  if (l.sigSize) await writeFile(join(defs, '30-root-verity-sig.conf'), part(dpsTypeUuid('root', l.arch, 'verity-sig'), undefined, l.sigSize));
+  const r = await runTool('systemd-repart', [`--definitions=${defs}`, `--root=${l.work}`, '--empty=create', '--size=auto', '--dry-run=no', '--discard=no', `--seed=${l.seed}`, '--json=off', l.out], {
+    env: { ...process.env, SOURCE_DATE_EPOCH: String(l.epoch), SYSTEMD_LOG_LEVEL: 'warning' },
+  });
+  if (r.code !== 0) throw new UserError(`systemd-repart failed: ${lastLines(r.stderr)}`);
+  return l.out;
+}
+
 export type FsType = 'squashfs' | 'erofs';
 
 export interface SysextBuildOptions {
@@ -263,44 +306,49 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
       await truncate(dataFile, dataOffset + dataSize);
       const salt = createHash('sha256').update(`kbundle verity salt:${seed}`).digest();
       const vuuid = createHash('sha256').update(`kbundle verity uuid:${seed}`).digest().subarray(0, 16);
-      const tree2 = await computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset, hashers);
-      rootHash = tree2.rootHash.toString('hex');
-      await writeFile(join(work, 'verity.img'), tree2.hashImage);
-      const defs = join(work, 'repart.d');
-      await mkdir(defs);
-      const part = (type: string, file: string | undefined, size: number, uuid?: string) =>
-        ['[Partition]', `Type=${type}`, ...(uuid ? [`UUID=${uuid}`] : []), ...(file ? [`CopyBlocks=/${file}`] : []), `SizeMinBytes=${size}`, `SizeMaxBytes=${size}`, 'ReadOnly=yes', ''].join('\n');
-      await writeFile(join(defs, '10-root.conf'), part(dpsTypeUuid('root', arch, 'data'), inPlace ? undefined : 'root.img', dataSize, formatUuid(tree2.rootHash.subarray(0, 16))));
-      await writeFile(join(defs, '20-root-verity.conf'), part(dpsTypeUuid('root', arch, 'verity'), 'verity.img', tree2.hashImage.length, formatUuid(tree2.rootHash.subarray(16, 32))));
-      if (opts.key && opts.cert) {
-        const sig = await signRootHash(rootHash, resolve(opts.key), resolve(opts.cert));
-        await writeFile(join(work, 'verity-sig.img'), sig.partition);
-        await writeFile(join(defs, '30-root-verity-sig.conf'), part(dpsTypeUuid('root', arch, 'verity-sig'), 'verity-sig.img', sig.partition.length));
-      }
-      const repartOut = inPlace ? join(work, 'gpt.raw') : image;
-      const r = await runTool('systemd-repart', [`--definitions=${defs}`, `--root=${work}`, '--empty=create', '--size=auto', '--dry-run=no', '--discard=no', `--seed=${seed}`, '--json=off', repartOut], {
-        env: { ...process.env, SOURCE_DATE_EPOCH: String(epoch), SYSTEMD_LOG_LEVEL: 'warning' },
-      });
-      if (r.code !== 0) throw new UserError(`systemd-repart failed: ${lastLines(r.stderr)}`);
+      const hashing = computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset, hashers);
+      // The partition table depends on the sizes only, so systemd-repart lays it out while the
+      // hash tree is computed. The root and hash partition UUIDs are the halves of the root hash
+      // (systemd's convention): placeholders first, set once the hash is known. A signature's size
+      // is only known after signing, so signed images are laid out after it.
+      const layout = (sigSize?: number) =>
+        layOutDisk({ work, arch, seed, epoch, dataSize, hashSize: verityHashSize(dataSize), sigSize, rootImage: inPlace ? undefined : 'root.img', out: inPlace ? join(work, 'gpt.raw') : image });
+      const signing = !!(opts.key && opts.cert);
+      const [hashed, laidOut] = await Promise.allSettled([hashing, signing ? Promise.resolve(undefined) : layout()]);
+      if (hashed.status === 'rejected') throw hashed.reason;
+      if (laidOut.status === 'rejected') throw laidOut.reason;
+      const verity = hashed.value;
+      rootHash = verity.rootHash.toString('hex');
+      const sig = signing ? await signRootHash(rootHash, resolve(opts.key!), resolve(opts.cert!)) : undefined;
+      const repartOut = laidOut.value ?? (await layout(sig!.partition.length));
       const gpt = await readGpt(repartOut);
       if (!gpt) throw new UserError('systemd-repart wrote no partition table');
-      partitions = gpt.partitions;
+      const byRole = (role: string) => gpt.partitions.find((p) => p.dps?.role === role);
+      const data = byRole('data');
+      const hashPart = byRole('verity');
+      const sigPart = byRole('verity-sig');
+      if (!data || data.size !== dataSize || !hashPart || hashPart.size !== verity.hashImage.length || (sig && sigPart?.size !== sig.partition.length)) {
+        throw new UserError(`systemd-repart laid out partitions of unexpected sizes (${gpt.partitions.map((p) => `${p.dps?.name ?? p.typeUuid}: ${p.size}`).join(', ')})`, 'please report this with your systemd-repart --version');
+      }
       tmpOut = image;
       if (inPlace) {
-        const data = partitions[0];
-        if (!data || data.size !== dataSize) throw new UserError(`systemd-repart sized the root partition ${data?.size}, expected ${dataSize}`, 'please report this with your systemd-repart --version');
         const total = (await stat(repartOut)).size;
         if (data.offset === FIRST_PARTITION_OFFSET) {
-          // The file system is already in place: take everything repart wrote around the (untouched)
-          // data partition — GPT, hash and signature partitions, backup GPT.
+          // The file system is already in place: take the primary GPT (with the protective MBR)
+          // and the backup GPT behind the last partition from repart's output.
+          const lastEnd = Math.max(...gpt.partitions.map((p) => p.offset + p.size));
           await copyRange(repartOut, 0, image, 0, FIRST_PARTITION_OFFSET);
-          await copyRange(repartOut, data.offset + dataSize, image, data.offset + dataSize, total - data.offset - dataSize, total);
+          await copyRange(repartOut, lastEnd, image, lastEnd, total - lastEnd, total);
         } else {
           // A small image, aligned to 4 KiB: copy the file system into repart's output instead.
           await copyRange(image, FIRST_PARTITION_OFFSET, repartOut, data.offset, dataSize);
           tmpOut = repartOut;
         }
       }
+      await writeAt(tmpOut, hashPart.offset, verity.hashImage);
+      if (sig && sigPart) await writeAt(tmpOut, sigPart.offset, sig.partition);
+      await setPartitionUuids(tmpOut, new Map([[data.index, formatUuid(verity.rootHash.subarray(0, 16))], [hashPart.index, formatUuid(verity.rootHash.subarray(16, 32))]]), gpt.sectorSize);
+      partitions = (await readGpt(tmpOut))!.partitions;
     }
     await chmod(tmpOut, 0o644);
     await rename(tmpOut, finalPath);

@@ -192,3 +192,47 @@ export async function probeFilesystem(path: string, offset: number): Promise<str
   if (b.length >= 512 && b[510] === 0x55 && b[511] === 0xaa && /FAT/.test(b.toString('latin1', 54, 90))) return 'vfat';
   return undefined;
 }
+
+/** The 16 on-disk bytes of a UUID in a GPT (first three fields little-endian). */
+export function guidToBytes(uuid: string): Buffer {
+  const h = Buffer.from(uuid.replace(/-/g, ''), 'hex');
+  if (h.length !== 16) throw new Error(`not a UUID: ${uuid}`);
+  return Buffer.concat([Buffer.from(h.subarray(0, 4)).reverse(), Buffer.from(h.subarray(4, 6)).reverse(), Buffer.from(h.subarray(6, 8)).reverse(), h.subarray(8, 16)]);
+}
+
+/**
+ * Set the unique UUIDs of partitions (1-based index → UUID) in both the primary and the backup
+ * GPT, with their entry-array and header CRC32s: the rewrite systemd-repart would have done had it
+ * known the UUIDs up front.
+ */
+export async function setPartitionUuids(path: string, uuids: Map<number, string>, sectorSize = 512): Promise<void> {
+  const fh = await open(path, 'r+');
+  try {
+    const read = async (offset: number, len: number) => {
+      const b = Buffer.alloc(len);
+      const { bytesRead } = await fh.read(b, 0, len, offset);
+      if (bytesRead !== len) throw new Error(`${path}: short GPT read at ${offset}`);
+      return b;
+    };
+    const primary = await read(sectorSize, sectorSize);
+    if (primary.toString('latin1', 0, 8) !== 'EFI PART') throw new Error(`${path}: no GPT header`);
+    const backupLba = Number(primary.readBigUInt64LE(32));
+    for (const lba of [1, backupLba]) {
+      const hdr = await read(lba * sectorSize, sectorSize);
+      if (hdr.toString('latin1', 0, 8) !== 'EFI PART') throw new Error(`${path}: no GPT header at LBA ${lba}`);
+      const headerSize = hdr.readUInt32LE(12);
+      const entriesAt = Number(hdr.readBigUInt64LE(72)) * sectorSize;
+      const count = hdr.readUInt32LE(80);
+      const entrySize = hdr.readUInt32LE(84);
+      const entries = await read(entriesAt, count * entrySize);
+      for (const [index, uuid] of uuids) guidToBytes(uuid).copy(entries, (index - 1) * entrySize + 16);
+      hdr.writeUInt32LE(crc32(entries), 88);
+      hdr.writeUInt32LE(0, 16);
+      hdr.writeUInt32LE(crc32(hdr.subarray(0, headerSize)), 16);
+      await fh.write(entries, 0, entries.length, entriesAt);
+      await fh.write(hdr, 0, sectorSize, lba * sectorSize);
+    }
+  } finally {
+    await fh.close();
+  }
+}

@@ -115,14 +115,17 @@ parentPort.once('message', (w) => {
   const buf = Buffer.alloc(chunkBlocks * slot);
   for (let i = 0; i < chunkBlocks; i++) salt.copy(buf, i * slot);
   const iov = Array.from({ length: chunkBlocks }, (_, i) => buf.subarray(i * slot + salt.length, (i + 1) * slot));
-  const digestOf = hash ? (b) => hash(w.algorithm, b, 'buffer') : (b) => createHash(w.algorithm).update(b).digest();
+  const slots = Array.from({ length: chunkBlocks }, (_, i) => buf.subarray(i * slot, (i + 1) * slot));
+  // Digests come back as latin1 strings: a short V8 string is cheaper to make than a Buffer, and
+  // at ~38 000 calls per 150 MiB that per-call cost is a fifth of the whole pass.
+  const digestOf = hash ? (b) => hash(w.algorithm, b, 'latin1') : (b) => createHash(w.algorithm).update(b).digest('latin1');
   try {
     for (let done = 0; done < w.count; ) {
       const n = Math.min(chunkBlocks, w.count - done);
       const len = n * w.blockSize;
       const got = readvSync(fd, n === chunkBlocks ? iov : iov.slice(0, n), w.offset + (w.first + done) * w.blockSize);
       if (got !== len) throw new Error('short read at block ' + (w.first + done));
-      for (let i = 0; i < n; i++) digestOf(buf.subarray(i * slot, (i + 1) * slot)).copy(out, (done + i) * w.digest);
+      for (let i = 0; i < n; i++) out.latin1Write(digestOf(slots[i]), (done + i) * w.digest, w.digest);
       done += n;
     }
   } finally {
