@@ -1,4 +1,6 @@
+import * as crypto from 'node:crypto';
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -94,43 +96,58 @@ function hashBlock(salt: Buffer, block: Buffer, algorithm = 'sha256'): Buffer {
   return createHash(algorithm).update(salt).update(block).digest();
 }
 
+/** One thread's share of a leaf-hashing job: blocks [first, first+count) of a file region. */
+interface LeafShare {
+  path: string;
+  offset: number;
+  first: number;
+  count: number;
+  salt: Uint8Array;
+  blockSize: number;
+  digest: number;
+  algorithm: string;
+}
+
 /**
- * Worker body: wait for one job, hash blocks [first, first+count) of a file region, each as
- * H(salt || block), and post back the concatenated digests. Runs in worker threads so the dominant
- * cost of a verity build, one sha256 pass over the whole file system, uses every core; the
- * workers can be started ahead (see LeafHashers) so their start-up overlaps other work.
+ * Hash every block of a share as H(salt || block) and return the digests back to back. Runs on
+ * the calling thread and, from its source text, in worker threads: self-contained, no imports.
+ * Each slot of the buffer is salt || block, the exact input of one hash: readv fills the block
+ * parts straight from the file, so a block costs one native hash call and no copying in JS.
+ * Digests come back as latin1 strings: a short V8 string is cheaper to make than a Buffer, and at
+ * ~38 000 calls per 150 MiB that per-call cost is a fifth of the whole pass.
  */
-const LEAF_WORKER = `
-const { parentPort } = require('node:worker_threads');
-const { createHash, hash } = require('node:crypto');
-const { openSync, readvSync, closeSync } = require('node:fs');
-parentPort.once('message', (w) => {
-  const fd = openSync(w.path, 'r');
+function hashLeafShare(w: LeafShare, crypto: typeof import('node:crypto'), fs: typeof import('node:fs')): Buffer {
+  const fd = fs.openSync(w.path, 'r');
   const salt = Buffer.from(w.salt);
   const out = Buffer.alloc(w.count * w.digest);
-  // Each slot is salt || block, the exact input of one block hash: readv fills the block parts
-  // straight from the file, so every block costs one native hash call and no copying in JS.
   const slot = salt.length + w.blockSize;
   const chunkBlocks = 1024; // IOV_MAX
   const buf = Buffer.alloc(chunkBlocks * slot);
   for (let i = 0; i < chunkBlocks; i++) salt.copy(buf, i * slot);
   const iov = Array.from({ length: chunkBlocks }, (_, i) => buf.subarray(i * slot + salt.length, (i + 1) * slot));
   const slots = Array.from({ length: chunkBlocks }, (_, i) => buf.subarray(i * slot, (i + 1) * slot));
-  // Digests come back as latin1 strings: a short V8 string is cheaper to make than a Buffer, and
-  // at ~38 000 calls per 150 MiB that per-call cost is a fifth of the whole pass.
-  const digestOf = hash ? (b) => hash(w.algorithm, b, 'latin1') : (b) => createHash(w.algorithm).update(b).digest('latin1');
+  // 'binary' is Node's name for latin1: one byte per char. crypto.hash needs Node >= 20.12.
+  const oneShot = crypto.hash as typeof crypto.hash | undefined;
+  const digestOf = oneShot ? (b: Buffer) => oneShot(w.algorithm, b, 'binary') : (b: Buffer) => crypto.createHash(w.algorithm).update(b).digest('binary');
   try {
     for (let done = 0; done < w.count; ) {
       const n = Math.min(chunkBlocks, w.count - done);
-      const len = n * w.blockSize;
-      const got = readvSync(fd, n === chunkBlocks ? iov : iov.slice(0, n), w.offset + (w.first + done) * w.blockSize);
-      if (got !== len) throw new Error('short read at block ' + (w.first + done));
-      for (let i = 0; i < n; i++) out.latin1Write(digestOf(slots[i]), (done + i) * w.digest, w.digest);
+      const got = fs.readvSync(fd, n === chunkBlocks ? iov : iov.slice(0, n), w.offset + (w.first + done) * w.blockSize);
+      if (got !== n * w.blockSize) throw new Error(`short read at block ${w.first + done}`);
+      for (let i = 0; i < n; i++) out.write(digestOf(slots[i]!), (done + i) * w.digest, w.digest, 'latin1');
       done += n;
     }
   } finally {
-    closeSync(fd);
+    fs.closeSync(fd);
   }
+  return out;
+}
+
+const LEAF_WORKER = `
+const { parentPort } = require('node:worker_threads');
+const hashLeafShare = ${hashLeafShare.toString()};
+parentPort.once('message', (w) => {
+  const out = hashLeafShare(w, require('node:crypto'), require('node:fs'));
   parentPort.postMessage(out, [out.buffer]);
 });
 `;
@@ -146,44 +163,51 @@ interface LeafJob {
 }
 
 /**
- * A set of leaf-hashing worker threads, one per core, each good for one share of one job. Start
- * them before the data exists (e.g. while mksquashfs runs): a worker thread takes ~25 ms to boot,
- * which would otherwise be added to the build.
+ * Leaf hashing on every core: the calling thread plus one worker thread per further core, each
+ * taking one share of one job. Create it before the data exists (e.g. while mksquashfs runs): a
+ * worker thread takes ~25 ms to boot, which would otherwise be added to the build.
  */
 export class LeafHashers {
   private readonly workers: Worker[];
   private used = false;
 
-  constructor(count = Math.max(1, Math.min(availableParallelism(), 8))) {
-    this.workers = Array.from({ length: count }, () => {
+  constructor(workers = Math.max(0, Math.min(availableParallelism(), 8) - 1)) {
+    this.workers = Array.from({ length: workers }, () => {
       const w = new Worker(LEAF_WORKER, { eval: true, execArgv: [] });
       w.on('error', () => undefined); // reported through run(); an unused worker's error is moot
       return w;
     });
   }
 
-  /** Level-0 digests of every data block, split across the workers. */
+  /** Level-0 digests of every data block. */
   async run(job: LeafJob): Promise<Buffer> {
     if (this.used) throw new Error('LeafHashers: already used');
     this.used = true;
-    // Small regions: one worker, the others would only add messaging.
-    const active = this.workers.slice(0, Math.max(1, Math.min(this.workers.length, Math.ceil(job.dataBlocks / 4096))));
-    const per = Math.ceil(job.dataBlocks / active.length);
     try {
-      const parts = await Promise.all(
-        active.map((w, i) => {
-          const first = i * per;
-          const count = Math.max(0, Math.min(per, job.dataBlocks - first));
-          if (count === 0) return Promise.resolve(Buffer.alloc(0));
-          return new Promise<Buffer>((resolve, reject) => {
+      // Small regions stay on this thread: messaging would cost more than it saves.
+      const helpers = job.dataBlocks < 4096 ? [] : this.workers;
+      const per = Math.ceil(job.dataBlocks / (helpers.length + 1));
+      const share = (i: number): LeafShare => {
+        const first = Math.min(i * per, job.dataBlocks);
+        return { path: job.path, offset: job.offset, first, count: Math.min(per, job.dataBlocks - first), salt: Uint8Array.from(job.salt), blockSize: job.blockSize, digest: job.digest, algorithm: job.algorithm };
+      };
+      const pending = helpers.map(
+        (w, i) =>
+          new Promise<Buffer>((resolve, reject) => {
             w.once('message', (m: Uint8Array) => resolve(Buffer.from(m.buffer, m.byteOffset, m.byteLength)));
             w.once('error', (e) => reject(new UserError(`${job.path}: verity hashing failed: ${e.message}`)));
             w.once('exit', (code) => reject(new UserError(`${job.path}: verity hashing stopped (worker exit ${code})`)));
-            w.postMessage({ path: job.path, offset: job.offset, first, count, salt: Uint8Array.from(job.salt), blockSize: job.blockSize, digest: job.digest, algorithm: job.algorithm });
-          });
-        }),
+            w.postMessage(share(i));
+          }),
       );
-      return Buffer.concat(parts);
+      let mine: Buffer;
+      try {
+        mine = hashLeafShare(share(helpers.length), crypto, fs);
+      } catch (e) {
+        await Promise.allSettled(pending);
+        throw new UserError(`${job.path}: verity hashing failed: ${(e as Error).message}`);
+      }
+      return Buffer.concat([...(await Promise.all(pending)), mine]);
     } finally {
       await this.close();
     }
