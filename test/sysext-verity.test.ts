@@ -60,6 +60,16 @@ describe('dm-verity hash trees', () => {
     expect(tree.rootHash.toString('hex')).toBe(expectedRoot);
   });
 
+  it('still hashes everything when its worker threads are gone before the job', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'data'), randomBytes(5000 * 4096));
+    const expectedRoot = veritysetupFormat(join(dir, 'data'), join(dir, 'hash'));
+    const hashers = new LeafHashers(1);
+    await hashers.close();
+    const tree = await computeVerity(join(dir, 'data'), 5000 * 4096, { salt, uuid: Buffer.alloc(16) }, 0, hashers);
+    expect(tree.rootHash.toString('hex')).toBe(expectedRoot);
+  });
+
   it('reports a file shorter than the region instead of hashing garbage, and frees its threads', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'short'), randomBytes(10 * 4096));

@@ -169,12 +169,14 @@ interface LeafJob {
  */
 export class LeafHashers {
   private readonly workers: Worker[];
+  private readonly exited = new Set<Worker>();
   private used = false;
 
   constructor(workers = Math.max(0, Math.min(availableParallelism(), 8) - 1)) {
     this.workers = Array.from({ length: workers }, () => {
       const w = new Worker(LEAF_WORKER, { eval: true, execArgv: [] });
       w.on('error', () => undefined); // reported through run(); an unused worker's error is moot
+      w.once('exit', () => this.exited.add(w)); // a worker that died idle gets no share
       return w;
     });
   }
@@ -185,7 +187,7 @@ export class LeafHashers {
     this.used = true;
     try {
       // Small regions stay on this thread: messaging would cost more than it saves.
-      const helpers = job.dataBlocks < 4096 ? [] : this.workers;
+      const helpers = job.dataBlocks < 4096 ? [] : this.workers.filter((w) => !this.exited.has(w));
       const per = Math.ceil(job.dataBlocks / (helpers.length + 1));
       const share = (i: number): LeafShare => {
         const first = Math.min(i * per, job.dataBlocks);
