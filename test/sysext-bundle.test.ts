@@ -8,7 +8,7 @@ import { OciLayout } from '../src/store/oci-layout.js';
 import { checkImage } from '../src/sysext/check.js';
 import { buildSysextBundleImage, checkSysextBundleSpec } from '../src/sysext/package.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
-import { cleanupTempDirs, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
+import { cleanupTempDirs, kbundle, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
 import { requireTools } from './fixtures/sysext/helpers.js';
 
 afterAll(cleanupTempDirs);
@@ -62,5 +62,51 @@ describe('type: sysext bundles (buildSysextBundleImage)', () => {
     expect(() => checkSysextBundleSpec({ ...base, sysext: { format: 'zip' } }, 'b.yaml')).toThrow(/sysext.format/);
     expect(() => checkSysextBundleSpec({ ...base, type: 'run', sysext: {} }, 'b.yaml')).toThrow(/only sysext and confext bundles/);
     expect(() => checkSysextBundleSpec({ ...base, sysext: { name: 'bad_name' } }, 'b.yaml')).toThrow(/not a valid extension name/);
+  });
+});
+
+describe('kbundle sysext build <bundle-dir>', () => {
+  const env = { ...process.env, SOURCE_DATE_EPOCH: '1700000000' };
+  const example = resolve(REPO_ROOT, 'bundles/sysext-example');
+
+  it('builds the .raw that kbundle build packages for this platform, byte for byte', async () => {
+    requireTools('mksquashfs', 'unsquashfs', 'systemd-repart');
+    const out = tempDir();
+    const r = kbundle(['sysext', 'build', example, '-o', out, '--json'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as { path: string; release: string };
+    expect(summary.path).toBe(join(out, 'sysext-example.sysext.raw'));
+    expect(summary.release).toBe('ID=_any\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n');
+
+    const layoutDir = tempDir();
+    const b = kbundle(['build', example, '-o', `oci:${layoutDir}:1.0.0`], { env });
+    expect(b.code, b.stderr).toBe(0);
+    const layout = await OciLayout.open(layoutDir);
+    const store = tempDir();
+    await extractImage(layout, await resolveManifest(layout, '1.0.0', { os: 'linux', architecture: 'amd64' }), store);
+    expect(readFileSync(summary.path).equals(readFileSync(join(store, 'sysext-example.sysext.raw')))).toBe(true);
+  });
+
+  it('takes --arch as the platform, and flags over the sysext: section', () => {
+    const out = tempDir();
+    const r = kbundle(['sysext', 'build', example, '-o', out, '--arch', 'arm64', '--name', 'hello', '--id', 'kairos', '--version-id', '3.5', '--json'], { env });
+    expect(r.code, r.stderr).toBe(0);
+    const s = JSON.parse(r.stdout) as { fileName: string; release: string; partitions: { type: string }[] };
+    expect(s.fileName).toBe('hello.sysext.raw');
+    expect(s.release).toBe('ID=kairos\nVERSION_ID=3.5\nARCHITECTURE=arm64\nEXTENSION_RELOAD_MANAGER=1\n');
+    expect(s.partitions.map((p) => p.type)).toEqual(['root-arm64', 'root-arm64-verity']);
+  });
+
+  it('refuses the wrong kind of bundle, a platform the bundle lacks, and a plain folder without --name', () => {
+    const confext = kbundle(['confext', 'build', example, '-o', tempDir()]);
+    expect(confext.code).not.toBe(0);
+    expect(confext.stderr).toMatch(/bundle.yaml: type is sysext, not confext\n {2}hint: build it with kbundle sysext build/);
+    const run = kbundle(['sysext', 'build', resolve(REPO_ROOT, 'bundles/metallb'), '-o', tempDir()]);
+    expect(run.stderr).toMatch(/type is run, not sysext/);
+    const riscv = kbundle(['sysext', 'build', example, '-o', tempDir(), '--arch', 'riscv64']);
+    expect(riscv.stderr).toMatch(/linux\/riscv64 is not among its platforms \(linux\/amd64, linux\/arm64\)/);
+    const plain = kbundle(['sysext', 'build', join(example, 'usr'), '-o', tempDir()]);
+    expect(plain.code).not.toBe(0);
+    expect(plain.stderr).toMatch(/--name is required: .* has no bundle.yaml/);
   });
 });

@@ -1,8 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { sourceDateEpochFromEnv } from '../build/epoch.js';
 import { UserError } from '../errors.js';
+import { pathExists } from '../fs-util.js';
 import { formatLocation, parseLocation } from '../store/transport.js';
 import type { Node } from '../sysext/manage.js';
 import { KAIROS_POLICY } from '../sysext/policy.js';
@@ -53,65 +54,95 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .command('build')
     .description(`build <dir> (holding ${dirs}) into <out>/NAME${k.suffix}: a reproducible GPT disk image with dm-verity, signed with --key/--cert`)
     .argument('<dir>', `folder holding ${dirs}`)
-    .requiredOption('--name <name>', 'extension name (file NAME' + k.suffix + ', extension-release.NAME)')
+    .option('--name <name>', `extension name (file NAME${k.suffix}, extension-release.NAME); default for a bundle folder: its sysext.name or name`)
     .option('-o, --output <dir>', 'output folder', '.')
-    .option('--format <format>', 'ddi (GPT + dm-verity, what Kairos accepts) or plain (bare file system)', 'ddi')
-    .option('--fs <fs>', 'squashfs or erofs', 'squashfs')
+    .option('--format <format>', 'ddi (GPT + dm-verity, what Kairos accepts; default) or plain (bare file system)')
+    .option('--fs <fs>', 'squashfs (default) or erofs')
     .option('--key <pem>', 'private key to sign the verity root hash')
     .option('--cert <pem>', 'certificate of --key (enrolled in the node db / /run/verity.d)')
     .option('--id <id>', 'ID= of the OS it is for (default _any: any OS)')
     .option('--version-id <v>', 'VERSION_ID= the OS must have')
     .option(`--${kind}-level <level>`, `${k.levelKey}= the OS must have`)
-    .option('--arch <arch>', 'ARCHITECTURE= and partition types: x86-64/amd64, arm64, … or _any (default: this machine)')
+    .option('--arch <arch>', 'ARCHITECTURE= and partition types: x86-64/amd64, arm64, … or _any (default: this machine); for a bundle folder: which of its platforms')
     .option('--reload-manager', 'EXTENSION_RELOAD_MANAGER=1: reload systemd after merging (for unit files)')
     .option('--seed <uuid>', 'seed for the disk UUIDs and verity salt (default: AuroraBoot\'s fixed seed)')
     .option('--image <location>', 'also package it as an OCI image with the .raw at its root: oci:<dir>[:tag] | oci-archive:<file> | docker-archive:<file>')
     .option('--json', 'print a JSON summary')
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
       const out = makePrinter(!!o.json);
-      const format = String(o.format);
-      if (format !== 'ddi' && format !== 'plain') throw new UserError(`--format: "${format}" must be ddi or plain`);
-      const fs = String(o.fs);
-      if (fs !== 'squashfs' && fs !== 'erofs') throw new UserError(`--fs: "${fs}" must be squashfs or erofs`);
+      const format = o.format === undefined ? undefined : String(o.format);
+      if (format !== undefined && format !== 'ddi' && format !== 'plain') throw new UserError(`--format: "${format}" must be ddi or plain`);
+      const fs = o.fs === undefined ? undefined : String(o.fs);
+      if (fs !== undefined && fs !== 'squashfs' && fs !== 'erofs') throw new UserError(`--fs: "${fs}" must be squashfs or erofs`);
       const arch = o.arch === '_any' ? '_any' : systemdArch(typeof o.arch === 'string' ? o.arch : hostSystemdArch());
+      const partitionArch = arch === '_any' ? hostSystemdArch() : arch;
       const levelOpt = o[`${kind}Level`];
       const epoch = sourceDateEpochFromEnv();
       const image = typeof o.image === 'string' ? parseLocation(o.image, '--image') : undefined;
       if (image?.transport === 'docker') throw new UserError('--image: build writes local images', 'push it afterwards with kbundle push');
-      const { buildSysext } = await lazy.build();
-      const r = await buildSysext({
-        kind,
-        name: String(o.name),
-        tree: dir,
-        outDir: String(o.output),
-        format,
-        fs,
+      // Release fields given on the command line (for a bundle folder they override its sysext: section).
+      const releaseFlags = {
+        ...(o.id ? { id: String(o.id) } : {}),
+        ...(o.versionId ? { versionId: String(o.versionId) } : {}),
+        ...(levelOpt ? { level: String(levelOpt) } : {}),
+        ...(o.reloadManager ? { reloadManager: true } : {}),
+      };
+      const common = {
+        format: format as 'ddi' | 'plain' | undefined,
+        fs: fs as 'squashfs' | 'erofs' | undefined,
         key: o.key as string | undefined,
         cert: o.cert as string | undefined,
         seed: o.seed as string | undefined,
-        arch: arch === '_any' ? hostSystemdArch() : arch,
-        release: {
-          ...(o.id ? { id: String(o.id) } : {}),
-          ...(o.versionId ? { versionId: String(o.versionId) } : {}),
-          ...(levelOpt ? { level: String(levelOpt) } : {}),
-          architecture: arch,
-          reloadManager: !!o.reloadManager,
-        },
         sourceDateEpoch: epoch,
-        onWarning: (m) => process.stderr.write(`kbundle: warning: ${m}\n`),
-      });
+        onWarning: (m: string) => process.stderr.write(`kbundle: warning: ${m}\n`),
+      };
+      let r: import('../sysext/build.js').SysextBuildResult;
+      let bundleMeta: { version?: string; description?: string } = {};
+      if (await pathExists(join(dir, 'bundle.yaml'))) {
+        // A bundle folder: its bundle.yaml says what goes where, for which platforms.
+        const { loadBundleSpec } = await import('../build/spec.js');
+        const loaded = await loadBundleSpec(dir);
+        const type = loaded.spec.type as string;
+        if (type !== kind) {
+          throw new UserError(
+            `${loaded.specPath}: type is ${type}, not ${kind}`,
+            type === 'sysext' || type === 'confext' ? `build it with kbundle ${type} build` : 'kbundle build builds run and container bundles',
+          );
+        }
+        const platform = `linux/${GOARCH[partitionArch] ?? partitionArch}`;
+        const { buildBundleExtension } = await lazy.pack();
+        r = await buildBundleExtension(loaded, platform, String(o.output), {
+          ...common,
+          ...(o.name ? { name: String(o.name) } : {}),
+          release: { ...releaseFlags, ...(o.arch === '_any' ? { architecture: '_any' } : {}) },
+        });
+        bundleMeta = { version: loaded.spec.version, description: loaded.spec.description };
+      } else {
+        if (!o.name) throw new UserError(`--name is required: ${dir} has no bundle.yaml to take the name from`, `e.g. kbundle ${kind} build ${dir} --name myext`);
+        const { buildSysext } = await lazy.build();
+        r = await buildSysext({
+          kind,
+          name: String(o.name),
+          tree: dir,
+          outDir: String(o.output),
+          ...common,
+          arch: partitionArch,
+          release: { ...releaseFlags, architecture: arch },
+        });
+      }
+      const name = r.name;
       const lines = [`built ${r.path} (${r.format}, ${r.fs}, ${(r.size / 1048576).toFixed(1)} MiB)`];
       if (r.rootHash) lines.push(`verity root hash: ${r.rootHash}${r.signed ? ' (signed)' : ''}`);
-      lines.push(`extension-release.${String(o.name)}: ${r.release.trim().replace(/\n/g, ' ')}`);
+      lines.push(`extension-release.${name}: ${r.release.trim().replace(/\n/g, ' ')}`);
       let imageInfo: { location: string; digest: string } | undefined;
       if (image) {
-        const platform = `linux/${GOARCH[arch === '_any' ? hostSystemdArch() : arch] ?? 'amd64'}`;
-        const tag = image.ref || String(o.name);
+        const platform = `linux/${GOARCH[partitionArch] ?? 'amd64'}`;
+        const tag = image.ref || name;
         const { packageRaw, indexOf } = await lazy.pack();
         const { OciLayout } = await lazy.layout();
         const { writeOciArchive, writeDockerArchive } = await lazy.archive();
         const pack = async (layout: import('../store/oci-layout.js').OciLayout) => {
-          const p = await packageRaw(r, layout, { platform, epoch, kind, title: String(o.name) });
+          const p = await packageRaw(r, layout, { platform, epoch, kind, title: name, ...bundleMeta });
           return indexOf([p], layout);
         };
         if (image.transport === 'oci') {
@@ -127,7 +158,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
             if (image.transport === 'oci-archive') {
               await layout.tag(root, tag);
               await writeOciArchive(layout, image.path);
-            } else await writeDockerArchive(layout, root, image.path, image.ref ? (image.ref.includes(':') ? image.ref : `${image.ref}:latest`) : `${String(o.name)}:latest`);
+            } else await writeDockerArchive(layout, root, image.path, image.ref ? (image.ref.includes(':') ? image.ref : `${image.ref}:latest`) : `${name}:latest`);
             imageInfo = { location: formatLocation(image), digest: root.digest };
           } finally {
             await rm(tmp, { recursive: true, force: true });

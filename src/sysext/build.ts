@@ -107,6 +107,8 @@ export interface SysextBuildOptions {
 }
 
 export interface SysextBuildResult {
+  /** The extension name (extension-release.NAME). */
+  name: string;
   path: string;
   fileName: string;
   format: ImageFormat;
@@ -353,7 +355,7 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
     await chmod(tmpOut, 0o644);
     await rename(tmpOut, finalPath);
     const st = await stat(finalPath);
-    return { path: finalPath, fileName, format, fs: fsType, size: st.size, release, rootHash, signed: !!opts.key, partitions, seed };
+    return { name: opts.name, path: finalPath, fileName, format, fs: fsType, size: st.size, release, rootHash, signed: !!opts.key, partitions, seed };
   } finally {
     await hashers?.close();
     await rm(work, { recursive: true, force: true });

@@ -12,8 +12,9 @@ import { writeIndexIfNeeded, writeSingleLayerImage } from '../build/image.js';
 import { Annotation } from '../oci/mediatypes.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
-import { buildSysext, type SysextBuildResult } from './build.js';
-import { SysextSettingsSchema } from './spec.js';
+import { buildSysext, type FsType, type ImageFormat, type SysextBuildResult } from './build.js';
+import type { ReleaseSpec } from './release.js';
+import { SysextSettingsSchema, type SysextSettings } from './spec.js';
 import { systemdArch, type ExtensionKind } from './types.js';
 
 /** Annotation naming the extension file an image carries at its root. */
@@ -105,54 +106,90 @@ async function materialize(entries: LayerEntry[], dir: string): Promise<void> {
   }
 }
 
-/**
- * Build a `type: sysext|confext` bundle: for each platform, the bundle's files (files:,
- * platform_files:, pinned downloads — planned exactly like other bundles) become the tree of an
- * extension image for that architecture, which is packaged as an OCI image with the `.raw` at its
- * root; several platforms get an index. Blobs go to `layout`; nothing is tagged.
- */
-export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayout, opts: SysextBundleOptions = {}): Promise<SysextBundleResult> {
+/** What a caller (the `sysext build <bundle-dir>` command) may set over the bundle's own settings. */
+export interface BundleSysextOverrides {
+  name?: string;
+  format?: ImageFormat;
+  fs?: FsType;
+  release?: Partial<ReleaseSpec>;
+  key?: string;
+  cert?: string;
+  seed?: string;
+  sourceDateEpoch?: number;
+  onWarning?: (msg: string) => void;
+}
+
+/** The `sysext:` settings of a sysext/confext bundle, validated. */
+function bundleSettings(loaded: LoadedSpec): { kind: ExtensionKind; settings: SysextSettings } {
   const spec = loaded.spec as LoadedSpec['spec'] & { sysext?: unknown };
   const kind = spec.type as string;
-  if (kind !== 'sysext' && kind !== 'confext') throw new UserError(`${loaded.specPath}: type is ${kind}, not sysext/confext`);
+  if (kind !== 'sysext' && kind !== 'confext') throw new UserError(`${loaded.specPath}: type is ${kind}, not sysext/confext`, 'build it with kbundle build');
   const parsed = SysextSettingsSchema.safeParse(spec.sysext ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw new UserError(`${loaded.specPath}: sysext.${issue.path.join('.')}: ${issue.message}`);
   }
-  const s = parsed.data;
+  return { kind, settings: parsed.data };
+}
+
+/**
+ * One platform's extension image of a `type: sysext|confext` bundle, written to `outDir`: the
+ * bundle's files (files:, platform_files:, pinned downloads — planned exactly like other bundles)
+ * become the tree, its `sysext:` section the release file and format; `o` overrides either.
+ */
+export async function buildBundleExtension(loaded: LoadedSpec, platform: string, outDir: string, o: BundleSysextOverrides = {}): Promise<SysextBuildResult> {
+  const { kind, settings: s } = bundleSettings(loaded);
+  const spec = loaded.spec;
+  if (!spec.platforms.includes(platform)) throw new UserError(`${loaded.specPath}: ${platform} is not among its platforms (${spec.platforms.join(', ')})`, 'pick one with --arch');
+  const entries = await planEntries(loaded, platform);
+  const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-bundle-'));
+  try {
+    const tree = join(work, 'tree');
+    await mkdir(tree);
+    await materialize(entries, tree);
+    const arch = systemdArch(platform, `${loaded.specPath}: platforms`);
+    return await buildSysext({
+      kind,
+      name: o.name ?? s.name ?? spec.name,
+      tree,
+      outDir,
+      format: o.format ?? s.format,
+      fs: o.fs ?? s.fs,
+      arch,
+      release: {
+        id: s.id,
+        ...(s.version_id ? { versionId: s.version_id } : {}),
+        ...(s.level ? { level: s.level } : {}),
+        architecture: s.architecture === 'auto' ? arch : '_any',
+        reloadManager: s.reload_manager,
+        ...(s.scope ? { scope: s.scope } : {}),
+        ...o.release,
+      },
+      key: o.key,
+      cert: o.cert,
+      seed: o.seed,
+      sourceDateEpoch: o.sourceDateEpoch ?? 0,
+      onWarning: o.onWarning,
+    });
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Build a `type: sysext|confext` bundle: one extension image per platform, each packaged as an
+ * OCI image with the `.raw` at its root; several platforms get an index. Blobs go to `layout`;
+ * nothing is tagged.
+ */
+export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayout, opts: SysextBundleOptions = {}): Promise<SysextBundleResult> {
+  const { kind } = bundleSettings(loaded);
+  const spec = loaded.spec;
   const epoch = opts.sourceDateEpoch ?? 0;
-  const platforms = opts.platforms ?? spec.platforms;
   const images: PackagedImage[] = [];
-  for (const platform of platforms) {
-    const entries = await planEntries(loaded, platform);
-    const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-bundle-'));
+  for (const platform of opts.platforms ?? spec.platforms) {
+    const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-out-'));
     try {
-      const tree = join(work, 'tree');
-      await mkdir(tree);
-      await materialize(entries, tree);
-      const arch = systemdArch(platform, `${loaded.specPath}: platforms`);
-      const raw = await buildSysext({
-        kind,
-        name: s.name ?? spec.name,
-        tree,
-        outDir: join(work, 'out'),
-        format: s.format,
-        fs: s.fs,
-        arch,
-        release: {
-          id: s.id,
-          ...(s.version_id ? { versionId: s.version_id } : {}),
-          ...(s.level ? { level: s.level } : {}),
-          architecture: s.architecture === 'auto' ? arch : '_any',
-          reloadManager: s.reload_manager,
-          ...(s.scope ? { scope: s.scope } : {}),
-        },
-        key: opts.key,
-        cert: opts.cert,
-        sourceDateEpoch: epoch,
-        onWarning: opts.onWarning,
-      });
+      const raw = await buildBundleExtension(loaded, platform, work, { key: opts.key, cert: opts.cert, sourceDateEpoch: epoch, onWarning: opts.onWarning });
       images.push(
         await packageRaw(raw, layout, {
           platform,
