@@ -1,10 +1,11 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync, createReadStream } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSysext, type SysextBuildResult } from '../src/sysext/build.js';
+import { guidToBytes } from '../src/sysext/gpt.js';
 import { CLI, cleanupTempDirs, kbundle, tempDir } from './helpers/exec.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 import { makeCert, makeTree, requireTools, snapshot } from './fixtures/sysext/helpers.js';
@@ -189,6 +190,61 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
     copyFileSync(ddi.path, ddiRaw);
     refused([`file:${ddiRaw}`], /VERSION_ID=12, but the node has VERSION_ID=13/, nodeRoot(256, 'ID=debian\nVERSION_ID=13\n'));
     refused([`file:${ddiRaw}`], /systemd 252 .* looks for usr\/lib\/extension-release.d\/extension-release.demo.sysext/, nodeRoot(252));
+  });
+
+  it('on a Trusted Boot node (immucore sentinel) takes signed images only, trusting the firmware db', () => {
+    /** An efivarfs file: 4 attribute bytes, then EFI_SIGNATURE_LISTs (one X.509 list per cert, one SHA-256 list). */
+    const efivar = (certs: string[]) => {
+      const list = (type: string, entries: Buffer[]) => {
+        const sigSize = 16 + entries[0]!.length;
+        const head = Buffer.alloc(28);
+        guidToBytes(type).copy(head, 0);
+        head.writeUInt32LE(28 + entries.length * sigSize, 16);
+        head.writeUInt32LE(0, 20);
+        head.writeUInt32LE(sigSize, 24);
+        return Buffer.concat([head, ...entries.map((e) => Buffer.concat([guidToBytes('77fa9abd-0359-4d32-bd60-28f4e78f784b'), e]))]);
+      };
+      const der = (pem: string) => execFileSync('openssl', ['x509', '-in', pem, '-outform', 'DER']);
+      const sha256 = list('c1c41626-504c-4092-aca9-41f936934328', [Buffer.alloc(32, 1), Buffer.alloc(32, 2)]);
+      return Buffer.concat([Buffer.from([7, 0, 0, 0]), sha256, ...certs.map((c) => list('a5c059a1-94e4-4aa7-87b5-ab155c2bf072', [der(c)]))]);
+    };
+    const tbRoot = (dbCerts: string[]) => {
+      const root = nodeRoot();
+      mkdirSync(join(root, 'run/cos'), { recursive: true });
+      writeFileSync(join(root, 'run/cos/uki_boot_mode'), '1');
+      mkdirSync(join(root, 'sys/firmware/efi/efivars'), { recursive: true });
+      writeFileSync(join(root, 'sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f'), efivar(dbCerts));
+      return root;
+    };
+    const copy = (from: string) => {
+      const to = join(tempDir(), 'demo.sysext.raw');
+      copyFileSync(from, to);
+      return `file:${to}`;
+    };
+    // Enrolled: the signed image lands, checked against the firmware's db entry.
+    const enrolled = tbRoot([other.cert, keys.cert]);
+    ok(kbundle(['sysext', 'install', copy(signed.path), '--root', enrolled]));
+    expect(readdirSync(join(enrolled, 'var/lib/kairos/extensions'))).toEqual(['demo.sysext.raw']);
+    const check = kbundle(['sysext', 'check', signed.path, '--root', enrolled, '--file-name', 'demo.sysext.raw']);
+    expect(check.code, check.stderr).toBe(0);
+    expect(check.stdout).toMatch(/root=signed\+absent: used as signed, signature valid, signed by firmware db entry 2/);
+    // An unsigned verity image, or one signed by a certificate the firmware does not hold, is refused.
+    for (const [image, why] of [
+      [ddi.path, /a Trusted Boot node[\s\S]*root=signed\+absent, but this image offers verity \(dm-verity without a signature/],
+      [signed.path, /a Trusted Boot node[\s\S]*signature is not trusted: firmware db entry 1 \(CN=not-enrolled\): does not verify/],
+    ] as const) {
+      const root = image === ddi.path ? tbRoot([keys.cert]) : tbRoot([other.cert]);
+      const r = kbundle(['sysext', 'install', copy(image), '--root', root]);
+      expect(r.code, r.stdout).toBe(1);
+      expect(r.stderr).toMatch(why);
+      expect(readdirSync(join(root, 'var/lib/kairos/extensions'))).toEqual([]);
+    }
+    // The same unsigned image is fine on a node without Trusted Boot; /run/verity.d counts too.
+    ok(kbundle(['sysext', 'install', copy(ddi.path), '--root', nodeRoot()]));
+    const verityD = tbRoot([]);
+    mkdirSync(join(verityD, 'run/verity.d'), { recursive: true });
+    copyFileSync(keys.cert, join(verityD, 'run/verity.d/node-db.crt'));
+    ok(kbundle(['sysext', 'install', copy(signed.path), '--root', verityD]));
   });
 
   it('refuses ambiguous names instead of taking the first match', () => {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSysext } from '../src/sysext/build.js';
 import { checkImage } from '../src/sysext/check.js';
+import { x509FromSignatureLists } from '../src/sysext/node-trust.js';
 import { parseImagePolicy, partitionUse, policyFor } from '../src/sysext/policy.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
 import { hostSystemdArch } from '../src/sysext/types.js';
@@ -131,5 +132,16 @@ describe('sysext check: renamed images and user.extension-release.strict', () =>
     expect(c.ok).toBe(false);
     expect(c.reasons.join('\n')).toMatch(/2 release files are tagged user.extension-release.strict=0 .*ambiguity/);
     expect((await check(imageWith({ one: '0', renamed: undefined }, 'renamed.raw'))).ok).toBe(true);
+  });
+});
+
+describe('firmware signature lists (node trust)', () => {
+  it('refuses truncated or inconsistent EFI signature lists with the variable named', () => {
+    expect(() => x509FromSignatureLists(Buffer.alloc(10), 'db')).toThrow(/db: truncated EFI signature list at byte 0/);
+    const bad = Buffer.alloc(28);
+    bad.writeUInt32LE(4096, 16); // claims more than there is
+    bad.writeUInt32LE(16 + 100, 24);
+    expect(() => x509FromSignatureLists(bad, 'KEK')).toThrow(/KEK: malformed EFI signature list at byte 0/);
+    expect(x509FromSignatureLists(Buffer.alloc(0), 'PK')).toEqual([]);
   });
 });

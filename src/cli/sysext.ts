@@ -175,19 +175,25 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .argument('<raw>', 'the .raw image')
     .option('--os-release <file>', "the node's os-release")
     .option('--root <dir>', "a node root file system (its os-release and systemd version are used)")
-    .option('--image-policy <policy>', `systemd image policy (Kairos: ${KAIROS_POLICY}; Trusted Boot: root=signed+absent:usr=signed+absent)`, KAIROS_POLICY)
-    .option('--cert <pem>', 'a certificate the node trusts for signed images (repeatable)', collect)
+    .option('--image-policy <policy>', `systemd image policy (default: Kairos's ${KAIROS_POLICY}, or with --root of a Trusted Boot node root=signed+absent:usr=signed+absent)`)
+    .option('--cert <pem>', 'a certificate the node trusts for signed images (repeatable; with --root also the firmware PK/KEK/db entries and verity.d)', collect)
     .option('--systemd-version <n>', 'systemd version on the node (default: from --root, else 256)')
     .option('--arch <arch>', "the node's architecture (default: this machine)")
     .option('--file-name <name>', 'the name the file will have on the node (default: its current name)')
     .option('--json', 'print a JSON verdict')
-    .action(async (raw: string, o: { osRelease?: string; root?: string; imagePolicy: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; json?: boolean }) => {
+    .action(async (raw: string, o: { osRelease?: string; root?: string; imagePolicy?: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; json?: boolean }) => {
       const out = makePrinter(!!o.json);
       const { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile } = await lazy.check();
       if (!o.osRelease && !o.root) throw new UserError('check: give the node\'s --os-release <file> (or --root <dir>)');
       const fields = o.osRelease ? await readOsReleaseFile(o.osRelease) : (await readOsRelease(o.root!)).fields;
       const version = parseVersion(o.systemdVersion) ?? (o.root ? await detectSystemdVersion(o.root) : undefined);
-      const r = await checkImage(raw, { kind, osRelease: fields, policy: o.imagePolicy, certs: o.cert ?? [], systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName });
+      const trust = o.root ? await (await import('../sysext/node-trust.js')).nodeTrust(o.root) : undefined;
+      let r;
+      try {
+        r = await checkImage(raw, { kind, osRelease: fields, policy: o.imagePolicy ?? trust?.policy ?? KAIROS_POLICY, certs: [...(o.cert ?? []), ...(trust?.certs ?? [])], systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName });
+      } finally {
+        await trust?.close();
+      }
       const text = [...r.lines.map((l) => `${l.ok ? '✓' : '✗'} ${l.text}`), ...r.info.warnings.map((w) => `! ${w}`), r.ok ? `${r.info.fileName}: would be merged` : `${r.info.fileName}: would NOT be merged`].join('\n');
       out.result(text, { ok: r.ok, imageName: r.imageName, protection: r.protection, format: r.info.format, fsType: r.info.fsType, lines: r.lines, reasons: r.reasons, warnings: r.info.warnings, rootHash: r.info.verity?.check.rootHash.toString('hex') });
       if (!r.ok) throw new UserError(`${r.info.fileName} would not be merged: ${r.reasons[0]}${r.reasons.length > 1 ? ` (and ${r.reasons.length - 1} more)` : ''}`);
@@ -201,15 +207,15 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       .description(`install from oci:/docker:/container:<ref>, file:<path> or http(s)://… into /${k.storeDir} (checked against the node first)`)
       .argument('<uri>', 'where the image comes from')
       .option('--no-check', 'install without checking (as kairos-agent does)')
-      .option('--image-policy <policy>', 'image policy to check against', KAIROS_POLICY)
-      .option('--cert <pem>', 'certificate the node trusts (repeatable)', collect)
+      .option('--image-policy <policy>', `image policy to check against (default: the node's — ${KAIROS_POLICY}, or signed-only when the root is a Trusted Boot node)`)
+      .option('--cert <pem>', 'certificate the node trusts (repeatable; the root\'s firmware PK/KEK/db entries and verity.d are added)', collect)
       .option('--os-release <file>', "the node's os-release (default: the root's)")
       .option('--systemd-version <n>', "systemd version on the node (default: from the root)")
       .option('--arch <arch>', "the node's architecture (default: this machine)")
       .option('--platform <os/arch>', 'image platform to pull (default: this machine)')
       .option('--plain-http', 'talk plain HTTP to registries')
       .option('--json', 'print a JSON summary'),
-  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; plainHttp?: boolean; json?: boolean }) => {
+  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy?: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; plainHttp?: boolean; json?: boolean }) => {
     const out = makePrinter(!!o.json);
     const node: Node = { root: o.root, kind };
     const { installExtension } = await lazy.manage();

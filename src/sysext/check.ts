@@ -4,7 +4,7 @@ import { UserError } from '../errors.js';
 import { inspectImage, STRICT_XATTR, type ImageInfo } from './inspect.js';
 import { formatFlags, parseImagePolicy, partitionUse, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
 import { imageNameFromFile, matchExtensionRelease, MODERN_NAMES_SINCE, parseReleaseFile, type ReleaseFields } from './release.js';
-import { verifySignature } from './sign.js';
+import { verifySignature, type TrustedCert } from './sign.js';
 import { hostSystemdArch, KINDS, type ExtensionKind } from './types.js';
 
 export interface CheckOptions {
@@ -13,7 +13,7 @@ export interface CheckOptions {
   osRelease: ReleaseFields;
   policy?: string;
   /** Certificates the node trusts for signed verity (/run/verity.d, or the firmware db under Trusted Boot). */
-  certs?: string[];
+  certs?: TrustedCert[];
   /** systemd version on the node; decides how the image name is derived. */
   systemdVersion?: number;
   /** The node's architecture (systemd name). */

@@ -94,23 +94,28 @@ export interface SignatureVerdict {
  * the certificates in /run/verity.d or the firmware's db: the certificate itself is the trust anchor
  * (PKCS7_NOINTERN|PKCS7_NOVERIFY: certificates inside the signature are not trusted, chains are not built).
  */
-export async function verifySignature(sig: VeritySignature, certPaths: string[]): Promise<SignatureVerdict> {
+/** A certificate file, optionally with the name to show for it (e.g. "firmware db entry 2"). */
+export type TrustedCert = string | { path: string; label: string };
+
+export async function verifySignature(sig: VeritySignature, certs: TrustedCert[]): Promise<SignatureVerdict> {
   const notes: string[] = [];
-  if (certPaths.length === 0) return { notes: ['no certificates given to verify against'] };
+  if (certs.length === 0) return { notes: ['no certificates given to verify against'] };
   return withTemp(async (dir) => {
     const content = join(dir, 'roothash');
     const der = join(dir, 'sig.der');
     await writeFile(content, sig.rootHash);
     await writeFile(der, Buffer.from(sig.signature, 'base64'));
-    for (const c of certPaths) {
+    for (const entry of certs) {
+      const c = typeof entry === 'string' ? entry : entry.path;
+      const label = typeof entry === 'string' ? entry : entry.label;
       const cert = await loadCertificate(c);
       const fp = certificateFingerprint(cert);
       const r = await runTool('openssl', ['smime', '-verify', '-binary', '-inform', 'DER', '-in', der, '-content', content, '-certfile', c, '-nointern', '-noverify', '-out', '/dev/null']);
       if (r.code === 0) {
-        notes.push(`${c}: signature valid${sig.certificateFingerprint && sig.certificateFingerprint !== fp ? ' (fingerprint field names another certificate)' : ''}`);
-        return { signer: c, notes };
+        notes.push(`${label}: signature valid${sig.certificateFingerprint && sig.certificateFingerprint !== fp ? ' (fingerprint field names another certificate)' : ''}`);
+        return { signer: label, notes };
       }
-      notes.push(`${c} (${cert.subject.replace(/\n/g, ', ')}): does not verify the signature`);
+      notes.push(`${label} (${cert.subject.replace(/\n/g, ', ')}): does not verify the signature`);
     }
     return { notes };
   });

@@ -1,0 +1,109 @@
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { UserError } from '../errors.js';
+import { pathExists } from '../fs-util.js';
+import { guidToString } from './gpt.js';
+import { KAIROS_POLICY, KAIROS_TRUSTED_BOOT_POLICY } from './policy.js';
+import type { TrustedCert } from './sign.js';
+
+/**
+ * What a Kairos node trusts when it merges extension images, read from its root file system:
+ * - the image policy: Trusted Boot (UKI) nodes, marked by immucore's /run/cos/uki_boot_mode (or
+ *   uki_install_mode) sentinel, merge signed verity images only; others verity images;
+ * - the certificates a verity signature may come from: the X.509 entries of the firmware's PK,
+ *   KEK and db variables (what a Trusted Boot node enrolled), and systemd's verity.d folders.
+ */
+export interface NodeTrust {
+  trustedBoot: boolean;
+  policy: string;
+  /** PEM files, one certificate each (firmware entries are written to a scratch folder). */
+  certs: TrustedCert[];
+  /** Where the certificates came from, for messages. */
+  sources: string[];
+  close(): Promise<void>;
+}
+
+const EFI_GLOBAL_VARIABLE = '8be4df61-93ca-11d2-aa0d-00e098032b8c';
+const EFI_IMAGE_SECURITY_DATABASE = 'd719b2cb-3d3a-4596-a3bc-dad00e67656f';
+const EFI_CERT_X509 = 'a5c059a1-94e4-4aa7-87b5-ab155c2bf072';
+const FIRMWARE_VARS: Array<[string, string]> = [
+  ['PK', EFI_GLOBAL_VARIABLE],
+  ['KEK', EFI_GLOBAL_VARIABLE],
+  ['db', EFI_IMAGE_SECURITY_DATABASE],
+];
+const VERITY_DIRS = ['etc/verity.d', 'run/verity.d', 'usr/local/lib/verity.d', 'usr/lib/verity.d'];
+
+/** The DER certificates of the X.509 entries in a list of EFI_SIGNATURE_LISTs (UEFI 2.x §32.4.1). */
+export function x509FromSignatureLists(data: Buffer, what: string): Buffer[] {
+  const certs: Buffer[] = [];
+  for (let off = 0; off < data.length; ) {
+    if (off + 28 > data.length) throw new UserError(`${what}: truncated EFI signature list at byte ${off}`);
+    const type = guidToString(data.subarray(off, off + 16));
+    const listSize = data.readUInt32LE(off + 16);
+    const headerSize = data.readUInt32LE(off + 20);
+    const sigSize = data.readUInt32LE(off + 24);
+    if (listSize < 28 + headerSize || off + listSize > data.length || sigSize < 16) throw new UserError(`${what}: malformed EFI signature list at byte ${off}`);
+    if (type === EFI_CERT_X509) {
+      for (let p = off + 28 + headerSize; p + sigSize <= off + listSize; p += sigSize) certs.push(Buffer.from(data.subarray(p + 16, p + sigSize)));
+    }
+    off += listSize;
+  }
+  return certs;
+}
+
+function toPem(der: Buffer): string {
+  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
+}
+
+export async function nodeTrust(root: string): Promise<NodeTrust> {
+  const trustedBoot = (await pathExists(join(root, 'run/cos/uki_boot_mode'))) || (await pathExists(join(root, 'run/cos/uki_install_mode')));
+  const certs: TrustedCert[] = [];
+  const sources: string[] = [];
+  let scratch: string | undefined;
+  try {
+    for (const [name, guid] of FIRMWARE_VARS) {
+      const file = join(root, 'sys/firmware/efi/efivars', `${name}-${guid}`);
+      let raw: Buffer;
+      try {
+        raw = await readFile(file);
+      } catch {
+        continue;
+      }
+      // efivarfs files start with the variable's 4-byte attributes.
+      const ders = x509FromSignatureLists(raw.subarray(4), file);
+      for (const [i, der] of ders.entries()) {
+        scratch ??= await mkdtemp(join(tmpdir(), 'kbundle-node-certs-'));
+        const pem = join(scratch, `firmware-${name}-${i + 1}.pem`);
+        await writeFile(pem, toPem(der));
+        certs.push({ path: pem, label: `firmware ${name} entry ${i + 1}` });
+      }
+      if (ders.length) sources.push(`${ders.length} certificate(s) in the firmware's ${name}`);
+    }
+    for (const dir of VERITY_DIRS) {
+      let names: string[];
+      try {
+        names = (await readdir(join(root, dir))).filter((n) => n.endsWith('.crt')).sort();
+      } catch {
+        continue;
+      }
+      for (const n of names) {
+        if ((await stat(join(root, dir, n))).isFile()) certs.push({ path: join(root, dir, n), label: `/${dir}/${n}` });
+      }
+      if (names.length) sources.push(`/${dir}`);
+    }
+  } catch (e) {
+    if (scratch) await rm(scratch, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    trustedBoot,
+    policy: trustedBoot ? KAIROS_TRUSTED_BOOT_POLICY : KAIROS_POLICY,
+    certs,
+    sources,
+    close: async () => {
+      if (scratch) await rm(scratch, { recursive: true, force: true });
+    },
+  };
+}
