@@ -19,7 +19,8 @@ const lazy = {
   pack: () => import('../sysext/package.js'),
   layout: () => import('../store/oci-layout.js'),
   archive: () => import('../store/archive.js'),
-  builder: () => import('../build/builder.js'),
+  spec: () => import('../build/spec.js'),
+  trust: () => import('../sysext/node-trust.js'),
 };
 
 function collect(v: string, prev: string[] = []): string[] {
@@ -100,19 +101,12 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       let bundleMeta: { version?: string; description?: string } = {};
       if (await pathExists(join(dir, 'bundle.yaml'))) {
         // A bundle folder: its bundle.yaml says what goes where, for which platforms.
-        const { loadBundleSpec } = await import('../build/spec.js');
-        const loaded = await loadBundleSpec(dir);
-        const type = loaded.spec.type as string;
-        if (type !== kind) {
-          throw new UserError(
-            `${loaded.specPath}: type is ${type}, not ${kind}`,
-            type === 'sysext' || type === 'confext' ? `build it with kbundle ${type} build` : 'kbundle build builds run and container bundles',
-          );
-        }
+        const loaded = await (await lazy.spec()).loadBundleSpec(dir);
         const platform = `linux/${GOARCH[partitionArch] ?? partitionArch}`;
         const { buildBundleExtension } = await lazy.pack();
         r = await buildBundleExtension(loaded, platform, String(o.output), {
           ...common,
+          kind,
           ...(o.name ? { name: String(o.name) } : {}),
           release: { ...releaseFlags, ...(o.arch === '_any' ? { architecture: '_any' } : {}) },
         });
@@ -187,13 +181,10 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       if (!o.osRelease && !o.root) throw new UserError('check: give the node\'s --os-release <file> (or --root <dir>)');
       const fields = o.osRelease ? await readOsReleaseFile(o.osRelease) : (await readOsRelease(o.root!)).fields;
       const version = parseVersion(o.systemdVersion) ?? (o.root ? await detectSystemdVersion(o.root) : undefined);
-      const trust = o.root ? await (await import('../sysext/node-trust.js')).nodeTrust(o.root) : undefined;
-      let r;
-      try {
-        r = await checkImage(raw, { kind, osRelease: fields, policy: o.imagePolicy ?? trust?.policy ?? KAIROS_POLICY, certs: [...(o.cert ?? []), ...(trust?.certs ?? [])], systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName });
-      } finally {
-        await trust?.close();
-      }
+      const { withCheckTrust } = await lazy.trust();
+      const r = await withCheckTrust(o.root, { policy: o.imagePolicy, certs: o.cert }, ({ policy, certs }) =>
+        checkImage(raw, { kind, osRelease: fields, policy, certs, systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName }),
+      );
       const text = [...r.lines.map((l) => `${l.ok ? '✓' : '✗'} ${l.text}`), ...r.info.warnings.map((w) => `! ${w}`), r.ok ? `${r.info.fileName}: would be merged` : `${r.info.fileName}: would NOT be merged`].join('\n');
       out.result(text, { ok: r.ok, imageName: r.imageName, protection: r.protection, format: r.info.format, fsType: r.info.fsType, lines: r.lines, reasons: r.reasons, warnings: r.info.warnings, rootHash: r.info.verity?.check.rootHash.toString('hex') });
       if (!r.ok) throw new UserError(`${r.info.fileName} would not be merged: ${r.reasons[0]}${r.reasons.length > 1 ? ` (and ${r.reasons.length - 1} more)` : ''}`);

@@ -349,8 +349,12 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
       }
       await writeAt(tmpOut, hashPart.offset, verity.hashImage);
       if (sig && sigPart) await writeAt(tmpOut, sigPart.offset, sig.partition);
-      await setPartitionUuids(tmpOut, new Map([[data.index, formatUuid(verity.rootHash.subarray(0, 16))], [hashPart.index, formatUuid(verity.rootHash.subarray(16, 32))]]), gpt.sectorSize);
-      partitions = (await readGpt(tmpOut))!.partitions;
+      const uuids = new Map([
+        [data.index, formatUuid(verity.rootHash.subarray(0, 16))],
+        [hashPart.index, formatUuid(verity.rootHash.subarray(16, 32))],
+      ]);
+      await setPartitionUuids(tmpOut, uuids, gpt.sectorSize);
+      partitions = gpt.partitions.map((p) => ({ ...p, uuid: uuids.get(p.index) ?? p.uuid }));
     }
     await chmod(tmpOut, 0o644);
     await rename(tmpOut, finalPath);

@@ -1,5 +1,5 @@
 import { readFile, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { UserError } from '../errors.js';
 import { inspectImage, STRICT_XATTR, type ImageInfo } from './inspect.js';
 import { formatFlags, parseImagePolicy, partitionUse, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
@@ -55,13 +55,19 @@ export function describeVersionRule(v: number): string {
 export async function checkImage(path: string, opts: CheckOptions): Promise<CheckResult> {
   const kind = opts.kind ?? 'sysext';
   const k = KINDS[kind];
-  const info = await inspectImage(path, kind);
   const policy: ImagePolicy = parseImagePolicy(opts.policy ?? KAIROS_POLICY);
   const version = opts.systemdVersion ?? DEFAULT_NODE_SYSTEMD;
-  const fileName = opts.fileName ?? info.fileName;
+  const fileName = opts.fileName ?? basename(path);
+  const imageName = imageNameFromFile(fileName, version);
+  const info = await inspectImage(path, kind, imageName);
   const lines: CheckLine[] = [];
   let protection: PolicyFlag | undefined;
   const add = (ok: boolean, text: string) => lines.push({ ok, text });
+  let policyRefused = false;
+  const refuse = (text: string) => {
+    policyRefused = true;
+    add(false, text);
+  };
 
   if (!fileName.endsWith('.raw')) add(false, `${fileName}: only *.raw files are extension images (kairos-agent and systemd ignore anything else)`);
 
@@ -111,9 +117,9 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
   for (const [d, name] of present) {
     const flags = policyFor(policy, d);
     const use = partitionUse(policy, d);
-    if (use === 'refuse') add(false, `image policy ${policy.text}: ${d}=absent, but the image has a ${d} partition (${name})`);
+    if (use === 'refuse') refuse(`image policy ${policy.text}: ${d}=absent, but the image has a ${d} partition (${name})`);
     else if (use === 'ignore') add(true, `image policy ${policy.text}: the ${d} partition is ignored (${d}=${formatFlags(flags)})`);
-    else if (d.includes('-verity') && !flags.has('unprotected')) add(false, `image policy ${policy.text}: ${d}=${formatFlags(flags)} leaves no way to use the ${d} partition`);
+    else if (d.includes('-verity') && !flags.has('unprotected')) refuse(`image policy ${policy.text}: ${d}=${formatFlags(flags)} leaves no way to use the ${d} partition`);
     else used.add(d);
   }
   for (const d of ['root', 'usr'] as const) {
@@ -129,7 +135,7 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
           : 'unprotected';
     const rule = `image policy ${policy.text}: ${d}=${formatFlags(flags)}`;
     if (found === 'absent' || found === 'unused') {
-      if (!flags.has(found)) add(false, `${rule} requires a usable ${d} partition, the image has ${found === 'absent' ? 'none' : 'one the policy ignores'}`);
+      if (!flags.has(found)) refuse(`${rule} requires a usable ${d} partition, the image has ${found === 'absent' ? 'none' : 'one the policy ignores'}`);
       continue;
     }
     if (!flags.has(found)) {
@@ -139,7 +145,7 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
         signed: `a signed dm-verity image`,
       };
       const extra = flags.has('encrypted') && found === 'unprotected' ? '; kbundle images are never LUKS-encrypted' : '';
-      add(false, `${rule}, but this image offers ${found} (${offer[found]})${extra}`);
+      refuse(`${rule}, but this image offers ${found} (${offer[found]})${extra}`);
       continue;
     }
     if (verityProblem && (found === 'signed' || found === 'verity')) {
@@ -154,11 +160,11 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
       else if (flags.has('verity')) {
         protection = 'verity';
         add(true, `${rule}: used as verity (the verity signature is not trusted: ${signatureProblem}; verity alone is allowed)`);
-      } else add(false, `${rule}: the verity signature is not trusted: ${signatureProblem}`);
+      } else refuse(`${rule}: the verity signature is not trusted: ${signatureProblem}`);
     } else add(true, `${rule}: used as ${found}`);
   }
 
-  if (protection === undefined && !lines.some((l) => !l.ok && l.text.startsWith('image policy'))) {
+  if (protection === undefined && !policyRefused) {
     add(false, `image policy ${policy.text}: neither root nor usr is left to use, systemd-${kind} would find nothing to merge`);
   }
 
@@ -169,8 +175,8 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
   if (ignored.length) info.warnings.push(`ignored by systemd-${kind} (not merged): ${ignored.map((t) => `/${t}`).join(', ')}`);
   if (kind === 'sysext' && info.hasOsRelease) add(false, `the image contains /usr/lib/os-release, which systemd refuses (on 252 this aborts the whole merge, not just this image)`);
 
-  const imageName = imageNameFromFile(fileName, version);
   let releaseName: string | undefined = info.releaseFiles.has(imageName) ? imageName : undefined;
+  let ambiguous = false;
   if (!releaseName && info.relaxedReleases?.length) {
     // systemd's fallback for renamed images: the single release file tagged strict=false.
     const relaxed = info.relaxedReleases.filter(imageNameIsValid);
@@ -178,12 +184,13 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
       releaseName = relaxed[0]!;
       add(true, `${k.releaseDir}/extension-release.${releaseName} is tagged ${STRICT_XATTR}=0: systemd uses it for the image name "${imageName}"`);
     } else if (relaxed.length > 1) {
+      ambiguous = true;
       add(false, `${relaxed.length} release files are tagged ${STRICT_XATTR}=0 (${relaxed.map((n) => `extension-release.${n}`).join(', ')}): systemd refuses the ambiguity`);
     }
   }
   const release = releaseName === undefined ? undefined : info.releaseFiles.get(releaseName);
   if (!release) {
-    if (!lines.some((l) => !l.ok && l.text.includes(STRICT_XATTR))) {
+    if (!ambiguous) {
       const have = [...info.releaseFiles.keys()].map((n) => `extension-release.${n}`);
       const xattrNote = info.relaxedReleases === undefined && have.length ? ` (whether one is tagged ${STRICT_XATTR}=0 cannot be read from ${info.fsType})` : '';
       add(false, `${describeVersionRule(version)} looks for ${k.releaseDir}/extension-release.${imageName}; the image has ${have.length ? have.join(', ') : 'no extension-release file'}${xattrNote}`);

@@ -126,7 +126,8 @@ export function crc32(buf: Buffer): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-async function readAt(path: string, offset: number, len: number): Promise<Buffer> {
+/** Up to `len` bytes of a file from `offset` (fewer at its end). */
+export async function readAt(path: string, offset: number, len: number): Promise<Buffer> {
   const fh = await open(path, 'r');
   try {
     const buf = Buffer.alloc(len);

@@ -1,8 +1,8 @@
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { UserError } from '../errors.js';
-import { openFilesystem } from './fsread.js';
-import { probeFilesystem, readGpt, type Designator, type GptPartition } from './gpt.js';
+import { openFilesystem, type FsView } from './fsread.js';
+import { probeFilesystem, readAt, readGpt, type Designator, type GptPartition } from './gpt.js';
 import { parseReleaseFile, type ReleaseFields } from './release.js';
 import { parseSignaturePartition, type VeritySignature } from './sign.js';
 import { KINDS, type ExtensionKind } from './types.js';
@@ -36,7 +36,8 @@ export interface ImageInfo {
   releaseFiles: Map<string, ReleaseFields>;
   /**
    * Release files tagged `user.extension-release.strict` = false, which systemd accepts for any
-   * image name when exactly one exists; undefined when the image's xattrs cannot be read (erofs).
+   * image name when exactly one exists. Read only when the wanted release file is missing;
+   * undefined when not read or when the image's xattrs cannot be read (erofs).
    */
   relaxedReleases?: string[];
   /** Top-level entries of the file system. */
@@ -48,25 +49,18 @@ export interface ImageInfo {
 export const STRICT_XATTR = 'user.extension-release.strict';
 
 /** systemd's parse_boolean(); undefined for anything else. */
-export function parseBoolean(v: string): boolean | undefined {
+function parseBoolean(v: string): boolean | undefined {
   const s = v.replace(/\0+$/, '').trim().toLowerCase();
   if (['1', 'yes', 'y', 'true', 't', 'on'].includes(s)) return true;
   if (['0', 'no', 'n', 'false', 'f', 'off'].includes(s)) return false;
   return undefined;
 }
 
-async function readRegion(path: string, offset: number, len: number): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    const { bytesRead } = await fh.read(b, 0, len, offset);
-    return b.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
-export async function inspectImage(path: string, kind: ExtensionKind = 'sysext'): Promise<ImageInfo> {
+/**
+ * `releaseName`: the extension-release name the node will look for; when the image lacks it, the
+ * release files' strict xattrs are read (systemd's fallback for renamed images).
+ */
+export async function inspectImage(path: string, kind: ExtensionKind = 'sysext', releaseName?: string): Promise<ImageInfo> {
   const what = path;
   let st;
   try {
@@ -111,7 +105,7 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext')
     }
     const sp = sibling('verity-sig');
     if (sp) {
-      const buf = await readRegion(path, sp.offset, Math.min(sp.size, 1024 * 1024));
+      const buf = await readAt(path, sp.offset, Math.min(sp.size, 1024 * 1024));
       try {
         info.signature = { partition: sp, json: parseSignaturePartition(buf, what) };
       } catch (e) {
@@ -148,17 +142,20 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext')
       const body = await fs.read(p);
       info.releaseFiles.set(p.slice(dir.length + 1 + 'extension-release.'.length), body ? parseReleaseFile(body.toString('utf8')) : new Map());
     }
-    info.relaxedReleases = [];
-    for (const name of info.releaseFiles.keys()) {
-      const v = await fs.userXattr(`${dir}/extension-release.${name}`, STRICT_XATTR);
-      if (v === null) {
-        info.relaxedReleases = undefined;
-        break;
-      }
-      if (v !== undefined && parseBoolean(v) === false) info.relaxedReleases.push(name);
-    }
+    if (releaseName !== undefined && !info.releaseFiles.has(releaseName)) info.relaxedReleases = await relaxedReleases(fs, dir, [...info.releaseFiles.keys()]);
   } finally {
     await fs.close();
   }
   return info;
+}
+
+/** The release files tagged strict=false; undefined when the file system view cannot read xattrs. */
+async function relaxedReleases(fs: FsView, dir: string, names: string[]): Promise<string[] | undefined> {
+  const relaxed: string[] = [];
+  for (const name of names) {
+    const v = await fs.userXattr(`${dir}/extension-release.${name}`, STRICT_XATTR);
+    if (v === null) return undefined;
+    if (v !== undefined && parseBoolean(v) === false) relaxed.push(name);
+  }
+  return relaxed;
 }

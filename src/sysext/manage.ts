@@ -13,7 +13,7 @@ import { RegistryClient, type RegistryClientOptions } from '../registry/client.j
 import { openSource } from '../store/open.js';
 import { parseLocation } from '../store/transport.js';
 import { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile, type CheckResult } from './check.js';
-import { nodeTrust } from './node-trust.js';
+import { withCheckTrust } from './node-trust.js';
 import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
 import { pathExists } from '../fs-util.js';
 
@@ -360,11 +360,8 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
       const fields = opts.osReleaseFile ? await readOsReleaseFile(opts.osReleaseFile) : (await readOsRelease(node.root)).fields;
       const version = opts.systemdVersion ?? (await detectSystemdVersion(node.root));
       // The node's own policy (Trusted Boot or not) and the certificates it trusts, unless given.
-      const trust = await nodeTrust(node.root);
-      try {
-        const certs = [...(opts.certs ?? []), ...trust.certs];
-        const policy = opts.policy ?? trust.policy;
-        const why = opts.policy ? '' : trust.trustedBoot ? ' (a Trusted Boot node: only signed images by an enrolled certificate merge)' : '';
+      await withCheckTrust(node.root, { policy: opts.policy, certs: opts.certs }, async ({ policy, certs, trustedBoot }) => {
+        const why = trustedBoot ? ' (a Trusted Boot node: only signed images by an enrolled certificate merge)' : '';
         for (const n of names) {
           const r = await checkImage(join(staging, n), {
             kind: node.kind,
@@ -380,9 +377,7 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
             throw new UserError(`${n} would not be merged on this node${why}, so it was not installed:\n  - ${r.reasons.join('\n  - ')}`, 'fix the image, or pass --image-policy/--cert/--os-release to describe the node, or --no-check to install anyway (as kairos-agent does)');
           }
         }
-      } finally {
-        await trust.close();
-      }
+      });
     }
     for (const n of names) await rename(join(staging, n), join(p.store, n));
     return { installed: names, checks, source: uri };

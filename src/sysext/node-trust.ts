@@ -107,3 +107,29 @@ export async function nodeTrust(root: string): Promise<NodeTrust> {
     },
   };
 }
+
+/** What to check an image against: the policy and certificates given, else the node's own. */
+export interface CheckTrust {
+  policy: string;
+  certs: TrustedCert[];
+  /** The node's Trusted Boot policy is in force (no policy was given). */
+  trustedBoot: boolean;
+}
+
+/**
+ * Run `fn` with the policy and certificates to check against: a given policy wins over the
+ * node's, given certificates come before the node's. Without a root, only what was given (and
+ * Kairos's default policy). Scratch files are removed afterwards.
+ */
+export async function withCheckTrust<T>(root: string | undefined, given: { policy?: string; certs?: TrustedCert[] }, fn: (t: CheckTrust) => Promise<T>): Promise<T> {
+  const node = root === undefined ? undefined : await nodeTrust(root);
+  try {
+    return await fn({
+      policy: given.policy ?? node?.policy ?? KAIROS_POLICY,
+      certs: [...(given.certs ?? []), ...(node?.certs ?? [])],
+      trustedBoot: given.policy === undefined && !!node?.trustedBoot,
+    });
+  } finally {
+    await node?.close();
+  }
+}

@@ -108,6 +108,8 @@ async function materialize(entries: LayerEntry[], dir: string): Promise<void> {
 
 /** What a caller (the `sysext build <bundle-dir>` command) may set over the bundle's own settings. */
 export interface BundleSysextOverrides {
+  /** The kind the caller builds (`kbundle sysext|confext build`): a bundle of another type is refused. */
+  kind?: ExtensionKind;
   name?: string;
   format?: ImageFormat;
   fs?: FsType;
@@ -119,11 +121,12 @@ export interface BundleSysextOverrides {
   onWarning?: (msg: string) => void;
 }
 
-/** The `sysext:` settings of a sysext/confext bundle, validated. */
-function bundleSettings(loaded: LoadedSpec): { kind: ExtensionKind; settings: SysextSettings } {
+/** The `sysext:` settings of a sysext/confext bundle (of the `expected` kind, if given), validated. */
+function bundleSettings(loaded: LoadedSpec, expected?: ExtensionKind): { kind: ExtensionKind; settings: SysextSettings } {
   const spec = loaded.spec as LoadedSpec['spec'] & { sysext?: unknown };
   const kind = spec.type as string;
-  if (kind !== 'sysext' && kind !== 'confext') throw new UserError(`${loaded.specPath}: type is ${kind}, not sysext/confext`, 'build it with kbundle build');
+  if (kind !== 'sysext' && kind !== 'confext') throw new UserError(`${loaded.specPath}: type is ${kind}, not ${expected ?? 'sysext/confext'}`, 'kbundle build builds run and container bundles');
+  if (expected && kind !== expected) throw new UserError(`${loaded.specPath}: type is ${kind}, not ${expected}`, `build it with kbundle ${kind} build`);
   const parsed = SysextSettingsSchema.safeParse(spec.sysext ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -138,7 +141,7 @@ function bundleSettings(loaded: LoadedSpec): { kind: ExtensionKind; settings: Sy
  * become the tree, its `sysext:` section the release file and format; `o` overrides either.
  */
 export async function buildBundleExtension(loaded: LoadedSpec, platform: string, outDir: string, o: BundleSysextOverrides = {}): Promise<SysextBuildResult> {
-  const { kind, settings: s } = bundleSettings(loaded);
+  const { kind, settings: s } = bundleSettings(loaded, o.kind);
   const spec = loaded.spec;
   if (!spec.platforms.includes(platform)) throw new UserError(`${loaded.specPath}: ${platform} is not among its platforms (${spec.platforms.join(', ')})`, 'pick one with --arch');
   const entries = await planEntries(loaded, platform);

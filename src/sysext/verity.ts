@@ -168,6 +168,8 @@ interface LeafJob {
  * worker thread takes ~25 ms to boot, which would otherwise be added to the build.
  */
 export class LeafHashers {
+  /** Below this many blocks, messaging workers costs more than it saves. */
+  static readonly MIN_SHARED_BLOCKS = 4096;
   private readonly workers: Worker[];
   private readonly exited = new Set<Worker>();
   private used = false;
@@ -186,8 +188,7 @@ export class LeafHashers {
     if (this.used) throw new Error('LeafHashers: already used');
     this.used = true;
     try {
-      // Small regions stay on this thread: messaging would cost more than it saves.
-      const helpers = job.dataBlocks < 4096 ? [] : this.workers.filter((w) => !this.exited.has(w));
+      const helpers = job.dataBlocks < LeafHashers.MIN_SHARED_BLOCKS ? [] : this.workers.filter((w) => !this.exited.has(w));
       const per = Math.ceil(job.dataBlocks / (helpers.length + 1));
       const share = (i: number): LeafShare => {
         const first = Math.min(i * per, job.dataBlocks);
@@ -280,7 +281,9 @@ export async function checkVerity(path: string, data: { offset: number; size: nu
     if (sb.dataBlockSize !== sb.hashBlockSize) throw new UserError(`${what}: different data (${sb.dataBlockSize}) and hash (${sb.hashBlockSize}) block sizes are not supported`);
     const digest = createHash(sb.algorithm).digest().length;
     const dataBlocks = Number(sb.dataBlocks);
-    const leaves = await new LeafHashers().run({ path, offset: data.offset, dataBlocks, salt: sb.salt, blockSize: sb.dataBlockSize, digest, algorithm: sb.algorithm });
+    // Small regions are hashed on this thread alone: no worker to boot.
+    const hashers = new LeafHashers(dataBlocks < LeafHashers.MIN_SHARED_BLOCKS ? 0 : undefined);
+    const leaves = await hashers.run({ path, offset: data.offset, dataBlocks, salt: sb.salt, blockSize: sb.dataBlockSize, digest, algorithm: sb.algorithm });
     const { levels, root } = await buildLevelsFrom(leaves, dataBlocks, sb.salt, sb.hashBlockSize, digest, sb.algorithm);
     const treeLen = levels.reduce((n, l) => n + l.length, 0);
     stored = Buffer.alloc(treeLen);
