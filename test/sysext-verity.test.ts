@@ -70,6 +70,20 @@ describe('dm-verity hash trees', () => {
     expect(tree.rootHash.toString('hex')).toBe(expectedRoot);
   });
 
+  it('runs the before-hashing hook once, and a failing hook fails the job and frees its threads', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'data'), randomBytes(5000 * 4096));
+    const expectedRoot = veritysetupFormat(join(dir, 'data'), join(dir, 'hash'));
+    let calls = 0;
+    const tree = await computeVerity(join(dir, 'data'), 5000 * 4096, { salt, uuid: Buffer.alloc(16) }, 0, new LeafHashers(1), () => calls++);
+    expect(calls).toBe(1);
+    expect(tree.rootHash.toString('hex')).toBe(expectedRoot);
+    const failing = computeVerity(join(dir, 'data'), 5000 * 4096, { salt, uuid: Buffer.alloc(16) }, 0, new LeafHashers(1), () => {
+      throw new Error('repart would not start');
+    });
+    await expect(failing).rejects.toThrow('repart would not start');
+  });
+
   it('reports a file shorter than the region instead of hashing garbage, and frees its threads', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'short'), randomBytes(10 * 4096));

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { copyFile, link, lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { UserError } from '../errors.js';
@@ -65,20 +66,23 @@ interface DiskLayout {
  * (signed) root-verity-sig partitions of fixed sizes, read-only, UUIDs from the seed. The hash and
  * signature partitions are filled in by the caller.
  */
-async function layOutDisk(l: DiskLayout): Promise<string> {
+function layOutDisk(l: DiskLayout): Promise<string> {
+  // Synchronous up to the spawn: the caller starts this right before blocking its thread on hashing.
   const defs = join(l.work, 'repart.d');
-  await mkdir(defs, { recursive: true });
+  mkdirSync(defs, { recursive: true });
   const part = (type: string, file: string | undefined, size: number, uuid?: string) =>
     ['[Partition]', `Type=${type}`, ...(uuid ? [`UUID=${uuid}`] : []), ...(file ? [`CopyBlocks=/${file}`] : []), `SizeMinBytes=${size}`, `SizeMaxBytes=${size}`, 'ReadOnly=yes', ''].join('\n');
   // Placeholders until the root hash is known (see setPartitionUuids).
-  await writeFile(join(defs, '10-root.conf'), part(dpsTypeUuid('root', l.arch, 'data'), l.rootImage, l.dataSize, uuidV5(l.seed, 'root placeholder')));
-  await writeFile(join(defs, '20-root-verity.conf'), part(dpsTypeUuid('root', l.arch, 'verity'), undefined, l.hashSize, uuidV5(l.seed, 'root-verity placeholder')));
-  if (l.sigSize) await writeFile(join(defs, '30-root-verity-sig.conf'), part(dpsTypeUuid('root', l.arch, 'verity-sig'), undefined, l.sigSize));
-  const r = await runTool('systemd-repart', [`--definitions=${defs}`, `--root=${l.work}`, '--empty=create', '--size=auto', '--dry-run=no', '--discard=no', `--seed=${l.seed}`, '--json=off', l.out], {
+  writeFileSync(join(defs, '10-root.conf'), part(dpsTypeUuid('root', l.arch, 'data'), l.rootImage, l.dataSize, uuidV5(l.seed, 'root placeholder')));
+  writeFileSync(join(defs, '20-root-verity.conf'), part(dpsTypeUuid('root', l.arch, 'verity'), undefined, l.hashSize, uuidV5(l.seed, 'root-verity placeholder')));
+  if (l.sigSize) writeFileSync(join(defs, '30-root-verity-sig.conf'), part(dpsTypeUuid('root', l.arch, 'verity-sig'), undefined, l.sigSize));
+  const repart = runTool('systemd-repart', [`--definitions=${defs}`, `--root=${l.work}`, '--empty=create', '--size=auto', '--dry-run=no', '--discard=no', `--seed=${l.seed}`, '--json=off', l.out], {
     env: { ...process.env, SOURCE_DATE_EPOCH: String(l.epoch), SYSTEMD_LOG_LEVEL: 'warning' },
   });
-  if (r.code !== 0) throw new UserError(`systemd-repart failed: ${lastLines(r.stderr)}`);
-  return l.out;
+  return repart.then((r) => {
+    if (r.code !== 0) throw new UserError(`systemd-repart failed: ${lastLines(r.stderr)}`);
+    return l.out;
+  });
 }
 
 export type FsType = 'squashfs' | 'erofs';
@@ -202,7 +206,7 @@ async function linkTree(src: string, dst: string): Promise<void> {
   }
 }
 
-async function buildSquashfs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, name: string, release: string, epoch: number, offset = 0): Promise<void> {
+async function buildSquashfs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, name: string, release: string, epoch: number, offset: number, whileRunning: () => void): Promise<void> {
   const k = KINDS[kind];
   const relFile = join(work, 'extension-release');
   await writeFile(relFile, release);
@@ -221,7 +225,9 @@ async function buildSquashfs(tree: string, present: string[], out: string, work:
   args.push(...pseudo);
   const env = { ...process.env };
   delete env.SOURCE_DATE_EPOCH; // mksquashfs refuses it together with -all-time/-mkfs-time
-  const r = await runTool('mksquashfs', args, { env });
+  const running = runTool('mksquashfs', args, { env });
+  whileRunning();
+  const r = await running;
   if (r.code !== 0) throw new UserError(`mksquashfs failed: ${lastLines(r.stderr || r.stdout.toString())}`);
 }
 
@@ -280,8 +286,12 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   const outDir = resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
   const work = await mkdtemp(join(outDir, `.kbundle-${kind}-`));
-  // Boot the verity hashing threads now, while the file system is built: ready when it is done.
-  const hashers = format === 'ddi' ? new LeafHashers() : undefined;
+  // The verity hashing threads boot while the file system is built, so they are ready when it is
+  // done (created once mksquashfs has started: creating a thread costs this thread a few ms).
+  let hashers: LeafHashers | undefined;
+  const bootHashers = () => {
+    if (format === 'ddi') hashers ??= new LeafHashers();
+  };
   try {
     const fsImg = join(work, 'root.img');
     const finalPath = join(outDir, fileName);
@@ -292,8 +302,11 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
     // systemd-repart places the first partition, so its bytes are never copied again.
     const inPlace = format === 'ddi' && fsType === 'squashfs';
     const image = join(work, 'image.raw');
-    if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, opts.name, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0);
-    else if (fsType === 'erofs') await buildErofs(tree, present, fsImg, work, kind, opts.name, release, epoch, seed);
+    if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, opts.name, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0, bootHashers);
+    else if (fsType === 'erofs') {
+      bootHashers();
+      await buildErofs(tree, present, fsImg, work, kind, opts.name, release, epoch, seed);
+    }
     else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
 
     if (format === 'plain') {
@@ -308,15 +321,24 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
       await truncate(dataFile, dataOffset + dataSize);
       const salt = createHash('sha256').update(`kbundle verity salt:${seed}`).digest();
       const vuuid = createHash('sha256').update(`kbundle verity uuid:${seed}`).digest().subarray(0, 16);
-      const hashing = computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset, hashers);
       // The partition table depends on the sizes only, so systemd-repart lays it out while the
-      // hash tree is computed. The root and hash partition UUIDs are the halves of the root hash
-      // (systemd's convention): placeholders first, set once the hash is known. A signature's size
-      // is only known after signing, so signed images are laid out after it.
+      // hash tree is computed: it is started right before this thread starts hashing. The root
+      // and hash partition UUIDs are the halves of the root hash (systemd's convention):
+      // placeholders first, set once the hash is known. A signature's size is only known after
+      // signing, so signed images are laid out after it.
       const layout = (sigSize?: number) =>
         layOutDisk({ work, arch, seed, epoch, dataSize, hashSize: verityHashSize(dataSize), sigSize, rootImage: inPlace ? undefined : 'root.img', out: inPlace ? join(work, 'gpt.raw') : image });
       const signing = !!(opts.key && opts.cert);
-      const [hashed, laidOut] = await Promise.allSettled([hashing, signing ? Promise.resolve(undefined) : layout()]);
+      let laying: Promise<string | undefined> = Promise.resolve(undefined);
+      const startLayout = () => {
+        try {
+          laying = layout();
+        } catch (e) {
+          laying = Promise.reject(e);
+        }
+      };
+      const hashing = computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset, hashers, signing ? undefined : startLayout);
+      const [hashed, laidOut] = await Promise.allSettled([hashing, laying]);
       if (hashed.status === 'rejected') throw hashed.reason;
       if (laidOut.status === 'rejected') throw laidOut.reason;
       const verity = hashed.value;

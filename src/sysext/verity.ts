@@ -96,32 +96,41 @@ function hashBlock(salt: Buffer, block: Buffer, algorithm = 'sha256'): Buffer {
   return createHash(algorithm).update(salt).update(block).digest();
 }
 
-/** One thread's share of a leaf-hashing job: blocks [first, first+count) of a file region. */
-interface LeafShare {
+/**
+ * One leaf-hashing job, shared by every thread that works on it. Threads claim chunks of blocks
+ * from `next` (an atomic counter) until none are left, so a thread on a busier core simply does
+ * fewer chunks; each writes its digests straight into the shared `out` at the blocks' positions.
+ */
+interface LeafJobShared {
   path: string;
   offset: number;
-  first: number;
-  count: number;
+  dataBlocks: number;
   salt: Uint8Array;
   blockSize: number;
   digest: number;
   algorithm: string;
+  /** [0]: next chunk to claim; set past the end to make every thread stop. */
+  next: Int32Array;
+  /** dataBlocks × digest bytes (a SharedArrayBuffer when workers take part). */
+  out: Uint8Array;
 }
 
+/** Blocks per claimed chunk: small enough that threads finish close together, one readv each. */
+const CHUNK_BLOCKS = 512;
+
 /**
- * Hash every block of a share as H(salt || block) and return the digests back to back. Runs on
- * the calling thread and, from its source text, in worker threads: self-contained, no imports.
+ * Hash the blocks of every chunk this thread claims as H(salt || block). Runs on the calling
+ * thread and, from its source text, in worker threads: self-contained, no imports.
  * Each slot of the buffer is salt || block, the exact input of one hash: readv fills the block
  * parts straight from the file, so a block costs one native hash call and no copying in JS.
  * Digests come back as latin1 strings: a short V8 string is cheaper to make than a Buffer, and at
  * ~38 000 calls per 150 MiB that per-call cost is a fifth of the whole pass.
  */
-function hashLeafShare(w: LeafShare, crypto: typeof import('node:crypto'), fs: typeof import('node:fs')): Buffer {
+function hashLeafChunks(w: LeafJobShared, chunkBlocks: number, crypto: typeof import('node:crypto'), fs: typeof import('node:fs')): void {
   const fd = fs.openSync(w.path, 'r');
   const salt = Buffer.from(w.salt);
-  const out = Buffer.alloc(w.count * w.digest);
+  const out = Buffer.from(w.out.buffer, w.out.byteOffset, w.out.byteLength);
   const slot = salt.length + w.blockSize;
-  const chunkBlocks = 1024; // IOV_MAX
   const buf = Buffer.alloc(chunkBlocks * slot);
   for (let i = 0; i < chunkBlocks; i++) salt.copy(buf, i * slot);
   const iov = Array.from({ length: chunkBlocks }, (_, i) => buf.subarray(i * slot + salt.length, (i + 1) * slot));
@@ -129,26 +138,35 @@ function hashLeafShare(w: LeafShare, crypto: typeof import('node:crypto'), fs: t
   // 'binary' is Node's name for latin1: one byte per char. crypto.hash needs Node >= 20.12.
   const oneShot = crypto.hash as typeof crypto.hash | undefined;
   const digestOf = oneShot ? (b: Buffer) => oneShot(w.algorithm, b, 'binary') : (b: Buffer) => crypto.createHash(w.algorithm).update(b).digest('binary');
+  const chunks = Math.ceil(w.dataBlocks / chunkBlocks);
   try {
-    for (let done = 0; done < w.count; ) {
-      const n = Math.min(chunkBlocks, w.count - done);
-      const got = fs.readvSync(fd, n === chunkBlocks ? iov : iov.slice(0, n), w.offset + (w.first + done) * w.blockSize);
-      if (got !== n * w.blockSize) throw new Error(`short read at block ${w.first + done}`);
-      for (let i = 0; i < n; i++) out.write(digestOf(slots[i]!), (done + i) * w.digest, w.digest, 'latin1');
-      done += n;
+    for (let c = Atomics.add(w.next, 0, 1); c < chunks; c = Atomics.add(w.next, 0, 1)) {
+      const first = c * chunkBlocks;
+      const n = Math.min(chunkBlocks, w.dataBlocks - first);
+      const got = fs.readvSync(fd, n === chunkBlocks ? iov : iov.slice(0, n), w.offset + first * w.blockSize);
+      if (got !== n * w.blockSize) throw new Error(`short read at block ${first}`);
+      for (let i = 0; i < n; i++) out.write(digestOf(slots[i]!), (first + i) * w.digest, w.digest, 'latin1');
     }
+  } catch (e) {
+    Atomics.store(w.next, 0, 0x7fffffff); // the job has failed: the other threads stop claiming
+    throw e;
   } finally {
     fs.closeSync(fd);
   }
-  return out;
 }
 
 const LEAF_WORKER = `
 const { parentPort } = require('node:worker_threads');
-const hashLeafShare = ${hashLeafShare.toString()};
-parentPort.once('message', (w) => {
-  const out = hashLeafShare(w, require('node:crypto'), require('node:fs'));
-  parentPort.postMessage(out, [out.buffer]);
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const hashLeafChunks = ${hashLeafChunks.toString()};
+parentPort.once('message', ({ job, chunkBlocks }) => {
+  try {
+    hashLeafChunks(job, chunkBlocks, crypto, fs);
+    parentPort.postMessage({ ok: true });
+  } catch (e) {
+    parentPort.postMessage({ ok: false, message: e.message });
+  }
 });
 `;
 
@@ -163,8 +181,8 @@ interface LeafJob {
 }
 
 /**
- * Leaf hashing on every core: the calling thread plus one worker thread per further core, each
- * taking one share of one job. Create it before the data exists (e.g. while mksquashfs runs): a
+ * Leaf hashing on every core: the calling thread plus one worker thread per further core, all
+ * claiming chunks of one job. Create it before the data exists (e.g. while mksquashfs runs): a
  * worker thread takes ~25 ms to boot, which would otherwise be added to the build.
  */
 export class LeafHashers {
@@ -183,34 +201,48 @@ export class LeafHashers {
     });
   }
 
-  /** Level-0 digests of every data block. */
-  async run(job: LeafJob): Promise<Buffer> {
+  /**
+   * Level-0 digests of every data block. `beforeHashing` runs once the workers have their job and
+   * before this thread starts hashing (and so blocks its event loop): the place to start a child
+   * process that should run alongside.
+   */
+  async run(job: LeafJob, beforeHashing?: () => void): Promise<Buffer> {
     if (this.used) throw new Error('LeafHashers: already used');
     this.used = true;
     try {
       const helpers = job.dataBlocks < LeafHashers.MIN_SHARED_BLOCKS ? [] : this.workers.filter((w) => !this.exited.has(w));
-      const per = Math.ceil(job.dataBlocks / (helpers.length + 1));
-      const share = (i: number): LeafShare => {
-        const first = Math.min(i * per, job.dataBlocks);
-        return { path: job.path, offset: job.offset, first, count: Math.min(per, job.dataBlocks - first), salt: Uint8Array.from(job.salt), blockSize: job.blockSize, digest: job.digest, algorithm: job.algorithm };
+      const outBytes = job.dataBlocks * job.digest;
+      const shared: LeafJobShared = {
+        ...job,
+        salt: Uint8Array.from(job.salt),
+        next: new Int32Array(helpers.length ? new SharedArrayBuffer(4) : new ArrayBuffer(4)),
+        out: new Uint8Array(helpers.length ? new SharedArrayBuffer(outBytes) : new ArrayBuffer(outBytes)),
       };
+      const failed = (message: string) => new UserError(`${job.path}: verity hashing failed: ${message}`);
       const pending = helpers.map(
-        (w, i) =>
-          new Promise<Buffer>((resolve, reject) => {
-            w.once('message', (m: Uint8Array) => resolve(Buffer.from(m.buffer, m.byteOffset, m.byteLength)));
-            w.once('error', (e) => reject(new UserError(`${job.path}: verity hashing failed: ${e.message}`)));
+        (w) =>
+          new Promise<void>((resolve, reject) => {
+            w.once('message', (m: { ok: boolean; message?: string }) => (m.ok ? resolve() : reject(failed(m.message ?? 'unknown error'))));
+            w.once('error', (e) => reject(failed(e.message)));
             w.once('exit', (code) => reject(new UserError(`${job.path}: verity hashing stopped (worker exit ${code})`)));
-            w.postMessage(share(i));
+            w.postMessage({ job: shared, chunkBlocks: CHUNK_BLOCKS });
           }),
       );
-      let mine: Buffer;
       try {
-        mine = hashLeafShare(share(helpers.length), crypto, fs);
+        beforeHashing?.();
+      } catch (e) {
+        Atomics.store(shared.next, 0, 0x7fffffff);
+        await Promise.allSettled(pending);
+        throw e;
+      }
+      try {
+        hashLeafChunks(shared, CHUNK_BLOCKS, crypto, fs);
       } catch (e) {
         await Promise.allSettled(pending);
-        throw new UserError(`${job.path}: verity hashing failed: ${(e as Error).message}`);
+        throw failed((e as Error).message);
       }
-      return Buffer.concat([...(await Promise.all(pending)), mine]);
+      await Promise.all(pending);
+      return Buffer.from(shared.out.buffer);
     } finally {
       await this.close();
     }
@@ -241,13 +273,13 @@ async function buildLevelsFrom(leaves: Buffer, dataBlocks: number, salt: Buffer,
 }
 
 /** Compute the verity hash partition for the data at `path` (size a multiple of 4096). */
-export async function computeVerity(path: string, dataBytes: number, params: VerityParams, offset = 0, hashers = new LeafHashers()): Promise<VerityTree> {
+export async function computeVerity(path: string, dataBytes: number, params: VerityParams, offset = 0, hashers = new LeafHashers(), beforeHashing?: () => void): Promise<VerityTree> {
   if (dataBytes % VERITY_BLOCK !== 0 || dataBytes === 0) {
     await hashers.close();
     throw new Error(`verity data size ${dataBytes} is not a positive multiple of ${VERITY_BLOCK}`);
   }
   const dataBlocks = dataBytes / VERITY_BLOCK;
-  const leaves = await hashers.run({ path, offset, dataBlocks, salt: params.salt, blockSize: VERITY_BLOCK, digest: DIGEST, algorithm: 'sha256' });
+  const leaves = await hashers.run({ path, offset, dataBlocks, salt: params.salt, blockSize: VERITY_BLOCK, digest: DIGEST, algorithm: 'sha256' }, beforeHashing);
   const { levels, root } = await buildLevelsFrom(leaves, dataBlocks, params.salt, VERITY_BLOCK, DIGEST, 'sha256');
   // On disk the topmost level comes first, right after the superblock block.
   const hashImage = Buffer.concat([encodeSuperblock(params, dataBlocks), ...[...levels].reverse()]);
