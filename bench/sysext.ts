@@ -51,26 +51,41 @@ const flush = () => spawnSync('sync');
 const mksquashfs = `mksquashfs ${join(tree, 'usr')} ${join(work, 'plain.sqfs')} -keep-as-directory -noappend -all-root -all-time 0 -mkfs-time 0 -no-xattrs -quiet -no-progress`;
 // The same verity work done by the C tools: the hash tree of the squashfs (fixed salt and UUID).
 const veritysetup = `veritysetup format ${join(work, 'plain.sqfs')} ${join(work, 'plain.verity')} --salt=${'ab'.repeat(32)} --uuid=12345678-1234-1234-1234-123456789abc >/dev/null`;
-for (let i = 0; i < runs; i++) {
-  rmSync(out, { recursive: true, force: true });
-  flush();
-  ddi.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out}`, env));
-  if (caEnv) {
+const steps: Array<() => void> = [
+  () => {
     rmSync(out, { recursive: true, force: true });
     flush();
-    ddiNoCa.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out}`, caEnv));
-  }
-  rmSync(out, { recursive: true, force: true });
-  flush();
-  plain.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out} --format plain 2>/dev/null`, env));
-  rmSync(join(work, 'plain.sqfs'), { force: true });
-  flush();
-  sq.push(timeCommand(mksquashfs, env));
-  rmSync(join(work, 'plain.sqfs'), { force: true });
-  rmSync(join(work, 'plain.verity'), { force: true });
-  flush();
-  sqVerity.push(timeCommand(`${mksquashfs} && ${veritysetup}`, env));
-}
+    ddi.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out}`, env));
+  },
+  ...(caEnv
+    ? [
+        () => {
+          rmSync(out, { recursive: true, force: true });
+          flush();
+          ddiNoCa.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out}`, caEnv));
+        },
+      ]
+    : []),
+  () => {
+    rmSync(out, { recursive: true, force: true });
+    flush();
+    plain.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out} --format plain 2>/dev/null`, env));
+  },
+  () => {
+    rmSync(join(work, 'plain.sqfs'), { force: true });
+    flush();
+    sq.push(timeCommand(mksquashfs, env));
+  },
+  () => {
+    rmSync(join(work, 'plain.sqfs'), { force: true });
+    rmSync(join(work, 'plain.verity'), { force: true });
+    flush();
+    sqVerity.push(timeCommand(`${mksquashfs} && ${veritysetup}`, env));
+  },
+];
+// Each round starts with a different command, so that no row always runs first (right after the
+// previous round's deletes) or always right after a particular neighbour.
+for (let i = 0; i < runs; i++) for (let j = 0; j < steps.length; j++) steps[(i + j) % steps.length]!();
 const med = (xs: Timed[], k: 'seconds' | 'cpu') => median(xs.map((t) => t[k]));
 const row = (name: string, xs: Timed[]) => [name, med(xs, 'seconds').toFixed(2), med(xs, 'cpu').toFixed(2), Math.max(...xs.map((x) => x.maxRssMiB)).toFixed(0)];
 console.log(`bench/sysext: ${sizeMiB} MiB tree, ${runs} runs each, medians`);
