@@ -21,7 +21,11 @@ const lazy = {
   archive: () => import('../store/archive.js'),
   spec: () => import('../build/spec.js'),
   trust: () => import('../sysext/node-trust.js'),
+  fromImage: () => import('../sysext/from-image.js'),
 };
+
+/** An image argument (same test as sysext/from-image.ts, kept here so a folder build loads nothing more). */
+const IMAGE_ARG = /^(oci|oci-archive|docker-archive):|^docker:\/\//;
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
@@ -53,8 +57,8 @@ function registerKind(program: Command, kind: ExtensionKind): void {
 
   cmd
     .command('build')
-    .description(`build <dir> (holding ${dirs}) into <out>/NAME${k.suffix}: a reproducible GPT disk image with dm-verity, signed with --key/--cert`)
-    .argument('<dir>', `folder holding ${dirs}`)
+    .description(`build <dir> (holding ${dirs}), a bundle folder, or a container image's last layer into <out>/NAME${k.suffix}: a reproducible GPT disk image with dm-verity, signed with --key/--cert`)
+    .argument('<dir>', `folder holding ${dirs}; a type: ${kind} bundle folder; or an image (oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file>, docker://<registry>/<repo>:<tag>) whose last layer holds ${dirs}`)
     .option('--name <name>', `extension name (file NAME${k.suffix}, extension-release.NAME); default for a bundle folder: its sysext.name or name`)
     .option('-o, --output <dir>', 'output folder', '.')
     .option('--format <format>', 'ddi (GPT + dm-verity, what Kairos accepts; default) or plain (bare file system)')
@@ -68,6 +72,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .option('--reload-manager', 'EXTENSION_RELOAD_MANAGER=1: reload systemd after merging (for unit files)')
     .option('--seed <uuid>', 'seed for the disk UUIDs and verity salt (default: AuroraBoot\'s fixed seed)')
     .option('--image <location>', 'also package it as an OCI image with the .raw at its root: oci:<dir>[:tag] | oci-archive:<file> | docker-archive:<file>')
+    .option('--plain-http', 'talk plain HTTP to the registry of an image source')
     .option('--json', 'print a JSON summary')
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
       const out = makePrinter(!!o.json);
@@ -99,7 +104,15 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       };
       let r: import('../sysext/build.js').SysextBuildResult;
       let bundleMeta: { version?: string; description?: string } = {};
-      if (await pathExists(join(dir, 'bundle.yaml'))) {
+      let source: import('../sysext/from-image.js').ImageBuildSource | undefined;
+      if (IMAGE_ARG.test(dir)) {
+        if (!o.name) throw new UserError(`--name is required to build from an image`, `e.g. kbundle ${kind} build ${dir} --name myext`);
+        const { buildSysextFromImage } = await lazy.fromImage();
+        const platform = { os: 'linux', architecture: GOARCH[partitionArch] ?? partitionArch };
+        const built = await buildSysextFromImage(dir, platform, { kind, name: String(o.name), outDir: String(o.output), ...common, arch: partitionArch, release: { ...releaseFlags, architecture: arch } }, { plainHttp: !!o.plainHttp });
+        source = built.source;
+        r = built;
+      } else if (await pathExists(join(dir, 'bundle.yaml'))) {
         // A bundle folder: its bundle.yaml says what goes where, for which platforms.
         const loaded = await (await lazy.spec()).loadBundleSpec(dir);
         const platform = `linux/${GOARCH[partitionArch] ?? partitionArch}`;
@@ -128,6 +141,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       const lines = [`built ${r.path} (${r.format}, ${r.fs}, ${(r.size / 1048576).toFixed(1)} MiB)`];
       if (r.rootHash) lines.push(`verity root hash: ${r.rootHash}${r.signed ? ' (signed)' : ''}`);
       lines.push(`extension-release.${name}: ${r.release.trim().replace(/\n/g, ' ')}`);
+      if (source) lines.push(`from ${source.image}@${source.manifestDigest}, last layer ${source.layerDigest} (${source.entries} entries)`);
       let imageInfo: { location: string; digest: string } | undefined;
       if (image) {
         const platform = `linux/${GOARCH[partitionArch] ?? 'amd64'}`;
@@ -160,7 +174,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
         }
         lines.push(`image: ${imageInfo.location} (${imageInfo.digest})`);
       }
-      out.result(lines.join('\n'), { path: r.path, fileName: r.fileName, format: r.format, fs: r.fs, size: r.size, rootHash: r.rootHash, signed: r.signed, release: r.release, seed: r.seed, partitions: r.partitions.map((p) => ({ type: p.dps?.name ?? p.typeUuid, uuid: p.uuid, offset: p.offset, size: p.size })), image: imageInfo });
+      out.result(lines.join('\n'), { path: r.path, fileName: r.fileName, format: r.format, fs: r.fs, size: r.size, rootHash: r.rootHash, signed: r.signed, release: r.release, seed: r.seed, partitions: r.partitions.map((p) => ({ type: p.dps?.name ?? p.typeUuid, uuid: p.uuid, offset: p.offset, size: p.size })), image: imageInfo, source: source && { image: source.image, manifestDigest: source.manifestDigest, layerDigest: source.layerDigest, entries: source.entries } });
     });
 
   cmd

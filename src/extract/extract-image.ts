@@ -13,13 +13,17 @@ import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest,
 import { OciLayout } from '../store/oci-layout.js';
 import { fetchBytes, type Target } from '../store/target.js';
 import { applyEntry, finishApply, newApplyState, type ApplyOptions } from './apply.js';
-import { DEFAULT_LIMITS, flattenLayers, type ExtractLimits } from './flatten.js';
+import { DEFAULT_LIMITS, flattenLayers, type ExtractLimits, type FlatEntry } from './flatten.js';
 
 export interface ExtractOptions extends ApplyOptions {
   limits?: Partial<ExtractLimits>;
   /** Where verified layers are staged when the source is remote (default: os tmpdir). */
   stagingDir?: string;
   onLayerVerified?: (layer: Descriptor) => void;
+  /** 'last': only the topmost layer (what AuroraBoot builds extensions from); default all. */
+  layers?: 'all' | 'last';
+  /** Entries this returns false for are left out (their bodies are skipped). */
+  select?: (entry: FlatEntry) => boolean;
 }
 
 export interface ExtractResult {
@@ -69,7 +73,9 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
   const what = `${target.name}@${manifestDesc.digest}`;
   const manifest = parseJson(ManifestSchema, await fetchBytes(target, manifestDesc), what);
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
-  const declared = manifest.layers.reduce((n, l) => n + l.size, 0);
+  const layers = opts.layers === 'last' ? manifest.layers.slice(-1) : manifest.layers;
+  if (opts.layers === 'last' && layers.length === 0) throw new UserError(`${what}: the image has no layers`);
+  const declared = layers.reduce((n, l) => n + l.size, 0);
   if (declared > limits.maxTotalBytes) throw new UserError(`${what}: layers total ${declared} bytes, over the ${limits.maxTotalBytes}-byte limit`);
 
   let staging: string | undefined;
@@ -77,17 +83,17 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
   try {
     if (target instanceof OciLayout) {
       // Local blobs: hash them in place, in parallel, before anything is extracted.
-      const items = manifest.layers.map((layer) => ({ path: target.blobPath(layer.digest), digest: layer.digest, size: layer.size, what: `${target.name}: blob ${layer.digest}` }));
+      const items = layers.map((layer) => ({ path: target.blobPath(layer.digest), digest: layer.digest, size: layer.size, what: `${target.name}: blob ${layer.digest}` }));
       for (const it of items) {
         if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size }))) throw new UserError(`${it.what} is missing or has the wrong size`, 'the layout is incomplete; rebuild or pull it again');
       }
       await verifyFiles(items, Math.max(1, Math.min(4, availableParallelism())));
-      for (const [i, layer] of manifest.layers.entries()) {
+      for (const [i, layer] of layers.entries()) {
         layerPaths.push(items[i]!.path);
         opts.onLayerVerified?.(layer);
       }
     } else {
-      for (const layer of manifest.layers) {
+      for (const layer of layers) {
         staging ??= await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'kbundle-layers-'));
         const local = await OciLayout.open(staging, { create: true });
         await local.push(layer, await target.fetch(layer));
@@ -100,8 +106,9 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     const state = newApplyState();
     let files = 0;
     let bytes = 0;
-    const open = async (i: number) => decompress(createReadStream(layerPaths[i]!, { highWaterMark: 1024 * 1024 }), manifest.layers[i]!.mediaType, `${what} layer ${i}`);
-    for await (const entry of flattenLayers(open, manifest.layers.length, limits, what)) {
+    const open = async (i: number) => decompress(createReadStream(layerPaths[i]!, { highWaterMark: 1024 * 1024 }), layers[i]!.mediaType, `${what} layer ${i}`);
+    for await (const entry of flattenLayers(open, layers.length, limits, what)) {
+      if (opts.select && !opts.select(entry)) continue; // flattenLayers skips an unread body
       await applyEntry(root, entry, opts, state, what);
       if (entry.header.type === 'file') {
         files++;

@@ -155,7 +155,7 @@ async function validateTree(tree: string, kind: ExtensionKind, name: string): Pr
   try {
     st = await stat(tree);
   } catch {
-    throw new UserError(`${tree}: no such directory`);
+    throw new UserError(`${tree}: no such directory`, 'give a folder, or an image as oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file> or docker://<registry>/<repo>:<tag>');
   }
   if (!st.isDirectory()) throw new UserError(`${tree}: not a directory`, `give the folder holding ${k.hierarchies.map((h) => `${h}/`).join(' and ')}`);
   const top = (await readdir(tree)).sort();
