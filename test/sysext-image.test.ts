@@ -2,6 +2,8 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { digestOf } from '../src/oci/digest.js';
+import { MediaType } from '../src/oci/mediatypes.js';
 import { buildSysext } from '../src/sysext/build.js';
 import { readGpt } from '../src/sysext/gpt.js';
 import { craftImage, type CraftEntry } from './helpers/craft-image.js';
@@ -138,6 +140,39 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     writeFileSync(join(folder, 'opt/k3s/data.txt'), 'opt data\n');
     const c = await buildSysext({ name: 'k3s', tree: folder, outDir: tempDir(), arch: 'x86-64', release: { architecture: 'x86-64' } });
     expect(readFileSync(c.path).equals(readFileSync(a.path))).toBe(true);
+  });
+
+  it('--arch picks the platform of a multi-arch index, and sets ARCHITECTURE= and the partition types', async () => {
+    const multi = join(tempDir(), 'oci');
+    const amd = await craftImage(multi, [[dir('usr'), dir('usr/bin'), file('usr/bin/tool', 'amd64\n', 0o755)]], 'amd');
+    const arm = await craftImage(multi, [[dir('usr'), dir('usr/bin'), file('usr/bin/tool', 'arm64\n', 0o755)]], 'arm');
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciIndex,
+        manifests: [
+          { ...amd.manifest, platform: { os: 'linux', architecture: 'amd64' } },
+          { ...arm.manifest, platform: { os: 'linux', architecture: 'arm64' } },
+        ],
+      }),
+    );
+    const indexDesc = { mediaType: MediaType.OciIndex, digest: digestOf(index), size: index.length };
+    await arm.layout.push(indexDesc, index);
+    await arm.layout.tag(indexDesc, 'multi');
+
+    const r = kbundle(['sysext', 'build', `oci:${multi}:multi`, '--name', 'tool', '--arch', 'arm64', '-o', tempDir(), '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as { path: string; release: string; source: { manifestDigest: string }; partitions: { type: string }[] };
+    expect(summary.source.manifestDigest).toBe(arm.manifest.digest);
+    expect(summary.release).toBe('ID=_any\nARCHITECTURE=arm64\n');
+    expect(summary.partitions.map((p) => p.type)).toEqual(['root-arm64', 'root-arm64-verity']);
+    const gpt = (await readGpt(summary.path))!;
+    expect(readFileSync(join(unpackRoot(summary.path, gpt.partitions[0]!.offset), 'usr/bin/tool'), 'utf8')).toBe('arm64\n');
+
+    const none = kbundle(['sysext', 'build', `oci:${multi}:multi`, '--name', 'tool', '--arch', 'riscv64', '-o', tempDir()]);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toMatch(/no image for platform linux\/riscv64 \(available: linux\/amd64, linux\/arm64\)/);
+    expect(none.stderr).toMatch(/pick one with --arch/);
   });
 
   it('refuses a last layer without usr/ or opt/, a missing --name, and a tampered layer, writing nothing', async () => {

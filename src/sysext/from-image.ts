@@ -38,7 +38,14 @@ function listed(paths: string[]): string {
  */
 export async function extractExtensionLayer(opened: OpenedImage, platform: Platform, kind: ExtensionKind, dest: string, staging: string): Promise<ExtensionLayer> {
   const k = KINDS[kind];
-  const manifest = await resolveManifest(opened.target, opened.reference, platform);
+  let manifest;
+  try {
+    manifest = await resolveManifest(opened.target, opened.reference, platform);
+  } catch (e) {
+    // resolveManifest's hint names --platform; here the platform follows --arch.
+    if (e instanceof UserError && /no image for platform/.test(e.message)) throw new UserError(e.message, 'pick one with --arch (amd64, arm64, …): it sets the image platform, ARCHITECTURE= and the partition types');
+    throw e;
+  }
   const outside = new Set<string>();
   const dropped: string[] = [];
   const orphanLinks: string[] = [];
