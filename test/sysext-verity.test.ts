@@ -84,6 +84,14 @@ describe('dm-verity hash trees', () => {
     await expect(failing).rejects.toThrow('repart would not start');
   });
 
+  it('reports the short chunk when a thread of a shared job hits the end of a file, and the others stop', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'short'), randomBytes(4500 * 4096));
+    // 5000 blocks claimed, 4500 present: the chunk at 4096 (512-block chunks) is the short one.
+    const job = computeVerity(join(dir, 'short'), 5000 * 4096, { salt, uuid: Buffer.alloc(16) }, 0, new LeafHashers(2));
+    await expect(job).rejects.toThrow(/verity hashing failed: short read at block 4096$/);
+  });
+
   it('reports a file shorter than the region instead of hashing garbage, and frees its threads', async () => {
     const dir = tempDir();
     writeFileSync(join(dir, 'short'), randomBytes(10 * 4096));

@@ -148,7 +148,8 @@ function hashLeafChunks(w: LeafJobShared, chunkBlocks: number, crypto: typeof im
       for (let i = 0; i < n; i++) out.write(digestOf(slots[i]!), (first + i) * w.digest, w.digest, 'latin1');
     }
   } catch (e) {
-    Atomics.store(w.next, 0, 0x7fffffff); // the job has failed: the other threads stop claiming
+    // The job has failed: the other threads stop claiming (far below 2^31, so later adds cannot wrap).
+    Atomics.store(w.next, 0, 0x3fffffff);
     throw e;
   } finally {
     fs.closeSync(fd);
@@ -231,7 +232,7 @@ export class LeafHashers {
       try {
         beforeHashing?.();
       } catch (e) {
-        Atomics.store(shared.next, 0, 0x7fffffff);
+        Atomics.store(shared.next, 0, 0x3fffffff);
         await Promise.allSettled(pending);
         throw e;
       }
