@@ -1,5 +1,5 @@
 import { execFile, execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync, createReadStream } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, createReadStream } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -149,6 +149,41 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
     const gone = kbundle(['sysext', 'remove', 'demo', ...r]);
     expect(gone.code).toBe(1);
     expect(gone.stderr).toMatch(/sysext "demo" is not installed/);
+  });
+
+  it('on the running system (no --root): files under /var/lib/kairos, --now links /run/extensions and restarts systemd-sysext', () => {
+    // A private mount namespace with fresh /run and /var/lib, so "/" is a node of its own; this
+    // machine runs no systemd, so systemctl is a recording stand-in on PATH (the one part that
+    // is not real: kbundle's side of the call is what is under test).
+    const shim = tempDir();
+    writeFileSync(join(shim, 'systemctl'), `#!/bin/sh\necho "$@" >> ${shim}/calls\nif [ -e ${shim}/fail ]; then echo "Failed to restart systemd-sysext.service: Unit is masked." >&2; exit 1; fi\n`);
+    chmodSync(join(shim, 'systemctl'), 0o755);
+    // This machine's systemd is 252, which names an image by its file name without ".raw" only:
+    // demo.sysext.raw would be "demo.sysext" there (the check says so), demo.raw is "demo".
+    const raw = join(tempDir(), 'demo.raw');
+    copyFileSync(ddi.path, raw);
+    const k = `"${process.execPath}" "${CLI}"`;
+    const script = `set -e
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/lib
+${k} sysext install file:${raw}
+${k} sysext enable demo --common --now
+find /var/lib/kairos /run/extensions -printf '%p %y %l\\n' | sort
+touch ${shim}/fail
+${k} sysext remove demo --now || echo "remove exit $?"
+ls -A /var/lib/kairos/extensions /run/extensions`;
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${shim}:${process.env.PATH}` } });
+    expect(r.status, r.stderr).toBe(0);
+    const store = '/var/lib/kairos/extensions';
+    expect(r.stdout).toMatch(/installed demo.raw into \/var\/lib\/kairos\/extensions \(checked\)/);
+    expect(r.stdout).toMatch(/linked into \/run\/extensions[\s\S]*restarted systemd-sysext/);
+    expect(r.stdout).toContain(`${store}/common/demo.raw l ${store}/demo.raw\n`);
+    expect(r.stdout).toContain(`/run/extensions/demo.raw l ${store}/common/demo.raw\n`);
+    // The failing restart is reported with systemctl's own words, after the files were removed.
+    expect(r.stderr).toMatch(/systemctl restart systemd-sysext failed: Failed to restart systemd-sysext.service: Unit is masked\./);
+    expect(r.stdout).toMatch(/remove exit 1/);
+    expect(r.stdout).toMatch(/\/run\/extensions:\n\n\/var\/lib\/kairos\/extensions:\nactive\ncommon\npassive\nrecovery\n$/);
+    expect(readFileSync(join(shim, 'calls'), 'utf8')).toBe('restart systemd-sysext\nrestart systemd-sysext\n');
   });
 
   it('installs from a loopback HTTP server (query string dropped from the name) and from the registry', async () => {
