@@ -22,7 +22,16 @@ const lazy = {
   spec: () => import('../build/spec.js'),
   trust: () => import('../sysext/node-trust.js'),
   fromImage: () => import('../sysext/from-image.js'),
+  hierarchies: () => import('../sysext/hierarchies.js'),
 };
+
+async function hierarchiesFlag(v: string | undefined, kind: ExtensionKind): Promise<string[] | undefined> {
+  if (v === undefined) return undefined;
+  const { parseHierarchies, hierarchyVariable } = await lazy.hierarchies();
+  return parseHierarchies(v, `--hierarchies (${hierarchyVariable(kind)})`);
+}
+
+const HIERARCHIES_HELP = "the directories the node's systemd-sysext overlays, colon-separated as in SYSTEMD_SYSEXT_HIERARCHIES (default: with --root the node's systemd-sysext.service drop-in, else Kairos's /usr/local/bin:…:/usr/sbin list; confext /etc)";
 
 /** An image argument (same test as sysext/from-image.ts, kept here so a folder build loads nothing more). */
 const IMAGE_ARG = /^(oci|oci-archive|docker-archive):|^docker:\/\//;
@@ -188,16 +197,17 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .option('--systemd-version <n>', 'systemd version on the node (default: from --root, else 256)')
     .option('--arch <arch>', "the node's architecture (default: this machine)")
     .option('--file-name <name>', 'the name the file will have on the node (default: its current name)')
+    .option('--hierarchies <list>', HIERARCHIES_HELP)
     .option('--json', 'print a JSON verdict')
-    .action(async (raw: string, o: { osRelease?: string; root?: string; imagePolicy?: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; json?: boolean }) => {
+    .action(async (raw: string, o: { osRelease?: string; root?: string; imagePolicy?: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; hierarchies?: string; json?: boolean }) => {
       const out = makePrinter(!!o.json);
       const { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile } = await lazy.check();
       if (!o.osRelease && !o.root) throw new UserError('check: give the node\'s --os-release <file> (or --root <dir>)');
       const fields = o.osRelease ? await readOsReleaseFile(o.osRelease) : (await readOsRelease(o.root!)).fields;
       const version = parseVersion(o.systemdVersion) ?? (o.root ? await detectSystemdVersion(o.root) : undefined);
       const { withCheckTrust } = await lazy.trust();
-      const r = await withCheckTrust(o.root, { policy: o.imagePolicy, certs: o.cert }, ({ policy, certs }) =>
-        checkImage(raw, { kind, osRelease: fields, policy, certs, systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName }),
+      const r = await withCheckTrust(o.root, { policy: o.imagePolicy, certs: o.cert, hierarchies: await hierarchiesFlag(o.hierarchies, kind), kind }, ({ policy, certs, hierarchies }) =>
+        checkImage(raw, { kind, osRelease: fields, policy, certs, systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName, hierarchies }),
       );
       const text = [...r.lines.map((l) => `${l.ok ? '✓' : '✗'} ${l.text}`), ...r.info.warnings.map((w) => `! ${w}`), r.ok ? `${r.info.fileName}: would be merged` : `${r.info.fileName}: would NOT be merged`].join('\n');
       out.result(text, { ok: r.ok, imageName: r.imageName, protection: r.protection, format: r.info.format, fsType: r.info.fsType, lines: r.lines, reasons: r.reasons, warnings: r.info.warnings, rootHash: r.info.verity?.check.rootHash.toString('hex') });
@@ -218,9 +228,10 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       .option('--systemd-version <n>', "systemd version on the node (default: from the root)")
       .option('--arch <arch>', "the node's architecture (default: this machine)")
       .option('--platform <os/arch>', 'image platform to pull (default: this machine)')
+      .option('--hierarchies <list>', HIERARCHIES_HELP)
       .option('--plain-http', 'talk plain HTTP to registries')
       .option('--json', 'print a JSON summary'),
-  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy?: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; plainHttp?: boolean; json?: boolean }) => {
+  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy?: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; hierarchies?: string; plainHttp?: boolean; json?: boolean }) => {
     const out = makePrinter(!!o.json);
     const node: Node = { root: o.root, kind };
     const { installExtension } = await lazy.manage();
@@ -228,13 +239,15 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       check: o.check,
       policy: o.imagePolicy,
       certs: o.cert,
+      hierarchies: await hierarchiesFlag(o.hierarchies, kind),
       osReleaseFile: o.osRelease,
       systemdVersion: parseVersion(o.systemdVersion),
       arch: o.arch,
       platform: o.platform,
       registry: { plainHttp: o.plainHttp },
     });
-    out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}`).join('\n'), { installed: r.installed, checked: r.checks.length > 0, source: r.source });
+    for (const c of r.checks) for (const w of c.info.warnings) process.stderr.write(`kbundle: warning: ${c.info.fileName}: ${w}\n`);
+    out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}`).join('\n'), { installed: r.installed, checked: r.checks.length > 0, source: r.source, warnings: r.checks.flatMap((c) => c.info.warnings) });
   });
 
   rootOpt(stateOptions(cmd.command('list').description('list installed extensions (or those enabled in a boot state)')).option('--json', 'print JSON')).action(async (o: StateFlags & { root: string; json?: boolean }) => {

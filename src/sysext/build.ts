@@ -4,6 +4,7 @@ import { copyFile, link, lstat, mkdir, mkdtemp, open, readdir, readlink, rename,
 import { join, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 import { dpsTypeUuid, readGpt, setPartitionUuids, type GptPartition } from './gpt.js';
+import { KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from './hierarchies.js';
 import { formatExtensionRelease, validateExtensionName, type ReleaseSpec } from './release.js';
 import { signRootHash } from './sign.js';
 import { lastLines, runTool } from './tools.js';
@@ -280,6 +281,14 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   const epoch = opts.sourceDateEpoch ?? 0;
   const tree = resolve(opts.tree);
   const present = await validateTree(tree, kind, opts.name);
+  if (kind === 'sysext') {
+    const outside = await uncoveredInTree(tree, KAIROS_SYSEXT_HIERARCHIES);
+    if (outside.length) {
+      opts.onWarning?.(
+        `${opts.name}: ${outside.map((p) => `/${p}`).join(', ')} ${outside.length > 1 ? 'are' : 'is'} outside the directories a Kairos node merges (its systemd-sysext drop-in sets SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')}); only nodes that add ${outside.length > 1 ? 'them' : 'it'} to that list will see ${outside.length > 1 ? 'those files' : 'that'}`,
+      );
+    }
+  }
   const fileName = opts.fileName ?? `${opts.name}${k.suffix}`;
   if (!fileName.endsWith('.raw') || fileName.includes('/')) throw new UserError(`output name "${fileName}" must be a file name ending in .raw`);
 

@@ -1,6 +1,7 @@
 import { readFile, readdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { UserError } from '../errors.js';
+import { hierarchyVariable, insideHierarchies, uncoveredPaths } from './hierarchies.js';
 import { inspectImage, STRICT_XATTR, type ImageInfo } from './inspect.js';
 import { formatFlags, parseImagePolicy, partitionUse, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
 import { imageNameFromFile, matchExtensionRelease, MODERN_NAMES_SINCE, parseReleaseFile, type ReleaseFields } from './release.js';
@@ -22,6 +23,11 @@ export interface CheckOptions {
   scope?: string;
   /** The file name the image will have on the node (default: its current name). */
   fileName?: string;
+  /**
+   * The directories the node's systemd-sysext overlays (SYSTEMD_SYSEXT_HIERARCHIES, absolute);
+   * content elsewhere is reported as not merged. Default: systemd's (/usr and /opt; confext /etc).
+   */
+  hierarchies?: string[];
 }
 
 export interface CheckLine {
@@ -171,8 +177,19 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
   // --- content -------------------------------------------------------------------------------
   const merged = info.topLevel.filter((t) => k.hierarchies.includes(t));
   if (merged.length === 0) add(false, `the image has no ${k.hierarchies.map((h) => `/${h}`).join(' or ')}: nothing to merge`);
-  const ignored = info.topLevel.filter((t) => !k.hierarchies.includes(t));
-  if (ignored.length) info.warnings.push(`ignored by systemd-${kind} (not merged): ${ignored.map((t) => `/${t}`).join(', ')}`);
+  else if (opts.hierarchies) {
+    const hierarchyText = `${hierarchyVariable(kind)}=${opts.hierarchies.join(':')}`;
+    const outside = uncoveredPaths(info.paths, opts.hierarchies);
+    // The release file (and the folders holding it) is metadata, not content to merge.
+    const releaseDir = k.releaseDir;
+    const isRelease = (p: string) => p === releaseDir || p.startsWith(`${releaseDir}/`) || releaseDir.startsWith(`${p}/`);
+    const delivered = info.paths.filter((p) => !isRelease(p) && insideHierarchies(p, opts.hierarchies!));
+    if (delivered.length === 0) add(false, `nothing in the image is under the node's hierarchies (${hierarchyText}): the merge would add none of its files (${outside.map((o) => `/${o}`).join(', ')} stay out)`);
+    else if (outside.length) info.warnings.push(`not merged on this node, outside ${hierarchyText}: ${outside.map((o) => `/${o}`).join(', ')}`);
+  } else {
+    const ignored = info.topLevel.filter((t) => !k.hierarchies.includes(t));
+    if (ignored.length) info.warnings.push(`ignored by systemd-${kind} (not merged): ${ignored.map((t) => `/${t}`).join(', ')}`);
+  }
   if (kind === 'sysext' && info.hasOsRelease) add(false, `the image contains /usr/lib/os-release, which systemd refuses (on 252 this aborts the whole merge, not just this image)`);
 
   let releaseName: string | undefined = info.releaseFiles.has(imageName) ? imageName : undefined;

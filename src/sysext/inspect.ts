@@ -42,6 +42,8 @@ export interface ImageInfo {
   relaxedReleases?: string[];
   /** Top-level entries of the file system. */
   topLevel: string[];
+  /** Every path in the file system (relative). */
+  paths: string[];
   hasOsRelease: boolean;
   warnings: string[];
 }
@@ -95,6 +97,7 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext',
       otherData: data.filter((p) => p !== main),
       releaseFiles: new Map(),
       topLevel: [],
+      paths: [],
       hasOsRelease: false,
       warnings,
     };
@@ -126,6 +129,7 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext',
       otherData: [],
       releaseFiles: new Map(),
       topLevel: [],
+      paths: [],
       hasOsRelease: false,
       warnings,
     };
@@ -134,6 +138,7 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext',
   const fs = await openFilesystem(path, info.fsType, info.fsOffset, info.fsSize, what);
   try {
     const dir = KINDS[kind].releaseDir;
+    info.paths = fs.paths;
     info.topLevel = fs.paths.filter((p) => !p.includes('/'));
     info.hasOsRelease = fs.paths.includes('usr/lib/os-release');
     for (const p of fs.paths) {

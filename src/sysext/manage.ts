@@ -229,6 +229,8 @@ export interface InstallOptions {
   check?: boolean;
   policy?: string;
   certs?: string[];
+  /** The hierarchies the node merges (default: its systemd-sysext drop-in's, else Kairos's). */
+  hierarchies?: string[];
   osReleaseFile?: string;
   systemdVersion?: number;
   arch?: string;
@@ -360,7 +362,7 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
       const fields = opts.osReleaseFile ? await readOsReleaseFile(opts.osReleaseFile) : (await readOsRelease(node.root)).fields;
       const version = opts.systemdVersion ?? (await detectSystemdVersion(node.root));
       // The node's own policy (Trusted Boot or not) and the certificates it trusts, unless given.
-      await withCheckTrust(node.root, { policy: opts.policy, certs: opts.certs }, async ({ policy, certs, trustedBoot }) => {
+      await withCheckTrust(node.root, { policy: opts.policy, certs: opts.certs, hierarchies: opts.hierarchies, kind: node.kind }, async ({ policy, certs, trustedBoot, hierarchies }) => {
         const why = trustedBoot ? ' (a Trusted Boot node: only signed images by an enrolled certificate merge)' : '';
         for (const n of names) {
           const r = await checkImage(join(staging, n), {
@@ -371,6 +373,7 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
             systemdVersion: version,
             arch: opts.arch ? systemdArch(opts.arch) : hostSystemdArch(),
             fileName: n,
+            hierarchies,
           });
           checks.push(r);
           if (!r.ok) {

@@ -5,18 +5,26 @@ import { UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { guidToString } from './gpt.js';
 import { KAIROS_POLICY, KAIROS_TRUSTED_BOOT_POLICY } from './policy.js';
+import { kairosHierarchies, readUnitSettings } from './hierarchies.js';
 import type { TrustedCert } from './sign.js';
+import type { ExtensionKind } from './types.js';
 
 /**
  * What a Kairos node trusts when it merges extension images, read from its root file system:
- * - the image policy: Trusted Boot (UKI) nodes, marked by immucore's /run/cos/uki_boot_mode (or
- *   uki_install_mode) sentinel, merge signed verity images only; others verity images;
+ * - the image policy: the `--image-policy` of its systemd-sysext.service drop-in when it has one
+ *   (a running node); else Trusted Boot (UKI) nodes, marked by immucore's /run/cos/uki_boot_mode
+ *   (or uki_install_mode) sentinel, merge signed verity images only, others verity images;
+ * - the hierarchies merged: the drop-in's SYSTEMD_SYSEXT_HIERARCHIES, else Kairos's list;
  * - the certificates a verity signature may come from: the X.509 entries of the firmware's PK,
  *   KEK and db variables (what a Trusted Boot node enrolled), and systemd's verity.d folders.
  */
 export interface NodeTrust {
   trustedBoot: boolean;
   policy: string;
+  /** Where the policy came from, for messages. */
+  policySource: string;
+  /** The directories the node's systemd-sysext (confext) overlays. */
+  hierarchies: string[];
   /** PEM files, one certificate each (firmware entries are written to a scratch folder). */
   certs: TrustedCert[];
   /** Where the certificates came from, for messages. */
@@ -57,8 +65,11 @@ function toPem(der: Buffer): string {
   return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
 }
 
-export async function nodeTrust(root: string): Promise<NodeTrust> {
+export async function nodeTrust(root: string, kind: ExtensionKind = 'sysext'): Promise<NodeTrust> {
   const trustedBoot = (await pathExists(join(root, 'run/cos/uki_boot_mode'))) || (await pathExists(join(root, 'run/cos/uki_install_mode')));
+  // A running Kairos node has its systemd-sysext drop-in (written at boot): its --image-policy and
+  // SYSTEMD_SYSEXT_HIERARCHIES are exactly what the merge uses. An offline root has none yet.
+  const unit = await readUnitSettings(root, kind);
   const certs: TrustedCert[] = [];
   const sources: string[] = [];
   let scratch: string | undefined;
@@ -97,9 +108,12 @@ export async function nodeTrust(root: string): Promise<NodeTrust> {
     if (scratch) await rm(scratch, { recursive: true, force: true });
     throw e;
   }
+  const fallback = trustedBoot ? KAIROS_TRUSTED_BOOT_POLICY : KAIROS_POLICY;
   return {
     trustedBoot,
-    policy: trustedBoot ? KAIROS_TRUSTED_BOOT_POLICY : KAIROS_POLICY,
+    policy: unit.imagePolicy ?? fallback,
+    policySource: unit.imagePolicy ? `--image-policy of ${unit.files.join(', ')}` : trustedBoot ? 'Kairos Trusted Boot default (/run/cos/uki_boot_mode)' : 'Kairos default',
+    hierarchies: unit.hierarchies ?? kairosHierarchies(kind),
     certs,
     sources,
     close: async () => {
@@ -114,6 +128,8 @@ export interface CheckTrust {
   certs: TrustedCert[];
   /** The node's Trusted Boot policy is in force (no policy was given). */
   trustedBoot: boolean;
+  /** The directories the merge overlays: given, else the node's, else Kairos's. */
+  hierarchies: string[];
 }
 
 /**
@@ -121,13 +137,19 @@ export interface CheckTrust {
  * node's, given certificates come before the node's. Without a root, only what was given (and
  * Kairos's default policy). Scratch files are removed afterwards.
  */
-export async function withCheckTrust<T>(root: string | undefined, given: { policy?: string; certs?: TrustedCert[] }, fn: (t: CheckTrust) => Promise<T>): Promise<T> {
-  const node = root === undefined ? undefined : await nodeTrust(root);
+export async function withCheckTrust<T>(
+  root: string | undefined,
+  given: { policy?: string; certs?: TrustedCert[]; hierarchies?: string[]; kind?: ExtensionKind },
+  fn: (t: CheckTrust) => Promise<T>,
+): Promise<T> {
+  const kind = given.kind ?? 'sysext';
+  const node = root === undefined ? undefined : await nodeTrust(root, kind);
   try {
     return await fn({
       policy: given.policy ?? node?.policy ?? KAIROS_POLICY,
       certs: [...(given.certs ?? []), ...(node?.certs ?? [])],
       trustedBoot: given.policy === undefined && !!node?.trustedBoot,
+      hierarchies: given.hierarchies ?? node?.hierarchies ?? kairosHierarchies(kind),
     });
   } finally {
     await node?.close();
