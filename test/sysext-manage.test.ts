@@ -204,6 +204,39 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
     expect(missing.stderr).toMatch(/HTTP 404/);
   });
 
+  it('install oci: with --key verifies the cosign signature on the resolved digest before extracting; file: refuses --key', () => {
+    const keys = tempDir();
+    const env = { ...process.env, KBUNDLE_PASSWORD: 'pw' };
+    expect(kbundle(['key', 'generate', '--out', join(keys, 'good')], { env }).code).toBe(0);
+    expect(kbundle(['key', 'generate', '--out', join(keys, 'evil')], { env }).code).toBe(0);
+    const ref = `${registry.host}/kairos/demo-sysext-signed:1.0`;
+    const sk = spawnSync('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layout}:1.0`, `docker://${ref}`], { encoding: 'utf8' });
+    expect(sk.status, sk.stderr).toBe(0);
+    const signedBy = kbundle(['sign', ref, '--key', join(keys, 'good.key')], { env });
+    expect(signedBy.code, signedBy.stderr).toBe(0);
+
+    const root = nodeRoot();
+    const ok = kbundle(['sysext', 'install', `oci:${ref}`, '--root', root, '--key', join(keys, 'good.pub'), '--json']);
+    expect(ok.code, ok.stderr).toBe(0);
+    const summary = JSON.parse(ok.stdout) as { installed: string[]; digest: string; verified: string };
+    expect(summary.installed).toEqual(['demo.sysext.raw']);
+    expect(summary.verified).toContain('good.pub');
+    expect(summary.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(existsSync(join(root, 'var/lib/kairos/extensions/demo.sysext.raw'))).toBe(true);
+
+    // Another key's signature, or none at all (the unsigned tag of the same image): nothing lands.
+    const root2 = nodeRoot();
+    for (const [r, key] of [[ref, 'evil.pub'], [`${registry.host}/kairos/demo-sysext:1.0`, 'good.pub']] as const) {
+      const refused = kbundle(['sysext', 'install', `oci:${r}`, '--root', root2, '--key', join(keys, key)]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/kbundle: error: .*signature/i);
+    }
+    expect(readdirSync(join(root2, 'var/lib/kairos/extensions'))).toEqual([]);
+    const fileKey = kbundle(['sysext', 'install', `file:${ddi.path}`, '--root', root2, '--key', join(keys, 'good.pub')]);
+    expect(fileKey.code).toBe(1);
+    expect(fileKey.stderr).toMatch(/--key\/--policy verify signatures of OCI images; a file: source has none/);
+  });
+
   it('checks before installing: policy, signature, os-release, systemd naming; nothing lands when refused', () => {
     const refused = (args: string[], why: RegExp, root = nodeRoot()) => {
       const r = kbundle(['sysext', 'install', ...args, '--root', root]);

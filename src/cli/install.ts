@@ -49,7 +49,7 @@ export function registerInstall(program: Command): void {
     };
     try {
       if (target) {
-        const r = await installBundle(target, { ...base, localFile: o.localFile, verify: await verifierFromFlags(o, client) });
+        const r = await installBundle(target, { ...base, localFile: o.localFile, verify: await verifierFromFlags(o) });
         out.result(`installed ${target} (${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}) under ${o.root}`, r);
         return;
       }
@@ -61,9 +61,9 @@ export function registerInstall(program: Command): void {
         throw new UserError(`--config: cannot read ${file}`);
       }
       const targets = parseCloudConfigBundles(text, file);
-      const flagVerifier = await verifierFromFlags(o, client);
+      const flagVerifier = await verifierFromFlags(o);
       const perTarget = async (t: ConfigTarget): Promise<ImageVerifier | undefined> =>
-        t.cosign ? ((await verifierFromFlags({ ...o, key: t.cosignKey ?? o.key, requireSignature: true }, client)) ?? undefined) : flagVerifier;
+        t.cosign ? ((await verifierFromFlags({ ...o, key: t.cosignKey ?? o.key, requireSignature: true })) ?? undefined) : flagVerifier;
       const verifiers = new Map<ConfigTarget, ImageVerifier | undefined>();
       for (const t of targets) verifiers.set(t, await perTarget(t));
       const outcomes = await installFromConfig(targets, base, (t) => verifiers.get(t));

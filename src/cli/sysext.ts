@@ -229,9 +229,12 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       .option('--arch <arch>', "the node's architecture (default: this machine)")
       .option('--platform <os/arch>', 'image platform to pull (default: this machine)')
       .option('--hierarchies <list>', HIERARCHIES_HELP)
+      .option('--key <pub.pem>', 'OCI sources: require a cosign signature by this public key before anything is extracted')
+      .option('--policy <trust-policy.yaml>', 'OCI sources: require signatures as this trust policy says')
+      .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)')
       .option('--plain-http', 'talk plain HTTP to registries')
       .option('--json', 'print a JSON summary'),
-  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy?: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; hierarchies?: string; plainHttp?: boolean; json?: boolean }) => {
+  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy?: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; hierarchies?: string; key?: string; policy?: string; requireSignature?: boolean; plainHttp?: boolean; json?: boolean }) => {
     const out = makePrinter(!!o.json);
     const node: Node = { root: o.root, kind };
     const { installExtension } = await lazy.manage();
@@ -245,9 +248,18 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       arch: o.arch,
       platform: o.platform,
       registry: { plainHttp: o.plainHttp },
+      verify: await (await import('./verify-flags.js')).verifierFromFlags(o),
     });
     for (const c of r.checks) for (const w of c.info.warnings) process.stderr.write(`kbundle: warning: ${c.info.fileName}: ${w}\n`);
-    out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}`).join('\n'), { installed: r.installed, checked: r.checks.length > 0, source: r.source, warnings: r.checks.flatMap((c) => c.info.warnings) });
+    const from = r.digest ? ` from ${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}` : '';
+    out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}${from}`).join('\n'), {
+      installed: r.installed,
+      checked: r.checks.length > 0,
+      source: r.source,
+      digest: r.digest,
+      verified: r.verified,
+      warnings: r.checks.flatMap((c) => c.info.warnings),
+    });
   });
 
   rootOpt(stateOptions(cmd.command('list').description('list installed extensions (or those enabled in a boot state)')).option('--json', 'print JSON')).action(async (o: StateFlags & { root: string; json?: boolean }) => {

@@ -1,7 +1,6 @@
 import { resolve } from 'node:path';
 import { UserError } from '../errors.js';
 import type { ImageVerifier } from '../extract/install.js';
-import type { RegistryClient } from '../registry/client.js';
 
 export interface VerifyFlags {
   key?: string;
@@ -13,7 +12,7 @@ export interface VerifyFlags {
  * The signature check `install` runs before writing anything, from --key / --policy: the
  * digest the reference resolved to must carry a signature that satisfies the policy.
  */
-export async function verifierFromFlags(o: VerifyFlags, _client: RegistryClient): Promise<ImageVerifier | undefined> {
+export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier | undefined> {
   if (o.requireSignature && !o.key && !o.policy) throw new UserError('--require-signature needs --key <pub.pem> or --policy <file>');
   if (!o.key && !o.policy) return undefined;
   if (o.key && o.policy) throw new UserError('give --key or --policy, not both');

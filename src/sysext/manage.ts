@@ -13,6 +13,7 @@ import { RegistryClient, type RegistryClientOptions } from '../registry/client.j
 import { openSource } from '../store/open.js';
 import { parseLocation } from '../store/transport.js';
 import { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile, type CheckResult } from './check.js';
+import type { ImageVerifier } from '../extract/install.js';
 import { withCheckTrust } from './node-trust.js';
 import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
 import { pathExists } from '../fs-util.js';
@@ -236,12 +237,21 @@ export interface InstallOptions {
   arch?: string;
   platform?: string;
   registry?: RegistryClientOptions;
+  /**
+   * Signature check of an OCI image source (cosign key or trust policy), run on the digest the
+   * reference resolved to before anything is extracted; file: and http(s): sources have none.
+   */
+  verify?: ImageVerifier;
 }
 
 export interface InstallResult {
   installed: string[];
   checks: CheckResult[];
   source: string;
+  /** The image digest installed from (OCI sources). */
+  digest?: string;
+  /** Who signed it, when `verify` was given. */
+  verified?: string;
 }
 
 /** kairos-agent's file name for a URL: the last path component, query and fragment dropped. */
@@ -299,7 +309,13 @@ async function stageHttp(src: Source & { kind: 'http' }, staging: string): Promi
   return [name];
 }
 
-async function stageImage(src: Source & { kind: 'image' }, staging: string, opts: InstallOptions): Promise<string[]> {
+interface Staged {
+  names: string[];
+  digest?: string;
+  verified?: string;
+}
+
+async function stageImage(src: Source & { kind: 'image' }, staging: string, opts: InstallOptions): Promise<Staged> {
   const client = new RegistryClient(opts.registry ?? {});
   try {
     // kbundle spells OCI layouts oci:<dir>[:tag]; kairos-agent's oci:/docker:/container: are registry
@@ -320,7 +336,11 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
     const opened = await openSource(loc, { client });
     try {
       const platform = opts.platform ? parsePlatform(opts.platform, '--platform') : undefined;
-      const manifest = await resolveManifest(opened.target, opened.reference, platform);
+      // Verify-first: the signature is checked on the digest the reference resolved to, and
+      // everything after reads that digest, not the (movable) tag.
+      const top = await opened.target.resolve(opened.reference);
+      const verified = opts.verify ? ((await opts.verify(opened.target, top, opened.display)) ?? undefined) : undefined;
+      const manifest = await resolveManifest(opened.target, top.digest, platform);
       const root = join(staging, 'image');
       await extractImage(opened.target, manifest, root, { stagingDir: staging });
       const names: string[] = [];
@@ -333,7 +353,7 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
       if (names.length === 0) {
         throw new UserError(`${opened.display}: the image holds no .raw file at its root`, 'an extension image carries NAME.sysext.raw at /; build one with kbundle sysext build --image');
       }
-      return names.sort();
+      return { names: names.sort(), digest: top.digest, ...(verified ? { verified } : {}) };
     } finally {
       await opened.close();
     }
@@ -353,7 +373,11 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
   await mkdir(p.store, { recursive: true });
   const staging = await mkdtemp(join(p.store, `.kbundle-install-${randomBytes(3).toString('hex')}-`));
   try {
-    const names = src.kind === 'file' ? await stageFile(src, staging) : src.kind === 'http' ? await stageHttp(src, staging) : await stageImage(src, staging, opts);
+    if (opts.verify && src.kind !== 'image') {
+      throw new UserError(`${uri}: --key/--policy verify signatures of OCI images; a ${src.kind === 'file' ? 'file:' : 'http(s):'} source has none`, "the image's own dm-verity signature is checked against --cert and the node's certificates instead; drop --key/--policy");
+    }
+    const staged: Staged = src.kind === 'file' ? { names: await stageFile(src, staging) } : src.kind === 'http' ? { names: await stageHttp(src, staging) } : await stageImage(src, staging, opts);
+    const names = staged.names;
     for (const n of names) {
       if (!n.endsWith('.raw') || n.startsWith('.')) throw new UserError(`${uri}: "${n}" is not a .raw file`, 'kairos-agent and systemd only use *.raw images; nothing was installed');
     }
@@ -383,7 +407,7 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
       });
     }
     for (const n of names) await rename(join(staging, n), join(p.store, n));
-    return { installed: names, checks, source: uri };
+    return { installed: names, checks, source: uri, ...(staged.digest ? { digest: staged.digest } : {}), ...(staged.verified ? { verified: staged.verified } : {}) };
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
