@@ -9,6 +9,7 @@ import { checkImage } from '../src/sysext/check.js';
 import { buildSysextBundleImage, checkSysextBundleSpec } from '../src/sysext/package.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
 import { cleanupTempDirs, kbundle, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
+import { writeBundle } from './helpers/fixture-bundle.js';
 import { requireTools } from './fixtures/sysext/helpers.js';
 
 afterAll(cleanupTempDirs);
@@ -81,10 +82,23 @@ describe('kbundle sysext build <bundle-dir>', () => {
     const layoutDir = tempDir();
     const b = kbundle(['build', example, '-o', `oci:${layoutDir}:1.0.0`], { env });
     expect(b.code, b.stderr).toBe(0);
+    expect(b.stderr).not.toMatch(/warning/); // the catalog example only uses directories a Kairos node merges
     const layout = await OciLayout.open(layoutDir);
     const store = tempDir();
     await extractImage(layout, await resolveManifest(layout, '1.0.0', { os: 'linux', architecture: 'amd64' }), store);
     expect(readFileSync(summary.path).equals(readFileSync(join(store, 'sysext-example.sysext.raw')))).toBe(true);
+  });
+
+  it('kbundle build warns once (not per platform) about files a Kairos node leaves out of the merge', () => {
+    requireTools('mksquashfs', 'systemd-repart');
+    const dir = writeBundle(join(tempDir(), 'tool'), 'name: tool\nversion: 1.0.0\ndescription: t\ntype: sysext\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: tool\n    dst: usr/bin/tool\n  - src: data\n    dst: opt/tool/data\n', [
+      { path: 'tool', content: '#!/bin/sh\n', mode: 0o755 },
+      { path: 'data', content: 'd\n' },
+    ]);
+    const b = kbundle(['build', dir, '-o', `oci:${tempDir()}:1.0.0`], { env });
+    expect(b.code, b.stderr).toBe(0);
+    const warnings = b.stderr.split('\n').filter((l) => l.startsWith('kbundle: warning:'));
+    expect(warnings).toEqual([expect.stringMatching(/^kbundle: warning: tool: \/opt is outside the directories a Kairos node merges \(its systemd-sysext drop-in sets SYSTEMD_SYSEXT_HIERARCHIES=\/usr\/local\/bin:.*\/usr\/sbin\); only nodes that add it to that list will see that$/)]);
   });
 
   it('takes --arch as the platform, and flags over the sysext: section', () => {

@@ -24,6 +24,8 @@ export interface BuildOptions {
   /** Build only these platforms (subset of the spec's). */
   platforms?: string[];
   onProgress?: (event: BuildProgress) => void;
+  /** Things the build went ahead with but the user should know (e.g. sysext files a Kairos node does not merge). */
+  onWarning?: (msg: string) => void;
 }
 
 export type BuildProgress =
@@ -76,7 +78,16 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
   const epoch = opts.sourceDateEpoch ?? sourceDateEpochFromEnv();
   if (spec.type === 'sysext' || spec.type === 'confext') {
     const { buildSysextBundleImage } = await import('../sysext/package.js');
-    const r = await buildSysextBundleImage(loaded, layout, { sourceDateEpoch: epoch, platforms: plans.map((p) => p.platform), revision: opts.revision, key: opts.sysextKey, cert: opts.sysextCert });
+    // One warning per message, not one per platform: every platform builds the same tree.
+    const said = new Set<string>();
+    const warn = opts.onWarning;
+    const onWarning = warn
+      ? (m: string) => {
+          if (!said.has(m)) warn(m);
+          said.add(m);
+        }
+      : undefined;
+    const r = await buildSysextBundleImage(loaded, layout, { sourceDateEpoch: epoch, platforms: plans.map((p) => p.platform), revision: opts.revision, key: opts.sysextKey, cert: opts.sysextCert, onWarning });
     return { loaded, root: r.root, images: r.images };
   }
   const mtime = new Date(epoch * 1000);

@@ -41,6 +41,7 @@ export function registerBuild(program: Command): void {
         sysextKey: o.sysextKey,
         sysextCert: o.sysextCert,
         sourceDateEpoch: sourceDateEpochFromEnv(),
+        onWarning: (m) => process.stderr.write(`kbundle: warning: ${m}\n`),
         onProgress: (e) => {
           if (e.kind === 'layer-start') bars.set(e.platform, out.progress(e.bytes, e.platform));
           else if (e.kind === 'layer-bytes') bars.get(e.platform)?.add(e.bytes);

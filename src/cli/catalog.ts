@@ -38,6 +38,7 @@ export function registerCatalog(program: Command): void {
         exclude: o.exclude,
         concurrency: Math.max(1, Number(o.jobs) || 1),
         sourceDateEpoch: sourceDateEpochFromEnv(),
+        onWarning: (m) => process.stderr.write(`kbundle: warning: ${m}\n`),
         onBundle: (name, action) => out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
       });
       const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
