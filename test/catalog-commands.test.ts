@@ -1,10 +1,11 @@
-import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCatalog } from '../src/catalog/build.js';
 import { discoverBundles } from '../src/catalog/discover.js';
 import { lintCatalog } from '../src/catalog/lint.js';
+import { KAIROS_SYSEXT_HIERARCHIES } from '../src/sysext/hierarchies.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { copyCatalogOffline, type FixtureServer } from './helpers/catalog-copy.js';
 import { cleanupTempDirs, kbundle, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
@@ -92,12 +93,20 @@ describe('catalog lint', () => {
     writeFileSync(spec, readFileSync(spec, 'utf8').replace("version: '{{ version }}'", 'version: latest').replace('    address_pool: 192', '    extra_key: x\n    address_pool: 192'));
     cpSync(join(REPO_ROOT, 'bundles/cert-manager'), join(mine, 'cert-manager'), { recursive: true });
     mustRun('rm', [join(mine, 'cert-manager/README.md')]);
+    // A sysext that ships into /opt and /usr/libexec: systemd would merge it, a stock Kairos node not.
+    cpSync(join(REPO_ROOT, 'bundles/sysext-example'), join(mine, 'sysext-example'), { recursive: true });
+    mkdirSync(join(mine, 'sysext-example/usr/libexec'), { recursive: true });
+    writeFileSync(join(mine, 'sysext-example/usr/libexec/helper'), '#!/bin/sh\n');
+    const extSpec = join(mine, 'sysext-example/bundle.yaml');
+    writeFileSync(extSpec, readFileSync(extSpec, 'utf8').replace('  - src: usr\n    dst: usr\n', '  - src: usr\n    dst: usr\n  - src: README.md\n    dst: opt/example/README\n'));
     const problems = (await lintCatalog(mine)).map((p) => `${p.bundle}: ${p.message}`);
     expect(problems).toEqual([
       'cert-manager: missing: every bundle documents its purpose and cloud-config block',
       'metallb: charts.0.version resolves to "latest", which is not pinned',
       'metallb: config.values.extra_key has no config.patterns.extra_key to check node-supplied values',
       'metallb: does not document config value "metallb.extra_key"',
+      `sysext-example: files.0: /usr/libexec would not be merged on a stock Kairos node (SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')})`,
+      `sysext-example: files.1: /opt/example/README would not be merged on a stock Kairos node (SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')})`,
     ]);
     const r = kbundle(['catalog', 'lint', '-C', mine]);
     expect(r.code).toBe(1);

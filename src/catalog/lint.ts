@@ -1,8 +1,9 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadBundleSpec, PLACEHOLDER_RE } from '../build/spec.js';
+import { bundlePath, loadBundleSpec, PLACEHOLDER_RE } from '../build/spec.js';
 import { errorMessage } from '../errors.js';
 import { discoverBundles } from './discover.js';
+import { insideHierarchies, KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from '../sysext/hierarchies.js';
 
 export interface LintProblem {
   bundle: string;
@@ -10,12 +11,21 @@ export interface LintProblem {
   message: string;
 }
 
+async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 const FLOATING = /^(latest|stable|main|master|edge|\*|x)$|[*^~]|\.x$/i;
 
 /**
  * Catalog rules on top of spec validation: versions are pinned (no `latest`, ranges or
- * wildcards in bundle, chart or default versions), every bundle has a README, and the README
- * documents every cloud-config value the bundle reads.
+ * wildcards in bundle, chart or default versions), sysext bundles only ship into the directories
+ * a stock Kairos node merges, every bundle has a README, and the README documents every
+ * cloud-config value the bundle reads.
  */
 export async function lintCatalog(catalogDir: string): Promise<LintProblem[]> {
   const problems: LintProblem[] = [];
@@ -40,6 +50,15 @@ export async function lintCatalog(catalogDir: string): Promise<LintProblem[]> {
       if (/version$/.test(k) && FLOATING.test(v)) add(specFile, `config.values.${k} default "${v}" is not pinned`);
       // Values are substituted as text into YAML: a pattern is what keeps a node's config from injecting structure.
       if (!spec.config.patterns[k]) add(specFile, `config.values.${k} has no config.patterns.${k} to check node-supplied values`);
+    }
+    if (spec.type === 'sysext') {
+      // Catalog extensions must work on a stock Kairos node, which merges only its hierarchies.
+      const entries = [...spec.files.map((f, i) => [`files.${i}`, f] as const), ...Object.entries(spec.platform_files).flatMap(([p, fs]) => fs.map((f, i) => [`platform_files.${p}.${i}`, f] as const))];
+      for (const [field, f] of entries) {
+        const src = f.src ? bundlePath(b.dir, f.src, specFile, `${field}.src`) : undefined;
+        const outside = src && (await isDirectory(src)) ? await uncoveredInTree(src, KAIROS_SYSEXT_HIERARCHIES, f.dst) : insideHierarchies(f.dst.replace(/^\.?\/+|\/+$/g, ''), KAIROS_SYSEXT_HIERARCHIES) ? [] : [f.dst];
+        if (outside.length) add(specFile, `${field}: ${outside.map((o) => `/${o.replace(/^\/+/, '')}`).join(', ')} would not be merged on a stock Kairos node (SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')})`);
+      }
     }
     let readme: string;
     try {

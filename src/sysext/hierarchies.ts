@@ -75,16 +75,25 @@ export function uncoveredPaths(paths: string[], hierarchies: string[]): string[]
   return out;
 }
 
-/** The same for a folder, reading only the directories above hierarchies (a few readdirs). */
-export async function uncoveredInTree(tree: string, hierarchies: string[]): Promise<string[]> {
+/**
+ * The same for a folder, reading only the directories above hierarchies (a few readdirs). `at`:
+ * where the folder lands in the extension (default: it is the extension's root).
+ */
+export async function uncoveredInTree(tree: string, hierarchies: string[], at = ''): Promise<string[]> {
   const rel = relative(hierarchies);
+  const base = at.replace(/^\/+|\/+$/g, '');
+  if (base) {
+    const place = placeOf(base, rel);
+    if (place !== 'above') return place === 'inside' ? [] : [base];
+  }
   const out: string[] = [];
   const walk = async (dir: string): Promise<void> => {
     for (const e of (await readdir(join(tree, dir), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const p = dir ? `${dir}/${e.name}` : e.name;
+      const inTree = dir ? `${dir}/${e.name}` : e.name;
+      const p = base ? `${base}/${inTree}` : inTree;
       const place = placeOf(p, rel);
       if (place === 'outside') out.push(p);
-      else if (place === 'above' && e.isDirectory()) await walk(p);
+      else if (place === 'above' && e.isDirectory()) await walk(inTree);
     }
   };
   await walk('');
