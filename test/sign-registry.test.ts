@@ -151,6 +151,37 @@ describe('keyed signing on registry:2', () => {
     expect(legacy.stderr).toMatch(new RegExp(`signed for repository ${reg.host.replace(/\./g, '\\.')}/kairos/moved, not ${reg.host.replace(/\./g, '\\.')}/evil/copy`));
   });
 
+  it('copy and pull carry signatures along (cosign .sig tags and referrers, index and platforms); --no-signatures leaves them', async () => {
+    const digest = await push('kairos/mirror-src', '1', 'mirror');
+    const signed = JSON.parse(ok(kbundle(['sign', `${reg.host}/kairos/mirror-src:1`, '--key', join(keyDir, 'release.key'), '--recursive', '--json'], { env: env() })).stdout) as { manifests: { digest: string }[] };
+    expect(signed.manifests).toHaveLength(3);
+
+    const c = JSON.parse(ok(kbundle(['copy', `${reg.host}/kairos/mirror-src:1`, `${reg.host}/mirror/copied:1`, '--json'])).stdout) as { digest: string; attached: { subject: string; kind: string; name: string }[] };
+    expect(c.digest).toBe(digest);
+    // For the index and both platform manifests: the legacy .sig tag and the bundle referrer.
+    expect(c.attached.map((a) => `${a.subject} ${a.kind}`).sort()).toEqual(signed.manifests.flatMap((m) => [`${m.digest} referrer`, `${m.digest} tag`]).sort());
+    const v = JSON.parse(ok(kbundle(['verify', `${reg.host}/mirror/copied:1`, '--key', join(keyDir, 'release.pub'), '--json'])).stdout) as { verified: boolean; signers: { format: string }[] };
+    expect(v.verified).toBe(true);
+    expect(v.signers.map((x) => x.format)).toContain('bundle');
+    for (const m of signed.manifests.slice(1)) ok(kbundle(['verify', `${reg.host}/mirror/copied@${m.digest}`, '--key', join(keyDir, 'release.pub'), '--format', 'bundle']));
+    // A legacy payload names the repository it was signed for; at the mirror it is refused on its own.
+    const legacy = kbundle(['verify', `${reg.host}/mirror/copied:1`, '--key', join(keyDir, 'release.pub'), '--format', 'legacy']);
+    expect(legacy.code).toBe(1);
+    expect(legacy.stderr).toMatch(/signed for repository .*\/kairos\/mirror-src, not .*\/mirror\/copied/);
+
+    // Into an OCI layout: both formats verify there (a layout has no repository to compare).
+    const dir = join(tempDir(), 'pulled');
+    ok(kbundle(['pull', `${reg.host}/kairos/mirror-src:1`, '-o', `oci:${dir}:1`]));
+    const fromLayout = JSON.parse(ok(kbundle(['verify', `oci:${dir}:1`, '--key', join(keyDir, 'release.pub'), '--json'])).stdout) as { signers: { format: string }[] };
+    expect(fromLayout.signers.map((x) => x.format).sort()).toEqual(['bundle', 'legacy']);
+
+    const bare = JSON.parse(ok(kbundle(['copy', `${reg.host}/kairos/mirror-src:1`, `${reg.host}/mirror/bare:1`, '--no-signatures', '--json'])).stdout) as { attached: unknown[] };
+    expect(bare.attached).toEqual([]);
+    const none = kbundle(['verify', `${reg.host}/mirror/bare:1`, '--key', join(keyDir, 'release.pub')]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no signatures found/);
+  });
+
   it('a 100 MB signature layer served by the registry is never downloaded; one that lies about its size is cut off', async () => {
     const digest = await push('kairos/big', 'v1', 'big');
     ok(kbundle(['sign', `${reg.host}/kairos/big:v1`, '--key', join(keyDir, 'release.key'), '--format', 'legacy'], { env: env() }));

@@ -70,7 +70,7 @@ interface Transfer {
 async function transfer(
   srcLoc: ImageLocation,
   dstLoc: ImageLocation,
-  o: RegistryFlags,
+  o: RegistryFlags & { signatures?: boolean },
   out: Printer,
   label: string,
   afterCopy?: (dst: OpenedImage, result: CopyResult) => Promise<void>,
@@ -93,7 +93,10 @@ async function transfer(
     const progress = progressReporter(out, total, label);
     let result: CopyResult;
     try {
-      result = await copyImage(src.target, src.reference, dst.target, dst.reference, { platform, onProgress: progress.onProgress });
+      // Signatures and attestations travel with the image unless --no-signatures (a docker
+      // archive has nowhere to keep them).
+      const attached = o.signatures !== false && dstLoc.transport !== 'docker-archive';
+      result = await copyImage(src.target, src.reference, dst.target, dst.reference, { platform, onProgress: progress.onProgress, attached });
     } finally {
       progress.stop();
     }
@@ -120,19 +123,21 @@ async function requireSinglePlatform(target: Target, root: Descriptor, where: st
   }
 }
 
-function summary(result: CopyResult): Record<string, number> {
+function summary(result: CopyResult): Record<string, unknown> {
   return {
     blobsCopied: result.blobsCopied,
     blobsSkipped: result.blobsSkipped,
     blobsMounted: result.blobsMounted,
     manifestsCopied: result.manifestsCopied,
     bytesCopied: result.bytesCopied,
+    attached: result.attached,
   };
 }
 
 function statsLine(r: CopyResult): string {
   const mib = (r.bytesCopied / 1048576).toFixed(1);
-  return `${r.blobsCopied} blob(s) copied (${mib} MiB), ${r.blobsSkipped} already there${r.blobsMounted ? `, ${r.blobsMounted} mounted` : ''}`;
+  const attached = r.attached.length ? `; ${r.attached.length} signature/attestation artifact(s) along (${r.attached.map((a) => (a.kind === 'tag' ? a.name : `referrer ${a.digest.slice(0, 19)}`)).join(', ')})` : '';
+  return `${r.blobsCopied} blob(s) copied (${mib} MiB), ${r.blobsSkipped} already there${r.blobsMounted ? `, ${r.blobsMounted} mounted` : ''}${attached}`;
 }
 
 function destinationDisplay(loc: ImageLocation, tag: string): string {
@@ -204,10 +209,11 @@ export function registerTransfer(program: Command): void {
       .description('push a local image (OCI layout or archive) to a registry; prints host/repo@sha256:…')
       .argument('<source>', 'oci:<dir>[:tag] | oci-archive:<file>[:tag] | docker-archive:<file>[:name:tag]')
       .argument('<reference>', 'registry reference, e.g. 127.0.0.1:5000/kairos/metallb:0.14.9 (docker:// optional)')
-      .option('--platform <os/arch>', 'push only this platform out of a multi-platform image'),
+      .option('--platform <os/arch>', 'push only this platform out of a multi-platform image')
+      .option('--no-signatures', 'leave signatures and attestations attached to the image behind'),
   );
   addSigningFlags(push);
-  push.action(async (source: string, reference: string, o: RegistryFlags & SigningFlags & { sign?: boolean }) => {
+  push.action(async (source: string, reference: string, o: RegistryFlags & SigningFlags & { sign?: boolean; signatures?: boolean }) => {
     const out = makePrinter(!!o.json);
     const srcLoc = parseImageArgument(source, 'source');
     if (srcLoc.transport === 'docker') throw new UserError(`push: source "${source}" is a registry reference`, `to copy between registries use: kbundle copy ${source} ${reference}`);
@@ -234,8 +240,9 @@ export function registerTransfer(program: Command): void {
       .description('pull an image from a registry into an OCI layout or archive')
       .argument('<reference>', 'registry reference, e.g. 127.0.0.1:5000/kairos/metallb:0.14.9')
       .option('-o, --output <location>', 'oci:<dir>[:tag] | oci-archive:<file>[:tag] | docker-archive:<file>[:name:tag]', 'oci:out/oci')
-      .option('--platform <os/arch>', 'pull only this platform out of a multi-platform image'),
-  ).action(async (reference: string, o: RegistryFlags & { output: string }) => {
+      .option('--platform <os/arch>', 'pull only this platform out of a multi-platform image')
+      .option('--no-signatures', 'leave signatures and attestations attached to the image behind'),
+  ).action(async (reference: string, o: RegistryFlags & { output: string; signatures?: boolean }) => {
     const out = makePrinter(!!o.json);
     const srcLoc = parseImageArgument(reference, 'reference');
     if (srcLoc.transport !== 'docker') throw new UserError(`pull: "${reference}" is not a registry reference`, `to copy local images use: kbundle copy ${reference} ${o.output}`);
@@ -252,8 +259,9 @@ export function registerTransfer(program: Command): void {
       .description('copy an image between any two locations (registry, OCI layout, OCI or docker archive)')
       .argument('<source>', 'oci:… | oci-archive:… | docker-archive:… | docker://host/repo:tag | host/repo:tag')
       .argument('<destination>', 'same forms as the source')
-      .option('--platform <os/arch>', 'copy only this platform out of a multi-platform image'),
-  ).action(async (source: string, destination: string, o: RegistryFlags) => {
+      .option('--platform <os/arch>', 'copy only this platform out of a multi-platform image')
+      .option('--no-signatures', 'leave signatures and attestations attached to the image behind'),
+  ).action(async (source: string, destination: string, o: RegistryFlags & { signatures?: boolean }) => {
     const out = makePrinter(!!o.json);
     const srcLoc = parseImageArgument(source, 'source');
     const dstLoc = parseImageArgument(destination, 'destination');

@@ -6,6 +6,7 @@ import { formatPlatform, hostPlatform, selectPlatform } from '../oci/platform.js
 import { parseAnyManifest, type Descriptor, type Platform } from '../oci/types.js';
 import { isTransient } from '../registry/errors.js';
 import { isRegistryTarget } from '../registry/registry-target.js';
+import { attachReferrer, listReferrers, referrersTag, tryResolve, type ReferrersCapable } from '../sign/referrers.js';
 import { fetchBytes, type Target } from './target.js';
 
 export type CopyProgress =
@@ -27,6 +28,12 @@ export interface CopyOptions {
   concurrency?: number;
   /** Times one blob transfer is started again after a transient failure (default 3 attempts). */
   blobAttempts?: number;
+  /**
+   * Also copy what is attached to the copied manifests (the root, and an index's manifests when the
+   * whole index is copied): cosign's `sha256-<hex>.sig`/`.att`/`.sbom` tags and OCI referrers
+   * (signatures, attestations), so the copy verifies where it lands. One level deep.
+   */
+  attached?: boolean;
 }
 
 export interface CopyResult {
@@ -37,6 +44,8 @@ export interface CopyResult {
   blobsMounted: number;
   manifestsCopied: number;
   bytesCopied: number;
+  /** Attached artifacts copied along (`attached`): legacy tags by name, referrers by digest. */
+  attached: Array<{ subject: string; kind: 'tag' | 'referrer'; name: string; digest: string }>;
 }
 
 /** A small counting semaphore: at most `n` tasks run at once. */
@@ -90,7 +99,7 @@ function isForeignLayer(desc: Descriptor): boolean {
  * already has skipped, the tag written last so a failed copy never leaves a tag dangling.
  */
 export async function copyImage(src: Target, srcRef: string, dst: Target, dstRef: string, opts: CopyOptions = {}): Promise<CopyResult> {
-  const result: CopyResult = { root: await src.resolve(srcRef), blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, manifestsCopied: 0, bytesCopied: 0 };
+  const result: CopyResult = { root: await src.resolve(srcRef), blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, manifestsCopied: 0, bytesCopied: 0, attached: [] };
   const progress = opts.onProgress ?? (() => undefined);
   const limit = limiter(Math.max(1, opts.concurrency ?? 4));
   const attempts = Math.max(1, opts.blobAttempts ?? 3);
@@ -184,5 +193,33 @@ export async function copyImage(src: Target, srcRef: string, dst: Target, dstRef
 
   await copyNode(result.root, rootBytes);
   await dst.tag(result.root, dstRef && !isDigest(dstRef) ? dstRef : '');
+  if (opts.attached) {
+    const subjects = [result.root];
+    const parsedRoot = parseAnyManifest(rootBytes, result.root.mediaType, `${src.name}@${result.root.digest}`);
+    if (parsedRoot.kind === 'index') subjects.push(...parsedRoot.index.manifests.filter(isManifestDescriptor));
+    for (const subject of subjects) {
+      // cosign's tag scheme (signatures, attestations, SBOMs): the same tag at the destination.
+      for (const suffix of LEGACY_SUFFIXES) {
+        const tag = `${referrersTag(subject.digest)}.${suffix}`;
+        const desc = await tryResolve(src, tag);
+        if (!desc) continue;
+        await copyNode(desc);
+        await dst.tag(desc, tag);
+        result.attached.push({ subject: subject.digest, kind: 'tag', name: tag, digest: desc.digest });
+      }
+      // OCI referrers (the API, or the sha256-<hex> index tag): each one copied, then attached.
+      for (const ref of await listReferrers(src as Target & ReferrersCapable, subject)) {
+        const bytes = await fetchBytes(src, ref);
+        const parsed = parseAnyManifest(bytes, ref.mediaType, `${src.name}@${ref.digest}`);
+        const children = parsed.kind === 'index' ? parsed.index.manifests : [parsed.manifest.config, ...parsed.manifest.layers];
+        await settleAll(children.map((c) => copyNode(c)));
+        await attachReferrer(dst as Target & ReferrersCapable, bytes, ref);
+        result.attached.push({ subject: subject.digest, kind: 'referrer', name: ref.artifactType ?? ref.mediaType, digest: ref.digest });
+      }
+    }
+  }
   return result;
 }
+
+/** The tag suffixes cosign stores next to an image: signatures, attestations, SBOMs. */
+const LEGACY_SUFFIXES = ['sig', 'att', 'sbom'];
