@@ -19,6 +19,7 @@ import { OciLayout } from '../src/store/oci-layout.js';
 import { fetchBytes } from '../src/store/target.js';
 import { CLI, cleanupTempDirs, kbundle, tempDir, type RunResult } from './helpers/exec.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
+import { startFaultProxy } from './helpers/fault-proxy.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 import { startSigstoreStack, type SigstoreStack } from './helpers/sigstore-stack.js';
 
@@ -180,6 +181,21 @@ describe('keyed signing on registry:2', () => {
     const none = kbundle(['verify', `${reg.host}/mirror/bare:1`, '--key', join(keyDir, 'release.pub')]);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no signatures found/);
+
+    // A source that refuses one lookup (403 for the .att tag of the index): the image and the rest
+    // are copied, and the refusal is a warning rather than a failed copy.
+    const proxy = await startFaultProxy({ target: reg.url });
+    try {
+      const rule = proxy.addRule({ action: 'status', status: 403, path: `/manifests/${referrersTag(digest)}.att`, times: Infinity });
+      const partial = await kbundleAsync(['copy', `${proxy.host}/kairos/mirror-src:1`, `${reg.host}/mirror/partial:1`, '--json']);
+      expect(partial.code, partial.stderr).toBe(0);
+      expect(rule.fired).toBeGreaterThan(0);
+      expect(partial.stderr).toMatch(new RegExp(`kbundle: warning: .*could not look up tag ${referrersTag(digest)}\\.att: `));
+      expect((JSON.parse(partial.stdout) as { attached: unknown[] }).attached).toHaveLength(6);
+    } finally {
+      await proxy.close();
+    }
+    ok(kbundle(['verify', `${reg.host}/mirror/partial:1`, '--key', join(keyDir, 'release.pub'), '--format', 'bundle']));
   });
 
   it('a 100 MB signature layer served by the registry is never downloaded; one that lies about its size is cut off', async () => {

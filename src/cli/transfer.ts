@@ -100,6 +100,7 @@ async function transfer(
     } finally {
       progress.stop();
     }
+    for (const w of result.warnings) process.stderr.write(`kbundle: warning: ${w}\n`);
     if (afterCopy) await afterCopy(dst, result);
     await dst.close(result.root);
     dst = undefined;

@@ -46,6 +46,8 @@ export interface CopyResult {
   bytesCopied: number;
   /** Attached artifacts copied along (`attached`): legacy tags by name, referrers by digest. */
   attached: Array<{ subject: string; kind: 'tag' | 'referrer'; name: string; digest: string }>;
+  /** Attached artifacts that could not be looked up (the image itself was copied). */
+  warnings: string[];
 }
 
 /** A small counting semaphore: at most `n` tasks run at once. */
@@ -99,7 +101,7 @@ function isForeignLayer(desc: Descriptor): boolean {
  * already has skipped, the tag written last so a failed copy never leaves a tag dangling.
  */
 export async function copyImage(src: Target, srcRef: string, dst: Target, dstRef: string, opts: CopyOptions = {}): Promise<CopyResult> {
-  const result: CopyResult = { root: await src.resolve(srcRef), blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, manifestsCopied: 0, bytesCopied: 0, attached: [] };
+  const result: CopyResult = { root: await src.resolve(srcRef), blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, manifestsCopied: 0, bytesCopied: 0, attached: [], warnings: [] };
   const progress = opts.onProgress ?? (() => undefined);
   const limit = limiter(Math.max(1, opts.concurrency ?? 4));
   const attempts = Math.max(1, opts.blobAttempts ?? 3);
@@ -197,18 +199,28 @@ export async function copyImage(src: Target, srcRef: string, dst: Target, dstRef
     const subjects = [result.root];
     const parsedRoot = parseAnyManifest(rootBytes, result.root.mediaType, `${src.name}@${result.root.digest}`);
     if (parsedRoot.kind === 'index') subjects.push(...parsedRoot.index.manifests.filter(isManifestDescriptor));
+    // Looking up what is attached may fail where the image itself did not (a registry that answers
+    // 401/403 for a missing tag): that is reported, and the copied image stays.
+    const lookup = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await fn();
+      } catch (e) {
+        result.warnings.push(`${src.name}: could not look up ${what}: ${(e as Error).message}`);
+        return undefined;
+      }
+    };
     for (const subject of subjects) {
       // cosign's tag scheme (signatures, attestations, SBOMs): the same tag at the destination.
       for (const suffix of LEGACY_SUFFIXES) {
         const tag = `${referrersTag(subject.digest)}.${suffix}`;
-        const desc = await tryResolve(src, tag);
+        const desc = await lookup(`tag ${tag}`, () => tryResolve(src, tag));
         if (!desc) continue;
         await copyNode(desc);
         await dst.tag(desc, tag);
         result.attached.push({ subject: subject.digest, kind: 'tag', name: tag, digest: desc.digest });
       }
       // OCI referrers (the API, or the sha256-<hex> index tag): each one copied, then attached.
-      for (const ref of await listReferrers(src as Target & ReferrersCapable, subject)) {
+      for (const ref of (await lookup(`the referrers of ${subject.digest}`, () => listReferrers(src as Target & ReferrersCapable, subject))) ?? []) {
         const bytes = await fetchBytes(src, ref);
         const parsed = parseAnyManifest(bytes, ref.mediaType, `${src.name}@${ref.digest}`);
         const children = parsed.kind === 'index' ? parsed.index.manifests : [parsed.manifest.config, ...parsed.manifest.layers];
