@@ -1,11 +1,14 @@
 import { chmodSync, existsSync, lstatSync, readFileSync, readlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
+import { extractPinnedMember } from '../src/build/download.js';
 import { buildTo } from '../src/build/output.js';
 import { UserError } from '../src/errors.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { fetchBytes } from '../src/store/target.js';
 import { cleanupTempDirs, kbundle, mustRun, tempDir } from './helpers/exec.js';
+import { craftTar } from './helpers/craft-image.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
 
 afterAll(cleanupTempDirs);
@@ -237,5 +240,37 @@ describe('kbundle build CLI', () => {
   it('exits 2 on a usage error', () => {
     expect(kbundle(['build']).code).toBe(2);
     expect(kbundle(['frobnicate']).code).toBe(2);
+  });
+});
+
+describe('url downloads with extract: (one member of a pinned archive)', () => {
+  it('takes a regular file out of a plain tar too, and refuses a symlink member, naming its target', async () => {
+    const cache = tempDir();
+    const prev = process.env.KBUNDLE_CACHE_DIR;
+    process.env.KBUNDLE_CACHE_DIR = cache;
+    try {
+      const tar = await craftTar([
+        { name: './tool-1.0', type: 'file', mode: 0o755, content: 'the tool\n' },
+        { name: './tool', type: 'symlink', linkname: 'tool-1.0' },
+      ]);
+      const archive = join(tempDir(), 'a.tar');
+      writeFileSync(archive, tar);
+      const digest = createHash('sha256').update(tar).digest('hex');
+      const got = await extractPinnedMember(archive, digest, 'tool-1.0', 'bundle.yaml: files.0');
+      expect(readFileSync(got, 'utf8')).toBe('the tool\n');
+      expect(got.startsWith(cache)).toBe(true);
+      const err = await extractPinnedMember(archive, digest, 'tool', 'bundle.yaml: files.0').catch((e: UserError) => e);
+      expect(err).toBeInstanceOf(UserError);
+      expect((err as UserError).message).toBe('bundle.yaml: files.0: extract: "tool" is a symlink to tool-1.0 in the archive, not a regular file');
+      expect((err as UserError).hint).toBe('name the file it points to: extract: tool-1.0');
+      // extract: without url: is a spec error naming the field.
+      const dir = writeBundle(join(tempDir(), 'b'), 'name: b\nversion: 1.0.0\ndescription: b\ntype: container\nfiles:\n  - src: f\n    dst: usr/local/bin/f\n    extract: f\n', [{ path: 'f', content: 'x' }]);
+      const v = kbundle(['validate', dir]);
+      expect(v.code).not.toBe(0);
+      expect(v.stderr).toMatch(/files\.0\.extract: extract names a member of a url download/);
+    } finally {
+      if (prev === undefined) delete process.env.KBUNDLE_CACHE_DIR;
+      else process.env.KBUNDLE_CACHE_DIR = prev;
+    }
   });
 });

@@ -265,6 +265,7 @@ const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect> = {
     },
     override: { version: 'v0.0.5' },
   },
+  k9s: { type: 'container' },
   kubectl: { type: 'container' },
   'qemu-guest-agent': { type: 'container' },
   // Built and installed end to end in test/sysext-bundle.test.ts.
@@ -588,6 +589,94 @@ describe('container bundle kubectl (downloads served from 127.0.0.1)', () => {
     expect(err?.message).toContain(`sha256:${sha(fixture('amd64'))}`);
     // Nothing unverified stays in the download cache.
     expect(readdirSync(process.env.KBUNDLE_CACHE_DIR!).filter((f) => f.includes(wrong) || f.includes('.tmp-'))).toEqual([]);
+    await rm(copy, { recursive: true, force: true });
+    await rm(out, { recursive: true, force: true });
+  });
+});
+
+describe('container bundle k9s (release archives served from 127.0.0.1, extract: k9s)', () => {
+  let server: Server;
+  let base: string;
+  let work: string;
+  /** Archives shaped like k9s's releases: LICENSE, README.md and the k9s binary at the top. */
+  const archive = (arch: string) => readFileSync(join(work, `k9s_Linux_${arch}.tar.gz`));
+  const binary = (arch: string) => `#!/bin/sh\necho k9s ${arch} stand-in\n`;
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const served: string[] = [];
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'kbundle-k9s-archives-'));
+    for (const arch of ['amd64', 'arm64']) {
+      const dir = join(work, arch);
+      await cp(join(BUNDLES, 'k9s/README.md'), join(dir, 'README.md'));
+      await writeFile(join(dir, 'LICENSE'), 'Apache License 2.0\n');
+      await writeFile(join(dir, 'k9s'), binary(arch), { mode: 0o755 });
+      const tar = spawnSync('tar', ['-czf', join(work, `k9s_Linux_${arch}.tar.gz`), '-C', dir, 'LICENSE', 'README.md', 'k9s']);
+      expect(tar.status, String(tar.stderr)).toBe(0);
+    }
+    server = createServer((req, res) => {
+      served.push(req.url ?? '');
+      const m = /^\/derailed\/k9s\/releases\/download\/(v[^/]+)\/k9s_Linux_(amd64|arm64)\.tar\.gz$/.exec(req.url ?? '');
+      if (!m) {
+        res.writeHead(404).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/gzip' }).end(archive(m[2]!));
+    });
+    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await new Promise<void>((ok) => server.close(() => ok()));
+    await rm(work, { recursive: true, force: true });
+  });
+
+  /** A copy of bundles/k9s whose archives come from the loopback server (member name optional). */
+  async function localCopy(member = 'k9s'): Promise<string> {
+    const d = await mkdtemp(join(tmpdir(), 'kbundle-k9s-'));
+    await cp(join(BUNDLES, 'k9s'), d, { recursive: true });
+    const doc = parseDocument(await readFile(join(d, 'bundle.yaml'), 'utf8'));
+    for (const p of ['linux/amd64', 'linux/arm64']) {
+      const arch = p.split('/')[1]!;
+      doc.setIn(['platform_files', p, 0, 'url'], String(doc.getIn(['platform_files', p, 0, 'url'])).replace('https://github.com', base));
+      doc.setIn(['platform_files', p, 0, 'sha256'], sha(archive(arch)));
+      doc.setIn(['platform_files', p, 0, 'extract'], member);
+    }
+    await writeFile(join(d, 'bundle.yaml'), doc.toString());
+    return d;
+  }
+
+  it('pins the upstream release archive per architecture and takes the k9s member', async () => {
+    const { spec } = await loadBundleSpec(join(BUNDLES, 'k9s'));
+    for (const arch of ['amd64', 'arm64']) {
+      const [f, ...more] = (spec as BundleSpec).platform_files[`linux/${arch}`]!;
+      expect(more).toEqual([]);
+      expect(f).toMatchObject({ url: `https://github.com/derailed/k9s/releases/download/v${spec.version}/k9s_Linux_${arch}.tar.gz`, extract: 'k9s', dst: 'usr/local/bin/k9s', mode: 0o755 });
+      expect(f!.sha256).toMatch(/^[a-f0-9]{64}$/);
+    }
+  });
+
+  it.each(['amd64', 'arm64'])('installs only the %s binary out of the archive, at usr/local/bin/k9s, mode 0755', async (arch) => {
+    const copy = await localCopy();
+    const r = await installBundleForTest(copy, { platform: `linux/${arch}` });
+    expect(r.files()).toEqual(['usr/local/bin/k9s']); // not the archive's README or LICENSE
+    expect(r.mode('usr/local/bin/k9s')).toBe(0o755);
+    expect(Buffer.from(r.read('usr/local/bin/k9s')).toString()).toBe(binary(arch));
+    expect(served).toContain(`/derailed/k9s/releases/download/v0.31.7/k9s_Linux_${arch}.tar.gz`);
+    await r.cleanup();
+    await rm(copy, { recursive: true, force: true });
+  });
+
+  it('fails the build naming the archive content when the member is missing', async () => {
+    const copy = await localCopy('bin/k9s');
+    const out = await mkdtemp(join(tmpdir(), 'kbundle-k9s-out-'));
+    const err = await buildTo(copy, { transport: 'oci', path: out, ref: 't' }, { platforms: ['linux/amd64'] }).then(
+      () => undefined,
+      (e: Error & { hint?: string }) => e,
+    );
+    expect(err?.name).toBe('UserError');
+    expect(err?.message).toMatch(/platform_files\.linux\/amd64\.0: extract: the archive has no "bin\/k9s"/);
+    expect((err as { hint?: string }).hint).toBe('its files include LICENSE, README.md, k9s');
     await rm(copy, { recursive: true, force: true });
     await rm(out, { recursive: true, force: true });
   });

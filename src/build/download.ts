@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -43,4 +43,66 @@ export async function fetchPinned(url: string, sha256: string, what: string): Pr
     throw e;
   }
   return final;
+}
+
+/** Member names a "not found" error lists. */
+const LISTED_MEMBERS = 8;
+
+/**
+ * One regular file out of a pinned tar or tar.gz download (told apart by the gzip magic, not the
+ * name), cached next to the archive as `<archive sha256>.member-<sha256 of the name>`. The archive
+ * was verified by its pin, so its member is too. Member names match with or without a leading
+ * `./`; a symlink, a directory, or a name the archive lacks is an error naming what is there.
+ */
+export async function extractPinnedMember(archive: string, archiveSha256: string, member: string, what: string): Promise<string> {
+  const want = member.replace(/^(\.\/)+/, '').replace(/^\/+/, '');
+  const final = join(downloadCacheDir(), `${archiveSha256}.member-${createHash('sha256').update(want).digest('hex').slice(0, 32)}`);
+  try {
+    if ((await stat(final)).isFile()) return final;
+  } catch {
+    /* not extracted yet */
+  }
+  const head = Buffer.alloc(2);
+  const fh = await open(archive, 'r');
+  try {
+    await fh.read(head, 0, 2, 0);
+  } finally {
+    await fh.close();
+  }
+  const gzipped = head[0] === 0x1f && head[1] === 0x8b;
+  const [{ extract }, { createGunzip }] = await Promise.all([import('tar-stream'), import('node:zlib')]);
+  const source = createReadStream(archive);
+  const tar = extract();
+  const input = gzipped ? source.pipe(createGunzip()) : source;
+  input.on('error', (e: Error) => tar.destroy(e));
+  input.pipe(tar);
+  const seen: string[] = [];
+  const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
+  try {
+    for await (const entry of tar) {
+      const name = entry.header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
+      if (name !== want) {
+        if (entry.header.type === 'file' && seen.length <= LISTED_MEMBERS) seen.push(name);
+        entry.resume();
+        continue;
+      }
+      if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
+        entry.resume();
+        const target = entry.header.linkname ? ` to ${entry.header.linkname}` : '';
+        throw new UserError(`${what}: extract: "${member}" is a ${entry.header.type}${target} in the archive, not a regular file`, target ? `name the file it points to: extract: ${entry.header.linkname}` : 'name a regular file of the archive');
+      }
+      await pipeline(entry, createWriteStream(tmp));
+      await rename(tmp, final);
+      source.destroy();
+      return final;
+    }
+  } catch (e) {
+    await rm(tmp, { force: true });
+    if (e instanceof UserError) throw e;
+    throw new UserError(`${what}: extract: cannot read the download as a ${gzipped ? 'tar.gz' : 'tar'} archive: ${(e as Error).message}`, 'extract: takes tar and tar.gz downloads');
+  }
+  throw new UserError(
+    `${what}: extract: the archive has no "${member}"`,
+    seen.length ? `its files include ${seen.slice(0, LISTED_MEMBERS).join(', ')}${seen.length > LISTED_MEMBERS ? ', …' : ''}` : 'the archive holds no regular files',
+  );
 }

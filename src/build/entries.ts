@@ -3,7 +3,7 @@ import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { basename, join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { UserError } from '../errors.js';
-import { fetchPinned } from './download.js';
+import { extractPinnedMember, fetchPinned } from './download.js';
 import { chartManifest, placeManifestsScript } from './generate.js';
 import { compareEntryPaths, type LayerEntry } from './layer.js';
 import { bundlePath, normaliseDestination, type FileSpec, type LoadedSpec } from './spec.js';
@@ -55,7 +55,8 @@ export async function planEntries(loaded: LoadedSpec, platform: string): Promise
   const addFileSpec = async (f: FileSpec, field: string) => {
     const dst = normaliseDestination(f.dst, specPath, `${field}.dst`);
     if (f.url) {
-      const cached = await fetchPinned(f.url, f.sha256!, `${specPath}: ${field}`);
+      const archive = await fetchPinned(f.url, f.sha256!, `${specPath}: ${field}`);
+      const cached = f.extract ? await extractPinnedMember(archive, f.sha256!, f.extract, `${specPath}: ${field}`) : archive;
       const st = await lstat(cached);
       add({ type: 'file', path: dst, mode: f.mode ?? 0o644, size: st.size, open: () => createReadStream(cached, { highWaterMark: READ_CHUNK }) }, field);
       return;

@@ -31,6 +31,8 @@ const fileSchema = z
     src: z.string().min(1).optional(),
     url: z.string().url().optional(),
     sha256: z.string().regex(SHA256_RE, 'must be 64 lowercase hex characters').optional(),
+    /** With url: the download is a tar or tar.gz archive, and this member of it is the file. */
+    extract: z.string().min(1).optional(),
     dst: z.string().min(1),
     mode: modeSchema.optional(),
   })
@@ -39,6 +41,7 @@ const fileSchema = z
     if (!!f.src === !!f.url) ctx.addIssue({ code: 'custom', message: 'give exactly one of src (a path in the bundle) or url (a download)' });
     if (f.url && !f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'a url download needs its sha256 pinned' });
     if (f.src && f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'sha256 is only for url downloads' });
+    if (f.extract && !f.url) ctx.addIssue({ code: 'custom', path: ['extract'], message: 'extract names a member of a url download (an archive); a bundle file is used as it is' });
   });
 
 const scalar = z.union([z.string(), z.number(), z.boolean()]).transform((v) => String(v));
