@@ -226,3 +226,26 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
     execFileSync('true');
   });
 });
+
+describe('default file system: erofs where the build host makes DDIs itself', () => {
+  it('picks erofs for systemd >= 255 (its --make-ddi formats erofs, as AuroraBoot builds there), squashfs before', async () => {
+    const { defaultFilesystem, MAKE_DDI_SINCE } = await import('../src/sysext/systemd-version.js');
+    expect(MAKE_DDI_SINCE).toBe(255);
+    const host = (lib: string | undefined, dir = 'usr/lib/systemd') => {
+      const root = tempDir();
+      mkdirSync(join(root, dir), { recursive: true });
+      if (lib) writeFileSync(join(root, dir, lib), '');
+      return root;
+    };
+    expect(await defaultFilesystem(host('libsystemd-shared-256.so'))).toEqual({ fs: 'erofs', systemd: 256 });
+    expect(await defaultFilesystem(host('libsystemd-shared-255.4-1ubuntu8.so', 'usr/lib/x86_64-linux-gnu/systemd'))).toEqual({ fs: 'erofs', systemd: 255 });
+    expect(await defaultFilesystem(host('libsystemd-shared-252.so'))).toEqual({ fs: 'squashfs', systemd: 252 });
+    expect(await defaultFilesystem(host(undefined))).toEqual({ fs: 'squashfs', systemd: undefined });
+    // This machine (Debian 12, systemd 252): the default stays squashfs, --fs erofs still works.
+    const tree = makeTree(join(tempDir(), 'tree'));
+    const auto = await buildSysext({ name: 'auto', tree, outDir: tempDir() });
+    expect((await defaultFilesystem()).systemd).toBe(252);
+    expect(auto.fs).toBe('squashfs');
+    expect((await buildSysext({ name: 'auto', tree, outDir: tempDir(), fs: 'erofs' })).fs).toBe('erofs');
+  });
+});

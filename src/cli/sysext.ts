@@ -71,7 +71,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .option('--name <name>', `extension name (file NAME${k.suffix}, extension-release.NAME); default for a bundle folder: its sysext.name or name`)
     .option('-o, --output <dir>', 'output folder', '.')
     .option('--format <format>', 'ddi (GPT + dm-verity, what Kairos accepts; default) or plain (bare file system)')
-    .option('--fs <fs>', 'squashfs (default) or erofs')
+    .option('--fs <fs>', "squashfs, erofs, or auto (default): erofs where this machine's systemd is >= 255 (as its systemd-repart --make-ddi, and so AuroraBoot, builds), else squashfs")
     .option('--key <pem>', 'private key to sign the verity root hash')
     .option('--cert <pem>', 'certificate of --key (enrolled in the node db / /run/verity.d)')
     .option('--id <id>', 'ID= of the OS it is for (default _any: any OS)')
@@ -88,7 +88,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       const format = o.format === undefined ? undefined : String(o.format);
       if (format !== undefined && format !== 'ddi' && format !== 'plain') throw new UserError(`--format: "${format}" must be ddi or plain`);
       const fs = o.fs === undefined ? undefined : String(o.fs);
-      if (fs !== undefined && fs !== 'squashfs' && fs !== 'erofs') throw new UserError(`--fs: "${fs}" must be squashfs or erofs`);
+      if (fs !== undefined && fs !== 'squashfs' && fs !== 'erofs' && fs !== 'auto') throw new UserError(`--fs: "${fs}" must be squashfs, erofs or auto`);
       const arch = o.arch === '_any' ? '_any' : systemdArch(typeof o.arch === 'string' ? o.arch : hostSystemdArch());
       const partitionArch = arch === '_any' ? hostSystemdArch() : arch;
       const levelOpt = o[`${kind}Level`];
@@ -104,7 +104,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       };
       const common = {
         format: format as 'ddi' | 'plain' | undefined,
-        fs: fs as 'squashfs' | 'erofs' | undefined,
+        fs: fs as 'squashfs' | 'erofs' | 'auto' | undefined,
         key: o.key as string | undefined,
         cert: o.cert as string | undefined,
         seed: o.seed as string | undefined,

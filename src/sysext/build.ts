@@ -9,6 +9,7 @@ import { formatExtensionRelease, validateExtensionName, type ReleaseSpec } from 
 import { signRootHash } from './sign.js';
 import { lastLines, runTool } from './tools.js';
 import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types.js';
+import { defaultFilesystem } from './systemd-version.js';
 import { computeVerity, LeafHashers, VERITY_BLOCK, verityHashSize } from './verity.js';
 import { pathExists } from '../fs-util.js';
 
@@ -96,7 +97,8 @@ export interface SysextBuildOptions {
   tree: string;
   outDir: string;
   format?: ImageFormat;
-  fs?: FsType;
+  /** Default `auto`: erofs where the build host's systemd makes DDIs itself (≥ 255), else squashfs. */
+  fs?: FsType | 'auto';
   release?: ReleaseSpec;
   /** Architecture of the partition types (systemd name); default: release ARCHITECTURE, else the host's. */
   arch?: string;
@@ -268,7 +270,7 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   const k = KINDS[kind];
   validateExtensionName(opts.name);
   const format = opts.format ?? 'ddi';
-  const fsType = opts.fs ?? 'squashfs';
+  const fsType: FsType = opts.fs === undefined || opts.fs === 'auto' ? (await defaultFilesystem()).fs : opts.fs;
   if (!!opts.key !== !!opts.cert) throw new UserError('--key and --cert go together', 'give both to sign the verity root hash, or neither');
   if (opts.key && format === 'plain') throw new UserError('--key/--cert sign the verity root hash; a plain image has none', 'drop --format plain, or the key');
   const seed = (opts.seed ?? defaultSeed(kind)).toLowerCase();

@@ -1,4 +1,4 @@
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { UserError } from '../errors.js';
 import { hierarchyVariable, insideHierarchies, uncoveredPaths } from './hierarchies.js';
@@ -246,17 +246,4 @@ export async function readOsReleaseFile(path: string): Promise<ReleaseFields> {
   }
 }
 
-/** systemd's version on a root, from its libsystemd-shared-NNN.so; undefined when not found. */
-export async function detectSystemdVersion(root: string): Promise<number | undefined> {
-  for (const dir of ['usr/lib/systemd', 'usr/lib/x86_64-linux-gnu/systemd', 'usr/lib/aarch64-linux-gnu/systemd', 'usr/lib64/systemd']) {
-    try {
-      for (const n of await readdir(join(root, dir))) {
-        const m = /^libsystemd-shared-(\d+)(?:[.-].*)?\.so$/.exec(n);
-        if (m) return Number(m[1]);
-      }
-    } catch {
-      /* next */
-    }
-  }
-  return undefined;
-}
+export { detectSystemdVersion } from './systemd-version.js';

@@ -112,7 +112,7 @@ export interface BundleSysextOverrides {
   kind?: ExtensionKind;
   name?: string;
   format?: ImageFormat;
-  fs?: FsType;
+  fs?: FsType | 'auto';
   release?: Partial<ReleaseSpec>;
   key?: string;
   cert?: string;

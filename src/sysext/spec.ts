@@ -23,7 +23,8 @@ export const SysextSettingsSchema = z
     reload_manager: z.boolean().default(false),
     scope: z.array(z.enum(['initrd', 'system', 'portable'])).optional(),
     format: z.enum(['ddi', 'plain']).default('ddi'),
-    fs: z.enum(['squashfs', 'erofs']).default('squashfs'),
+    /** `auto`: erofs where the build host's systemd is ≥ 255 (what its --make-ddi writes), else squashfs. */
+    fs: z.enum(['auto', 'squashfs', 'erofs']).default('auto'),
   })
   .strict();
 export type SysextSettings = z.infer<typeof SysextSettingsSchema>;
