@@ -5,6 +5,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { extract } from 'tar-stream';
 import { undiciFull } from '../registry/undici-lazy.js';
 import { UserError } from '../errors.js';
 import { VerifyingStream } from '../oci/digest.js';
@@ -70,7 +72,6 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
     await fh.close();
   }
   const gzipped = head[0] === 0x1f && head[1] === 0x8b;
-  const [{ extract }, { createGunzip }] = await Promise.all([import('tar-stream'), import('node:zlib')]);
   const source = createReadStream(archive);
   const tar = extract();
   const input = gzipped ? source.pipe(createGunzip()) : source;

@@ -3,7 +3,9 @@ import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { parseDocument } from 'yaml';
+import { craftTar } from './craft-image.js';
 import { REPO_ROOT } from './exec.js';
 
 export interface FixtureServer {
@@ -47,12 +49,15 @@ export async function copyCatalogOffline(dest: string): Promise<FixtureServer> {
   }
   const server = await serveFixtures(fixtures);
   for (const { file, doc } of rewrites) {
-    const spec = doc.toJS() as { files?: { url?: string; sha256?: string }[]; platform_files?: Record<string, { url?: string; sha256?: string }[]> };
+    type Download = { url?: string; sha256?: string; extract?: string };
+    const spec = doc.toJS() as { files?: Download[]; platform_files?: Record<string, Download[]> };
     const all = [...(spec.files ?? []), ...Object.values(spec.platform_files ?? {}).flat()];
     for (const f of all) {
       if (!f.url) continue;
       const path = `/${createHash('sha256').update(f.url).digest('hex').slice(0, 12)}/${f.url.split('/').pop()}`;
-      const bytes = Buffer.from(`#!/bin/sh\necho fixture for ${f.url}\n`);
+      const content = Buffer.from(`#!/bin/sh\necho fixture for ${f.url}\n`);
+      // An archive download (extract:) gets a tar.gz holding that member, as upstream ships it.
+      const bytes = f.extract ? gzipSync(await craftTar([{ name: f.extract, type: 'file', mode: 0o755, content }, { name: 'LICENSE', type: 'file', content: 'fixture\n' }])) : content;
       fixtures[path] = bytes;
       f.url = server.url + path;
       f.sha256 = createHash('sha256').update(bytes).digest('hex');
