@@ -185,7 +185,7 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
     }
   });
 
-  it('the signed DDI needs device-mapper to merge (absent here); 252 refuses the Kairos file name', async () => {
+  it('the signed DDI needs device-mapper to merge (absent here)', async () => {
     const r = await buildSysext({ name: 'demo', tree, outDir: tempDir(), key: keys.key, cert: keys.cert });
     const root = tempDir();
     mkdirSync(join(root, 'usr/lib'), { recursive: true });
@@ -195,9 +195,29 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
     const dm = existsSync('/dev/mapper/control');
     const m = mergeAndRun(root, 'true');
     if (!dm) expect(m.out).toMatch(/device-mapper|Failed to decrypt image/);
-    // And kbundle check says why 252 would not take demo.sysext.raw at all
-    const c = await checkImage(r.path, { osRelease: debian12, systemdVersion: 252 });
+  });
+
+  it('NAME.sysext.raw merges on systemd 252 too: the release file is also written as extension-release.NAME.sysext', async () => {
+    const r = await buildSysext({ name: 'demo', tree, outDir: tempDir(), release: { id: 'debian', versionId: '12' } });
+    expect(mustRun('unsquashfs', ['-o', String((await readGpt(r.path))!.partitions[0]!.offset), '-l', '-d', '', r.path]).split('\n').filter((l) => l.includes('/extension-release.d/'))).toEqual([
+      '/usr/lib/extension-release.d/extension-release.demo',
+      '/usr/lib/extension-release.d/extension-release.demo.sysext',
+    ]);
+    const root = tempDir();
+    for (const d of ['usr/lib', 'opt', 'var/lib/extensions']) mkdirSync(join(root, d), { recursive: true });
+    writeFileSync(join(root, 'usr/lib/os-release'), 'ID=debian\nVERSION_ID=12\n');
+    copyFileSync(r.path, join(root, 'var/lib/extensions/demo.sysext.raw')); // the Kairos file name
+    const m = mergeAndRun(root, `cat "$1/usr/bin/hello-kbundle"`);
+    expect(m.out).toMatch(/Using extensions 'demo.sysext'/); // 252's image name
+    expect(m.out).toMatch(/echo hello from a kbundle sysext/);
+    // The check agrees for 252 and for 256 (which strips .sysext.raw and reads extension-release.demo).
+    for (const v of [252, 256]) expect((await checkImage(r.path, { osRelease: debian12, systemdVersion: v })).ok).toBe(true);
+    // Without the second file, 252 finds no release file for "demo.sysext", and says so.
+    const only = await buildSysext({ name: 'demo', tree, outDir: tempDir(), release: { id: 'debian', versionId: '12' }, compatRelease: false });
+    const c = await checkImage(only.path, { osRelease: debian12, systemdVersion: 252 });
     expect(c.reasons.join('\n')).toMatch(/looks for usr\/lib\/extension-release.d\/extension-release.demo.sysext/);
+    copyFileSync(only.path, join(root, 'var/lib/extensions/demo.sysext.raw'));
+    expect(mergeAndRun(root, `cat "$1/usr/bin/hello-kbundle" 2>&1 || true`).out).not.toMatch(/echo hello from a kbundle sysext/);
   });
 
   it('CLI: build + check, exit codes and messages', () => {

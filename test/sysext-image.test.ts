@@ -100,6 +100,7 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
       'usr/lib',
       'usr/lib/extension-release.d',
       'usr/lib/extension-release.d/extension-release.k3s',
+      'usr/lib/extension-release.d/extension-release.k3s.sysext',
       'usr/local',
       'usr/local/bin',
       'usr/local/bin/crictl',

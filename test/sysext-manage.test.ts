@@ -158,9 +158,9 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
     const shim = tempDir();
     writeFileSync(join(shim, 'systemctl'), `#!/bin/sh\necho "$@" >> ${shim}/calls\nif [ -e ${shim}/fail ]; then echo "Failed to restart systemd-sysext.service: Unit is masked." >&2; exit 1; fi\n`);
     chmodSync(join(shim, 'systemctl'), 0o755);
-    // This machine's systemd is 252, which names an image by its file name without ".raw" only:
-    // demo.sysext.raw would be "demo.sysext" there (the check says so), demo.raw is "demo".
-    const raw = join(tempDir(), 'demo.raw');
+    // The Kairos file name: on this machine's systemd 252 the image is "demo.sysext", which the
+    // second release file kbundle writes (extension-release.demo.sysext) answers; the check agrees.
+    const raw = join(tempDir(), 'demo.sysext.raw');
     copyFileSync(ddi.path, raw);
     const k = `"${process.execPath}" "${CLI}"`;
     const script = `set -e
@@ -175,10 +175,10 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${shim}:${process.env.PATH}` } });
     expect(r.status, r.stderr).toBe(0);
     const store = '/var/lib/kairos/extensions';
-    expect(r.stdout).toMatch(/installed demo.raw into \/var\/lib\/kairos\/extensions \(checked\)/);
+    expect(r.stdout).toMatch(/installed demo.sysext.raw into \/var\/lib\/kairos\/extensions \(checked\)/);
     expect(r.stdout).toMatch(/linked into \/run\/extensions[\s\S]*restarted systemd-sysext/);
-    expect(r.stdout).toContain(`${store}/common/demo.raw l ${store}/demo.raw\n`);
-    expect(r.stdout).toContain(`/run/extensions/demo.raw l ${store}/common/demo.raw\n`);
+    expect(r.stdout).toContain(`${store}/common/demo.sysext.raw l ${store}/demo.sysext.raw\n`);
+    expect(r.stdout).toContain(`/run/extensions/demo.sysext.raw l ${store}/common/demo.sysext.raw\n`);
     // The failing restart is reported with systemctl's own words, after the files were removed.
     expect(r.stderr).toMatch(/systemctl restart systemd-sysext failed: Failed to restart systemd-sysext.service: Unit is masked\./);
     expect(r.stdout).toMatch(/remove exit 1/);
@@ -237,7 +237,7 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
     expect(fileKey.stderr).toMatch(/--key\/--policy verify signatures of OCI images; a file: source has none/);
   });
 
-  it('checks before installing: policy, signature, os-release, systemd naming; nothing lands when refused', () => {
+  it('checks before installing: policy, signature, os-release, systemd naming; nothing lands when refused', async () => {
     const refused = (args: string[], why: RegExp, root = nodeRoot()) => {
       const r = kbundle(['sysext', 'install', ...args, '--root', root]);
       expect(r.code, r.stdout).toBe(1);
@@ -257,6 +257,9 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
     const ddiRaw = join(tempDir(), 'demo.sysext.raw');
     copyFileSync(ddi.path, ddiRaw);
     refused([`file:${ddiRaw}`], /VERSION_ID=12, but the node has VERSION_ID=13/, nodeRoot(256, 'ID=debian\nVERSION_ID=13\n'));
+    ok(kbundle(['sysext', 'install', `file:${ddiRaw}`, '--root', nodeRoot(252)])); // extension-release.demo.sysext is there too
+    const only = await buildSysext({ name: 'demo', tree, outDir: tempDir(), release: { id: 'debian', versionId: '12' }, compatRelease: false });
+    copyFileSync(only.path, ddiRaw);
     refused([`file:${ddiRaw}`], /systemd 252 .* looks for usr\/lib\/extension-release.d\/extension-release.demo.sysext/, nodeRoot(252));
   });
 

@@ -79,6 +79,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .option(`--${kind}-level <level>`, `${k.levelKey}= the OS must have`)
     .option('--arch <arch>', 'ARCHITECTURE= and partition types: x86-64/amd64, arm64, … or _any (default: this machine); for a bundle folder: which of its platforms')
     .option('--reload-manager', 'EXTENSION_RELOAD_MANAGER=1: reload systemd after merging (for unit files)')
+    .option('--no-compat-release', `write only extension-release.NAME, not also extension-release.NAME.${kind} (which systemd < 256 looks for in NAME${k.suffix})`)
     .option('--seed <uuid>', 'seed for the disk UUIDs and verity salt (default: AuroraBoot\'s fixed seed)')
     .option('--image <location>', 'also package it as an OCI image with the .raw at its root: oci:<dir>[:tag] | oci-archive:<file> | docker-archive:<file>')
     .option('--plain-http', 'talk plain HTTP to the registry of an image source')
@@ -108,6 +109,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
         key: o.key as string | undefined,
         cert: o.cert as string | undefined,
         seed: o.seed as string | undefined,
+        compatRelease: o.compatRelease !== false,
         sourceDateEpoch: epoch,
         onWarning: (m: string) => process.stderr.write(`kbundle: warning: ${m}\n`),
       };

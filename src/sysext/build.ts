@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 import { dpsTypeUuid, readGpt, setPartitionUuids, type GptPartition } from './gpt.js';
 import { KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from './hierarchies.js';
-import { formatExtensionRelease, validateExtensionName, type ReleaseSpec } from './release.js';
+import { formatExtensionRelease, imageNameFromFile, MODERN_NAMES_SINCE, validateExtensionName, type ReleaseSpec } from './release.js';
 import { signRootHash } from './sign.js';
 import { lastLines, runTool } from './tools.js';
 import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types.js';
@@ -110,6 +110,11 @@ export interface SysextBuildOptions {
   seed?: string;
   /** Override the output file name (default `<name>.sysext.raw`). */
   fileName?: string;
+  /**
+   * Also write the release file under the image name systemd < 256 derives from the file name
+   * (`extension-release.NAME.sysext` for NAME.sysext.raw), so one image merges on both. Default true.
+   */
+  compatRelease?: boolean;
   onWarning?: (msg: string) => void;
 }
 
@@ -209,7 +214,7 @@ async function linkTree(src: string, dst: string): Promise<void> {
   }
 }
 
-async function buildSquashfs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, name: string, release: string, epoch: number, offset: number, whileRunning: () => void): Promise<void> {
+async function buildSquashfs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, releaseNames: string[], release: string, epoch: number, offset: number, whileRunning: () => void): Promise<void> {
   const k = KINDS[kind];
   const relFile = join(work, 'extension-release');
   await writeFile(relFile, release);
@@ -221,7 +226,7 @@ async function buildSquashfs(tree: string, present: string[], out: string, work:
     if (!(await pathExists(join(tree, rel)))) pseudo.push('-p', `${rel} D ${t} 755 0 0`);
   }
   const q = relFile.replace(/'/g, `'\\''`);
-  pseudo.push('-p', `${k.releaseDir}/extension-release.${name} F ${t} 644 0 0 cat '${q}'`);
+  for (const n of releaseNames) pseudo.push('-p', `${k.releaseDir}/extension-release.${n} F ${t} 644 0 0 cat '${q}'`);
   const args = [...present.map((h) => join(tree, h)), out, '-noappend', '-all-root', '-all-time', t, '-mkfs-time', t, '-no-xattrs', '-root-mode', '755', '-quiet', '-no-progress'];
   if (present.length === 1) args.push('-keep-as-directory');
   if (offset) args.push('-offset', String(offset));
@@ -234,7 +239,7 @@ async function buildSquashfs(tree: string, present: string[], out: string, work:
   if (r.code !== 0) throw new UserError(`mksquashfs failed: ${lastLines(r.stderr || r.stdout.toString())}`);
 }
 
-async function buildErofs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, name: string, release: string, epoch: number, seed: string): Promise<void> {
+async function buildErofs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, releaseNames: string[], release: string, epoch: number, seed: string): Promise<void> {
   const k = KINDS[kind];
   const stage = join(work, 'stage');
   await mkdir(stage);
@@ -249,8 +254,10 @@ async function buildErofs(tree: string, present: string[], out: string, work: st
       await chmod(d, 0o755);
     }
   }
-  await writeFile(join(relDir, `extension-release.${name}`), release, { mode: 0o644 });
-  await chmod(join(relDir, `extension-release.${name}`), 0o644);
+  for (const n of releaseNames) {
+    await writeFile(join(relDir, `extension-release.${n}`), release, { mode: 0o644 });
+    await chmod(join(relDir, `extension-release.${n}`), 0o644);
+  }
   const fsUuid = formatUuid(createHash('sha256').update(`${seed}:erofs`).digest().subarray(0, 16));
   const r = await runTool('mkfs.erofs', ['-zlz4hc', '--all-root', `-T${epoch}`, `-U${fsUuid}`, '-x-1', '--quiet', out, stage]);
   if (r.code !== 0) throw new UserError(`mkfs.erofs failed: ${lastLines(r.stderr || r.stdout.toString())}`);
@@ -293,6 +300,11 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   }
   const fileName = opts.fileName ?? `${opts.name}${k.suffix}`;
   if (!fileName.endsWith('.raw') || fileName.includes('/')) throw new UserError(`output name "${fileName}" must be a file name ending in .raw`);
+  // systemd < 256 (Debian 12: 252, Ubuntu 24.04: 255) names an image by its file name without
+  // ".raw" only, so NAME.sysext.raw is "NAME.sysext" there and needs extension-release.NAME.sysext;
+  // 256 and later strip ".sysext.raw" and read extension-release.NAME. Both files: one image for both.
+  const oldName = imageNameFromFile(fileName, MODERN_NAMES_SINCE - 1);
+  const releaseNames = opts.compatRelease !== false && oldName !== opts.name ? [opts.name, oldName] : [opts.name];
 
   const outDir = resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
@@ -313,10 +325,10 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
     // systemd-repart places the first partition, so its bytes are never copied again.
     const inPlace = format === 'ddi' && fsType === 'squashfs';
     const image = join(work, 'image.raw');
-    if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, opts.name, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0, bootHashers);
+    if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, releaseNames, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0, bootHashers);
     else if (fsType === 'erofs') {
       bootHashers();
-      await buildErofs(tree, present, fsImg, work, kind, opts.name, release, epoch, seed);
+      await buildErofs(tree, present, fsImg, work, kind, releaseNames, release, epoch, seed);
     }
     else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
 

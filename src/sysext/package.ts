@@ -117,6 +117,7 @@ export interface BundleSysextOverrides {
   key?: string;
   cert?: string;
   seed?: string;
+  compatRelease?: boolean;
   sourceDateEpoch?: number;
   onWarning?: (msg: string) => void;
 }
@@ -171,6 +172,7 @@ export async function buildBundleExtension(loaded: LoadedSpec, platform: string,
       key: o.key,
       cert: o.cert,
       seed: o.seed,
+      compatRelease: o.compatRelease,
       sourceDateEpoch: o.sourceDateEpoch ?? 0,
       onWarning: o.onWarning,
     });
