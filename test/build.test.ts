@@ -218,6 +218,39 @@ describe('kbundle build CLI', () => {
     expect(JSON.parse(mustRun('skopeo', ['inspect', '--raw', `oci:${out}:${summary.tag}`])).manifests).toHaveLength(2);
   });
 
+  it('--compression zstd: tar+zstd layers, reproducible, read back by zstd, skopeo and kbundle install', () => {
+    const build = () => {
+      const out = join(tempDir(), 'oci');
+      const r = kbundle(['build', 'bundles/metallb', '-o', `oci:${out}`, '--compression', 'zstd', '--json']);
+      expect(r.code, r.stderr).toBe(0);
+      return { out, summary: JSON.parse(r.stdout) as { tag: string; digest: string; platforms: { digest: string; layer: string; diffId: string }[] } };
+    };
+    const a = build();
+    const b = build();
+    expect(b.summary.digest).toBe(a.summary.digest); // same input, same zstd: same bytes
+    const gz = JSON.parse(kbundle(['build', 'bundles/metallb', '-o', `oci:${join(tempDir(), 'oci')}`, '--json']).stdout) as { platforms: { diffId: string; layer: string }[] };
+    for (const [i, p] of a.summary.platforms.entries()) {
+      expect(p.diffId).toBe(gz.platforms[i]!.diffId); // the same tar inside, compressed differently
+      expect(p.layer).not.toBe(gz.platforms[i]!.layer);
+      const manifest = JSON.parse(readFileSync(join(a.out, 'blobs/sha256', p.digest.slice(7)), 'utf8')) as { layers: { mediaType: string; digest: string }[] };
+      expect(manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.oci.image.layer.v1.tar+zstd']);
+      const blob = join(a.out, 'blobs/sha256', p.layer.slice(7));
+      expect(readFileSync(blob).subarray(0, 4).toString('hex')).toBe('28b52ffd'); // zstd frame magic
+      expect(`sha256:${mustRun('sh', ['-c', `zstd -dc '${blob}' | sha256sum`]).split(' ')[0]}`).toBe(p.diffId);
+    }
+    // skopeo resolves the index to this platform's image, its config and its (zstd) layer.
+    const inspected = JSON.parse(mustRun('skopeo', ['inspect', '--override-arch', 'amd64', `oci:${a.out}:${a.summary.tag}`])) as { Architecture: string; Layers: string[] };
+    expect(inspected).toMatchObject({ Architecture: 'amd64', Layers: [a.summary.platforms[0]!.layer] });
+    const root = tempDir();
+    // Extracting the zstd layer (container:// puts the image's files under the root).
+    const inst = kbundle(['install', `container://${a.out}`, '--local-file', '--root', root, '--platform', 'linux/amd64', '--json']);
+    expect(inst.code, inst.stderr).toBe(0);
+    expect(existsSync(join(root, 'run.sh'))).toBe(true);
+    const bad = kbundle(['build', 'bundles/metallb', '-o', `oci:${join(tempDir(), 'oci')}`, '--compression', 'xz']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--compression: "xz" must be gzip or zstd/);
+  });
+
   it('reports a bad bundle with a clear message, no stack trace, and exit code 1', () => {
     const dir = writeBundle(join(tempDir(), 'b'), 'name: demo\nversion: 1.0.0\ndescription: d\ntype: container\nfiles:\n  - src: missing\n    dst: x\n', []);
     const out = join(tempDir(), 'oci');

@@ -17,6 +17,9 @@ export interface BuildOptions {
   uid?: number;
   gid?: number;
   gzipLevel?: number;
+  /** Layer compression: gzip (default) or zstd (needs the zstd program; level `zstdLevel`, default 9). */
+  compression?: 'gzip' | 'zstd';
+  zstdLevel?: number;
   revision?: string;
   /** Sign the dm-verity root hash of sysext/confext images with this key and certificate. */
   sysextKey?: string;
@@ -111,7 +114,7 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
       let layer: WrittenLayer;
       opts.onProgress?.({ kind: 'layer-start', platform, entries: entries.length, bytes: entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0) });
       try {
-        layer = await writeLayer(entries, tmp, { mtime, uid: opts.uid ?? 0, gid: opts.gid ?? 0, level: opts.gzipLevel ?? 6, onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined });
+        layer = await writeLayer(entries, tmp, { mtime, uid: opts.uid ?? 0, gid: opts.gid ?? 0, compression: opts.compression, level: opts.compression === 'zstd' ? (opts.zstdLevel ?? 9) : (opts.gzipLevel ?? 6), onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined });
         await layout.adoptBlob(tmp, layer.digest);
       } catch (e) {
         await rm(tmp, { force: true });

@@ -20,7 +20,7 @@ export interface SingleLayerImage {
  */
 export async function writeSingleLayerImage(
   layout: OciLayout,
-  opts: { platform: string; created: string; createdBy: string; annotations: Record<string, string>; layer: { digest: string; size: number; diffId: string } },
+  opts: { platform: string; created: string; createdBy: string; annotations: Record<string, string>; layer: { mediaType?: string; digest: string; size: number; diffId: string } },
 ): Promise<SingleLayerImage> {
   const plat = parsePlatform(opts.platform);
   const config: ImageConfig = {
@@ -39,7 +39,7 @@ export async function writeSingleLayerImage(
     schemaVersion: 2,
     mediaType: MediaType.OciManifest,
     config: configDesc,
-    layers: [{ mediaType: MediaType.OciLayerGzip, digest: opts.layer.digest, size: opts.layer.size }],
+    layers: [{ mediaType: opts.layer.mediaType ?? MediaType.OciLayerGzip, digest: opts.layer.digest, size: opts.layer.size }],
     annotations: opts.annotations,
   };
   const manifestBytes = canonicalJson(manifest);

@@ -3,7 +3,9 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack, type Header as Headers } from 'tar-stream';
 import { DigestingStream } from '../oci/digest.js';
+import { MediaType } from '../oci/mediatypes.js';
 import { ParallelGzip } from './parallel-gzip.js';
+import { zstdCompressor } from './zstd-stream.js';
 
 export type LayerEntry =
   | { type: 'directory'; path: string; mode: number }
@@ -15,13 +17,17 @@ export interface LayerOptions {
   mtime: Date;
   uid: number;
   gid: number;
-  /** gzip level, 1-9. */
+  /** gzip (default; level 1-9) or zstd (level 1-19). */
+  compression?: 'gzip' | 'zstd';
+  /** Compression level: gzip 1-9, zstd 1-19. */
   level: number;
   /** Called with the number of file bytes read, for progress bars. */
   onBytes?: (n: number) => void;
 }
 
 export interface WrittenLayer {
+  /** The layer's media type (tar+gzip or tar+zstd). */
+  mediaType: string;
   /** sha256 of the compressed blob (the descriptor digest). */
   digest: string;
   size: number;
@@ -43,10 +49,12 @@ export function compareEntryPaths(a: string, b: string): number {
 export async function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const tar = tarPack();
   const diff = new DigestingStream('sha256');
-  // No name and mtime 0 in the gzip header, fixed chunking: the blob is reproducible.
-  const gzip = new ParallelGzip(opts.level);
+  // No name and mtime 0 in the gzip header, fixed chunking: the blob is reproducible. zstd: one
+  // thread, no name or time in the frame (see zstd-stream.ts).
+  const zstd = opts.compression === 'zstd';
+  const compressor = zstd ? zstdCompressor(opts.level) : new ParallelGzip(opts.level);
   const blob = new DigestingStream('sha256');
-  const done = pipeline(tar, diff, gzip, blob, createWriteStream(outFile));
+  const done = pipeline(tar, diff, compressor, blob, createWriteStream(outFile));
 
   const base = { mtime: opts.mtime, uid: opts.uid, gid: opts.gid, uname: '', gname: '' };
   try {
@@ -71,7 +79,7 @@ export async function writeLayer(entries: readonly LayerEntry[], outFile: string
     throw err;
   }
   await done;
-  return { digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
+  return { mediaType: zstd ? MediaType.OciLayerZstd : MediaType.OciLayerGzip, digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
 }
 
 function addEntry(tar: ReturnType<typeof tarPack>, header: Partial<Headers> & { name: string }): Promise<void> {

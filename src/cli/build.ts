@@ -22,14 +22,19 @@ export function registerBuild(program: Command): void {
     .option('--owner <uid:gid>', 'owner of every file in the layer', '0:0')
     .option('--revision <rev>', 'source revision to record (org.opencontainers.image.revision)')
     .option('--gzip-level <n>', 'gzip compression level 1-9', '6')
+    .option('--compression <c>', 'layer compression: gzip (default; what every Kairos release reads) or zstd (smaller; needs the zstd program)', 'gzip')
+    .option('--zstd-level <n>', 'zstd compression level 1-19', '9')
     .option('--sysext-key <pem>', 'sysext/confext bundles: sign the verity root hash with this private key')
     .option('--sysext-cert <pem>', 'sysext/confext bundles: the certificate for --sysext-key')
     .option('--json', 'print a JSON summary')
-    .action(async (dir: string, o: { output: string; platform?: string[]; owner: string; revision?: string; gzipLevel: string; sysextKey?: string; sysextCert?: string; json?: boolean }) => {
+    .action(async (dir: string, o: { output: string; platform?: string[]; owner: string; revision?: string; gzipLevel: string; compression: string; zstdLevel: string; sysextKey?: string; sysextCert?: string; json?: boolean }) => {
       const out = makePrinter(!!o.json);
       const location = parseLocation(o.output, '-o');
       const level = Number(o.gzipLevel);
       if (!Number.isInteger(level) || level < 1 || level > 9) throw new UserError(`--gzip-level: "${o.gzipLevel}" must be 1-9`);
+      if (o.compression !== 'gzip' && o.compression !== 'zstd') throw new UserError(`--compression: "${o.compression}" must be gzip or zstd`);
+      const zstdLevel = Number(o.zstdLevel);
+      if (!Number.isInteger(zstdLevel) || zstdLevel < 1 || zstdLevel > 19) throw new UserError(`--zstd-level: "${o.zstdLevel}" must be 1-19`);
       const owner = parseOwner(o.owner);
       const bars = new Map<string, ReturnType<typeof out.progress>>();
       const result = await buildTo(dir, location, {
@@ -38,6 +43,8 @@ export function registerBuild(program: Command): void {
         gid: owner.gid,
         revision: o.revision,
         gzipLevel: level,
+        compression: o.compression,
+        zstdLevel,
         sysextKey: o.sysextKey,
         sysextCert: o.sysextCert,
         sourceDateEpoch: sourceDateEpochFromEnv(),
