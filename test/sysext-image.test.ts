@@ -129,6 +129,12 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     expect(fromRegistry.code, fromRegistry.stderr).toBe(0);
     const b = JSON.parse(fromRegistry.stdout) as { path: string };
     expect(readFileSync(a.path).equals(readFileSync(b.path))).toBe(true);
+    // `docker save` output (skopeo writes the same format): an uncompressed docker-archive layer.
+    const tar = join(tempDir(), 'k3s.tar');
+    mustRun('skopeo', ['copy', `oci:${layout}:k3s`, `docker-archive:${tar}:kairos/k3s-sysext:1`]);
+    const fromArchive = kbundle(['sysext', 'build', `docker-archive:${tar}`, '--name', 'k3s', '-o', tempDir(), '--json']);
+    expect(fromArchive.code, fromArchive.stderr).toBe(0);
+    expect(readFileSync((JSON.parse(fromArchive.stdout) as { path: string }).path).equals(readFileSync(a.path))).toBe(true);
     // The same files laid out by hand in a folder give the same image.
     const folder = join(tempDir(), 'tree');
     for (const d of ['usr/local/bin', 'opt/k3s']) mkdirSync(join(folder, d), { recursive: true });
