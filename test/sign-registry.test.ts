@@ -175,6 +175,12 @@ describe('keyed signing on registry:2', () => {
     ok(kbundle(['pull', `${reg.host}/kairos/mirror-src:1`, '-o', `oci:${dir}:1`]));
     const fromLayout = JSON.parse(ok(kbundle(['verify', `oci:${dir}:1`, '--key', join(keyDir, 'release.pub'), '--json'])).stdout) as { signers: { format: string }[] };
     expect(fromLayout.signers.map((x) => x.format).sort()).toEqual(['bundle', 'legacy']);
+    // An OCI archive carries them as well (the tar of such a layout), into the site where it is unpacked.
+    const archive = join(tempDir(), 'mirror.tar');
+    ok(kbundle(['pull', `${reg.host}/kairos/mirror-src:1`, '-o', `oci-archive:${archive}:1`]));
+    const unpacked = join(tempDir(), 'from-archive');
+    ok(kbundle(['copy', `oci-archive:${archive}:1`, `oci:${unpacked}:1`]));
+    ok(kbundle(['verify', `oci:${unpacked}:1`, '--key', join(keyDir, 'release.pub')]));
 
     const bare = JSON.parse(ok(kbundle(['copy', `${reg.host}/kairos/mirror-src:1`, `${reg.host}/mirror/bare:1`, '--no-signatures', '--json'])).stdout) as { attached: unknown[] };
     expect(bare.attached).toEqual([]);
