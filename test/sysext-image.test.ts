@@ -88,6 +88,7 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     expect(r.stderr).toMatch(/left out etc\/, var\/ \(systemd-sysext only merges \/usr and \/opt\)/);
     expect(r.stderr).toMatch(/left out usr\/lib\/extension-release\.d\/extension-release\.k3s-v1\.30, usr\/lib\/os-release/);
     expect(r.stderr).toMatch(/hard links whose targets are not in the extension: usr\/local\/bin\/passwd-copy → etc\/passwd/);
+    expect(r.stderr).toMatch(/ignored whiteouts for usr\/bin\/base-tool \(an extension can add files to the OS, not delete them\)/);
     expect(readdirSync(out)).toEqual(['k3s.sysext.raw']); // no staging left behind
 
     const gpt = (await readGpt(summary.path))!;

@@ -24,6 +24,8 @@ export interface ExtractOptions extends ApplyOptions {
   layers?: 'all' | 'last';
   /** Entries this returns false for are left out (their bodies are skipped). */
   select?: (entry: FlatEntry) => boolean;
+  /** Told about whiteouts met while flattening (see flattenLayers). */
+  onWhiteout?: (path: string, layer: number) => void;
 }
 
 export interface ExtractResult {
@@ -107,7 +109,7 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     let files = 0;
     let bytes = 0;
     const open = async (i: number) => decompress(createReadStream(layerPaths[i]!, { highWaterMark: 1024 * 1024 }), layers[i]!.mediaType, `${what} layer ${i}`);
-    for await (const entry of flattenLayers(open, layers.length, limits, what)) {
+    for await (const entry of flattenLayers(open, layers.length, limits, what, opts.onWhiteout)) {
       if (opts.select && !opts.select(entry)) continue; // flattenLayers skips an unread body
       await applyEntry(root, entry, opts, state, what);
       if (entry.header.type === 'file') {

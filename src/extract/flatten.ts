@@ -46,6 +46,8 @@ export async function* flattenLayers(
   layerCount: number,
   limits: ExtractLimits = DEFAULT_LIMITS,
   what = 'image',
+  /** Told about every whiteout (`.wh.<name>` → the hidden path; an opaque marker → its folder + "/"). */
+  onWhiteout?: (path: string, layer: number) => void,
 ): AsyncGenerator<FlatEntry> {
   const seen = new Map<string, boolean>(); // path → hides everything below it
   const opaque = new Set<string>(); // dirs whose lower-layer contents are hidden
@@ -83,6 +85,7 @@ export async function* flattenLayers(
       const dir = parts.slice(0, -1).join('/');
       if (base === OPAQUE_MARKER) {
         if (dir) layerOpaque.push(dir);
+        onWhiteout?.(`${dir}/`, layer);
         entry.resume();
         continue;
       }
@@ -98,6 +101,7 @@ export async function* flattenLayers(
       }
       seen.set(path, tombstone || !isDir(h));
       if (tombstone) {
+        onWhiteout?.(path, layer);
         entry.resume();
         continue;
       }

@@ -50,6 +50,7 @@ export async function extractExtensionLayer(opened: OpenedImage, platform: Platf
   const dropped: string[] = [];
   const orphanLinks: string[] = [];
   const kept = new Set<string>();
+  const whiteouts: string[] = [];
   const forbidden = new Set(['usr/lib/os-release', 'etc/os-release']);
   const select = (e: FlatEntry): boolean => {
     const top = e.path.split('/')[0]!;
@@ -72,7 +73,7 @@ export async function extractExtensionLayer(opened: OpenedImage, platform: Platf
     return true;
   };
   await mkdir(dest, { recursive: true });
-  const r = await extractImage(opened.target, manifest, dest, { layers: 'last', select, allowSetuid: true, xattrs: false, stagingDir: staging });
+  const r = await extractImage(opened.target, manifest, dest, { layers: 'last', select, onWhiteout: (p) => whiteouts.push(p), allowSetuid: true, xattrs: false, stagingDir: staging });
   const layer = r.manifest.layers[r.manifest.layers.length - 1]!;
   const from = `${opened.display}: last layer ${layer.digest.slice(0, 19)}`;
   if (kept.size === 0) {
@@ -84,6 +85,7 @@ export async function extractExtensionLayer(opened: OpenedImage, platform: Platf
   const warnings = [...r.warnings];
   if (outside.size) warnings.push(`${from}: left out ${listed([...outside].sort().map((t) => `${t}/`))} (systemd-${kind} only merges ${k.hierarchies.map((h) => `/${h}`).join(' and ')})`);
   if (dropped.length) warnings.push(`${from}: left out ${listed(dropped.sort())} (kbundle writes ${k.releaseDir}/extension-release.NAME itself; systemd refuses an os-release in an extension)`);
+  if (whiteouts.length) warnings.push(`${from}: ignored whiteouts for ${listed(whiteouts.sort())} (an extension can add files to the OS, not delete them)`);
   if (orphanLinks.length) warnings.push(`${from}: left out hard links whose targets are not in the extension: ${listed(orphanLinks)}`);
   return { manifestDigest: manifest.digest, layerDigest: layer.digest, entries: kept.size, warnings };
 }
