@@ -86,6 +86,14 @@ const steps: Array<() => void> = [
 // Each round starts with a different command, so that no row always runs first (right after the
 // previous round's deletes) or always right after a particular neighbour.
 for (let i = 0; i < runs; i++) for (let j = 0; j < steps.length; j++) steps[(i + j) % steps.length]!();
+// What a bare Node process costs here before any JavaScript runs, with this environment and
+// without the CA variable: the part of kbundle's overhead no code of its own can remove.
+const nodeStart: Timed[] = [];
+const nodeStartNoCa: Timed[] = [];
+for (let i = 0; i < runs; i++) {
+  nodeStart.push(timeCommand('node -e 0', env));
+  if (caEnv) nodeStartNoCa.push(timeCommand('node -e 0', caEnv));
+}
 const med = (xs: Timed[], k: 'seconds' | 'cpu') => median(xs.map((t) => t[k]));
 const row = (name: string, xs: Timed[]) => [name, med(xs, 'seconds').toFixed(2), med(xs, 'cpu').toFixed(2), Math.max(...xs.map((x) => x.maxRssMiB)).toFixed(0)];
 console.log(`bench/sysext: ${sizeMiB} MiB tree, ${runs} runs each, medians`);
@@ -105,3 +113,8 @@ console.log(`wall ratio vs mksquashfs (median of per-round ratios): ddi ${paired
 if (caEnv) console.log(`  ddi without NODE_EXTRA_CA_CERTS (set here: ${env.NODE_EXTRA_CA_CERTS}): ${paired(ddiNoCa, sq, 'seconds')}x`);
 console.log(`  ratio of medians: wall ddi ${ratio(ddi, 'seconds')}x, plain ${ratio(plain, 'seconds')}x; cpu ddi ${ratio(ddi, 'cpu')}x, plain ${ratio(plain, 'cpu')}x`);
 console.log(`ddi vs the same verity work by C tools (mksquashfs + veritysetup format): wall ${paired(ddi, sqVerity, 'seconds')}x, cpu ${paired(ddi, sqVerity, 'cpu')}x`);
+const ms = (x: number) => `${Math.round(x * 1000)} ms`;
+console.log(
+  `overhead over mksquashfs (medians): ddi ${ms(med(ddi, 'seconds') - med(sq, 'seconds'))}, plain ${ms(med(plain, 'seconds') - med(sq, 'seconds'))}; ` +
+    `of it, a bare \`node -e 0\` takes ${ms(med(nodeStart, 'seconds'))}${caEnv ? ` (${ms(med(nodeStartNoCa, 'seconds'))} without NODE_EXTRA_CA_CERTS)` : ''}`,
+);
