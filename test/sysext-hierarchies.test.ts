@@ -35,7 +35,7 @@ describe('hierarchies: what a Kairos node merges (SYSTEMD_SYSEXT_HIERARCHIES)', 
   beforeAll(async () => {
     requireTools('mksquashfs', 'unsquashfs', 'systemd-repart', 'systemd-sysext', 'unshare', 'openssl');
     warnings = [];
-    image = await buildSysext({ name: 'spread', tree: writeTree(join(tempDir(), 'tree'), FILES), outDir: tempDir(), onWarning: (w) => warnings.push(w) });
+    image = await buildSysext({ name: 'spread', tree: writeTree(join(tempDir(), 'tree'), FILES), outDir: tempDir(), fs: 'squashfs', onWarning: (w) => warnings.push(w) });
   });
 
   it('finds the topmost paths outside the hierarchies', () => {

@@ -77,7 +77,7 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
 
   it('takes usr/ and opt/ of the last layer only, drops what systemd refuses, and says so', async () => {
     const out = tempDir();
-    const r = kbundle(['sysext', 'build', `oci:${layout}:k3s`, '--name', 'k3s', '-o', out, '--json']);
+    const r = kbundle(['sysext', 'build', `oci:${layout}:k3s`, '--fs', 'squashfs', '--name', 'k3s', '-o', out, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout) as { path: string; rootHash: string; source: { manifestDigest: string; layerDigest: string; entries: number } };
     const manifest = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')).manifests[0].digest as string;
@@ -122,18 +122,18 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
   });
 
   it('is byte-identical to a folder build of the same files, and reproducible from a registry', async () => {
-    const fromLayout = kbundle(['sysext', 'build', `oci:${layout}:k3s`, '--name', 'k3s', '-o', tempDir(), '--json']);
+    const fromLayout = kbundle(['sysext', 'build', `oci:${layout}:k3s`, '--fs', 'squashfs', '--name', 'k3s', '-o', tempDir(), '--json']);
     expect(fromLayout.code, fromLayout.stderr).toBe(0);
     const a = JSON.parse(fromLayout.stdout) as { path: string };
     // docker:// from the real registry:2 (loopback: plain HTTP by itself)
-    const fromRegistry = kbundle(['sysext', 'build', `docker://${registry.host}/kairos/k3s-sysext:1`, '--name', 'k3s', '-o', tempDir(), '--json']);
+    const fromRegistry = kbundle(['sysext', 'build', `docker://${registry.host}/kairos/k3s-sysext:1`, '--fs', 'squashfs', '--name', 'k3s', '-o', tempDir(), '--json']);
     expect(fromRegistry.code, fromRegistry.stderr).toBe(0);
     const b = JSON.parse(fromRegistry.stdout) as { path: string };
     expect(readFileSync(a.path).equals(readFileSync(b.path))).toBe(true);
     // `docker save` output (skopeo writes the same format): an uncompressed docker-archive layer.
     const tar = join(tempDir(), 'k3s.tar');
     mustRun('skopeo', ['copy', `oci:${layout}:k3s`, `docker-archive:${tar}:kairos/k3s-sysext:1`]);
-    const fromArchive = kbundle(['sysext', 'build', `docker-archive:${tar}`, '--name', 'k3s', '-o', tempDir(), '--json']);
+    const fromArchive = kbundle(['sysext', 'build', `docker-archive:${tar}`, '--fs', 'squashfs', '--name', 'k3s', '-o', tempDir(), '--json']);
     expect(fromArchive.code, fromArchive.stderr).toBe(0);
     expect(readFileSync((JSON.parse(fromArchive.stdout) as { path: string }).path).equals(readFileSync(a.path))).toBe(true);
     // The same files laid out by hand in a folder give the same image.
@@ -146,7 +146,7 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     writeFileSync(join(folder, 'usr/local/bin/helper-suid'), 'suid\n');
     chmodSync(join(folder, 'usr/local/bin/helper-suid'), 0o4755);
     writeFileSync(join(folder, 'opt/k3s/data.txt'), 'opt data\n');
-    const c = await buildSysext({ name: 'k3s', tree: folder, outDir: tempDir(), arch: 'x86-64', release: { architecture: 'x86-64' } });
+    const c = await buildSysext({ name: 'k3s', tree: folder, outDir: tempDir(), fs: 'squashfs', arch: 'x86-64', release: { architecture: 'x86-64' } });
     expect(readFileSync(c.path).equals(readFileSync(a.path))).toBe(true);
   });
 
@@ -168,7 +168,7 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     await arm.layout.push(indexDesc, index);
     await arm.layout.tag(indexDesc, 'multi');
 
-    const r = kbundle(['sysext', 'build', `oci:${multi}:multi`, '--name', 'tool', '--arch', 'arm64', '-o', tempDir(), '--json']);
+    const r = kbundle(['sysext', 'build', `oci:${multi}:multi`, '--fs', 'squashfs', '--name', 'tool', '--arch', 'arm64', '-o', tempDir(), '--json']);
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout) as { path: string; release: string; source: { manifestDigest: string }; partitions: { type: string }[] };
     expect(summary.source.manifestDigest).toBe(arm.manifest.digest);
@@ -177,7 +177,7 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     const gpt = (await readGpt(summary.path))!;
     expect(readFileSync(join(unpackRoot(summary.path, gpt.partitions[0]!.offset), 'usr/bin/tool'), 'utf8')).toBe('arm64\n');
 
-    const none = kbundle(['sysext', 'build', `oci:${multi}:multi`, '--name', 'tool', '--arch', 'riscv64', '-o', tempDir()]);
+    const none = kbundle(['sysext', 'build', `oci:${multi}:multi`, '--fs', 'squashfs', '--name', 'tool', '--arch', 'riscv64', '-o', tempDir()]);
     expect(none.code).not.toBe(0);
     expect(none.stderr).toMatch(/no image for platform linux\/riscv64 \(available: linux\/amd64, linux\/arm64\)/);
     expect(none.stderr).toMatch(/pick one with --arch/);
@@ -187,12 +187,12 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     const etcOnly = join(tempDir(), 'oci');
     await craftImage(etcOnly, [LAST, [dir('etc'), file('etc/only.conf', 'x\n')]], 'cfg');
     const out = tempDir();
-    const empty = kbundle(['sysext', 'build', `oci:${etcOnly}:cfg`, '--name', 'cfg', '-o', out]);
+    const empty = kbundle(['sysext', 'build', `oci:${etcOnly}:cfg`, '--fs', 'squashfs', '--name', 'cfg', '-o', out]);
     expect(empty.code).not.toBe(0);
     expect(empty.stderr).toMatch(/last layer sha256:[0-9a-f]{12} has nothing under usr\/ or opt\//);
     expect(empty.stderr).toMatch(/built from the image's last layer only/);
     // …while the same image is a fine confext (etc/ is what systemd-confext merges).
-    const confext = kbundle(['confext', 'build', `oci:${etcOnly}:cfg`, '--name', 'cfg', '-o', out, '--json']);
+    const confext = kbundle(['confext', 'build', `oci:${etcOnly}:cfg`, '--fs', 'squashfs', '--name', 'cfg', '-o', out, '--json']);
     expect(confext.code, confext.stderr).toBe(0);
     expect(readdirSync(out)).toEqual(['cfg.confext.raw']);
 
@@ -209,7 +209,7 @@ describe('sysext build from a container image (AuroraBoot semantics: the last la
     bytes[bytes.length - 10]! ^= 0xff;
     writeFileSync(blob, bytes);
     const out2 = tempDir();
-    const tampered = kbundle(['sysext', 'build', `oci:${bad}:k3s`, '--name', 'k3s', '-o', out2]);
+    const tampered = kbundle(['sysext', 'build', `oci:${bad}:k3s`, '--fs', 'squashfs', '--name', 'k3s', '-o', out2]);
     expect(tampered.code).not.toBe(0);
     expect(tampered.stderr).toMatch(/digest/i);
     expect(tampered.stderr).not.toMatch(/\n\s+at /); // no stack trace
