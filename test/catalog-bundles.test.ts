@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, parseDocument } from 'yaml';
 import { buildTo } from '../src/build/output.js';
 import { loadBundleSpec, type BundleSpec } from '../src/build/spec.js';
+import { serveFixtures, type FixtureServer } from './helpers/catalog-copy.js';
 import { cleanupAllInstalls, installBundleForTest, KAIROS_AGENT_STANDIN, type InstalledBundle } from './helpers/bundle-harness.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -595,17 +596,17 @@ describe('container bundle kubectl (downloads served from 127.0.0.1)', () => {
 });
 
 describe('container bundle k9s (release archives served from 127.0.0.1, extract: k9s)', () => {
-  let server: Server;
+  let server: FixtureServer;
   let base: string;
   let work: string;
   /** Archives shaped like k9s's releases: LICENSE, README.md and the k9s binary at the top. */
   const archive = (arch: string) => readFileSync(join(work, `k9s_Linux_${arch}.tar.gz`));
   const binary = (arch: string) => `#!/bin/sh\necho k9s ${arch} stand-in\n`;
   const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-  const served: string[] = [];
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), 'kbundle-k9s-archives-'));
+    const files: Record<string, Buffer> = {};
     for (const arch of ['amd64', 'arm64']) {
       const dir = join(work, arch);
       await cp(join(BUNDLES, 'k9s/README.md'), join(dir, 'README.md'));
@@ -613,21 +614,13 @@ describe('container bundle k9s (release archives served from 127.0.0.1, extract:
       await writeFile(join(dir, 'k9s'), binary(arch), { mode: 0o755 });
       const tar = spawnSync('tar', ['-czf', join(work, `k9s_Linux_${arch}.tar.gz`), '-C', dir, 'LICENSE', 'README.md', 'k9s']);
       expect(tar.status, String(tar.stderr)).toBe(0);
+      files[`/derailed/k9s/releases/download/v0.31.7/k9s_Linux_${arch}.tar.gz`] = archive(arch);
     }
-    server = createServer((req, res) => {
-      served.push(req.url ?? '');
-      const m = /^\/derailed\/k9s\/releases\/download\/(v[^/]+)\/k9s_Linux_(amd64|arm64)\.tar\.gz$/.exec(req.url ?? '');
-      if (!m) {
-        res.writeHead(404).end();
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/gzip' }).end(archive(m[2]!));
-    });
-    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    server = await serveFixtures(files);
+    base = server.url;
   });
   afterAll(async () => {
-    await new Promise<void>((ok) => server.close(() => ok()));
+    await server.close();
     await rm(work, { recursive: true, force: true });
   });
 
@@ -662,7 +655,7 @@ describe('container bundle k9s (release archives served from 127.0.0.1, extract:
     expect(r.files()).toEqual(['usr/local/bin/k9s']); // not the archive's README or LICENSE
     expect(r.mode('usr/local/bin/k9s')).toBe(0o755);
     expect(Buffer.from(r.read('usr/local/bin/k9s')).toString()).toBe(binary(arch));
-    expect(served).toContain(`/derailed/k9s/releases/download/v0.31.7/k9s_Linux_${arch}.tar.gz`);
+    expect(server.requests).toContain(`/derailed/k9s/releases/download/v0.31.7/k9s_Linux_${arch}.tar.gz`);
     await r.cleanup();
     await rm(copy, { recursive: true, force: true });
   });

@@ -9,6 +9,7 @@ import type { Node } from '../sysext/manage.js';
 import { KAIROS_POLICY } from '../sysext/policy.js';
 import { hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../sysext/types.js';
 import { makePrinter } from './output.js';
+import { verifierFromFlags } from './verify-flags.js';
 
 // Heavy modules (registry client, OCI store, extraction) load only in the actions that need them,
 // so `kbundle sysext build` starts fast.
@@ -33,7 +34,7 @@ async function hierarchiesFlag(v: string | undefined, kind: ExtensionKind): Prom
 
 const HIERARCHIES_HELP = "the directories the node's systemd-sysext overlays, colon-separated as in SYSTEMD_SYSEXT_HIERARCHIES (default: with --root the node's systemd-sysext.service drop-in, else Kairos's /usr/local/bin:…:/usr/sbin list; confext /etc)";
 
-/** An image argument (same test as sysext/from-image.ts, kept here so a folder build loads nothing more). */
+/** An image argument, told apart from a folder here so that a folder build loads nothing more. */
 const IMAGE_ARG = /^(oci|oci-archive|docker-archive):|^docker:\/\//;
 
 function collect(v: string, prev: string[] = []): string[] {
@@ -250,7 +251,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       arch: o.arch,
       platform: o.platform,
       registry: { plainHttp: o.plainHttp },
-      verify: await (await import('./verify-flags.js')).verifierFromFlags(o),
+      verify: await verifierFromFlags(o),
     });
     for (const c of r.checks) for (const w of c.info.warnings) process.stderr.write(`kbundle: warning: ${c.info.fileName}: ${w}\n`);
     const from = r.digest ? ` from ${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}` : '';

@@ -35,13 +35,13 @@ export interface ExtractResult {
   warnings: string[];
 }
 
-/** Manifest (or index → the platform's manifest) for a reference in a Target. */
-export async function resolveManifest(target: Target, reference: string, platform: Platform = hostPlatform()): Promise<Descriptor> {
+/** Manifest (or index → the platform's manifest) for a reference in a Target; `hint` as selectPlatform's. */
+export async function resolveManifest(target: Target, reference: string, platform: Platform = hostPlatform(), hint?: string): Promise<Descriptor> {
   let desc = await target.resolve(reference);
   if (isIndexMediaType(desc.mediaType)) {
     const index = parseJson(IndexSchema, await fetchBytes(target, desc), `${target.name}@${desc.digest}`);
-    desc = selectPlatform(index.manifests, platform, `${target.name}:${reference}`);
-    if (isIndexMediaType(desc.mediaType)) return resolveManifest(target, desc.digest, platform);
+    desc = selectPlatform(index.manifests, platform, `${target.name}:${reference}`, hint);
+    if (isIndexMediaType(desc.mediaType)) return resolveManifest(target, desc.digest, platform, hint);
   }
   return desc;
 }

@@ -49,12 +49,15 @@ export function platformMatches(want: Platform, have: Platform | undefined): boo
   return true;
 }
 
-/** Pick the manifest for a platform from an index's entries (attestation entries are skipped). */
-export function selectPlatform(entries: Descriptor[], want: Platform, what: string): Descriptor {
+/**
+ * Pick the manifest for a platform from an index's entries (attestation entries are skipped).
+ * `hint`: how the caller's user picks another platform.
+ */
+export function selectPlatform(entries: Descriptor[], want: Platform, what: string, hint = 'pass --platform with one of the available platforms'): Descriptor {
   const candidates = entries.filter((d) => platformMatches(want, d.platform));
   if (candidates.length === 0) {
     const have = entries.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).join(', ');
-    throw new UserError(`${what}: no image for platform ${formatPlatform(want)} (available: ${have || 'none'})`, 'pass --platform with one of the available platforms');
+    throw new UserError(`${what}: no image for platform ${formatPlatform(want)} (available: ${have || 'none'})`, hint);
   }
   return candidates[0]!;
 }

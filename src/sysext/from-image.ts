@@ -38,14 +38,8 @@ function listed(paths: string[]): string {
  */
 export async function extractExtensionLayer(opened: OpenedImage, platform: Platform, kind: ExtensionKind, dest: string, staging: string): Promise<ExtensionLayer> {
   const k = KINDS[kind];
-  let manifest;
-  try {
-    manifest = await resolveManifest(opened.target, opened.reference, platform);
-  } catch (e) {
-    // resolveManifest's hint names --platform; here the platform follows --arch.
-    if (e instanceof UserError && /no image for platform/.test(e.message)) throw new UserError(e.message, 'pick one with --arch (amd64, arm64, …): it sets the image platform, ARCHITECTURE= and the partition types');
-    throw e;
-  }
+  // Here the platform follows --arch, so that is what the user changes to pick another one.
+  const manifest = await resolveManifest(opened.target, opened.reference, platform, 'pick one with --arch (amd64, arm64, …): it sets the image platform, ARCHITECTURE= and the partition types');
   const outside = new Set<string>();
   const dropped: string[] = [];
   const orphanLinks: string[] = [];
@@ -72,7 +66,6 @@ export async function extractExtensionLayer(opened: OpenedImage, platform: Platf
     kept.add(e.path);
     return true;
   };
-  await mkdir(dest, { recursive: true });
   const r = await extractImage(opened.target, manifest, dest, { layers: 'last', select, onWhiteout: (p) => whiteouts.push(p), allowSetuid: true, xattrs: false, stagingDir: staging });
   const layer = r.manifest.layers[r.manifest.layers.length - 1]!;
   const from = `${opened.display}: last layer ${layer.digest.slice(0, 19)}`;

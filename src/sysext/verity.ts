@@ -109,7 +109,7 @@ interface LeafJobShared {
   blockSize: number;
   digest: number;
   algorithm: string;
-  /** [0]: next chunk to claim; set past the end to make every thread stop. */
+  /** [0]: next chunk to claim; set to the chunk count (past the end) to make every thread stop. */
   next: Int32Array;
   /** dataBlocks × digest bytes (a SharedArrayBuffer when workers take part). */
   out: Uint8Array;
@@ -148,8 +148,7 @@ function hashLeafChunks(w: LeafJobShared, chunkBlocks: number, crypto: typeof im
       for (let i = 0; i < n; i++) out.write(digestOf(slots[i]!), (first + i) * w.digest, w.digest, 'latin1');
     }
   } catch (e) {
-    // The job has failed: the other threads stop claiming (far below 2^31, so later adds cannot wrap).
-    Atomics.store(w.next, 0, 0x3fffffff);
+    Atomics.store(w.next, 0, chunks); // the job has failed: the other threads stop claiming
     throw e;
   } finally {
     fs.closeSync(fd);
@@ -232,7 +231,7 @@ export class LeafHashers {
       try {
         beforeHashing?.();
       } catch (e) {
-        Atomics.store(shared.next, 0, 0x3fffffff);
+        Atomics.store(shared.next, 0, Math.ceil(job.dataBlocks / CHUNK_BLOCKS)); // nothing left to claim
         await Promise.allSettled(pending);
         throw e;
       }
@@ -255,7 +254,7 @@ export class LeafHashers {
 }
 
 /** Lay level-0 digests into hash blocks, then build the upper levels; returns [levels bottom-first, root]. */
-async function buildLevelsFrom(leaves: Buffer, dataBlocks: number, salt: Buffer, blockSize: number, digest: number, algorithm: string): Promise<{ levels: Buffer[]; root: Buffer }> {
+function buildLevelsFrom(leaves: Buffer, dataBlocks: number, salt: Buffer, blockSize: number, digest: number, algorithm: string): { levels: Buffer[]; root: Buffer } {
   const perBlock = 1 << Math.floor(Math.log2(blockSize / digest));
   const sizes = levelSizes(dataBlocks);
   if (sizes.length === 0) return { levels: [], root: leaves.subarray(0, digest) };
@@ -281,7 +280,7 @@ export async function computeVerity(path: string, dataBytes: number, params: Ver
   }
   const dataBlocks = dataBytes / VERITY_BLOCK;
   const leaves = await hashers.run({ path, offset, dataBlocks, salt: params.salt, blockSize: VERITY_BLOCK, digest: DIGEST, algorithm: 'sha256' }, beforeHashing);
-  const { levels, root } = await buildLevelsFrom(leaves, dataBlocks, params.salt, VERITY_BLOCK, DIGEST, 'sha256');
+  const { levels, root } = buildLevelsFrom(leaves, dataBlocks, params.salt, VERITY_BLOCK, DIGEST, 'sha256');
   // On disk the topmost level comes first, right after the superblock block.
   const hashImage = Buffer.concat([encodeSuperblock(params, dataBlocks), ...[...levels].reverse()]);
   return { rootHash: root, hashImage, dataBlocks };
@@ -317,7 +316,7 @@ export async function checkVerity(path: string, data: { offset: number; size: nu
     // Small regions are hashed on this thread alone: no worker to boot.
     const hashers = new LeafHashers(dataBlocks < LeafHashers.MIN_SHARED_BLOCKS ? 0 : undefined);
     const leaves = await hashers.run({ path, offset: data.offset, dataBlocks, salt: sb.salt, blockSize: sb.dataBlockSize, digest, algorithm: sb.algorithm });
-    const { levels, root } = await buildLevelsFrom(leaves, dataBlocks, sb.salt, sb.hashBlockSize, digest, sb.algorithm);
+    const { levels, root } = buildLevelsFrom(leaves, dataBlocks, sb.salt, sb.hashBlockSize, digest, sb.algorithm);
     const treeLen = levels.reduce((n, l) => n + l.length, 0);
     stored = Buffer.alloc(treeLen);
     if (treeLen + sb.hashBlockSize > hash.size) return { superblock: sb, rootHash: root, treeMatches: false };

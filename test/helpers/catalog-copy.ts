@@ -10,12 +10,16 @@ import { REPO_ROOT } from './exec.js';
 
 export interface FixtureServer {
   url: string;
+  /** Every path asked for, in order. */
+  requests: string[];
   close(): Promise<void>;
 }
 
 /** Serve fixed bytes per path on 127.0.0.1 (stand-in for pinned upstream downloads). */
 export async function serveFixtures(files: Record<string, Buffer>): Promise<FixtureServer> {
+  const requests: string[] = [];
   const server: Server = createServer((req, res) => {
+    requests.push(req.url ?? '');
     const body = files[req.url ?? ''];
     if (!body) {
       res.writeHead(404).end();
@@ -25,7 +29,7 @@ export async function serveFixtures(files: Record<string, Buffer>): Promise<Fixt
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(() => r())) };
+  return { url: `http://127.0.0.1:${port}`, requests, close: () => new Promise((r) => server.close(() => r())) };
 }
 
 /**
