@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { buildTo } from '../src/build/output.js';
+import { buildTo } from '../src/builder/output.js';
 import { RegistryClient } from '../src/registry/client.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
 import { copyImage } from '../src/store/copy.js';

@@ -1,20 +1,75 @@
 /**
- * A failure the user can act on: the CLI prints `message` (and `hint`) without a stack trace
- * and exits non-zero. Anything else escaping to the CLI is a bug and is printed with its stack.
+ * Typed errors. Library code throws a `KbError` with a `code` (what kind of failure) and an
+ * optional `cause`; control flow tests `code`, never message text. Only the CLI decides how a code
+ * is presented (exit code, wording of hints). Anything else escaping to the CLI is a bug and is
+ * printed with its stack.
+ *
+ * Codes (modelled on oras-go errdef and sigstore-js VerificationError{code}):
+ * - INVALID_INPUT   bad argument, file, field or reference supplied by the user
+ * - NOT_FOUND       the named image, tag, blob, file or key does not exist
+ * - UNAUTHORIZED    credentials missing or rejected (HTTP 401)
+ * - DENIED          access refused for these credentials (HTTP 403)
+ * - DIGEST_MISMATCH content does not match the digest that names it
+ * - TRANSIENT       network or server failure worth retrying
+ * - TRUNCATED       a source ended before its declared size
+ * - UNSUPPORTED     a valid request kbundle does not implement (a policy field, a media type)
+ * - REFUSED         verification or policy refused the content
+ * - CONFLICT        the destination already holds something else
+ * - INTERNAL        a failed invariant of kbundle itself
  */
-export class UserError extends Error {
-  constructor(
-    message: string,
-    readonly hint?: string,
-    readonly exitCode = 1,
-  ) {
-    super(message);
+export type ErrorCode =
+  | 'INVALID_INPUT'
+  | 'NOT_FOUND'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'DIGEST_MISMATCH'
+  | 'TRANSIENT'
+  | 'TRUNCATED'
+  | 'UNSUPPORTED'
+  | 'REFUSED'
+  | 'CONFLICT'
+  | 'INTERNAL';
+
+export interface KbErrorOptions {
+  /** What the user can do about it (printed by the CLI under the message). */
+  hint?: string;
+  cause?: unknown;
+  /** Overrides the CLI's exit code for this code (1–123). */
+  exitCode?: number;
+}
+
+export class KbError extends Error {
+  readonly code: ErrorCode;
+  readonly hint?: string;
+  readonly exitCode?: number;
+
+  constructor(code: ErrorCode, message: string, opts: KbErrorOptions = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'KbError';
+    this.code = code;
+    this.hint = opts.hint;
+    this.exitCode = opts.exitCode;
+  }
+}
+
+/**
+ * The common case: bad input the user can fix. Kept as a subclass so the many call sites read as
+ * they did; its code is INVALID_INPUT unless given.
+ */
+export class UserError extends KbError {
+  constructor(message: string, hint?: string, exitCode?: number, code: ErrorCode = 'INVALID_INPUT') {
+    super(code, message, { hint, exitCode });
     this.name = 'UserError';
   }
 }
 
-export function isUserError(e: unknown): e is UserError {
-  return e instanceof UserError;
+export function isKbError(e: unknown, ...codes: ErrorCode[]): e is KbError {
+  return e instanceof KbError && (codes.length === 0 || codes.includes(e.code));
+}
+
+/** @deprecated use isKbError; kept while call sites move. */
+export function isUserError(e: unknown): e is KbError {
+  return e instanceof KbError;
 }
 
 export function errorMessage(e: unknown): string {

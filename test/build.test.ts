@@ -2,8 +2,8 @@ import { chmodSync, existsSync, lstatSync, readFileSync, readlinkSync, utimesSyn
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { extractPinnedMember } from '../src/build/download.js';
-import { buildTo } from '../src/build/output.js';
+import { extractPinnedMember } from '../src/builder/download.js';
+import { buildTo } from '../src/builder/output.js';
 import { UserError } from '../src/errors.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { fetchBytes } from '../src/store/target.js';

@@ -14,8 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, parseDocument } from 'yaml';
-import { buildTo } from '../src/build/output.js';
-import { loadBundleSpec, type BundleSpec } from '../src/build/spec.js';
+import { buildTo } from '../src/builder/output.js';
+import { loadBundleSpec, type BundleSpec } from '../src/builder/spec.js';
 import { serveFixtures, type FixtureServer } from './helpers/catalog-copy.js';
 import { cleanupAllInstalls, installBundleForTest, KAIROS_AGENT_STANDIN, type InstalledBundle } from './helpers/bundle-harness.js';
 

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { buildTo } from '../src/build/output.js';
+import { buildTo } from '../src/builder/output.js';
 import { cleanupTempDirs, kbundle, tempDir } from './helpers/exec.js';
 import { writeBundle } from './helpers/fixture-bundle.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';

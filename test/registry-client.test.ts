@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomImage } from '../bench/transfer.js';
-import { buildTo, type BuildOutput } from '../src/build/output.js';
+import { buildTo, type BuildOutput } from '../src/builder/output.js';
 import { main } from '../src/cli/main.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';

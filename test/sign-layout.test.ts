@@ -2,7 +2,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTo } from '../src/build/output.js';
+import { buildTo } from '../src/builder/output.js';
 import { signatureTag } from '../src/sign/formats.js';
 import { referrersTag } from '../src/sign/referrers.js';
 import { OciLayout } from '../src/store/oci-layout.js';

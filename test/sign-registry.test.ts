@@ -6,7 +6,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTo } from '../src/build/output.js';
+import { buildTo } from '../src/builder/output.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { IndexSchema, ManifestSchema } from '../src/oci/types.js';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import type { LoadedSpec } from '../src/build/spec.js';
+import type { LoadedSpec } from '../src/builder/spec.js';
 import { extractImage, resolveManifest } from '../src/extract/extract-image.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { checkImage } from '../src/sysext/check.js';

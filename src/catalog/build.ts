@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../build/builder.js';
+import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../builder/builder.js';
 import { UserError } from '../errors.js';
 import { OciLayout, writeFileAtomic } from '../store/oci-layout.js';
 import { bundleInputDigest, discoverBundles, type CatalogBundle } from './discover.js';

@@ -1,6 +1,6 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { loadBundleSpec } from '../build/spec.js';
+import { loadBundleSpec } from '../builder/spec.js';
 import { writeFileAtomic } from '../store/oci-layout.js';
 import type { CatalogEntryState } from './build.js';
 import { discoverBundles } from './discover.js';

@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { bundlePath, loadBundleSpec, PLACEHOLDER_RE } from '../build/spec.js';
+import { bundlePath, loadBundleSpec, PLACEHOLDER_RE } from '../builder/spec.js';
 import { errorMessage } from '../errors.js';
 import { discoverBundles } from './discover.js';
 import { insideHierarchies, KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from '../sysext/hierarchies.js';

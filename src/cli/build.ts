@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { buildTo } from '../build/output.js';
-import { sourceDateEpochFromEnv } from '../build/epoch.js';
-import { loadBundleSpec } from '../build/spec.js';
+import { buildTo } from '../builder/output.js';
+import { sourceDateEpochFromEnv } from '../builder/epoch.js';
+import { loadBundleSpec } from '../builder/spec.js';
 import { UserError } from '../errors.js';
 import { parseLocation } from '../store/transport.js';
 import { makePrinter } from './output.js';

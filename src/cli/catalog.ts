@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { sourceDateEpochFromEnv } from '../build/epoch.js';
+import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { buildCatalog, readCatalogState } from '../catalog/build.js';
 import { catalogIndex, writeCatalogIndex } from '../catalog/index-page.js';
 import { lintCatalog } from '../catalog/lint.js';

@@ -46,7 +46,7 @@ export async function main(argv: string[]): Promise<number> {
     if (isUserError(e)) {
       process.stderr.write(`kbundle: error: ${e.message}\n`);
       if (e.hint) process.stderr.write(`  hint: ${e.hint}\n`);
-      return e.exitCode;
+      return e.exitCode ?? 1;
     }
     process.stderr.write(`kbundle: internal error (please report): ${(e as Error)?.stack ?? String(e)}\n`);
     return 70;

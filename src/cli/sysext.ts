@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { sourceDateEpochFromEnv } from '../build/epoch.js';
+import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { formatLocation, parseLocation } from '../store/transport.js';
@@ -20,7 +20,7 @@ const lazy = {
   pack: () => import('../sysext/package.js'),
   layout: () => import('../store/oci-layout.js'),
   archive: () => import('../store/archive.js'),
-  spec: () => import('../build/spec.js'),
+  spec: () => import('../builder/spec.js'),
   trust: () => import('../sysext/node-trust.js'),
   fromImage: () => import('../sysext/from-image.js'),
   hierarchies: () => import('../sysext/hierarchies.js'),

@@ -5,7 +5,7 @@ import { KINDS, type ExtensionKind } from './types.js';
 
 /**
  * The `sysext:` section of a `type: sysext|confext` bundle.yaml and its semantic checks. A leaf
- * module (zod and sysext helpers only), so src/build/spec.ts can import it without a cycle.
+ * module (zod and sysext helpers only), so src/builder/spec.ts can import it without a cycle.
  */
 const RELEASE_ID_RE = /^[a-z0-9._-]+$/;
 

@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, posix, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { buildTo } from '../../src/build/output.js';
+import { buildTo } from '../../src/builder/output.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const KAIROS_AGENT_STANDIN = join(HERE, 'kairos-agent-standin.mjs');
