@@ -7,7 +7,8 @@ import { buildTo } from '../src/builder/output.js';
 import { UserError } from '../src/errors.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { fetchBytes } from '../src/store/target.js';
-import { cleanupTempDirs, kbundle, mustRun, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 import { craftTar } from './helpers/craft-image.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
 
@@ -266,7 +267,7 @@ describe('kbundle build CLI', () => {
     const out = join(tempDir(), 'x.tar');
     const r = kbundle(['build', 'bundles/metallb', '-o', `docker-archive:${out}`]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/a docker archive holds one platform.*\n  hint: pick one with --platform/);
+    expect(r.stderr).toMatch(/a docker archive holds one platform.*\n {2}hint: pick one with --platform/);
     expect(existsSync(out)).toBe(false);
   });
 

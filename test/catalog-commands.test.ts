@@ -8,7 +8,14 @@ import { lintCatalog } from '../src/catalog/lint.js';
 import { KAIROS_SYSEXT_HIERARCHIES } from '../src/sysext/hierarchies.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { copyCatalogOffline, type FixtureServer } from './helpers/catalog-copy.js';
-import { cleanupTempDirs, kbundle, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
+
+/** The part of a browser element the page checks read (the DOM lib is not loaded for Node code). */
+interface DomElement {
+  dataset: Record<string, string | undefined>;
+  hidden: boolean;
+}
 
 let catalog: string;
 let server: FixtureServer;
@@ -135,10 +142,10 @@ describe('catalog index page', () => {
     try {
       const page = await browser.newPage();
       await page.goto(pathToFileURL(join(site, 'index.html')).href);
-      const names = await page.$$eval('article.bundle', (els) => els.map((e) => (e as HTMLElement).dataset.name));
+      const names = await page.$$eval('article.bundle', (els) => els.map((e) => (e as unknown as DomElement).dataset.name));
       expect(names).toEqual(index.bundles.map((b: { name: string }) => b.name));
       await page.fill('#search', 'load balancer');
-      const visible = async () => page.$$eval('article.bundle', (els) => els.filter((e) => !(e as HTMLElement).hidden).map((e) => (e as HTMLElement).dataset.name));
+      const visible = async () => page.$$eval('article.bundle', (els) => els.filter((e) => !(e as unknown as DomElement).hidden).map((e) => (e as unknown as DomElement).dataset.name));
       expect(await visible()).toEqual(['metallb']);
       await page.fill('#search', '');
       await page.selectOption('#type', 'container');

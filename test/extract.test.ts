@@ -179,7 +179,7 @@ describe('hostile archives', () => {
     const m = JSON.parse(readFileSync(layout.blobPath(manifest.digest), 'utf8'));
     const blob = layout.blobPath(m.layers[0].digest);
     const bytes = readFileSync(blob);
-    bytes[bytes.length - 5] ^= 0xff;
+    bytes[bytes.length - 5]! ^= 0xff;
     writeFileSync(blob, bytes);
     const root = join(base, 'root');
     await expect(extractImage(layout, manifest, root)).rejects.toThrow(/does not match/);

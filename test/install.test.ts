@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { buildTo } from '../src/builder/output.js';
-import { cleanupTempDirs, kbundle, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { writeBundle } from './helpers/fixture-bundle.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 
@@ -123,8 +124,8 @@ describe('kbundle install', () => {
     expect(r.code).toBe(1);
     expect(readFileSync(join(root, 'etc/one'), 'utf8')).toBe('1');
     expect(readFileSync(join(root, 'etc/two'), 'utf8')).toBe('2');
-    expect(r.stdout).toMatch(/FAILED  container:\/\/.*cfg\/missing:v1: /);
-    expect(r.stdout).toMatch(/FAILED  run:.*must be written run:\/\//);
+    expect(r.stdout).toMatch(/FAILED {2}container:\/\/.*cfg\/missing:v1: /);
+    expect(r.stdout).toMatch(/FAILED {2}run:.*must be written run:\/\//);
     expect(r.stderr).toContain('2 of 4 bundle(s)');
   });
 

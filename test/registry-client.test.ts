@@ -7,12 +7,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomImage } from '../bench/transfer.js';
 import { buildTo, type BuildOutput } from '../src/builder/output.js';
-import { main } from '../src/cli/main.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
@@ -21,6 +19,7 @@ import { RegistryTarget } from '../src/registry/registry-target.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { fetchBytes } from '../src/store/target.js';
+import { kbundleInProcess as kbundle } from './helpers/cli.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 
 const execFileP = promisify(execFile);
@@ -31,47 +30,7 @@ process.env.DOCKER_CONFIG = emptyDockerConfig;
 let seq = 0;
 const fresh = (name: string) => join(work, `${name}-${++seq}`);
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-/** Run the CLI in-process, capturing its output; `stdin` feeds --password-stdin. */
-async function kbundle(args: string[], opts: { env?: Record<string, string | undefined>; stdin?: string } = {}): Promise<CliResult> {
-  let stdout = '';
-  let stderr = '';
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  const saved: Record<string, string | undefined> = {};
-  for (const [k, v] of Object.entries(opts.env ?? {})) {
-    saved[k] = process.env[k];
-    if (v === undefined) delete process.env[k];
-    else process.env[k] = v;
-  }
-  const stdinDesc = Object.getOwnPropertyDescriptor(process, 'stdin');
-  if (opts.stdin !== undefined) Object.defineProperty(process, 'stdin', { value: Readable.from([Buffer.from(opts.stdin)]), configurable: true });
-  process.stdout.write = ((c: string | Uint8Array) => {
-    stdout += c.toString();
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((c: string | Uint8Array) => {
-    stderr += c.toString();
-    return true;
-  }) as typeof process.stderr.write;
-  try {
-    const code = await main(['node', 'kbundle', ...args]);
-    return { code, stdout, stderr };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-    if (stdinDesc) Object.defineProperty(process, 'stdin', stdinDesc);
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
 
 async function sh(cmd: string, args: string[]): Promise<string> {
   try {

@@ -11,7 +11,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomImage, type RandomImage } from '../bench/transfer.js';
-import { main } from '../src/cli/main.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
@@ -19,6 +18,7 @@ import { RegistryClient } from '../src/registry/client.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
+import { kbundleInProcess as kbundle } from './helpers/cli.js';
 import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 
@@ -30,20 +30,6 @@ const MiB = 1 << 20;
 const fastRetry = { retry: { attempts: 5, baseDelayMs: 10, maxDelayMs: 100 } };
 const smallChunks = { chunkSize: MiB, monolithicMax: MiB };
 
-async function kbundle(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const ow = process.stdout.write.bind(process.stdout);
-  const ew = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((c: string | Uint8Array) => ((stdout += c.toString()), true)) as typeof process.stdout.write;
-  process.stderr.write = ((c: string | Uint8Array) => ((stderr += c.toString()), true)) as typeof process.stderr.write;
-  try {
-    return { code: await main(['node', 'kbundle', ...args]), stdout, stderr };
-  } finally {
-    process.stdout.write = ow;
-    process.stderr.write = ew;
-  }
-}
 
 function sameBlobs(a: OciLayout, b: OciLayout, descs: Descriptor[]): void {
   for (const d of descs) expect(readFileSync(a.blobPath(d.digest)).equals(readFileSync(b.blobPath(d.digest))), d.digest).toBe(true);

@@ -3,9 +3,10 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
-import { decryptPrivateKeyDer, encryptPrivateKeyDer, keyHint, loadPrivateKey, loadPublicKeys, parsePemBlocks, parsePublicKeys, writeKeyPair } from '../src/sign/keys.js';
+import { decryptPrivateKeyDer, encryptPrivateKeyDer, keyHint, loadPrivateKey, loadPublicKeys, parsePemBlocks, parsePublicKeys } from '../src/sign/keys.js';
 import { hsalsa20, poly1305, secretboxOpen, secretboxSeal, xsalsa20Stream } from '../src/sign/secretbox.js';
-import { cleanupTempDirs, kbundle, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 
 afterAll(cleanupTempDirs);
 

@@ -6,7 +6,8 @@ import { buildTo } from '../src/builder/output.js';
 import { signatureTag } from '../src/sign/formats.js';
 import { referrersTag } from '../src/sign/referrers.js';
 import { OciLayout } from '../src/store/oci-layout.js';
-import { cleanupTempDirs, kbundle, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
 
 let keys: string;

@@ -3,7 +3,7 @@
  * through the `sha256-<hex>` fallback tag), through the CLI as users run it: keyed and keyless,
  * both formats, single and multi-arch, plus the failures a node must see.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTo } from '../src/builder/output.js';
@@ -17,7 +17,8 @@ import { referrersTag } from '../src/sign/referrers.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { fetchBytes } from '../src/store/target.js';
-import { CLI, cleanupTempDirs, kbundle, tempDir, type RunResult } from './helpers/exec.js';
+import { kbundle, kbundleAsync, type CliResult as RunResult } from './helpers/cli.js';
+import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
 import { startFaultProxy } from './helpers/fault-proxy.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
@@ -36,18 +37,6 @@ function ok(r: RunResult): RunResult {
   return r;
 }
 
-/** The CLI without blocking this process: the local Sigstore services answer from here. */
-function kbundleAsync(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
-  return new Promise((res, rej) => {
-    const p = spawn(process.execPath, [CLI, ...args], { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', rej);
-    p.on('close', (code) => res({ code: code ?? -1, stdout, stderr }));
-  });
-}
 
 /** Push the multi-arch fixture bundle (or a variant) to `repo:tag`; returns the index digest. */
 async function push(repo: string, tag: string, variant = ''): Promise<string> {

@@ -6,7 +6,8 @@ import { buildSysext } from '../src/sysext/build.js';
 import { checkImage } from '../src/sysext/check.js';
 import { readGpt } from '../src/sysext/gpt.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
-import { cleanupTempDirs, kbundle, mustRun, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 import { makeCert, makeTree, mergeAndRun, requireTools } from './fixtures/sysext/helpers.js';
 
 afterAll(cleanupTempDirs);

@@ -8,7 +8,8 @@ import { OciLayout } from '../src/store/oci-layout.js';
 import { checkImage } from '../src/sysext/check.js';
 import { buildSysextBundleImage, checkSysextBundleSpec } from '../src/sysext/package.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
-import { cleanupTempDirs, kbundle, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';
 import { writeBundle } from './helpers/fixture-bundle.js';
 import { requireTools } from './fixtures/sysext/helpers.js';
 

@@ -5,7 +5,8 @@ import { buildSysext, type SysextBuildResult } from '../src/sysext/build.js';
 import { checkImage } from '../src/sysext/check.js';
 import { KAIROS_SYSEXT_HIERARCHIES, parseHierarchies, readUnitSettings, uncoveredPaths } from '../src/sysext/hierarchies.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
-import { cleanupTempDirs, kbundle, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { makeCert, mergeAndRun, requireTools } from './fixtures/sysext/helpers.js';
 
 afterAll(cleanupTempDirs);

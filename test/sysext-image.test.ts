@@ -7,7 +7,8 @@ import { MediaType } from '../src/oci/mediatypes.js';
 import { buildSysext } from '../src/sysext/build.js';
 import { readGpt } from '../src/sysext/gpt.js';
 import { craftImage, type CraftEntry } from './helpers/craft-image.js';
-import { cleanupTempDirs, kbundle, mustRun, tempDir } from './helpers/exec.js';
+import { kbundle } from './helpers/cli.js';
+import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 import { requireTools } from './fixtures/sysext/helpers.js';
 

@@ -1,4 +1,4 @@
-import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, createReadStream } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSysext, type SysextBuildResult } from '../src/sysext/build.js';
 import { guidToBytes } from '../src/sysext/gpt.js';
-import { CLI, cleanupTempDirs, kbundle, tempDir } from './helpers/exec.js';
+import { cliShellCommand, kbundle, kbundleAsync } from './helpers/cli.js';
+import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 import { makeCert, makeTree, requireTools, snapshot } from './fixtures/sysext/helpers.js';
 
@@ -22,14 +23,6 @@ function nodeRoot(systemd = 256, osRelease = 'ID=debian\nVERSION_ID=12\n'): stri
   return root;
 }
 
-/** The CLI without blocking this process's event loop (the loopback HTTP server lives here). */
-function kbundleAsync(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
 
 const ok = (r: { code: number; stdout: string; stderr: string }) => {
   expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
@@ -162,7 +155,7 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
     // second release file kbundle writes (extension-release.demo.sysext) answers; the check agrees.
     const raw = join(tempDir(), 'demo.sysext.raw');
     copyFileSync(ddi.path, raw);
-    const k = `"${process.execPath}" "${CLI}"`;
+    const k = cliShellCommand();
     const script = `set -e
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /var/lib

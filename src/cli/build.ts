@@ -4,6 +4,7 @@ import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { loadBundleSpec } from '../builder/spec.js';
 import { UserError } from '../errors.js';
 import { parseLocation } from '../store/transport.js';
+import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 
 function parseOwner(v: string): { uid: number; gid: number } {
@@ -12,7 +13,7 @@ function parseOwner(v: string): { uid: number; gid: number } {
   return { uid: Number(m[1]), gid: Number(m[2]) };
 }
 
-export function registerBuild(program: Command): void {
+export function registerBuild(program: Command, io: CliIo): void {
   program
     .command('build')
     .description('build a bundle folder (bundle.yaml) into a reproducible OCI image')
@@ -28,7 +29,7 @@ export function registerBuild(program: Command): void {
     .option('--sysext-cert <pem>', 'sysext/confext bundles: the certificate for --sysext-key')
     .option('--json', 'print a JSON summary')
     .action(async (dir: string, o: { output: string; platform?: string[]; owner: string; revision?: string; gzipLevel: string; compression: string; zstdLevel: string; sysextKey?: string; sysextCert?: string; json?: boolean }) => {
-      const out = makePrinter(!!o.json);
+      const out = makePrinter(!!o.json, io);
       const location = parseLocation(o.output, '-o');
       const level = Number(o.gzipLevel);
       if (!Number.isInteger(level) || level < 1 || level > 9) throw new UserError(`--gzip-level: "${o.gzipLevel}" must be 1-9`);
@@ -47,8 +48,8 @@ export function registerBuild(program: Command): void {
         zstdLevel,
         sysextKey: o.sysextKey,
         sysextCert: o.sysextCert,
-        sourceDateEpoch: sourceDateEpochFromEnv(),
-        onWarning: (m) => process.stderr.write(`kbundle: warning: ${m}\n`),
+        sourceDateEpoch: sourceDateEpochFromEnv(io.env),
+        onWarning: (m) => out.warn(m),
         onProgress: (e) => {
           if (e.kind === 'layer-start') bars.set(e.platform, out.progress(e.bytes, e.platform));
           else if (e.kind === 'layer-bytes') bars.get(e.platform)?.add(e.bytes);
@@ -77,6 +78,6 @@ export function registerBuild(program: Command): void {
     .option('--json', 'print a JSON summary')
     .action(async (dir: string, o: { json?: boolean }) => {
       const { spec, specPath } = await loadBundleSpec(dir);
-      makePrinter(!!o.json).result(`${specPath}: ok (${spec.name} ${spec.version}, ${spec.type}, ${spec.platforms.join(', ')})`, { ok: true, name: spec.name, version: spec.version, type: spec.type, platforms: spec.platforms });
+      makePrinter(!!o.json, io).result(`${specPath}: ok (${spec.name} ${spec.version}, ${spec.type}, ${spec.platforms.join(', ')})`, { ok: true, name: spec.name, version: spec.version, type: spec.type, platforms: spec.platforms });
     });
 }

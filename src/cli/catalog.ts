@@ -6,6 +6,7 @@ import { lintCatalog } from '../catalog/lint.js';
 import { UserError } from '../errors.js';
 import { OciLayout } from '../store/oci-layout.js';
 import { parseLocation } from '../store/transport.js';
+import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 import { addSigningFlags, prepareSigning, type SigningFlags } from './sign.js';
@@ -16,7 +17,7 @@ function layoutDir(output: string): string {
   return loc.path;
 }
 
-export function registerCatalog(program: Command): void {
+export function registerCatalog(program: Command, io: CliIo): void {
   const catalog = program.command('catalog').description('build, lint, index and publish the bundle catalog (bundles/)');
 
   catalog
@@ -30,15 +31,15 @@ export function registerCatalog(program: Command): void {
     .option('-j, --jobs <n>', 'bundles built at once', '2')
     .option('--json', 'print a JSON summary')
     .action(async (o: { catalog: string; output: string; changedSince?: string; bundle?: string[]; exclude?: string[]; jobs: string; json?: boolean }) => {
-      const out = makePrinter(!!o.json);
+      const out = makePrinter(!!o.json, io);
       const layout = await OciLayout.open(layoutDir(o.output), { create: true });
       const r = await buildCatalog(o.catalog, layout, {
         changedSince: o.changedSince,
         only: o.bundle,
         exclude: o.exclude,
         concurrency: Math.max(1, Number(o.jobs) || 1),
-        sourceDateEpoch: sourceDateEpochFromEnv(),
-        onWarning: (m) => process.stderr.write(`kbundle: warning: ${m}\n`),
+        sourceDateEpoch: sourceDateEpochFromEnv(io.env),
+        onWarning: (m) => out.warn(m),
         onBundle: (name, action) => out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
       });
       const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
@@ -53,7 +54,7 @@ export function registerCatalog(program: Command): void {
     .option('--json', 'print problems as JSON')
     .action(async (o: { catalog: string; json?: boolean }) => {
       const problems = await lintCatalog(o.catalog);
-      const out = makePrinter(!!o.json);
+      const out = makePrinter(!!o.json, io);
       out.result(problems.length ? problems.map((p) => `${p.file}: ${p.message}`).join('\n') : `${o.catalog}: catalog ok`, { ok: problems.length === 0, problems });
       if (problems.length) throw new UserError(`${problems.length} problem(s) in ${o.catalog}`);
     });
@@ -78,7 +79,7 @@ export function registerCatalog(program: Command): void {
       }
       const entries = await catalogIndex(o.catalog, { registry: o.registry, state, published });
       const files = await writeCatalogIndex(o.out, entries);
-      makePrinter(!!o.json).result(`wrote ${files.json} and ${files.html} (${entries.length} bundles)`, { ...files, bundles: entries.length });
+      makePrinter(!!o.json, io).result(`wrote ${files.json} and ${files.html} (${entries.length} bundles)`, { ...files, bundles: entries.length });
     });
 
   const publish = catalog
@@ -92,12 +93,12 @@ export function registerCatalog(program: Command): void {
   registryOptions(publish);
   addSigningFlags(publish);
   publish.action(async (o: RegistryFlags & SigningFlags & { registry: string; layout: string; bundle?: string[]; latest: boolean; communityRepo: string; sign?: boolean }) => {
-    const out = makePrinter(!!o.json);
+    const out = makePrinter(!!o.json, io);
     const { publishCatalog } = await import('../catalog/publish.js');
     // Unlock the key before pushing anything: a wrong password must not leave unsigned bundles behind.
-    const signer = o.sign ? await prepareSigning(o) : undefined;
+    const signer = o.sign ? await prepareSigning(o, io) : undefined;
     const layout = await OciLayout.open(o.layout);
-    const client = await makeClient(o);
+    const client = await makeClient(o, io);
     try {
       const published = await publishCatalog(layout, {
         client,

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { installBundle, installFromConfig, parseCloudConfigBundles, type ConfigTarget, type ImageVerifier } from '../extract/install.js';
 import { parsePlatform } from '../oci/platform.js';
+import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 import { verifierFromFlags, type VerifyFlags } from './verify-flags.js';
@@ -17,7 +18,7 @@ interface InstallFlags extends RegistryFlags, VerifyFlags {
   xattrs?: boolean;
 }
 
-export function registerInstall(program: Command): void {
+export function registerInstall(program: Command, io: CliIo): void {
   const cmd = program
     .command('install')
     .description('install bundles the way Kairos does (run://, container://, docker://), verifying signatures first')
@@ -33,10 +34,10 @@ export function registerInstall(program: Command): void {
   registryOptions(cmd);
   addVerifyOptions(cmd);
   cmd.action(async (target: string | undefined, o: InstallFlags) => {
-    const out = makePrinter(!!o.json);
+    const out = makePrinter(!!o.json, io);
     if (!target && !o.config) throw new UserError('install: name a target (run://…, container://…) or --config <cloud-config.yaml>');
     if (target && o.config) throw new UserError('install: give a target or --config, not both');
-    const client = await makeClient(o);
+    const client = await makeClient(o, io);
     const base = {
       root: o.root,
       client,
@@ -45,7 +46,7 @@ export function registerInstall(program: Command): void {
       allowSetuid: o.allowSetuid,
       allowDevices: o.allowDevices,
       xattrs: o.xattrs,
-      onOutput: o.json ? undefined : (s: string) => process.stderr.write(s),
+      onOutput: o.json ? undefined : (s: string) => io.stderr.write(s),
     };
     try {
       if (target) {

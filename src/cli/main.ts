@@ -1,6 +1,9 @@
 import { Command, CommanderError } from 'commander';
-import { isUserError } from '../errors.js';
-type Register = (program: Command) => void;
+import { KbError } from '../errors.js';
+import { EXIT_INTERNAL, EXIT_USAGE, exitCodeOf } from './exit-codes.js';
+import { processIo, type CliIo } from './io.js';
+
+type Register = (program: Command, io: CliIo) => void;
 
 /**
  * Command name → the module that registers it. Only the invoked command's module is imported:
@@ -22,33 +25,39 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   verify: async () => (await import('./sign.js')).registerSigning,
 };
 
-export async function createProgram(argv: string[] = []): Promise<Command> {
+export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {
   const program = new Command('kbundle')
     .description('Build, sign, push, verify and install Kairos bundles and system extensions as OCI images')
     .version('0.1.0')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
   const first = argv.slice(2).find((a) => !a.startsWith('-'));
   const wanted = first && COMMAND_MODULES[first] ? [COMMAND_MODULES[first]!] : Object.values(COMMAND_MODULES);
   const registers = new Set(await Promise.all(wanted.map((load) => load())));
-  for (const register of registers) register(program);
+  for (const register of registers) register(program, io);
   return program;
 }
 
-/** Run the CLI; returns the exit code. User errors print one clear message, never a stack. */
-export async function main(argv: string[]): Promise<number> {
+/** How an error reaches the user: one message (and hint) for a KbError, the stack for a bug. */
+export function reportError(e: unknown, io: CliIo): number {
+  if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT_USAGE;
+  if (e instanceof KbError) {
+    const label = e.code === 'INTERNAL' ? 'internal error (please report)' : 'error';
+    io.stderr.write(`kbundle: ${label}: ${e.message}\n`);
+    if (e.hint) io.stderr.write(`  hint: ${e.hint}\n`);
+    return exitCodeOf(e.code);
+  }
+  io.stderr.write(`kbundle: internal error (please report): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  return EXIT_INTERNAL;
+}
+
+/** Run the CLI (`argv` as process.argv: node, script, args…); returns the exit code. */
+export async function main(argv: string[], io: CliIo = processIo()): Promise<number> {
   try {
-    const program = await createProgram(argv);
+    const program = await createProgram(argv, io);
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
-    if (isUserError(e)) {
-      process.stderr.write(`kbundle: error: ${e.message}\n`);
-      if (e.hint) process.stderr.write(`  hint: ${e.hint}\n`);
-      return e.exitCode ?? 1;
-    }
-    process.stderr.write(`kbundle: internal error (please report): ${(e as Error)?.stack ?? String(e)}\n`);
-    return 70;
+    return reportError(e, io);
   }
 }

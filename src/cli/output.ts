@@ -1,25 +1,43 @@
+import type { CliIo } from './io.js';
+
 /** Printing helpers shared by commands: human text, `--json`, and TTY-only progress. */
 export interface Printer {
+  /** The streams and environment it writes to, for callees that need more (stdin, env). */
+  io: CliIo;
   json: boolean;
+  /** Progress bars will show (stderr is a terminal, not --json, not CI). */
+  tty: boolean;
   info(line: string): void;
+  warn(message: string): void;
   result(human: string, data: unknown): void;
+  /** Bytes to stdout as they are (e.g. `inspect --raw`). */
+  raw(bytes: Uint8Array): void;
   progress(total: number, label: string): { add(n: number): void; stop(): void };
 }
 
 type CliProgress = typeof import('cli-progress');
 
-export function makePrinter(json: boolean, stream: NodeJS.WriteStream = process.stderr): Printer {
-  const tty = !json && stream.isTTY === true && !process.env.CI;
+export function makePrinter(json: boolean, io: CliIo): Printer {
+  const stream = io.stderr;
+  const tty = !json && stream.isTTY === true && !io.env.CI;
   // The bar library loads only when a terminal will show it: machines and CI never pay for it.
   let lib: CliProgress | undefined;
   const loading = tty ? import('cli-progress').then((m) => (lib = (m as { default?: CliProgress }).default ?? m)) : undefined;
   return {
+    io,
     json,
+    tty,
     info(line) {
       if (!json) stream.write(`${line}\n`);
     },
+    warn(message) {
+      stream.write(`kbundle: warning: ${message}\n`);
+    },
     result(human, data) {
-      process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
+      io.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
+    },
+    raw(bytes) {
+      io.stdout.write(bytes);
     },
     progress(total, label) {
       if (!loading || total <= 0) return { add() {}, stop() {} };
@@ -30,7 +48,7 @@ export function makePrinter(json: boolean, stream: NodeJS.WriteStream = process.
       const start = () => {
         if (bar || stopped || !lib) return;
         bar = new lib.SingleBar(
-          { format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`, stream, hideCursor: true, clearOnComplete: true },
+          { format: `${label} [{bar}] {percentage}% | {value}/{total} MiB`, stream: stream as NodeJS.WriteStream /* a TTY here: the real stderr */, hideCursor: true, clearOnComplete: true },
           lib.Presets.shades_classic,
         );
         bar.start(mib(total), mib(done));

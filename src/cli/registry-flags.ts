@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
+import type { CliIo } from './io.js';
 
 /** Registry connection flags shared by every command that talks to a registry. */
 export interface RegistryFlags {
@@ -28,19 +29,19 @@ export function registryOptions(cmd: Command, opts: { json?: boolean } = {}): Co
   return opts.json === false ? c : c.option('--json', 'print a JSON summary');
 }
 
-async function readStdin(): Promise<string> {
+async function readStdin(stdin: CliIo['stdin']): Promise<string> {
   const parts: Buffer[] = [];
-  for await (const c of process.stdin) parts.push(c as Buffer);
+  for await (const c of stdin) parts.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
   return Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
 }
 
-export async function makeClient(o: RegistryFlags): Promise<RegistryClient> {
-  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile };
+export async function makeClient(o: RegistryFlags, io: CliIo): Promise<RegistryClient> {
+  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile, env: io.env };
   if (o.passwordStdin) {
     if (!o.username) throw new UserError('--password-stdin needs --username');
-    if (process.stdin.isTTY) throw new UserError('--password-stdin: standard input is a terminal', 'pipe the password in, e.g. echo "$PW" | kbundle push … --username me --password-stdin');
+    if (io.stdin.isTTY) throw new UserError('--password-stdin: standard input is a terminal', 'pipe the password in, e.g. echo "$PW" | kbundle push … --username me --password-stdin');
     opts.username = o.username;
-    opts.password = await readStdin();
+    opts.password = await readStdin(io.stdin);
     if (!opts.password) throw new UserError('--password-stdin: standard input was empty');
   } else if (o.username) {
     throw new UserError('--username needs --password-stdin', 'pipe the password in: echo "$PW" | kbundle … --username me --password-stdin');

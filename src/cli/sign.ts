@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import type { Command } from 'commander';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import type { RegistryClient } from '../registry/client.js';
 import { manifestReference, parseReference } from '../registry/reference.js';
@@ -18,6 +18,7 @@ import { parseLocation, type ImageLocation } from '../store/transport.js';
 import type { Matcher } from '../verify/identity.js';
 import type { SignerRequirement, VerificationPolicy } from '../verify/requirements.js';
 import type { VerifiedSigner } from '../verify/verify.js';
+import type { CliIo } from './io.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 
 // Modules are imported where they are needed: a node running `kbundle verify` should load the
@@ -28,37 +29,37 @@ export const DEFAULT_FULCIO_URL = 'https://fulcio.sigstore.dev';
 export const DEFAULT_REKOR_URL = 'https://rekor.sigstore.dev';
 
 /** Result printing as the other commands do it (cli/output.ts), without its progress-bar dependency. */
-function printResult(json: boolean, human: string, data: unknown): void {
-  process.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
+function printResult(io: CliIo, json: boolean, human: string, data: unknown): void {
+  io.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Passwords
 // ---------------------------------------------------------------------------------------------
 
-async function promptHidden(question: string): Promise<string> {
+async function promptHidden(io: CliIo, question: string): Promise<string> {
   const muted = new Writable({
     write(_chunk, _enc, cb) {
       cb();
     },
   });
-  process.stderr.write(question);
-  const rl = createInterface({ input: process.stdin, output: muted, terminal: true });
+  io.stderr.write(question);
+  const rl = createInterface({ input: io.stdin, output: muted, terminal: true });
   try {
     return await new Promise<string>((res) => rl.question('', res));
   } finally {
     rl.close();
-    process.stderr.write('\n');
+    io.stderr.write('\n');
   }
 }
 
 /** KBUNDLE_PASSWORD (may be empty), else COSIGN_PASSWORD, else a prompt on a terminal. */
-async function keyPassword(confirm: boolean): Promise<string> {
-  if (process.env.KBUNDLE_PASSWORD !== undefined) return process.env.KBUNDLE_PASSWORD;
-  if (process.env.COSIGN_PASSWORD !== undefined) return process.env.COSIGN_PASSWORD;
-  if (!process.stdin.isTTY) throw new UserError('no password for the private key: set KBUNDLE_PASSWORD (an empty value is allowed)', 'or run on a terminal to be prompted');
-  const pw = await promptHidden('Enter password for private key: ');
-  if (confirm && (await promptHidden('Enter password for private key again: ')) !== pw) throw new UserError('the passwords do not match');
+async function keyPassword(io: CliIo, confirm: boolean): Promise<string> {
+  if (io.env.KBUNDLE_PASSWORD !== undefined) return io.env.KBUNDLE_PASSWORD;
+  if (io.env.COSIGN_PASSWORD !== undefined) return io.env.COSIGN_PASSWORD;
+  if (!io.stdin.isTTY) throw new UserError('no password for the private key: set KBUNDLE_PASSWORD (an empty value is allowed)', 'or run on a terminal to be prompted');
+  const pw = await promptHidden(io, 'Enter password for private key: ');
+  if (confirm && (await promptHidden(io, 'Enter password for private key again: ')) !== pw) throw new UserError('the passwords do not match');
   return pw;
 }
 
@@ -137,8 +138,8 @@ function parseFormats(v: string): SignatureFormat[] {
 }
 
 /** --identity-token takes a JWT or a file holding one (as cosign does). */
-function identityToken(flag: string | undefined): string | undefined {
-  const v = (flag ?? process.env.SIGSTORE_ID_TOKEN ?? process.env.KBUNDLE_IDENTITY_TOKEN)?.trim();
+function identityToken(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+  const v = (flag ?? env.SIGSTORE_ID_TOKEN ?? env.KBUNDLE_IDENTITY_TOKEN)?.trim();
   if (!v) return undefined;
   if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v)) return v;
   try {
@@ -263,16 +264,16 @@ export interface PreparedSigning {
  * Check the flags and unlock the key *before* anything is pushed (a wrong password must not
  * leave an unsigned image behind); returns the signer to call after the push.
  */
-export async function prepareSigning(o: SigningFlags): Promise<PreparedSigning> {
+export async function prepareSigning(o: SigningFlags, io: CliIo): Promise<PreparedSigning> {
   const formats = parseFormats(o.signatureFormat ?? 'both');
   if (o.key && o.identityToken) throw new UserError('give either --key or --identity-token, not both');
-  const token = o.key ? undefined : identityToken(o.identityToken);
+  const token = o.key ? undefined : identityToken(o.identityToken, io.env);
   if (!o.key && !token) throw new UserError('sign: give --key <file>, or an identity token for keyless signing (--identity-token or SIGSTORE_ID_TOKEN)');
   const entryType = o.rekorEntryType ?? 'dsse';
   if (entryType !== 'dsse' && entryType !== 'intoto') throw new UserError('--rekor-entry-type must be dsse or intoto');
   const annotations = parseAnnotations(o.annotation, '--annotation');
   const [{ loadPrivateKey }, { signImage }] = await Promise.all([import('../sign/keys.js'), import('../sign/sign.js')]);
-  const key = o.key ? await loadPrivateKey(o.key, () => keyPassword(false)) : undefined;
+  const key = o.key ? await loadPrivateKey(o.key, () => keyPassword(io, false)) : undefined;
   const upload = o.tlogUpload !== false;
   const rekorURL = upload ? (o.rekorUrl ?? (o.key ? undefined : DEFAULT_REKOR_URL)) : undefined;
   return {
@@ -298,7 +299,7 @@ export function describeSigned(result: import('../sign/sign.js').SignResult): st
   return lines;
 }
 
-export function registerSigning(program: Command): void {
+export function registerSigning(program: Command, io: CliIo): void {
   const key = program.command('key').description('manage signing keys');
   key
     .command('generate')
@@ -308,9 +309,9 @@ export function registerSigning(program: Command): void {
     .option('--json', 'print a JSON summary')
     .action(async (o: { out: string; force?: boolean; json?: boolean }) => {
       const { writeKeyPair } = await import('../sign/keys.js');
-      const password = await keyPassword(true);
+      const password = await keyPassword(io, true);
       const r = await writeKeyPair(o.out, password, { force: o.force });
-      printResult(!!o.json, `wrote ${r.keyFile} (private, encrypted) and ${r.pubFile}\nkey hint: ${r.hint}`, { privateKey: r.keyFile, publicKey: r.pubFile, hint: r.hint });
+      printResult(io, !!o.json, `wrote ${r.keyFile} (private, encrypted) and ${r.pubFile}\nkey hint: ${r.hint}`, { privateKey: r.keyFile, publicKey: r.pubFile, hint: r.hint });
     });
 
   registryOptions(
@@ -332,15 +333,15 @@ export function registerSigning(program: Command): void {
       .option('--json', 'print a JSON summary'),
     { json: false },
   ).action(async (arg: string, o: SignFlags) => {
-    const prepared = await prepareSigning({ ...o, signatureFormat: o.format });
+    const prepared = await prepareSigning({ ...o, signatureFormat: o.format }, io);
     const loc = parseImageArgument(arg, 'image');
-    const client = loc.transport === 'docker' ? await makeClient(o) : undefined;
+    const client = loc.transport === 'docker' ? await makeClient(o, io) : undefined;
     try {
       const img = await openImage(arg, client, 'push');
       const root: Descriptor = await img.target.resolve(img.reference);
       const result = await prepared.sign(img.target, root, { dockerReference: o.identity ?? img.dockerReference, recursive: o.recursive });
       const all = [result.root, ...result.children];
-      printResult(!!o.json, [`signed ${img.display} (${result.signer})`, `digest: ${result.root.digest}`, ...describeSigned(result)].join('\n'), { reference: img.display, digest: result.root.digest, signer: result.signer, manifests: all });
+      printResult(io, !!o.json, [`signed ${img.display} (${result.signer})`, `digest: ${result.root.digest}`, ...describeSigned(result)].join('\n'), { reference: img.display, digest: result.root.digest, signer: result.signer, manifests: all });
     } finally {
       await client?.close();
     }
@@ -372,16 +373,16 @@ export function registerSigning(program: Command): void {
     verifier.catch(() => undefined);
     // Usage errors first: whom to trust is settled before anything is opened.
     const policy = await policyFromFlags(o, imageName(arg));
-    const client = loc.transport === 'docker' ? await makeClient(o) : undefined;
+    const client = loc.transport === 'docker' ? await makeClient(o, io) : undefined;
     let digest: string | undefined;
     try {
       const img = await openImage(arg, client, 'pull');
       const { verifyReference } = await verifier;
       const { desc, signers } = await verifyReference(img.target, img.reference, policy, { repository: img.repository, display: (d) => `${img.display}${img.display.includes('@') ? '' : `@${d}`}`, onResolved: (d) => (digest = d.digest) });
       digest = desc.digest;
-      printResult(!!o.json, [`verified ${img.display}@${desc.digest}: ${signers.length} signature(s) satisfy the policy`, ...signers.map(describeSigner)].join('\n'), { verified: true, reference: img.display, digest: desc.digest, signers });
+      printResult(io, !!o.json, [`verified ${img.display}@${desc.digest}: ${signers.length} signature(s) satisfy the policy`, ...signers.map(describeSigner)].join('\n'), { verified: true, reference: img.display, digest: desc.digest, signers });
     } catch (e) {
-      if (o.json && e instanceof UserError) process.stdout.write(`${JSON.stringify({ verified: false, reference: arg, digest, error: e.message }, null, 2)}\n`);
+      if (o.json && e instanceof KbError) io.stdout.write(`${JSON.stringify({ verified: false, reference: arg, digest, error: e.message }, null, 2)}\n`);
       throw e;
     } finally {
       await client?.close();

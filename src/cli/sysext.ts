@@ -8,6 +8,7 @@ import { formatLocation, parseLocation } from '../store/transport.js';
 import type { Node } from '../sysext/manage.js';
 import { KAIROS_POLICY } from '../sysext/policy.js';
 import { hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../sysext/types.js';
+import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { verifierFromFlags } from './verify-flags.js';
 
@@ -60,7 +61,7 @@ function stateOptions(cmd: Command): Command {
   return cmd.option('--active', 'the active boot entry').option('--passive', 'the passive boot entry').option('--recovery', 'the recovery boot entry').option('--common', 'every boot entry');
 }
 
-function registerKind(program: Command, kind: ExtensionKind): void {
+function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
   const k = KINDS[kind];
   const dirs = k.hierarchies.map((h) => `${h}/`).join(' and ');
   const cmd = program.command(kind).description(`build, check and manage ${kind === 'sysext' ? 'system' : 'configuration'} extensions (${dirs}) with kairos-agent's layout`);
@@ -86,7 +87,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .option('--plain-http', 'talk plain HTTP to the registry of an image source')
     .option('--json', 'print a JSON summary')
     .action(async (dir: string, o: Record<string, string | boolean | undefined>) => {
-      const out = makePrinter(!!o.json);
+      const out = makePrinter(!!o.json, io);
       const format = o.format === undefined ? undefined : String(o.format);
       if (format !== undefined && format !== 'ddi' && format !== 'plain') throw new UserError(`--format: "${format}" must be ddi or plain`);
       const fs = o.fs === undefined ? undefined : String(o.fs);
@@ -94,7 +95,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       const arch = o.arch === '_any' ? '_any' : systemdArch(typeof o.arch === 'string' ? o.arch : hostSystemdArch());
       const partitionArch = arch === '_any' ? hostSystemdArch() : arch;
       const levelOpt = o[`${kind}Level`];
-      const epoch = sourceDateEpochFromEnv();
+      const epoch = sourceDateEpochFromEnv(io.env);
       const image = typeof o.image === 'string' ? parseLocation(o.image, '--image') : undefined;
       if (image?.transport === 'docker') throw new UserError('--image: build writes local images', 'push it afterwards with kbundle push');
       // Release fields given on the command line (for a bundle folder they override its sysext: section).
@@ -112,7 +113,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
         seed: o.seed as string | undefined,
         compatRelease: o.compatRelease !== false,
         sourceDateEpoch: epoch,
-        onWarning: (m: string) => process.stderr.write(`kbundle: warning: ${m}\n`),
+        onWarning: (m: string) => out.warn(m),
       };
       let r: import('../sysext/build.js').SysextBuildResult;
       let bundleMeta: { version?: string; description?: string } = {};
@@ -203,7 +204,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     .option('--hierarchies <list>', HIERARCHIES_HELP)
     .option('--json', 'print a JSON verdict')
     .action(async (raw: string, o: { osRelease?: string; root?: string; imagePolicy?: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; hierarchies?: string; json?: boolean }) => {
-      const out = makePrinter(!!o.json);
+      const out = makePrinter(!!o.json, io);
       const { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile } = await lazy.check();
       if (!o.osRelease && !o.root) throw new UserError('check: give the node\'s --os-release <file> (or --root <dir>)');
       const fields = o.osRelease ? await readOsReleaseFile(o.osRelease) : (await readOsRelease(o.root!)).fields;
@@ -238,7 +239,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       .option('--plain-http', 'talk plain HTTP to registries')
       .option('--json', 'print a JSON summary'),
   ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy?: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; hierarchies?: string; key?: string; policy?: string; requireSignature?: boolean; plainHttp?: boolean; json?: boolean }) => {
-    const out = makePrinter(!!o.json);
+    const out = makePrinter(!!o.json, io);
     const node: Node = { root: o.root, kind };
     const { installExtension } = await lazy.manage();
     const r = await installExtension(node, uri, {
@@ -253,7 +254,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       registry: { plainHttp: o.plainHttp },
       verify: await verifierFromFlags(o),
     });
-    for (const c of r.checks) for (const w of c.info.warnings) process.stderr.write(`kbundle: warning: ${c.info.fileName}: ${w}\n`);
+    for (const c of r.checks) for (const w of c.info.warnings) out.warn(`${c.info.fileName}: ${w}`);
     const from = r.digest ? ` from ${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}` : '';
     out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}${from}`).join('\n'), {
       installed: r.installed,
@@ -270,7 +271,7 @@ function registerKind(program: Command, kind: ExtensionKind): void {
     const state = parseBootState(o, false, 'list');
     const items = await listExtensions({ root: o.root, kind }, state);
     const text = items.length ? items.map((i) => `${i.name}${i.enabled.length ? `  enabled: ${i.enabled.join(', ')}` : ''}${i.running ? `  (in /${k.runDir})` : ''}`).join('\n') : `no ${kind === 'sysext' ? 'system' : 'configuration'} extensions found`;
-    makePrinter(!!o.json).result(text, items);
+    makePrinter(!!o.json, io).result(text, items);
   });
 
   for (const verb of ['enable', 'disable'] as const) {
@@ -279,19 +280,19 @@ function registerKind(program: Command, kind: ExtensionKind): void {
       const state = parseBootState(o, true, verb) as BootState;
       const node: Node = { root: o.root, kind };
       const r = verb === 'enable' ? await enableExtension(node, name, state, !!o.now) : await disableExtension(node, name, state, !!o.now);
-      makePrinter(!!o.json).result(r.messages.join('\n'), r);
+      makePrinter(!!o.json, io).result(r.messages.join('\n'), r);
     });
   }
 
   rootOpt(cmd.command('remove').description('disable everywhere and delete an installed extension').argument('<name>', 'extension (file name, or NAME)').option('--now', `also unlink from /${k.runDir} and restart ${k.unit}`).option('--json', 'print JSON')).action(async (name: string, o: { root: string; now?: boolean; json?: boolean }) => {
     const { removeExtension } = await lazy.manage();
     const r = await removeExtension({ root: o.root, kind }, name, !!o.now);
-    makePrinter(!!o.json).result(r.messages.join('\n'), r);
+    makePrinter(!!o.json, io).result(r.messages.join('\n'), r);
   });
 }
 
 /** `kbundle sysext …` and `kbundle confext …`. */
-export function registerSysext(program: Command): void {
-  registerKind(program, 'sysext');
-  registerKind(program, 'confext');
+export function registerSysext(program: Command, io: CliIo): void {
+  registerKind(program, io, 'sysext');
+  registerKind(program, io, 'confext');
 }

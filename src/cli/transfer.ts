@@ -9,6 +9,7 @@ import { copyImage, type CopyProgress, type CopyResult } from '../store/copy.js'
 import { openDestination, openSource, parseImageArgument, type DestinationDefaults, type OpenedImage } from '../store/open.js';
 import { fetchBytes, type Target } from '../store/target.js';
 import { formatLocation, type ImageLocation } from '../store/transport.js';
+import type { CliIo } from './io.js';
 import { makePrinter, type Printer } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 import { addSigningFlags, describeSigned, prepareSigning, type SigningFlags } from './sign.js';
@@ -37,10 +38,6 @@ async function plannedBytes(target: Target, root: Descriptor, platform: Platform
   };
   await walk(root, true);
   return total;
-}
-
-function wantsProgress(o: RegistryFlags): boolean {
-  return !o.json && process.stderr.isTTY === true && !process.env.CI;
 }
 
 /** One TTY progress bar for the whole transfer (nothing when piped or with --json). */
@@ -75,7 +72,7 @@ async function transfer(
   label: string,
   afterCopy?: (dst: OpenedImage, result: CopyResult) => Promise<void>,
 ): Promise<Transfer> {
-  const client = await makeClient(o);
+  const client = await makeClient(o, out.io);
   let src: OpenedImage | undefined;
   let dst: OpenedImage | undefined;
   try {
@@ -89,7 +86,7 @@ async function transfer(
       if (isIndexMediaType(root.mediaType)) await requireSinglePlatform(src.target, root, formatLocation(dstLoc));
     }
     let total = 0;
-    if (wantsProgress(o)) total = await plannedBytes(src.target, await src.target.resolve(src.reference), platform).catch(() => 0);
+    if (out.tty) total = await plannedBytes(src.target, await src.target.resolve(src.reference), platform).catch(() => 0);
     const progress = progressReporter(out, total, label);
     let result: CopyResult;
     try {
@@ -100,7 +97,7 @@ async function transfer(
     } finally {
       progress.stop();
     }
-    for (const w of result.warnings) process.stderr.write(`kbundle: warning: ${w}\n`);
+    for (const w of result.warnings) out.warn(w);
     if (afterCopy) await afterCopy(dst, result);
     await dst.close(result.root);
     dst = undefined;
@@ -203,7 +200,7 @@ function inspectText(where: string, root: Descriptor, images: ImageSummary[], an
 // commands
 // ---------------------------------------------------------------------------------------------
 
-export function registerTransfer(program: Command): void {
+export function registerTransfer(program: Command, io: CliIo): void {
   const push = registryOptions(
     program
       .command('push')
@@ -215,14 +212,14 @@ export function registerTransfer(program: Command): void {
   );
   addSigningFlags(push);
   push.action(async (source: string, reference: string, o: RegistryFlags & SigningFlags & { sign?: boolean; signatures?: boolean }) => {
-    const out = makePrinter(!!o.json);
+    const out = makePrinter(!!o.json, io);
     const srcLoc = parseImageArgument(source, 'source');
     if (srcLoc.transport === 'docker') throw new UserError(`push: source "${source}" is a registry reference`, `to copy between registries use: kbundle copy ${source} ${reference}`);
     const dstLoc = parseImageArgument(reference, 'reference');
     if (dstLoc.transport !== 'docker') throw new UserError(`push: "${reference}" is not a registry reference`, `to write a local image use: kbundle copy ${source} ${reference}`);
     const ref = parseReference(dstLoc.ref);
     // The key is unlocked before anything is pushed: a wrong password leaves no unsigned image.
-    const signer = o.sign ? await prepareSigning(o) : undefined;
+    const signer = o.sign ? await prepareSigning(o, out.io) : undefined;
     let signed: string[] = [];
     const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'push', async (dst, copied) => {
       if (!signer) return;
@@ -244,7 +241,7 @@ export function registerTransfer(program: Command): void {
       .option('--platform <os/arch>', 'pull only this platform out of a multi-platform image')
       .option('--no-signatures', 'leave signatures and attestations attached to the image behind'),
   ).action(async (reference: string, o: RegistryFlags & { output: string; signatures?: boolean }) => {
-    const out = makePrinter(!!o.json);
+    const out = makePrinter(!!o.json, io);
     const srcLoc = parseImageArgument(reference, 'reference');
     if (srcLoc.transport !== 'docker') throw new UserError(`pull: "${reference}" is not a registry reference`, `to copy local images use: kbundle copy ${reference} ${o.output}`);
     const dstLoc = parseImageArgument(o.output, '-o');
@@ -263,7 +260,7 @@ export function registerTransfer(program: Command): void {
       .option('--platform <os/arch>', 'copy only this platform out of a multi-platform image')
       .option('--no-signatures', 'leave signatures and attestations attached to the image behind'),
   ).action(async (source: string, destination: string, o: RegistryFlags & { signatures?: boolean }) => {
-    const out = makePrinter(!!o.json);
+    const out = makePrinter(!!o.json, io);
     const srcLoc = parseImageArgument(source, 'source');
     const dstLoc = parseImageArgument(destination, 'destination');
     const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'copy');
@@ -280,15 +277,15 @@ export function registerTransfer(program: Command): void {
       .argument('<image>', 'host/repo:tag | docker://… | oci:<dir>[:tag] | oci-archive:… | docker-archive:…')
       .option('--raw', 'print the root manifest bytes as stored'),
   ).action(async (image: string, o: RegistryFlags & { raw?: boolean }) => {
-    const out = makePrinter(!!o.json);
+    const out = makePrinter(!!o.json, io);
     const loc = parseImageArgument(image, 'image');
-    const client = await makeClient(o);
+    const client = await makeClient(o, out.io);
     const src = await openSource(loc, { client });
     try {
       const root = await src.target.resolve(src.reference);
       const bytes = await fetchBytes(src.target, root);
       if (o.raw) {
-        process.stdout.write(bytes);
+        out.raw(bytes);
         return;
       }
       const parsed = parseAnyManifest(bytes, root.mediaType, `${src.display}@${root.digest}`);

@@ -43,7 +43,7 @@ export function digestOf(data: Uint8Array | string, algorithm: DigestAlgorithm =
 
 export async function digestFile(path: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
   const h = createHash(algorithm);
-  await pipeline(createReadStream(path), async function* (src: AsyncIterable<Buffer>) {
+  await pipeline(createReadStream(path), async (src: AsyncIterable<Buffer>) => {
     for await (const chunk of src) h.update(chunk);
   });
   return `${algorithm}:${h.digest('hex')}`;

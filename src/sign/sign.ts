@@ -145,6 +145,7 @@ function certificateOf(b: Bundle): Buffer | undefined {
 
 /** Serialise a bundle as cosign (sigstore-go protojson) does: empty lists and messages left out. */
 export function serializeBundle(b: Bundle): Buffer {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- protobuf JSON pruned in place, shape known from @sigstore/bundle
   const json = bundleToJSON(b) as Record<string, any>;
   const vm = json.verificationMaterial ?? {};
   if (Array.isArray(vm.tlogEntries) && vm.tlogEntries.length === 0) delete vm.tlogEntries;

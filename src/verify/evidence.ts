@@ -442,6 +442,7 @@ function derCarriesKey(der: Buffer, key: KeyObject): boolean {
   }
 }
 
+/* eslint-disable @typescript-eslint/no-explicit-any -- hostile Rekor entry JSON, every field checked with typeof before use */
 function verifierMaterial(body: Record<string, any>, kind: string, version: string): string[] {
   const spec = body.spec ?? {};
   if (kind === 'hashedrekord' && version === '0.0.1') return [spec.signature?.publicKey?.content].filter((x) => typeof x === 'string');
@@ -454,6 +455,7 @@ function verifierMaterial(body: Record<string, any>, kind: string, version: stri
     .map((s: any) => s?.verifier?.x509Certificate?.rawBytes ?? s?.verifier?.publicKey?.rawBytes)
     .filter((x: unknown) => typeof x === 'string');
 }
+/* eslint-enable @typescript-eslint/no-explicit-any */
 
 /**
  * A log entry proves inclusion of *its* body; @sigstore/verify 3.x checks that the body names the

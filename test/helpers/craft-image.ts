@@ -11,8 +11,8 @@ export type CraftEntry = Partial<Header> & { name: string; content?: string | Bu
 export async function craftTar(entries: CraftEntry[]): Promise<Buffer> {
   const p = tarPack();
   const chunks: Buffer[] = [];
-  p.on('data', (c: Buffer) => chunks.push(c));
-  const done = new Promise((r) => p.on('end', r));
+  p.on('data', (c: unknown) => chunks.push(c as Buffer));
+  const done = new Promise<void>((r) => p.on('end', () => r()));
   for (const e of entries) {
     const { content, ...h } = e;
     const body = content === undefined ? undefined : Buffer.from(content);

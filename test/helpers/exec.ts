@@ -1,10 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 
-export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
-export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'kbundle.js');
+export { REPO_ROOT } from './cli.js';
 
 export interface RunResult {
   code: number;
@@ -23,11 +22,6 @@ export function mustRun(cmd: string, args: string[], opts: Parameters<typeof run
   const r = run(cmd, args, opts);
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}:\n${r.stderr}${r.stdout}`);
   return r.stdout;
-}
-
-/** The kbundle CLI as a user runs it (built dist/, via dist/src/cli/kbundle.js). */
-export function kbundle(args: string[], opts: Parameters<typeof run>[2] = {}): RunResult {
-  return run(process.execPath, [CLI, ...args], opts);
 }
 
 const dirs: string[] = [];

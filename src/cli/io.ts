@@ -1,0 +1,21 @@
+/**
+ * What a command may touch of the process: its output streams, standard input and environment.
+ * `main()` receives one, so tests run the CLI in-process with their own buffers and variables
+ * instead of patching `process.stdout`.
+ */
+export interface OutStream {
+  write(chunk: string | Uint8Array): unknown;
+  isTTY?: boolean;
+}
+
+export interface CliIo {
+  stdout: OutStream;
+  stderr: OutStream;
+  stdin: NodeJS.ReadableStream & { isTTY?: boolean };
+  env: NodeJS.ProcessEnv;
+}
+
+/** The real process. */
+export function processIo(): CliIo {
+  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
+}
