@@ -1,8 +1,8 @@
 /**
  * Typed errors. Library code throws a `KbError` with a `code` (what kind of failure) and an
  * optional `cause`; control flow tests `code`, never message text. Only the CLI decides how a code
- * is presented (exit code, wording of hints). Anything else escaping to the CLI is a bug and is
- * printed with its stack.
+ * is presented (src/cli/exit-codes.ts maps codes to exit codes). Anything else escaping to the
+ * CLI is a bug and is printed with its stack.
  *
  * Codes (modelled on oras-go errdef and sigstore-js VerificationError{code}):
  * - INVALID_INPUT   bad argument, file, field or reference supplied by the user
@@ -34,31 +34,28 @@ export interface KbErrorOptions {
   /** What the user can do about it (printed by the CLI under the message). */
   hint?: string;
   cause?: unknown;
-  /** Overrides the CLI's exit code for this code (1–123). */
-  exitCode?: number;
 }
 
 export class KbError extends Error {
   readonly code: ErrorCode;
   readonly hint?: string;
-  readonly exitCode?: number;
 
   constructor(code: ErrorCode, message: string, opts: KbErrorOptions = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'KbError';
     this.code = code;
     this.hint = opts.hint;
-    this.exitCode = opts.exitCode;
   }
 }
 
 /**
  * The common case: bad input the user can fix. Kept as a subclass so the many call sites read as
- * they did; its code is INVALID_INPUT unless given.
+ * they did; its code is INVALID_INPUT unless given. The third slot once held an exit code; exit
+ * codes now belong to the CLI alone, so it only accepts `undefined`.
  */
 export class UserError extends KbError {
-  constructor(message: string, hint?: string, exitCode?: number, code: ErrorCode = 'INVALID_INPUT') {
-    super(code, message, { hint, exitCode });
+  constructor(message: string, hint?: string, _unused?: undefined, code: ErrorCode = 'INVALID_INPUT') {
+    super(code, message, { hint });
     this.name = 'UserError';
   }
 }
@@ -67,11 +64,21 @@ export function isKbError(e: unknown, ...codes: ErrorCode[]): e is KbError {
   return e instanceof KbError && (codes.length === 0 || codes.includes(e.code));
 }
 
-/** @deprecated use isKbError; kept while call sites move. */
-export function isUserError(e: unknown): e is KbError {
-  return e instanceof KbError;
-}
-
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** The code for a failed read of a file the user named: NOT_FOUND when it is not there. */
+export function fsErrorCode(e: unknown): ErrorCode {
+  const errno = (e as NodeJS.ErrnoException | undefined)?.code;
+  return errno === 'ENOENT' || errno === 'ENOTDIR' ? 'NOT_FOUND' : 'INVALID_INPUT';
+}
+
+/** The code for an HTTP error status from a server kbundle talks to (registry, download, Sigstore service). */
+export function codeForHttpStatus(status: number): ErrorCode {
+  if (status === 401) return 'UNAUTHORIZED';
+  if (status === 403) return 'DENIED';
+  if (status === 404 || status === 410) return 'NOT_FOUND';
+  if (status === 408 || status === 429 || status >= 500) return 'TRANSIENT';
+  return 'INVALID_INPUT';
 }

@@ -8,8 +8,8 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { extract } from 'tar-stream';
 import { undiciFull } from '../registry/undici-lazy.js';
-import { UserError } from '../errors.js';
-import { VerifyingStream } from '../oci/digest.js';
+import { codeForHttpStatus, errorMessage, KbError, UserError } from '../errors.js';
+import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
 
 export function downloadCacheDir(): string {
   return process.env.KBUNDLE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kbundle', 'downloads');
@@ -32,17 +32,20 @@ export async function fetchPinned(url: string, sha256: string, what: string): Pr
   try {
     res = await (await undiciFull()).fetch(url, { redirect: 'follow' });
   } catch (e) {
-    throw new UserError(`${what}: download of ${url} failed: ${(e as Error).cause ? String((e as Error & { cause: Error }).cause.message) : (e as Error).message}`);
+    throw new KbError('TRANSIENT', `${what}: download of ${url} failed: ${(e as Error).cause ? errorMessage((e as Error).cause) : errorMessage(e)}`, { cause: e });
   }
-  if (!res.ok || !res.body) throw new UserError(`${what}: download of ${url} failed: HTTP ${res.status}`);
+  if (!res.ok || !res.body) throw new KbError(codeForHttpStatus(res.status), `${what}: download of ${url} failed: HTTP ${res.status}`);
   const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
   try {
     await pipeline(Readable.fromWeb(res.body as never), new VerifyingStream(`sha256:${sha256}`, undefined, `${what}: ${url}`), createWriteStream(tmp));
     await rename(tmp, final);
   } catch (e) {
     await rm(tmp, { force: true });
-    if (e instanceof UserError) throw new UserError(e.message, 'update sha256 in bundle.yaml only if you trust the new file');
-    throw e;
+    if (e instanceof DigestMismatchError) {
+      throw new KbError('DIGEST_MISMATCH', `${what}: ${url}: content digest ${e.actual} does not match the expected sha256:${sha256}`, { hint: 'update sha256 in bundle.yaml only if you trust the new file', cause: e });
+    }
+    if (e instanceof KbError) throw e;
+    throw new KbError('TRANSIENT', `${what}: download of ${url} failed: ${errorMessage(e)}`, { cause: e });
   }
   return final;
 }

@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
 
@@ -153,7 +153,7 @@ export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
   try {
     text = await readFile(join(dir, 'bundle.yaml'), 'utf8');
   } catch {
-    throw new UserError(`${specPath}: not found`, `a bundle is a folder with a bundle.yaml; see bundles/README.md`);
+    throw new KbError('NOT_FOUND', `${specPath}: not found`, { hint: `a bundle is a folder with a bundle.yaml; see bundles/README.md` });
   }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) throw new UserError(`${specPath}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);

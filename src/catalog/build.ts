@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../builder/builder.js';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { OciLayout, writeFileAtomic } from '../store/oci-layout.js';
 import { bundleInputDigest, discoverBundles, type CatalogBundle } from './discover.js';
 
@@ -81,7 +81,7 @@ export async function buildCatalog(
   if (bundles.length === 0) throw new UserError(`${catalogDir}: no bundles (folders with a bundle.yaml)`);
   if (opts.only?.length) {
     const unknown = opts.only.filter((n) => !bundles.some((b) => b.name === n));
-    if (unknown.length) throw new UserError(`no such bundle in ${catalogDir}: ${unknown.join(', ')}`);
+    if (unknown.length) throw new KbError('NOT_FOUND', `no such bundle in ${catalogDir}: ${unknown.join(', ')}`);
     bundles = bundles.filter((b) => opts.only!.includes(b.name));
   }
   if (opts.exclude?.length) bundles = bundles.filter((b) => !opts.exclude!.includes(b.name));

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { UserError } from '../errors.js';
+import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { installBundle, installFromConfig, parseCloudConfigBundles, type ConfigTarget, type ImageVerifier } from '../extract/install.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { CliIo } from './io.js';
@@ -58,8 +58,8 @@ export function registerInstall(program: Command, io: CliIo): void {
       let text: string;
       try {
         text = await readFile(file, 'utf8');
-      } catch {
-        throw new UserError(`--config: cannot read ${file}`);
+      } catch (e) {
+        throw new KbError(fsErrorCode(e), `--config: cannot read ${file}`, { cause: e });
       }
       const targets = parseCloudConfigBundles(text, file);
       const flagVerifier = await verifierFromFlags(o);

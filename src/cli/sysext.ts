@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { sourceDateEpochFromEnv } from '../builder/epoch.js';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { formatLocation, parseLocation } from '../store/transport.js';
 import type { Node } from '../sysext/manage.js';
@@ -215,7 +215,7 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       );
       const text = [...r.lines.map((l) => `${l.ok ? '✓' : '✗'} ${l.text}`), ...r.info.warnings.map((w) => `! ${w}`), r.ok ? `${r.info.fileName}: would be merged` : `${r.info.fileName}: would NOT be merged`].join('\n');
       out.result(text, { ok: r.ok, imageName: r.imageName, protection: r.protection, format: r.info.format, fsType: r.info.fsType, lines: r.lines, reasons: r.reasons, warnings: r.info.warnings, rootHash: r.info.verity?.check.rootHash.toString('hex') });
-      if (!r.ok) throw new UserError(`${r.info.fileName} would not be merged: ${r.reasons[0]}${r.reasons.length > 1 ? ` (and ${r.reasons.length - 1} more)` : ''}`);
+      if (!r.ok) throw new KbError('REFUSED', `${r.info.fileName} would not be merged: ${r.reasons[0]}${r.reasons.length > 1 ? ` (and ${r.reasons.length - 1} more)` : ''}`);
     });
 
   const rootOpt = (c: Command) => c.option('--root <dir>', 'node root file system', '/');

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, createWriteStream, existsSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import type { FlatEntry } from './flatten.js';
 import { entryComponents, resolveInRoot, ResolvedDirs } from './secure-path.js';
 
@@ -166,7 +166,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
     case 'block-device':
     case 'fifo': {
       if (!opts.allowDevices) {
-        throw new UserError(`${what}: "${e.path}" is a ${h.type}; refusing to create it`, 'pass --allow-devices to create device nodes and fifos (root only)');
+        throw new KbError('REFUSED', `${what}: "${e.path}" is a ${h.type}; refusing to create it`, { hint: 'pass --allow-devices to create device nodes and fifos (root only)' });
       }
       if (h.type !== 'fifo' && !isRoot()) throw new UserError(`${what}: "${e.path}": creating a ${h.type} needs root`);
       rmSync(final, { recursive: true, force: true });
@@ -178,7 +178,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       break;
     }
     default:
-      throw new UserError(`${what}: "${e.path}" has unsupported tar entry type ${h.type}`);
+      throw new KbError('UNSUPPORTED', `${what}: "${e.path}" has unsupported tar entry type ${h.type}`);
   }
   state.written.add(e.path);
   if (opts.xattrs !== false && h.pax) applyXattrs(final, h.pax as Record<string, string>, state, what);

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { UserError, errorMessage } from '../errors.js';
+import { errorMessage, KbError, UserError } from '../errors.js';
 import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { RegistryClient } from '../registry/client.js';
@@ -47,7 +47,7 @@ async function localLocation(path: string, what: string): Promise<ImageLocation>
     // An OCI layout holding several images may be named dir:tag.
     const i = path.lastIndexOf(':');
     st = i > 0 ? await stat(path.slice(0, i)).catch(() => undefined) : undefined;
-    if (!st?.isDirectory()) throw new UserError(`${what}: local file ${path} not found`);
+    if (!st?.isDirectory()) throw new KbError('NOT_FOUND', `${what}: local file ${path} not found`);
     ref = path.slice(i + 1);
     path = path.slice(0, i);
   }

@@ -2,7 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 
 export type DigestAlgorithm = 'sha256' | 'sha512';
 
@@ -21,7 +21,7 @@ export function parseDigest(digest: string, where = 'digest'): ParsedDigest {
   const algorithm = m[1] as DigestAlgorithm;
   const hex = m[2]!;
   const want = HEX_LENGTH[algorithm];
-  if (want === undefined) throw new UserError(`${where}: unsupported digest algorithm "${m[1]}" (sha256 and sha512 are supported)`);
+  if (want === undefined) throw new KbError('UNSUPPORTED', `${where}: unsupported digest algorithm "${m[1]}" (sha256 and sha512 are supported)`);
   if (hex.length !== want || !/^[a-f0-9]+$/.test(hex)) {
     throw new UserError(`${where}: "${digest}" must be ${algorithm}: followed by ${want} lowercase hex characters`);
   }
@@ -74,15 +74,20 @@ export class DigestMismatchError extends UserError {
   constructor(
     readonly expected: string,
     readonly actual: string,
-    what: string,
+    readonly what: string,
   ) {
-    super(`${what}: content digest ${actual} does not match the expected ${expected}`, 'the source is corrupt or was tampered with; nothing was written');
+    super(`${what}: content digest ${actual} does not match the expected ${expected}`, 'the source is corrupt or was tampered with; nothing was written', undefined, 'DIGEST_MISMATCH');
   }
 }
 
+/** More bytes than the descriptor says, or fewer at the end: the content is not what its descriptor names. */
 export class SizeMismatchError extends UserError {
-  constructor(expected: number, actual: number, what: string) {
-    super(`${what}: size ${actual} does not match the descriptor size ${expected}`, 'the source is corrupt or was tampered with; nothing was written');
+  constructor(
+    readonly expected: number,
+    readonly actual: number,
+    readonly what: string,
+  ) {
+    super(`${what}: size ${actual} does not match the descriptor size ${expected}`, 'the source is corrupt or was tampered with; nothing was written', undefined, 'DIGEST_MISMATCH');
   }
 }
 

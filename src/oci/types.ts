@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { isDigest } from './digest.js';
 import { MediaType } from './mediatypes.js';
 
@@ -127,7 +127,7 @@ export function parseAnyManifest(bytes: Buffer, mediaType: string | undefined, w
   if (mt === MediaType.OciManifest || mt === MediaType.DockerManifest) {
     return { kind: 'manifest', manifest: parseJson(ManifestSchema, bytes, what) };
   }
-  throw new UserError(`${what}: unsupported manifest media type "${mt}"`);
+  throw new KbError('UNSUPPORTED', `${what}: unsupported manifest media type "${mt}"`);
 }
 
 /** Manifests are small; registries cap them at 4 MiB, so do we. */

@@ -7,7 +7,7 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, ran
 import { chmod, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { z } from 'zod';
-import { UserError } from '../errors.js';
+import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { secretboxOpen, secretboxSeal } from './secretbox.js';
 import { pathExists } from '../fs-util.js';
 
@@ -53,7 +53,7 @@ export function parsePemBlocks(text: string): PemBlock[] {
   for (const m of text.matchAll(re)) {
     const body = m[2]!;
     // Headers ("Proc-Type: ...") are not used by any format we read; refuse rather than guess.
-    if (/^[A-Za-z-]+:/m.test(body)) throw new UserError(`PEM block "${m[1]}" has headers, which kbundle does not read`);
+    if (/^[A-Za-z-]+:/m.test(body)) throw new KbError('UNSUPPORTED', `PEM block "${m[1]}" has headers, which kbundle does not read`);
     const clean = body.replace(/\s+/g, '');
     if (!/^[A-Za-z0-9+/]*={0,2}$/.test(clean)) throw new UserError(`PEM block "${m[1]}" is not valid base64`);
     out.push({ type: m[1]!, der: Buffer.from(clean, 'base64') });
@@ -141,7 +141,7 @@ export async function writeKeyPair(prefix: string, password: string, opts: { for
   const pubFile = `${prefix}.pub`;
   if (!opts.force) {
     for (const f of [keyFile, pubFile]) {
-      if (await pathExists(f, { follow: true })) throw new UserError(`${f} already exists`, 'choose another --out prefix, or pass --force to replace it');
+      if (await pathExists(f, { follow: true })) throw new KbError('CONFLICT', `${f} already exists`, { hint: 'choose another --out prefix, or pass --force to replace it' });
     }
   }
   const pair = await generateKeyPair(password);
@@ -157,7 +157,7 @@ export interface LoadedPrivateKey {
 
 function checkSigningKey(privateKey: KeyObject, what: string): LoadedPrivateKey {
   if (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new UserError(`${what}: kbundle signs with ECDSA P-256 keys; this is ${privateKey.asymmetricKeyType}${privateKey.asymmetricKeyDetails?.namedCurve ? ` ${privateKey.asymmetricKeyDetails.namedCurve}` : ''}`, 'create one with: kbundle key generate');
+    throw new KbError('UNSUPPORTED', `${what}: kbundle signs with ECDSA P-256 keys; this is ${privateKey.asymmetricKeyType}${privateKey.asymmetricKeyDetails?.namedCurve ? ` ${privateKey.asymmetricKeyDetails.namedCurve}` : ''}`, { hint: 'create one with: kbundle key generate' });
   }
   return { privateKey, publicKey: createPublicKey(privateKey) };
 }
@@ -174,7 +174,7 @@ export async function loadPrivateKey(path: string, password: () => Promise<strin
     text = buf.toString('utf8');
   } catch (e) {
     if (e instanceof UserError) throw e;
-    throw new UserError(`${path}: cannot read the key (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new KbError(fsErrorCode(e), `${path}: cannot read the key (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
   }
   const blocks = parsePemBlocks(text);
   const block = blocks.find((b) => /PRIVATE KEY$/.test(b.type));
@@ -205,7 +205,7 @@ export async function loadPrivateKey(path: string, password: () => Promise<strin
       throw new UserError(`${path}: cannot parse the private key (${(e as Error).message})`);
     }
   }
-  throw new UserError(`${path}: unsupported private key type "${block.type}"`);
+  throw new KbError('UNSUPPORTED', `${path}: unsupported private key type "${block.type}"`);
 }
 
 /**
@@ -225,7 +225,7 @@ export function parsePublicKeys(text: string, what: string): KeyObject[] {
       throw new UserError(`${what}: not a valid public key (${(e as Error).message})`);
     }
     const t = key.asymmetricKeyType;
-    if (t !== 'ec' && t !== 'rsa' && t !== 'ed25519') throw new UserError(`${what}: unsupported public key type ${t}`);
+    if (t !== 'ec' && t !== 'rsa' && t !== 'ed25519') throw new KbError('UNSUPPORTED', `${what}: unsupported public key type ${t}`);
     keys.push(key);
   }
   return keys;
@@ -236,7 +236,7 @@ export async function loadPublicKeys(path: string): Promise<KeyObject[]> {
   try {
     buf = await readFile(path);
   } catch (e) {
-    throw new UserError(`${path}: cannot read the public key (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new KbError(fsErrorCode(e), `${path}: cannot read the public key (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
   }
   if (buf.length > MAX_KEY_FILE) throw new UserError(`${path}: ${buf.length} bytes is too large for a key file`);
   return parsePublicKeys(buf.toString('utf8'), path);

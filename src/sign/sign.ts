@@ -5,8 +5,8 @@
  */
 import { generateKeyPairSync, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { bundleToJSON, type Bundle } from '@sigstore/bundle';
-import { DSSEBundleBuilder, FulcioSigner, MessageSignatureBundleBuilder, RekorWitness, TSAWitness, type Signature, type Signer, type Witness } from '@sigstore/sign';
-import { UserError } from '../errors.js';
+import { DSSEBundleBuilder, FulcioSigner, InternalError, MessageSignatureBundleBuilder, RekorWitness, TSAWitness, type Signature, type Signer, type Witness } from '@sigstore/sign';
+import { codeForHttpStatus, errorMessage, KbError, UserError, type ErrorCode } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { IndexSchema, ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
@@ -121,19 +121,23 @@ class KeylessSigner implements Signer {
   }
 }
 
-function explainSigningError(e: unknown, what: string): UserError {
-  if (e instanceof UserError) return e;
-  const err = e as { code?: string; message?: string; cause?: { message?: string } };
-  const cause = err.cause?.message ? `: ${err.cause.message}` : '';
-  const hint =
-    err.code === 'CA_CREATE_SIGNING_CERTIFICATE_ERROR'
-      ? 'check --fulcio-url and that the identity token is valid and not expired'
-      : err.code === 'TLOG_CREATE_ENTRY_ERROR'
-        ? 'check --rekor-url, or sign without a transparency log (--tlog-upload=false)'
-        : err.code === 'TSA_CREATE_TIMESTAMP_ERROR'
-          ? 'check --tsa-url'
-          : undefined;
-  return new UserError(`${what}: ${err.message ?? String(e)}${cause}`, hint);
+/** Which service a @sigstore/sign InternalError code names, for the hint. */
+const SIGNING_SERVICE_HINTS: Record<string, string> = {
+  CA_CREATE_SIGNING_CERTIFICATE_ERROR: 'check --fulcio-url and that the identity token is valid and not expired',
+  TLOG_CREATE_ENTRY_ERROR: 'check --rekor-url, or sign without a transparency log (--tlog-upload=false)',
+  TSA_CREATE_TIMESTAMP_ERROR: 'check --tsa-url',
+};
+
+/** The kind of failure from the HTTP status of the service's answer (none: the network failed). */
+function signingServiceCode(cause: unknown): ErrorCode {
+  const status = (cause as { statusCode?: unknown } | undefined)?.statusCode;
+  return typeof status === 'number' ? codeForHttpStatus(status) : 'TRANSIENT';
+}
+
+function explainSigningError(e: unknown, what: string): unknown {
+  if (!(e instanceof InternalError)) return e;
+  const cause = e.cause instanceof Error && e.cause.message ? `: ${e.cause.message}` : '';
+  return new KbError(signingServiceCode(e.cause), `${what}: ${e.message}${cause}`, { hint: SIGNING_SERVICE_HINTS[e.code], cause: e });
 }
 
 function certificateOf(b: Bundle): Buffer | undefined {
@@ -253,12 +257,12 @@ async function writeLegacy(target: Target, subject: Descriptor, session: Session
   let layers: Descriptor[] = [];
   if (existing) {
     if (!isManifestMediaType(existing.mediaType) || isIndexMediaType(existing.mediaType)) {
-      throw new UserError(`${target.name}:${tag} holds ${existing.mediaType}, not a cosign signature manifest; refusing to replace it`, `delete the tag ${tag} if it is garbage, then sign again`);
+      throw new KbError('CONFLICT', `${target.name}:${tag} holds ${existing.mediaType}, not a cosign signature manifest; refusing to replace it`, { hint: `delete the tag ${tag} if it is garbage, then sign again` });
     }
     try {
       layers = parseJson(ManifestSchema, await fetchBytes(target, existing), `${target.name}:${tag}`).layers;
     } catch (e) {
-      throw new UserError(`${target.name}:${tag}: the existing signature manifest is unusable (${(e as Error).message}); refusing to replace it`, `delete the tag ${tag} if it is garbage, then sign again`);
+      throw new KbError('CONFLICT', `${target.name}:${tag}: the existing signature manifest is unusable (${errorMessage(e)}); refusing to replace it`, { hint: `delete the tag ${tag} if it is garbage, then sign again`, cause: e });
     }
   }
   const { payload, annotations } = await session.legacyLayer(subject.digest);
@@ -291,10 +295,10 @@ async function signOne(target: Target & ReferrersCapable, subject: Descriptor, s
 export async function signImage(target: Target & ReferrersCapable, root: Descriptor, opts: SignOptions): Promise<SignResult> {
   const formats = opts.formats ?? ['bundle', 'legacy'];
   if (formats.length === 0) throw new UserError('sign: no signature format selected');
-  if (!isManifestMediaType(root.mediaType) && !isIndexMediaType(root.mediaType)) throw new UserError(`${target.name}@${root.digest}: ${root.mediaType} is not an image manifest or index`);
+  if (!isManifestMediaType(root.mediaType) && !isIndexMediaType(root.mediaType)) throw new KbError('UNSUPPORTED', `${target.name}@${root.digest}: ${root.mediaType} is not an image manifest or index`);
   // Hash what is there before signing it: the digest must name these bytes.
   const bytes = await fetchBytes(target, root);
-  if (digestOf(bytes) !== root.digest) throw new UserError(`${target.name}: the manifest bytes do not hash to ${root.digest}`);
+  if (digestOf(bytes) !== root.digest) throw new KbError('DIGEST_MISMATCH', `${target.name}: the manifest bytes do not hash to ${root.digest}`);
   const session = new Session(opts);
   const now = (opts.now ?? (() => new Date()))();
   const rootSigned = await signOne(target, root, session, formats, now);

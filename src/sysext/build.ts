@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { copyFile, link, lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { dpsTypeUuid, readGpt, setPartitionUuids, type GptPartition } from './gpt.js';
 import { KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from './hierarchies.js';
 import { formatExtensionRelease, imageNameFromFile, MODERN_NAMES_SINCE, validateExtensionName, type ReleaseSpec } from './release.js';
@@ -163,7 +163,7 @@ async function validateTree(tree: string, kind: ExtensionKind, name: string): Pr
   try {
     st = await stat(tree);
   } catch {
-    throw new UserError(`${tree}: no such directory`, 'give a folder, or an image as oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file> or docker://<registry>/<repo>:<tag>');
+    throw new KbError('NOT_FOUND', `${tree}: no such directory`, { hint: 'give a folder, or an image as oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file> or docker://<registry>/<repo>:<tag>' });
   }
   if (!st.isDirectory()) throw new UserError(`${tree}: not a directory`, `give the folder holding ${k.hierarchies.map((h) => `${h}/`).join(' and ')}`);
   const top = (await readdir(tree)).sort();
@@ -210,7 +210,7 @@ async function linkTree(src: string, dst: string): Promise<void> {
       await chmod(dst, st.mode & 0o7777);
     }
   } else {
-    throw new UserError(`${src}: device, socket or FIFO files are not supported in extensions`);
+    throw new KbError('UNSUPPORTED', `${src}: device, socket or FIFO files are not supported in extensions`);
   }
 }
 

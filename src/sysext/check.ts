@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { UserError } from '../errors.js';
+import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { hierarchyVariable, insideHierarchies, uncoveredPaths } from './hierarchies.js';
 import { inspectImage, STRICT_XATTR, type ImageInfo } from './inspect.js';
 import { formatFlags, parseImagePolicy, partitionUse, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
@@ -242,8 +242,9 @@ export async function readOsRelease(root: string): Promise<{ path: string; field
 export async function readOsReleaseFile(path: string): Promise<ReleaseFields> {
   try {
     return parseReleaseFile(await readFile(path, 'utf8'));
-  } catch {
-    throw new UserError(`--os-release: cannot read ${path}`);
+  } catch (e) {
+    if (e instanceof KbError) throw e;
+    throw new KbError(fsErrorCode(e), `--os-release: cannot read ${path}`, { cause: e });
   }
 }
 

@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { openFilesystem, type FsView } from './fsread.js';
 import { probeFilesystem, readAt, readGpt, type Designator, type GptPartition } from './gpt.js';
 import { parseReleaseFile, type ReleaseFields } from './release.js';
@@ -68,7 +68,7 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext',
   try {
     st = await stat(path);
   } catch {
-    throw new UserError(`${path}: no such file`);
+    throw new KbError('NOT_FOUND', `${path}: no such file`);
   }
   if (!st.isFile()) throw new UserError(`${path}: not a regular file`);
   const warnings: string[] = [];

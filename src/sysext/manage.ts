@@ -6,7 +6,7 @@ import { basename, join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fetch } from 'undici';
-import { UserError } from '../errors.js';
+import { codeForHttpStatus, errorMessage, KbError, UserError } from '../errors.js';
 import { resolveManifest, extractImage } from '../extract/extract-image.js';
 import { parsePlatform } from '../oci/platform.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
@@ -278,7 +278,7 @@ export function parseInstallUri(uri: string): Source {
     if (!rest) throw new UserError(`"${uri}": no image reference`);
     return { kind: 'image', ref: rest, scheme };
   }
-  throw new UserError(`"${uri}": unsupported scheme "${scheme}:"`, 'kairos-agent accepts oci:, docker:, container:, file:, http: and https:');
+  throw new KbError('UNSUPPORTED', `"${uri}": unsupported scheme "${scheme}:"`, { hint: 'kairos-agent accepts oci:, docker:, container:, file:, http: and https:' });
 }
 
 async function stageFile(src: Source & { kind: 'file' }, staging: string): Promise<string[]> {
@@ -287,7 +287,7 @@ async function stageFile(src: Source & { kind: 'file' }, staging: string): Promi
   try {
     st = await stat(src.path);
   } catch {
-    throw new UserError(`file:${src.path}: no such file`);
+    throw new KbError('NOT_FOUND', `file:${src.path}: no such file`);
   }
   if (!st.isFile()) throw new UserError(`file:${src.path}: not a regular file`);
   await copyFile(src.path, join(staging, name));
@@ -302,9 +302,9 @@ async function stageHttp(src: Source & { kind: 'http' }, staging: string): Promi
     res = await fetch(src.url, { redirect: 'follow' });
   } catch (e) {
     const cause = (e as Error & { cause?: Error }).cause;
-    throw new UserError(`${src.url}: download failed: ${cause?.message ?? (e as Error).message}`);
+    throw new KbError('TRANSIENT', `${src.url}: download failed: ${cause?.message ?? errorMessage(e)}`, { cause: e });
   }
-  if (!res.ok || !res.body) throw new UserError(`${src.url}: download failed: HTTP ${res.status}`);
+  if (!res.ok || !res.body) throw new KbError(codeForHttpStatus(res.status), `${src.url}: download failed: HTTP ${res.status}`);
   await pipeline(Readable.fromWeb(res.body as never), createWriteStream(join(staging, name), { mode: 0o644 }));
   return [name];
 }
@@ -401,7 +401,7 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
           });
           checks.push(r);
           if (!r.ok) {
-            throw new UserError(`${n} would not be merged on this node${why}, so it was not installed:\n  - ${r.reasons.join('\n  - ')}`, 'fix the image, or pass --image-policy/--cert/--os-release to describe the node, or --no-check to install anyway (as kairos-agent does)');
+            throw new KbError('REFUSED', `${n} would not be merged on this node${why}, so it was not installed:\n  - ${r.reasons.join('\n  - ')}`, { hint: 'fix the image, or pass --image-policy/--cert/--os-release to describe the node, or --no-check to install anyway (as kairos-agent does)' });
           }
         }
       });

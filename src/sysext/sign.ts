@@ -2,7 +2,7 @@ import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UserError } from '../errors.js';
+import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { runTool } from './tools.js';
 
 /**
@@ -24,8 +24,8 @@ export async function loadCertificate(path: string, what = '--cert'): Promise<X5
   let pem: Buffer;
   try {
     pem = await readFile(path);
-  } catch {
-    throw new UserError(`${what}: cannot read ${path}`);
+  } catch (e) {
+    throw new KbError(fsErrorCode(e), `${what}: cannot read ${path}`, { cause: e });
   }
   try {
     return new X509Certificate(pem);

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 
 /**
  * dm-verity hash trees in the format `veritysetup format` writes (cryptsetup lib/verity, format
@@ -306,11 +306,11 @@ export async function checkVerity(path: string, data: { offset: number; size: nu
   try {
     await fh.read(head, 0, SUPERBLOCK_SIZE, hash.offset);
     const sb = parseSuperblock(head, what);
-    if (sb.version !== 1 || sb.hashType !== 1) throw new UserError(`${what}: verity format version ${sb.version}/hash type ${sb.hashType} is not supported (only 1/1)`);
-    if (!['sha256', 'sha512', 'sha1'].includes(sb.algorithm)) throw new UserError(`${what}: verity hash "${sb.algorithm}" is not supported`);
+    if (sb.version !== 1 || sb.hashType !== 1) throw new KbError('UNSUPPORTED', `${what}: verity format version ${sb.version}/hash type ${sb.hashType} is not supported (only 1/1)`);
+    if (!['sha256', 'sha512', 'sha1'].includes(sb.algorithm)) throw new KbError('UNSUPPORTED', `${what}: verity hash "${sb.algorithm}" is not supported`);
     const dataBytes = Number(sb.dataBlocks) * sb.dataBlockSize;
     if (dataBytes > data.size) throw new UserError(`${what}: verity covers ${dataBytes} bytes, the data partition has ${data.size}`);
-    if (sb.dataBlockSize !== sb.hashBlockSize) throw new UserError(`${what}: different data (${sb.dataBlockSize}) and hash (${sb.hashBlockSize}) block sizes are not supported`);
+    if (sb.dataBlockSize !== sb.hashBlockSize) throw new KbError('UNSUPPORTED', `${what}: different data (${sb.dataBlockSize}) and hash (${sb.hashBlockSize}) block sizes are not supported`);
     const digest = createHash(sb.algorithm).digest().length;
     const dataBlocks = Number(sb.dataBlocks);
     // Small regions are hashed on this thread alone: no worker to boot.

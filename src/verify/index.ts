@@ -2,7 +2,7 @@
  * Library entry for verification (what `kbundle install` and other commands call):
  *
  *   const policy = await keyPolicy(['/etc/kbundle/release.pub']);          // or (await loadPolicy(file)).policyFor(image)
- *   const signers = await verifyImage(target, desc, policy, { repository }); // throws UserError with a one-line reason
+ *   const signers = await verifyImage(target, desc, policy, { repository }); // throws KbError REFUSED with a one-line reason
  */
 import { loadPublicKeys } from '../sign/keys.js';
 import type { VerificationPolicy } from './requirements.js';

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
-import { UserError } from '../errors.js';
+import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { loadPublicKeys, parsePublicKeys } from '../sign/keys.js';
 import { exactMatcher, regexpMatcher, type Matcher } from './identity.js';
 import type { SignatureFormat, SignerRequirement, VerificationPolicy } from './requirements.js';
@@ -153,7 +153,7 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
     file,
     async policyFor(image: string): Promise<VerificationPolicy> {
       const i = matchers.findIndex((ms) => ms.some((m) => m.test(image)));
-      if (i < 0) throw new UserError(`${image}: no entry of the trust policy ${path} covers this image`, 'add its repository to a policy entry (images: globs), or verify with --key');
+      if (i < 0) throw new KbError('REFUSED', `${image}: no entry of the trust policy ${path} covers this image`, { hint: 'add its repository to a policy entry (images: globs), or verify with --key' });
       const e = file.policies[i]!;
       const signers: SignerRequirement[] = [];
       for (const s of e.signers) {
@@ -177,7 +177,7 @@ export async function loadPolicy(path: string): Promise<LoadedPolicy> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new UserError(`${path}: cannot read the trust policy (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new KbError(fsErrorCode(e), `${path}: cannot read the trust policy (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
   }
   if (text.length > 1 << 20) throw new UserError(`${path}: over 1 MiB; not a trust policy`);
   return parsePolicy(text, path);

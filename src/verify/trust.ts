@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { TrustedRoot } from '@sigstore/protobuf-specs';
 import { z } from 'zod';
-import { UserError } from '../errors.js';
+import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { Limits } from './limits.js';
 
 export type { TrustedRoot };
@@ -71,7 +71,7 @@ export async function loadTrustedRoot(path: string): Promise<TrustedRoot> {
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new UserError(`${path}: cannot read the trusted root (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new KbError(fsErrorCode(e), `${path}: cannot read the trusted root (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
   }
   return parseTrustedRoot(text, path);
 }

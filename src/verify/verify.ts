@@ -5,8 +5,9 @@
  */
 import { X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
 import type { Bundle } from '@sigstore/bundle';
-import { UserError } from '../errors.js';
-import { digestOf, parseDigest, readAllCapped } from '../oci/digest.js';
+import type { SignedEntity } from '@sigstore/verify';
+import { errorMessage, KbError, UserError } from '../errors.js';
+import { DigestMismatchError, digestOf, parseDigest, readAllCapped, SizeMismatchError } from '../oci/digest.js';
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { ManifestSchema, MAX_MANIFEST_BYTES, parseJson, type Descriptor } from '../oci/types.js';
 import { fetchBytes, type Target } from '../store/target.js';
@@ -33,7 +34,14 @@ import type { KeyRequirement, KeylessRequirement, SignatureFormat, SignerRequire
 // The Sigstore verifier (and its protobuf types) load only when a certificate, a log entry or a
 // timestamp has to be checked; a pinned-key check is plain node:crypto over the signed bytes.
 let sigstoreVerify: Promise<typeof import('@sigstore/verify')> | undefined;
-const loadVerifier = () => (sigstoreVerify ??= import('@sigstore/verify'));
+/** Set once loaded: its error classes are what `explain` recognises. */
+let verifierLib: typeof import('@sigstore/verify') | undefined;
+const loadVerifier = () => (sigstoreVerify ??= import('@sigstore/verify').then((m) => (verifierLib = m)));
+
+/** A failure reported by @sigstore/verify: its `code` says which check failed. */
+function isSigstoreError(e: unknown): e is { code: string; message: string } {
+  return !!verifierLib && (e instanceof verifierLib.VerificationError || e instanceof verifierLib.PolicyError);
+}
 
 /** One signature that satisfied one signer of the policy. */
 export interface VerifiedSigner {
@@ -92,7 +100,9 @@ async function fetchCapped(target: Target, desc: Descriptor, limit: number, what
   try {
     return await readAllCapped(await target.fetch(desc), limit, what);
   } catch (e) {
-    throw new Rejection(`${what}: ${(e as Error).message.replace(/^.*?: (?=content digest|size )/, '')}`);
+    if (e instanceof DigestMismatchError) throw new Rejection(`${what}: content digest ${e.actual} does not match the expected ${e.expected}`);
+    if (e instanceof SizeMismatchError) throw new Rejection(`${what}: size ${e.actual} does not match the descriptor size ${e.expected}`);
+    throw new Rejection(`${what}: ${errorMessage(e)}`);
   }
 }
 
@@ -119,17 +129,21 @@ async function discoverLegacy(target: Target & ResolveWithBytes, digest: string)
       desc = await tryResolve(target, tag);
     }
   } catch (e) {
-    return [{ format: 'legacy', location: tag, failure: `cannot read the signature tag (${(e as Error).message})` }];
+    return [{ format: 'legacy', location: tag, failure: `cannot read the signature tag (${errorMessage(e)})` }];
   }
   if (!desc) return [];
   if (!isManifestMediaType(desc.mediaType)) return [{ format: 'legacy', location: tag, failure: `the signature tag points at ${desc.mediaType}, not an image manifest` }];
   if (desc.size > MAX_MANIFEST_BYTES) return [{ format: 'legacy', location: tag, failure: `the signature manifest is ${desc.size} bytes, over the limit` }];
   let layers: Descriptor[];
   try {
-    const m = parseJson(ManifestSchema, bytes ?? (await fetchBytes(target, desc)), `${tag}`);
-    layers = m.layers;
+    bytes ??= await fetchBytes(target, desc);
   } catch (e) {
-    return [{ format: 'legacy', location: tag, failure: `the signature manifest is unusable: ${(e as Error).message.replace(/^[^:]*: /, '')}` }];
+    return [{ format: 'legacy', location: tag, failure: `cannot read the signature manifest (${errorMessage(e)})` }];
+  }
+  try {
+    layers = parseJson(ManifestSchema, bytes, 'the signature manifest is unusable').layers;
+  } catch (e) {
+    return [{ format: 'legacy', location: tag, failure: errorMessage(e) }];
   }
   if (layers.length > Limits.maxSignatureLayers) return [{ format: 'legacy', location: tag, failure: `${layers.length} layers, over the limit of ${Limits.maxSignatureLayers}` }];
   const out: Candidate[] = [];
@@ -148,7 +162,7 @@ async function discoverBundles(target: Target & ReferrersCapable, subject: Descr
   try {
     refs = await listReferrers(target, subject);
   } catch (e) {
-    return [{ format: 'bundle', location: 'referrers', failure: `cannot list referrers (${(e as Error).message})` }];
+    return [{ format: 'bundle', location: 'referrers', failure: `cannot list referrers (${errorMessage(e)})` }];
   }
   if (refs.length > Limits.maxReferrers) return [{ format: 'bundle', location: 'referrers', failure: `${refs.length} referrers, over the limit of ${Limits.maxReferrers}` }];
   const out: Candidate[] = [];
@@ -174,7 +188,7 @@ async function readBundle(target: Target, c: Candidate, subject: Descriptor): Pr
   try {
     m = parseJson(ManifestSchema, bytes, 'referrer manifest');
   } catch (e) {
-    throw new Rejection((e as Error).message);
+    throw new Rejection(errorMessage(e));
   }
   const bundleLayers = m.layers.filter((l) => l.mediaType === BUNDLE_V03_MEDIA_TYPE);
   if (m.artifactType !== BUNDLE_V03_MEDIA_TYPE && bundleLayers.length === 0) return 'skip';
@@ -198,38 +212,56 @@ async function readLegacy(target: Target, c: Candidate, digest: string, reposito
 // Cryptography against one signer requirement
 // ---------------------------------------------------------------------------------------------
 
-function explain(e: unknown): string {
+/** What the signed entity itself shows, to tell apart failures sigstore-js reports under one code. */
+interface Facts {
+  entity?: SignedEntity;
+  /** Verification passes once no SCT is required: the missing SCT is the failure. */
+  sctMissing?: boolean;
+}
+
+/** Timestamps the verifier can count: RFC 3161 ones and log entries with an inclusion promise. */
+function countableTimestamps(entity: SignedEntity): number {
+  return entity.timestamps.filter((t) => t.$case === 'timestamp-authority' || !!t.tlogEntry.inclusionPromise).length;
+}
+
+function sctCount(entity: SignedEntity): number {
+  return entity.key.$case === 'certificate' ? (entity.key.certificate.extSCT?.signedCertificateTimestamps.length ?? 0) : 0;
+}
+
+/** One line on why a signature was rejected, chosen by error class and code (never by message text). */
+function explain(e: unknown, facts: Facts = {}): string {
   if (e instanceof Rejection) return e.reason;
-  const err = e as { name?: string; code?: string; message?: string };
-  if (err && (err.name === 'VerificationError' || err.name === 'PolicyError') && typeof err.code === 'string') {
-    const msg = err.message ?? '';
-    switch (err.code) {
-      case 'SIGNATURE_ERROR':
-        return 'the signature does not verify';
-      case 'TIMESTAMP_ERROR':
-        if (/expected \d+ timestamps, got 0/.test(msg)) return 'no verified timestamp (transparency-log entry or RFC 3161): the certificate cannot be checked at signing time';
-        return `timestamp: ${msg}`;
-      case 'CERTIFICATE_ERROR':
-        if (/SCT/.test(msg)) return `the certificate has no valid SCT from a trusted CT log (${msg})`;
-        return 'the certificate does not chain to a trusted CA, or was not valid when it was used';
-      case 'TLOG_ERROR':
-        if (/got 0/.test(msg)) return 'no transparency-log entry (the policy requires one)';
-        return `transparency log: ${msg}`;
-      case 'TLOG_INCLUSION_PROMISE_ERROR':
-        return 'the transparency-log inclusion promise does not verify against the trusted root';
-      case 'TLOG_INCLUSION_PROOF_ERROR':
-        return `the transparency-log inclusion proof does not verify (${msg})`;
-      case 'TLOG_MISSING_INCLUSION_ERROR':
-        return 'the transparency-log entry has neither inclusion promise nor proof';
-      case 'TLOG_BODY_ERROR':
-        return `the transparency-log entry is for another signature or payload (${msg})`;
-      case 'PUBLIC_KEY_ERROR':
-        return 'the signing key is not trusted';
-      default:
-        return `${err.code}: ${msg}`;
-    }
+  if (!isSigstoreError(e)) return `malformed signature material (${errorMessage(e)})`;
+  const { entity } = facts;
+  const msg = e.message;
+  switch (e.code) {
+    case 'SIGNATURE_ERROR':
+      return 'the signature does not verify';
+    case 'TIMESTAMP_ERROR':
+      if (entity && countableTimestamps(entity) === 0) return 'no verified timestamp (transparency-log entry or RFC 3161): the certificate cannot be checked at signing time';
+      return `timestamp: ${msg}`;
+    case 'CERTIFICATE_ERROR':
+      if (facts.sctMissing) return 'the certificate has no SCT from a trusted CT log (the policy requires one)';
+      // Without SCTs only the chain and validity checks can have failed.
+      if (entity && sctCount(entity) === 0) return 'the certificate does not chain to a trusted CA, or was not valid when it was used';
+      return `the certificate does not chain to a trusted CA, was not valid when it was used, or has no valid SCT from a trusted CT log (${msg})`;
+    case 'TLOG_ERROR':
+      // The verifier's only TLOG_ERROR is "fewer entries than required"; the policy requires one.
+      if (entity && entity.tlogEntries.length === 0) return 'no transparency-log entry (the policy requires one)';
+      return `transparency log: ${msg}`;
+    case 'TLOG_INCLUSION_PROMISE_ERROR':
+      return 'the transparency-log inclusion promise does not verify against the trusted root';
+    case 'TLOG_INCLUSION_PROOF_ERROR':
+      return `the transparency-log inclusion proof does not verify (${msg})`;
+    case 'TLOG_MISSING_INCLUSION_ERROR':
+      return 'the transparency-log entry has neither inclusion promise nor proof';
+    case 'TLOG_BODY_ERROR':
+      return `the transparency-log entry is for another signature or payload (${msg})`;
+    case 'PUBLIC_KEY_ERROR':
+      return 'the signing key is not trusted';
+    default:
+      return `${e.code}: ${msg}`;
   }
-  return `malformed signature material (${(e as Error)?.message ?? String(e)})`;
 }
 
 function tlogFacts(bundle: Bundle): { logIndex: string; integratedTime: string }[] {
@@ -261,20 +293,34 @@ async function checkKeyed(req: KeyRequirement, ev: Evidence, base: Base): Promis
   const [{ toSignedEntity, toTrustMaterial, Verifier }, { emptyTrustedRoot }] = await Promise.all([loadVerifier(), import('./trust.js')]);
   const b = asKeyedBundle(await bundleOf(ev), true);
   let last: unknown;
+  let entity: SignedEntity | undefined;
   for (const key of keys) {
     try {
       const trust = toTrustMaterial(req.trustedRoot ?? emptyTrustedRoot(), () => ({ publicKey: key, validFor: () => true }));
       const verifier = new Verifier(trust, { tlogThreshold: 1, ctlogThreshold: 0, timestampThreshold: 0 });
-      verifier.verify(toSignedEntity(b, ev.sig.artifact));
+      entity = toSignedEntity(b, ev.sig.artifact);
+      verifier.verify(entity);
       checkTlogKeyBinding(b, key);
       return { ...base, signer: req.name, kind: 'key', keyFingerprint: keyFingerprint(key), tlog: tlogFacts(b), timestamps: [] };
     } catch (e) {
       last = e;
     }
   }
-  const why = explain(last);
-  if (why === 'the signature does not verify') throw notSigned();
-  throw new Rejection(`${req.name}: ${why}`);
+  if (isSigstoreError(last) && last.code === 'SIGNATURE_ERROR') throw notSigned();
+  throw new Rejection(`${req.name}: ${explain(last, { entity })}`);
+}
+
+/**
+ * A certificate without SCTs failed with CERTIFICATE_ERROR: was it the chain, or only the missing
+ * SCT? Verify once more with no SCT required to tell (failure path only).
+ */
+function passesWithoutSct(verify: (ctlogThreshold: number) => void): boolean {
+  try {
+    verify(0);
+    return true;
+  } catch (e) {
+    return !(isSigstoreError(e) && e.code === 'CERTIFICATE_ERROR');
+  }
 }
 
 async function checkKeyless(req: KeylessRequirement, ev: Evidence, base: Base): Promise<VerifiedSigner> {
@@ -289,17 +335,19 @@ async function checkKeyless(req: KeylessRequirement, ev: Evidence, base: Base): 
   }
   const { toSignedEntity, toTrustMaterial, Verifier } = await loadVerifier();
   let signer;
-  let entity;
-  try {
-    const trust = toTrustMaterial(req.trustedRoot, () => {
+  let entity: SignedEntity | undefined;
+  const trust = () =>
+    toTrustMaterial(req.trustedRoot, () => {
       throw new Rejection('signed with a key, not a certificate');
     });
-    const verifier = new Verifier(trust, { tlogThreshold: req.tlog ? 1 : 0, ctlogThreshold: req.ctlog ? 1 : 0, timestampThreshold: 1 });
+  const thresholds = { tlogThreshold: req.tlog ? 1 : 0, ctlogThreshold: req.ctlog ? 1 : 0, timestampThreshold: 1 };
+  try {
+    const verifier = new Verifier(trust(), thresholds);
     entity = toSignedEntity(bundle, ev.sig.artifact);
     signer = verifier.verify(entity);
     checkTlogKeyBinding(bundle, signer.key);
   } catch (e) {
-    throw new Rejection(explain(e));
+    throw new Rejection(explain(e, { entity, sctMissing: entity && isSigstoreError(e) && e.code === 'CERTIFICATE_ERROR' && req.ctlog && sctCount(entity) === 0 && passesWithoutSct((ctlogThreshold) => new Verifier(trust(), { ...thresholds, ctlogThreshold }).verify(entity!)) }));
   }
   const san = signer.identity?.subjectAlternativeName;
   const issuer = signer.identity?.extensions?.issuer;
@@ -336,7 +384,7 @@ async function pool<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Prom
 
 /**
  * Verify the image `desc` in `target` against `policy`. Returns the signatures that satisfied it;
- * throws a UserError with a one-line reason (which check failed, for which signature) otherwise.
+ * throws a REFUSED KbError with a one-line reason (which check failed, for which signature) otherwise.
  * The manifest is fetched and hashed here: signatures are bound to these bytes, whatever a tag or
  * a registry header claimed.
  */
@@ -344,7 +392,7 @@ export async function verifyImage(target: Target & ReferrersCapable, desc: Descr
   const algorithm = parseDigest(desc.digest).algorithm;
   const manifestBytes = await fetchBytes(target, desc);
   const digest = digestOf(manifestBytes, algorithm);
-  if (digest !== desc.digest) throw new UserError(`${target.name}: the manifest bytes hash to ${digest}, not ${desc.digest}`);
+  if (digest !== desc.digest) throw new KbError('DIGEST_MISMATCH', `${target.name}: the manifest bytes hash to ${digest}, not ${desc.digest}`);
   return verifySignatures(target, { mediaType: desc.mediaType, digest, size: manifestBytes.length }, policy, opts);
 }
 
@@ -367,7 +415,7 @@ export async function verifyReference(
     bytes = await fetchBytes(target, desc);
   }
   const digest = digestOf(bytes, parseDigest(desc.digest).algorithm);
-  if (digest !== desc.digest) throw new UserError(`${target.name}: the manifest bytes hash to ${digest}, not ${desc.digest}`);
+  if (digest !== desc.digest) throw new KbError('DIGEST_MISMATCH', `${target.name}: the manifest bytes hash to ${digest}, not ${desc.digest}`);
   const subject: Descriptor = { mediaType: desc.mediaType, digest, size: bytes.length };
   opts.onResolved?.(subject);
   const signers = await verifySignatures(target, subject, policy, { repository: opts.repository, display: opts.display?.(digest) });
@@ -410,10 +458,10 @@ export async function verifySignatures(target: Target & ReferrersCapable & Resol
   ]);
   const candidates = runs.flatMap((r) => r.candidates);
   if (tooMany) {
-    throw new UserError(`${display}: ${total} signatures found, more than the limit of ${Limits.maxSignatures}; refusing to verify`, 'a registry that piles up signatures is suspicious; clean up the signature tag or referrers');
+    throw new KbError('REFUSED', `${display}: ${total} signatures found, more than the limit of ${Limits.maxSignatures}; refusing to verify`, { hint: 'a registry that piles up signatures is suspicious; clean up the signature tag or referrers' });
   }
   if (candidates.length === 0) {
-    throw new UserError(`${display}: no signatures found (no Sigstore bundle referrers, no ${signatureTag(digest)} tag)`, 'sign it with: kbundle sign <ref> --key <key>');
+    throw new KbError('REFUSED', `${display}: no signatures found (no Sigstore bundle referrers, no ${signatureTag(digest)} tag)`, { hint: 'sign it with: kbundle sign <ref> --key <key>' });
   }
   const judged = runs.flatMap((r) => r.judged);
 
@@ -445,7 +493,7 @@ export async function verifySignatures(target: Target & ReferrersCapable & Resol
   if (failed.length > 4) parts.push(`… and ${failed.length - 4} more`);
   if (parts.length === 0) parts.push('no image signatures (only other artifacts)');
   const unmet = policy.require === 'all' ? ` (unsatisfied: ${policy.signers.filter((r) => !satisfied.has(r)).map((r) => r.name).join(', ')})` : '';
-  throw new UserError(`${display}: signature verification failed${unmet}: ${parts.join(' | ')}`, policy.name ? `trust policy "${policy.name}"` : undefined);
+  throw new KbError('REFUSED', `${display}: signature verification failed${unmet}: ${parts.join(' | ')}`, { hint: policy.name ? `trust policy "${policy.name}"` : undefined });
 }
 
 /**
@@ -467,6 +515,6 @@ export async function verifyBundleSignature(bundle: Bundle, req: SignerRequireme
   try {
     return await checkRequirement(req, { sig, annotations: {} }, { format: 'bundle', location: 'bundle', digest: '', annotations: {} });
   } catch (e) {
-    throw new UserError(`bundle: ${explain(e)}`);
+    throw new KbError('REFUSED', `bundle: ${explain(e)}`, { cause: e });
   }
 }
