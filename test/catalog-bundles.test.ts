@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments, parseDocument } from 'yaml';
+import { KbError } from '../src/errors.js';
 import { buildTo } from '../src/builder/output.js';
 import { loadBundleSpec, type BundleSpec } from '../src/builder/spec.js';
 import { serveFixtures, type FixtureServer } from './helpers/catalog-copy.js';
@@ -583,7 +584,8 @@ describe('container bundle kubectl (downloads served from 127.0.0.1)', () => {
       () => undefined,
       (e: Error) => e,
     );
-    expect(err?.name).toBe('UserError');
+    expect(err).toBeInstanceOf(KbError);
+    expect((err as KbError).code).toBe('DIGEST_MISMATCH');
     expect(err?.message).toContain('platform_files.linux/amd64.0');
     expect(err?.message).toContain(`${base}/release/v1.34.2/bin/linux/amd64/kubectl`);
     expect(err?.message).toContain(`does not match the expected sha256:${wrong}`);

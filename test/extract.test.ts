@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { UserError } from '../src/errors.js';
+import { KbError } from '../src/errors.js';
 import { extractImage } from '../src/extract/extract-image.js';
 import { cleanupTempDirs, mustRun, REPO_ROOT, run, tempDir } from './helpers/exec.js';
 import { craftImage, type CraftEntry } from './helpers/craft-image.js';
@@ -105,7 +105,9 @@ describe('hostile archives', () => {
   for (const [name, layers, msg] of refused) {
     it(`refuses ${name} with a clear error`, async () => {
       const { err } = await attempt(layers);
-      expect(err).toBeInstanceOf(UserError);
+      // Hostile paths are bad input; a device node is refused by policy (--allow-devices).
+      expect(err).toBeInstanceOf(KbError);
+      expect((err as KbError).code).toBe(/device|fifo/.test(name) ? 'REFUSED' : 'INVALID_INPUT');
       expect((err as Error).message).toMatch(msg);
     });
   }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { buildTo } from '../src/builder/output.js';
+import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { writeBundle } from './helpers/fixture-bundle.js';
@@ -148,7 +149,7 @@ describe('kbundle install', () => {
     expect(readFileSync(join(root, 'etc/signed'), 'utf8')).toBe('signed');
     for (const ref of [unsigned, wrong]) {
       const r = kbundle(['install', `container://${ref}`, '--root', root, '--key', join(keys, 'good.pub')]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(EXIT_CODES.REFUSED);
       expect(r.stderr).toMatch(/kbundle: error: .*(no signature|not signed|signature)/i);
     }
     expect(readdirSync(join(root, 'etc')).sort()).toEqual(['signed']);
@@ -156,7 +157,7 @@ describe('kbundle install', () => {
     const runDir = writeBundle(join(tempDir(), 'r'), RUN_SPEC(), [{ path: 'run.sh', content: ENV_SCRIPT }, { path: 'payload.txt', content: 'p' }]);
     const runRef = await publish(runDir, 'sig/run');
     const rr = kbundle(['install', `run://${runRef}`, '--root', root, '--key', join(keys, 'good.pub'), '--require-signature']);
-    expect(rr.code).toBe(1);
+    expect(rr.code).toBe(EXIT_CODES.REFUSED);
     expect(existsSync(join(root, 'var/lib/envdump'))).toBe(false);
     // cloud-config cosign keys: the same refusal per target, the signed one still installs
     const cfg = join(tempDir(), 'c.yaml');

@@ -17,6 +17,7 @@ import { referrersTag } from '../src/sign/referrers.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { fetchBytes } from '../src/store/target.js';
+import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { kbundle, kbundleAsync, type CliResult as RunResult } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
@@ -118,7 +119,7 @@ describe('keyed signing on registry:2', () => {
     ok(kbundle(['sign', `docker://${reg.host}/kairos/moved:v1`, '--key', join(keyDir, 'release.key')], { env: env() }));
 
     const wrong = kbundle(['verify', `${reg.host}/kairos/moved:v1`, '--key', join(keyDir, 'other.pub')]);
-    expect(wrong.code).toBe(1);
+    expect(wrong.code).toBe(EXIT_CODES.REFUSED);
     expect(wrong.stderr).toMatch(/^kbundle: error: .*signature verification failed: \[bundle referrer sha256:.*\] signed by an unknown key \(hint .*\), not .*other\.pub \| \[legacy sha256-.*\.sig layer 1\] not signed by .*other\.pub$/m);
     expect(wrong.stderr.split('\n').filter((l) => l.startsWith('kbundle: error:'))).toHaveLength(1);
 
@@ -126,7 +127,7 @@ describe('keyed signing on registry:2', () => {
     const moved = await push('kairos/moved', 'v1', 'two');
     expect(moved).not.toBe(digest);
     const r = kbundle(['verify', `${reg.host}/kairos/moved:v1`, '--key', join(keyDir, 'release.pub'), '--json']);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(EXIT_CODES.REFUSED);
     expect(JSON.parse(r.stdout)).toMatchObject({ verified: false, digest: moved });
     expect(r.stderr).toMatch(/no signatures found/);
     ok(kbundle(['verify', `${reg.host}/kairos/moved@${digest}`, '--key', join(keyDir, 'release.pub')]));
@@ -137,7 +138,7 @@ describe('keyed signing on registry:2', () => {
     await copyImage(src, digest, dst, 'v1');
     await copyImage(src, signatureTag(digest), dst, signatureTag(digest));
     const legacy = kbundle(['verify', `${reg.host}/evil/copy:v1`, '--key', join(keyDir, 'release.pub'), '--format', 'legacy']);
-    expect(legacy.code).toBe(1);
+    expect(legacy.code).toBe(EXIT_CODES.REFUSED);
     expect(legacy.stderr).toMatch(new RegExp(`signed for repository ${reg.host.replace(/\./g, '\\.')}/kairos/moved, not ${reg.host.replace(/\./g, '\\.')}/evil/copy`));
   });
 
@@ -156,7 +157,7 @@ describe('keyed signing on registry:2', () => {
     for (const m of signed.manifests.slice(1)) ok(kbundle(['verify', `${reg.host}/mirror/copied@${m.digest}`, '--key', join(keyDir, 'release.pub'), '--format', 'bundle']));
     // A legacy payload names the repository it was signed for; at the mirror it is refused on its own.
     const legacy = kbundle(['verify', `${reg.host}/mirror/copied:1`, '--key', join(keyDir, 'release.pub'), '--format', 'legacy']);
-    expect(legacy.code).toBe(1);
+    expect(legacy.code).toBe(EXIT_CODES.REFUSED);
     expect(legacy.stderr).toMatch(/signed for repository .*\/kairos\/mirror-src, not .*\/mirror\/copied/);
 
     // Into an OCI layout: both formats verify there (a layout has no repository to compare).
@@ -174,7 +175,7 @@ describe('keyed signing on registry:2', () => {
     const bare = JSON.parse(ok(kbundle(['copy', `${reg.host}/kairos/mirror-src:1`, `${reg.host}/mirror/bare:1`, '--no-signatures', '--json'])).stdout) as { attached: unknown[] };
     expect(bare.attached).toEqual([]);
     const none = kbundle(['verify', `${reg.host}/mirror/bare:1`, '--key', join(keyDir, 'release.pub')]);
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(EXIT_CODES.REFUSED);
     expect(none.stderr).toMatch(/no signatures found/);
 
     // A source that refuses one lookup (403 for the .att tag of the index): the image and the rest
@@ -215,7 +216,7 @@ describe('keyed signing on registry:2', () => {
       await t.tag(md, signatureTag(digest));
       const started = Date.now();
       const r = kbundle(['verify', `${reg.host}/kairos/big:v1`, '--key', join(keyDir, 'release.pub')]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(EXIT_CODES.REFUSED);
       expect(r.stderr).toMatch(reason);
       expect(Date.now() - started).toBeLessThan(10_000);
     }
@@ -251,12 +252,12 @@ describe('keyless signing on registry:2 with a local Sigstore', () => {
     for (const x of v.signers) expect(x).toMatchObject({ identity: id, issuer: iss, tlog: [expect.any(Object)] });
     // Exact means exact: a prefix of the identity is not accepted; an anchored regexp must cover it all.
     const prefix = kbundle([...verifyArgs, '--certificate-identity', 'https://github.com/kairos-io/bundles']);
-    expect(prefix.code).toBe(1);
+    expect(prefix.code).toBe(EXIT_CODES.REFUSED);
     expect(prefix.stderr).toMatch(/does not match "https:\/\/github.com\/kairos-io\/bundles"/);
     ok(kbundle([...verifyArgs, '--certificate-identity-regexp', 'https://github\\.com/kairos-io/bundles/.*']));
-    expect(kbundle([...verifyArgs, '--certificate-identity-regexp', 'github\\.com/kairos-io']).code).toBe(1);
+    expect(kbundle([...verifyArgs, '--certificate-identity-regexp', 'github\\.com/kairos-io']).code).toBe(EXIT_CODES.REFUSED);
     // A key policy does not accept a keyless signature.
-    expect(kbundle(['verify', `${reg.host}/kairos/keyless:v1`, '--key', join(keyDir, 'release.pub')]).code).toBe(1);
+    expect(kbundle(['verify', `${reg.host}/kairos/keyless:v1`, '--key', join(keyDir, 'release.pub')]).code).toBe(EXIT_CODES.REFUSED);
   });
 
   it('verify --policy picks the entry for the repository and enforces its annotations', async () => {
@@ -276,10 +277,10 @@ policies:
     writeFileSync(join(dir, 'beta.yaml'), policy('beta'));
     ok(kbundle(['verify', `${reg.host}/policy/demo:v1`, '--policy', join(dir, 'stable.yaml')]));
     const beta = kbundle(['verify', `${reg.host}/policy/demo:v1`, '--policy', join(dir, 'beta.yaml')]);
-    expect(beta.code).toBe(1);
+    expect(beta.code).toBe(EXIT_CODES.REFUSED);
     expect(beta.stderr).toMatch(/missing required annotation channel=beta/);
     const bad = kbundle(['verify', `${reg.host}/policy/demo:v1`, '--policy', join(dir, 'nope.yaml')]);
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(EXIT_CODES.NOT_FOUND);
     expect(bad.stderr).toMatch(/cannot read the trust policy/);
   });
 });

@@ -5,6 +5,7 @@ import { buildSysext, type SysextBuildResult } from '../src/sysext/build.js';
 import { checkImage } from '../src/sysext/check.js';
 import { KAIROS_SYSEXT_HIERARCHIES, parseHierarchies, readUnitSettings, uncoveredPaths } from '../src/sysext/hierarchies.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
+import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { makeCert, mergeAndRun, requireTools } from './fixtures/sysext/helpers.js';
@@ -114,7 +115,7 @@ describe('hierarchies: what a Kairos node merges (SYSTEMD_SYSEXT_HIERARCHIES)', 
     // Signed only, and /opt merged: a node set up as Kairos's "Using /opt" guide shows.
     dropIn(root, 'etc/systemd/system', 'kairos.conf', `[Service]\nExecStart=\nExecStart=systemd-sysext refresh --image-policy="root=signed+absent:usr=signed+absent"\nEnvironment="SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')}:/opt"\n`);
     const refused = kbundle(['sysext', 'install', `file:${image.path}`, '--root', root]);
-    expect(refused.code).toBe(1);
+    expect(refused.code).toBe(EXIT_CODES.REFUSED);
     expect(refused.stderr).toMatch(/image policy root=signed\+absent:usr=signed\+absent: root=signed\+absent, but this image offers verity/);
 
     const tree = writeTree(join(tempDir(), 'tree'), FILES);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSysext, type SysextBuildResult } from '../src/sysext/build.js';
 import { guidToBytes } from '../src/sysext/gpt.js';
+import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { cliShellCommand, kbundle, kbundleAsync } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
@@ -221,7 +222,7 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
     const root2 = nodeRoot();
     for (const [r, key] of [[ref, 'evil.pub'], [`${registry.host}/kairos/demo-sysext:1.0`, 'good.pub']] as const) {
       const refused = kbundle(['sysext', 'install', `oci:${r}`, '--root', root2, '--key', join(keys, key)]);
-      expect(refused.code).toBe(1);
+      expect(refused.code).toBe(EXIT_CODES.REFUSED);
       expect(refused.stderr).toMatch(/kbundle: error: .*signature/i);
     }
     expect(readdirSync(join(root2, 'var/lib/kairos/extensions'))).toEqual([]);
@@ -233,7 +234,7 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
   it('checks before installing: policy, signature, os-release, systemd naming; nothing lands when refused', async () => {
     const refused = (args: string[], why: RegExp, root = nodeRoot()) => {
       const r = kbundle(['sysext', 'install', ...args, '--root', root]);
-      expect(r.code, r.stdout).toBe(1);
+      expect(r.code, r.stdout).toBe(EXIT_CODES.REFUSED);
       expect(r.stderr).toMatch(why);
       expect(existsSync(join(root, 'var/lib/kairos/extensions')) ? readdirSync(join(root, 'var/lib/kairos/extensions')) : []).toEqual([]);
       return root;
@@ -299,7 +300,7 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
     ] as const) {
       const root = image === ddi.path ? tbRoot([keys.cert]) : tbRoot([other.cert]);
       const r = kbundle(['sysext', 'install', copy(image), '--root', root]);
-      expect(r.code, r.stdout).toBe(1);
+      expect(r.code, r.stdout).toBe(EXIT_CODES.REFUSED);
       expect(r.stderr).toMatch(why);
       expect(readdirSync(join(root, 'var/lib/kairos/extensions'))).toEqual([]);
     }

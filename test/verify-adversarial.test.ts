@@ -7,7 +7,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { UserError } from '../src/errors.js';
+import { KbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { ManifestSchema, type Descriptor, type Manifest } from '../src/oci/types.js';
@@ -113,7 +113,8 @@ async function refused(p: Promise<unknown>, re: RegExp): Promise<string> {
     () => undefined,
     (e: unknown) => e,
   );
-  expect(err, 'verification should have failed').toBeInstanceOf(UserError);
+  expect(err, 'verification should have failed').toBeInstanceOf(KbError);
+  expect((err as KbError).code, (err as Error).message).toBe('REFUSED');
   const msg = (err as Error).message;
   expect(msg).toMatch(re);
   expect(msg).not.toContain('\n');

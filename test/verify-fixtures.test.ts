@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundleFromJSON } from '@sigstore/bundle';
 import { afterAll, describe, expect, it } from 'vitest';
-import { UserError } from '../src/errors.js';
+import { KbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
@@ -127,7 +127,8 @@ describe('real cosign signatures verify', () => {
 
   it('legacy: another key is refused with a one-line reason naming the signature', async () => {
     const err = await verifySignatures(await legacyLayout(), LEGACY_SUBJECT, keyPolicy('cosign-bundle/cosign.pub')).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(UserError);
+    expect(err).toBeInstanceOf(KbError);
+    expect((err as KbError).code).toBe('REFUSED');
     expect((err as Error).message).toMatch(/\[legacy sha256-f20c.*\.sig layer 1\] not signed by cosign-bundle\/cosign\.pub/);
     expect((err as Error).message).not.toContain('\n');
   });

@@ -219,7 +219,7 @@ export function registerTransfer(program: Command, io: CliIo): void {
     if (dstLoc.transport !== 'docker') throw new UserError(`push: "${reference}" is not a registry reference`, `to write a local image use: kbundle copy ${source} ${reference}`);
     const ref = parseReference(dstLoc.ref);
     // The key is unlocked before anything is pushed: a wrong password leaves no unsigned image.
-    const signer = o.sign ? await prepareSigning(o, out.io) : undefined;
+    const signer = o.sign ? await prepareSigning(o, io) : undefined;
     let signed: string[] = [];
     const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'push', async (dst, copied) => {
       if (!signer) return;
@@ -279,7 +279,7 @@ export function registerTransfer(program: Command, io: CliIo): void {
   ).action(async (image: string, o: RegistryFlags & { raw?: boolean }) => {
     const out = makePrinter(!!o.json, io);
     const loc = parseImageArgument(image, 'image');
-    const client = await makeClient(o, out.io);
+    const client = await makeClient(o, io);
     const src = await openSource(loc, { client });
     try {
       const root = await src.target.resolve(src.reference);
