@@ -2,7 +2,7 @@ import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { UserError } from '../src/errors.js';
+import { KbError, UserError } from '../src/errors.js';
 import { decryptPrivateKeyDer, encryptPrivateKeyDer, keyHint, loadPrivateKey, loadPublicKeys, parsePemBlocks, parsePublicKeys } from '../src/sign/keys.js';
 import { hsalsa20, poly1305, secretboxOpen, secretboxSeal, xsalsa20Stream } from '../src/sign/secretbox.js';
 import { kbundle } from './helpers/cli.js';
@@ -63,6 +63,20 @@ describe('cosign encrypted private keys', () => {
     const err = await loadPrivateKey(join(FIX, 'cosign-keys', 'ecdsa_encrypted_private.key'), async () => 'nope').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     expect((err as Error).message).toMatch(/wrong password/);
+  });
+
+  it('an RSA or Ed25519 key (plain or passphrase-encrypted PKCS#8) is UNSUPPORTED and says which curve it takes, not "cannot parse"', async () => {
+    const dir = tempDir();
+    const { generateKeyPairSync } = await import('node:crypto');
+    const ed = generateKeyPairSync('ed25519').privateKey;
+    writeFileSync(join(dir, 'plain.key'), ed.export({ type: 'pkcs8', format: 'pem' }));
+    writeFileSync(join(dir, 'enc.key'), ed.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: 'pw' }));
+    for (const f of ['plain.key', 'enc.key']) {
+      const err = await loadPrivateKey(join(dir, f), async () => 'pw').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(KbError);
+      expect((err as KbError).code).toBe('UNSUPPORTED');
+      expect((err as Error).message).toMatch(/kbundle signs with ECDSA P-256 keys; this is ed25519/);
+    }
   });
 
   it('round-trips its own encryption and writes the JSON exactly as go-securesystemslib does', async () => {

@@ -102,7 +102,7 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
     }
   } catch (e) {
     await rm(tmp, { force: true });
-    if (e instanceof UserError) throw e;
+    if (e instanceof KbError) throw e;
     throw new UserError(`${what}: extract: cannot read the download as a ${gzipped ? 'tar.gz' : 'tar'} archive: ${(e as Error).message}`, 'extract: takes tar and tar.gz downloads');
   }
   throw new UserError(

@@ -173,7 +173,7 @@ export async function loadPrivateKey(path: string, password: () => Promise<strin
     if (buf.length > MAX_KEY_FILE) throw new UserError(`${path}: ${buf.length} bytes is too large for a key file`);
     text = buf.toString('utf8');
   } catch (e) {
-    if (e instanceof UserError) throw e;
+    if (e instanceof KbError) throw e;
     throw new KbError(fsErrorCode(e), `${path}: cannot read the key (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
   }
   const blocks = parsePemBlocks(text);
@@ -193,7 +193,7 @@ export async function loadPrivateKey(path: string, password: () => Promise<strin
     try {
       return checkSigningKey(createPrivateKey({ key: toPem(block.type, block.der), format: 'pem', passphrase: await password() }), path);
     } catch (e) {
-      if (e instanceof UserError) throw e;
+      if (e instanceof KbError) throw e;
       throw new UserError(`${path}: cannot decrypt the key (wrong password?)`);
     }
   }
@@ -201,7 +201,7 @@ export async function loadPrivateKey(path: string, password: () => Promise<strin
     try {
       return checkSigningKey(createPrivateKey({ key: toPem(block.type, block.der), format: 'pem' }), path);
     } catch (e) {
-      if (e instanceof UserError) throw e;
+      if (e instanceof KbError) throw e;
       throw new UserError(`${path}: cannot parse the private key (${(e as Error).message})`);
     }
   }
