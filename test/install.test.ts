@@ -164,7 +164,7 @@ describe('kbundle install', () => {
     const root2 = tempDir();
     writeFileSync(cfg, `#cloud-config\nbundles:\n  - targets: [container://${signed}, container://${unsigned}]\n    cosign: true\n    cosign-key: ${join(keys, 'good.pub')}\n`);
     const c = kbundle(['install', '--config', cfg, '--root', root2]);
-    expect(c.code).toBe(1);
+    expect(c.code).toBe(EXIT_CODES.REFUSED);
     expect(readdirSync(join(root2, 'etc'))).toEqual(['signed']);
   });
 

@@ -73,7 +73,11 @@ export function registerInstall(program: Command, io: CliIo): void {
         outcomes.map((x) => (x.ok ? `ok      ${x.target} (${x.result!.digest})` : `FAILED  ${x.target}: ${x.error}`)).join('\n') || `${file}: no bundles`,
         { ok: failed.length === 0, outcomes },
       );
-      if (failed.length) throw new UserError(`${failed.length} of ${outcomes.length} bundle(s) from ${file} failed`);
+      if (failed.length) {
+        // One kind of failure keeps its code (all refused: REFUSED); a mix is reported as bad input.
+        const codes = new Set(failed.map((x) => x.code ?? 'INVALID_INPUT'));
+        throw new KbError(codes.size === 1 ? [...codes][0]! : 'INVALID_INPUT', `${failed.length} of ${outcomes.length} bundle(s) from ${file} failed`);
+      }
     } finally {
       await client.close();
     }

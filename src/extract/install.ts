@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { errorMessage, KbError, UserError } from '../errors.js';
+import { errorMessage, KbError, UserError, type ErrorCode } from '../errors.js';
 import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { RegistryClient } from '../registry/client.js';
@@ -152,6 +152,8 @@ export interface ConfigInstallOutcome {
   ok: boolean;
   result?: InstallResult;
   error?: string;
+  /** The failure's code (INTERNAL for an unexpected error). */
+  code?: ErrorCode;
 }
 
 /**
@@ -170,7 +172,7 @@ export async function installFromConfig(
       const result = await installBundle(t.target, { ...opts, root, localFile: t.localFile, verify: verifierFor(t) ?? opts.verify });
       outcomes.push({ target: t.target, ok: true, result });
     } catch (e) {
-      outcomes.push({ target: t.target, ok: false, error: errorMessage(e) });
+      outcomes.push({ target: t.target, ok: false, error: errorMessage(e), code: e instanceof KbError ? e.code : 'INTERNAL' });
     }
   }
   return outcomes;
