@@ -108,6 +108,8 @@ describe('exit codes of real failures', () => {
 
   it('downloads: refused connection TRANSIENT, 401 UNAUTHORIZED, 403 DENIED, 404 NOT_FOUND, 503 TRANSIENT', async () => {
     const out = (name: string) => `oci:${join(tempDir(), name)}`;
+    // The download cache is the builder's (it reads the process environment); keep it out of $HOME.
+    process.env.KBUNDLE_CACHE_DIR = tempDir();
     expectError(await kbundle(['build', downloadBundle('http://127.0.0.1:1/x'), '-o', out('a')]), 'TRANSIENT', /download of http:\/\/127\.0\.0\.1:1\/x failed/);
     expectError(await kbundle(['build', downloadBundle(`${base}/401`), '-o', out('b')]), 'UNAUTHORIZED', /HTTP 401/);
     expectError(await kbundle(['build', downloadBundle(`${base}/403`), '-o', out('c')]), 'DENIED', /HTTP 403/);
