@@ -5,7 +5,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { verifyFiles } from '../oci/file-digest-worker.js';
 import { isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
@@ -87,7 +87,7 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
       // Local blobs: hash them in place, in parallel, before anything is extracted.
       const items = layers.map((layer) => ({ path: target.blobPath(layer.digest), digest: layer.digest, size: layer.size, what: `${target.name}: blob ${layer.digest}` }));
       for (const it of items) {
-        if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size }))) throw new UserError(`${it.what} is missing or has the wrong size`, 'the layout is incomplete; rebuild or pull it again');
+        if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size }))) throw new KbError('NOT_FOUND', `${it.what} is missing or has the wrong size`, { hint: 'the layout is incomplete; rebuild or pull it again' });
       }
       await verifyFiles(items, Math.max(1, Math.min(4, availableParallelism())));
       for (const [i, layer] of layers.entries()) {

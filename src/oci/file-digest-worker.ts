@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { fsErrorCode, KbError } from '../errors.js';
 import { parseDigest, DigestMismatchError, SizeMismatchError } from './digest.js';
 
 /**
@@ -14,7 +15,7 @@ const h = createHash(workerData.algorithm);
 let size = 0;
 createReadStream(workerData.path, { highWaterMark: 1 << 20 })
   .on('data', (c) => { size += c.length; h.update(c); })
-  .on('error', (e) => parentPort.postMessage({ error: String(e && e.message || e) }))
+  .on('error', (e) => parentPort.postMessage({ error: String(e && e.message || e), code: e && e.code }))
   .on('end', () => parentPort.postMessage({ hex: h.digest('hex'), size }));
 `;
 
@@ -22,9 +23,9 @@ function hashFile(path: string, algorithm: string): Promise<{ hex: string; size:
   return new Promise((resolve, reject) => {
     // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
     const w = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { path, algorithm } });
-    w.once('message', (m: { hex?: string; size?: number; error?: string }) => {
+    w.once('message', (m: { hex?: string; size?: number; error?: string; code?: string }) => {
       void w.terminate();
-      if (m.error) reject(new Error(m.error));
+      if (m.error) reject(new KbError(fsErrorCode({ code: m.code }), `${path}: cannot read (${m.error})`));
       else resolve({ hex: m.hex!, size: m.size! });
     });
     w.once('error', reject);
