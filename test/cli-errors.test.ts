@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { buildTo } from '../src/builder/output.js';
 import { EXIT_CODES, EXIT_INTERNAL, EXIT_USAGE } from '../src/cli/exit-codes.js';
 import type { CliIo } from '../src/cli/io.js';
@@ -174,5 +174,23 @@ describe('presentation of each code', () => {
     const code = await main(['node', 'kbundle', 'validate', writeBundle(join(tempDir(), 'v'), CONTAINER_SPEC, CONTAINER_FILES)], io);
     expect(code).toBe(EXIT_INTERNAL);
     expect(err).toMatch(/^kbundle: internal error \(please report\): Error: stdout exploded\n\s+at /);
+  });
+
+  it('in-process runs write only to the io they are given, never to the process streams', async () => {
+    const out = vi.spyOn(process.stdout, 'write');
+    const err = vi.spyOn(process.stderr, 'write');
+    try {
+      const help = await kbundle(['--help']);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toMatch(/^Usage: kbundle/);
+      const ok = await kbundle(['validate', writeBundle(join(tempDir(), 'w'), CONTAINER_SPEC, CONTAINER_FILES), '--json']);
+      expect(JSON.parse(ok.stdout)).toMatchObject({ ok: true, name: 'demo-tools' });
+      expect((await kbundle(['verify', `oci:${layout}:v1`, '--key', join(keys, 'k.pub')])).code).toBe(EXIT_CODES.REFUSED);
+      expect(out).not.toHaveBeenCalled();
+      expect(err).not.toHaveBeenCalled();
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+    }
   });
 });
