@@ -1,12 +1,15 @@
 /**
  * bench/verify: wall time of `kbundle verify` (keyed, both signature formats present) on a signed
  * bundle in a registry:2 on loopback, next to `node -e 0` start-up measured in the same run.
- * Targets: <= 300 ms and <= 4x bare Node start-up.
+ * Targets: <= 300 ms and <= 4x bare Node start-up. With the node executable built (`npm run sea`),
+ * also its `verify` against `node dist/… verify` (target <= 0.7x), its `--version` (target <= 60 ms),
+ * its size and its gzip size as a bundle layer.
  *
  *   npx tsc -p . && node dist/bench/verify.js          (BENCH_RUNS=15, BENCH_REGISTRY=host:port to reuse one)
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -19,6 +22,7 @@ import { median, printTable } from './common.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 15);
 const cli = resolve('dist/src/cli/kbundle.js');
+const sea = resolve('dist/sea/kbundle-linux-amd64');
 const work = mkdtempSync(join(tmpdir(), 'kbundle-bench-verify-'));
 
 async function freePort(): Promise<number> {
@@ -75,25 +79,45 @@ try {
   const bare = [process.execPath, '-e', '0'];
   timeMs(verify);
   timeMs(bare); // warm the page cache for both
+  const haveSea = existsSync(sea);
+  const seaVerify = [sea, ...verify.slice(2)];
+  const seaVersion = [sea, '--version'];
+  if (haveSea) timeMs(seaVerify);
   const v: number[] = [];
   const p: number[] = [];
   const n: number[] = [];
+  const sv: number[] = [];
+  const sver: number[] = [];
   for (let i = 0; i < runs; i++) {
     v.push(timeMs(verify));
     p.push(timeMs(verifyPlain));
     n.push(timeMs(bare));
+    if (haveSea) {
+      sv.push(timeMs(seaVerify));
+      sver.push(timeMs(seaVersion));
+    }
   }
+  const row = (name: string, xs: number[]) => [name, median(xs).toFixed(0), Math.min(...xs).toFixed(0), Math.max(...xs).toFixed(0)];
   const vm = median(v);
   const pm = median(p);
   const nm = median(n);
   console.log(`bench/verify: ${ref} (${built.root.digest.slice(0, 19)}…, ${built.images.length} platforms, bundle + legacy signatures), ${runs} runs, medians`);
   printTable([
     ['command', 'ms (median)', 'ms (min)', 'ms (max)'],
-    ['kbundle verify --key', vm.toFixed(0), Math.min(...v).toFixed(0), Math.max(...v).toFixed(0)],
-    ['kbundle verify --key --plain-http', pm.toFixed(0), Math.min(...p).toFixed(0), Math.max(...p).toFixed(0)],
-    ['node -e 0', nm.toFixed(0), Math.min(...n).toFixed(0), Math.max(...n).toFixed(0)],
+    row('kbundle verify --key', v),
+    row('kbundle verify --key --plain-http', p),
+    row('node -e 0', n),
+    ...(haveSea ? [row('executable verify --key', sv), row('executable --version', sver)] : []),
   ]);
   console.log(`kbundle verify / node start-up = ${(vm / nm).toFixed(2)}x (target <= 4x); total ${vm.toFixed(0)} ms (target <= 300 ms); --plain-http ${(pm / nm).toFixed(2)}x, ${pm.toFixed(0)} ms`);
+  if (haveSea) {
+    const bytes = readFileSync(sea);
+    const gz = gzipSync(bytes, { level: 6 }).length;
+    console.log(`executable verify / node dist verify = ${(median(sv) / vm).toFixed(2)}x (target <= 0.7x); --version ${median(sver).toFixed(0)} ms (target <= 60 ms)`);
+    console.log(`executable: ${(statSync(sea).size / 2 ** 20).toFixed(1)} MiB, ${(gz / 2 ** 20).toFixed(1)} MiB as a gzip -6 layer`);
+  } else {
+    console.log('dist/sea/kbundle-linux-amd64 not built (npm run sea): executable rows skipped');
+  }
 } finally {
   reg.stop();
   rmSync(work, { recursive: true, force: true });

@@ -31,8 +31,11 @@ export async function createProgram(argv: string[] = [], io: CliIo = processIo()
     .version('0.1.0')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
-  const first = argv.slice(2).find((a) => !a.startsWith('-'));
-  const wanted = first && COMMAND_MODULES[first] ? [COMMAND_MODULES[first]!] : Object.values(COMMAND_MODULES);
+  const args = argv.slice(2);
+  const first = args.find((a) => !a.startsWith('-'));
+  // `--version` needs no command module at all: it is what scripts and health checks run most.
+  const versionOnly = args.length === 1 && (args[0] === '--version' || args[0] === '-V');
+  const wanted = versionOnly ? [] : first && COMMAND_MODULES[first] ? [COMMAND_MODULES[first]!] : Object.values(COMMAND_MODULES);
   const registers = new Set(await Promise.all(wanted.map((load) => load())));
   for (const register of registers) register(program, io);
   return program;

@@ -11,10 +11,14 @@ import { Limits } from './limits.js';
 
 export type { TrustedRoot };
 
-// The protobuf-specs package costs ~30 ms to load; keyed verification never needs it.
-const requireCjs = createRequire(import.meta.url);
+// The protobuf-specs package costs ~30 ms to load; keyed verification never needs it, so it is
+// required on first use. A literal `require(...)` where one exists (the bundled CLI and the node
+// executable, where esbuild embeds the package), createRequire under plain ESM (dist/src).
 function protobufTrustedRoot(): typeof import('@sigstore/protobuf-specs').TrustedRoot {
-  return (requireCjs('@sigstore/protobuf-specs') as typeof import('@sigstore/protobuf-specs')).TrustedRoot;
+  const specs: typeof import('@sigstore/protobuf-specs') =
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a literal require is what lets esbuild embed the package
+    typeof require === 'function' ? require('@sigstore/protobuf-specs') : createRequire(import.meta.url)('@sigstore/protobuf-specs');
+  return specs.TrustedRoot;
 }
 
 const b64 = z.string().max(64 * 1024).regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'not base64');
