@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError } from '../errors.js';
+import { fsErrorCode, KbError, UserError } from '../errors.js';
 
 export interface RunScriptResult {
   code: number;
@@ -33,7 +33,10 @@ export async function runBundleScript(dir: string, bundleTarget: string, root: s
   child.stdout.on('data', collect);
   child.stderr.on('data', collect);
   const code = await new Promise<number>((resolve, reject) => {
-    child.on('error', reject);
+    // A node without /bin/sh (or /dev/null for the closed stdin) cannot run any run:// bundle.
+    child.on('error', (e: NodeJS.ErrnoException) =>
+      reject(new KbError(fsErrorCode(e), `run://${bundleTarget}: cannot start /bin/sh run.sh (${e.code ?? e.message})`, { hint: 'run:// bundles need /bin/sh and /dev/null on the node' })),
+    );
     child.on('close', (c, signal) => resolve(c ?? (signal ? 128 : 1)));
   });
   return { code, output };

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
 import type { Agent } from 'undici';
 import { undici } from './undici-lazy.js';
@@ -55,14 +55,29 @@ export function plainHttpAllowed(host: string, opts: ConnectionOptions): boolean
   return !!opts.plainHttp || isLoopback(host) || isInsecureHost(host, opts);
 }
 
+/**
+ * The operating system's CA bundle, where Go programs (skopeo, cosign, kairos-agent) look for it
+ * (crypto/x509 root_linux.go): a node's own private CAs are trusted without flags, as they are
+ * by the rest of the node. The first that exists is used, besides Node's bundled roots.
+ */
+export const SYSTEM_CA_FILES = [
+  '/etc/ssl/certs/ca-certificates.crt', // Debian, Ubuntu, Alpine, Gentoo, Kairos images
+  '/etc/pki/tls/certs/ca-bundle.crt', // Fedora, RHEL
+  '/etc/ssl/ca-bundle.pem', // openSUSE
+  '/etc/pki/tls/cacert.pem', // OpenELEC
+  '/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem', // CentOS, RHEL 7
+  '/etc/ssl/cert.pem', // Alpine
+];
+
 function loadCa(opts: ConnectionOptions): string[] | undefined {
-  const file = opts.caFile ?? (opts.env ?? process.env).SSL_CERT_FILE;
+  const explicit = opts.caFile ?? (opts.env ?? process.env).SSL_CERT_FILE;
+  const file = explicit ?? SYSTEM_CA_FILES.find((f) => existsSync(f));
   if (!file) return undefined;
   let pem: string;
   try {
     pem = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new UserError(`${opts.caFile ? '--ca-file' : 'SSL_CERT_FILE'}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new UserError(`${opts.caFile ? '--ca-file' : explicit ? 'SSL_CERT_FILE' : 'system CA bundle'}: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new UserError(`${file}: holds no PEM certificate`);
   return [...rootCertificates, pem];
