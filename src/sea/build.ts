@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NODE_RELEASE, executableName, type SeaPlatform } from './release.js';
 
@@ -93,8 +93,10 @@ async function main(argv: string[]): Promise<void> {
   const hostNode = await nodeBinary('linux/amd64');
   const blob = join(work, 'kbundle.blob');
   const config = join(work, 'sea-config.json');
-  await writeFile(config, JSON.stringify({ main: script, output: blob, disableExperimentalSEAWarning: true, useCodeCache: false, useSnapshot: false }));
-  execFileSync(hostNode, ['--experimental-sea-config', config], { stdio: 'pipe' });
+  // Paths relative to the work folder: the blob records the main script's path as written, and
+  // an absolute one would make the executable depend on where it was built.
+  await writeFile(config, JSON.stringify({ main: basename(script), output: basename(blob), disableExperimentalSEAWarning: true, useCodeCache: false, useSnapshot: false }));
+  execFileSync(hostNode, ['--experimental-sea-config', basename(config)], { cwd: work, stdio: 'pipe' });
 
   const postject = join(dirname(createRequire(import.meta.url).resolve('postject/package.json')), 'dist/cli.js');
   for (const platform of platforms) {
