@@ -87,6 +87,6 @@ export function registerInstall(program: Command, io: CliIo): void {
 function addVerifyOptions(cmd: Command): void {
   cmd
     .option('--key <pub.pem>', 'require a signature by this public key before installing')
-    .option('--policy <trust-policy.yaml>', 'require signatures as this trust policy says before installing')
+    .option('--policy <file>', 'require signatures as this trust policy says before installing (containers-policy.json or kbundle YAML; default: the node policy <root>/usr/local/etc/kbundle/policy.json when it exists)')
     .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)');
 }

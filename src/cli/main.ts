@@ -23,6 +23,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   key: async () => (await import('./sign.js')).registerSigning,
   sign: async () => (await import('./sign.js')).registerSigning,
   verify: async () => (await import('./sign.js')).registerSigning,
+  policy: async () => (await import('./policy.js')).registerPolicy,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {

@@ -358,7 +358,7 @@ export function registerSigning(program: Command, io: CliIo): void {
       .option('--certificate-oidc-issuer <url>', 'keyless: exact OIDC issuer')
       .option('--certificate-oidc-issuer-regexp <re>', 'keyless: OIDC issuer, anchored regular expression')
       .option('--trusted-root <file>', 'trusted_root.json (Fulcio CAs, Rekor, CT logs, TSAs)')
-      .option('--policy <file>', 'trust policy YAML (see signing/policies/)')
+      .option('--policy <file>', 'trust policy: containers-policy.json(5) or kbundle YAML (see signing/policies/)')
       .option('--offline', 'use only carried trust material (kbundle never fetches any; accepted for cosign parity)')
       .option('--insecure-ignore-tlog', 'keyless: accept an RFC 3161 timestamp instead of a transparency-log entry')
       .option('--insecure-ignore-sct', 'keyless: do not require an SCT in the certificate')
@@ -372,6 +372,16 @@ export function registerSigning(program: Command, io: CliIo): void {
     const verifier = import('../verify/verify.js'); // loads while the registry answers
     verifier.catch(() => undefined);
     // Usage errors first: whom to trust is settled before anything is opened.
+    if (o.policy) {
+      const { loadTrustPolicy } = await import('../policy/index.js');
+      const tp = loadTrustPolicy(o.policy);
+      if (tp.format === 'containers-policy') {
+        const identityGiven = o.certificateIdentity || o.certificateIdentityRegexp || o.certificateOidcIssuer || o.certificateOidcIssuerRegexp;
+        if (o.key?.length || identityGiven || o.annotation?.length || o.format !== 'both') throw new UserError('--policy replaces --key, --certificate-*, --annotation and --format; give one or the other');
+        const { checkAgainstPolicy } = await import('./policy.js');
+        return checkAgainstPolicy(arg, tp, o, io);
+      }
+    }
     const policy = await policyFromFlags(o, imageName(arg));
     const client = loc.transport === 'docker' ? await makeClient(o, io) : undefined;
     let digest: string | undefined;

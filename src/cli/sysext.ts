@@ -234,7 +234,7 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       .option('--platform <os/arch>', 'image platform to pull (default: this machine)')
       .option('--hierarchies <list>', HIERARCHIES_HELP)
       .option('--key <pub.pem>', 'OCI sources: require a cosign signature by this public key before anything is extracted')
-      .option('--policy <trust-policy.yaml>', 'OCI sources: require signatures as this trust policy says')
+      .option('--policy <file>', 'OCI sources: require signatures as this trust policy says (containers-policy.json or kbundle YAML; default: the node policy under --root when it exists)')
       .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)')
       .option('--plain-http', 'talk plain HTTP to registries')
       .option('--json', 'print a JSON summary'),

@@ -6,25 +6,41 @@ export interface VerifyFlags {
   key?: string;
   policy?: string;
   requireSignature?: boolean;
+  /** The node root: its usr/local/etc/kbundle/policy.json applies when neither --key nor --policy is given. */
+  root?: string;
 }
 
 /**
- * The signature check `install` runs before writing anything, from --key / --policy: the
- * digest the reference resolved to must carry a signature that satisfies the policy.
+ * The signature check `install` and `sysext install` run before writing anything: --key, or a
+ * trust policy (--policy, else the node's own policy under --root): the digest the reference
+ * resolved to must satisfy it.
  */
 export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier | undefined> {
-  if (o.requireSignature && !o.key && !o.policy) throw new UserError('--require-signature needs --key <pub.pem> or --policy <file>');
-  if (!o.key && !o.policy) return undefined;
   if (o.key && o.policy) throw new UserError('give --key or --policy, not both');
+  const { loadTrustPolicy, enforce, nodePolicyPath } = await import('../policy/index.js');
+  const policyPath = o.policy ?? (o.key ? undefined : nodePolicyPath(o.root));
+  if (!o.key && !policyPath) {
+    if (o.requireSignature) throw new UserError('--require-signature needs --key <pub.pem> or --policy <file>', `or put the node's trust policy at ${resolve(o.root ?? '/', 'usr/local/etc/kbundle/policy.json')}`);
+    return undefined;
+  }
   const v = await import('../verify/index.js');
-  const fixed = o.key ? await v.keyPolicy([o.key]) : undefined;
-  const loaded = o.policy ? await v.loadPolicy(o.policy) : undefined;
+  if (o.key) {
+    const fixed = await v.keyPolicy([o.key]);
+    return async (target, top, display) => {
+      const signers = await v.verifyImage(target, top, fixed, { repository: target.name.startsWith('oci:') ? undefined : target.name, display: `${display}@${top.digest}` });
+      const s = signers[0]!;
+      return s.identity ? `${s.identity} (${s.issuer})` : s.signer;
+    };
+  }
+  const policy = loadTrustPolicy(policyPath!);
   return async (target, top, display) => {
-    // Policies name layouts by absolute path (oci:/srv/bundles), registries as host/repo.
-    const image = target.name.startsWith('oci:') ? `oci:${resolve(target.name.slice(4))}` : target.name;
-    const policy = fixed ?? (await loaded!.policyFor(image));
-    const signers = await v.verifyImage(target, top, policy, { repository: target.name.startsWith('oci:') ? undefined : target.name, display: `${display}@${top.digest}` });
-    const s = signers[0]!;
+    // Registries are judged by the reference as written (containers-policy signedIdentity needs
+    // its tag or digest); layouts by absolute path (oci:/srv/bundles).
+    const local = target.name.startsWith('oci:');
+    const subject = local ? { kind: 'local' as const, name: `oci:${resolve(target.name.slice(4))}` } : { kind: 'registry' as const, reference: display.replace(/^docker:\/\//, '') };
+    const r = await enforce(policy, subject, target, top, { repository: local ? undefined : target.name, display });
+    const s = r.signers[0];
+    if (!s) return `accepted by ${r.scope} of ${r.policy} (insecureAcceptAnything)`;
     return s.identity ? `${s.identity} (${s.issuer})` : s.signer;
   };
 }

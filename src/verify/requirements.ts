@@ -41,4 +41,10 @@ export interface VerificationPolicy {
   formats?: SignatureFormat[];
   /** Name of the policy entry that applied, for messages. */
   name?: string;
+  /**
+   * Checks the identity a signature names (a legacy payload's critical.identity.docker-reference);
+   * returns why it is not accepted, or undefined. When set it replaces the default check that the
+   * signed repository is the one the image came from (containers-policy.json signedIdentity).
+   */
+  identity?: (dockerReference: string | undefined) => string | undefined;
 }

@@ -85,6 +85,8 @@ interface Evidence {
   /** Loaded on first need, shared by every requirement that needs it. */
   bundle?: Promise<Bundle>;
   annotations: Record<string, string>;
+  /** The identity a legacy payload names (Sigstore bundles name none). */
+  dockerReference?: string;
 }
 
 interface Judged {
@@ -205,7 +207,7 @@ async function readBundle(target: Target, c: Candidate, subject: Descriptor): Pr
 async function readLegacy(target: Target, c: Candidate, digest: string, repository: string | undefined): Promise<Evidence> {
   const payload = await fetchCapped(target, c.desc!, Limits.maxSignatureBlob, 'payload');
   const facts = checkLegacyPayload(payload, digest, repository);
-  return { sig: legacyEvidence(payload, c.annotations ?? {}), annotations: facts.annotations };
+  return { sig: legacyEvidence(payload, c.annotations ?? {}), annotations: facts.annotations, dockerReference: facts.dockerReference };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -436,7 +438,7 @@ export async function verifySignatures(target: Target & ReferrersCapable & Resol
   const judge = async (c: Candidate): Promise<Judged> => {
     if (c.failure) return { candidate: c, reasons: [c.failure] };
     try {
-      const ev = c.format === 'bundle' ? await readBundle(target, c, subject) : await readLegacy(target, c, digest, opts.repository);
+      const ev = c.format === 'bundle' ? await readBundle(target, c, subject) : await readLegacy(target, c, digest, policy.identity ? undefined : opts.repository);
       if (ev === 'skip') return { candidate: c, reasons: [] };
       return { candidate: c, evidence: ev, reasons: [] };
     } catch (e) {
@@ -472,6 +474,11 @@ export async function verifySignatures(target: Target & ReferrersCapable & Resol
     const missing = Object.entries(policy.annotations).filter(([k, v]) => j.evidence!.annotations[k] !== v);
     if (missing.length) {
       j.reasons.push(`missing required annotation ${missing.map(([k, v]) => `${k}=${v}`).join(', ')}`);
+      continue;
+    }
+    const identityRejection = policy.identity?.(j.evidence.dockerReference);
+    if (identityRejection) {
+      j.reasons.push(identityRejection);
       continue;
     }
     const base = { format: j.candidate.format, location: j.candidate.location, digest, annotations: j.evidence.annotations };
