@@ -63,6 +63,12 @@ interface ContainerExpect {
   type: 'container';
 }
 
+/** A run bundle that installs a program rather than cluster manifests (no config block). */
+interface ToolExpect {
+  type: 'run';
+  tool: string;
+}
+
 const bool = (s: string) => s === 'true';
 
 /** A config block as a user writes it: numbers and booleans unquoted, the rest as strings. */
@@ -70,7 +76,7 @@ function typed(c: Cfg): Record<string, string | number | boolean> {
   return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, /^[0-9]+$/.test(v) ? Number(v) : v === 'true' || v === 'false' ? v === 'true' : v]));
 }
 
-const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect> = {
+const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect | ToolExpect> = {
   metallb: {
     type: 'run',
     key: 'metallb',
@@ -269,6 +275,8 @@ const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect> = {
   },
   k9s: { type: 'container' },
   kubectl: { type: 'container' },
+  // Its executables come from npm run sea (test/setup.sh); installed in its own test below.
+  kbundle: { type: 'run', tool: 'usr/local/bin/kbundle' },
   'qemu-guest-agent': { type: 'container' },
   // Built and installed end to end in test/sysext-bundle.test.ts.
   'sysext-example': { type: 'sysext' },
@@ -366,7 +374,9 @@ describe('catalog', () => {
     expect(spec.type).toBe(e.type);
     expect(spec.platforms).toEqual(['linux/amd64', 'linux/arm64']);
     const readme = readFileSync(join(BUNDLES, name, 'README.md'), 'utf8');
-    if (e.type === 'run') {
+    if ('tool' in e) {
+      expect(readme).toContain('run://');
+    } else if (e.type === 'run') {
       expect(spec.config.key).toBe(e.key);
       expect(spec.config.values).toEqual(e.defaults);
       // Every value is checked on the node, so nothing unvalidated reaches a manifest.
@@ -386,7 +396,7 @@ describe('catalog', () => {
   });
 });
 
-describe.each(BUNDLE_NAMES.filter((n) => CATALOG[n]!.type === 'run'))('run bundle %s', (name) => {
+describe.each(BUNDLE_NAMES.filter((n) => CATALOG[n]!.type === 'run' && !('tool' in CATALOG[n]!)))('run bundle %s', (name) => {
   const dir = join(BUNDLES, name);
   const e = () => CATALOG[name] as RunExpect;
 
@@ -481,6 +491,18 @@ describe('kairos-agent stand-in', () => {
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain('function not defined: worker/0');
     await rm(root, { recursive: true, force: true });
+  });
+});
+
+describe('run bundle kbundle', () => {
+  it.each(['linux/amd64', 'linux/arm64'])('installs the %s executable to /usr/local/bin/kbundle, and only that', async (platform) => {
+    const r = await installBundleForTest(join(BUNDLES, 'kbundle'), { platform });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.files()).toEqual(['usr/local/bin/kbundle']);
+    expect(r.mode('usr/local/bin/kbundle')).toBe(0o755);
+    const want = readFileSync(join(BUNDLES, 'kbundle/assets', `kbundle-${platform.replace('/', '-')}`));
+    expect(createHash('sha256').update(readFileSync(join(r.root, 'usr/local/bin/kbundle'))).digest('hex')).toBe(createHash('sha256').update(want).digest('hex'));
+    await r.cleanup();
   });
 });
 

@@ -12,8 +12,8 @@ afterAll(cleanupTempDirs);
 
 describe.runIf(!process.env.KBUNDLE_SEA_DIR)('npm run sea', () => {
   it('two builds give the same SHA256SUMS, which sha256sum -c accepts', () => {
-    const a = buildSea(['linux/amd64', 'linux/arm64']);
-    const b = buildSea(['linux/amd64', 'linux/arm64']);
+    const a = buildSea(['linux/amd64', 'linux/arm64'], { fresh: true });
+    const b = buildSea(['linux/amd64', 'linux/arm64'], { fresh: true });
     const sums = readFileSync(`${a}/SHA256SUMS`, 'utf8');
     expect(sums).toMatch(/^[0-9a-f]{64} {2}kbundle-linux-amd64\n[0-9a-f]{64} {2}kbundle-linux-arm64\n$/);
     expect(readFileSync(`${b}/SHA256SUMS`, 'utf8')).toBe(sums);

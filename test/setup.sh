@@ -30,3 +30,7 @@ fi
 
 # One bundled CLI (dist/cli) starts in half the time of ~150 separate modules; tsc output (dist/src) is kept for tests.
 npm run --silent build
+
+# The node executables (dist/sea, and bundles/kbundle/assets for the catalog bundle): the
+# catalog suites build bundles/kbundle from them, the sea suites run them.
+node dist/src/sea/build.js >/dev/null

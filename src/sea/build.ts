@@ -109,6 +109,12 @@ async function main(argv: string[]): Promise<void> {
     await rename(staged, target);
   }
   await rm(work, { recursive: true, force: true });
+  // The catalog bundle bundles/kbundle ships these files; its assets/ folder is not in git.
+  if (outDir === resolve(ROOT, 'dist/sea')) {
+    const assets = join(ROOT, 'bundles/kbundle/assets');
+    await mkdir(assets, { recursive: true });
+    for (const platform of platforms) await copyFile(join(outDir, executableName(platform)), join(assets, executableName(platform)));
+  }
 
   // SHA256SUMS covers every executable in the folder, as `sha256sum -c` reads it.
   const names = (await readdir(outDir)).filter((n) => n.startsWith('kbundle-linux-')).sort();

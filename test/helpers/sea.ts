@@ -11,9 +11,14 @@ import { tempDir } from './exec.js';
 
 export type SeaPlatform = 'linux/amd64' | 'linux/arm64';
 
-/** Builds the executables for `platforms` into a fresh folder (minutes on a cold npm cache). */
-export function buildSea(platforms: SeaPlatform[]): string {
+/**
+ * The executables for `platforms`: KBUNDLE_SEA_DIR, else dist/sea when test/setup.sh built it,
+ * else (or with `fresh`) a new build into a fresh folder (minutes on a cold npm cache).
+ */
+export function buildSea(platforms: SeaPlatform[], opts: { fresh?: boolean } = {}): string {
   if (process.env.KBUNDLE_SEA_DIR) return process.env.KBUNDLE_SEA_DIR;
+  const built = join(REPO_ROOT, 'dist/sea');
+  if (!opts.fresh && platforms.every((p) => existsSync(join(built, `kbundle-${p.replace('/', '-')}`)))) return built;
   const out = tempDir('kbundle-sea-');
   const args = [join(REPO_ROOT, 'dist/src/sea/build.js'), '--out', out, ...platforms.flatMap((p) => ['--platform', p])];
   const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: REPO_ROOT });
