@@ -80,6 +80,14 @@ describe('containers-policy.json parsing and scope lookup', () => {
     expect(checkSignedIdentity({ type: 'matchRepository' }, img('h.io/a/b:1'), 'not a ref!')).toMatch(/no valid docker-reference/);
   });
 
+  it('the example in signing/policies/node-policy.json parses, with the scopes it documents', () => {
+    const path = join(import.meta.dirname, '../signing/policies/node-policy.json');
+    const p = parseContainersPolicy(readFileSync(path, 'utf8'), path);
+    expect(requirementsFor(p, dockerIdentity('127.0.0.1:5000/kairos/metallb:0.14.9')).requirements[0]).toMatchObject({ type: 'sigstoreSigned', signedIdentity: { type: 'matchRepository' } });
+    expect(requirementsFor(p, dockerIdentity('127.0.0.1:5000/scratch/x')).requirements).toEqual(ACCEPT);
+    expect(requirementsFor(p, dockerIdentity('127.0.0.1:5000/elsewhere/x')).scope).toBe('default');
+  });
+
   it('refuses what it does not implement, naming the field', () => {
     const err = (p: unknown) => {
       try {

@@ -54,7 +54,7 @@ export function registerPolicy(program: Command, io: CliIo): void {
   check.action(async (arg: string, o: PolicyCheckFlags) => {
     const { loadTrustPolicy, nodePolicyPath, NODE_POLICY_PATH } = await import('../policy/index.js');
     const path = o.policy ?? nodePolicyPath(o.root);
-    if (!path) throw new UserError(`no --policy given and the node has no ${NODE_POLICY_PATH} under ${o.root}`, 'write the node trust policy there (see signing/node-policy.json) or pass --policy <file>');
+    if (!path) throw new UserError(`no --policy given and the node has no ${NODE_POLICY_PATH} under ${o.root}`, 'write the node trust policy there (see signing/policies/node-policy.json) or pass --policy <file>');
     await checkAgainstPolicy(arg, loadTrustPolicy(path), o, io);
   });
 }

@@ -55,12 +55,16 @@ export interface NodelessRoot {
  * shell script, as on every Kairos node) and, unless `caBundle` is false, a CA bundle at
  * /etc/ssl/certs/ca-certificates.crt (`extraCa` appended).
  */
-export function nodelessRoot(executable: string, opts: { caBundle?: boolean; extraCa?: string; tools?: string[] } = {}): NodelessRoot {
+export function nodelessRoot(executable: string, opts: { caBundle?: boolean; extraCa?: string; tools?: string[]; install?: boolean } = {}): NodelessRoot {
   const dir = tempDir('kbundle-nodeless-');
   const exe = join(dir, 'usr/local/bin/kbundle');
   mkdirSync(dirname(exe), { recursive: true });
-  copyFileSync(executable, exe);
-  chmodSync(exe, 0o755);
+  // install: false leaves /usr/local/bin/kbundle to be installed (e.g. by the catalog bundle); the
+  // libraries it needs are there already, as on a Kairos node.
+  if (opts.install !== false) {
+    copyFileSync(executable, exe);
+    chmodSync(exe, 0o755);
+  }
   for (const lib of lddClosure(executable)) copyInto(dir, lib);
   // Host programs the node has too: /bin/sh, and whatever a test names (e.g. unsquashfs).
   for (const tool of ['/bin/sh', ...(opts.tools ?? [])]) {
