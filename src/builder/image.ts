@@ -20,7 +20,15 @@ export interface SingleLayerImage {
  */
 export async function writeSingleLayerImage(
   layout: OciLayout,
-  opts: { platform: string; created: string; createdBy: string; annotations: Record<string, string>; layer: { mediaType?: string; digest: string; size: number; diffId: string } },
+  opts: {
+    platform: string;
+    created: string;
+    createdBy: string;
+    annotations: Record<string, string>;
+    layer: { mediaType?: string; digest: string; size: number; diffId: string };
+    /** For images meant to run as containers (the kbundle image): entrypoint and environment. */
+    run?: { Entrypoint: string[]; Env: string[]; WorkingDir?: string };
+  },
 ): Promise<SingleLayerImage> {
   const plat = parsePlatform(opts.platform);
   const config: ImageConfig = {
@@ -28,7 +36,7 @@ export async function writeSingleLayerImage(
     architecture: plat.architecture,
     os: plat.os,
     ...(plat.variant ? { variant: plat.variant } : {}),
-    config: { Labels: { ...opts.annotations } },
+    config: { ...(opts.run ?? {}), Labels: { ...opts.annotations } },
     rootfs: { type: 'layers', diff_ids: [opts.layer.diffId] },
     history: [{ created: opts.created, created_by: opts.createdBy }],
   };

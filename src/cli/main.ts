@@ -24,6 +24,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   sign: async () => (await import('./sign.js')).registerSigning,
   verify: async () => (await import('./sign.js')).registerSigning,
   policy: async () => (await import('./policy.js')).registerPolicy,
+  image: async () => (await import('./image.js')).registerImage,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {

@@ -1,0 +1,87 @@
+/**
+ * `kbundle image`: the container image holding the node executable, its library closure and CA
+ * certificates. Unpacked by umoci, its root runs kbundle with nothing from this machine (chroot
+ * for amd64, qemu-aarch64-static with the image root as the only library path for arm64), and two
+ * builds give the same digest.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXIT_CODES } from '../src/cli/exit-codes.js';
+import { kbundle, REPO_ROOT } from './helpers/cli.js';
+import { cleanupTempDirs, tempDir } from './helpers/exec.js';
+import { buildSea, canChroot } from './helpers/sea.js';
+
+const run = (cmd: string, args: string[]) => {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  expect(r.status, `${cmd} ${args.join(' ')}\n${r.stderr}`).toBe(0);
+  return r.stdout;
+};
+
+describe.runIf(canChroot())('kbundle image', () => {
+  let sea: string;
+  let sysroot: string;
+  let layout: string;
+  let digest: string;
+  const args = () => ['--platform', 'linux/amd64', '--platform', 'linux/arm64', '--executable', `linux/amd64=${sea}/kbundle-linux-amd64`, '--executable', `linux/arm64=${sea}/kbundle-linux-arm64`, '--sysroot', `linux/arm64=${sysroot}`, '--json'];
+
+  beforeAll(() => {
+    sea = buildSea(['linux/amd64', 'linux/arm64']);
+    sysroot = run('bash', [join(REPO_ROOT, 'test/setup-arm64.sh')]).trim().split('\n').pop()!;
+    layout = join(tempDir(), 'img');
+    const r = kbundle(['image', '-o', `oci:${layout}:kbundle`, ...args()]);
+    expect(r.code, r.stderr).toBe(0);
+    digest = (JSON.parse(r.stdout) as { digest: string }).digest;
+  }, 600_000);
+  afterAll(cleanupTempDirs);
+
+  it('is reproducible and carries entrypoint, environment and platforms', () => {
+    const again = join(tempDir(), 'img');
+    const r = kbundle(['image', '-o', `oci:${again}:kbundle`, ...args()]);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { digest: string }).digest).toBe(digest);
+    for (const arch of ['amd64', 'arm64']) {
+      const cfg = JSON.parse(run('skopeo', ['inspect', '--config', '--override-arch', arch, `oci:${layout}:kbundle`])) as { architecture: string; config: { Entrypoint: string[]; Env: string[] } };
+      expect(cfg.architecture).toBe(arch);
+      expect(cfg.config.Entrypoint).toEqual(['/usr/local/bin/kbundle']);
+      expect(cfg.config.Env).toContain('SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt');
+    }
+  });
+
+  it('amd64: its root alone runs kbundle (chroot), with no node in it', () => {
+    const one = join(tempDir(), 'one');
+    run('skopeo', ['copy', '--override-arch', 'amd64', `oci:${layout}:kbundle`, `oci:${one}:amd64`]);
+    const bundle = join(tempDir(), 'bundle');
+    run('umoci', ['unpack', '--rootless', '--image', `${one}:amd64`, bundle]);
+    const rootfs = join(bundle, 'rootfs');
+    const files = readdirSync(rootfs, { recursive: true }) as string[];
+    expect(files.filter((f) => /(^|\/)node(_modules)?$/.test(f))).toEqual([]);
+    expect(files).toContain('etc/ssl/certs/ca-certificates.crt');
+    const v = spawnSync('/usr/sbin/chroot', [rootfs, '/usr/local/bin/kbundle', '--version'], { encoding: 'utf8', env: { PATH: '/usr/local/bin' } });
+    expect(v.status, v.stderr).toBe(0);
+    expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('arm64: runs under qemu with the image root as its only library path', () => {
+    const one = join(tempDir(), 'one');
+    run('skopeo', ['copy', '--override-arch', 'arm64', `oci:${layout}:kbundle`, `oci:${one}:arm64`]);
+    const bundle = join(tempDir(), 'bundle');
+    run('umoci', ['unpack', '--rootless', '--image', `${one}:arm64`, bundle]);
+    const rootfs = join(bundle, 'rootfs');
+    expect(existsSync(join(rootfs, 'lib/ld-linux-aarch64.so.1'))).toBe(true);
+    const v = spawnSync('/usr/bin/qemu-aarch64-static', ['-L', rootfs, join(rootfs, 'usr/local/bin/kbundle'), '--version'], { encoding: 'utf8' });
+    expect(v.status, v.stderr).toBe(0);
+  });
+
+  it('bad input: a missing executable, a foreign platform without sysroot, a non-layout output', () => {
+    const missing = kbundle(['image', '-o', `oci:${join(tempDir(), 'x')}`, '--executable', 'linux/amd64=/nonexistent/kbundle']);
+    expect(missing.code).toBe(EXIT_CODES.NOT_FOUND);
+    expect(missing.stderr).toMatch(/\/nonexistent\/kbundle: no executable for linux\/amd64/);
+    const foreign = kbundle(['image', '-o', `oci:${join(tempDir(), 'x')}`, '--platform', 'linux/arm64']);
+    expect(foreign.code).toBe(EXIT_CODES.INVALID_INPUT);
+    expect(foreign.stderr).toMatch(/--sysroot linux\/arm64=<dir>/);
+    const archive = kbundle(['image', '-o', `docker-archive:${join(tempDir(), 'x.tar')}`]);
+    expect(archive.code).toBe(EXIT_CODES.INVALID_INPUT);
+  });
+});
