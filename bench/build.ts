@@ -14,10 +14,7 @@ mkdirSync(work, { recursive: true });
 const tree = generateTree(work, sizeMiB);
 // The bench folder itself is the bundle: its bundle.yaml names the generated tree.
 const bundle = work;
-writeFileSync(
-  join(bundle, 'bundle.yaml'),
-  `name: bench\nversion: 1.0.0\ndescription: benchmark tree\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: ${basename(tree)}\n    dst: data\n`,
-);
+writeFileSync(join(bundle, 'bundle.yaml'), `name: bench\nversion: 1.0.0\ndescription: benchmark tree\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: ${basename(tree)}\n    dst: data\n`);
 
 const cli = resolve('dist/src/cli/kbundle.js');
 const out = join(work, 'out');

@@ -29,7 +29,7 @@ async function writeRandomBlob(path: string, size: number): Promise<string> {
   const hash = createHash('sha256');
   const out = createWriteStream(path);
   const block = 1 << 20;
-  for (let left = size; left > 0; ) {
+  for (let left = size; left > 0;) {
     const n = Math.min(block, left);
     const b = randomBytes(n);
     hash.update(b);
@@ -53,9 +53,7 @@ export async function writeRandomImage(dir: string, layerSizes: number[], tag = 
     await layout.adoptBlob(tmp, digest);
     layers.push({ mediaType: MediaType.OciLayer, digest, size });
   }
-  const configBytes = Buffer.from(
-    JSON.stringify({ architecture: platform.architecture, os: platform.os, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) }, config: {} }),
-  );
+  const configBytes = Buffer.from(JSON.stringify({ architecture: platform.architecture, os: platform.os, rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) }, config: {} }));
   const config: Descriptor = { mediaType: MediaType.OciConfig, digest: `sha256:${createHash('sha256').update(configBytes).digest('hex')}`, size: configBytes.length };
   await layout.push(config, configBytes);
   const manifestBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config, layers }));
@@ -160,7 +158,11 @@ async function main(): Promise<void> {
   try {
     const per = Math.floor((mib << 20) / layerCount);
     console.log(`generating ${layerCount} layers × ${(per / 1048576).toFixed(0)} MiB of random data …`);
-    const image = await writeRandomImage(join(root, 'src'), Array.from({ length: layerCount }, () => per), 'bench');
+    const image = await writeRandomImage(
+      join(root, 'src'),
+      Array.from({ length: layerCount }, () => per),
+      'bench',
+    );
     const total = image.layers.reduce((n, l) => n + l.size, 0);
     const mb = total / 1048576;
 

@@ -39,7 +39,10 @@ async function startRegistry(): Promise<{ host: string; stop(): void }> {
   const port = await freePort();
   const dir = join(work, 'registry');
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'config.yml'), `version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: ${dir}/data }, delete: { enabled: true } }\nhttp: { addr: 127.0.0.1:${port} }\n`);
+  writeFileSync(
+    join(dir, 'config.yml'),
+    `version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: ${dir}/data }, delete: { enabled: true } }\nhttp: { addr: 127.0.0.1:${port} }\n`,
+  );
   const p = spawn(process.env.KBUNDLE_TEST_REGISTRY_BIN ?? '/usr/bin/docker-registry', ['serve', join(dir, 'config.yml')], { stdio: 'ignore' });
   for (let i = 0; i < 100; i++) {
     try {

@@ -17,18 +17,7 @@
  * - CONFLICT        the destination already holds something else
  * - INTERNAL        a failed invariant of kbundle itself
  */
-export type ErrorCode =
-  | 'INVALID_INPUT'
-  | 'NOT_FOUND'
-  | 'UNAUTHORIZED'
-  | 'DENIED'
-  | 'DIGEST_MISMATCH'
-  | 'TRANSIENT'
-  | 'TRUNCATED'
-  | 'UNSUPPORTED'
-  | 'REFUSED'
-  | 'CONFLICT'
-  | 'INTERNAL';
+export type ErrorCode = 'INVALID_INPUT' | 'NOT_FOUND' | 'UNAUTHORIZED' | 'DENIED' | 'DIGEST_MISMATCH' | 'TRANSIENT' | 'TRUNCATED' | 'UNSUPPORTED' | 'REFUSED' | 'CONFLICT' | 'INTERNAL';
 
 export interface KbErrorOptions {
   /** What the user can do about it (printed by the CLI under the message). */

@@ -35,7 +35,10 @@ describe('reproducible builds', () => {
     const rb = await buildDigest(b);
     expect(rb.digest).toBe(ra.digest);
     // Every blob is identical, not just the top digest.
-    const blobs = (dir: string) => mustRun('ls', [join(dir, 'blobs', 'sha256')]).split('\n').sort();
+    const blobs = (dir: string) =>
+      mustRun('ls', [join(dir, 'blobs', 'sha256')])
+        .split('\n')
+        .sort();
     expect(blobs(rb.out)).toEqual(blobs(ra.out));
   });
 
@@ -122,7 +125,12 @@ describe('bundle.yaml validation', () => {
     { name: 'absolute destination', spec: base('type: container\nfiles:\n  - src: f\n    dst: /etc/x\n'), files: [{ path: 'f' }], error: /files\.0\.dst: "\/etc\/x" is absolute/ },
     { name: '.. in destination', spec: base('type: container\nfiles:\n  - src: f\n    dst: a/../../x\n'), files: [{ path: 'f' }], error: /files\.0\.dst: "a\/\.\.\/\.\.\/x" contains "\.\."/ },
     { name: 'source outside the bundle', spec: base('type: container\nfiles:\n  - src: ../outside\n    dst: x\n'), error: /files\.0\.src: "\.\.\/outside" points outside the bundle directory/ },
-    { name: 'unknown platform', spec: base('type: container\nplatforms: [linux/mips]\nfiles:\n  - src: f\n    dst: x\n'), files: [{ path: 'f' }], error: /platforms\.0: unknown platform "linux\/mips"/ },
+    {
+      name: 'unknown platform',
+      spec: base('type: container\nplatforms: [linux/mips]\nfiles:\n  - src: f\n    dst: x\n'),
+      files: [{ path: 'f' }],
+      error: /platforms\.0: unknown platform "linux\/mips"/,
+    },
     {
       name: 'duplicate destination',
       spec: base('type: container\nfiles:\n  - src: f\n    dst: x\n  - src: g\n    dst: ./x\n'),
@@ -133,17 +141,45 @@ describe('bundle.yaml validation', () => {
     { name: 'bad version', spec: 'name: demo\nversion: "../1"\ndescription: d\n', error: /bundle\.yaml: version: must start with a letter or digit/ },
     { name: 'missing description', spec: 'name: demo\nversion: "1"\n', error: /bundle\.yaml: description: is required/ },
     { name: 'unknown field', spec: base('type: container\nfilez: []\n'), error: /bundle\.yaml: \(top level\): unknown field\(s\) "filez"/ },
-    { name: 'a sysext file outside usr/ and opt/', spec: base('type: sysext\nfiles:\n  - src: f\n    dst: etc/x\n'), files: [{ path: 'f' }], error: /files\.0\.dst: "etc\/x" is outside usr\/ and opt\// },
-    { name: 'undeclared placeholder', spec: base('manifests:\n  - src: m.yaml\n'), files: [{ path: 'm.yaml', content: 'v: {{ version }}\n' }], error: /manifests\.0\.src \(m\.yaml\): uses \{\{ version \}\} but config\.values has no "version"/ },
-    { name: 'platform_files for an unlisted platform', spec: base('type: container\nplatforms: [linux/amd64]\nplatform_files:\n  linux/arm64: []\n'), error: /platform_files\.linux\/arm64: "linux\/arm64" is not in platforms/ },
+    {
+      name: 'a sysext file outside usr/ and opt/',
+      spec: base('type: sysext\nfiles:\n  - src: f\n    dst: etc/x\n'),
+      files: [{ path: 'f' }],
+      error: /files\.0\.dst: "etc\/x" is outside usr\/ and opt\//,
+    },
+    {
+      name: 'undeclared placeholder',
+      spec: base('manifests:\n  - src: m.yaml\n'),
+      files: [{ path: 'm.yaml', content: 'v: {{ version }}\n' }],
+      error: /manifests\.0\.src \(m\.yaml\): uses \{\{ version \}\} but config\.values has no "version"/,
+    },
+    {
+      name: 'platform_files for an unlisted platform',
+      spec: base('type: container\nplatforms: [linux/amd64]\nplatform_files:\n  linux/arm64: []\n'),
+      error: /platform_files\.linux\/arm64: "linux\/arm64" is not in platforms/,
+    },
     { name: 'url without sha256', spec: base('type: container\nfiles:\n  - url: http://127.0.0.1:1/x\n    dst: x\n'), error: /files\.0\.sha256: a url download needs its sha256 pinned/ },
-    { name: 'file where a directory is needed', spec: base('type: container\nfiles:\n  - src: f\n    dst: a\n  - src: g\n    dst: a/b\n'), files: [{ path: 'f' }, { path: 'g' }], error: /"a\/b" needs "a" to be a directory, but files\.0 writes a file there/ },
+    {
+      name: 'file where a directory is needed',
+      spec: base('type: container\nfiles:\n  - src: f\n    dst: a\n  - src: g\n    dst: a/b\n'),
+      files: [{ path: 'f' }, { path: 'g' }],
+      error: /"a\/b" needs "a" to be a directory, but files\.0 writes a file there/,
+    },
     { name: 'invalid YAML', spec: 'name: [unclosed\n', error: /bundle\.yaml: invalid YAML/ },
-    { name: 'default value that fails its own pattern', spec: base('config:\n  values: {version: abc}\n  patterns: {version: "^[0-9]+$"}\nmanifests:\n  - src: m.yaml\n'), files: [{ path: 'm.yaml' }], error: /config\.values\.version: default "abc" does not match its own pattern/ },
+    {
+      name: 'default value that fails its own pattern',
+      spec: base('config:\n  values: {version: abc}\n  patterns: {version: "^[0-9]+$"}\nmanifests:\n  - src: m.yaml\n'),
+      files: [{ path: 'm.yaml' }],
+      error: /config\.values\.version: default "abc" does not match its own pattern/,
+    },
   ];
   for (const c of cases) {
     it(`refuses ${c.name} with file, field and reason, writing nothing`, async () => {
-      const dir = writeBundle(join(tempDir(), 'b'), c.spec, (c.files ?? []).map((f) => ({ path: f.path, content: f.content ?? 'x' })));
+      const dir = writeBundle(
+        join(tempDir(), 'b'),
+        c.spec,
+        (c.files ?? []).map((f) => ({ path: f.path, content: f.content ?? 'x' })),
+      );
       const out = join(tempDir(), 'out');
       const err = await buildTo(dir, { transport: 'oci', path: out, ref: '' }).catch((e) => e);
       expect(err).toBeInstanceOf(UserError);
@@ -298,7 +334,9 @@ describe('url downloads with extract: (one member of a pinned archive)', () => {
       expect((err as UserError).message).toBe('bundle.yaml: files.0: extract: "tool" is a symlink to tool-1.0 in the archive, not a regular file');
       expect((err as UserError).hint).toBe('name the file it points to: extract: tool-1.0');
       // extract: without url: is a spec error naming the field.
-      const dir = writeBundle(join(tempDir(), 'b'), 'name: b\nversion: 1.0.0\ndescription: b\ntype: container\nfiles:\n  - src: f\n    dst: usr/local/bin/f\n    extract: f\n', [{ path: 'f', content: 'x' }]);
+      const dir = writeBundle(join(tempDir(), 'b'), 'name: b\nversion: 1.0.0\ndescription: b\ntype: container\nfiles:\n  - src: f\n    dst: usr/local/bin/f\n    extract: f\n', [
+        { path: 'f', content: 'x' },
+      ]);
       const v = kbundle(['validate', dir]);
       expect(v.code).not.toBe(0);
       expect(v.stderr).toMatch(/files\.0\.extract: extract names a member of a url download/);

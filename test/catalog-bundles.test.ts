@@ -245,7 +245,12 @@ const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect | ToolE
           { apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', name: 'nodeopupgrades.operator.kairos.io' },
           { apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', name: 'osartifacts.build.kairos.io' },
         ],
-        check: (d) => expect(d.map((x) => `${x.spec.group}/${x.spec.versions[0].name}/${x.spec.names.kind}`)).toEqual(['operator.kairos.io/v1alpha1/NodeOp', 'operator.kairos.io/v1alpha1/NodeOpUpgrade', 'build.kairos.io/v1alpha2/OSArtifact']),
+        check: (d) =>
+          expect(d.map((x) => `${x.spec.group}/${x.spec.versions[0].name}/${x.spec.names.kind}`)).toEqual([
+            'operator.kairos.io/v1alpha1/NodeOp',
+            'operator.kairos.io/v1alpha1/NodeOpUpgrade',
+            'build.kairos.io/v1alpha2/OSArtifact',
+          ]),
       },
       'kairos-operator.yaml': {
         docs: [
@@ -501,7 +506,11 @@ describe('run bundle kbundle', () => {
     expect(r.files()).toEqual(['usr/local/bin/kbundle']);
     expect(r.mode('usr/local/bin/kbundle')).toBe(0o755);
     const want = readFileSync(join(BUNDLES, 'kbundle/assets', `kbundle-${platform.replace('/', '-')}`));
-    expect(createHash('sha256').update(readFileSync(join(r.root, 'usr/local/bin/kbundle'))).digest('hex')).toBe(createHash('sha256').update(want).digest('hex'));
+    expect(
+      createHash('sha256')
+        .update(readFileSync(join(r.root, 'usr/local/bin/kbundle')))
+        .digest('hex'),
+    ).toBe(createHash('sha256').update(want).digest('hex'));
     await r.cleanup();
   });
 });
@@ -510,11 +519,7 @@ describe('container bundle qemu-guest-agent', () => {
   it('lands the unit, its enablement link and the launcher with their modes', async () => {
     const r = await installBundleForTest(join(BUNDLES, 'qemu-guest-agent'), { platform: 'linux/arm64' });
     expect(r.type).toBe('container');
-    expect(r.files()).toEqual([
-      'etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service',
-      'etc/systemd/system/qemu-guest-agent.service',
-      'usr/local/bin/qemu-ga-launch',
-    ]);
+    expect(r.files()).toEqual(['etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service', 'etc/systemd/system/qemu-guest-agent.service', 'usr/local/bin/qemu-ga-launch']);
     expect(r.mode('etc/systemd/system/qemu-guest-agent.service')).toBe(0o644);
     expect(r.link('etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service')).toBe('../qemu-guest-agent.service');
     expect(r.mode('usr/local/bin/qemu-ga-launch')).toBe(0o755);

@@ -97,7 +97,10 @@ describe('containers-policy.json parsing and scope lookup', () => {
       }
       throw new Error('accepted');
     };
-    expect(err({ default: [{ type: 'signedBy', keyType: 'GPGKeys', keyPath: '/k.gpg' }] })).toEqual({ code: 'UNSUPPORTED', message: expect.stringMatching(/^policy.json: default\[0\].type: GPG .*signedBy/) });
+    expect(err({ default: [{ type: 'signedBy', keyType: 'GPGKeys', keyPath: '/k.gpg' }] })).toEqual({
+      code: 'UNSUPPORTED',
+      message: expect.stringMatching(/^policy.json: default\[0\].type: GPG .*signedBy/),
+    });
     expect(err({ default: [{ type: 'sigstoreSigned', pki: {} }] })).toMatchObject({ code: 'UNSUPPORTED', message: expect.stringMatching(/default\[0\].pki/) });
     expect(err({ default: [{ type: 'sigstoreSigned', keyPath: '/k', keyPathz: 1 }] }).message).toMatch(/default\[0\]: unknown or unsupported field\(s\) "keyPathz"/);
     expect(err({ default: [{ type: 'sigstoreSigned', keyPath: '/k', keyData: 'AA==' }] }).message).toMatch(/exactly one of keyPath, keyPaths, keyData, keyDatas or fulcio/);
@@ -188,7 +191,10 @@ describe('containers-policy.json enforced by verify, policy check and install', 
   it("install applies the node's own policy under --root: refused ones write nothing", async () => {
     const root = tempDir();
     mkdirSync(join(root, 'usr/local/etc/kbundle'), { recursive: true });
-    writeFileSync(join(root, 'usr/local/etc/kbundle/policy.json'), JSON.stringify({ default: REJECT, transports: { docker: { [`${reg.host}/kairos`]: keyed({ signedIdentity: { type: 'matchRepository' } }) } } }));
+    writeFileSync(
+      join(root, 'usr/local/etc/kbundle/policy.json'),
+      JSON.stringify({ default: REJECT, transports: { docker: { [`${reg.host}/kairos`]: keyed({ signedIdentity: { type: 'matchRepository' } }) } } }),
+    );
     const before = readdirSync(root, { recursive: true }).sort();
     const refused = await cli(['install', `container://${reg.host}/other/app:1.0`, '--root', root]);
     expect(refused.code).toBe(EXIT_CODES.REFUSED);

@@ -28,9 +28,39 @@ describe('overlay extraction with whiteouts onto a pre-populated root', () => {
     writeFileSync(join(root, 'usr/lib/x'), 'host-x');
 
     const { layout, manifest } = await craftImage(join(tempDir(), 'img'), [
-      [dir('opt/'), dir('opt/app/'), file('opt/app/a', 'A0'), file('opt/app/b', 'B0'), dir('opt/app/sub/'), file('opt/app/sub/c', 'C0'), dir('usr/'), dir('usr/lib/'), file('usr/lib/x', 'X0'), dir('usr/bin/'), file('usr/bin/replaced', 'L0'), dir('data/'), dir('data/dir/'), file('data/dir/f', 'F0'), file('gone', 'G0')],
-      [dir('opt/app/'), { name: 'opt/app/.wh..wh..opq', type: 'file', content: '' }, file('opt/app/new', 'N1'), { name: 'usr/lib/.wh.x', type: 'file', content: '' }, file('data/dir', 'now a file'), file('usr/bin/replaced', 'L1', 0o755), { name: '.wh.gone', type: 'file', content: '' }],
-      [dir('etc/'), file('etc/motd', 'hello'), { name: 'etc/motd2', type: 'link', linkname: 'etc/motd' }, { name: 'usr/bin/sh', type: 'symlink', linkname: '/bin/busybox' }, file('usr/bin/suid', 'S', 0o4755)],
+      [
+        dir('opt/'),
+        dir('opt/app/'),
+        file('opt/app/a', 'A0'),
+        file('opt/app/b', 'B0'),
+        dir('opt/app/sub/'),
+        file('opt/app/sub/c', 'C0'),
+        dir('usr/'),
+        dir('usr/lib/'),
+        file('usr/lib/x', 'X0'),
+        dir('usr/bin/'),
+        file('usr/bin/replaced', 'L0'),
+        dir('data/'),
+        dir('data/dir/'),
+        file('data/dir/f', 'F0'),
+        file('gone', 'G0'),
+      ],
+      [
+        dir('opt/app/'),
+        { name: 'opt/app/.wh..wh..opq', type: 'file', content: '' },
+        file('opt/app/new', 'N1'),
+        { name: 'usr/lib/.wh.x', type: 'file', content: '' },
+        file('data/dir', 'now a file'),
+        file('usr/bin/replaced', 'L1', 0o755),
+        { name: '.wh.gone', type: 'file', content: '' },
+      ],
+      [
+        dir('etc/'),
+        file('etc/motd', 'hello'),
+        { name: 'etc/motd2', type: 'link', linkname: 'etc/motd' },
+        { name: 'usr/bin/sh', type: 'symlink', linkname: '/bin/busybox' },
+        file('usr/bin/suid', 'S', 0o4755),
+      ],
     ]);
     const r = await extractImage(layout, manifest, root);
     expect(snapshot(root)).toEqual({

@@ -28,7 +28,8 @@ async function publish(bundleDir: string, repo: string, tag = 'v1', platforms?: 
   return ref;
 }
 
-const RUN_SPEC = (script = 'run.sh') => `name: envdump\nversion: 1.0.0\ndescription: dumps its environment\ntype: run\nplatforms: [linux/amd64, linux/arm64]\nrun: ${script}\nfiles:\n  - src: payload.txt\n    dst: payload.txt\n`;
+const RUN_SPEC = (script = 'run.sh') =>
+  `name: envdump\nversion: 1.0.0\ndescription: dumps its environment\ntype: run\nplatforms: [linux/amd64, linux/arm64]\nrun: ${script}\nfiles:\n  - src: payload.txt\n    dst: payload.txt\n`;
 const ENV_SCRIPT = `#!/bin/sh
 set -e
 mkdir -p "$KBUNDLE_ROOT/var/lib/envdump"
@@ -38,11 +39,15 @@ echo "envdump done"
 
 describe('kbundle install', () => {
   it('container:// extracts onto the root, keeping what was there, for the host platform or --platform', async () => {
-    const dir = writeBundle(join(tempDir(), 'b'), `name: tools\nversion: 1.0.0\ndescription: t\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nplatform_files:\n  linux/amd64:\n    - src: amd64.txt\n      dst: usr/local/share/arch\n  linux/arm64:\n    - src: arm64.txt\n      dst: usr/local/share/arch\nfiles:\n  - src: tool\n    dst: usr/local/bin/tool\n`, [
-      { path: 'amd64.txt', content: 'amd64' },
-      { path: 'arm64.txt', content: 'arm64' },
-      { path: 'tool', content: '#!/bin/sh\n', mode: 0o755 },
-    ]);
+    const dir = writeBundle(
+      join(tempDir(), 'b'),
+      `name: tools\nversion: 1.0.0\ndescription: t\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nplatform_files:\n  linux/amd64:\n    - src: amd64.txt\n      dst: usr/local/share/arch\n  linux/arm64:\n    - src: arm64.txt\n      dst: usr/local/share/arch\nfiles:\n  - src: tool\n    dst: usr/local/bin/tool\n`,
+      [
+        { path: 'amd64.txt', content: 'amd64' },
+        { path: 'arm64.txt', content: 'arm64' },
+        { path: 'tool', content: '#!/bin/sh\n', mode: 0o755 },
+      ],
+    );
     const ref = await publish(dir, 'bundles/tools');
     const root = tempDir();
     mkdirSync(join(root, 'usr/local/bin'), { recursive: true });
@@ -58,7 +63,10 @@ describe('kbundle install', () => {
   });
 
   it('run:// runs run.sh in a temp dir with CONTAINERDIR, BUNDLE_TARGET, KBUNDLE_ROOT and the caller environment, then removes it', async () => {
-    const dir = writeBundle(join(tempDir(), 'b'), RUN_SPEC(), [{ path: 'run.sh', content: ENV_SCRIPT }, { path: 'payload.txt', content: 'payload!' }]);
+    const dir = writeBundle(join(tempDir(), 'b'), RUN_SPEC(), [
+      { path: 'run.sh', content: ENV_SCRIPT },
+      { path: 'payload.txt', content: 'payload!' },
+    ]);
     const ref = await publish(dir, 'bundles/envdump');
     const root = tempDir();
     const r = kbundle(['install', `run://${ref}`, '--root', root], { env: { ...process.env, CALLER_VAR: 'from-caller' } });
@@ -79,7 +87,10 @@ describe('kbundle install', () => {
   });
 
   it('run:// reports a failing run.sh with its output and a non-zero exit', async () => {
-    const dir = writeBundle(join(tempDir(), 'b'), RUN_SPEC(), [{ path: 'run.sh', content: '#!/bin/sh\necho "cannot reach the thing" >&2\nexit 3\n' }, { path: 'payload.txt', content: 'x' }]);
+    const dir = writeBundle(join(tempDir(), 'b'), RUN_SPEC(), [
+      { path: 'run.sh', content: '#!/bin/sh\necho "cannot reach the thing" >&2\nexit 3\n' },
+      { path: 'payload.txt', content: 'x' },
+    ]);
     const ref = await publish(dir, 'bundles/failing');
     const r = kbundle(['install', `run://${ref}`, '--root', tempDir()]);
     expect(r.code).toBe(1);
@@ -99,7 +110,9 @@ describe('kbundle install', () => {
   });
 
   it('--local-file installs docker-archive tarballs and OCI layouts', async () => {
-    const dir = writeBundle(join(tempDir(), 'b'), 'name: local\nversion: 1.0.0\ndescription: l\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: f\n    dst: etc/local.conf\n', [{ path: 'f', content: 'local' }]);
+    const dir = writeBundle(join(tempDir(), 'b'), 'name: local\nversion: 1.0.0\ndescription: l\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: f\n    dst: etc/local.conf\n', [
+      { path: 'f', content: 'local' },
+    ]);
     const tar = join(tempDir(), 'bundle.tar');
     await buildTo(dir, { transport: 'docker-archive', path: tar, ref: '' });
     const root = tempDir();
@@ -120,7 +133,10 @@ describe('kbundle install', () => {
     const r2 = await publish(ok2, 'cfg/two');
     const root = tempDir();
     const cfg = join(tempDir(), 'config.yaml');
-    writeFileSync(cfg, `#cloud-config\nbundles:\n  - targets:\n      - container://${r1}\n      - container://${reg.host}/cfg/missing:v1\n  - targets:\n      - run:${r2}\n      - container://${r2}\n`);
+    writeFileSync(
+      cfg,
+      `#cloud-config\nbundles:\n  - targets:\n      - container://${r1}\n      - container://${reg.host}/cfg/missing:v1\n  - targets:\n      - run:${r2}\n      - container://${r2}\n`,
+    );
     const r = kbundle(['install', '--config', cfg, '--root', root]);
     expect(r.code).toBe(1);
     expect(readFileSync(join(root, 'etc/one'), 'utf8')).toBe('1');
@@ -135,7 +151,8 @@ describe('kbundle install', () => {
     const env = { ...process.env, KBUNDLE_PASSWORD: 'pw' };
     expect(kbundle(['key', 'generate', '--out', join(keys, 'good')], { env }).code).toBe(0);
     expect(kbundle(['key', 'generate', '--out', join(keys, 'evil')], { env }).code).toBe(0);
-    const mk = (name: string) => writeBundle(join(tempDir(), name), `name: ${name}\nversion: 1.0.0\ndescription: s\ntype: container\nfiles:\n  - src: f\n    dst: etc/${name}\n`, [{ path: 'f', content: name }]);
+    const mk = (name: string) =>
+      writeBundle(join(tempDir(), name), `name: ${name}\nversion: 1.0.0\ndescription: s\ntype: container\nfiles:\n  - src: f\n    dst: etc/${name}\n`, [{ path: 'f', content: name }]);
     const signed = await publish(mk('signed'), 'sig/signed');
     const unsigned = await publish(mk('unsigned'), 'sig/unsigned');
     const wrong = await publish(mk('wrong'), 'sig/wrong');
@@ -154,7 +171,10 @@ describe('kbundle install', () => {
     }
     expect(readdirSync(join(root, 'etc')).sort()).toEqual(['signed']);
     // run:// under --require-signature: nothing extracted, run.sh never ran
-    const runDir = writeBundle(join(tempDir(), 'r'), RUN_SPEC(), [{ path: 'run.sh', content: ENV_SCRIPT }, { path: 'payload.txt', content: 'p' }]);
+    const runDir = writeBundle(join(tempDir(), 'r'), RUN_SPEC(), [
+      { path: 'run.sh', content: ENV_SCRIPT },
+      { path: 'payload.txt', content: 'p' },
+    ]);
     const runRef = await publish(runDir, 'sig/run');
     const rr = kbundle(['install', `run://${runRef}`, '--root', root, '--key', join(keys, 'good.pub'), '--require-signature']);
     expect(rr.code).toBe(EXIT_CODES.REFUSED);

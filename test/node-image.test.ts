@@ -24,11 +24,26 @@ describe.runIf(canChroot())('kbundle image', () => {
   let sysroot: string;
   let layout: string;
   let digest: string;
-  const args = () => ['--platform', 'linux/amd64', '--platform', 'linux/arm64', '--executable', `linux/amd64=${sea}/kbundle-linux-amd64`, '--executable', `linux/arm64=${sea}/kbundle-linux-arm64`, '--sysroot', `linux/arm64=${sysroot}`, '--json'];
+  const args = () => [
+    '--platform',
+    'linux/amd64',
+    '--platform',
+    'linux/arm64',
+    '--executable',
+    `linux/amd64=${sea}/kbundle-linux-amd64`,
+    '--executable',
+    `linux/arm64=${sea}/kbundle-linux-arm64`,
+    '--sysroot',
+    `linux/arm64=${sysroot}`,
+    '--json',
+  ];
 
   beforeAll(() => {
     sea = buildSea(['linux/amd64', 'linux/arm64']);
-    sysroot = run('bash', [join(REPO_ROOT, 'test/setup-arm64.sh')]).trim().split('\n').pop()!;
+    sysroot = run('bash', [join(REPO_ROOT, 'test/setup-arm64.sh')])
+      .trim()
+      .split('\n')
+      .pop()!;
     layout = join(tempDir(), 'img');
     const r = kbundle(['image', '-o', `oci:${layout}:kbundle`, ...args()]);
     expect(r.code, r.stderr).toBe(0);

@@ -131,7 +131,11 @@ describe('credentials', () => {
     const env = { DOCKER_CONFIG: cfgDir } as NodeJS.ProcessEnv;
     expect(await resolveCredentials('reg.lan:5000', { env })).toMatchObject({ username: 'cfguser', password: 'cfg:pw' });
     expect(await resolveCredentials('other:5000', { env })).toBeUndefined();
-    expect(await resolveCredentials('reg.lan:5000', { env: { ...env, KBUNDLE_REGISTRY_USERNAME: 'e', KBUNDLE_REGISTRY_PASSWORD: 'p' } })).toMatchObject({ username: 'e', password: 'p', source: 'KBUNDLE_REGISTRY_USERNAME' });
+    expect(await resolveCredentials('reg.lan:5000', { env: { ...env, KBUNDLE_REGISTRY_USERNAME: 'e', KBUNDLE_REGISTRY_PASSWORD: 'p' } })).toMatchObject({
+      username: 'e',
+      password: 'p',
+      source: 'KBUNDLE_REGISTRY_USERNAME',
+    });
     expect(await resolveCredentials('reg.lan:5000', { env, username: 'f', password: 'q' })).toMatchObject({ username: 'f', source: '--username' });
     await expect(resolveCredentials('reg.lan:5000', { env: { ...env, KBUNDLE_REGISTRY_USERNAME: 'only' } })).rejects.toThrow(/go together/);
   });
@@ -145,7 +149,10 @@ describe('credentials', () => {
     const bin = join(home, 'bin');
     mkdirSync(bin, { recursive: true });
     const helper = join(bin, 'docker-credential-fake');
-    writeFileSync(helper, '#!/bin/sh\nread host\nif [ "$host" = "reg.lan:5000" ]; then echo "{\\"Username\\":\\"h\\",\\"Secret\\":\\"s3\\"}"; else echo "credentials not found in native keychain"; exit 1; fi\n');
+    writeFileSync(
+      helper,
+      '#!/bin/sh\nread host\nif [ "$host" = "reg.lan:5000" ]; then echo "{\\"Username\\":\\"h\\",\\"Secret\\":\\"s3\\"}"; else echo "credentials not found in native keychain"; exit 1; fi\n',
+    );
     chmodSync(helper, 0o755);
     const env = { DOCKER_CONFIG: cfgDir, PATH: `${bin}:${process.env.PATH}` } as NodeJS.ProcessEnv;
     writeFileSync(join(cfgDir, 'config.json'), JSON.stringify({ credHelpers: { 'reg.lan:5000': 'fake' } }));

@@ -30,8 +30,6 @@ process.env.DOCKER_CONFIG = emptyDockerConfig;
 let seq = 0;
 const fresh = (name: string) => join(work, `${name}-${++seq}`);
 
-
-
 async function sh(cmd: string, args: string[]): Promise<string> {
   try {
     const { stdout } = await execFileP(cmd, args, { maxBuffer: 64 << 20 });
@@ -257,9 +255,7 @@ describe('open registry (plain HTTP on loopback, found automatically)', () => {
       const emptyDesc: Descriptor = { mediaType: MediaType.OciEmpty, digest: digestOf(empty), size: 2 };
       await repo.push(emptyDesc, empty);
       const attach = async (artifactType: string, note: string): Promise<Descriptor> => {
-        const bytes = Buffer.from(
-          JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, artifactType, config: emptyDesc, layers: [emptyDesc], subject, annotations: { note } }),
-        );
+        const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, artifactType, config: emptyDesc, layers: [emptyDesc], subject, annotations: { note } }));
         const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length };
         await repo.attachReferrer(bytes, desc);
         return desc;

@@ -30,7 +30,6 @@ const MiB = 1 << 20;
 const fastRetry = { retry: { attempts: 5, baseDelayMs: 10, maxDelayMs: 100 } };
 const smallChunks = { chunkSize: MiB, monolithicMax: MiB };
 
-
 function sameBlobs(a: OciLayout, b: OciLayout, descs: Descriptor[]): void {
   for (const d of descs) expect(readFileSync(a.blobPath(d.digest)).equals(readFileSync(b.blobPath(d.digest))), d.digest).toBe(true);
 }
@@ -310,5 +309,10 @@ describe('a registry serving broken manifests', () => {
 
 it('sha256 of random layers is what the descriptor says (sanity of the generator)', async () => {
   const img = await writeRandomImage(fresh('gen'), [1000, 0]);
-  for (const l of img.layers) expect(`sha256:${createHash('sha256').update(readFileSync(img.layout.blobPath(l.digest))).digest('hex')}`).toBe(l.digest);
+  for (const l of img.layers)
+    expect(
+      `sha256:${createHash('sha256')
+        .update(readFileSync(img.layout.blobPath(l.digest)))
+        .digest('hex')}`,
+    ).toBe(l.digest);
 });

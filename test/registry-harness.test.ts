@@ -30,7 +30,7 @@ let layoutDigest: string;
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(cmd, args, { env, timeout: 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
   });
@@ -109,7 +109,9 @@ describe('open registry (plain HTTP, no auth)', () => {
     // Storage — and uploads in progress (fixed http.secret) — survive a restart on the same port.
     const part1 = Buffer.from('first half of a blob, ');
     const part2 = Buffer.from('second half after a registry restart');
-    const blobDigest = `sha256:${createHash('sha256').update(Buffer.concat([part1, part2])).digest('hex')}`;
+    const blobDigest = `sha256:${createHash('sha256')
+      .update(Buffer.concat([part1, part2]))
+      .digest('hex')}`;
     const post = await fetch(`${reg.url}/v2/harness/open/blobs/uploads/`, { method: 'POST' });
     expect(post.status).toBe(202);
     const patch = await fetch(new URL(post.headers.get('location')!, reg.url), {

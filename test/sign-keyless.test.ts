@@ -55,7 +55,16 @@ function keyless(s: SigstoreStack, extra: Partial<SignOptions> = {}, subject = I
 }
 
 function requirement(s: SigstoreStack, extra: Partial<KeylessRequirement> = {}): KeylessRequirement {
-  return { kind: 'keyless', name: ID, identity: exactMatcher(ID, 'id'), issuer: exactMatcher(ISSUER, 'iss'), trustedRoot: parseTrustedRoot(readFileSync(s.trustedRootFile, 'utf8'), 'root'), tlog: true, ctlog: true, ...extra };
+  return {
+    kind: 'keyless',
+    name: ID,
+    identity: exactMatcher(ID, 'id'),
+    issuer: exactMatcher(ISSUER, 'iss'),
+    trustedRoot: parseTrustedRoot(readFileSync(s.trustedRootFile, 'utf8'), 'root'),
+    tlog: true,
+    ctlog: true,
+    ...extra,
+  };
 }
 
 const policyOf = (...signers: KeylessRequirement[]): VerificationPolicy => ({ signers, require: 'any', annotations: {} });
@@ -77,7 +86,10 @@ describe('keyless signing against a local Fulcio / Rekor / TSA', () => {
     const layerAnn = ManifestSchema.parse(JSON.parse((await fetchBytes(layout, sig)).toString())).layers[0]!.annotations!;
     expect(Object.keys(layerAnn).sort()).toEqual([Annotations.Bundle, Annotations.Chain, Annotations.Certificate, Annotations.Signature].sort());
     expect(layerAnn[Annotations.Certificate]).toMatch(/^-----BEGIN CERTIFICATE-----\n/);
-    expect(JSON.parse(layerAnn[Annotations.Bundle]!)).toMatchObject({ SignedEntryTimestamp: expect.any(String), Payload: { body: expect.any(String), integratedTime: expect.any(Number), logIndex: expect.any(Number), logID: expect.stringMatching(/^[a-f0-9]{64}$/) } });
+    expect(JSON.parse(layerAnn[Annotations.Bundle]!)).toMatchObject({
+      SignedEntryTimestamp: expect.any(String),
+      Payload: { body: expect.any(String), integratedTime: expect.any(Number), logIndex: expect.any(Number), logID: expect.stringMatching(/^[a-f0-9]{64}$/) },
+    });
   });
 
   it('writes a bundle with a single certificate, a dsse log entry and an inclusion proof (cosign 3 shape)', async () => {

@@ -82,12 +82,16 @@ describe('cosign encrypted private keys', () => {
   it('round-trips its own encryption and writes the JSON exactly as go-securesystemslib does', async () => {
     const der = Buffer.from('hello pkcs8');
     const json = await encryptPrivateKeyDer(der, 'pw', { N: 1024, r: 8, p: 1 });
-    expect(json.toString()).toMatch(/^\{"kdf":\{"name":"scrypt","params":\{"N":1024,"r":8,"p":1\},"salt":"[A-Za-z0-9+/]{43}="\},"cipher":\{"name":"nacl\/secretbox","nonce":"[A-Za-z0-9+/]{32}"\},"ciphertext":"[A-Za-z0-9+/=]+"\}$/);
+    expect(json.toString()).toMatch(
+      /^\{"kdf":\{"name":"scrypt","params":\{"N":1024,"r":8,"p":1\},"salt":"[A-Za-z0-9+/]{43}="\},"cipher":\{"name":"nacl\/secretbox","nonce":"[A-Za-z0-9+/]{32}"\},"ciphertext":"[A-Za-z0-9+/=]+"\}$/,
+    );
     expect((await decryptPrivateKeyDer(json, 'pw', 'k')).equals(der)).toBe(true);
   });
 
   it('refuses absurd scrypt parameters instead of allocating gigabytes', async () => {
-    const json = Buffer.from('{"kdf":{"name":"scrypt","params":{"N":1073741824,"r":8,"p":1},"salt":"AAAA"},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AAAA"}');
+    const json = Buffer.from(
+      '{"kdf":{"name":"scrypt","params":{"N":1073741824,"r":8,"p":1},"salt":"AAAA"},"cipher":{"name":"nacl/secretbox","nonce":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},"ciphertext":"AAAA"}',
+    );
     await expect(decryptPrivateKeyDer(json, '', 'k')).rejects.toThrow(/out of the accepted range/);
   });
 });
@@ -100,7 +104,12 @@ describe('kbundle key generate', () => {
     expect(r.code).toBe(0);
     const keyText = readFileSync(join(dir, 'release.key'), 'utf8');
     expect(keyText.startsWith('-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n')).toBe(true);
-    expect(keyText.split('\n').slice(1, -2).every((l) => l.length <= 64)).toBe(true);
+    expect(
+      keyText
+        .split('\n')
+        .slice(1, -2)
+        .every((l) => l.length <= 64),
+    ).toBe(true);
     expect(statSync(join(dir, 'release.key')).mode & 0o777).toBe(0o600);
     const [pub] = await loadPublicKeys(join(dir, 'release.pub'));
     const k = await loadPrivateKey(join(dir, 'release.key'), async () => 's3cret');
@@ -133,7 +142,9 @@ describe('public keys', () => {
     expect(() => parsePublicKeys(cert, 'k.pub')).toThrow(/expected "PUBLIC KEY"/);
   });
   it('reads several keys from one file and refuses garbage', () => {
-    const a = createPublicKey(createPrivateKey(readFileSync(join(FIX, 'cosign-keys', 'ecdsa_private.key')))).export({ format: 'pem', type: 'spki' }).toString();
+    const a = createPublicKey(createPrivateKey(readFileSync(join(FIX, 'cosign-keys', 'ecdsa_private.key'))))
+      .export({ format: 'pem', type: 'spki' })
+      .toString();
     const dir = tempDir();
     writeFileSync(join(dir, 'two.pub'), a + a);
     expect(parsePublicKeys(readFileSync(join(dir, 'two.pub'), 'utf8'), 'two.pub')).toHaveLength(2);

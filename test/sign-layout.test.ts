@@ -34,8 +34,13 @@ describe('signing an OCI layout', () => {
     expect(await l.tags()).toEqual(expect.arrayContaining(['v1', signatureTag(digest), referrersTag(digest)]));
     const v = kbundle(['verify', `oci:${layout}:v1`, '--key', join(keys, 'k.pub'), '--annotation', 'team=edge']);
     expect(v.code).toBe(0);
-    expect(v.stdout).toMatch(/^verified oci:.*@sha256:[a-f0-9]{64}: 2 signature\(s\) satisfy the policy\n {2}bundle referrer sha256:.* key sha256:[a-f0-9]{64}\n {2}legacy sha256-.*\.sig layer 1: key sha256:/);
-    const j = JSON.parse(kbundle(['verify', `oci:${layout}:v1`, '--key', join(keys, 'k.pub'), '--json', '--format', 'bundle']).stdout) as { verified: boolean; signers: { format: string; annotations: Record<string, string> }[] };
+    expect(v.stdout).toMatch(
+      /^verified oci:.*@sha256:[a-f0-9]{64}: 2 signature\(s\) satisfy the policy\n {2}bundle referrer sha256:.* key sha256:[a-f0-9]{64}\n {2}legacy sha256-.*\.sig layer 1: key sha256:/,
+    );
+    const j = JSON.parse(kbundle(['verify', `oci:${layout}:v1`, '--key', join(keys, 'k.pub'), '--json', '--format', 'bundle']).stdout) as {
+      verified: boolean;
+      signers: { format: string; annotations: Record<string, string> }[];
+    };
     expect(j.verified).toBe(true);
     expect(j.signers).toEqual([expect.objectContaining({ format: 'bundle', annotations: { team: 'edge' } })]);
   });
@@ -52,7 +57,12 @@ describe('user errors are one clear line', () => {
     ['sign without key or token', ['sign', 'oci:/nonexistent:v1'], { ...process.env, SIGSTORE_ID_TOKEN: '' }, /give --key <file>, or an identity token/],
     ['verify without anyone to trust', ['verify', 'oci:/nonexistent:v1'], undefined, /say whom to trust/],
     ['keyless verify without a trusted root', ['verify', 'oci:/x:v1', '--certificate-identity', 'a', '--certificate-oidc-issuer', 'b'], undefined, /needs --trusted-root/],
-    ['both identity forms', ['verify', 'oci:/x:v1', '--certificate-identity', 'a', '--certificate-identity-regexp', 'b', '--certificate-oidc-issuer', 'c'], undefined, /exactly one of --certificate-identity or --certificate-identity-regexp/],
+    [
+      'both identity forms',
+      ['verify', 'oci:/x:v1', '--certificate-identity', 'a', '--certificate-identity-regexp', 'b', '--certificate-oidc-issuer', 'c'],
+      undefined,
+      /exactly one of --certificate-identity or --certificate-identity-regexp/,
+    ],
     ['an archive', ['verify', 'oci-archive:/tmp/x.tar', '--key', '/dev/null'], undefined, /signatures live in a registry or an OCI layout directory/],
     ['a wrong key password', ['sign', 'oci:/x:v1', '--key', 'KEY'], { ...process.env, KBUNDLE_PASSWORD: 'nope' }, /wrong password/],
     ['a certificate given as --key', ['verify', 'oci:/x:v1', '--key', 'CERT'], undefined, /expected "PUBLIC KEY" PEM blocks, found "CERTIFICATE"/],

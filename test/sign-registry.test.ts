@@ -38,7 +38,6 @@ function ok(r: RunResult): RunResult {
   return r;
 }
 
-
 /** Push the multi-arch fixture bundle (or a variant) to `repo:tag`; returns the index digest. */
 async function push(repo: string, tag: string, variant = ''): Promise<string> {
   let dir = layoutDir;
@@ -108,7 +107,11 @@ describe('keyed signing on registry:2', () => {
     const raw = execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reg.host}/kairos/demo:${signatureTag(digest)}`]);
     expect(digestOf(raw)).toBe((await t.resolve(signatureTag(digest))).digest);
 
-    const v = JSON.parse(ok(kbundle(['verify', `${reg.host}/kairos/demo:1.2.3`, '--key', join(keyDir, 'release.pub'), '--json'])).stdout) as { verified: boolean; digest: string; signers: { format: string }[] };
+    const v = JSON.parse(ok(kbundle(['verify', `${reg.host}/kairos/demo:1.2.3`, '--key', join(keyDir, 'release.pub'), '--json'])).stdout) as {
+      verified: boolean;
+      digest: string;
+      signers: { format: string }[];
+    };
     expect(v).toMatchObject({ verified: true, digest });
     expect(v.signers.map((s) => s.format).sort()).toEqual(['bundle', 'legacy']);
     for (const m of signed.manifests.slice(1)) ok(kbundle(['verify', `${reg.host}/kairos/demo@${m.digest}`, '--key', join(keyDir, 'release.pub')]));
@@ -120,7 +123,9 @@ describe('keyed signing on registry:2', () => {
 
     const wrong = kbundle(['verify', `${reg.host}/kairos/moved:v1`, '--key', join(keyDir, 'other.pub')]);
     expect(wrong.code).toBe(EXIT_CODES.REFUSED);
-    expect(wrong.stderr).toMatch(/^kbundle: error: .*signature verification failed: \[bundle referrer sha256:.*\] signed by an unknown key \(hint .*\), not .*other\.pub \| \[legacy sha256-.*\.sig layer 1\] not signed by .*other\.pub$/m);
+    expect(wrong.stderr).toMatch(
+      /^kbundle: error: .*signature verification failed: \[bundle referrer sha256:.*\] signed by an unknown key \(hint .*\), not .*other\.pub \| \[legacy sha256-.*\.sig layer 1\] not signed by .*other\.pub$/m,
+    );
     expect(wrong.stderr.split('\n').filter((l) => l.startsWith('kbundle: error:'))).toHaveLength(1);
 
     // The tag moves to an unsigned image: verification follows the tag to the new digest and fails.
@@ -144,10 +149,15 @@ describe('keyed signing on registry:2', () => {
 
   it('copy and pull carry signatures along (cosign .sig tags and referrers, index and platforms); --no-signatures leaves them', async () => {
     const digest = await push('kairos/mirror-src', '1', 'mirror');
-    const signed = JSON.parse(ok(kbundle(['sign', `${reg.host}/kairos/mirror-src:1`, '--key', join(keyDir, 'release.key'), '--recursive', '--json'], { env: env() })).stdout) as { manifests: { digest: string }[] };
+    const signed = JSON.parse(ok(kbundle(['sign', `${reg.host}/kairos/mirror-src:1`, '--key', join(keyDir, 'release.key'), '--recursive', '--json'], { env: env() })).stdout) as {
+      manifests: { digest: string }[];
+    };
     expect(signed.manifests).toHaveLength(3);
 
-    const c = JSON.parse(ok(kbundle(['copy', `${reg.host}/kairos/mirror-src:1`, `${reg.host}/mirror/copied:1`, '--json'])).stdout) as { digest: string; attached: { subject: string; kind: string; name: string }[] };
+    const c = JSON.parse(ok(kbundle(['copy', `${reg.host}/kairos/mirror-src:1`, `${reg.host}/mirror/copied:1`, '--json'])).stdout) as {
+      digest: string;
+      attached: { subject: string; kind: string; name: string }[];
+    };
     expect(c.digest).toBe(digest);
     // For the index and both platform manifests: the legacy .sig tag and the bundle referrer.
     expect(c.attached.map((a) => `${a.subject} ${a.kind}`).sort()).toEqual(signed.manifests.flatMap((m) => [`${m.digest} referrer`, `${m.digest} tag`]).sort());
@@ -244,7 +254,11 @@ describe('keyless signing on registry:2 with a local Sigstore', () => {
     const digest = await push('kairos/keyless', 'v1', 'keyless');
     const id = 'https://github.com/kairos-io/bundles/.github/workflows/release.yml@refs/heads/main';
     const iss = 'https://token.actions.githubusercontent.com';
-    const s = ok(await kbundleAsync(['sign', `${reg.host}/kairos/keyless:v1`, '--fulcio-url', stack.url, '--rekor-url', stack.url, '--json'], { env: { ...process.env, SIGSTORE_ID_TOKEN: stack.token(id, iss) } }));
+    const s = ok(
+      await kbundleAsync(['sign', `${reg.host}/kairos/keyless:v1`, '--fulcio-url', stack.url, '--rekor-url', stack.url, '--json'], {
+        env: { ...process.env, SIGSTORE_ID_TOKEN: stack.token(id, iss) },
+      }),
+    );
     expect(JSON.parse(s.stdout)).toMatchObject({ digest, signer: 'keyless' });
     const verifyArgs = ['verify', `${reg.host}/kairos/keyless:v1`, '--trusted-root', stack.trustedRootFile, '--certificate-oidc-issuer', iss, '--offline', '--json'];
     const v = JSON.parse(ok(kbundle([...verifyArgs, '--certificate-identity', id])).stdout) as { signers: { identity: string; issuer: string; tlog: unknown[] }[] };

@@ -37,7 +37,16 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
   });
 
   it('is what systemd-dissect, sfdisk, veritysetup and unsquashfs see: root + root-verity + root-verity-sig', async () => {
-    const r = await buildSysext({ name: 'demo', tree, outDir: tempDir(), fs: 'squashfs', key: keys.key, cert: keys.cert, release: { id: 'debian', versionId: '12', architecture: 'x86-64' }, arch: 'x86-64' });
+    const r = await buildSysext({
+      name: 'demo',
+      tree,
+      outDir: tempDir(),
+      fs: 'squashfs',
+      key: keys.key,
+      cert: keys.cert,
+      release: { id: 'debian', versionId: '12', architecture: 'x86-64' },
+      arch: 'x86-64',
+    });
     // systemd's own reading of the image (loop device, blkid, its GPT parser)
     const dissect = mustRun('systemd-dissect', ['--json=short', r.path]);
     const parts = (JSON.parse(dissect) as { mounts: { designator: string; fstype: string; architecture: string; verity: string; partition_uuid: string }[] }).mounts;
@@ -51,7 +60,9 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
     // util-linux agrees on the partition table kbundle reads itself
     const sf = JSON.parse(mustRun('sfdisk', ['-J', r.path])) as { partitiontable: { partitions: { start: number; size: number; type: string; uuid: string }[] } };
     const gpt = (await readGpt(r.path))!;
-    expect(gpt.partitions.map((p) => [p.offset / 512, p.size / 512, p.typeUuid, p.uuid])).toEqual(sf.partitiontable.partitions.map((p) => [p.start, p.size, p.type.toLowerCase(), p.uuid.toLowerCase()]));
+    expect(gpt.partitions.map((p) => [p.offset / 512, p.size / 512, p.typeUuid, p.uuid])).toEqual(
+      sf.partitiontable.partitions.map((p) => [p.start, p.size, p.type.toLowerCase(), p.uuid.toLowerCase()]),
+    );
 
     // cryptsetup verifies kbundle's hash tree against the root hash, in userspace
     const [data, hash, sig] = gpt.partitions;
@@ -76,7 +87,24 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
     expect(json.certificateFingerprint).toBe(fp);
     writeFileSync(join(dir, 'sig.der'), Buffer.from(json.signature, 'base64'));
     writeFileSync(join(dir, 'roothash'), json.rootHash);
-    const verify = (cert: string) => spawnSync('openssl', ['smime', '-verify', '-binary', '-inform', 'DER', '-in', join(dir, 'sig.der'), '-content', join(dir, 'roothash'), '-certfile', cert, '-nointern', '-noverify', '-out', '/dev/null']).status;
+    const verify = (cert: string) =>
+      spawnSync('openssl', [
+        'smime',
+        '-verify',
+        '-binary',
+        '-inform',
+        'DER',
+        '-in',
+        join(dir, 'sig.der'),
+        '-content',
+        join(dir, 'roothash'),
+        '-certfile',
+        cert,
+        '-nointern',
+        '-noverify',
+        '-out',
+        '/dev/null',
+      ]).status;
     expect(verify(keys.cert)).toBe(0);
     expect(verify(other.cert)).not.toBe(0);
 
@@ -201,10 +229,11 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
 
   it('NAME.sysext.raw merges on systemd 252 too: the release file is also written as extension-release.NAME.sysext', async () => {
     const r = await buildSysext({ name: 'demo', tree, outDir: tempDir(), fs: 'squashfs', release: { id: 'debian', versionId: '12' } });
-    expect(mustRun('unsquashfs', ['-o', String((await readGpt(r.path))!.partitions[0]!.offset), '-l', '-d', '', r.path]).split('\n').filter((l) => l.includes('/extension-release.d/'))).toEqual([
-      '/usr/lib/extension-release.d/extension-release.demo',
-      '/usr/lib/extension-release.d/extension-release.demo.sysext',
-    ]);
+    expect(
+      mustRun('unsquashfs', ['-o', String((await readGpt(r.path))!.partitions[0]!.offset), '-l', '-d', '', r.path])
+        .split('\n')
+        .filter((l) => l.includes('/extension-release.d/')),
+    ).toEqual(['/usr/lib/extension-release.d/extension-release.demo', '/usr/lib/extension-release.d/extension-release.demo.sysext']);
     const root = tempDir();
     for (const d of ['usr/lib', 'opt', 'var/lib/extensions']) mkdirSync(join(root, d), { recursive: true });
     writeFileSync(join(root, 'usr/lib/os-release'), 'ID=debian\nVERSION_ID=12\n');

@@ -92,14 +92,22 @@ describe('kbundle sysext build <bundle-dir>', () => {
 
   it('kbundle build warns once (not per platform) about files a Kairos node leaves out of the merge', () => {
     requireTools('mksquashfs', 'systemd-repart');
-    const dir = writeBundle(join(tempDir(), 'tool'), 'name: tool\nversion: 1.0.0\ndescription: t\ntype: sysext\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: tool\n    dst: usr/bin/tool\n  - src: data\n    dst: opt/tool/data\n', [
-      { path: 'tool', content: '#!/bin/sh\n', mode: 0o755 },
-      { path: 'data', content: 'd\n' },
-    ]);
+    const dir = writeBundle(
+      join(tempDir(), 'tool'),
+      'name: tool\nversion: 1.0.0\ndescription: t\ntype: sysext\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: tool\n    dst: usr/bin/tool\n  - src: data\n    dst: opt/tool/data\n',
+      [
+        { path: 'tool', content: '#!/bin/sh\n', mode: 0o755 },
+        { path: 'data', content: 'd\n' },
+      ],
+    );
     const b = kbundle(['build', dir, '-o', `oci:${tempDir()}:1.0.0`], { env });
     expect(b.code, b.stderr).toBe(0);
     const warnings = b.stderr.split('\n').filter((l) => l.startsWith('kbundle: warning:'));
-    expect(warnings).toEqual([expect.stringMatching(/^kbundle: warning: tool: \/opt is outside the directories a Kairos node merges \(its systemd-sysext drop-in sets SYSTEMD_SYSEXT_HIERARCHIES=\/usr\/local\/bin:.*\/usr\/sbin\); only nodes that add it to that list will see that$/)]);
+    expect(warnings).toEqual([
+      expect.stringMatching(
+        /^kbundle: warning: tool: \/opt is outside the directories a Kairos node merges \(its systemd-sysext drop-in sets SYSTEMD_SYSEXT_HIERARCHIES=\/usr\/local\/bin:.*\/usr\/sbin\); only nodes that add it to that list will see that$/,
+      ),
+    ]);
   });
 
   it('takes --arch as the platform, and flags over the sysext: section', () => {

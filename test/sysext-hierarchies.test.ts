@@ -49,7 +49,7 @@ describe('hierarchies: what a Kairos node merges (SYSTEMD_SYSEXT_HIERARCHIES)', 
     expect(() => parseHierarchies('', '--hierarchies')).toThrow(/not a list of absolute paths/);
   });
 
-  it('agrees with a real systemd-sysext merge under Kairos\'s hierarchies about what stays out', async () => {
+  it("agrees with a real systemd-sysext merge under Kairos's hierarchies about what stays out", async () => {
     // The node: the hierarchies exist (systemd skips missing ones), the image in var/lib/extensions.
     const root = tempDir('kbundle-node-');
     for (const d of ['usr/lib', 'usr/bin', 'usr/local/bin', 'usr/local/etc', 'usr/share', 'usr/libexec', 'opt', 'var/lib/extensions']) mkdirSync(join(root, d), { recursive: true });
@@ -76,7 +76,9 @@ describe('hierarchies: what a Kairos node merges (SYSTEMD_SYSEXT_HIERARCHIES)', 
     const optOnly = await buildSysext({ name: 'optonly', tree: writeTree(join(tempDir(), 'tree'), ['opt/tool/bin/tool']), outDir: tempDir() });
     const r = await checkImage(optOnly.path, { osRelease: debian12, hierarchies: KAIROS_SYSEXT_HIERARCHIES });
     expect(r.ok).toBe(false);
-    expect(r.reasons).toEqual([expect.stringMatching(/^nothing in the image is under the node's hierarchies \(SYSTEMD_SYSEXT_HIERARCHIES=\/usr\/local\/bin:.*\): the merge would add none of its files \(\/opt stay out\)$/)]);
+    expect(r.reasons).toEqual([
+      expect.stringMatching(/^nothing in the image is under the node's hierarchies \(SYSTEMD_SYSEXT_HIERARCHIES=\/usr\/local\/bin:.*\): the merge would add none of its files \(\/opt stay out\)$/),
+    ]);
     expect((await checkImage(optOnly.path, { osRelease: debian12, hierarchies: ['/usr', '/opt'] })).ok).toBe(true);
   });
 
@@ -113,7 +115,12 @@ describe('hierarchies: what a Kairos node merges (SYSTEMD_SYSEXT_HIERARCHIES)', 
     mkdirSync(join(root, 'etc'), { recursive: true });
     writeFileSync(join(root, 'etc/os-release'), 'ID=debian\nVERSION_ID=12\n');
     // Signed only, and /opt merged: a node set up as Kairos's "Using /opt" guide shows.
-    dropIn(root, 'etc/systemd/system', 'kairos.conf', `[Service]\nExecStart=\nExecStart=systemd-sysext refresh --image-policy="root=signed+absent:usr=signed+absent"\nEnvironment="SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')}:/opt"\n`);
+    dropIn(
+      root,
+      'etc/systemd/system',
+      'kairos.conf',
+      `[Service]\nExecStart=\nExecStart=systemd-sysext refresh --image-policy="root=signed+absent:usr=signed+absent"\nEnvironment="SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')}:/opt"\n`,
+    );
     const refused = kbundle(['sysext', 'install', `file:${image.path}`, '--root', root]);
     expect(refused.code).toBe(EXIT_CODES.REFUSED);
     expect(refused.stderr).toMatch(/image policy root=signed\+absent:usr=signed\+absent: root=signed\+absent, but this image offers verity/);
@@ -126,7 +133,9 @@ describe('hierarchies: what a Kairos node merges (SYSTEMD_SYSEXT_HIERARCHIES)', 
     const ok = kbundle(['sysext', 'install', `file:${signed}`, '--root', root, '--cert', keys.cert, '--systemd-version', '256']);
     expect(ok.code, ok.stderr).toBe(0);
     // /opt is merged on this node; /usr/libexec, /usr/local/etc and /usr/out-top still are not.
-    expect(ok.stderr).toBe(`kbundle: warning: spread.sysext.raw: not merged on this node, outside SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')}:/opt: /usr/libexec, /usr/local/etc, /usr/out-top\n`);
+    expect(ok.stderr).toBe(
+      `kbundle: warning: spread.sysext.raw: not merged on this node, outside SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')}:/opt: /usr/libexec, /usr/local/etc, /usr/out-top\n`,
+    );
 
     // check: --hierarchies overrides the node's; a relative entry is refused as systemd would.
     const plainSystemd = kbundle(['sysext', 'check', signed, '--root', root, '--cert', keys.cert, '--systemd-version', '256', '--hierarchies', '/usr:/opt', '--json']);

@@ -24,7 +24,6 @@ function nodeRoot(systemd = 256, osRelease = 'ID=debian\nVERSION_ID=12\n'): stri
   return root;
 }
 
-
 const ok = (r: { code: number; stdout: string; stderr: string }) => {
   expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
   return r.stdout;
@@ -129,7 +128,9 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
     expect(existsSync(join(root, store, 'passive/demo.sysext.raw'))).toBe(false);
     expect(ok(kbundle(['sysext', 'disable', 'demo', '--active', '--now', ...r]))).toMatch(/removed from \/run\/extensions/);
     ok(kbundle(['sysext', 'enable', 'demo', '--active', '--now', ...r]));
-    expect(ok(kbundle(['sysext', 'remove', 'demo', '--now', ...r]))).toMatch(/disabled in active[\s\S]*disabled in recovery[\s\S]*disabled in common[\s\S]*demo.sysext.raw removed[\s\S]*removed from \/run\/extensions/);
+    expect(ok(kbundle(['sysext', 'remove', 'demo', '--now', ...r]))).toMatch(
+      /disabled in active[\s\S]*disabled in recovery[\s\S]*disabled in common[\s\S]*demo.sysext.raw removed[\s\S]*removed from \/run\/extensions/,
+    );
     // kairos-agent's remove lists (and so creates) every boot-state folder; the links and file are gone
     expect(Object.entries(snapshot(root)).filter(([p]) => p.startsWith('var/lib/kairos') || p.startsWith('run/extensions'))).toEqual([
       ['run/extensions', 'd'],
@@ -220,7 +221,10 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
 
     // Another key's signature, or none at all (the unsigned tag of the same image): nothing lands.
     const root2 = nodeRoot();
-    for (const [r, key] of [[ref, 'evil.pub'], [`${registry.host}/kairos/demo-sysext:1.0`, 'good.pub']] as const) {
+    for (const [r, key] of [
+      [ref, 'evil.pub'],
+      [`${registry.host}/kairos/demo-sysext:1.0`, 'good.pub'],
+    ] as const) {
       const refused = kbundle(['sysext', 'install', `oci:${r}`, '--root', root2, '--key', join(keys, key)]);
       expect(refused.code).toBe(EXIT_CODES.REFUSED);
       expect(refused.stderr).toMatch(/kbundle: error: .*signature/i);
@@ -338,7 +342,11 @@ ls -A /var/lib/kairos/extensions /run/extensions`;
     const root = nodeRoot();
     ok(kbundle(['confext', 'install', `file:${join(out, 'democonf.confext.raw')}`, '--root', root]));
     ok(kbundle(['confext', 'enable', 'democonf', '--common', '--now', '--root', root]));
-    expect(snapshot(join(root, 'var/lib/kairos/confexts'))).toEqual({ common: 'd', 'common/democonf.confext.raw': 'l -> /var/lib/kairos/confexts/democonf.confext.raw', 'democonf.confext.raw': 'f644' });
+    expect(snapshot(join(root, 'var/lib/kairos/confexts'))).toEqual({
+      common: 'd',
+      'common/democonf.confext.raw': 'l -> /var/lib/kairos/confexts/democonf.confext.raw',
+      'democonf.confext.raw': 'f644',
+    });
     expect(snapshot(join(root, 'run/confexts'))).toEqual({ 'democonf.confext.raw': 'l -> /var/lib/kairos/confexts/common/democonf.confext.raw' });
   });
 });

@@ -62,7 +62,9 @@ describe('image names and extension names', () => {
   });
   it('writes the release file from flags, ID=_any by default, fixed order', () => {
     expect(formatExtensionRelease('sysext', {})).toBe('ID=_any\n');
-    expect(formatExtensionRelease('sysext', { id: 'debian', versionId: '12', level: '1.0', architecture: 'x86-64', reloadManager: true })).toBe('ID=debian\nVERSION_ID=12\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n');
+    expect(formatExtensionRelease('sysext', { id: 'debian', versionId: '12', level: '1.0', architecture: 'x86-64', reloadManager: true })).toBe(
+      'ID=debian\nVERSION_ID=12\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\nEXTENSION_RELOAD_MANAGER=1\n',
+    );
     expect(formatExtensionRelease('confext', { level: '2' })).toBe('ID=_any\nCONFEXT_LEVEL=2\n');
     expect(() => formatExtensionRelease('sysext', { id: 'Debian' })).toThrow(/--id/);
   });

@@ -11,7 +11,16 @@ import { KbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { ManifestSchema, type Descriptor, type Manifest } from '../src/oci/types.js';
-import { Annotations, BUNDLE_V03_MEDIA_TYPE, bundleReferrerManifest, legacySignatureConfig, legacySignatureManifest, rekorBundleAnnotation, signatureTag, SIMPLE_SIGNING_MEDIA_TYPE } from '../src/sign/formats.js';
+import {
+  Annotations,
+  BUNDLE_V03_MEDIA_TYPE,
+  bundleReferrerManifest,
+  legacySignatureConfig,
+  legacySignatureManifest,
+  rekorBundleAnnotation,
+  signatureTag,
+  SIMPLE_SIGNING_MEDIA_TYPE,
+} from '../src/sign/formats.js';
 import type { LoadedPrivateKey } from '../src/sign/keys.js';
 import { attachReferrer, listReferrers, referrersTag } from '../src/sign/referrers.js';
 import { signImage, type SignOptions } from '../src/sign/sign.js';
@@ -38,11 +47,25 @@ function newKey(): LoadedPrivateKey {
   return { privateKey, publicKey };
 }
 const KEY = newKey();
-const keyPolicy = (...keys: KeyObject[]): VerificationPolicy => ({ signers: [{ kind: 'key', name: 'release.pub', keys: keys.length ? keys : [KEY.publicKey], tlog: false }], require: 'any', annotations: {} });
+const keyPolicy = (...keys: KeyObject[]): VerificationPolicy => ({
+  signers: [{ kind: 'key', name: 'release.pub', keys: keys.length ? keys : [KEY.publicKey], tlog: false }],
+  require: 'any',
+  annotations: {},
+});
 const ID = 'builder@example.com';
 const ISSUER = 'https://issuer.example';
 const keylessPolicy = (): VerificationPolicy => ({
-  signers: [{ kind: 'keyless', name: ID, identity: exactMatcher(ID, 'i'), issuer: exactMatcher(ISSUER, 'o'), trustedRoot: parseTrustedRoot(JSON.stringify(stack.trustedRoot), 'root'), tlog: true, ctlog: true } as KeylessRequirement],
+  signers: [
+    {
+      kind: 'keyless',
+      name: ID,
+      identity: exactMatcher(ID, 'i'),
+      issuer: exactMatcher(ISSUER, 'o'),
+      trustedRoot: parseTrustedRoot(JSON.stringify(stack.trustedRoot), 'root'),
+      tlog: true,
+      ctlog: true,
+    } as KeylessRequirement,
+  ],
   require: 'any',
   annotations: {},
 });
@@ -101,7 +124,9 @@ async function replaceBundle(layout: OciLayout, subject: Descriptor, blob: Buffe
   await put(layout, MediaType.OciEmpty, Buffer.from('{}'));
   const manifest = bundleReferrerManifest(b, manifestSubject, new Date());
   const md = await put(layout, MediaType.OciManifest, manifest);
-  const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [{ mediaType: MediaType.OciManifest, digest: md.digest, size: md.size, artifactType: BUNDLE_V03_MEDIA_TYPE }] }));
+  const index = Buffer.from(
+    JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [{ mediaType: MediaType.OciManifest, digest: md.digest, size: md.size, artifactType: BUNDLE_V03_MEDIA_TYPE }] }),
+  );
   await layout.tag(await put(layout, MediaType.OciIndex, index), referrersTag(subject.digest));
 }
 
@@ -212,7 +237,11 @@ describe('tampered and forged signatures', () => {
     two.dsseEnvelope.signatures.push(two.dsseEnvelope.signatures[0]);
     await replaceBundle(a.layout, a.desc, Buffer.from(JSON.stringify(two)));
     await refused(verifyImage(a.layout, a.desc, keyPolicy()), /2 signatures; exactly one is accepted/);
-    const msg = { mediaType: j.mediaType, verificationMaterial: j.verificationMaterial, messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: b64('x'.repeat(32)) }, signature: j.dsseEnvelope.signatures[0].sig } };
+    const msg = {
+      mediaType: j.mediaType,
+      verificationMaterial: j.verificationMaterial,
+      messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: b64('x'.repeat(32)) }, signature: j.dsseEnvelope.signatures[0].sig },
+    };
     await replaceBundle(a.layout, a.desc, Buffer.from(JSON.stringify(msg)));
     await refused(verifyImage(a.layout, a.desc, keyPolicy()), /message-signature bundles are not accepted/);
   });
@@ -247,11 +276,19 @@ describe('bounded work against a hostile registry', () => {
     await sign(a.layout, a.desc, { formats: ['legacy'] });
     const l = await legacyLayer(a.layout, a.desc.digest);
     const started = Date.now();
-    await rewriteLegacy(a.layout, a.desc.digest, Array.from({ length: 1000 }, () => l));
+    await rewriteLegacy(
+      a.layout,
+      a.desc.digest,
+      Array.from({ length: 1000 }, () => l),
+    );
     await refused(verifyImage(a.layout, a.desc, keyPolicy()), /1000 signatures found, more than the limit of 128/);
     expect(Date.now() - started).toBeLessThan(20_000);
     // Over cosign's 1000-layer cap the manifest itself is refused.
-    await rewriteLegacy(a.layout, a.desc.digest, Array.from({ length: 1001 }, () => l));
+    await rewriteLegacy(
+      a.layout,
+      a.desc.digest,
+      Array.from({ length: 1001 }, () => l),
+    );
     await refused(verifyImage(a.layout, a.desc, keyPolicy()), /more than 1000 layers/);
   });
 

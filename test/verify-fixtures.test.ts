@@ -11,15 +11,7 @@ import { KbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
-import {
-  bundleReferrerManifest,
-  legacySignatureConfig,
-  legacySignatureManifest,
-  SIMPLE_SIGNING_MEDIA_TYPE,
-  signStatement,
-  simpleSigningPayload,
-  BUNDLE_V03_MEDIA_TYPE,
-} from '../src/sign/formats.js';
+import { bundleReferrerManifest, legacySignatureConfig, legacySignatureManifest, SIMPLE_SIGNING_MEDIA_TYPE, signStatement, simpleSigningPayload, BUNDLE_V03_MEDIA_TYPE } from '../src/sign/formats.js';
 import { keyHint, parsePublicKeys } from '../src/sign/keys.js';
 import { referrersTag } from '../src/sign/referrers.js';
 import { OciLayout } from '../src/store/oci-layout.js';
@@ -170,7 +162,15 @@ describe('real cosign signatures verify', () => {
   it('keyless bundle from cosign (public-good Fulcio + Rekor) verifies cryptographically with its exact identity', async () => {
     const root = await loadTrustedRoot(join(FIX, 'trusted-roots', 'public-good.json'));
     const bundle = await parseImageBundle(read('cosign-attestation/oci-attestation.sigstore.json')).load();
-    const req: KeylessRequirement = { kind: 'keyless', name: 'cody', identity: exactMatcher('cody@soyland.com', 'i'), issuer: exactMatcher('https://github.com/login/oauth', 'o'), trustedRoot: root, tlog: true, ctlog: true };
+    const req: KeylessRequirement = {
+      kind: 'keyless',
+      name: 'cody',
+      identity: exactMatcher('cody@soyland.com', 'i'),
+      issuer: exactMatcher('https://github.com/login/oauth', 'o'),
+      trustedRoot: root,
+      tlog: true,
+      ctlog: true,
+    };
     const s = await verifyBundleSignature(bundle, req);
     expect(s).toMatchObject({ kind: 'keyless', identity: 'cody@soyland.com', issuer: 'https://github.com/login/oauth' });
     expect(s.timestamps[0]).toBe('2025-02-28T19:18:11.000Z');
@@ -191,12 +191,18 @@ describe('real cosign signatures verify', () => {
     const b = await put(layout, BUNDLE_V03_MEDIA_TYPE, blob);
     await put(layout, MediaType.OciEmpty, Buffer.from('{}'));
     // Without the predicate annotation, so discovery has to open it to find out.
-    const manifest = Buffer.from(bundleReferrerManifest(b, subject, new Date()).toString().replace(/"dev.sigstore.bundle.predicateType":"[^"]*",/, ''));
+    const manifest = Buffer.from(
+      bundleReferrerManifest(b, subject, new Date())
+        .toString()
+        .replace(/"dev.sigstore.bundle.predicateType":"[^"]*",/, ''),
+    );
     const { attachReferrer } = await import('../src/sign/referrers.js');
     await attachReferrer(layout, manifest, { mediaType: MediaType.OciManifest, digest: digestOf(manifest), size: manifest.length });
     const root = await loadTrustedRoot(join(FIX, 'trusted-roots', 'public-good.json'));
     const policy: VerificationPolicy = {
-      signers: [{ kind: 'keyless', name: 'cody', identity: exactMatcher('cody@soyland.com', 'i'), issuer: exactMatcher('https://github.com/login/oauth', 'o'), trustedRoot: root, tlog: true, ctlog: true }],
+      signers: [
+        { kind: 'keyless', name: 'cody', identity: exactMatcher('cody@soyland.com', 'i'), issuer: exactMatcher('https://github.com/login/oauth', 'o'), trustedRoot: root, tlog: true, ctlog: true },
+      ],
       require: 'any',
       annotations: {},
     };

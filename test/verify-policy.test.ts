@@ -76,8 +76,12 @@ policies:
       /policies\.0\.signers\.0\.keyless: give exactly one of identity or identityRegExp/,
     );
     expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    signers: [{ keyless: { identity: a, trustedRoot: r.json } }]\n')).toMatch(/give exactly one of issuer or issuerRegExp/);
-    expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    signers: [{ keyless: { identityRegExp: "a(", issuer: c, trustedRoot: r.json } }]\n')).toMatch(/identityRegExp: "a\(" is not a valid regular expression/);
-    expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    signers: [{ keyless: { identity: a, issuer: c, trustedRoot: nosuch } }]\n')).toMatch(/trusted root "nosuch" is neither a name under trustedRoots nor a file path/);
+    expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    signers: [{ keyless: { identityRegExp: "a(", issuer: c, trustedRoot: r.json } }]\n')).toMatch(
+      /identityRegExp: "a\(" is not a valid regular expression/,
+    );
+    expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    signers: [{ keyless: { identity: a, issuer: c, trustedRoot: nosuch } }]\n')).toMatch(
+      /trusted root "nosuch" is neither a name under trustedRoots nor a file path/,
+    );
     expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    signers: [{ key: a.pub, tlog: true }]\n')).toMatch(/tlog: true needs a trustedRoot/);
     expect(policyError('version: 1\npolicies:\n  - images: ["x[ab]"]\n    signers: [{ key: a.pub }]\n')).toMatch(/only \* \*\* and \? are glob characters/);
     expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    require: most\n    signers: [{ key: a.pub }]\n')).toMatch(/policies\.0\.require/);

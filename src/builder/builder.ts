@@ -32,9 +32,7 @@ export interface BuildOptions {
 }
 
 export type BuildProgress =
-  | { kind: 'layer-start'; platform: string; entries: number; bytes: number }
-  | { kind: 'layer-bytes'; platform: string; bytes: number }
-  | { kind: 'layer-done'; platform: string; layer: WrittenLayer };
+  { kind: 'layer-start'; platform: string; entries: number; bytes: number } | { kind: 'layer-bytes'; platform: string; bytes: number } | { kind: 'layer-done'; platform: string; layer: WrittenLayer };
 
 export interface PlatformImage {
   platform: string;
@@ -90,7 +88,14 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
           said.add(m);
         }
       : undefined;
-    const r = await buildSysextBundleImage(loaded, layout, { sourceDateEpoch: epoch, platforms: plans.map((p) => p.platform), revision: opts.revision, key: opts.sysextKey, cert: opts.sysextCert, onWarning });
+    const r = await buildSysextBundleImage(loaded, layout, {
+      sourceDateEpoch: epoch,
+      platforms: plans.map((p) => p.platform),
+      revision: opts.revision,
+      key: opts.sysextKey,
+      cert: opts.sysextCert,
+      onWarning,
+    });
     return { loaded, root: r.root, images: r.images };
   }
   const mtime = new Date(epoch * 1000);
@@ -114,7 +119,14 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
       let layer: WrittenLayer;
       opts.onProgress?.({ kind: 'layer-start', platform, entries: entries.length, bytes: entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0) });
       try {
-        layer = await writeLayer(entries, tmp, { mtime, uid: opts.uid ?? 0, gid: opts.gid ?? 0, compression: opts.compression, level: opts.compression === 'zstd' ? (opts.zstdLevel ?? 9) : (opts.gzipLevel ?? 6), onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined });
+        layer = await writeLayer(entries, tmp, {
+          mtime,
+          uid: opts.uid ?? 0,
+          gid: opts.gid ?? 0,
+          compression: opts.compression,
+          level: opts.compression === 'zstd' ? (opts.zstdLevel ?? 9) : (opts.gzipLevel ?? 6),
+          onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined,
+        });
         await layout.adoptBlob(tmp, layer.digest);
       } catch (e) {
         await rm(tmp, { force: true });
@@ -126,7 +138,11 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
     }),
   );
 
-  const root = await writeIndexIfNeeded(layout, images.map((i) => i.manifest), annotations);
+  const root = await writeIndexIfNeeded(
+    layout,
+    images.map((i) => i.manifest),
+    annotations,
+  );
   return { loaded, root, images };
 }
 

@@ -42,7 +42,10 @@ export async function fetchPinned(url: string, sha256: string, what: string): Pr
   } catch (e) {
     await rm(tmp, { force: true });
     if (e instanceof DigestMismatchError) {
-      throw new KbError('DIGEST_MISMATCH', `${what}: ${url}: content digest ${e.actual} does not match the expected sha256:${sha256}`, { hint: 'update sha256 in bundle.yaml only if you trust the new file', cause: e });
+      throw new KbError('DIGEST_MISMATCH', `${what}: ${url}: content digest ${e.actual} does not match the expected sha256:${sha256}`, {
+        hint: 'update sha256 in bundle.yaml only if you trust the new file',
+        cause: e,
+      });
     }
     if (e instanceof KbError) throw e;
     throw new KbError('TRANSIENT', `${what}: download of ${url} failed: ${errorMessage(e)}`, { cause: e });
@@ -93,7 +96,10 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
       if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
         entry.resume();
         const target = entry.header.linkname ? ` to ${entry.header.linkname}` : '';
-        throw new UserError(`${what}: extract: "${member}" is a ${entry.header.type}${target} in the archive, not a regular file`, target ? `name the file it points to: extract: ${entry.header.linkname}` : 'name a regular file of the archive');
+        throw new UserError(
+          `${what}: extract: "${member}" is a ${entry.header.type}${target} in the archive, not a regular file`,
+          target ? `name the file it points to: extract: ${entry.header.linkname}` : 'name a regular file of the archive',
+        );
       }
       await pipeline(entry, createWriteStream(tmp));
       await rename(tmp, final);

@@ -8,9 +8,7 @@ import { ParallelGzip } from './parallel-gzip.js';
 import { zstdCompressor } from './zstd-stream.js';
 
 export type LayerEntry =
-  | { type: 'directory'; path: string; mode: number }
-  | { type: 'file'; path: string; mode: number; size: number; open: () => Readable }
-  | { type: 'symlink'; path: string; target: string };
+  { type: 'directory'; path: string; mode: number } | { type: 'file'; path: string; mode: number; size: number; open: () => Readable } | { type: 'symlink'; path: string; target: string };
 
 export interface LayerOptions {
   /** Every entry's mtime (SOURCE_DATE_EPOCH); atime/ctime are never written. */

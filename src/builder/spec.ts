@@ -55,14 +55,20 @@ const chartSchema = z
     namespace: z.string().regex(NAME_RE, 'must be a DNS label').default('kube-system'),
     create_namespace: z.boolean().default(true),
     values: z.string().default(''),
-    distros: z.array(z.enum(DISTROS)).min(1).default([...DISTROS]),
+    distros: z
+      .array(z.enum(DISTROS))
+      .min(1)
+      .default([...DISTROS]),
   })
   .strict();
 
 const manifestSchema = z
   .object({
     src: z.string().min(1),
-    distros: z.array(z.enum(DISTROS)).min(1).default([...DISTROS]),
+    distros: z
+      .array(z.enum(DISTROS))
+      .min(1)
+      .default([...DISTROS]),
   })
   .strict();
 
@@ -81,7 +87,10 @@ export const BundleSpecSchema = z
     config: z
       .object({
         // kairos-agent reads keys as jq paths: "-" or a leading digit would need quoting there.
-        key: z.string().regex(/^[a-z_][a-z0-9_]*$/, 'must be a cloud-config key usable as a jq path: lowercase letters, digits and "_", not starting with a digit').optional(),
+        key: z
+          .string()
+          .regex(/^[a-z_][a-z0-9_]*$/, 'must be a cloud-config key usable as a jq path: lowercase letters, digits and "_", not starting with a digit')
+          .optional(),
         values: z.record(z.string(), scalar).default({}),
         /** Optional extended regular expressions (grep -E) a value must match on the node. */
         patterns: z.record(z.string(), z.string()).default({}),

@@ -42,7 +42,11 @@ export function cloudConfigSnippet(e: { type: string; reference: string; configK
 
 export async function catalogIndex(
   catalogDir: string,
-  opts: { registry?: string; state?: Record<string, CatalogEntryState>; published?: { registry: string; bundles: Record<string, { version: string; digest: string; references: string[]; signatures: string[] }> } } = {},
+  opts: {
+    registry?: string;
+    state?: Record<string, CatalogEntryState>;
+    published?: { registry: string; bundles: Record<string, { version: string; digest: string; references: string[]; signatures: string[] }> };
+  } = {},
 ): Promise<CatalogIndexEntry[]> {
   const out: CatalogIndexEntry[] = [];
   const registry = (opts.registry ?? opts.published?.registry ?? 'REGISTRY/kairos-bundles').replace(/\/$/, '');

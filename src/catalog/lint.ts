@@ -53,11 +53,23 @@ export async function lintCatalog(catalogDir: string): Promise<LintProblem[]> {
     }
     if (spec.type === 'sysext') {
       // Catalog extensions must work on a stock Kairos node, which merges only its hierarchies.
-      const entries = [...spec.files.map((f, i) => [`files.${i}`, f] as const), ...Object.entries(spec.platform_files).flatMap(([p, fs]) => fs.map((f, i) => [`platform_files.${p}.${i}`, f] as const))];
+      const entries = [
+        ...spec.files.map((f, i) => [`files.${i}`, f] as const),
+        ...Object.entries(spec.platform_files).flatMap(([p, fs]) => fs.map((f, i) => [`platform_files.${p}.${i}`, f] as const)),
+      ];
       for (const [field, f] of entries) {
         const src = f.src ? bundlePath(b.dir, f.src, specFile, `${field}.src`) : undefined;
-        const outside = src && (await isDirectory(src)) ? await uncoveredInTree(src, KAIROS_SYSEXT_HIERARCHIES, f.dst) : insideHierarchies(f.dst.replace(/^\.?\/+|\/+$/g, ''), KAIROS_SYSEXT_HIERARCHIES) ? [] : [f.dst];
-        if (outside.length) add(specFile, `${field}: ${outside.map((o) => `/${o.replace(/^\/+/, '')}`).join(', ')} would not be merged on a stock Kairos node (SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')})`);
+        const outside =
+          src && (await isDirectory(src))
+            ? await uncoveredInTree(src, KAIROS_SYSEXT_HIERARCHIES, f.dst)
+            : insideHierarchies(f.dst.replace(/^\.?\/+|\/+$/g, ''), KAIROS_SYSEXT_HIERARCHIES)
+              ? []
+              : [f.dst];
+        if (outside.length)
+          add(
+            specFile,
+            `${field}: ${outside.map((o) => `/${o.replace(/^\/+/, '')}`).join(', ')} would not be merged on a stock Kairos node (SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')})`,
+          );
       }
     }
     let readme: string;

@@ -28,48 +28,64 @@ export function registerBuild(program: Command, io: CliIo): void {
     .option('--sysext-key <pem>', 'sysext/confext bundles: sign the verity root hash with this private key')
     .option('--sysext-cert <pem>', 'sysext/confext bundles: the certificate for --sysext-key')
     .option('--json', 'print a JSON summary')
-    .action(async (dir: string, o: { output: string; platform?: string[]; owner: string; revision?: string; gzipLevel: string; compression: string; zstdLevel: string; sysextKey?: string; sysextCert?: string; json?: boolean }) => {
-      const out = makePrinter(!!o.json, io);
-      const location = parseLocation(o.output, '-o');
-      const level = Number(o.gzipLevel);
-      if (!Number.isInteger(level) || level < 1 || level > 9) throw new UserError(`--gzip-level: "${o.gzipLevel}" must be 1-9`);
-      if (o.compression !== 'gzip' && o.compression !== 'zstd') throw new UserError(`--compression: "${o.compression}" must be gzip or zstd`);
-      const zstdLevel = Number(o.zstdLevel);
-      if (!Number.isInteger(zstdLevel) || zstdLevel < 1 || zstdLevel > 19) throw new UserError(`--zstd-level: "${o.zstdLevel}" must be 1-19`);
-      const owner = parseOwner(o.owner);
-      const bars = new Map<string, ReturnType<typeof out.progress>>();
-      const result = await buildTo(dir, location, {
-        platforms: o.platform,
-        uid: owner.uid,
-        gid: owner.gid,
-        revision: o.revision,
-        gzipLevel: level,
-        compression: o.compression,
-        zstdLevel,
-        sysextKey: o.sysextKey,
-        sysextCert: o.sysextCert,
-        sourceDateEpoch: sourceDateEpochFromEnv(io.env),
-        onWarning: (m) => out.warn(m),
-        onProgress: (e) => {
-          if (e.kind === 'layer-start') bars.set(e.platform, out.progress(e.bytes, e.platform));
-          else if (e.kind === 'layer-bytes') bars.get(e.platform)?.add(e.bytes);
-          else bars.get(e.platform)?.stop();
+    .action(
+      async (
+        dir: string,
+        o: {
+          output: string;
+          platform?: string[];
+          owner: string;
+          revision?: string;
+          gzipLevel: string;
+          compression: string;
+          zstdLevel: string;
+          sysextKey?: string;
+          sysextCert?: string;
+          json?: boolean;
         },
-      });
-      const { spec } = result.loaded;
-      const lines = [`built ${spec.name} ${spec.version} (${spec.type}) → ${result.location}`, `digest: ${result.root.digest}`];
-      for (const i of result.images) lines.push(`  ${i.platform}: ${i.manifest.digest} (layer ${(i.layer.size / 1048576).toFixed(1)} MiB)`);
-      out.result(lines.join('\n'), {
-        name: spec.name,
-        version: spec.version,
-        type: spec.type,
-        location: result.location,
-        tag: result.tag,
-        digest: result.root.digest,
-        mediaType: result.root.mediaType,
-        platforms: result.images.map((i) => ({ platform: i.platform, digest: i.manifest.digest, layer: i.layer.digest, diffId: i.layer.diffId, size: i.layer.size })),
-      });
-    });
+      ) => {
+        const out = makePrinter(!!o.json, io);
+        const location = parseLocation(o.output, '-o');
+        const level = Number(o.gzipLevel);
+        if (!Number.isInteger(level) || level < 1 || level > 9) throw new UserError(`--gzip-level: "${o.gzipLevel}" must be 1-9`);
+        if (o.compression !== 'gzip' && o.compression !== 'zstd') throw new UserError(`--compression: "${o.compression}" must be gzip or zstd`);
+        const zstdLevel = Number(o.zstdLevel);
+        if (!Number.isInteger(zstdLevel) || zstdLevel < 1 || zstdLevel > 19) throw new UserError(`--zstd-level: "${o.zstdLevel}" must be 1-19`);
+        const owner = parseOwner(o.owner);
+        const bars = new Map<string, ReturnType<typeof out.progress>>();
+        const result = await buildTo(dir, location, {
+          platforms: o.platform,
+          uid: owner.uid,
+          gid: owner.gid,
+          revision: o.revision,
+          gzipLevel: level,
+          compression: o.compression,
+          zstdLevel,
+          sysextKey: o.sysextKey,
+          sysextCert: o.sysextCert,
+          sourceDateEpoch: sourceDateEpochFromEnv(io.env),
+          onWarning: (m) => out.warn(m),
+          onProgress: (e) => {
+            if (e.kind === 'layer-start') bars.set(e.platform, out.progress(e.bytes, e.platform));
+            else if (e.kind === 'layer-bytes') bars.get(e.platform)?.add(e.bytes);
+            else bars.get(e.platform)?.stop();
+          },
+        });
+        const { spec } = result.loaded;
+        const lines = [`built ${spec.name} ${spec.version} (${spec.type}) → ${result.location}`, `digest: ${result.root.digest}`];
+        for (const i of result.images) lines.push(`  ${i.platform}: ${i.manifest.digest} (layer ${(i.layer.size / 1048576).toFixed(1)} MiB)`);
+        out.result(lines.join('\n'), {
+          name: spec.name,
+          version: spec.version,
+          type: spec.type,
+          location: result.location,
+          tag: result.tag,
+          digest: result.root.digest,
+          mediaType: result.root.mediaType,
+          platforms: result.images.map((i) => ({ platform: i.platform, digest: i.manifest.digest, layer: i.layer.digest, diffId: i.layer.diffId, size: i.layer.size })),
+        });
+      },
+    );
 
   program
     .command('validate')
@@ -78,6 +94,12 @@ export function registerBuild(program: Command, io: CliIo): void {
     .option('--json', 'print a JSON summary')
     .action(async (dir: string, o: { json?: boolean }) => {
       const { spec, specPath } = await loadBundleSpec(dir);
-      makePrinter(!!o.json, io).result(`${specPath}: ok (${spec.name} ${spec.version}, ${spec.type}, ${spec.platforms.join(', ')})`, { ok: true, name: spec.name, version: spec.version, type: spec.type, platforms: spec.platforms });
+      makePrinter(!!o.json, io).result(`${specPath}: ok (${spec.name} ${spec.version}, ${spec.type}, ${spec.platforms.join(', ')})`, {
+        ok: true,
+        name: spec.name,
+        version: spec.version,
+        type: spec.type,
+        platforms: spec.platforms,
+      });
     });
 }

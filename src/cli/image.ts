@@ -30,9 +30,9 @@ export function registerImage(program: Command, io: CliIo): void {
     .command('image')
     .description('write the kbundle container image (node executable, its libraries, CA certificates; entrypoint kbundle) for operator NodeOps and musl nodes')
     .option('-o, --output <oci:dir[:tag]>', 'OCI layout to write (push it with kbundle push)', 'oci:out/kbundle-image:kbundle')
-    .option('--platform <os/arch>', 'platform to include (repeatable; default: this machine\'s)', collect)
+    .option('--platform <os/arch>', "platform to include (repeatable; default: this machine's)", collect)
     .option('--executable <os/arch=file>', 'the node executable for a platform (default: dist/sea/kbundle-<os>-<arch> from npm run sea)', collect)
-    .option('--sysroot <os/arch=dir>', 'where that platform\'s shared libraries are (default /, for this machine\'s architecture)', collect)
+    .option('--sysroot <os/arch=dir>', "where that platform's shared libraries are (default /, for this machine's architecture)", collect)
     .option('--ca-file <pem>', 'CA bundle to carry as /etc/ssl/certs/ca-certificates.crt', '/etc/ssl/certs/ca-certificates.crt')
     .option('--json', 'print a JSON summary')
     .action(async (o: ImageFlags) => {
@@ -53,7 +53,11 @@ export function registerImage(program: Command, io: CliIo): void {
       const platforms = o.platform?.length ? o.platform : [hostName];
       const spec = platforms.map((platform) => {
         const sysroot = sysroots.get(platform) ?? (platform === hostName ? '/' : undefined);
-        if (!sysroot) throw new UserError(`--platform ${platform}: name where its libraries are with --sysroot ${platform}=<dir>`, 'e.g. Debian\'s libc6, libstdc++6 and libgcc-s1 for that architecture unpacked with dpkg-deb -x (test/setup-arm64.sh does it)');
+        if (!sysroot)
+          throw new UserError(
+            `--platform ${platform}: name where its libraries are with --sysroot ${platform}=<dir>`,
+            "e.g. Debian's libc6, libstdc++6 and libgcc-s1 for that architecture unpacked with dpkg-deb -x (test/setup-arm64.sh does it)",
+          );
         return { platform, sysroot: resolve(sysroot), executable: resolve(executables.get(platform) ?? `dist/sea/kbundle-${platform.replace('/', '-')}`) };
       });
       const layout = await OciLayout.open(loc.path, { create: true });

@@ -69,10 +69,10 @@ export function registerInstall(program: Command, io: CliIo): void {
       for (const t of targets) verifiers.set(t, await perTarget(t));
       const outcomes = await installFromConfig(targets, base, (t) => verifiers.get(t));
       const failed = outcomes.filter((x) => !x.ok);
-      out.result(
-        outcomes.map((x) => (x.ok ? `ok      ${x.target} (${x.result!.digest})` : `FAILED  ${x.target}: ${x.error}`)).join('\n') || `${file}: no bundles`,
-        { ok: failed.length === 0, outcomes },
-      );
+      out.result(outcomes.map((x) => (x.ok ? `ok      ${x.target} (${x.result!.digest})` : `FAILED  ${x.target}: ${x.error}`)).join('\n') || `${file}: no bundles`, {
+        ok: failed.length === 0,
+        outcomes,
+      });
       if (failed.length) {
         // One kind of failure keeps its code (all refused: REFUSED); a mix is reported as bad input.
         const codes = new Set(failed.map((x) => x.code ?? 'INVALID_INPUT'));
@@ -87,6 +87,9 @@ export function registerInstall(program: Command, io: CliIo): void {
 function addVerifyOptions(cmd: Command): void {
   cmd
     .option('--key <pub.pem>', 'require a signature by this public key before installing')
-    .option('--policy <file>', 'require signatures as this trust policy says before installing (containers-policy.json or kbundle YAML; default: the node policy <root>/usr/local/etc/kbundle/policy.json when it exists)')
+    .option(
+      '--policy <file>',
+      'require signatures as this trust policy says before installing (containers-policy.json or kbundle YAML; default: the node policy <root>/usr/local/etc/kbundle/policy.json when it exists)',
+    )
     .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)');
 }

@@ -30,10 +30,16 @@ export async function checkAgainstPolicy(arg: string, tp: TrustPolicy, o: Regist
       const lines = result.signers.length
         ? result.signers.map((s) => `  ${s.format} ${s.location}: ${s.identity ? `${s.identity} (${s.issuer})` : s.signer}`)
         : ['  insecureAcceptAnything: accepted without a signature check'];
-      if (o.json) io.stdout.write(`${JSON.stringify({ accepted: true, reference: img.display, digest: desc.digest, policy: tp.path, format: tp.format, scope: decision.scope, requirements: decision.requirements, signers: result.signers }, null, 2)}\n`);
+      if (o.json)
+        io.stdout.write(
+          `${JSON.stringify({ accepted: true, reference: img.display, digest: desc.digest, policy: tp.path, format: tp.format, scope: decision.scope, requirements: decision.requirements, signers: result.signers }, null, 2)}\n`,
+        );
       else io.stdout.write(`${[`accepted ${img.display}@${desc.digest}`, ...head, ...lines].join('\n')}\n`);
     } catch (e) {
-      if (o.json && e instanceof KbError) io.stdout.write(`${JSON.stringify({ accepted: false, reference: img.display, policy: tp.path, format: tp.format, scope: decision.scope, requirements: decision.requirements, error: e.message }, null, 2)}\n`);
+      if (o.json && e instanceof KbError)
+        io.stdout.write(
+          `${JSON.stringify({ accepted: false, reference: img.display, policy: tp.path, format: tp.format, scope: decision.scope, requirements: decision.requirements, error: e.message }, null, 2)}\n`,
+        );
       else if (!o.json) io.stdout.write(`${[`refused ${img.display}`, ...head].join('\n')}\n`);
       throw e;
     }
@@ -54,7 +60,11 @@ export function registerPolicy(program: Command, io: CliIo): void {
   check.action(async (arg: string, o: PolicyCheckFlags) => {
     const { loadTrustPolicy, nodePolicyPath, NODE_POLICY_PATH } = await import('../policy/index.js');
     const path = o.policy ?? nodePolicyPath(o.root);
-    if (!path) throw new UserError(`no --policy given and the node has no ${NODE_POLICY_PATH} under ${o.root}`, 'write the node trust policy there (see signing/policies/node-policy.json) or pass --policy <file>');
+    if (!path)
+      throw new UserError(
+        `no --policy given and the node has no ${NODE_POLICY_PATH} under ${o.root}`,
+        'write the node trust policy there (see signing/policies/node-policy.json) or pass --policy <file>',
+      );
     await checkAgainstPolicy(arg, loadTrustPolicy(path), o, io);
   });
 }

@@ -32,7 +32,9 @@ export function registryOptions(cmd: Command, opts: { json?: boolean } = {}): Co
 async function readStdin(stdin: CliIo['stdin']): Promise<string> {
   const parts: Buffer[] = [];
   for await (const c of stdin) parts.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
-  return Buffer.concat(parts).toString('utf8').replace(/\r?\n$/, '');
+  return Buffer.concat(parts)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
 }
 
 export async function makeClient(o: RegistryFlags, io: CliIo): Promise<RegistryClient> {
@@ -48,4 +50,3 @@ export async function makeClient(o: RegistryFlags, io: CliIo): Promise<RegistryC
   }
   return new RegistryClient(opts);
 }
-

@@ -209,9 +209,12 @@ async function policyFromFlags(o: VerifyFlags, image: string): Promise<Verificat
   if (identityGiven) {
     if (!!o.certificateIdentity === !!o.certificateIdentityRegexp) throw new UserError('keyless verification needs exactly one of --certificate-identity or --certificate-identity-regexp');
     if (!!o.certificateOidcIssuer === !!o.certificateOidcIssuerRegexp) throw new UserError('keyless verification needs exactly one of --certificate-oidc-issuer or --certificate-oidc-issuer-regexp');
-    if (!root) throw new UserError('keyless verification needs --trusted-root <trusted_root.json>', 'kbundle never fetches trust material; carry the root (signing/trust-roots/ has the public-good one)');
+    if (!root)
+      throw new UserError('keyless verification needs --trusted-root <trusted_root.json>', 'kbundle never fetches trust material; carry the root (signing/trust-roots/ has the public-good one)');
     const identity: Matcher = o.certificateIdentity ? exactMatcher(o.certificateIdentity, '--certificate-identity') : regexpMatcher(o.certificateIdentityRegexp!, '--certificate-identity-regexp');
-    const issuer: Matcher = o.certificateOidcIssuer ? exactMatcher(o.certificateOidcIssuer, '--certificate-oidc-issuer') : regexpMatcher(o.certificateOidcIssuerRegexp!, '--certificate-oidc-issuer-regexp');
+    const issuer: Matcher = o.certificateOidcIssuer
+      ? exactMatcher(o.certificateOidcIssuer, '--certificate-oidc-issuer')
+      : regexpMatcher(o.certificateOidcIssuerRegexp!, '--certificate-oidc-issuer-regexp');
     signers.push({ kind: 'keyless', name: o.certificateIdentity ?? `/${o.certificateIdentityRegexp}/`, identity, issuer, trustedRoot: root, tlog: !o.insecureIgnoreTlog, ctlog: !o.insecureIgnoreSct });
   }
   if (signers.length === 0) throw new UserError('verify: say whom to trust: --key <pub>, --certificate-identity … --certificate-oidc-issuer … --trusted-root …, or --policy <file>');
@@ -295,7 +298,8 @@ export async function prepareSigning(o: SigningFlags, io: CliIo): Promise<Prepar
 /** Human lines for a sign result (one per signature written). */
 export function describeSigned(result: import('../sign/sign.js').SignResult): string[] {
   const lines: string[] = [];
-  for (const m of [result.root, ...result.children]) for (const s of m.signatures) lines.push(`  ${m.digest.slice(0, 19)}… ${s.format}: ${s.location}${s.added ? '' : ' (already signed with this key)'}`);
+  for (const m of [result.root, ...result.children])
+    for (const s of m.signatures) lines.push(`  ${m.digest.slice(0, 19)}… ${s.format}: ${s.location}${s.added ? '' : ' (already signed with this key)'}`);
   return lines;
 }
 
@@ -341,7 +345,12 @@ export function registerSigning(program: Command, io: CliIo): void {
       const root: Descriptor = await img.target.resolve(img.reference);
       const result = await prepared.sign(img.target, root, { dockerReference: o.identity ?? img.dockerReference, recursive: o.recursive });
       const all = [result.root, ...result.children];
-      printResult(io, !!o.json, [`signed ${img.display} (${result.signer})`, `digest: ${result.root.digest}`, ...describeSigned(result)].join('\n'), { reference: img.display, digest: result.root.digest, signer: result.signer, manifests: all });
+      printResult(io, !!o.json, [`signed ${img.display} (${result.signer})`, `digest: ${result.root.digest}`, ...describeSigned(result)].join('\n'), {
+        reference: img.display,
+        digest: result.root.digest,
+        signer: result.signer,
+        manifests: all,
+      });
     } finally {
       await client?.close();
     }
@@ -377,7 +386,8 @@ export function registerSigning(program: Command, io: CliIo): void {
       const tp = loadTrustPolicy(o.policy);
       if (tp.format === 'containers-policy') {
         const identityGiven = o.certificateIdentity || o.certificateIdentityRegexp || o.certificateOidcIssuer || o.certificateOidcIssuerRegexp;
-        if (o.key?.length || identityGiven || o.annotation?.length || o.format !== 'both') throw new UserError('--policy replaces --key, --certificate-*, --annotation and --format; give one or the other');
+        if (o.key?.length || identityGiven || o.annotation?.length || o.format !== 'both')
+          throw new UserError('--policy replaces --key, --certificate-*, --annotation and --format; give one or the other');
         const { checkAgainstPolicy } = await import('./policy.js');
         return checkAgainstPolicy(arg, tp, o, io);
       }
@@ -388,9 +398,18 @@ export function registerSigning(program: Command, io: CliIo): void {
     try {
       const img = await openImage(arg, client, 'pull');
       const { verifyReference } = await verifier;
-      const { desc, signers } = await verifyReference(img.target, img.reference, policy, { repository: img.repository, display: (d) => `${img.display}${img.display.includes('@') ? '' : `@${d}`}`, onResolved: (d) => (digest = d.digest) });
+      const { desc, signers } = await verifyReference(img.target, img.reference, policy, {
+        repository: img.repository,
+        display: (d) => `${img.display}${img.display.includes('@') ? '' : `@${d}`}`,
+        onResolved: (d) => (digest = d.digest),
+      });
       digest = desc.digest;
-      printResult(io, !!o.json, [`verified ${img.display}@${desc.digest}: ${signers.length} signature(s) satisfy the policy`, ...signers.map(describeSigner)].join('\n'), { verified: true, reference: img.display, digest: desc.digest, signers });
+      printResult(io, !!o.json, [`verified ${img.display}@${desc.digest}: ${signers.length} signature(s) satisfy the policy`, ...signers.map(describeSigner)].join('\n'), {
+        verified: true,
+        reference: img.display,
+        digest: desc.digest,
+        signers,
+      });
     } catch (e) {
       if (o.json && e instanceof KbError) io.stdout.write(`${JSON.stringify({ verified: false, reference: arg, digest, error: e.message }, null, 2)}\n`);
       throw e;

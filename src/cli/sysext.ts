@@ -33,7 +33,8 @@ async function hierarchiesFlag(v: string | undefined, kind: ExtensionKind): Prom
   return parseHierarchies(v, `--hierarchies (${hierarchyVariable(kind)})`);
 }
 
-const HIERARCHIES_HELP = "the directories the node's systemd-sysext overlays, colon-separated as in SYSTEMD_SYSEXT_HIERARCHIES (default: with --root the node's systemd-sysext.service drop-in, else Kairos's /usr/local/bin:…:/usr/sbin list; confext /etc)";
+const HIERARCHIES_HELP =
+  "the directories the node's systemd-sysext overlays, colon-separated as in SYSTEMD_SYSEXT_HIERARCHIES (default: with --root the node's systemd-sysext.service drop-in, else Kairos's /usr/local/bin:…:/usr/sbin list; confext /etc)";
 
 /** An image argument, told apart from a folder here so that a folder build loads nothing more. */
 const IMAGE_ARG = /^(oci|oci-archive|docker-archive):|^docker:\/\//;
@@ -69,7 +70,10 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
   cmd
     .command('build')
     .description(`build <dir> (holding ${dirs}), a bundle folder, or a container image's last layer into <out>/NAME${k.suffix}: a reproducible GPT disk image with dm-verity, signed with --key/--cert`)
-    .argument('<dir>', `folder holding ${dirs}; a type: ${kind} bundle folder; or an image (oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file>, docker://<registry>/<repo>:<tag>) whose last layer holds ${dirs}`)
+    .argument(
+      '<dir>',
+      `folder holding ${dirs}; a type: ${kind} bundle folder; or an image (oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file>, docker://<registry>/<repo>:<tag>) whose last layer holds ${dirs}`,
+    )
     .option('--name <name>', `extension name (file NAME${k.suffix}, extension-release.NAME); default for a bundle folder: its sysext.name or name`)
     .option('-o, --output <dir>', 'output folder', '.')
     .option('--format <format>', 'ddi (GPT + dm-verity, what Kairos accepts; default) or plain (bare file system)')
@@ -82,7 +86,7 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
     .option('--arch <arch>', 'ARCHITECTURE= and partition types: x86-64/amd64, arm64, … or _any (default: this machine); for a bundle folder: which of its platforms')
     .option('--reload-manager', 'EXTENSION_RELOAD_MANAGER=1: reload systemd after merging (for unit files)')
     .option('--no-compat-release', `write only extension-release.NAME, not also extension-release.NAME.${kind} (which systemd < 256 looks for in NAME${k.suffix})`)
-    .option('--seed <uuid>', 'seed for the disk UUIDs and verity salt (default: AuroraBoot\'s fixed seed)')
+    .option('--seed <uuid>', "seed for the disk UUIDs and verity salt (default: AuroraBoot's fixed seed)")
     .option('--image <location>', 'also package it as an OCI image with the .raw at its root: oci:<dir>[:tag] | oci-archive:<file> | docker-archive:<file>')
     .option('--plain-http', 'talk plain HTTP to the registry of an image source')
     .option('--json', 'print a JSON summary')
@@ -122,7 +126,12 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
         if (!o.name) throw new UserError(`--name is required to build from an image`, `e.g. kbundle ${kind} build ${dir} --name myext`);
         const { buildSysextFromImage } = await lazy.fromImage();
         const platform = { os: 'linux', architecture: GOARCH[partitionArch] ?? partitionArch };
-        const built = await buildSysextFromImage(dir, platform, { kind, name: String(o.name), outDir: String(o.output), ...common, arch: partitionArch, release: { ...releaseFlags, architecture: arch } }, { plainHttp: !!o.plainHttp });
+        const built = await buildSysextFromImage(
+          dir,
+          platform,
+          { kind, name: String(o.name), outDir: String(o.output), ...common, arch: partitionArch, release: { ...releaseFlags, architecture: arch } },
+          { plainHttp: !!o.plainHttp },
+        );
         source = built.source;
         r = built;
       } else if (await pathExists(join(dir, 'bundle.yaml'))) {
@@ -187,36 +196,71 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
         }
         lines.push(`image: ${imageInfo.location} (${imageInfo.digest})`);
       }
-      out.result(lines.join('\n'), { path: r.path, fileName: r.fileName, format: r.format, fs: r.fs, size: r.size, rootHash: r.rootHash, signed: r.signed, release: r.release, seed: r.seed, partitions: r.partitions.map((p) => ({ type: p.dps?.name ?? p.typeUuid, uuid: p.uuid, offset: p.offset, size: p.size })), image: imageInfo, source: source && { image: source.image, manifestDigest: source.manifestDigest, layerDigest: source.layerDigest, entries: source.entries } });
+      out.result(lines.join('\n'), {
+        path: r.path,
+        fileName: r.fileName,
+        format: r.format,
+        fs: r.fs,
+        size: r.size,
+        rootHash: r.rootHash,
+        signed: r.signed,
+        release: r.release,
+        seed: r.seed,
+        partitions: r.partitions.map((p) => ({ type: p.dps?.name ?? p.typeUuid, uuid: p.uuid, offset: p.offset, size: p.size })),
+        image: imageInfo,
+        source: source && { image: source.image, manifestDigest: source.manifestDigest, layerDigest: source.layerDigest, entries: source.entries },
+      });
     });
 
   cmd
     .command('check')
-    .description('would a node merge this image? reads the GPT, verity and signature from the file, applies the image policy and systemd\'s matching rules')
+    .description("would a node merge this image? reads the GPT, verity and signature from the file, applies the image policy and systemd's matching rules")
     .argument('<raw>', 'the .raw image')
     .option('--os-release <file>', "the node's os-release")
-    .option('--root <dir>', "a node root file system (its os-release and systemd version are used)")
-    .option('--image-policy <policy>', `systemd image policy (default: Kairos's ${KAIROS_POLICY}; with --root the node's systemd-sysext drop-in's, else on a Trusted Boot node root=signed+absent:usr=signed+absent)`)
+    .option('--root <dir>', 'a node root file system (its os-release and systemd version are used)')
+    .option(
+      '--image-policy <policy>',
+      `systemd image policy (default: Kairos's ${KAIROS_POLICY}; with --root the node's systemd-sysext drop-in's, else on a Trusted Boot node root=signed+absent:usr=signed+absent)`,
+    )
     .option('--cert <pem>', 'a certificate the node trusts for signed images (repeatable; with --root also the firmware PK/KEK/db entries and verity.d)', collect)
     .option('--systemd-version <n>', 'systemd version on the node (default: from --root, else 256)')
     .option('--arch <arch>', "the node's architecture (default: this machine)")
     .option('--file-name <name>', 'the name the file will have on the node (default: its current name)')
     .option('--hierarchies <list>', HIERARCHIES_HELP)
     .option('--json', 'print a JSON verdict')
-    .action(async (raw: string, o: { osRelease?: string; root?: string; imagePolicy?: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; hierarchies?: string; json?: boolean }) => {
-      const out = makePrinter(!!o.json, io);
-      const { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile } = await lazy.check();
-      if (!o.osRelease && !o.root) throw new UserError('check: give the node\'s --os-release <file> (or --root <dir>)');
-      const fields = o.osRelease ? await readOsReleaseFile(o.osRelease) : (await readOsRelease(o.root!)).fields;
-      const version = parseVersion(o.systemdVersion) ?? (o.root ? await detectSystemdVersion(o.root) : undefined);
-      const { withCheckTrust } = await lazy.trust();
-      const r = await withCheckTrust(o.root, { policy: o.imagePolicy, certs: o.cert, hierarchies: await hierarchiesFlag(o.hierarchies, kind), kind }, ({ policy, certs, hierarchies }) =>
-        checkImage(raw, { kind, osRelease: fields, policy, certs, systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName, hierarchies }),
-      );
-      const text = [...r.lines.map((l) => `${l.ok ? '✓' : '✗'} ${l.text}`), ...r.info.warnings.map((w) => `! ${w}`), r.ok ? `${r.info.fileName}: would be merged` : `${r.info.fileName}: would NOT be merged`].join('\n');
-      out.result(text, { ok: r.ok, imageName: r.imageName, protection: r.protection, format: r.info.format, fsType: r.info.fsType, lines: r.lines, reasons: r.reasons, warnings: r.info.warnings, rootHash: r.info.verity?.check.rootHash.toString('hex') });
-      if (!r.ok) throw new KbError('REFUSED', `${r.info.fileName} would not be merged: ${r.reasons[0]}${r.reasons.length > 1 ? ` (and ${r.reasons.length - 1} more)` : ''}`);
-    });
+    .action(
+      async (
+        raw: string,
+        o: { osRelease?: string; root?: string; imagePolicy?: string; cert?: string[]; systemdVersion?: string; arch?: string; fileName?: string; hierarchies?: string; json?: boolean },
+      ) => {
+        const out = makePrinter(!!o.json, io);
+        const { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile } = await lazy.check();
+        if (!o.osRelease && !o.root) throw new UserError("check: give the node's --os-release <file> (or --root <dir>)");
+        const fields = o.osRelease ? await readOsReleaseFile(o.osRelease) : (await readOsRelease(o.root!)).fields;
+        const version = parseVersion(o.systemdVersion) ?? (o.root ? await detectSystemdVersion(o.root) : undefined);
+        const { withCheckTrust } = await lazy.trust();
+        const r = await withCheckTrust(o.root, { policy: o.imagePolicy, certs: o.cert, hierarchies: await hierarchiesFlag(o.hierarchies, kind), kind }, ({ policy, certs, hierarchies }) =>
+          checkImage(raw, { kind, osRelease: fields, policy, certs, systemdVersion: version, arch: o.arch ? systemdArch(o.arch) : hostSystemdArch(), fileName: o.fileName, hierarchies }),
+        );
+        const text = [
+          ...r.lines.map((l) => `${l.ok ? '✓' : '✗'} ${l.text}`),
+          ...r.info.warnings.map((w) => `! ${w}`),
+          r.ok ? `${r.info.fileName}: would be merged` : `${r.info.fileName}: would NOT be merged`,
+        ].join('\n');
+        out.result(text, {
+          ok: r.ok,
+          imageName: r.imageName,
+          protection: r.protection,
+          format: r.info.format,
+          fsType: r.info.fsType,
+          lines: r.lines,
+          reasons: r.reasons,
+          warnings: r.info.warnings,
+          rootHash: r.info.verity?.check.rootHash.toString('hex'),
+        });
+        if (!r.ok) throw new KbError('REFUSED', `${r.info.fileName} would not be merged: ${r.reasons[0]}${r.reasons.length > 1 ? ` (and ${r.reasons.length - 1} more)` : ''}`);
+      },
+    );
 
   const rootOpt = (c: Command) => c.option('--root <dir>', 'node root file system', '/');
 
@@ -226,10 +270,13 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       .description(`install from oci:/docker:/container:<ref>, file:<path> or http(s)://… into /${k.storeDir} (checked against the node first)`)
       .argument('<uri>', 'where the image comes from')
       .option('--no-check', 'install without checking (as kairos-agent does)')
-      .option('--image-policy <policy>', `image policy to check against (default: the node's — the --image-policy of its systemd-sysext drop-in, else ${KAIROS_POLICY}, or signed-only when the root is a Trusted Boot node)`)
-      .option('--cert <pem>', 'certificate the node trusts (repeatable; the root\'s firmware PK/KEK/db entries and verity.d are added)', collect)
+      .option(
+        '--image-policy <policy>',
+        `image policy to check against (default: the node's — the --image-policy of its systemd-sysext drop-in, else ${KAIROS_POLICY}, or signed-only when the root is a Trusted Boot node)`,
+      )
+      .option('--cert <pem>', "certificate the node trusts (repeatable; the root's firmware PK/KEK/db entries and verity.d are added)", collect)
       .option('--os-release <file>', "the node's os-release (default: the root's)")
-      .option('--systemd-version <n>', "systemd version on the node (default: from the root)")
+      .option('--systemd-version <n>', 'systemd version on the node (default: from the root)')
       .option('--arch <arch>', "the node's architecture (default: this machine)")
       .option('--platform <os/arch>', 'image platform to pull (default: this machine)')
       .option('--hierarchies <list>', HIERARCHIES_HELP)
@@ -238,44 +285,72 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)')
       .option('--plain-http', 'talk plain HTTP to registries')
       .option('--json', 'print a JSON summary'),
-  ).action(async (uri: string, o: { root: string; check: boolean; imagePolicy?: string; cert?: string[]; osRelease?: string; systemdVersion?: string; arch?: string; platform?: string; hierarchies?: string; key?: string; policy?: string; requireSignature?: boolean; plainHttp?: boolean; json?: boolean }) => {
-    const out = makePrinter(!!o.json, io);
-    const node: Node = { root: o.root, kind };
-    const { installExtension } = await lazy.manage();
-    const r = await installExtension(node, uri, {
-      check: o.check,
-      policy: o.imagePolicy,
-      certs: o.cert,
-      hierarchies: await hierarchiesFlag(o.hierarchies, kind),
-      osReleaseFile: o.osRelease,
-      systemdVersion: parseVersion(o.systemdVersion),
-      arch: o.arch,
-      platform: o.platform,
-      registry: { plainHttp: o.plainHttp },
-      verify: await verifierFromFlags(o),
-    });
-    for (const c of r.checks) for (const w of c.info.warnings) out.warn(`${c.info.fileName}: ${w}`);
-    const from = r.digest ? ` from ${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}` : '';
-    out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}${from}`).join('\n'), {
-      installed: r.installed,
-      checked: r.checks.length > 0,
-      source: r.source,
-      digest: r.digest,
-      verified: r.verified,
-      warnings: r.checks.flatMap((c) => c.info.warnings),
-    });
-  });
+  ).action(
+    async (
+      uri: string,
+      o: {
+        root: string;
+        check: boolean;
+        imagePolicy?: string;
+        cert?: string[];
+        osRelease?: string;
+        systemdVersion?: string;
+        arch?: string;
+        platform?: string;
+        hierarchies?: string;
+        key?: string;
+        policy?: string;
+        requireSignature?: boolean;
+        plainHttp?: boolean;
+        json?: boolean;
+      },
+    ) => {
+      const out = makePrinter(!!o.json, io);
+      const node: Node = { root: o.root, kind };
+      const { installExtension } = await lazy.manage();
+      const r = await installExtension(node, uri, {
+        check: o.check,
+        policy: o.imagePolicy,
+        certs: o.cert,
+        hierarchies: await hierarchiesFlag(o.hierarchies, kind),
+        osReleaseFile: o.osRelease,
+        systemdVersion: parseVersion(o.systemdVersion),
+        arch: o.arch,
+        platform: o.platform,
+        registry: { plainHttp: o.plainHttp },
+        verify: await verifierFromFlags(o),
+      });
+      for (const c of r.checks) for (const w of c.info.warnings) out.warn(`${c.info.fileName}: ${w}`);
+      const from = r.digest ? ` from ${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}` : '';
+      out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}${from}`).join('\n'), {
+        installed: r.installed,
+        checked: r.checks.length > 0,
+        source: r.source,
+        digest: r.digest,
+        verified: r.verified,
+        warnings: r.checks.flatMap((c) => c.info.warnings),
+      });
+    },
+  );
 
-  rootOpt(stateOptions(cmd.command('list').description('list installed extensions (or those enabled in a boot state)')).option('--json', 'print JSON')).action(async (o: StateFlags & { root: string; json?: boolean }) => {
-    const { parseBootState, listExtensions } = await lazy.manage();
-    const state = parseBootState(o, false, 'list');
-    const items = await listExtensions({ root: o.root, kind }, state);
-    const text = items.length ? items.map((i) => `${i.name}${i.enabled.length ? `  enabled: ${i.enabled.join(', ')}` : ''}${i.running ? `  (in /${k.runDir})` : ''}`).join('\n') : `no ${kind === 'sysext' ? 'system' : 'configuration'} extensions found`;
-    makePrinter(!!o.json, io).result(text, items);
-  });
+  rootOpt(stateOptions(cmd.command('list').description('list installed extensions (or those enabled in a boot state)')).option('--json', 'print JSON')).action(
+    async (o: StateFlags & { root: string; json?: boolean }) => {
+      const { parseBootState, listExtensions } = await lazy.manage();
+      const state = parseBootState(o, false, 'list');
+      const items = await listExtensions({ root: o.root, kind }, state);
+      const text = items.length
+        ? items.map((i) => `${i.name}${i.enabled.length ? `  enabled: ${i.enabled.join(', ')}` : ''}${i.running ? `  (in /${k.runDir})` : ''}`).join('\n')
+        : `no ${kind === 'sysext' ? 'system' : 'configuration'} extensions found`;
+      makePrinter(!!o.json, io).result(text, items);
+    },
+  );
 
   for (const verb of ['enable', 'disable'] as const) {
-    rootOpt(stateOptions(cmd.command(verb).description(`${verb} an installed extension for a boot state`).argument('<name>', 'extension (file name, or NAME)')).option('--now', `also ${verb === 'enable' ? 'link into' : 'unlink from'} /${k.runDir} and restart ${k.unit} when booted in that state`).option('--json', 'print JSON')).action(async (name: string, o: StateFlags & { root: string; now?: boolean; json?: boolean }) => {
+    rootOpt(
+      stateOptions(cmd.command(verb).description(`${verb} an installed extension for a boot state`).argument('<name>', 'extension (file name, or NAME)'))
+        .option('--now', `also ${verb === 'enable' ? 'link into' : 'unlink from'} /${k.runDir} and restart ${k.unit} when booted in that state`)
+        .option('--json', 'print JSON'),
+    ).action(async (name: string, o: StateFlags & { root: string; now?: boolean; json?: boolean }) => {
       const { parseBootState, enableExtension, disableExtension } = await lazy.manage();
       const state = parseBootState(o, true, verb) as BootState;
       const node: Node = { root: o.root, kind };
@@ -284,7 +359,14 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
     });
   }
 
-  rootOpt(cmd.command('remove').description('disable everywhere and delete an installed extension').argument('<name>', 'extension (file name, or NAME)').option('--now', `also unlink from /${k.runDir} and restart ${k.unit}`).option('--json', 'print JSON')).action(async (name: string, o: { root: string; now?: boolean; json?: boolean }) => {
+  rootOpt(
+    cmd
+      .command('remove')
+      .description('disable everywhere and delete an installed extension')
+      .argument('<name>', 'extension (file name, or NAME)')
+      .option('--now', `also unlink from /${k.runDir} and restart ${k.unit}`)
+      .option('--json', 'print JSON'),
+  ).action(async (name: string, o: { root: string; now?: boolean; json?: boolean }) => {
     const { removeExtension } = await lazy.manage();
     const r = await removeExtension({ root: o.root, kind }, name, !!o.now);
     makePrinter(!!o.json, io).result(r.messages.join('\n'), r);

@@ -134,7 +134,9 @@ function summary(result: CopyResult): Record<string, unknown> {
 
 function statsLine(r: CopyResult): string {
   const mib = (r.bytesCopied / 1048576).toFixed(1);
-  const attached = r.attached.length ? `; ${r.attached.length} signature/attestation artifact(s) along (${r.attached.map((a) => (a.kind === 'tag' ? a.name : `referrer ${a.digest.slice(0, 19)}`)).join(', ')})` : '';
+  const attached = r.attached.length
+    ? `; ${r.attached.length} signature/attestation artifact(s) along (${r.attached.map((a) => (a.kind === 'tag' ? a.name : `referrer ${a.digest.slice(0, 19)}`)).join(', ')})`
+    : '';
   return `${r.blobsCopied} blob(s) copied (${mib} MiB), ${r.blobsSkipped} already there${r.blobsMounted ? `, ${r.blobsMounted} mounted` : ''}${attached}`;
 }
 
@@ -229,7 +231,15 @@ export function registerTransfer(program: Command, io: CliIo): void {
     const pinned = pinnedReference(ref, result.root.digest);
     out.info(`pushed ${src.display} → ${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}: ${statsLine(result)}`);
     if (signed.length) out.info(`signed ${pinned}\n${signed.join('\n')}`);
-    out.result(pinned, { reference: pinned, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, tag: ref.tag ?? (ref.digest ? undefined : 'latest'), signed: signed.length > 0, ...summary(result) });
+    out.result(pinned, {
+      reference: pinned,
+      digest: result.root.digest,
+      mediaType: result.root.mediaType,
+      size: result.root.size,
+      tag: ref.tag ?? (ref.digest ? undefined : 'latest'),
+      signed: signed.length > 0,
+      ...summary(result),
+    });
   });
 
   registryOptions(
@@ -267,7 +277,14 @@ export function registerTransfer(program: Command, io: CliIo): void {
     const where = destinationDisplay(dstLoc, tagOf(src) ?? '');
     const pinned = dstLoc.transport === 'docker' ? pinnedReference(parseReference(dstLoc.ref), result.root.digest) : undefined;
     out.info(`copied ${src.display} → ${where}: ${statsLine(result)}`);
-    out.result(pinned ?? `${where}\ndigest: ${result.root.digest}`, { location: where, reference: pinned, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, ...summary(result) });
+    out.result(pinned ?? `${where}\ndigest: ${result.root.digest}`, {
+      location: where,
+      reference: pinned,
+      digest: result.root.digest,
+      mediaType: result.root.mediaType,
+      size: result.root.size,
+      ...summary(result),
+    });
   });
 
   registryOptions(

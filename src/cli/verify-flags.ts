@@ -20,7 +20,8 @@ export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier |
   const { loadTrustPolicy, enforce, nodePolicyPath } = await import('../policy/index.js');
   const policyPath = o.policy ?? (o.key ? undefined : nodePolicyPath(o.root));
   if (!o.key && !policyPath) {
-    if (o.requireSignature) throw new UserError('--require-signature needs --key <pub.pem> or --policy <file>', `or put the node's trust policy at ${resolve(o.root ?? '/', 'usr/local/etc/kbundle/policy.json')}`);
+    if (o.requireSignature)
+      throw new UserError('--require-signature needs --key <pub.pem> or --policy <file>', `or put the node's trust policy at ${resolve(o.root ?? '/', 'usr/local/etc/kbundle/policy.json')}`);
     return undefined;
   }
   const v = await import('../verify/index.js');

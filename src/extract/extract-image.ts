@@ -87,7 +87,8 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
       // Local blobs: hash them in place, in parallel, before anything is extracted.
       const items = layers.map((layer) => ({ path: target.blobPath(layer.digest), digest: layer.digest, size: layer.size, what: `${target.name}: blob ${layer.digest}` }));
       for (const it of items) {
-        if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size }))) throw new KbError('NOT_FOUND', `${it.what} is missing or has the wrong size`, { hint: 'the layout is incomplete; rebuild or pull it again' });
+        if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size })))
+          throw new KbError('NOT_FOUND', `${it.what} is missing or has the wrong size`, { hint: 'the layout is incomplete; rebuild or pull it again' });
       }
       await verifyFiles(items, Math.max(1, Math.min(4, availableParallelism())));
       for (const [i, layer] of layers.entries()) {

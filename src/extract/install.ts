@@ -160,11 +160,7 @@ export interface ConfigInstallOutcome {
  * Install every target in order; one failure does not stop the others (as Kairos), but unlike
  * Kairos every failure is reported, not only the last.
  */
-export async function installFromConfig(
-  targets: ConfigTarget[],
-  opts: InstallOptions,
-  verifierFor: (t: ConfigTarget) => ImageVerifier | undefined,
-): Promise<ConfigInstallOutcome[]> {
+export async function installFromConfig(targets: ConfigTarget[], opts: InstallOptions, verifierFor: (t: ConfigTarget) => ImageVerifier | undefined): Promise<ConfigInstallOutcome[]> {
   const outcomes: ConfigInstallOutcome[] = [];
   for (const t of targets) {
     try {

@@ -15,7 +15,12 @@ const MAX_OUTPUT = 1024 * 1024;
  * plus CONTAINERDIR and BUNDLE_TARGET; kbundle adds KBUNDLE_ROOT when installing under --root.
  * Stdout and stderr are kept (interleaved, capped) for the error message.
  */
-export async function runBundleScript(dir: string, bundleTarget: string, root: string | undefined, opts: { env?: NodeJS.ProcessEnv; onOutput?: (chunk: string) => void } = {}): Promise<RunScriptResult> {
+export async function runBundleScript(
+  dir: string,
+  bundleTarget: string,
+  root: string | undefined,
+  opts: { env?: NodeJS.ProcessEnv; onOutput?: (chunk: string) => void } = {},
+): Promise<RunScriptResult> {
   try {
     await access(join(dir, 'run.sh'));
   } catch {

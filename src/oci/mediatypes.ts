@@ -25,12 +25,7 @@ export function isManifestMediaType(mt: string | undefined): boolean {
 }
 
 /** Everything a registry may answer for a manifest GET; registry 2.8 needs the stored type named. */
-export const MANIFEST_ACCEPT = [
-  MediaType.OciManifest,
-  MediaType.OciIndex,
-  MediaType.DockerManifest,
-  MediaType.DockerManifestList,
-].join(', ');
+export const MANIFEST_ACCEPT = [MediaType.OciManifest, MediaType.OciIndex, MediaType.DockerManifest, MediaType.DockerManifestList].join(', ');
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
 

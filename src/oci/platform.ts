@@ -3,16 +3,7 @@ import type { Descriptor, Platform } from './types.js';
 
 const NODE_ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
 
-export const KNOWN_PLATFORMS = [
-  'linux/amd64',
-  'linux/arm64',
-  'linux/arm/v7',
-  'linux/arm/v6',
-  'linux/386',
-  'linux/ppc64le',
-  'linux/s390x',
-  'linux/riscv64',
-] as const;
+export const KNOWN_PLATFORMS = ['linux/amd64', 'linux/arm64', 'linux/arm/v7', 'linux/arm/v6', 'linux/386', 'linux/ppc64le', 'linux/s390x', 'linux/riscv64'] as const;
 
 /** `os/arch[/variant]` as Docker and skopeo spell it. `linux/arm64/v8` is normalised to `linux/arm64`. */
 export function parsePlatform(s: string, where = 'platform'): Platform {

@@ -67,11 +67,7 @@ const SigstoreSignedSchema = z
     message: 'fulcio needs a Rekor public key (rekorPublicKeyPath or rekorPublicKeyData), as in containers/image',
   });
 
-const RequirementSchema = z.union([
-  z.object({ type: z.literal('insecureAcceptAnything') }).strict(),
-  z.object({ type: z.literal('reject') }).strict(),
-  SigstoreSignedSchema,
-]);
+const RequirementSchema = z.union([z.object({ type: z.literal('insecureAcceptAnything') }).strict(), z.object({ type: z.literal('reject') }).strict(), SigstoreSignedSchema]);
 export type PolicyRequirement = z.infer<typeof RequirementSchema>;
 
 const KNOWN_TYPES = new Set(['insecureAcceptAnything', 'reject', 'sigstoreSigned']);
@@ -326,7 +322,14 @@ function trustedRootOf(rekorPems: string[], caPem: string | undefined, what: str
       throw new UserError(`${what}: Rekor public key ${i + 1} is not a PEM public key`);
     }
     const ec = createPublicKey(pem).asymmetricKeyDetails?.namedCurve;
-    const keyDetails = ec === 'prime256v1' ? 'PKIX_ECDSA_P256_SHA_256' : ec === 'secp384r1' ? 'PKIX_ECDSA_P384_SHA_384' : createPublicKey(pem).asymmetricKeyType === 'ed25519' ? 'PKIX_ED25519' : 'PKIX_RSA_PKCS1V15_2048_SHA256';
+    const keyDetails =
+      ec === 'prime256v1'
+        ? 'PKIX_ECDSA_P256_SHA_256'
+        : ec === 'secp384r1'
+          ? 'PKIX_ECDSA_P384_SHA_384'
+          : createPublicKey(pem).asymmetricKeyType === 'ed25519'
+            ? 'PKIX_ED25519'
+            : 'PKIX_RSA_PKCS1V15_2048_SHA256';
     return {
       baseUrl: 'https://rekor.invalid',
       hashAlgorithm: 'SHA2_256',

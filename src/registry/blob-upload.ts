@@ -64,9 +64,7 @@ export async function mountBlob(ctx: UploadContext, desc: Descriptor, fromReposi
   if (res.status === 201) return true;
   const loc = header(res, 'location');
   if (res.status === 202 && loc) {
-    const cancel = await ctx.session
-      .send({ method: 'DELETE', path: new URL(loc, res.url).toString(), scopes: ctx.scopes, operation: 'cancel upload', retry: false })
-      .catch(() => undefined);
+    const cancel = await ctx.session.send({ method: 'DELETE', path: new URL(loc, res.url).toString(), scopes: ctx.scopes, operation: 'cancel upload', retry: false }).catch(() => undefined);
     await cancel?.body.dump().catch(() => undefined);
   }
   return false;

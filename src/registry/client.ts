@@ -184,7 +184,10 @@ export class RegistrySession {
         );
       }
       if (plan.kind === 'https' && isNotTlsError(e)) {
-        throw new UserError(`${this.registry}: ${https} does not speak TLS (${networkErrorText(e)})`, `if this registry really serves plain HTTP, pass --plain-http or --insecure-registry ${this.registry}`);
+        throw new UserError(
+          `${this.registry}: ${https} does not speak TLS (${networkErrorText(e)})`,
+          `if this registry really serves plain HTTP, pass --plain-http or --insecure-registry ${this.registry}`,
+        );
       }
       throw unreachable(e, https);
     }
@@ -217,7 +220,10 @@ export class RegistrySession {
         throw new UserError(`${this.registry}: token realm "${realm}" is not a URL`);
       }
       if (realmUrl.protocol !== 'https:' && !(realmUrl.protocol === 'http:' && plainHttpAllowed(realmUrl.host, this.opts))) {
-        throw new UserError(`${this.registry}: refusing to send credentials to the plain-HTTP token server ${realmUrl.origin}`, `mark it insecure with --insecure-registry ${realmUrl.host} if you trust this network`);
+        throw new UserError(
+          `${this.registry}: refusing to send credentials to the plain-HTTP token server ${realmUrl.origin}`,
+          `mark it insecure with --insecure-registry ${realmUrl.host} if you trust this network`,
+        );
       }
       const challengeScopes = (c.params.scope ?? '').split(' ').filter(Boolean);
       const dispatcher = realmUrl.protocol === 'https:' && schemePlan(realmUrl.host, this.opts).kind === 'insecure' ? await this.dispatchers.insecure() : await this.dispatchers.verifying();
@@ -269,7 +275,10 @@ export class RegistrySession {
     }
     const who = creds.username ? `user "${creds.username}" (from ${creds.source})` : `the identity token from ${creds.source}`;
     if (denied || (this.challenge?.scheme === 'bearer' && pushing)) {
-      return new UserError(`${this.registry}: ${req.operation}: ${who} is not allowed to do this (HTTP ${res.status}, ${base.codes.map((c) => c.code).join(', ') || 'denied'})`, pushing ? 'check that this account may push to the repository' : undefined);
+      return new UserError(
+        `${this.registry}: ${req.operation}: ${who} is not allowed to do this (HTTP ${res.status}, ${base.codes.map((c) => c.code).join(', ') || 'denied'})`,
+        pushing ? 'check that this account may push to the repository' : undefined,
+      );
     }
     return new UserError(`${this.registry}: ${req.operation}: the registry rejected the credentials of ${who} (HTTP ${res.status})`, 'check the user name and password (or run docker login again)');
   }
@@ -284,7 +293,7 @@ export class RegistrySession {
     const retrying = req.retry !== false;
     let authRetried = false;
     let forceToken = false;
-    for (let attempt = 1; ; ) {
+    for (let attempt = 1; ;) {
       let url = new URL(req.path, baseUrl);
       const headers: Record<string, string> = { 'user-agent': this.userAgent, ...(req.headers ?? {}) };
       const auth = await this.authorization(req.scopes, forceToken);

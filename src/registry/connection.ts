@@ -34,7 +34,11 @@ export function isInsecureHost(registry: string, opts: ConnectionOptions): boole
   const list = [...(opts.insecureRegistries ?? []), ...splitList((opts.env ?? process.env).KBUNDLE_INSECURE_REGISTRIES)];
   const host = hostname(registry).toLowerCase();
   return list.some((e) => {
-    const v = e.trim().toLowerCase().replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, '');
+    const v = e
+      .trim()
+      .toLowerCase()
+      .replace(/^[a-z]+:\/\//, '')
+      .replace(/\/.*$/, '');
     return v === registry.toLowerCase() || v === host;
   });
 }

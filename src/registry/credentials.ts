@@ -96,7 +96,8 @@ export async function resolveCredentials(registry: string, opts: CredentialOptio
     return { username: opts.username, password: opts.password, source: '--username' };
   }
   if (env.KBUNDLE_REGISTRY_USERNAME || env.KBUNDLE_REGISTRY_PASSWORD) {
-    if (!env.KBUNDLE_REGISTRY_USERNAME || env.KBUNDLE_REGISTRY_PASSWORD === undefined) throw new UserError('KBUNDLE_REGISTRY_USERNAME and KBUNDLE_REGISTRY_PASSWORD go together', 'set both, or neither');
+    if (!env.KBUNDLE_REGISTRY_USERNAME || env.KBUNDLE_REGISTRY_PASSWORD === undefined)
+      throw new UserError('KBUNDLE_REGISTRY_USERNAME and KBUNDLE_REGISTRY_PASSWORD go together', 'set both, or neither');
     return { username: env.KBUNDLE_REGISTRY_USERNAME, password: env.KBUNDLE_REGISTRY_PASSWORD, source: 'KBUNDLE_REGISTRY_USERNAME' };
   }
   const dir = opts.dockerConfigDir ?? env.DOCKER_CONFIG ?? join(env.HOME ?? homedir(), '.docker');

@@ -46,7 +46,10 @@ export class RegistryResponseError extends UserError {
  * the retry budget, an upload session the registry forgot). Copy restarts the blob from its source.
  */
 export class TransientTransferError extends UserError {
-  constructor(message: string, override readonly cause?: unknown) {
+  constructor(
+    message: string,
+    override readonly cause?: unknown,
+  ) {
     super(message, 'the connection or the registry failed repeatedly; try again later');
   }
 }

@@ -17,11 +17,7 @@ export const ACCEPT = `${MANIFEST_ACCEPT}, ${ARTIFACT_MANIFEST}`;
 
 export function isManifestLike(mediaType: string): boolean {
   return (
-    mediaType === MediaType.OciManifest ||
-    mediaType === MediaType.OciIndex ||
-    mediaType === MediaType.DockerManifest ||
-    mediaType === MediaType.DockerManifestList ||
-    mediaType === ARTIFACT_MANIFEST
+    mediaType === MediaType.OciManifest || mediaType === MediaType.OciIndex || mediaType === MediaType.DockerManifest || mediaType === MediaType.DockerManifestList || mediaType === ARTIFACT_MANIFEST
   );
 }
 
@@ -75,11 +71,13 @@ export async function getManifest(ctx: ManifestContext, reference: string, expec
   const headerDigest = header(res, 'docker-content-digest');
   if (wanted) {
     const actual = digestOf(bytes, parseDigest(wanted).algorithm);
-    if (actual !== wanted) throw new UserError(`${what}: the registry sent a manifest whose digest is ${actual}`, 'the registry or something between it and you altered the manifest; nothing was written');
+    if (actual !== wanted)
+      throw new UserError(`${what}: the registry sent a manifest whose digest is ${actual}`, 'the registry or something between it and you altered the manifest; nothing was written');
   }
   if (headerDigest && isDigest(headerDigest)) {
     const actual = digestOf(bytes, parseDigest(headerDigest).algorithm);
-    if (actual !== headerDigest) throw new UserError(`${what}: Docker-Content-Digest says ${headerDigest} but the manifest bytes hash to ${actual}`, 'the registry or a proxy altered the manifest; nothing was written');
+    if (actual !== headerDigest)
+      throw new UserError(`${what}: Docker-Content-Digest says ${headerDigest} but the manifest bytes hash to ${actual}`, 'the registry or a proxy altered the manifest; nothing was written');
   }
   if (expected && bytes.length !== expected.size) throw new UserError(`${what}: manifest is ${bytes.length} bytes, the descriptor says ${expected.size}`);
   const mediaType = expected?.mediaType ?? mediaTypeOf(bytes, header(res, 'content-type'), what);

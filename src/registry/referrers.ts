@@ -42,7 +42,13 @@ async function readFallbackIndex(ctx: ManifestContext, subject: Descriptor): Pro
  */
 export async function listReferrers(ctx: ManifestContext, subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
   const q = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : '';
-  const res = await ctx.session.send({ method: 'GET', path: `/v2/${ctx.repository}/referrers/${subject.digest}${q}`, headers: { accept: MediaType.OciIndex }, scopes: ctx.scopes, operation: `list referrers of ${subject.digest}` });
+  const res = await ctx.session.send({
+    method: 'GET',
+    path: `/v2/${ctx.repository}/referrers/${subject.digest}${q}`,
+    headers: { accept: MediaType.OciIndex },
+    scopes: ctx.scopes,
+    operation: `list referrers of ${subject.digest}`,
+  });
   const ct = header(res, 'content-type') ?? '';
   if (res.status === 200 && ct.includes(MediaType.OciIndex)) {
     const bytes = await readAllCapped(res.body, MAX_MANIFEST_BYTES, `${ctx.name}: referrers of ${subject.digest}`);

@@ -87,7 +87,9 @@ export async function fetchToken(req: TokenRequest): Promise<CachedToken> {
     if (res.statusCode === 401 || res.statusCode === 403) {
       throw new UserError(
         `${req.registry}: the token server ${url.origin}${url.pathname} rejected ${who} (HTTP ${res.statusCode})`,
-        creds ? 'check the user name and password (or run docker login again)' : 'this registry needs a login: pass --username and --password-stdin, or set KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD',
+        creds
+          ? 'check the user name and password (or run docker login again)'
+          : 'this registry needs a login: pass --username and --password-stdin, or set KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD',
       );
     }
     throw new UserError(`${req.registry}: the token server ${url.origin}${url.pathname} answered HTTP ${res.statusCode} for ${who}`);

@@ -7,11 +7,14 @@ import type { Agent as AgentType, Dispatcher } from 'undici';
  */
 export interface HttpApi {
   Agent: typeof AgentType;
-  request(url: string | URL, opts: { method: Dispatcher.HttpMethod; headers?: Record<string, string>; body?: Dispatcher.DispatchOptions['body']; dispatcher: Dispatcher }): Promise<Dispatcher.ResponseData>;
+  request(
+    url: string | URL,
+    opts: { method: Dispatcher.HttpMethod; headers?: Record<string, string>; body?: Dispatcher.DispatchOptions['body']; dispatcher: Dispatcher },
+  ): Promise<Dispatcher.ResponseData>;
 }
 
 // A dynamic import of a CommonJS module yields { default: exports } (and, unbundled, named exports too).
-const cjs = <T>(m: unknown): T => ((m as { default?: T }).default ?? (m as T));
+const cjs = <T>(m: unknown): T => (m as { default?: T }).default ?? (m as T);
 
 let core: Promise<HttpApi> | undefined;
 export function undici(): Promise<HttpApi> {

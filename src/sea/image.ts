@@ -42,7 +42,9 @@ function elfDependencies(file: string): { needed: string[]; interpreter?: string
   try {
     out = execFileSync('readelf', ['-d', '-l', '-W', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
-    throw new KbError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'NOT_FOUND' : 'INVALID_INPUT', `${file}: cannot read its ELF headers (${(e as Error).message.split('\n')[0]})`, { hint: 'kbundle image needs readelf (binutils) on the build machine' });
+    throw new KbError((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'NOT_FOUND' : 'INVALID_INPUT', `${file}: cannot read its ELF headers (${(e as Error).message.split('\n')[0]})`, {
+      hint: 'kbundle image needs readelf (binutils) on the build machine',
+    });
   }
   const needed = [...out.matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]!);
   const interpreter = /Requesting program interpreter: ([^\]]+)\]/.exec(out)?.[1];
@@ -81,7 +83,10 @@ export function libraryClosure(p: NodeImagePlatform): Map<string, string> {
   const files = new Map<string, string>();
   const add = (imagePath: string): string => {
     const real = resolveIn(p.sysroot, imagePath);
-    if (!real) throw new KbError('NOT_FOUND', `${p.platform}: ${imagePath} is not in the sysroot ${p.sysroot}`, { hint: p.sysroot === '/' ? 'install the library, or pass --sysroot' : 'unpack libc6, libstdc++6 and libgcc-s1 for that architecture into the sysroot (see test/setup-arm64.sh)' });
+    if (!real)
+      throw new KbError('NOT_FOUND', `${p.platform}: ${imagePath} is not in the sysroot ${p.sysroot}`, {
+        hint: p.sysroot === '/' ? 'install the library, or pass --sysroot' : 'unpack libc6, libstdc++6 and libgcc-s1 for that architecture into the sysroot (see test/setup-arm64.sh)',
+      });
     files.set(imagePath, join(p.sysroot, real));
     return join(p.sysroot, real);
   };
@@ -129,7 +134,13 @@ export async function buildNodeImage(layout: OciLayout, opts: NodeImageOptions):
       await rm(tmp, { force: true });
       throw e;
     }
-    const annotations = { [Annotation.Created]: created, [Annotation.Title]: 'kbundle', [Annotation.Version]: opts.version, [Annotation.Licenses]: 'Apache-2.0', [Annotation.Description]: 'kbundle node executable: verify, install and sysext on Kairos nodes' };
+    const annotations = {
+      [Annotation.Created]: created,
+      [Annotation.Title]: 'kbundle',
+      [Annotation.Version]: opts.version,
+      [Annotation.Licenses]: 'Apache-2.0',
+      [Annotation.Description]: 'kbundle node executable: verify, install and sysext on Kairos nodes',
+    };
     const image = await writeSingleLayerImage(layout, {
       platform: p.platform,
       created,

@@ -11,9 +11,7 @@ interface NodeRelease {
 }
 
 /** src/sea/node-release.json, read from the source tree (the file is not compiled into dist). */
-export const NODE_RELEASE: NodeRelease = JSON.parse(
-  readFileSync(join(dirname(fileURLToPath(import.meta.url)), '../../../src/sea/node-release.json'), 'utf8'),
-) as NodeRelease;
+export const NODE_RELEASE: NodeRelease = JSON.parse(readFileSync(join(dirname(fileURLToPath(import.meta.url)), '../../../src/sea/node-release.json'), 'utf8')) as NodeRelease;
 
 export function executableName(platform: SeaPlatform): string {
   return `kbundle-${platform.replace('/', '-')}`;

@@ -91,8 +91,7 @@ export function simpleSigningPayload(dockerReference: string, digest: string, an
 export function signStatement(digest: string, annotations?: Record<string, string>): Buffer {
   const { algorithm, hex } = parseDigest(digest, 'statement digest');
   const json =
-    `{"_type":"${INTOTO_STATEMENT_V1}","subject":[{"digest":{"${algorithm}":"${hex}"},"annotations":${goStringMap(annotations ?? {}, false)}}],` +
-    `"predicateType":"${COSIGN_SIGN_PREDICATE_TYPE}"}`;
+    `{"_type":"${INTOTO_STATEMENT_V1}","subject":[{"digest":{"${algorithm}":"${hex}"},"annotations":${goStringMap(annotations ?? {}, false)}}],` + `"predicateType":"${COSIGN_SIGN_PREDICATE_TYPE}"}`;
   return Buffer.from(json, 'utf8');
 }
 

@@ -97,12 +97,16 @@ export async function decryptPrivateKeyDer(json: Buffer, password: string, what:
 
 /** Base64 of SHA-256 over the SPKI DER: the key hint cosign and sigstore-go write into bundles. */
 export function keyHint(publicKey: KeyObject): string {
-  return createHash('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('base64');
+  return createHash('sha256')
+    .update(publicKey.export({ format: 'der', type: 'spki' }))
+    .digest('base64');
 }
 
 /** Hex form of the same fingerprint (sigstore-go's test data uses it as a hint too). */
 export function keyFingerprint(publicKey: KeyObject): string {
-  return createHash('sha256').update(publicKey.export({ format: 'der', type: 'spki' })).digest('hex');
+  return createHash('sha256')
+    .update(publicKey.export({ format: 'der', type: 'spki' }))
+    .digest('hex');
 }
 
 export function publicKeyPem(publicKey: KeyObject): string {
@@ -134,7 +138,6 @@ async function writeNew(path: string, data: string, mode: number): Promise<void>
   }
 }
 
-
 /** Write `<prefix>.key` (0600) and `<prefix>.pub`; refuses to overwrite unless `force`. */
 export async function writeKeyPair(prefix: string, password: string, opts: { force?: boolean } = {}): Promise<{ keyFile: string; pubFile: string; hint: string }> {
   const keyFile = `${prefix}.key`;
@@ -157,7 +160,11 @@ export interface LoadedPrivateKey {
 
 function checkSigningKey(privateKey: KeyObject, what: string): LoadedPrivateKey {
   if (privateKey.asymmetricKeyType !== 'ec' || privateKey.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new KbError('UNSUPPORTED', `${what}: kbundle signs with ECDSA P-256 keys; this is ${privateKey.asymmetricKeyType}${privateKey.asymmetricKeyDetails?.namedCurve ? ` ${privateKey.asymmetricKeyDetails.namedCurve}` : ''}`, { hint: 'create one with: kbundle key generate' });
+    throw new KbError(
+      'UNSUPPORTED',
+      `${what}: kbundle signs with ECDSA P-256 keys; this is ${privateKey.asymmetricKeyType}${privateKey.asymmetricKeyDetails?.namedCurve ? ` ${privateKey.asymmetricKeyDetails.namedCurve}` : ''}`,
+      { hint: 'create one with: kbundle key generate' },
+    );
   }
   return { privateKey, publicKey: createPublicKey(privateKey) };
 }
@@ -217,7 +224,8 @@ export function parsePublicKeys(text: string, what: string): KeyObject[] {
   if (blocks.length === 0) throw new UserError(`${what}: no PEM block found`, 'pass the .pub file written by kbundle key generate or cosign generate-key-pair');
   const keys: KeyObject[] = [];
   for (const b of blocks) {
-    if (b.type !== 'PUBLIC KEY') throw new UserError(`${what}: expected "PUBLIC KEY" PEM blocks, found "${b.type}"`, b.type === 'CERTIFICATE' ? 'for certificates use keyless verification with a trusted root' : undefined);
+    if (b.type !== 'PUBLIC KEY')
+      throw new UserError(`${what}: expected "PUBLIC KEY" PEM blocks, found "${b.type}"`, b.type === 'CERTIFICATE' ? 'for certificates use keyless verification with a trusted root' : undefined);
     let key: KeyObject;
     try {
       key = createPublicKey({ key: b.der, format: 'der', type: 'spki' });

@@ -173,7 +173,11 @@ class Session {
       this.hint = keyHint(opts.key.publicKey);
       this.publicKey = opts.key.publicKey;
     } else {
-      if (!opts.rekorURL && !opts.tsaURL) throw new UserError('keyless signing needs a transparency log (--rekor-url) or a timestamp authority (--tsa-url)', 'a Fulcio certificate is valid for minutes; verifiers need signing-time evidence');
+      if (!opts.rekorURL && !opts.tsaURL)
+        throw new UserError(
+          'keyless signing needs a transparency log (--rekor-url) or a timestamp authority (--tsa-url)',
+          'a Fulcio certificate is valid for minutes; verifiers need signing-time evidence',
+        );
       this.signer = new KeylessSigner(opts.keyless!, timeout);
     }
     if (opts.rekorURL) {
@@ -191,7 +195,10 @@ class Session {
   async bundleFor(digest: string): Promise<Buffer> {
     let b: Bundle;
     try {
-      b = await new DSSEBundleBuilder({ signer: this.signer, witnesses: this.dsseWitnesses, certificateChain: false }).create({ data: signStatement(digest, this.opts.annotations), type: INTOTO_PAYLOAD_TYPE });
+      b = await new DSSEBundleBuilder({ signer: this.signer, witnesses: this.dsseWitnesses, certificateChain: false }).create({
+        data: signStatement(digest, this.opts.annotations),
+        type: INTOTO_PAYLOAD_TYPE,
+      });
     } catch (e) {
       throw explainSigningError(e, 'signing failed');
     }
@@ -257,12 +264,17 @@ async function writeLegacy(target: Target, subject: Descriptor, session: Session
   let layers: Descriptor[] = [];
   if (existing) {
     if (!isManifestMediaType(existing.mediaType) || isIndexMediaType(existing.mediaType)) {
-      throw new KbError('CONFLICT', `${target.name}:${tag} holds ${existing.mediaType}, not a cosign signature manifest; refusing to replace it`, { hint: `delete the tag ${tag} if it is garbage, then sign again` });
+      throw new KbError('CONFLICT', `${target.name}:${tag} holds ${existing.mediaType}, not a cosign signature manifest; refusing to replace it`, {
+        hint: `delete the tag ${tag} if it is garbage, then sign again`,
+      });
     }
     try {
       layers = parseJson(ManifestSchema, await fetchBytes(target, existing), `${target.name}:${tag}`).layers;
     } catch (e) {
-      throw new KbError('CONFLICT', `${target.name}:${tag}: the existing signature manifest is unusable (${errorMessage(e)}); refusing to replace it`, { hint: `delete the tag ${tag} if it is garbage, then sign again`, cause: e });
+      throw new KbError('CONFLICT', `${target.name}:${tag}: the existing signature manifest is unusable (${errorMessage(e)}); refusing to replace it`, {
+        hint: `delete the tag ${tag} if it is garbage, then sign again`,
+        cause: e,
+      });
     }
   }
   const { payload, annotations } = await session.legacyLayer(subject.digest);

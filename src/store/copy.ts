@@ -119,7 +119,10 @@ export async function copyImage(src: Target, srcRef: string, dst: Target, dstRef
     rootBytes = await fetchBytes(src, result.root);
   }
   if (dstRef && isDigest(dstRef) && dstRef !== result.root.digest) {
-    throw new UserError(`${dst.name}@${dstRef}: the image being copied has digest ${result.root.digest}${wantPlatform ? ` (platform ${formatPlatform(wantPlatform)})` : ''}`, 'a destination pinned by digest must name exactly the content copied; use a tag instead');
+    throw new UserError(
+      `${dst.name}@${dstRef}: the image being copied has digest ${result.root.digest}${wantPlatform ? ` (platform ${formatPlatform(wantPlatform)})` : ''}`,
+      'a destination pinned by digest must name exactly the content copied; use a tag instead',
+    );
   }
 
   const copyBlob = async (desc: Descriptor): Promise<void> => {

@@ -148,10 +148,7 @@ export class OciLayout implements Target {
       const images = index.manifests.filter((d) => !SIGNATURE_TAG.test(d.annotations?.[Annotation.RefName] ?? ''));
       if (images.length === 1) return stripRefName(images[0]!);
       const tags = listRefNames(index);
-      throw new UserError(
-        `${this.name}: holds ${images.length} images; name one`,
-        tags.length ? `use oci:${this.dir}:<tag> with one of: ${tags.join(', ')}` : undefined,
-      );
+      throw new UserError(`${this.name}: holds ${images.length} images; name one`, tags.length ? `use oci:${this.dir}:<tag> with one of: ${tags.join(', ')}` : undefined);
     }
     const found = index.manifests.find((d) => d.annotations?.[Annotation.RefName] === reference);
     if (!found) {

@@ -100,7 +100,6 @@ async function extractFiles(file: string, dir: string, what: string): Promise<vo
   }
 }
 
-
 async function isGzipFile(path: string): Promise<boolean> {
   const fh = await openFile(path, 'r');
   try {

@@ -28,7 +28,7 @@ async function copyRange(from: string, srcPos: number, to: string, dstPos: numbe
   const dst = await open(to, 'r+');
   try {
     const buf = Buffer.allocUnsafe(4 * 1024 * 1024);
-    for (let done = 0; done < len; ) {
+    for (let done = 0; done < len;) {
       const n = Math.min(buf.length, len - done);
       const { bytesRead } = await src.read(buf, 0, n, srcPos + done);
       if (bytesRead !== n) throw new UserError(`${from}: short read at ${srcPos + done}`);
@@ -155,7 +155,6 @@ export function defaultSeed(kind: ExtensionKind): string {
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-
 /** Refuse trees systemd would not merge the way the user expects, before anything is written. */
 async function validateTree(tree: string, kind: ExtensionKind, name: string): Promise<string[]> {
   const k = KINDS[kind];
@@ -163,7 +162,9 @@ async function validateTree(tree: string, kind: ExtensionKind, name: string): Pr
   try {
     st = await stat(tree);
   } catch {
-    throw new KbError('NOT_FOUND', `${tree}: no such directory`, { hint: 'give a folder, or an image as oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file> or docker://<registry>/<repo>:<tag>' });
+    throw new KbError('NOT_FOUND', `${tree}: no such directory`, {
+      hint: 'give a folder, or an image as oci:<dir>[:tag], oci-archive:<file>, docker-archive:<file> or docker://<registry>/<repo>:<tag>',
+    });
   }
   if (!st.isDirectory()) throw new UserError(`${tree}: not a directory`, `give the folder holding ${k.hierarchies.map((h) => `${h}/`).join(' and ')}`);
   const top = (await readdir(tree)).sort();
@@ -187,7 +188,10 @@ async function validateTree(tree: string, kind: ExtensionKind, name: string): Pr
   if (await pathExists(relDir)) {
     const found = (await readdir(relDir)).filter((n) => n.startsWith('extension-release.'));
     if (found.length) {
-      throw new UserError(`${tree}: already has ${k.releaseDir}/${found.join(', ')}`, `kbundle writes ${k.releaseDir}/extension-release.${name} from --id/--version-id/--sysext-level/--arch; remove the file from the tree`);
+      throw new UserError(
+        `${tree}: already has ${k.releaseDir}/${found.join(', ')}`,
+        `kbundle writes ${k.releaseDir}/extension-release.${name} from --id/--version-id/--sysext-level/--arch; remove the file from the tree`,
+      );
     }
   }
   return present;
@@ -214,7 +218,18 @@ async function linkTree(src: string, dst: string): Promise<void> {
   }
 }
 
-async function buildSquashfs(tree: string, present: string[], out: string, work: string, kind: ExtensionKind, releaseNames: string[], release: string, epoch: number, offset: number, whileRunning: () => void): Promise<void> {
+async function buildSquashfs(
+  tree: string,
+  present: string[],
+  out: string,
+  work: string,
+  kind: ExtensionKind,
+  releaseNames: string[],
+  release: string,
+  epoch: number,
+  offset: number,
+  whileRunning: () => void,
+): Promise<void> {
   const k = KINDS[kind];
   const relFile = join(work, 'extension-release');
   await writeFile(relFile, release);
@@ -329,11 +344,12 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
     else if (fsType === 'erofs') {
       bootHashers();
       await buildErofs(tree, present, fsImg, work, kind, releaseNames, release, epoch, seed);
-    }
-    else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
+    } else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
 
     if (format === 'plain') {
-      opts.onWarning?.(`${fileName}: a plain ${fsType} image has no dm-verity; Kairos's image policy (root=verity+absent:usr=verity+absent) refuses it at boot — use it only on hosts without a verity policy`);
+      opts.onWarning?.(
+        `${fileName}: a plain ${fsType} image has no dm-verity; Kairos's image policy (root=verity+absent:usr=verity+absent) refuses it at boot — use it only on hosts without a verity policy`,
+      );
       tmpOut = fsImg;
     } else {
       const dataFile = inPlace ? image : fsImg;
@@ -375,7 +391,10 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
       const hashPart = byRole('verity');
       const sigPart = byRole('verity-sig');
       if (!data || data.size !== dataSize || !hashPart || hashPart.size !== verity.hashImage.length || (sig && sigPart?.size !== sig.partition.length)) {
-        throw new UserError(`systemd-repart laid out partitions of unexpected sizes (${gpt.partitions.map((p) => `${p.dps?.name ?? p.typeUuid}: ${p.size}`).join(', ')})`, 'please report this with your systemd-repart --version');
+        throw new UserError(
+          `systemd-repart laid out partitions of unexpected sizes (${gpt.partitions.map((p) => `${p.dps?.name ?? p.typeUuid}: ${p.size}`).join(', ')})`,
+          'please report this with your systemd-repart --version',
+        );
       }
       tmpOut = image;
       if (inPlace) {

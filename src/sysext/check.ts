@@ -130,15 +130,7 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
   }
   for (const d of ['root', 'usr'] as const) {
     const flags = policyFor(policy, d);
-    const found: PolicyFlag = !present.has(d)
-      ? 'absent'
-      : !used.has(d)
-        ? 'unused'
-        : used.has(`${d}-verity`)
-          ? used.has(`${d}-verity-sig`)
-            ? 'signed'
-            : 'verity'
-          : 'unprotected';
+    const found: PolicyFlag = !present.has(d) ? 'absent' : !used.has(d) ? 'unused' : used.has(`${d}-verity`) ? (used.has(`${d}-verity-sig`) ? 'signed' : 'verity') : 'unprotected';
     const rule = `image policy ${policy.text}: ${d}=${formatFlags(flags)}`;
     if (found === 'absent' || found === 'unused') {
       if (!flags.has(found)) refuse(`${rule} requires a usable ${d} partition, the image has ${found === 'absent' ? 'none' : 'one the policy ignores'}`);
@@ -184,7 +176,8 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
     const releaseDir = k.releaseDir;
     const isRelease = (p: string) => p === releaseDir || p.startsWith(`${releaseDir}/`) || releaseDir.startsWith(`${p}/`);
     const delivered = info.paths.filter((p) => !isRelease(p) && insideHierarchies(p, opts.hierarchies!));
-    if (delivered.length === 0) add(false, `nothing in the image is under the node's hierarchies (${hierarchyText}): the merge would add none of its files (${outside.map((o) => `/${o}`).join(', ')} stay out)`);
+    if (delivered.length === 0)
+      add(false, `nothing in the image is under the node's hierarchies (${hierarchyText}): the merge would add none of its files (${outside.map((o) => `/${o}`).join(', ')} stay out)`);
     else if (outside.length) info.warnings.push(`not merged on this node, outside ${hierarchyText}: ${outside.map((o) => `/${o}`).join(', ')}`);
   } else {
     const ignored = info.topLevel.filter((t) => !k.hierarchies.includes(t));

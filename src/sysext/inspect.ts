@@ -78,7 +78,10 @@ export async function inspectImage(path: string, kind: ExtensionKind = 'sysext',
     const data = gpt.partitions.filter((p) => p.dps?.role === 'data');
     const main = data.find((p) => p.dps!.designator === 'root') ?? data.find((p) => p.dps!.designator === 'usr');
     if (!main) {
-      throw new UserError(`${what}: GPT image without a root or usr partition of the Discoverable Partitions Specification`, 'systemd-sysext only merges DDIs with a root (or usr) partition; build it with kbundle sysext build');
+      throw new UserError(
+        `${what}: GPT image without a root or usr partition of the Discoverable Partitions Specification`,
+        'systemd-sysext only merges DDIs with a root (or usr) partition; build it with kbundle sysext build',
+      );
     }
     const dps = main.dps!;
     const sibling = (role: 'verity' | 'verity-sig') => gpt.partitions.find((p) => p.dps?.designator === dps.designator && p.dps.arch === dps.arch && p.dps.role === role);

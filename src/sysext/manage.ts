@@ -46,7 +46,6 @@ export function nodePaths(node: Node) {
   };
 }
 
-
 /** `.raw` entries of a folder that are not directories (symlinks count), sorted; creates the folder like kairos-agent. */
 export async function listDir(dir: string): Promise<string[]> {
   await mkdir(dir, { recursive: true });
@@ -104,7 +103,8 @@ async function resolveInstalled(node: Node, query: string): Promise<string> {
   const p = nodePaths(node);
   const names = await listDir(p.store);
   const found = pickExtension(names, query, node.kind, node.kind);
-  if (!found) throw new UserError(`${node.kind} "${query}" is not installed in ${p.store}`, names.length ? `installed: ${names.join(', ')}` : `nothing is installed; use kbundle ${node.kind} install <uri>`);
+  if (!found)
+    throw new UserError(`${node.kind} "${query}" is not installed in ${p.store}`, names.length ? `installed: ${names.join(', ')}` : `nothing is installed; use kbundle ${node.kind} install <uri>`);
   return found;
 }
 
@@ -374,7 +374,10 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
   const staging = await mkdtemp(join(p.store, `.kbundle-install-${randomBytes(3).toString('hex')}-`));
   try {
     if (opts.verify && src.kind !== 'image') {
-      throw new UserError(`${uri}: --key/--policy verify signatures of OCI images; a ${src.kind === 'file' ? 'file:' : 'http(s):'} source has none`, "the image's own dm-verity signature is checked against --cert and the node's certificates instead; drop --key/--policy");
+      throw new UserError(
+        `${uri}: --key/--policy verify signatures of OCI images; a ${src.kind === 'file' ? 'file:' : 'http(s):'} source has none`,
+        "the image's own dm-verity signature is checked against --cert and the node's certificates instead; drop --key/--policy",
+      );
     }
     const staged: Staged = src.kind === 'file' ? { names: await stageFile(src, staging) } : src.kind === 'http' ? { names: await stageHttp(src, staging) } : await stageImage(src, staging, opts);
     const names = staged.names;
@@ -401,7 +404,9 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
           });
           checks.push(r);
           if (!r.ok) {
-            throw new KbError('REFUSED', `${n} would not be merged on this node${why}, so it was not installed:\n  - ${r.reasons.join('\n  - ')}`, { hint: 'fix the image, or pass --image-policy/--cert/--os-release to describe the node, or --no-check to install anyway (as kairos-agent does)' });
+            throw new KbError('REFUSED', `${n} would not be merged on this node${why}, so it was not installed:\n  - ${r.reasons.join('\n  - ')}`, {
+              hint: 'fix the image, or pass --image-policy/--cert/--os-release to describe the node, or --no-check to install anyway (as kairos-agent does)',
+            });
           }
         }
       });

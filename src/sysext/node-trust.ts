@@ -45,7 +45,7 @@ const VERITY_DIRS = ['etc/verity.d', 'run/verity.d', 'usr/local/lib/verity.d', '
 /** The DER certificates of the X.509 entries in a list of EFI_SIGNATURE_LISTs (UEFI 2.x §32.4.1). */
 export function x509FromSignatureLists(data: Buffer, what: string): Buffer[] {
   const certs: Buffer[] = [];
-  for (let off = 0; off < data.length; ) {
+  for (let off = 0; off < data.length;) {
     if (off + 28 > data.length) throw new UserError(`${what}: truncated EFI signature list at byte ${off}`);
     const type = guidToString(data.subarray(off, off + 16));
     const listSize = data.readUInt32LE(off + 16);
@@ -61,7 +61,10 @@ export function x509FromSignatureLists(data: Buffer, what: string): Buffer[] {
 }
 
 function toPem(der: Buffer): string {
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
 }
 

@@ -65,7 +65,11 @@ export async function packageRaw(
 
 /** An index over several platform images (one manifest needs none). */
 export async function indexOf(images: PackagedImage[], layout: OciLayout, annotations?: Record<string, string>): Promise<Descriptor> {
-  return writeIndexIfNeeded(layout, images.map((i) => i.manifest), annotations);
+  return writeIndexIfNeeded(
+    layout,
+    images.map((i) => i.manifest),
+    annotations,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ function parseFlags(s: string, where: string): Set<PolicyFlag> {
     if (f === 'open') OPEN.forEach((x) => out.add(x));
     else if (f === 'ignore') IGNORE.forEach((x) => out.add(x));
     else if ((POLICY_FLAGS as readonly string[]).includes(f)) out.add(f as PolicyFlag);
-    else if (/^(read-only|growfs)-(on|off)$/.test(f)) continue; // GPT flag rules: kbundle images set read-only, never growfs
+    else if (/^(read-only|growfs)-(on|off)$/.test(f))
+      continue; // GPT flag rules: kbundle images set read-only, never growfs
     else throw new UserError(`${where}: unknown policy flag "${f}"`, `flags: ${[...POLICY_FLAGS, 'open', 'ignore'].join(', ')}`);
   }
   return out;

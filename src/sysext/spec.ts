@@ -14,8 +14,14 @@ export const SysextSettingsSchema = z
   .object({
     /** Extension name (file `<name>.sysext.raw`); default: the bundle name. */
     name: z.string().optional(),
-    id: z.string().regex(/^(_any|[a-z0-9._-]+)$/, 'must be _any or an os-release ID (lowercase letters, digits, ".", "_", "-")').default('_any'),
-    version_id: z.string().regex(/^[A-Za-z0-9._~+-]+$/, 'must be an os-release VERSION_ID').optional(),
+    id: z
+      .string()
+      .regex(/^(_any|[a-z0-9._-]+)$/, 'must be _any or an os-release ID (lowercase letters, digits, ".", "_", "-")')
+      .default('_any'),
+    version_id: z
+      .string()
+      .regex(/^[A-Za-z0-9._~+-]+$/, 'must be an os-release VERSION_ID')
+      .optional(),
     /** SYSEXT_LEVEL (confext: CONFEXT_LEVEL). */
     level: z.string().regex(RELEASE_ID_RE, 'must be lowercase letters, digits, ".", "_", "-"').optional(),
     /** `auto` writes the platform's architecture (as AuroraBoot does); `_any` leaves it open. */
@@ -47,10 +53,13 @@ export function checkSysextBundleSpec(spec: { name: string; type: string; files:
   }
   validateExtensionName(parsed.data.name ?? spec.name, `${specPath}: sysext.name`);
   const hier = KINDS[spec.type as ExtensionKind].hierarchies;
-  const all = [...spec.files.map((f, i) => [`files.${i}.dst`, f.dst] as const), ...Object.entries(spec.platform_files).flatMap(([p, fs]) => fs.map((f, i) => [`platform_files.${p}.${i}.dst`, f.dst] as const))];
+  const all = [
+    ...spec.files.map((f, i) => [`files.${i}.dst`, f.dst] as const),
+    ...Object.entries(spec.platform_files).flatMap(([p, fs]) => fs.map((f, i) => [`platform_files.${p}.${i}.dst`, f.dst] as const)),
+  ];
   for (const [field, dst] of all) {
     const top = dst.replace(/^\.?\/+/, '').split('/')[0]!;
-    if (!hier.includes(top)) throw new UserError(`${specPath}: ${field}: "${dst}" is outside ${hier.map((h) => `${h}/`).join(' and ')}`, `systemd-${spec.type} only merges ${hier.map((h) => `/${h}`).join(' and ')}`);
+    if (!hier.includes(top))
+      throw new UserError(`${specPath}: ${field}: "${dst}" is outside ${hier.map((h) => `${h}/`).join(' and ')}`, `systemd-${spec.type} only merges ${hier.map((h) => `/${h}`).join(' and ')}`);
   }
 }
-

@@ -259,7 +259,8 @@ function buildLevelsFrom(leaves: Buffer, dataBlocks: number, salt: Buffer, block
   const sizes = levelSizes(dataBlocks);
   if (sizes.length === 0) return { levels: [], root: leaves.subarray(0, digest) };
   const levels = sizes.map((sz) => Buffer.alloc(sz * blockSize));
-  if (perBlock * digest === blockSize) leaves.copy(levels[0]!); // digests fill blocks exactly (sha256, 4K): the leaves are level 0
+  if (perBlock * digest === blockSize)
+    leaves.copy(levels[0]!); // digests fill blocks exactly (sha256, 4K): the leaves are level 0
   else for (let i = 0; i < dataBlocks; i++) leaves.copy(levels[0]!, Math.floor(i / perBlock) * blockSize + (i % perBlock) * digest, i * digest, (i + 1) * digest);
   for (let l = 1; l < levels.length; l++) {
     const below = levels[l - 1]!;

@@ -9,15 +9,7 @@ import type { Bundle, TransparencyLogEntry } from '@sigstore/bundle';
 import { z } from 'zod';
 import { parseDigest } from '../oci/digest.js';
 import { parsePemBlocks } from '../sign/keys.js';
-import {
-  Annotations,
-  BUNDLE_V03_MEDIA_TYPE,
-  COSIGN_SIGNATURE_TYPE,
-  COSIGN_SIGN_PREDICATE_TYPE,
-  INTOTO_PAYLOAD_TYPE,
-  INTOTO_STATEMENT_V01,
-  INTOTO_STATEMENT_V1,
-} from '../sign/formats.js';
+import { Annotations, BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGNATURE_TYPE, COSIGN_SIGN_PREDICATE_TYPE, INTOTO_PAYLOAD_TYPE, INTOTO_STATEMENT_V01, INTOTO_STATEMENT_V1 } from '../sign/formats.js';
 import { Limits } from './limits.js';
 
 /** A signature that does not pass; `reason` is shown to the user. */
@@ -44,7 +36,10 @@ const TlogEntrySchema = z
     logId: z.object({ keyId: b64(128) }),
     kindVersion: z.object({ kind: z.string().max(64), version: z.string().max(32) }),
     integratedTime: int64.optional(),
-    inclusionPromise: z.object({ signedEntryTimestamp: b64(4096) }).passthrough().optional(),
+    inclusionPromise: z
+      .object({ signedEntryTimestamp: b64(4096) })
+      .passthrough()
+      .optional(),
     inclusionProof: z
       .object({
         logIndex: int64.optional(),
@@ -64,12 +59,20 @@ const BundleShapeSchema = z
     mediaType: z.string().max(128),
     verificationMaterial: z
       .object({
-        publicKey: z.object({ hint: z.string().max(256).optional() }).passthrough().optional(),
+        publicKey: z
+          .object({ hint: z.string().max(256).optional() })
+          .passthrough()
+          .optional(),
         x509CertificateChain: z.object({ certificates: z.array(cert).min(1).max(Limits.maxCertificates) }).optional(),
         certificate: cert.optional(),
         tlogEntries: z.array(TlogEntrySchema).max(Limits.maxTlogEntries).optional(),
         timestampVerificationData: z
-          .object({ rfc3161Timestamps: z.array(z.object({ signedTimestamp: b64(Math.ceil((Limits.maxTimestampBytes * 4) / 3) + 4) }).passthrough()).max(Limits.maxTimestamps).optional() })
+          .object({
+            rfc3161Timestamps: z
+              .array(z.object({ signedTimestamp: b64(Math.ceil((Limits.maxTimestampBytes * 4) / 3) + 4) }).passthrough())
+              .max(Limits.maxTimestamps)
+              .optional(),
+          })
           .passthrough()
           .optional(),
       })
@@ -98,7 +101,10 @@ type BundleShape = z.infer<typeof BundleShapeSchema>;
 function dedupeTlog(entries: NonNullable<BundleShape['verificationMaterial']['tlogEntries']>): void {
   const seen = new Set<string>();
   for (const e of entries) {
-    const keys = [`${Buffer.from(e.logId.keyId, 'base64').toString('hex')}/${String(e.logIndex ?? 0)}`, `body:${createHash('sha256').update(Buffer.from(e.canonicalizedBody, 'base64')).digest('hex')}`];
+    const keys = [
+      `${Buffer.from(e.logId.keyId, 'base64').toString('hex')}/${String(e.logIndex ?? 0)}`,
+      `body:${createHash('sha256').update(Buffer.from(e.canonicalizedBody, 'base64')).digest('hex')}`,
+    ];
     for (const k of keys) {
       if (seen.has(k)) reject('the bundle carries the same transparency-log entry twice');
       seen.add(k);
@@ -447,13 +453,12 @@ function verifierMaterial(body: Record<string, any>, kind: string, version: stri
   const spec = body.spec ?? {};
   if (kind === 'hashedrekord' && version === '0.0.1') return [spec.signature?.publicKey?.content].filter((x) => typeof x === 'string');
   if (kind === 'dsse' && version === '0.0.1') return (Array.isArray(spec.signatures) ? spec.signatures : []).map((s: any) => s?.verifier).filter((x: unknown) => typeof x === 'string');
-  if (kind === 'intoto' && version === '0.0.2') return (Array.isArray(spec.content?.envelope?.signatures) ? spec.content.envelope.signatures : []).map((s: any) => s?.publicKey).filter((x: unknown) => typeof x === 'string');
+  if (kind === 'intoto' && version === '0.0.2')
+    return (Array.isArray(spec.content?.envelope?.signatures) ? spec.content.envelope.signatures : []).map((s: any) => s?.publicKey).filter((x: unknown) => typeof x === 'string');
   // Rekor v2 entries (protobuf JSON): the verifier is raw DER bytes.
   const v2 = spec.spec ?? spec;
   const sigs = v2.dsseV002?.signatures ?? (v2.hashedRekordV002?.signature ? [v2.hashedRekordV002.signature] : []);
-  return (Array.isArray(sigs) ? sigs : [])
-    .map((s: any) => s?.verifier?.x509Certificate?.rawBytes ?? s?.verifier?.publicKey?.rawBytes)
-    .filter((x: unknown) => typeof x === 'string');
+  return (Array.isArray(sigs) ? sigs : []).map((s: any) => s?.verifier?.x509Certificate?.rawBytes ?? s?.verifier?.publicKey?.rawBytes).filter((x: unknown) => typeof x === 'string');
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 

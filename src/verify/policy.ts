@@ -49,7 +49,10 @@ const EntrySchema = z
     require: z.enum(['any', 'all']).default('any'),
     signers: z.array(z.record(z.string(), z.unknown())).min(1, 'list at least one signer'),
     annotations: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]).transform(String)).default({}),
-    formats: z.array(z.enum(['bundle', 'legacy'])).min(1).optional(),
+    formats: z
+      .array(z.enum(['bundle', 'legacy']))
+      .min(1)
+      .optional(),
   })
   .strict();
 
@@ -153,7 +156,8 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
     file,
     async policyFor(image: string): Promise<VerificationPolicy> {
       const i = matchers.findIndex((ms) => ms.some((m) => m.test(image)));
-      if (i < 0) throw new KbError('REFUSED', `${image}: no entry of the trust policy ${path} covers this image`, { hint: 'add its repository to a policy entry (images: globs), or verify with --key' });
+      if (i < 0)
+        throw new KbError('REFUSED', `${image}: no entry of the trust policy ${path} covers this image`, { hint: 'add its repository to a policy entry (images: globs), or verify with --key' });
       const e = file.policies[i]!;
       const signers: SignerRequirement[] = [];
       for (const s of e.signers) {

@@ -21,7 +21,10 @@ function protobufTrustedRoot(): typeof import('@sigstore/protobuf-specs').Truste
   return specs.TrustedRoot;
 }
 
-const b64 = z.string().max(64 * 1024).regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'not base64');
+const b64 = z
+  .string()
+  .max(64 * 1024)
+  .regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'not base64');
 const validFor = z.object({ start: z.string().optional(), end: z.string().optional() }).passthrough().optional();
 const publicKey = z.object({ rawBytes: b64, keyDetails: z.string().optional(), validFor }).passthrough();
 const logInstance = z
@@ -35,7 +38,12 @@ const logInstance = z
 const certAuthority = z
   .object({
     uri: z.string().optional(),
-    certChain: z.object({ certificates: z.array(z.object({ rawBytes: b64 }).passthrough()).min(1).max(Limits.maxCertificates) }),
+    certChain: z.object({
+      certificates: z
+        .array(z.object({ rawBytes: b64 }).passthrough())
+        .min(1)
+        .max(Limits.maxCertificates),
+    }),
     validFor,
   })
   .passthrough();
@@ -61,7 +69,10 @@ export function parseTrustedRoot(text: string, what: string): TrustedRoot {
   const r = TrustedRootSchema.safeParse(raw);
   if (!r.success) {
     const i = r.error.issues[0]!;
-    throw new UserError(`${what}: not a trusted root: ${i.path.join('.') || '(top level)'}: ${i.message}`, 'pass a trusted_root.json as cosign trusted-root create or the Sigstore TUF repository writes it');
+    throw new UserError(
+      `${what}: not a trusted root: ${i.path.join('.') || '(top level)'}: ${i.message}`,
+      'pass a trusted_root.json as cosign trusted-root create or the Sigstore TUF repository writes it',
+    );
   }
   try {
     return protobufTrustedRoot().fromJSON(r.data);

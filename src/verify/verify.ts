@@ -349,7 +349,18 @@ async function checkKeyless(req: KeylessRequirement, ev: Evidence, base: Base): 
     signer = verifier.verify(entity);
     checkTlogKeyBinding(bundle, signer.key);
   } catch (e) {
-    throw new Rejection(explain(e, { entity, sctMissing: entity && isSigstoreError(e) && e.code === 'CERTIFICATE_ERROR' && req.ctlog && sctCount(entity) === 0 && passesWithoutSct((ctlogThreshold) => new Verifier(trust(), { ...thresholds, ctlogThreshold }).verify(entity!)) }));
+    throw new Rejection(
+      explain(e, {
+        entity,
+        sctMissing:
+          entity &&
+          isSigstoreError(e) &&
+          e.code === 'CERTIFICATE_ERROR' &&
+          req.ctlog &&
+          sctCount(entity) === 0 &&
+          passesWithoutSct((ctlogThreshold) => new Verifier(trust(), { ...thresholds, ctlogThreshold }).verify(entity!)),
+      }),
+    );
   }
   const san = signer.identity?.subjectAlternativeName;
   const issuer = signer.identity?.extensions?.issuer;
@@ -460,7 +471,9 @@ export async function verifySignatures(target: Target & ReferrersCapable & Resol
   ]);
   const candidates = runs.flatMap((r) => r.candidates);
   if (tooMany) {
-    throw new KbError('REFUSED', `${display}: ${total} signatures found, more than the limit of ${Limits.maxSignatures}; refusing to verify`, { hint: 'a registry that piles up signatures is suspicious; clean up the signature tag or referrers' });
+    throw new KbError('REFUSED', `${display}: ${total} signatures found, more than the limit of ${Limits.maxSignatures}; refusing to verify`, {
+      hint: 'a registry that piles up signatures is suspicious; clean up the signature tag or referrers',
+    });
   }
   if (candidates.length === 0) {
     throw new KbError('REFUSED', `${display}: no signatures found (no Sigstore bundle referrers, no ${signatureTag(digest)} tag)`, { hint: 'sign it with: kbundle sign <ref> --key <key>' });
@@ -499,7 +512,13 @@ export async function verifySignatures(target: Target & ReferrersCapable & Resol
   const parts = failed.slice(0, 4).map((j) => `[${j.candidate.format} ${j.candidate.location}] ${[...new Set(j.reasons)].join('; ')}`);
   if (failed.length > 4) parts.push(`… and ${failed.length - 4} more`);
   if (parts.length === 0) parts.push('no image signatures (only other artifacts)');
-  const unmet = policy.require === 'all' ? ` (unsatisfied: ${policy.signers.filter((r) => !satisfied.has(r)).map((r) => r.name).join(', ')})` : '';
+  const unmet =
+    policy.require === 'all'
+      ? ` (unsatisfied: ${policy.signers
+          .filter((r) => !satisfied.has(r))
+          .map((r) => r.name)
+          .join(', ')})`
+      : '';
   throw new KbError('REFUSED', `${display}: signature verification failed${unmet}: ${parts.join(' | ')}`, { hint: policy.name ? `trust policy "${policy.name}"` : undefined });
 }
 

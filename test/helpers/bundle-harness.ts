@@ -224,4 +224,3 @@ export async function installBundleForTest(bundleDir: string, opts: InstallOptio
     },
   };
 }
-

@@ -61,7 +61,14 @@ export async function copyCatalogOffline(dest: string): Promise<FixtureServer> {
       const path = `/${createHash('sha256').update(f.url).digest('hex').slice(0, 12)}/${f.url.split('/').pop()}`;
       const content = Buffer.from(`#!/bin/sh\necho fixture for ${f.url}\n`);
       // An archive download (extract:) gets a tar.gz holding that member, as upstream ships it.
-      const bytes = f.extract ? gzipSync(await craftTar([{ name: f.extract, type: 'file', mode: 0o755, content }, { name: 'LICENSE', type: 'file', content: 'fixture\n' }])) : content;
+      const bytes = f.extract
+        ? gzipSync(
+            await craftTar([
+              { name: f.extract, type: 'file', mode: 0o755, content },
+              { name: 'LICENSE', type: 'file', content: 'fixture\n' },
+            ]),
+          )
+        : content;
       fixtures[path] = bytes;
       f.url = server.url + path;
       f.sha256 = createHash('sha256').update(bytes).digest('hex');

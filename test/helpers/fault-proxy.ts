@@ -113,16 +113,7 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'upgrade',
-]);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'upgrade']);
 
 function filterHeaders(h: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
@@ -163,9 +154,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   const target = new URL(opts.target);
   const upstreamTls = target.protocol === 'https:';
   const upstreamMod = upstreamTls ? https : http;
-  const agent = upstreamTls
-    ? new https.Agent({ keepAlive: true, ca: opts.ca, maxSockets: 64 })
-    : new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const agent = upstreamTls ? new https.Agent({ keepAlive: true, ca: opts.ca, maxSockets: 64 }) : new http.Agent({ keepAlive: true, maxSockets: 64 });
   const rules: RuleState[] = [];
   const log: FaultLogEntry[] = [];
   const maxLog = opts.maxLogEntries ?? 5000;
@@ -329,8 +318,7 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       req.on('data', (c: Buffer) => {
         entry.requestBytes += c.length;
       });
-      const body =
-        rule.body ?? JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: `injected by fault proxy (rule ${st!.id})`, detail: null }] });
+      const body = rule.body ?? JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: `injected by fault proxy (rule ${st!.id})`, detail: null }] });
       res.writeHead(rule.status, {
         'content-type': 'application/json',
         'docker-distribution-api-version': 'registry/2.0',
@@ -344,10 +332,13 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
     }
     if (rule?.action === 'delay') {
       let waiting = true;
-      const t = setTimeout(() => {
-        waiting = false;
-        forward(req, res, entry, st);
-      }, Math.min(Math.max(rule.ms, 0), 60_000));
+      const t = setTimeout(
+        () => {
+          waiting = false;
+          forward(req, res, entry, st);
+        },
+        Math.min(Math.max(rule.ms, 0), 60_000),
+      );
       res.once('close', () => {
         if (!waiting) return;
         clearTimeout(t);

@@ -201,7 +201,7 @@ export function bcryptHash(password: string, cost = 5, salt?: Uint8Array | strin
   const encipher = (buf: Int32Array, off: number): void => {
     let l = buf[off]! ^ P[0]!;
     let r = buf[off + 1]!;
-    for (let i = 0; i <= 14; ) {
+    for (let i = 0; i <= 14;) {
       let n = S[(l >>> 24) & 0xff]!;
       n = (n + S[0x100 | ((l >>> 16) & 0xff)]!) | 0;
       n ^= S[0x200 | ((l >>> 8) & 0xff)]!;
@@ -323,18 +323,27 @@ export async function createTestPki(dir: string = makeTempDir('kbundle-pki-')): 
     ].join('\n'),
   );
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await execFileP('openssl', ['req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.crt'), '-days', '3', '-subj', '/CN=kbundle test CA', '-config', p('openssl.cnf'), '-extensions', 'ca_ext']);
+  await execFileP('openssl', ['req', '-new', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'), '-subj', '/CN=localhost', '-config', p('openssl.cnf')]);
   await execFileP('openssl', [
-    'req', '-x509', ...ec, '-keyout', p('ca.key'), '-out', p('ca.crt'), '-days', '3',
-    '-subj', '/CN=kbundle test CA', '-config', p('openssl.cnf'), '-extensions', 'ca_ext',
-  ]);
-  await execFileP('openssl', [
-    'req', '-new', ...ec, '-keyout', p('server.key'), '-out', p('server.csr'),
-    '-subj', '/CN=localhost', '-config', p('openssl.cnf'),
-  ]);
-  await execFileP('openssl', [
-    'x509', '-req', '-in', p('server.csr'), '-CA', p('ca.crt'), '-CAkey', p('ca.key'),
-    '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '3',
-    '-extfile', p('openssl.cnf'), '-extensions', 'server_ext', '-out', p('server.crt'),
+    'x509',
+    '-req',
+    '-in',
+    p('server.csr'),
+    '-CA',
+    p('ca.crt'),
+    '-CAkey',
+    p('ca.key'),
+    '-set_serial',
+    `0x${randomBytes(8).toString('hex')}`,
+    '-days',
+    '3',
+    '-extfile',
+    p('openssl.cnf'),
+    '-extensions',
+    'server_ext',
+    '-out',
+    p('server.crt'),
   ]);
   const certDir = p('certs.d');
   mkdirSync(certDir, { recursive: true });
@@ -524,8 +533,7 @@ export async function startRegistry(opts: StartRegistryOptions): Promise<Registr
   const configFile = join(dir, 'config.yml');
   const pidFile = join(dir, 'registry.pid');
 
-  const users: Record<string, string> =
-    variant === 'open' ? { ...(opts.users ?? {}) } : { ...(opts.users ?? { kbundle: `pw-${randomBytes(9).toString('base64url')}` }) };
+  const users: Record<string, string> = variant === 'open' ? { ...(opts.users ?? {}) } : { ...(opts.users ?? { kbundle: `pw-${randomBytes(9).toString('base64url')}` }) };
   const firstUser = Object.keys(users)[0];
 
   const pki = useTls ? await createTestPki(join(dir, 'pki')) : undefined;

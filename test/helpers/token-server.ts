@@ -116,21 +116,28 @@ export async function createTokenIssuer(dir: string, commonName = 'kbundle test 
   const cnf = join(dir, 'token-issuer.cnf');
   writeFileSync(
     cnf,
-    [
-      '[req]',
-      'distinguished_name = dn',
-      '[dn]',
-      '[issuer_ext]',
-      'basicConstraints = critical,CA:FALSE',
-      'keyUsage = critical,digitalSignature',
-      'subjectKeyIdentifier = hash',
-      '',
-    ].join('\n'),
+    ['[req]', 'distinguished_name = dn', '[dn]', '[issuer_ext]', 'basicConstraints = critical,CA:FALSE', 'keyUsage = critical,digitalSignature', 'subjectKeyIdentifier = hash', ''].join('\n'),
   );
   await execFileP('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', keyFile, '-out', certFile, '-days', '3', '-subj', `/CN=${commonName}`,
-    '-config', cnf, '-extensions', 'issuer_ext',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    keyFile,
+    '-out',
+    certFile,
+    '-days',
+    '3',
+    '-subj',
+    `/CN=${commonName}`,
+    '-config',
+    cnf,
+    '-extensions',
+    'issuer_ext',
   ]);
   return { certPem: readFileSync(certFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8'), certFile };
 }
@@ -255,7 +262,10 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
     if (req.method === 'GET') {
       rec.service = u.searchParams.get('service') ?? undefined;
       rec.account = u.searchParams.get('account') ?? undefined;
-      rec.scopes = u.searchParams.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
+      rec.scopes = u.searchParams
+        .getAll('scope')
+        .flatMap((s) => s.split(' '))
+        .filter(Boolean);
       wantRefresh = u.searchParams.get('offline_token') === 'true';
     } else if (req.method === 'POST') {
       let form: URLSearchParams;
@@ -265,7 +275,10 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
         return reply(400, { error: 'invalid_request' });
       }
       rec.service = form.get('service') ?? undefined;
-      rec.scopes = form.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
+      rec.scopes = form
+        .getAll('scope')
+        .flatMap((s) => s.split(' '))
+        .filter(Boolean);
       wantRefresh = form.get('access_type') === 'offline';
       const grantType = form.get('grant_type');
       if (grantType === 'password') {
@@ -299,11 +312,7 @@ export async function startTokenServer(opts: TokenServerOptions = {}): Promise<T
     } else if (user !== undefined) {
       rec.user = user;
       if (!Object.prototype.hasOwnProperty.call(users, user) || users[user] !== password) {
-        return reply(
-          401,
-          { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] },
-          { 'www-authenticate': 'Basic realm="kbundle-test-token"' },
-        );
+        return reply(401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] }, { 'www-authenticate': 'Basic realm="kbundle-test-token"' });
       }
       subject = user;
       rec.authenticated = true;
