@@ -1,6 +1,6 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,6 +10,7 @@ import { extract } from 'tar-stream';
 import { undiciFull } from '../registry/undici-lazy.js';
 import { codeForHttpStatus, errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
+import { stageAndRename } from '../util/atomic-write.js';
 
 export function downloadCacheDir(): string {
   return process.env.KBUNDLE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kbundle', 'downloads');
@@ -35,12 +36,9 @@ export async function fetchPinned(url: string, sha256: string, what: string): Pr
     throw new KbError('TRANSIENT', `${what}: download of ${url} failed: ${(e as Error).cause ? errorMessage((e as Error).cause) : errorMessage(e)}`, { cause: e });
   }
   if (!res.ok || !res.body) throw new KbError(codeForHttpStatus(res.status), `${what}: download of ${url} failed: HTTP ${res.status}`);
-  const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
   try {
-    await pipeline(Readable.fromWeb(res.body as never), new VerifyingStream(`sha256:${sha256}`, undefined, `${what}: ${url}`), createWriteStream(tmp));
-    await rename(tmp, final);
+    await stageAndRename(final, (tmp) => pipeline(Readable.fromWeb(res.body as never), new VerifyingStream(`sha256:${sha256}`, undefined, `${what}: ${url}`), createWriteStream(tmp)));
   } catch (e) {
-    await rm(tmp, { force: true });
     if (e instanceof DigestMismatchError) {
       throw new KbError('DIGEST_MISMATCH', `${what}: ${url}: content digest ${e.actual} does not match the expected sha256:${sha256}`, {
         hint: 'update sha256 in bundle.yaml only if you trust the new file',
@@ -84,7 +82,6 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
   input.on('error', (e: Error) => tar.destroy(e));
   input.pipe(tar);
   const seen: string[] = [];
-  const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
   try {
     for await (const entry of tar) {
       const name = entry.header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
@@ -101,13 +98,11 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
           target ? `name the file it points to: extract: ${entry.header.linkname}` : 'name a regular file of the archive',
         );
       }
-      await pipeline(entry, createWriteStream(tmp));
-      await rename(tmp, final);
+      await stageAndRename(final, (tmp) => pipeline(entry, createWriteStream(tmp)));
       source.destroy();
       return final;
     }
   } catch (e) {
-    await rm(tmp, { force: true });
     if (e instanceof KbError) throw e;
     throw new UserError(`${what}: extract: cannot read the download as a ${gzipped ? 'tar.gz' : 'tar'} archive: ${(e as Error).message}`, 'extract: takes tar and tar.gz downloads');
   }

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { mapPool } from '../util/pool.js';
 import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../builder/builder.js';
@@ -54,19 +55,6 @@ export function changedBundleNames(catalogDir: string, rev: string): Set<string>
   return names;
 }
 
-async function limitedAll<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
-
 /**
  * Build every catalog bundle (or those changed since a git revision) into one OCI layout, tagged
  * `<name>_<version>`. A bundle whose input digest matches the last build recorded in the layout,
@@ -116,7 +104,7 @@ export async function buildCatalog(
     built.push(entry);
     opts.onBundle?.(b.name, 'built');
   };
-  await limitedAll(plans, opts.concurrency ?? 2, one);
+  await mapPool(plans, opts.concurrency ?? 2, one);
   // index.json and the state file are written once, after every image is complete.
   for (const e of built) await layout.tag({ mediaType: e.mediaType, digest: e.digest, size: e.size }, e.tag);
   const next = { ...state };

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { fsErrorCode, KbError } from '../errors.js';
+import { mapPool } from '../util/pool.js';
 import { parseDigest, DigestMismatchError, SizeMismatchError } from './digest.js';
 
 /**
@@ -34,15 +35,10 @@ function hashFile(path: string, algorithm: string): Promise<{ hex: string; size:
 
 /** Verify files against their descriptors, `concurrency` at a time; throws on the first mismatch. */
 export async function verifyFiles(items: { path: string; digest: string; size: number; what: string }[], concurrency = 2): Promise<void> {
-  let next = 0;
-  const run = async (): Promise<void> => {
-    while (next < items.length) {
-      const it = items[next++]!;
-      const { algorithm, hex } = parseDigest(it.digest, it.what);
-      const got = await hashFile(it.path, algorithm);
-      if (got.size !== it.size) throw new SizeMismatchError(it.size, got.size, it.what);
-      if (got.hex !== hex) throw new DigestMismatchError(it.digest, `${algorithm}:${got.hex}`, it.what);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, run));
+  await mapPool(items, concurrency, async (it) => {
+    const { algorithm, hex } = parseDigest(it.digest, it.what);
+    const got = await hashFile(it.path, algorithm);
+    if (got.size !== it.size) throw new SizeMismatchError(it.size, got.size, it.what);
+    if (got.hex !== hex) throw new DigestMismatchError(it.digest, `${algorithm}:${got.hex}`, it.what);
+  });
 }

@@ -4,12 +4,13 @@
  * `encrypted` package writes it), so `cosign` reads kbundle keys and kbundle reads cosign keys.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, scrypt as scryptCb, type KeyObject } from 'node:crypto';
-import { chmod, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { z } from 'zod';
 import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { secretboxOpen, secretboxSeal } from './secretbox.js';
 import { pathExists } from '../fs-util.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
 
 const scrypt = promisify(scryptCb) as (password: Buffer, salt: Buffer, keylen: number, opts: { N: number; r: number; p: number; maxmem: number }) => Promise<Buffer>;
 
@@ -126,16 +127,8 @@ export async function generateKeyPair(password: string): Promise<GeneratedKeyPai
   return { privatePem: toPem(SIGSTORE_PRIVATE_KEY_PEM, enc), publicPem: publicKeyPem(publicKey), publicKey };
 }
 
-async function writeNew(path: string, data: string, mode: number): Promise<void> {
-  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  try {
-    await writeFile(tmp, data, { mode, flag: 'wx' });
-    await chmod(tmp, mode);
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+function writeNew(path: string, data: string, mode: number): Promise<void> {
+  return writeFileAtomic(path, data, { mode });
 }
 
 /** Write `<prefix>.key` (0600) and `<prefix>.pub`; refuses to overwrite unless `force`. */

@@ -1,6 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, rename, rm, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,19 +11,11 @@ import { layerCompression } from '../oci/mediatypes.js';
 import { ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
 import { fetchBytes } from './target.js';
 import type { OciLayout } from './oci-layout.js';
+import { stageAndRename } from '../util/atomic-write.js';
 
 const EPOCH = new Date(0);
 
-async function stageFile(file: string, write: (tmp: string) => Promise<void>): Promise<void> {
-  const tmp = `${file}.tmp-${randomBytes(6).toString('hex')}`;
-  try {
-    await write(tmp);
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-}
+const stageFile = stageAndRename;
 
 type Item = { name: string; size: number; open: () => Readable };
 

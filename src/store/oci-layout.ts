@@ -1,31 +1,23 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '../errors.js';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { VerifyingStream, digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { IndexSchema, OciLayoutFileSchema, parseAnyManifest, parseJson, type Descriptor, type Index } from '../oci/types.js';
 import type { Target } from './target.js';
 
+// Re-exported for the catalog modules that write their own files next to a layout.
+export { writeFileAtomic };
+
 const LAYOUT_VERSION = '1.0.0';
 /** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
 const WRITE_BUFFER = 1024 * 1024;
-
-/** Write a file atomically: temp file in the same directory, then rename over the final name. */
-export async function writeFileAtomic(path: string, data: string | Buffer): Promise<void> {
-  const tmp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
-  try {
-    await writeFile(tmp, data);
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-}
 
 /** An OCI image layout directory (image-spec image-layout.md): oci-layout, index.json, blobs/. */
 export class OciLayout implements Target {

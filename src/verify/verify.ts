@@ -3,6 +3,7 @@
  * and decide against a policy. Signatures are bound to the digest kbundle hashed itself; every
  * exception while judging one signature rejects that signature with a one-line reason.
  */
+import { mapPool } from '../util/pool.js';
 import { X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
 import type { Bundle } from '@sigstore/bundle';
 import type { SignedEntity } from '@sigstore/verify';
@@ -381,20 +382,6 @@ function checkRequirement(req: SignerRequirement, ev: Evidence, base: Base): Pro
 // The decision
 // ---------------------------------------------------------------------------------------------
 
-async function pool<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
-}
-
 /**
  * Verify the image `desc` in `target` against `policy`. Returns the signatures that satisfied it;
  * throws a REFUSED KbError with a one-line reason (which check failed, for which signature) otherwise.
@@ -463,7 +450,7 @@ export async function verifySignatures(target: Target & ReferrersCapable & Resol
     total += candidates.filter((c) => !c.failure).length;
     if (total > Limits.maxSignatures) tooMany = true;
     if (tooMany) return { candidates, judged: [] };
-    return { candidates, judged: await pool(candidates, 4, judge) };
+    return { candidates, judged: await mapPool(candidates, 4, judge) };
   };
   const runs = await Promise.all([
     formats.includes('bundle') ? run(() => discoverBundles(target, subject)) : { candidates: [], judged: [] },
