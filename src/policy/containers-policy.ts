@@ -183,17 +183,6 @@ export function parseContainersPolicy(text: string, path: string): ContainersPol
   return policy;
 }
 
-export function loadContainersPolicy(path: string): ContainersPolicy {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new KbError(fsErrorCode(e), `${path}: cannot read the trust policy (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
-  }
-  if (text.length > 1 << 20) throw new UserError(`${path}: over 1 MiB; not a trust policy`);
-  return parseContainersPolicy(text, path);
-}
-
 // ---- scope lookup ---------------------------------------------------------------------------
 
 /** The image as containers/image names it: normalised, `:latest` when neither tag nor digest. */
