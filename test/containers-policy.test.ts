@@ -2,6 +2,7 @@
  * containers-policy.json(5) as the node trust policy: containers/image's scope lookup, requirement
  * types and signedIdentity rules, against real cosign-format signatures in a registry:2 on loopback.
  */
+import { createPublicKey } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +13,7 @@ import { kbundleAsync } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
+import { startSigstoreStack } from './helpers/sigstore-stack.js';
 
 const ACCEPT = [{ type: 'insecureAcceptAnything' }];
 const REJECT = [{ type: 'reject' }];
@@ -125,7 +127,7 @@ describe('containers-policy.json enforced by verify, policy check and install', 
   const cli = (args: string[]) => kbundleAsync(args, { env });
   const ok = async (args: string[]) => {
     const r = await cli(args);
-    expect(r.code, `${args.join(' ')}\n${r.stderr}`).toBe(0);
+    expect(r.code, `${args.join(' ')}\n${r.stdout}\n${r.stderr}`).toBe(0);
     return r.stdout;
   };
 
@@ -186,6 +188,43 @@ describe('containers-policy.json enforced by verify, policy check and install', 
     const repo = policyFile(dir, { default: keyed({ signedIdentity: { type: 'matchRepository' } }) });
     const r = await cli(['verify', mirror, '--policy', repo]);
     expect(r.code).toBe(EXIT_CODES.REFUSED);
+  });
+
+  // containers-policy.json names no CT log, and sigstore-js checks every SCT a certificate embeds
+  // against the trusted root's CT logs: a Fulcio certificate (the stand-in's, like the real one's,
+  // carries an SCT) is refused, saying why. Keyless images verify with the YAML policy and a full
+  // trusted root until kbundle checks the chain without the SCT (README, node trust policy).
+  it('fulcio + Rekor keys: the requirement is built from the policy, and a certificate with an SCT is refused naming the SCT', async () => {
+    const stack = await startSigstoreStack();
+    try {
+      const ref = `${reg.host}/kairos/keyless:1`;
+      await ok(['copy', `${reg.host}/kairos/app:1.0`, ref, '--no-signatures']);
+      const token = stack.token('release@example.com', 'https://issuer.example');
+      await ok(['sign', ref, '--identity-token', token, '--fulcio-url', stack.url, '--rekor-url', stack.url]);
+      const root = stack.trustedRoot as { tlogs: { publicKey: { rawBytes: string } }[]; certificateAuthorities: { certChain: { certificates: { rawBytes: string }[] } }[] };
+      const caPem = `-----BEGIN CERTIFICATE-----\n${root.certificateAuthorities[0]!.certChain.certificates[0]!.rawBytes.replace(/(.{64})/g, '$1\n')}\n-----END CERTIFICATE-----\n`;
+      const rekorPem = createPublicKey({ key: Buffer.from(root.tlogs[0]!.publicKey.rawBytes, 'base64'), format: 'der', type: 'spki' })
+        .export({ format: 'pem', type: 'spki' })
+        .toString();
+      const fulcio = (subjectEmail: string) =>
+        policyFile(dir, {
+          default: [
+            {
+              type: 'sigstoreSigned',
+              fulcio: { caData: Buffer.from(caPem).toString('base64'), oidcIssuer: 'https://issuer.example', subjectEmail },
+              rekorPublicKeyData: Buffer.from(rekorPem).toString('base64'),
+              signedIdentity: { type: 'matchRepository' },
+            },
+          ],
+        });
+      const r = await cli(['policy', 'check', ref, '--policy', fulcio('release@example.com')]);
+      expect(r.code).toBe(EXIT_CODES.REFUSED);
+      expect(r.stdout).toMatch(/requires: sigstoreSigned \(fulcio release@example.com \(https:\/\/issuer.example\), Rekor, signedIdentity matchRepository\)/);
+      expect(r.stderr).toMatch(/SCT verification failed/);
+      expect(r.stderr).not.toMatch(/internal error/i);
+    } finally {
+      await stack.stop();
+    }
   });
 
   it("install applies the node's own policy under --root: refused ones write nothing", async () => {
