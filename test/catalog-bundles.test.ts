@@ -62,6 +62,11 @@ interface SysextExpect {
 interface ContainerExpect {
   type: 'container';
 }
+/** A run bundle with its own run.sh (ported from upstream): tested in test/catalog-upstream.test.ts. */
+interface RunScriptExpect {
+  type: 'run-script';
+  key: string;
+}
 
 /** A run bundle that installs a program rather than cluster manifests (no config block). */
 interface ToolExpect {
@@ -76,7 +81,7 @@ function typed(c: Cfg): Record<string, string | number | boolean> {
   return Object.fromEntries(Object.entries(c).map(([k, v]) => [k, /^[0-9]+$/.test(v) ? Number(v) : v === 'true' || v === 'false' ? v === 'true' : v]));
 }
 
-const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect | ToolExpect> = {
+const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect | ToolExpect | RunScriptExpect> = {
   metallb: {
     type: 'run',
     key: 'metallb',
@@ -278,6 +283,13 @@ const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect | ToolE
     },
     override: { version: 'v0.0.5' },
   },
+  // Own run.sh, behaviour ported from upstream's Go tests in test/catalog-upstream.test.ts.
+  edgevpn: { type: 'run-script', key: 'edgevpn' },
+  flux: { type: 'run-script', key: 'flux' },
+  kairos: { type: 'run-script', key: 'kairos' },
+  kubevirt: { type: 'run-script', key: 'kubevirt' },
+  multus: { type: 'run-script', key: 'multus' },
+  spinkube: { type: 'run-script', key: 'spinkube' },
   k9s: { type: 'container' },
   kubectl: { type: 'container' },
   // Its executables come from npm run sea (test/setup.sh); installed in its own test below.
@@ -376,7 +388,7 @@ describe('catalog', () => {
     const { spec } = await loadBundleSpec(join(BUNDLES, name));
     const e = CATALOG[name]!;
     expect(spec.name).toBe(name);
-    expect(spec.type).toBe(e.type);
+    expect(spec.type).toBe(e.type === 'run-script' ? 'run' : e.type);
     expect(spec.platforms).toEqual(['linux/amd64', 'linux/arm64']);
     const readme = readFileSync(join(BUNDLES, name, 'README.md'), 'utf8');
     if ('tool' in e) {
@@ -393,6 +405,11 @@ describe('catalog', () => {
       expect(readme).toContain(`${e.key}:`);
       for (const [k, v] of Object.entries(e.defaults)) expect(readme, `README documents ${e.key}.${k}`).toContain(`  ${k}: ${v}`);
       for (const c of e.charts) expect(spec.charts.find((x) => x.name === c.name)?.version).toBe('{{ version }}');
+    } else if (e.type === 'run-script') {
+      expect(spec.run).toBe('run.sh');
+      expect(readme).toContain('run://');
+      expect(readme).toContain(`${e.key}:`);
+      expect(readme, 'README says how it differs from upstream').toMatch(/## Differences from (the )?upstream/i);
     } else if (e.type === 'sysext') {
       expect(readme).toContain('sysext install');
     } else {

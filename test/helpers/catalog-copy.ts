@@ -52,28 +52,30 @@ export async function copyCatalogOffline(dest: string): Promise<FixtureServer> {
     rewrites.push({ file, doc: parseDocument(text) });
   }
   const server = await serveFixtures(fixtures);
-  for (const { file, doc } of rewrites) {
-    type Download = { url?: string; sha256?: string; extract?: string };
-    const spec = doc.toJS() as { files?: Download[]; platform_files?: Record<string, Download[]> };
-    const all = [...(spec.files ?? []), ...Object.values(spec.platform_files ?? {}).flat()];
-    for (const f of all) {
-      if (!f.url) continue;
-      const path = `/${createHash('sha256').update(f.url).digest('hex').slice(0, 12)}/${f.url.split('/').pop()}`;
-      const content = Buffer.from(`#!/bin/sh\necho fixture for ${f.url}\n`);
-      // An archive download (extract:) gets a tar.gz holding that member, as upstream ships it.
-      const bytes = f.extract
-        ? gzipSync(
-            await craftTar([
-              { name: f.extract, type: 'file', mode: 0o755, content },
-              { name: 'LICENSE', type: 'file', content: 'fixture\n' },
-            ]),
-          )
-        : content;
+  type Download = { url?: string; sha256?: string; extract?: string };
+  const specs = rewrites.map(({ file, doc }) => ({ file, spec: doc.toJS() as { files?: Download[]; platform_files?: Record<string, Download[]> } }));
+  const downloads = specs.flatMap(({ spec }) => [...(spec.files ?? []), ...Object.values(spec.platform_files ?? {}).flat()]).filter((f) => f.url);
+  // One fixture per URL: an archive download (extract:) is a tar.gz holding every member any
+  // entry takes out of that URL (bundles such as multus take many files out of one archive).
+  const members = new Map<string, string[]>();
+  for (const f of downloads) if (f.extract) members.set(f.url!, [...(members.get(f.url!) ?? []), f.extract]);
+  const served = new Map<string, { path: string; sha256: string }>();
+  for (const f of downloads) {
+    const url = f.url!;
+    if (!served.has(url)) {
+      const path = `/${createHash('sha256').update(url).digest('hex').slice(0, 12)}/${url.split('/').pop()}`;
+      const content = (what: string) => Buffer.from(`#!/bin/sh\necho fixture for ${what}\n`);
+      const names = [...new Set(members.get(url) ?? [])];
+      const bytes = names.length
+        ? gzipSync(await craftTar([...names.map((n) => ({ name: n, type: 'file' as const, mode: 0o755, content: content(`${url} ${n}`) })), { name: 'LICENSE', type: 'file', content: 'fixture\n' }]))
+        : content(url);
       fixtures[path] = bytes;
-      f.url = server.url + path;
-      f.sha256 = createHash('sha256').update(bytes).digest('hex');
+      served.set(url, { path, sha256: createHash('sha256').update(bytes).digest('hex') });
     }
-    writeFileSync(file, JSON.stringify(spec, null, 2)); // JSON is YAML
+    const s = served.get(url)!;
+    f.url = server.url + s.path;
+    f.sha256 = s.sha256;
   }
+  for (const { file, spec } of specs) writeFileSync(file, JSON.stringify(spec, null, 2)); // JSON is YAML
   return server;
 }
