@@ -442,3 +442,172 @@ describe('spinkube (upstream has no test; run.sh semantics)', () => {
 it('every bundle ported here exists in the catalog', () => {
   for (const b of ['kairos', 'kubevirt', 'edgevpn', 'flux', 'multus', 'spinkube']) expect(existsSync(join(BUNDLES, b, 'bundle.yaml')), b).toBe(true);
 });
+
+/**
+ * Upstream's tests for the chart bundles kbundle already had (tests/<name>_test.go). Each
+ * upstream `It` is ported: where our bundle behaves the same the assertion is upstream's (with
+ * our file name); where it intentionally differs (pinned x.y.z versions, named settings instead
+ * of a free-form `values` block, a cloud-config key usable as a jq path) the test asserts our
+ * documented behaviour, and the bundle's README lists the difference.
+ */
+interface ChartPort {
+  bundle: string;
+  /** Our cloud-config key, and upstream's when it differs. */
+  key: string;
+  upstreamKey?: string;
+  /** Upstream's file in the k3s manifests folder → ours. */
+  upstreamFile: string;
+  file: string;
+  defaultVersion: string;
+  /** A version our pattern accepts, for upstream's "Specify version" tests. */
+  version: string;
+  /** Versions of upstream's "Specify version" tests that our pattern refuses (one per upstream It)… */
+  upstreamVersions: string[];
+  /** …and those it accepts. */
+  acceptedUpstreamVersions?: string[];
+  /** upstream's free-form values block, when its test sets one. */
+  upstreamValues?: Record<string, unknown>;
+}
+
+const CHART_PORTS: ChartPort[] = [
+  { bundle: 'argocd', key: 'argocd', upstreamFile: 'argocd.yaml', file: 'argocd-helmchart.yaml', defaultVersion: '9.1.3', version: '9.0.5', upstreamVersions: ['1'], upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } } },
+  { bundle: 'calico', key: 'calico', upstreamFile: 'calico.yaml', file: 'calico-helmchart.yaml', defaultVersion: 'v3.31.2', version: 'v3.30.4', upstreamVersions: ['1', '1.2.3'], upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } } },
+  { bundle: 'kyverno', key: 'kyverno', upstreamFile: 'kyverno.yaml', file: 'kyverno-helmchart.yaml', defaultVersion: '3.6.1', version: '3.5.2', upstreamVersions: ['1'], upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } } },
+  { bundle: 'longhorn', key: 'longhorn', upstreamFile: 'longhorn.yaml', file: 'longhorn-helmchart.yaml', defaultVersion: '1.10.1', version: '1.9.2', upstreamVersions: ['1'], upstreamValues: { defaultSettings: { backupstorePollInterval: 600 } } },
+  { bundle: 'ingress-nginx', key: 'ingress_nginx', upstreamKey: 'nginx', upstreamFile: 'ingress-nginx.yaml', file: 'ingress-nginx-helmchart.yaml', defaultVersion: '4.14.0', version: '4.13.3', upstreamVersions: ['1'], acceptedUpstreamVersions: ['1.2.3'], upstreamValues: { commonLabels: { myLabel: 'abc123' } } },
+  { bundle: 'metallb', key: 'metallb', upstreamFile: 'metallb.yaml', file: 'metallb-helmchart.yaml', defaultVersion: '0.14.9', version: '0.15.2', upstreamVersions: ['1'] },
+  { bundle: 'cert-manager', key: 'cert_manager', upstreamKey: 'certManager', upstreamFile: 'cert-manager.yaml', file: 'cert-manager-helmchart.yaml', defaultVersion: 'v1.19.1', version: 'v1.18.2', upstreamVersions: [] },
+];
+
+describe.each(CHART_PORTS)('$bundle (upstream tests/*_test.go, chart bundle)', (p) => {
+  const chart = (r: Awaited<ReturnType<typeof install>>) => {
+    const docs = parseAllDocuments(r.read(`${K3S}/${p.file}`)).map((d) => d.toJS());
+    expect(docs.map((d) => d.kind)).toEqual(['HelmChart']);
+    return docs[0];
+  };
+
+  it(`"default version": ${p.upstreamFile} → ${p.file} pins the chart version`, async () => {
+    const r = await install(p.bundle);
+    expect(chart(r).spec.version).toBe(p.defaultVersion);
+    expect(r.read(`${K3S}/${p.file}`)).toMatch(/^  version: \S+$/m);
+    if (p.bundle === 'metallb') expect(r.read(`${K3S}/metallb-addresspool.yaml`)).toContain('- 192.168.1.10-192.168.1.20');
+    await r.cleanup();
+  });
+
+  it('"Specify version": a version from the cloud-config lands in the chart', async () => {
+    const r = await install(p.bundle, { cloudConfig: `#cloud-config\n${p.key}:\n version: ${p.version}\n` });
+    expect(chart(r).spec.version).toBe(p.version);
+    await r.cleanup();
+  });
+
+  it.each(p.acceptedUpstreamVersions ?? [])('"Specify version" %s, as upstream', async (v) => {
+    const r = await install(p.bundle, { cloudConfig: `#cloud-config\n${p.key}:\n version: ${v}\n` });
+    expect(chart(r).spec.version).toBe(v);
+    await r.cleanup();
+  });
+
+  it.each(p.upstreamVersions)('differs: upstream accepts version %s, ours refuses it naming the key and places nothing', async (v) => {
+    const r = await refused(p.bundle, `#cloud-config\n${p.key}:\n version: ${v}\n`);
+    expect(r.stderr).toContain(`${p.bundle}: ${p.key}.version: '${v}' is not valid`);
+    expect(r.files()).toEqual([]);
+    await r.cleanup();
+  });
+
+  if (p.upstreamValues) {
+    it('differs: upstream passes a free-form values block; ours takes named settings and warns that values is ignored', async () => {
+      const plain = await install(p.bundle);
+      const r = await install(p.bundle, { cloudConfig: { [p.key]: { values: p.upstreamValues } } });
+      expect(r.stderr).toContain(`${p.bundle}: warning: ${p.key}.values is not a setting of this bundle and is ignored`);
+      // Upstream's "default values" test expects valuesContent {}; ours carries the named settings' defaults.
+      expect(chart(r).spec.valuesContent).toBe(chart(plain).spec.valuesContent);
+      expect(parse(chart(plain).spec.valuesContent ?? '{}')).not.toEqual({});
+      await plain.cleanup();
+      await r.cleanup();
+    });
+  }
+
+  if (p.upstreamKey) {
+    it(`differs: upstream's key ${p.upstreamKey} is not read (ours is ${p.key}, a jq path without "-" or capitals)`, async () => {
+      const r = await install(p.bundle, { cloudConfig: { [p.upstreamKey!]: { version: p.version } } });
+      expect(chart(r).spec.version).toBe(p.defaultVersion);
+      await r.cleanup();
+    });
+  }
+});
+
+describe('cert-manager (upstream tests/cert-manager_test.go)', () => {
+  it('"deploys cert-manager operator version": the CRDs (clusterissuers.cert-manager.io among them) come with the chart (crds.enabled)', async () => {
+    // Upstream ships the release's static cert-manager.yaml, CRDs included; ours installs the chart with crds.enabled.
+    const r = await install('cert-manager');
+    const doc = parse(r.read(`${K3S}/cert-manager-helmchart.yaml`));
+    expect(parse(doc.spec.valuesContent).crds).toEqual({ enabled: true, keep: true });
+    await r.cleanup();
+  });
+});
+
+describe('system-upgrade-controller (upstream tests/system-upgrade-controller_test.go)', () => {
+  it('"deploys default suc operator version": system-upgrade-controller.yaml names rancher/system-upgrade-controller', async () => {
+    const r = await install('system-upgrade-controller');
+    expect(r.read(`${K3S}/system-upgrade-controller.yaml`)).toContain('rancher/system-upgrade-controller:v0.17.0');
+    await r.cleanup();
+  });
+
+  it('"Specific version": the image tag follows the cloud-config (key system_upgrade_controller, not suc; tags must be vX.Y.Z, so "foobar" is refused)', async () => {
+    const r = await install('system-upgrade-controller', { cloudConfig: { system_upgrade_controller: { version: 'v0.16.3' } } });
+    expect(r.read(`${K3S}/system-upgrade-controller.yaml`)).toContain('rancher/system-upgrade-controller:v0.16.3');
+    await r.cleanup();
+    const bad = await refused('system-upgrade-controller', '#cloud-config\nsystem_upgrade_controller:\n version: foobar\n');
+    expect(bad.stderr).toContain("system_upgrade_controller.version: 'foobar' is not valid");
+    await bad.cleanup();
+  });
+});
+
+describe('kairos-operator (upstream tests/kairos-operator_test.go)', () => {
+  it('"it uses the default k0s directory"', async () => {
+    const r = await install('kairos-operator', { cloudConfig: '#cloud-config\nk0s:\n enabled: true' });
+    expect(statSync(join(r.root, 'var/lib/k0s/manifests/kairos-operator/kairos-operator.yaml')).isFile()).toBe(true);
+    await r.cleanup();
+  });
+
+  it('"it uses the default k3s directory"', async () => {
+    const r = await install('kairos-operator', { cloudConfig: '#cloud-config\nk3s:\n enabled: true' });
+    expect(statSync(join(r.root, K3S, 'kairos-operator.yaml')).isFile()).toBe(true);
+    await r.cleanup();
+  });
+
+  it('"it uses the custom directory": differs: K3S_MANIFEST_DIR / K0S_MANIFEST_DIR instead of kairosOperator.manifest_dir', async () => {
+    const r = await install('kairos-operator', { env: { K3S_MANIFEST_DIR: '/foobar' } });
+    expect(statSync(join(r.root, 'foobar/kairos-operator.yaml')).isFile()).toBe(true);
+    await r.cleanup();
+  });
+});
+
+describe('k9s (upstream tests/k9s_test.go)', () => {
+  it('"installs k9s binary correctly": /usr/local/bin/k9s is executable and not empty', async () => {
+    const r = await installBundleForTest(join(offline, 'k9s'));
+    const st = statSync(join(r.root, 'usr/local/bin/k9s'));
+    expect(st.mode & 0o111).not.toBe(0);
+    expect(st.size).toBeGreaterThan(0);
+    await r.cleanup();
+  });
+});
+
+describe('qemu-guest-agent (upstream tests/qemu-guest-agent_test.go)', () => {
+  it('"installs service file": the unit, bound to the agent channel, restarted always, wanted by multi-user.target', async () => {
+    const r = await installBundleForTest(join(offline, 'qemu-guest-agent'));
+    const unit = r.read('etc/systemd/system/qemu-guest-agent.service');
+    for (const s of ['Description=QEMU Guest Agent', 'Restart=always', 'WantedBy=multi-user.target', 'dev-virtio\\x2dports-org.qemu.guest_agent.0.device']) expect(unit).toContain(s);
+    // Differs: upstream ships Alpine's qemu-ga as /usr/local/bin/qemu-ga (ExecStart=-/usr/local/bin/qemu-ga);
+    // ours starts the node's own qemu-ga through /usr/local/bin/qemu-ga-launch.
+    expect(unit).toMatch(/^ExecStart=\/usr\/local\/bin\/qemu-ga-launch$/m);
+    expect(r.mode('usr/local/bin/qemu-ga-launch') & 0o111).not.toBe(0);
+    await r.cleanup();
+  });
+
+  it('"enables … service": the multi-user.target.wants link resolves to the unit (relative link; upstream: absolute)', async () => {
+    const r = await installBundleForTest(join(offline, 'qemu-guest-agent'));
+    expect(r.link('etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service')).toBe('../qemu-guest-agent.service');
+    expect(statSync(join(r.root, 'etc/systemd/system/multi-user.target.wants/qemu-guest-agent.service')).isFile()).toBe(true);
+    await r.cleanup();
+  });
+});

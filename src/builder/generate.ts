@@ -90,6 +90,13 @@ export function placeManifestsScript(spec: BundleSpec): string {
     }
     w(`[ "$(printf '%s' "$VAL_${name}" | wc -l)" -eq 0 ] || fail "$KEY.${name} must be a single line"`);
   }
+  // Keys this bundle does not read (e.g. the free-form `values` of a community bundle's block)
+  // would otherwise be ignored in silence: name them, so a migrated cloud-config is not misread.
+  const known = [...values.map(([name]) => name), 'distro'].join(' ');
+  w('block=$(config_get "$KEY")');
+  w(`printf '%s\\n' "$block" | sed -n 's/^\\([A-Za-z0-9_][A-Za-z0-9_.-]*\\):.*/\\1/p' | while IFS= read -r k; do`);
+  w(`  case ' ${known} ' in *" $k "*) ;; *) echo "$BUNDLE: warning: $KEY.$k is not a setting of this bundle and is ignored (settings: ${known})" >&2 ;; esac`);
+  w('done');
   w('');
   w('distro=$(config_get "$KEY.distro")');
   w('if [ -z "$distro" ]; then');

@@ -37,7 +37,8 @@ export async function serveFixtures(files: Record<string, Buffer>): Promise<Fixt
  * server instead (same file name, fixture bytes and their sha256): no network needed.
  */
 export async function copyCatalogOffline(dest: string): Promise<FixtureServer> {
-  cpSync(join(REPO_ROOT, 'bundles'), dest, { recursive: true });
+  // verbatimSymlinks: keep relative links relative (qemu-guest-agent's multi-user.target.wants link).
+  cpSync(join(REPO_ROOT, 'bundles'), dest, { recursive: true, verbatimSymlinks: true });
   const fixtures: Record<string, Buffer> = {};
   const rewrites: { file: string; doc: ReturnType<typeof parseDocument> }[] = [];
   for (const name of readdirSync(dest)) {
