@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { buildTo } from '../builder/output.js';
 import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { loadBundleSpec } from '../builder/spec.js';
@@ -16,8 +18,8 @@ function parseOwner(v: string): { uid: number; gid: number } {
 export function registerBuild(program: Command, io: CliIo): void {
   program
     .command('build')
-    .description('build a bundle folder (bundle.yaml) into a reproducible OCI image')
-    .argument('<bundle-dir>', 'folder holding bundle.yaml')
+    .description('build a bundle folder (bundle.yaml, or a community-bundles Dockerfile) into a reproducible OCI image')
+    .argument('<bundle-dir>', 'folder holding bundle.yaml (or a Dockerfile: FROM scratch + COPY)')
     .option('-o, --output <location>', 'oci:<dir>[:tag] | oci-archive:<file.tar>[:tag] | docker-archive:<file.tar>[:name:tag]', 'oci:out/oci')
     .option('--platform <os/arch...>', 'build only these platforms (default: all in bundle.yaml)')
     .option('--owner <uid:gid>', 'owner of every file in the layer', '0:0')
@@ -52,6 +54,26 @@ export function registerBuild(program: Command, io: CliIo): void {
         const zstdLevel = Number(o.zstdLevel);
         if (!Number.isInteger(zstdLevel) || zstdLevel < 1 || zstdLevel > 19) throw new UserError(`--zstd-level: "${o.zstdLevel}" must be 1-19`);
         const owner = parseOwner(o.owner);
+        if (!existsSync(join(dir, 'bundle.yaml')) && existsSync(join(dir, 'Dockerfile'))) {
+          // A kairos-io/community-bundles folder as it is: the image docker build would make.
+          if (o.compression !== 'gzip' || o.owner !== '0:0' || o.sysextKey || o.sysextCert)
+            throw new UserError(`${join(dir, 'Dockerfile')}: --compression, --owner and --sysext-* apply to bundle.yaml builds`, 'run kbundle import to get a bundle.yaml, or drop those options');
+          const { buildDockerfileTo } = await import('../dockerfile/build.js');
+          const r = await buildDockerfileTo(dir, location, { platforms: o.platform, gzipLevel: level, sourceDateEpoch: sourceDateEpochFromEnv(io.env) });
+          const lines = [`built ${r.name} from ${join(dir, 'Dockerfile')} (${r.layers.length} layer(s), one per COPY) → ${r.location}`, `digest: ${r.root.digest}`];
+          for (const l of r.layers) lines.push(`  ${l.digest} ${l.createdBy}`);
+          out.result(lines.join('\n'), {
+            name: r.name,
+            dockerfile: true,
+            location: r.location,
+            tag: r.tag,
+            digest: r.root.digest,
+            mediaType: r.root.mediaType,
+            layers: r.layers.map((l) => ({ digest: l.digest, diffId: l.diffId, size: l.size, createdBy: l.createdBy })),
+            platforms: r.images.map((i) => ({ platform: i.platform, digest: i.manifest.digest })),
+          });
+          return;
+        }
         const bars = new Map<string, ReturnType<typeof out.progress>>();
         const result = await buildTo(dir, location, {
           platforms: o.platform,

@@ -12,6 +12,7 @@ type Register = (program: Command, io: CliIo) => void;
 const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   build: async () => (await import('./build.js')).registerBuild,
   validate: async () => (await import('./build.js')).registerBuild,
+  import: async () => (await import('./import.js')).registerImport,
   catalog: async () => (await import('./catalog.js')).registerCatalog,
   install: async () => (await import('./install.js')).registerInstall,
   push: async () => (await import('./transfer.js')).registerTransfer,
