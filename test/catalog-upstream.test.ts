@@ -207,7 +207,8 @@ describe('edgevpn (upstream tests/edgevpn_test.go)', () => {
   it('"installs service file for detected init system" (systemd)', async () => {
     const r = await install('edgevpn', { cloudConfig, env: { PATH: systemd } });
     const unit = r.read('etc/systemd/system/edgevpn.service');
-    for (const s of ['Description=EdgeVPN', 'EnvironmentFile=/etc/systemd/system.conf.d/edgevpn-kairos.env', 'ExecStart=edgevpn --api --dhcp', 'Restart=always', 'WantedBy=multi-user.target']) expect(unit).toContain(s);
+    for (const s of ['Description=EdgeVPN', 'EnvironmentFile=/etc/systemd/system.conf.d/edgevpn-kairos.env', 'ExecStart=edgevpn --api --dhcp', 'Restart=always', 'WantedBy=multi-user.target'])
+      expect(unit).toContain(s);
     expect(r.files()).toEqual([
       'etc/systemd/system.conf.d/edgevpn-kairos.env',
       'etc/systemd/system/edgevpn.service',
@@ -270,12 +271,7 @@ describe('edgevpn (upstream tests/edgevpn_test.go)', () => {
 describe('flux (upstream has no test; run.sh semantics)', () => {
   it('installs flux and flux-bootstrap.sh, and enables flux-bootstrap.service for k3s', async () => {
     const r = await install('flux', { platform: 'linux/arm64' });
-    expect(r.files()).toEqual([
-      'etc/systemd/system/flux-bootstrap.service',
-      'etc/systemd/system/k3s.service.wants/flux-bootstrap.service',
-      'usr/local/bin/flux',
-      'usr/local/bin/flux-bootstrap.sh',
-    ]);
+    expect(r.files()).toEqual(['etc/systemd/system/flux-bootstrap.service', 'etc/systemd/system/k3s.service.wants/flux-bootstrap.service', 'usr/local/bin/flux', 'usr/local/bin/flux-bootstrap.sh']);
     expect(r.read('usr/local/bin/flux')).toContain('flux_2.6.4_linux_arm64.tar.gz flux');
     expect(r.mode('usr/local/bin/flux')).toBe(0o755);
     expect(r.mode('usr/local/bin/flux-bootstrap.sh')).toBe(0o755);
@@ -316,7 +312,29 @@ describe('multus (upstream tests/multus_test.go)', () => {
   const rootSetup = (root: string) => {
     for (const d of ['opt/cni/bin', 'var/lib/rancher/k3s/data/current/bin', `${NETD}/multus.d`, TLS]) mkdirSync(join(root, d), { recursive: true });
     for (const ca of ['server-ca', 'client-ca']) {
-      const r = spawnSync('openssl', ['req', '-x509', '-new', '-nodes', '-sha256', '-days', '1', '-subj', `/CN=${ca}`, '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-keyout', join(root, TLS, `${ca}.key`), '-out', join(root, TLS, `${ca}.crt`)], { encoding: 'utf8' });
+      const r = spawnSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-new',
+          '-nodes',
+          '-sha256',
+          '-days',
+          '1',
+          '-subj',
+          `/CN=${ca}`,
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-keyout',
+          join(root, TLS, `${ca}.key`),
+          '-out',
+          join(root, TLS, `${ca}.crt`),
+        ],
+        { encoding: 'utf8' },
+      );
       expect(r.status, r.stderr).toBe(0);
     }
     writeFileSync(
@@ -407,7 +425,10 @@ describe('multus (upstream tests/multus_test.go)', () => {
 
 describe('spinkube (upstream has no test; run.sh semantics)', () => {
   const base = ['kwasm-operator-helmchart.yaml', 'spin-operator-crds.yaml', 'spin-operator-helmchart.yaml', 'spin-operator-runtime-class.yaml', 'spin-operator-shim-executor.yaml'];
-  const docs = (text: string) => parseAllDocuments(text).map((d) => d.toJS()).filter(Boolean);
+  const docs = (text: string) =>
+    parseAllDocuments(text)
+      .map((d) => d.toJS())
+      .filter(Boolean);
 
   it('places the spin-operator release manifests and charts, without cert-manager by default', async () => {
     const r = await install('spinkube');
@@ -470,13 +491,69 @@ interface ChartPort {
 }
 
 const CHART_PORTS: ChartPort[] = [
-  { bundle: 'argocd', key: 'argocd', upstreamFile: 'argocd.yaml', file: 'argocd-helmchart.yaml', defaultVersion: '9.1.3', version: '9.0.5', upstreamVersions: ['1'], upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } } },
-  { bundle: 'calico', key: 'calico', upstreamFile: 'calico.yaml', file: 'calico-helmchart.yaml', defaultVersion: 'v3.31.2', version: 'v3.30.4', upstreamVersions: ['1', '1.2.3'], upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } } },
-  { bundle: 'kyverno', key: 'kyverno', upstreamFile: 'kyverno.yaml', file: 'kyverno-helmchart.yaml', defaultVersion: '3.6.1', version: '3.5.2', upstreamVersions: ['1'], upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } } },
-  { bundle: 'longhorn', key: 'longhorn', upstreamFile: 'longhorn.yaml', file: 'longhorn-helmchart.yaml', defaultVersion: '1.10.1', version: '1.9.2', upstreamVersions: ['1'], upstreamValues: { defaultSettings: { backupstorePollInterval: 600 } } },
-  { bundle: 'ingress-nginx', key: 'ingress_nginx', upstreamKey: 'nginx', upstreamFile: 'ingress-nginx.yaml', file: 'ingress-nginx-helmchart.yaml', defaultVersion: '4.14.0', version: '4.13.3', upstreamVersions: ['1'], acceptedUpstreamVersions: ['1.2.3'], upstreamValues: { commonLabels: { myLabel: 'abc123' } } },
+  {
+    bundle: 'argocd',
+    key: 'argocd',
+    upstreamFile: 'argocd.yaml',
+    file: 'argocd-helmchart.yaml',
+    defaultVersion: '9.1.3',
+    version: '9.0.5',
+    upstreamVersions: ['1'],
+    upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } },
+  },
+  {
+    bundle: 'calico',
+    key: 'calico',
+    upstreamFile: 'calico.yaml',
+    file: 'calico-helmchart.yaml',
+    defaultVersion: 'v3.31.2',
+    version: 'v3.30.4',
+    upstreamVersions: ['1', '1.2.3'],
+    upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } },
+  },
+  {
+    bundle: 'kyverno',
+    key: 'kyverno',
+    upstreamFile: 'kyverno.yaml',
+    file: 'kyverno-helmchart.yaml',
+    defaultVersion: '3.6.1',
+    version: '3.5.2',
+    upstreamVersions: ['1'],
+    upstreamValues: { installation: { calicoNetwork: { bgp: 'Disabled' } } },
+  },
+  {
+    bundle: 'longhorn',
+    key: 'longhorn',
+    upstreamFile: 'longhorn.yaml',
+    file: 'longhorn-helmchart.yaml',
+    defaultVersion: '1.10.1',
+    version: '1.9.2',
+    upstreamVersions: ['1'],
+    upstreamValues: { defaultSettings: { backupstorePollInterval: 600 } },
+  },
+  {
+    bundle: 'ingress-nginx',
+    key: 'ingress_nginx',
+    upstreamKey: 'nginx',
+    upstreamFile: 'ingress-nginx.yaml',
+    file: 'ingress-nginx-helmchart.yaml',
+    defaultVersion: '4.14.0',
+    version: '4.13.3',
+    upstreamVersions: ['1'],
+    acceptedUpstreamVersions: ['1.2.3'],
+    upstreamValues: { commonLabels: { myLabel: 'abc123' } },
+  },
   { bundle: 'metallb', key: 'metallb', upstreamFile: 'metallb.yaml', file: 'metallb-helmchart.yaml', defaultVersion: '0.14.9', version: '0.15.2', upstreamVersions: ['1'] },
-  { bundle: 'cert-manager', key: 'cert_manager', upstreamKey: 'certManager', upstreamFile: 'cert-manager.yaml', file: 'cert-manager-helmchart.yaml', defaultVersion: 'v1.19.1', version: 'v1.18.2', upstreamVersions: [] },
+  {
+    bundle: 'cert-manager',
+    key: 'cert_manager',
+    upstreamKey: 'certManager',
+    upstreamFile: 'cert-manager.yaml',
+    file: 'cert-manager-helmchart.yaml',
+    defaultVersion: 'v1.19.1',
+    version: 'v1.18.2',
+    upstreamVersions: [],
+  },
 ];
 
 describe.each(CHART_PORTS)('$bundle (upstream tests/*_test.go, chart bundle)', (p) => {
@@ -489,7 +566,7 @@ describe.each(CHART_PORTS)('$bundle (upstream tests/*_test.go, chart bundle)', (
   it(`"default version": ${p.upstreamFile} → ${p.file} pins the chart version`, async () => {
     const r = await install(p.bundle);
     expect(chart(r).spec.version).toBe(p.defaultVersion);
-    expect(r.read(`${K3S}/${p.file}`)).toMatch(/^  version: \S+$/m);
+    expect(r.read(`${K3S}/${p.file}`)).toMatch(/^ {2}version: \S+$/m);
     if (p.bundle === 'metallb') expect(r.read(`${K3S}/metallb-addresspool.yaml`)).toContain('- 192.168.1.10-192.168.1.20');
     await r.cleanup();
   });

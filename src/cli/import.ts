@@ -15,13 +15,16 @@ export function registerImport(program: Command, io: CliIo): void {
     .action(async (dir: string, o: { bundleVersion: string; name?: string; force?: boolean; json?: boolean }) => {
       const r = await importDockerfileFolder(dir, { version: o.bundleVersion, name: o.name, force: o.force });
       const { spec } = r.loaded;
-      makePrinter(!!o.json, io).result(`wrote ${r.specPath} (${spec.name} ${spec.version}, ${spec.type}, ${spec.files.length} file entr${spec.files.length === 1 ? 'y' : 'ies'}${spec.run ? `, run: ${spec.run}` : ''})`, {
-        specPath: r.specPath,
-        name: spec.name,
-        version: spec.version,
-        type: spec.type,
-        run: spec.run,
-        files: spec.files.map((f) => ({ src: f.src, dst: f.dst, mode: f.mode })),
-      });
+      makePrinter(!!o.json, io).result(
+        `wrote ${r.specPath} (${spec.name} ${spec.version}, ${spec.type}, ${spec.files.length} file entr${spec.files.length === 1 ? 'y' : 'ies'}${spec.run ? `, run: ${spec.run}` : ''})`,
+        {
+          specPath: r.specPath,
+          name: spec.name,
+          version: spec.version,
+          type: spec.type,
+          run: spec.run,
+          files: spec.files.map((f) => ({ src: f.src, dst: f.dst, mode: f.mode })),
+        },
+      );
     });
 }

@@ -91,7 +91,10 @@ async function buildInto(t: Translation, layout: OciLayout, opts: DockerfileBuil
     await layout.push(desc, bytes);
     images.push({ platform: p, manifest: desc });
   }
-  const root = await writeIndexIfNeeded(layout, images.map((i) => i.manifest));
+  const root = await writeIndexIfNeeded(
+    layout,
+    images.map((i) => i.manifest),
+  );
   return { translation: t, name: bundleNameOf(t.dir), root, layers, images };
 }
 

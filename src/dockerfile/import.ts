@@ -45,7 +45,10 @@ export async function importDockerfileFolder(dirArg: string, opts: ImportOptions
   let run: string | undefined;
   for (const step of t.steps) {
     if (step.uid !== 0 || step.gid !== 0) {
-      throw new UserError(`${t.dockerfile.path}:${step.line}: ${step.text}: --chown has no bundle.yaml equivalent`, 'every file of a kbundle image has one owner (kbundle build --owner uid:gid); remove --chown');
+      throw new UserError(
+        `${t.dockerfile.path}:${step.line}: ${step.text}: --chown has no bundle.yaml equivalent`,
+        'every file of a kbundle image has one owner (kbundle build --owner uid:gid); remove --chown',
+      );
     }
     const destRel = step.dest.replace(/^\/+/, '');
     for (const src of step.sources) {

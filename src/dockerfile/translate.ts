@@ -72,7 +72,10 @@ function globToRegExp(glob: string): RegExp {
       const end = glob.indexOf(']', i + 1);
       if (end < 0) re += '\\[';
       else {
-        re += `[${glob.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\')}]`;
+        re += `[${glob
+          .slice(i + 1, end)
+          .replace(/^!/, '^')
+          .replace(/\\/g, '\\\\')}]`;
         i = end;
       }
     } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
@@ -139,7 +142,12 @@ export async function translateDockerfile(dirArg: string): Promise<Translation> 
   const df = parseDockerfile(text, path);
   const final = df.stages.at(-1)!;
   if (final.base.toLowerCase() !== 'scratch') {
-    throw refuse(df, final.from, `the final stage starts FROM ${final.base}, not FROM scratch`, 'a bundle image carries only its own files: end the Dockerfile with FROM scratch and COPY run.sh and assets/');
+    throw refuse(
+      df,
+      final.from,
+      `the final stage starts FROM ${final.base}, not FROM scratch`,
+      'a bundle image carries only its own files: end the Dockerfile with FROM scratch and COPY run.sh and assets/',
+    );
   }
   const stageByRef = (ref: string): Stage | undefined => (/^\d+$/.test(ref) ? df.stages[Number(ref)] : df.stages.find((s) => s.name === ref.toLowerCase()));
 
@@ -163,7 +171,8 @@ export async function translateDockerfile(dirArg: string): Promise<Translation> 
           throw refuse(df, ins, `copies files out of the image "${from}"`, `kbundle builds without pulling images: ${HINT_URL}`);
         }
         for (const k of Object.keys(ins.flags)) {
-          if (!['chmod', 'chown', 'link'].includes(k)) throw refuse(df, ins, `the option --${k} is not supported`, 'kbundle translates COPY [--chmod=<octal>] [--chown=<uid>:<gid>] [--link] <src>… <dest>');
+          if (!['chmod', 'chown', 'link'].includes(k))
+            throw refuse(df, ins, `the option --${k} is not supported`, 'kbundle translates COPY [--chmod=<octal>] [--chown=<uid>:<gid>] [--link] <src>… <dest>');
         }
         if (ins.args.length < 2) throw refuse(df, ins, `${ins.keyword} needs at least one source and a destination`, `${ins.keyword} <src>… <dest>`);
         const given = ins.args.slice(0, -1);
@@ -172,7 +181,13 @@ export async function translateDockerfile(dirArg: string): Promise<Translation> 
           const url = given.find((g) => /^(https?|git|ssh):\/\/|^git@/.test(g));
           if (url) throw refuse(df, ins, `ADD downloads ${url} at build time`, HINT_URL);
           const archive = given.find((g) => ARCHIVE_NAME.test(g));
-          if (archive) throw refuse(df, ins, `ADD unpacks the local archive ${archive}`, 'unpack it into the folder and COPY the result, or pin the upstream archive with `url:` + `sha256:` + `extract:` in bundle.yaml');
+          if (archive)
+            throw refuse(
+              df,
+              ins,
+              `ADD unpacks the local archive ${archive}`,
+              'unpack it into the folder and COPY the result, or pin the upstream archive with `url:` + `sha256:` + `extract:` in bundle.yaml',
+            );
         }
         if (destArg.includes('$')) throw refuse(df, ins, `the destination "${destArg}" uses a variable`, 'write the destination literally');
         const sources: CopySource[] = [];
@@ -181,11 +196,24 @@ export async function translateDockerfile(dirArg: string): Promise<Translation> 
         const dest = posix.normalize(posix.join('/', destArg));
         const chmod = ins.flags.chmod !== undefined ? parseChmod(df, ins, ins.flags.chmod) : undefined;
         const owner = ins.flags.chown !== undefined ? parseChown(df, ins, ins.flags.chown) : { uid: 0, gid: 0 };
-        steps.push({ line: ins.line, text: ins.text, sources, dest: dest === '/.' ? '/' : dest, destIsDir: /\/\.?$/.test(destArg) || destArg === '.' || given.length > 1 || sources.length > 1, chmod, ...owner });
+        steps.push({
+          line: ins.line,
+          text: ins.text,
+          sources,
+          dest: dest === '/.' ? '/' : dest,
+          destIsDir: /\/\.?$/.test(destArg) || destArg === '.' || given.length > 1 || sources.length > 1,
+          chmod,
+          ...owner,
+        });
         break;
       }
       case 'RUN':
-        throw refuse(df, ins, 'RUN in the final stage needs a container runtime at build time', `kbundle builds without running anything: do this work in run.sh (it runs on the node), or ${HINT_URL}`);
+        throw refuse(
+          df,
+          ins,
+          'RUN in the final stage needs a container runtime at build time',
+          `kbundle builds without running anything: do this work in run.sh (it runs on the node), or ${HINT_URL}`,
+        );
       case 'WORKDIR':
         throw refuse(df, ins, 'WORKDIR is not supported', 'write absolute COPY destinations (COPY ./run.sh /)');
       default:
