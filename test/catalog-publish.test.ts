@@ -50,7 +50,7 @@ describe('catalog publish', () => {
 
     const pool = join(catalog, 'metallb/assets/metallb-addresspool.yaml');
     const mine = join(tempDir(), 'bundles');
-    cpSync(catalog, mine, { recursive: true });
+    cpSync(catalog, mine, { recursive: true, verbatimSymlinks: true });
     writeFileSync(join(mine, 'metallb/assets/metallb-addresspool.yaml'), readFileSync(pool, 'utf8').replace('name: default', 'name: edited'));
     const rb = kbundle(['catalog', 'build', '-C', mine, '-o', `oci:${layout}`, '--json'], { env });
     expect(JSON.parse(rb.stdout).built.map((x: { name: string }) => x.name)).toEqual(['metallb']);
