@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { writeFileAtomic } from '../util/atomic-write.js';
 import { join, posix, relative, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { UserError } from '../errors.js';
@@ -102,7 +103,7 @@ export async function importDockerfileFolder(dirArg: string, opts: ImportOptions
     '',
   ].join('\n');
   const text = header + stringify(spec, { lineWidth: 0 });
-  await writeFile(join(dir, 'bundle.yaml'), text);
+  await writeFileAtomic(join(dir, 'bundle.yaml'), text);
   try {
     return { specPath, text, loaded: await loadBundleSpec(dirArg) };
   } catch (e) {
