@@ -8,6 +8,7 @@ import { join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { UserError } from '../errors.js';
+import { pathExists } from '../fs-util.js';
 import { digestFile, digestOf, parseDigest } from '../oci/digest.js';
 import { MediaType, isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
 import { formatPlatform } from '../oci/platform.js';
@@ -191,7 +192,6 @@ export const dockerArchiveTransport: ImageTransport<DockerArchiveLocation> = {
     const display = format(loc);
     const unpacked = await unpackArchive(loc.path, display);
     try {
-      const { pathExists } = await import('../fs-util.js');
       if (unpacked.isOciLayout && !(await pathExists(join(unpacked.raw, 'manifest.json'), { follow: true }))) {
         return { target: await OciLayout.open(unpacked.raw), reference: loc.ref, display, capabilities, tag: loc.ref, location: display, close: unpacked.close };
       }
