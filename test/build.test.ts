@@ -6,7 +6,7 @@ import { extractPinnedMember } from '../src/builder/download.js';
 import { buildTo } from '../src/builder/output.js';
 import { UserError } from '../src/errors.js';
 import { OciLayout } from '../src/store/oci-layout.js';
-import { fetchBytes } from '../src/store/target.js';
+import { fetchBytes } from '../src/oci/target.js';
 import { kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 import { craftTar } from './helpers/craft-image.js';

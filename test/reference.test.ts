@@ -4,7 +4,7 @@ import { parseChallenges } from '../src/registry/challenge.js';
 import { schemePlan } from '../src/registry/connection.js';
 import { resolveCredentials } from '../src/registry/credentials.js';
 import { apiHost, formatReference, isLoopback, manifestReference, parseReference, pinnedReference } from '../src/registry/reference.js';
-import { referrersTag } from '../src/registry/referrers.js';
+import { referrersTag } from '../src/attach/tags.js';
 import { nextLink } from '../src/registry/tags.js';
 import { parseImageArgument } from '../src/store/open.js';
 import { mkdtempSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';

@@ -14,11 +14,12 @@ import { buildTo, type BuildOutput } from '../src/builder/output.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
+import { attachReferrer, listReferrers } from '../src/attach/referrers.js';
 import { RegistryClient } from '../src/registry/client.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
-import { fetchBytes } from '../src/store/target.js';
+import { fetchBytes } from '../src/oci/target.js';
 import { kbundleInProcess as kbundle } from './helpers/cli.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 
@@ -257,17 +258,19 @@ describe('open registry (plain HTTP on loopback, found automatically)', () => {
       const attach = async (artifactType: string, note: string): Promise<Descriptor> => {
         const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, artifactType, config: emptyDesc, layers: [emptyDesc], subject, annotations: { note } }));
         const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length };
-        await repo.attachReferrer(bytes, desc);
+        await attachReferrer(repo, bytes, desc);
         return desc;
       };
-      expect(await repo.referrers(subject)).toEqual([]);
+      expect(await repo.referrers(subject)).toBeUndefined(); // no referrers API: the fallback tag is used
+      expect(await listReferrers(repo, subject)).toEqual([]);
       const sig = await attach('application/vnd.dev.cosign.artifact.sig.v1+json', 'sig');
       const sbom = await attach('application/spdx+json', 'sbom');
       await attach('application/spdx+json', 'sbom'); // same bytes again: no duplicate entry
-      const all = await repo.referrers(subject);
-      expect(all.map((d) => d.digest).sort()).toEqual([sig.digest, sbom.digest].sort());
+      const all = await listReferrers(repo, subject);
+      // One entry per digest, sorted by digest.
+      expect(all.map((d) => d.digest)).toEqual([sig.digest, sbom.digest].sort());
       expect(all.find((d) => d.digest === sbom.digest)).toMatchObject({ artifactType: 'application/spdx+json', annotations: { note: 'sbom' } });
-      expect((await repo.referrers(subject, 'application/spdx+json')).map((d) => d.digest)).toEqual([sbom.digest]);
+      expect((await listReferrers(repo, subject, 'application/spdx+json')).map((d) => d.digest)).toEqual([sbom.digest]);
       expect(await repo.tags()).toContain(`sha256-${subject.digest.slice(7)}`);
     } finally {
       await client.close();

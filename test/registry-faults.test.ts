@@ -69,7 +69,7 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     try {
       const dst = new RegistryTarget(client, 'faults/push', proxy.host, { access: 'push', upload: smallChunks });
       // One blob at a time, so the rules' request counts land on the same requests every run.
-      const r = await copyImage(image.layout, 'v1', dst, 'v1', { concurrency: 1, onProgress: (e) => e.kind === 'blob-retry' && retries.push(e.error) });
+      const r = await copyImage(image.layout, 'v1', dst, 'v1', { concurrency: 1, hooks: { onRetry: (_desc, e) => retries.push(String(e)) } });
       expect(r.blobsCopied).toBe(4);
     } finally {
       await client.close();

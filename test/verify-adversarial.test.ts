@@ -20,12 +20,13 @@ import {
   rekorBundleAnnotation,
   signatureTag,
   SIMPLE_SIGNING_MEDIA_TYPE,
-} from '../src/sign/formats.js';
+} from '../src/attach/formats.js';
 import type { LoadedPrivateKey } from '../src/sign/keys.js';
-import { attachReferrer, listReferrers, referrersTag } from '../src/sign/referrers.js';
+import { attachReferrer, listReferrers } from '../src/attach/referrers.js';
+import { referrersTag } from '../src/attach/tags.js';
 import { signImage, type SignOptions } from '../src/sign/sign.js';
 import { OciLayout } from '../src/store/oci-layout.js';
-import { fetchBytes } from '../src/store/target.js';
+import { fetchBytes } from '../src/oci/target.js';
 import { exactMatcher } from '../src/verify/identity.js';
 import type { KeylessRequirement, VerificationPolicy } from '../src/verify/requirements.js';
 import { parseTrustedRoot } from '../src/verify/trust.js';

@@ -11,9 +11,17 @@ import { KbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
-import { bundleReferrerManifest, legacySignatureConfig, legacySignatureManifest, SIMPLE_SIGNING_MEDIA_TYPE, signStatement, simpleSigningPayload, BUNDLE_V03_MEDIA_TYPE } from '../src/sign/formats.js';
+import {
+  bundleReferrerManifest,
+  legacySignatureConfig,
+  legacySignatureManifest,
+  SIMPLE_SIGNING_MEDIA_TYPE,
+  signStatement,
+  simpleSigningPayload,
+  BUNDLE_V03_MEDIA_TYPE,
+} from '../src/attach/formats.js';
 import { keyHint, parsePublicKeys } from '../src/sign/keys.js';
-import { referrersTag } from '../src/sign/referrers.js';
+import { referrersTag } from '../src/attach/tags.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { exactMatcher, regexpMatcher } from '../src/verify/identity.js';
 import type { KeylessRequirement, VerificationPolicy } from '../src/verify/requirements.js';
@@ -196,7 +204,7 @@ describe('real cosign signatures verify', () => {
         .toString()
         .replace(/"dev.sigstore.bundle.predicateType":"[^"]*",/, ''),
     );
-    const { attachReferrer } = await import('../src/sign/referrers.js');
+    const { attachReferrer } = await import('../src/attach/referrers.js');
     await attachReferrer(layout, manifest, { mediaType: MediaType.OciManifest, digest: digestOf(manifest), size: manifest.length });
     const root = await loadTrustedRoot(join(FIX, 'trusted-roots', 'public-good.json'));
     const policy: VerificationPolicy = {

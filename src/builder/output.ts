@@ -1,10 +1,7 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
 import { UserError } from '../errors.js';
-import { writeDockerArchive, writeOciArchive } from '../store/archive.js';
-import { OciLayout } from '../store/oci-layout.js';
-import { formatLocation, type ImageLocation } from '../store/transport.js';
-import { buildBundle, defaultTag, planBuild, type BuildOptions, type BuildResult } from './builder.js';
+import { openDestination } from '../store/open.js';
+import { capabilitiesOf, formatLocation, isRegistryLocation, type ImageLocation } from '../store/transport.js';
+import { buildBundle, planBuild, type BuildOptions, type BuildResult } from './builder.js';
 
 export interface BuildOutput extends BuildResult {
   location: string;
@@ -16,38 +13,28 @@ export interface BuildOutput extends BuildResult {
  * and written with a temp name then renamed, so a failed build leaves no partial archive.
  */
 export async function buildTo(bundleDir: string, out: ImageLocation, opts: BuildOptions = {}): Promise<BuildOutput> {
-  if (out.transport === 'docker') {
+  if (isRegistryLocation(out)) {
     throw new UserError(`-o ${formatLocation(out)}: build writes local images`, `build to oci:<dir> and then: kbundle push oci:<dir>:<tag> ${out.ref}`);
   }
+  const caps = capabilitiesOf(out);
   const plan = await planBuild(bundleDir, opts);
-  if (out.transport === 'docker-archive' && plan.plans.length !== 1) {
+  if (!caps.multiPlatform && plan.plans.length !== 1) {
     throw new UserError(
       `-o ${formatLocation(out)}: a docker archive holds one platform, the bundle has ${plan.plans.length} (${plan.plans.map((p) => p.platform).join(', ')})`,
       'pick one with --platform, e.g. --platform linux/amd64',
     );
   }
-  if (out.transport === 'oci') {
-    const layout = await OciLayout.open(out.path, { create: true });
-    const result = await buildBundle(plan, layout, opts);
-    const tag = out.ref || defaultTag(result);
-    await layout.tag(result.root, tag);
-    return { ...result, location: formatLocation({ ...out, ref: tag }), tag };
-  }
-  const tmpDir = await mkdtemp(resolve(dirname(resolve(out.path)), '.kbundle-build-'));
+  const { spec } = plan.loaded;
+  // Layouts and OCI archives are tagged <name>_<version>, docker archives named <name>:<version>.
+  const dst = await openDestination(out, { defaultTag: `${spec.name}_${spec.version}`, defaultRepoTag: `${spec.name}:${spec.version}` });
   try {
-    const layout = await OciLayout.open(tmpDir, { create: true });
+    const layout = dst.layout!;
     const result = await buildBundle(plan, layout, opts);
-    if (out.transport === 'oci-archive') {
-      const tag = out.ref || defaultTag(result);
-      await layout.tag(result.root, tag);
-      await writeOciArchive(layout, out.path);
-      return { ...result, location: formatLocation({ ...out, ref: tag }), tag };
-    }
-    const { spec } = result.loaded;
-    const tag = out.ref || `${spec.name}:${spec.version}`;
-    await writeDockerArchive(layout, result.images[0]!.manifest, out.path, tag);
-    return { ...result, location: formatLocation({ ...out, ref: tag }), tag };
-  } finally {
-    await rm(tmpDir, { recursive: true, force: true });
+    if (dst.reference) await layout.tag(result.root, dst.reference);
+    await dst.close(result.root);
+    return { ...result, location: dst.location, tag: dst.tag };
+  } catch (e) {
+    await dst.close().catch(() => undefined);
+    throw e;
   }
 }

@@ -5,7 +5,7 @@ import { buildTo } from '../builder/output.js';
 import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { loadBundleSpec } from '../builder/spec.js';
 import { UserError } from '../errors.js';
-import { parseLocation } from '../store/transport.js';
+import { parseImageArgument } from '../store/transport.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 
@@ -47,7 +47,7 @@ export function registerBuild(program: Command, io: CliIo): void {
         },
       ) => {
         const out = makePrinter(!!o.json, io);
-        const location = parseLocation(o.output, '-o');
+        const location = parseImageArgument(o.output, '-o', { bare: false });
         const level = Number(o.gzipLevel);
         if (!Number.isInteger(level) || level < 1 || level > 9) throw new UserError(`--gzip-level: "${o.gzipLevel}" must be 1-9`);
         if (o.compression !== 'gzip' && o.compression !== 'zstd') throw new UserError(`--compression: "${o.compression}" must be gzip or zstd`);

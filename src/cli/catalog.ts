@@ -5,15 +5,15 @@ import { catalogIndex, writeCatalogIndex } from '../catalog/index-page.js';
 import { lintCatalog } from '../catalog/lint.js';
 import { UserError } from '../errors.js';
 import { OciLayout } from '../store/oci-layout.js';
-import { parseLocation } from '../store/transport.js';
+import { isLayoutLocation, parseImageArgument } from '../store/transport.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 import { addSigningFlags, prepareSigning, type SigningFlags } from './sign.js';
 
 function layoutDir(output: string): string {
-  const loc = parseLocation(output, '-o');
-  if (loc.transport !== 'oci' || loc.ref) throw new UserError(`-o ${output}: the catalog is built into an OCI layout directory`, 'write it as oci:<dir>, e.g. -o oci:out/catalog');
+  const loc = parseImageArgument(output, '-o', { bare: false });
+  if (!isLayoutLocation(loc) || loc.ref) throw new UserError(`-o ${output}: the catalog is built into an OCI layout directory`, 'write it as oci:<dir>, e.g. -o oci:out/catalog');
   return loc.path;
 }
 

@@ -37,15 +37,15 @@ export function registerImage(program: Command, io: CliIo): void {
     .option('--json', 'print a JSON summary')
     .action(async (o: ImageFlags) => {
       const out = makePrinter(!!o.json, io);
-      const [{ parseLocation }, { OciLayout }, { buildNodeImage }, { hostPlatform }, { sourceDateEpochFromEnv }] = await Promise.all([
+      const [{ isLayoutLocation, parseImageArgument }, { OciLayout }, { buildNodeImage }, { hostPlatform }, { sourceDateEpochFromEnv }] = await Promise.all([
         import('../store/transport.js'),
         import('../store/oci-layout.js'),
         import('../sea/image.js'),
         import('../oci/platform.js'),
         import('../builder/epoch.js'),
       ]);
-      const loc = parseLocation(o.output, '-o');
-      if (loc.transport !== 'oci') throw new UserError(`-o ${o.output}: kbundle image writes an OCI layout (oci:<dir>[:tag])`, 'then: kbundle push oci:<dir>:<tag> <registry>/<repo>:<tag>');
+      const loc = parseImageArgument(o.output, '-o', { bare: false });
+      if (!isLayoutLocation(loc)) throw new UserError(`-o ${o.output}: kbundle image writes an OCI layout (oci:<dir>[:tag])`, 'then: kbundle push oci:<dir>:<tag> <registry>/<repo>:<tag>');
       const host = hostPlatform();
       const hostName = `${host.os}/${host.architecture}`;
       const executables = pairs(o.executable, '--executable');

@@ -3,18 +3,16 @@
  * src/verify, print (human text or --json).
  */
 import { readFileSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { KbError, UserError } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import type { RegistryClient } from '../registry/client.js';
-import { manifestReference, parseReference } from '../registry/reference.js';
-import type { ReferrersCapable } from '../sign/referrers.js';
 import type { SignatureFormat } from '../sign/sign.js';
-import type { Target } from '../store/target.js';
-import { parseLocation, type ImageLocation } from '../store/transport.js';
+import type { Target } from '../oci/target.js';
+import { openSource } from '../store/open.js';
+import { capabilitiesOf, isRegistryLocation, parseImageArgument, transportOf, type ImageLocation } from '../store/transport.js';
 import type { Matcher } from '../verify/identity.js';
 import type { SignerRequirement, VerificationPolicy } from '../verify/requirements.js';
 import type { VerifiedSigner } from '../verify/verify.js';
@@ -72,7 +70,7 @@ function collect(v: string, prev: string[] = []): string[] {
 }
 
 export interface OpenedForSigning {
-  target: Target & ReferrersCapable;
+  target: Target;
   reference: string;
   /** `registry/repository` (registries), `oci:<abs dir>` (layouts): what trust policies match. */
   image: string;
@@ -82,43 +80,36 @@ export interface OpenedForSigning {
   display: string;
 }
 
-const LOCAL = ['oci:', 'oci-archive:', 'docker-archive:', 'docker:'];
-
-/** Like store/open's parseImageArgument, without loading the archive and registry code. */
-function parseImageArgument(s: string, what: string): ImageLocation {
-  if (LOCAL.some((t) => s.startsWith(t))) return parseLocation(s, what);
-  parseReference(s, what);
-  return { transport: 'docker', ref: s };
+/** Signatures are read and written where the image lies: a registry or an OCI layout, not an archive. */
+function signableLocation(arg: string): ImageLocation {
+  const loc = parseImageArgument(arg, 'image');
+  const caps = capabilitiesOf(loc);
+  if (!caps.inPlace || !caps.signatures) {
+    throw new UserError(
+      `${arg}: signatures live in a registry or an OCI layout directory, not in ${loc.transport} files`,
+      'copy it first: kbundle copy <archive> oci:<dir>, then sign oci:<dir>:<tag>',
+    );
+  }
+  return loc;
 }
 
 /** `oci:<dir>[:tag]`, `docker://host/repo[:tag|@digest]` or a bare `host/repo[:tag|@digest]`. */
 export async function openImage(arg: string, client: RegistryClient | undefined, access: 'pull' | 'push'): Promise<OpenedForSigning> {
-  const loc = parseImageArgument(arg, 'image');
-  if (loc.transport === 'docker') {
-    if (!client) throw new Error('registry client missing');
-    const ref = parseReference(loc.ref, 'image');
-    const [{ RegistryTarget }, { dockerReferenceOf }] = await Promise.all([import('../registry/registry-target.js'), import('../sign/formats.js')]);
-    const target = RegistryTarget.forReference(client, ref, { access });
-    const repository = `${ref.registry}/${ref.repository}`;
-    return { target, reference: manifestReference(ref), image: repository, repository, dockerReference: dockerReferenceOf(ref.registry, ref.repository), display: loc.ref };
+  const loc = signableLocation(arg);
+  const img = await openSource(loc, { client, registry: { access } });
+  const image = transportOf(loc).identity(loc);
+  if (img.registryRef) {
+    const { dockerReferenceOf } = await import('../attach/formats.js');
+    const ref = img.registryRef;
+    return { target: img.target, reference: img.reference, image, repository: image, dockerReference: dockerReferenceOf(ref.registry, ref.repository), display: arg.replace(/^docker:\/\//, '') };
   }
-  if (loc.transport === 'oci') {
-    const { OciLayout } = await import('../store/oci-layout.js');
-    const target = await OciLayout.open(loc.path);
-    return { target, reference: loc.ref, image: `oci:${resolve(loc.path)}`, display: `oci:${loc.path}${loc.ref ? `:${loc.ref}` : ''}` };
-  }
-  throw new UserError(`${arg}: signatures live in a registry or an OCI layout directory, not in ${loc.transport} files`, 'copy it first: kbundle copy <archive> oci:<dir>, then sign oci:<dir>:<tag>');
+  return { target: img.target, reference: img.reference, image, display: img.display };
 }
 
 /** What trust policies match for an image argument, without opening it. */
 function imageName(arg: string): string {
-  const loc = parseImageArgument(arg, 'image');
-  if (loc.transport === 'docker') {
-    const ref = parseReference(loc.ref, 'image');
-    return `${ref.registry}/${ref.repository}`;
-  }
-  if (loc.transport === 'oci') return `oci:${resolve(loc.path)}`;
-  throw new UserError(`${arg}: signatures live in a registry or an OCI layout directory, not in ${loc.transport} files`, 'copy it first: kbundle copy <archive> oci:<dir>, then sign oci:<dir>:<tag>');
+  const loc = signableLocation(arg);
+  return transportOf(loc).identity(loc);
 }
 
 function parseAnnotations(list: string[] | undefined, flag: string): Record<string, string> {
@@ -260,7 +251,7 @@ export function addSigningFlags(cmd: Command): Command {
 
 export interface PreparedSigning {
   /** Sign `root` (a digest that was just pushed) in `target`. */
-  sign(target: Target & ReferrersCapable, root: Descriptor, opts: { dockerReference?: string; recursive?: boolean }): Promise<import('../sign/sign.js').SignResult>;
+  sign(target: Target, root: Descriptor, opts: { dockerReference?: string; recursive?: boolean }): Promise<import('../sign/sign.js').SignResult>;
 }
 
 /**
@@ -339,7 +330,7 @@ export function registerSigning(program: Command, io: CliIo): void {
   ).action(async (arg: string, o: SignFlags) => {
     const prepared = await prepareSigning({ ...o, signatureFormat: o.format }, io);
     const loc = parseImageArgument(arg, 'image');
-    const client = loc.transport === 'docker' ? await makeClient(o, io) : undefined;
+    const client = isRegistryLocation(loc) ? await makeClient(o, io) : undefined;
     try {
       const img = await openImage(arg, client, 'push');
       const root: Descriptor = await img.target.resolve(img.reference);
@@ -393,7 +384,7 @@ export function registerSigning(program: Command, io: CliIo): void {
       }
     }
     const policy = await policyFromFlags(o, imageName(arg));
-    const client = loc.transport === 'docker' ? await makeClient(o, io) : undefined;
+    const client = isRegistryLocation(loc) ? await makeClient(o, io) : undefined;
     let digest: string | undefined;
     try {
       const img = await openImage(arg, client, 'pull');

@@ -1,10 +1,9 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { formatLocation, parseLocation } from '../store/transport.js';
+import { capabilitiesOf, hasTransportPrefix, parseImageArgument } from '../store/transport.js';
 import type { Node } from '../sysext/manage.js';
 import { KAIROS_POLICY } from '../sysext/policy.js';
 import { hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../sysext/types.js';
@@ -19,8 +18,7 @@ const lazy = {
   check: () => import('../sysext/check.js'),
   manage: () => import('../sysext/manage.js'),
   pack: () => import('../sysext/package.js'),
-  layout: () => import('../store/oci-layout.js'),
-  archive: () => import('../store/archive.js'),
+  open: () => import('../store/open.js'),
   spec: () => import('../builder/spec.js'),
   trust: () => import('../sysext/node-trust.js'),
   fromImage: () => import('../sysext/from-image.js'),
@@ -37,7 +35,6 @@ const HIERARCHIES_HELP =
   "the directories the node's systemd-sysext overlays, colon-separated as in SYSTEMD_SYSEXT_HIERARCHIES (default: with --root the node's systemd-sysext.service drop-in, else Kairos's /usr/local/bin:…:/usr/sbin list; confext /etc)";
 
 /** An image argument, told apart from a folder here so that a folder build loads nothing more. */
-const IMAGE_ARG = /^(oci|oci-archive|docker-archive):|^docker:\/\//;
 
 function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
@@ -100,8 +97,8 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       const partitionArch = arch === '_any' ? hostSystemdArch() : arch;
       const levelOpt = o[`${kind}Level`];
       const epoch = sourceDateEpochFromEnv(io.env);
-      const image = typeof o.image === 'string' ? parseLocation(o.image, '--image') : undefined;
-      if (image?.transport === 'docker') throw new UserError('--image: build writes local images', 'push it afterwards with kbundle push');
+      const image = typeof o.image === 'string' ? parseImageArgument(o.image, '--image', { bare: false }) : undefined;
+      if (image && capabilitiesOf(image).remote) throw new UserError('--image: build writes local images', 'push it afterwards with kbundle push');
       // Release fields given on the command line (for a bundle folder they override its sysext: section).
       const releaseFlags = {
         ...(o.id ? { id: String(o.id) } : {}),
@@ -122,7 +119,7 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       let r: import('../sysext/build.js').SysextBuildResult;
       let bundleMeta: { version?: string; description?: string } = {};
       let source: import('../sysext/from-image.js').ImageBuildSource | undefined;
-      if (IMAGE_ARG.test(dir)) {
+      if (hasTransportPrefix(dir)) {
         if (!o.name) throw new UserError(`--name is required to build from an image`, `e.g. kbundle ${kind} build ${dir} --name myext`);
         const { buildSysextFromImage } = await lazy.fromImage();
         const platform = { os: 'linux', architecture: GOARCH[partitionArch] ?? partitionArch };
@@ -167,32 +164,20 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       let imageInfo: { location: string; digest: string } | undefined;
       if (image) {
         const platform = `linux/${GOARCH[partitionArch] ?? 'amd64'}`;
-        const tag = image.ref || name;
         const { packageRaw, indexOf } = await lazy.pack();
-        const { OciLayout } = await lazy.layout();
-        const { writeOciArchive, writeDockerArchive } = await lazy.archive();
-        const pack = async (layout: import('../store/oci-layout.js').OciLayout) => {
+        const { openDestination } = await lazy.open();
+        // Layouts and OCI archives are tagged with the extension name, docker archives named <name>:latest.
+        const dst = await openDestination(image, { defaultTag: name, defaultRepoTag: `${name}:latest` });
+        try {
+          const layout = dst.layout!;
           const p = await packageRaw(r, layout, { platform, epoch, kind, title: name, ...bundleMeta });
-          return indexOf([p], layout);
-        };
-        if (image.transport === 'oci') {
-          const layout = await OciLayout.open(image.path, { create: true });
-          const root = await pack(layout);
-          await layout.tag(root, tag);
-          imageInfo = { location: formatLocation({ ...image, ref: tag }), digest: root.digest };
-        } else {
-          const tmp = await mkdtemp(resolve(dirname(resolve(image.path)), '.kbundle-sysext-image-'));
-          try {
-            const layout = await OciLayout.open(tmp, { create: true });
-            const root = await pack(layout);
-            if (image.transport === 'oci-archive') {
-              await layout.tag(root, tag);
-              await writeOciArchive(layout, image.path);
-            } else await writeDockerArchive(layout, root, image.path, image.ref ? (image.ref.includes(':') ? image.ref : `${image.ref}:latest`) : `${name}:latest`);
-            imageInfo = { location: formatLocation(image), digest: root.digest };
-          } finally {
-            await rm(tmp, { recursive: true, force: true });
-          }
+          const root = await indexOf([p], layout);
+          if (dst.reference) await layout.tag(root, dst.reference);
+          await dst.close(root);
+          imageInfo = { location: dst.location, digest: root.digest };
+        } catch (e) {
+          await dst.close().catch(() => undefined);
+          throw e;
         }
         lines.push(`image: ${imageInfo.location} (${imageInfo.digest})`);
       }

@@ -1,19 +1,19 @@
 import type { Command } from 'commander';
-import { UserError } from '../errors.js';
+import { UserError, errorMessage } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from '../oci/mediatypes.js';
 import { formatPlatform, parsePlatform, selectPlatform } from '../oci/platform.js';
 import { parseAnyManifest, type Descriptor, type Platform } from '../oci/types.js';
 import { parseReference, pinnedReference } from '../registry/reference.js';
-import { copyImage, type CopyProgress, type CopyResult } from '../store/copy.js';
-import { openDestination, openSource, parseImageArgument, type DestinationDefaults, type OpenedImage } from '../store/open.js';
-import { fetchBytes, type Target } from '../store/target.js';
-import { formatLocation, type ImageLocation } from '../store/transport.js';
+import { copyImage, type CopyHooks, type CopyResult } from '../store/copy.js';
+import { requireSinglePlatform } from '../store/docker-archive.js';
+import { openDestination, openSource, type DestinationDefaults, type OpenedImage } from '../store/open.js';
+import { fetchBytes, type Target } from '../oci/target.js';
+import { isRegistryLocation, parseImageArgument, type ImageLocation } from '../store/transport.js';
 import type { CliIo } from './io.js';
 import { makePrinter, type Printer } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 import { addSigningFlags, describeSigned, prepareSigning, type SigningFlags } from './sign.js';
-import type { ReferrersCapable } from '../sign/referrers.js';
 
 function platformOf(o: RegistryFlags): Platform | undefined {
   return o.platform ? parsePlatform(o.platform, '--platform') : undefined;
@@ -41,13 +41,14 @@ async function plannedBytes(target: Target, root: Descriptor, platform: Platform
 }
 
 /** One TTY progress bar for the whole transfer (nothing when piped or with --json). */
-function progressReporter(out: Printer, total: number, label: string): { onProgress: (e: CopyProgress) => void; stop(): void } {
+function progressReporter(out: Printer, total: number, label: string): { hooks: CopyHooks; stop(): void } {
   const bar = out.progress(total, label);
   return {
-    onProgress: (e) => {
-      if (e.kind === 'blob-bytes') bar.add(e.bytes);
-      else if (e.kind === 'blob-done' && e.how !== 'copied') bar.add(e.desc.size);
-      else if (e.kind === 'blob-retry') out.info(`\nretrying ${e.desc.digest}: ${e.error}`);
+    hooks: {
+      onBytes: (_desc, n) => bar.add(n),
+      onCopySkipped: (desc) => bar.add(desc.size),
+      onMounted: (desc) => bar.add(desc.size),
+      onRetry: (desc, e) => out.info(`\nretrying ${desc.digest}: ${errorMessage(e)}`),
     },
     stop: () => bar.stop(),
   };
@@ -61,6 +62,8 @@ function tagOf(src: OpenedImage): string | undefined {
 interface Transfer {
   src: OpenedImage;
   result: CopyResult;
+  /** Where the image landed, with its tag. */
+  location: string;
 }
 
 /** Open both ends, copy, finish the destination; temporary files are removed whatever happens. */
@@ -80,44 +83,32 @@ async function transfer(
     const defaults: DestinationDefaults = { defaultTag: tagOf(src), defaultName: src.registryRef ? `${src.registryRef.registry}/${src.registryRef.repository}` : undefined };
     dst = await openDestination(dstLoc, { client, ...defaults });
     const platform = platformOf(o);
-    if (dstLoc.transport === 'docker-archive' && !platform) {
-      // Fail before transferring anything when the archive could not hold the image.
-      const root = await src.target.resolve(src.reference);
-      if (isIndexMediaType(root.mediaType)) await requireSinglePlatform(src.target, root, formatLocation(dstLoc));
+    if (!dst.capabilities.multiPlatform && !platform) {
+      // Fail before transferring anything when the destination could not hold the image.
+      await requireSinglePlatform(src.target, await src.target.resolve(src.reference), dst.display);
     }
     let total = 0;
     if (out.tty) total = await plannedBytes(src.target, await src.target.resolve(src.reference), platform).catch(() => 0);
     const progress = progressReporter(out, total, label);
     let result: CopyResult;
     try {
-      // Signatures and attestations travel with the image unless --no-signatures (a docker
-      // archive has nowhere to keep them).
-      const attached = o.signatures !== false && dstLoc.transport !== 'docker-archive';
-      result = await copyImage(src.target, src.reference, dst.target, dst.reference, { platform, onProgress: progress.onProgress, attached });
+      // Signatures and attestations travel with the image unless --no-signatures, or the
+      // destination has nowhere to keep them (a docker archive).
+      const attached = o.signatures !== false && dst.capabilities.signatures;
+      result = await copyImage(src.target, src.reference, dst.target, dst.reference, { platform, hooks: progress.hooks, attached });
     } finally {
       progress.stop();
     }
     for (const w of result.warnings) out.warn(w);
     if (afterCopy) await afterCopy(dst, result);
     await dst.close(result.root);
+    const { location } = dst;
     dst = undefined;
-    return { src, result };
+    return { src, result, location };
   } finally {
     await dst?.close().catch(() => undefined);
     await src?.close().catch(() => undefined);
     await client.close();
-  }
-}
-
-async function requireSinglePlatform(target: Target, root: Descriptor, where: string): Promise<void> {
-  const parsed = parseAnyManifest(await fetchBytes(target, root), root.mediaType, `${target.name}@${root.digest}`);
-  if (parsed.kind !== 'index') return;
-  const images = parsed.index.manifests.filter((d) => !(d.platform?.os === 'unknown' && d.platform.architecture === 'unknown'));
-  if (images.length > 1) {
-    throw new UserError(
-      `${where}: a docker archive holds one platform, the image has ${images.length} (${images.map((d) => (d.platform ? formatPlatform(d.platform) : '?')).join(', ')})`,
-      'pick one with --platform, e.g. --platform linux/amd64',
-    );
   }
 }
 
@@ -138,11 +129,6 @@ function statsLine(r: CopyResult): string {
     ? `; ${r.attached.length} signature/attestation artifact(s) along (${r.attached.map((a) => (a.kind === 'tag' ? a.name : `referrer ${a.digest.slice(0, 19)}`)).join(', ')})`
     : '';
   return `${r.blobsCopied} blob(s) copied (${mib} MiB), ${r.blobsSkipped} already there${r.blobsMounted ? `, ${r.blobsMounted} mounted` : ''}${attached}`;
-}
-
-function destinationDisplay(loc: ImageLocation, tag: string): string {
-  if (loc.transport === 'docker') return formatLocation(loc);
-  return formatLocation({ ...loc, ref: loc.ref || tag } as ImageLocation);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,16 +202,16 @@ export function registerTransfer(program: Command, io: CliIo): void {
   push.action(async (source: string, reference: string, o: RegistryFlags & SigningFlags & { sign?: boolean; signatures?: boolean }) => {
     const out = makePrinter(!!o.json, io);
     const srcLoc = parseImageArgument(source, 'source');
-    if (srcLoc.transport === 'docker') throw new UserError(`push: source "${source}" is a registry reference`, `to copy between registries use: kbundle copy ${source} ${reference}`);
+    if (isRegistryLocation(srcLoc)) throw new UserError(`push: source "${source}" is a registry reference`, `to copy between registries use: kbundle copy ${source} ${reference}`);
     const dstLoc = parseImageArgument(reference, 'reference');
-    if (dstLoc.transport !== 'docker') throw new UserError(`push: "${reference}" is not a registry reference`, `to write a local image use: kbundle copy ${source} ${reference}`);
+    if (!isRegistryLocation(dstLoc)) throw new UserError(`push: "${reference}" is not a registry reference`, `to write a local image use: kbundle copy ${source} ${reference}`);
     const ref = parseReference(dstLoc.ref);
     // The key is unlocked before anything is pushed: a wrong password leaves no unsigned image.
     const signer = o.sign ? await prepareSigning(o, io) : undefined;
     let signed: string[] = [];
     const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'push', async (dst, copied) => {
       if (!signer) return;
-      const r = await signer.sign(dst.target as Target & ReferrersCapable, copied.root, { dockerReference: `${ref.registry}/${ref.repository}` });
+      const r = await signer.sign(dst.target, copied.root, { dockerReference: `${ref.registry}/${ref.repository}` });
       signed = describeSigned(r);
     });
     const pinned = pinnedReference(ref, result.root.digest);
@@ -253,10 +239,9 @@ export function registerTransfer(program: Command, io: CliIo): void {
   ).action(async (reference: string, o: RegistryFlags & { output: string; signatures?: boolean }) => {
     const out = makePrinter(!!o.json, io);
     const srcLoc = parseImageArgument(reference, 'reference');
-    if (srcLoc.transport !== 'docker') throw new UserError(`pull: "${reference}" is not a registry reference`, `to copy local images use: kbundle copy ${reference} ${o.output}`);
+    if (!isRegistryLocation(srcLoc)) throw new UserError(`pull: "${reference}" is not a registry reference`, `to copy local images use: kbundle copy ${reference} ${o.output}`);
     const dstLoc = parseImageArgument(o.output, '-o');
-    const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'pull');
-    const where = destinationDisplay(dstLoc, tagOf(src) ?? '');
+    const { result, src, location: where } = await transfer(srcLoc, dstLoc, o, out, 'pull');
     out.info(`pulled ${src.display}: ${statsLine(result)}`);
     out.result(`${where}\ndigest: ${result.root.digest}`, { location: where, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, ...summary(result) });
   });
@@ -273,9 +258,8 @@ export function registerTransfer(program: Command, io: CliIo): void {
     const out = makePrinter(!!o.json, io);
     const srcLoc = parseImageArgument(source, 'source');
     const dstLoc = parseImageArgument(destination, 'destination');
-    const { result, src } = await transfer(srcLoc, dstLoc, o, out, 'copy');
-    const where = destinationDisplay(dstLoc, tagOf(src) ?? '');
-    const pinned = dstLoc.transport === 'docker' ? pinnedReference(parseReference(dstLoc.ref), result.root.digest) : undefined;
+    const { result, src, location: where } = await transfer(srcLoc, dstLoc, o, out, 'copy');
+    const pinned = isRegistryLocation(dstLoc) ? pinnedReference(parseReference(dstLoc.ref), result.root.digest) : undefined;
     out.info(`copied ${src.display} → ${where}: ${statsLine(result)}`);
     out.result(pinned ?? `${where}\ndigest: ${result.root.digest}`, {
       location: where,

@@ -11,7 +11,7 @@ import { isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
 import { OciLayout } from '../store/oci-layout.js';
-import { fetchBytes, type Target } from '../store/target.js';
+import { fetchBytes, type Target } from '../oci/target.js';
 import { applyEntry, finishApply, newApplyState, type ApplyOptions } from './apply.js';
 import { DEFAULT_LIMITS, flattenLayers, type ExtractLimits, type FlatEntry } from './flatten.js';
 

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
@@ -8,8 +8,8 @@ import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { RegistryClient } from '../registry/client.js';
 import { openSource } from '../store/open.js';
-import type { Target } from '../store/target.js';
-import type { ImageLocation } from '../store/transport.js';
+import type { Target } from '../oci/target.js';
+import { localImageLocation, type ImageLocation } from '../store/transport.js';
 import { parseBundleTarget, type BundleTarget } from './bundle-uri.js';
 import { extractImage, resolveManifest, type ExtractOptions } from './extract-image.js';
 import { runBundleScript } from './run-script.js';
@@ -38,24 +38,6 @@ export interface InstallResult {
   output?: string;
 }
 
-async function localLocation(path: string, what: string): Promise<ImageLocation> {
-  let st;
-  let ref = '';
-  try {
-    st = await stat(path);
-  } catch {
-    // An OCI layout holding several images may be named dir:tag.
-    const i = path.lastIndexOf(':');
-    st = i > 0 ? await stat(path.slice(0, i)).catch(() => undefined) : undefined;
-    if (!st?.isDirectory()) throw new KbError('NOT_FOUND', `${what}: local file ${path} not found`);
-    ref = path.slice(i + 1);
-    path = path.slice(0, i);
-  }
-  if (st.isDirectory()) return { transport: 'oci', path, ref };
-  // docker-archive sources also recognise OCI archives (oci-layout inside, no manifest.json).
-  return { transport: 'docker-archive', path, ref: '' };
-}
-
 /**
  * Install one bundle target with Kairos semantics (kairos-sdk bundles.go), verify-first:
  * resolve the reference once, check signatures on that digest, then extract; run:// bundles
@@ -64,7 +46,7 @@ async function localLocation(path: string, what: string): Promise<ImageLocation>
 export async function installBundle(raw: string, opts: InstallOptions): Promise<InstallResult> {
   const t = parseBundleTarget(raw);
   const root = resolve(opts.root ?? '/');
-  const loc: ImageLocation = opts.localFile ? await localLocation(t.ref, raw) : { transport: 'docker', ref: t.ref };
+  const loc: ImageLocation = opts.localFile ? await localImageLocation(t.ref, raw) : { transport: 'docker', ref: t.ref };
   const opened = await openSource(loc, { client: opts.client });
   try {
     const top = await opened.target.resolve(opened.reference);

@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { KbError, fsErrorCode } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
-import type { Target } from '../store/target.js';
+import type { Target } from '../oci/target.js';
 import { parsePolicy, type LoadedPolicy } from '../verify/policy.js';
 import type { VerificationPolicy } from '../verify/requirements.js';
 import type { VerifiedSigner } from '../verify/verify.js';

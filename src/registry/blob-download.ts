@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { UserError } from '../errors.js';
+import { KbError } from '../errors.js';
 import { VerifyingStream } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
 import { header, unexpected, type RegistryResponse, type RegistrySession } from './client.js';
@@ -31,7 +31,7 @@ async function getBlob(ctx: DownloadContext, desc: Descriptor, offset: number): 
   if (res.status === 200 || res.status === 206) return res;
   if (res.status === 404) {
     await res.body.dump();
-    throw new UserError(`${ctx.name}: blob ${desc.digest} not found`, 'the image refers to a blob the registry does not hold; push the image again');
+    throw new KbError('NOT_FOUND', `${ctx.name}: blob ${desc.digest} not found`, { hint: 'the image refers to a blob the registry does not hold; push the image again' });
   }
   throw await unexpected(ctx.session.registry, res, `get blob ${desc.digest}`);
 }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { VerifyingStream } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
 import { header, unexpected, type RegistryResponse, type RegistrySession } from './client.js';
@@ -106,7 +106,9 @@ async function commitUpload(ctx: UploadContext, desc: Descriptor, location: stri
     await res.body.dump();
     const got = header(res, 'docker-content-digest');
     if (got && got.split(':')[0] === desc.digest.split(':')[0] && got !== desc.digest) {
-      throw new UserError(`${ctx.name}: the registry stored blob ${desc.digest} as ${got}`, 'the registry computed a different digest; the content is corrupt or the registry is misbehaving');
+      throw new KbError('DIGEST_MISMATCH', `${ctx.name}: the registry stored blob ${desc.digest} as ${got}`, {
+        hint: 'the registry computed a different digest; the content is corrupt or the registry is misbehaving',
+      });
     }
     return;
   }
@@ -114,7 +116,7 @@ async function commitUpload(ctx: UploadContext, desc: Descriptor, location: stri
   // A retried commit whose first attempt did land: the session is gone but the blob is there.
   if ((res.status === 404 || err.hasCode('BLOB_UPLOAD_UNKNOWN')) && (await blobExists(ctx, desc))) return;
   if (err.hasCode('DIGEST_INVALID')) {
-    throw new UserError(`${ctx.name}: the registry refused blob ${desc.digest}: its content does not match the digest`, 'the source is corrupt; nothing was stored');
+    throw new KbError('DIGEST_MISMATCH', `${ctx.name}: the registry refused blob ${desc.digest}: its content does not match the digest`, { hint: 'the source is corrupt; nothing was stored' });
   }
   if (isRetryableStatus(res.status) || res.status === 404) throw new TransientTransferError(err.message, err);
   throw err;
@@ -241,7 +243,6 @@ export async function uploadBlob(ctx: UploadContext, desc: Descriptor, content: 
   } catch (e) {
     // The source's own failure (digest mismatch, truncation, a broken download) is the real story.
     if (source.failure !== undefined) throw source.failure;
-    if (e instanceof Error && /the source ended after/.test(e.message)) throw new UserError(e.message, 'the source is truncated or corrupt; nothing was stored');
     throw e;
   } finally {
     await source.close().catch(() => undefined);

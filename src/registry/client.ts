@@ -1,11 +1,11 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { undici } from './undici-lazy.js';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { parseChallenges, type AuthChallenge } from './challenge.js';
 import { Dispatchers, isCertificateError, isNotTlsError, plainHttpAllowed, schemePlan, type ConnectionOptions } from './connection.js';
 import { resolveCredentials, type CredentialOptions, type Credentials } from './credentials.js';
-import { RegistryResponseError, TransientTransferError, describeErrors, isNetworkError, networkErrorText, parseErrorBody } from './errors.js';
+import { RegistryResponseError, TransientTransferError, describeErrors, errnoCodes, isNetworkError, networkErrorText, parseErrorBody } from './errors.js';
 import { apiHost } from './reference.js';
 import { DEFAULT_RETRY, backoffDelay, isRetryableStatus, sleep, type RetryPolicy } from './retry.js';
 import { fetchToken, tokenUsable, type CachedToken } from './token.js';
@@ -106,7 +106,7 @@ export class RegistrySession {
       try {
         res = await (await undici()).request(`${url}/v2/`, { method: 'GET', headers: { 'user-agent': this.userAgent }, dispatcher });
       } catch (e) {
-        if (isNetworkError(e) && !isNotTlsError(e) && attempt < this.retryPolicy.attempts && !/ECONNREFUSED/.test(networkErrorText(e))) {
+        if (isNetworkError(e) && !isNotTlsError(e) && attempt < this.retryPolicy.attempts && !errnoCodes(e).includes('ECONNREFUSED')) {
           await sleep(backoffDelay(this.retryPolicy, attempt));
           continue;
         }
@@ -150,11 +150,11 @@ export class RegistrySession {
     const https = `https://${this.apiHost}`;
     const http = `http://${this.apiHost}`;
     const unreachable = (e: unknown, url: string): UserError =>
-      new UserError(`${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, /ECONNREFUSED/.test(networkErrorText(e)) ? 'is the registry running, and is the port right?' : undefined);
+      new UserError(`${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, errnoCodes(e).includes('ECONNREFUSED') ? 'is the registry running, and is the port right?' : undefined);
     if (plan.kind === 'http') {
       const d = await this.dispatchers.verifying();
       await this.ping(http, d).catch((e: unknown) => {
-        throw e instanceof UserError ? e : unreachable(e, http);
+        throw e instanceof KbError ? e : unreachable(e, http);
       });
       return { url: http, dispatcher: d };
     }
@@ -166,14 +166,14 @@ export class RegistrySession {
       await this.ping(https, tlsDispatcher);
       return { url: https, dispatcher: tlsDispatcher };
     } catch (e) {
-      if (e instanceof UserError) throw e;
+      if (e instanceof KbError) throw e;
       if ((plan.kind === 'https-then-http' || plan.kind === 'insecure') && isNotTlsError(e)) {
         const d = await this.dispatchers.verifying();
         try {
           await this.ping(http, d);
           return { url: http, dispatcher: d };
         } catch (e2) {
-          if (e2 instanceof UserError) throw e2;
+          if (e2 instanceof KbError) throw e2;
           throw unreachable(e, https);
         }
       }
@@ -262,25 +262,25 @@ export class RegistrySession {
     throw new UserError(`${this.registry}: asks for unsupported authentication "${c.scheme}"`, 'kbundle supports Basic and Bearer token authentication');
   }
 
-  private async authError(req: RegistryRequest, res: RegistryResponse): Promise<UserError> {
+  private async authError(req: RegistryRequest, res: RegistryResponse): Promise<KbError> {
     const base = await unexpected(this.registry, res, req.operation);
     const creds = await this.creds();
     const denied = base.hasCode('DENIED') || res.status === 403;
     const pushing = req.scopes.some((s) => s.endsWith(':push') || s.includes(',push'));
     if (!creds) {
-      return new UserError(
-        `${this.registry}: ${req.operation}: authentication required (HTTP ${res.status})`,
-        'log in: pass --username and --password-stdin, set KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD, or run docker login',
-      );
+      return new KbError(res.status === 403 ? 'DENIED' : 'UNAUTHORIZED', `${this.registry}: ${req.operation}: authentication required (HTTP ${res.status})`, {
+        hint: 'log in: pass --username and --password-stdin, set KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD, or run docker login',
+      });
     }
     const who = creds.username ? `user "${creds.username}" (from ${creds.source})` : `the identity token from ${creds.source}`;
     if (denied || (this.challenge?.scheme === 'bearer' && pushing)) {
-      return new UserError(
-        `${this.registry}: ${req.operation}: ${who} is not allowed to do this (HTTP ${res.status}, ${base.codes.map((c) => c.code).join(', ') || 'denied'})`,
-        pushing ? 'check that this account may push to the repository' : undefined,
-      );
+      return new KbError('DENIED', `${this.registry}: ${req.operation}: ${who} is not allowed to do this (HTTP ${res.status}, ${base.codes.map((c) => c.code).join(', ') || 'denied'})`, {
+        hint: pushing ? 'check that this account may push to the repository' : undefined,
+      });
     }
-    return new UserError(`${this.registry}: ${req.operation}: the registry rejected the credentials of ${who} (HTTP ${res.status})`, 'check the user name and password (or run docker login again)');
+    return new KbError('UNAUTHORIZED', `${this.registry}: ${req.operation}: the registry rejected the credentials of ${who} (HTTP ${res.status})`, {
+      hint: 'check the user name and password (or run docker login again)',
+    });
   }
 
   /**

@@ -131,13 +131,12 @@ const CERT_ERROR_CODES = new Set([
   'CERT_REJECTED',
 ]);
 
+/** Error codes along a cause chain (Node/OpenSSL and undici put them on `code`). */
 function codes(e: unknown): string[] {
   const out: string[] = [];
   for (let cur: unknown = e, d = 0; cur && d < 5; d++) {
     const c = (cur as { code?: unknown }).code;
     if (typeof c === 'string') out.push(c);
-    const m = (cur as { message?: unknown }).message;
-    if (typeof m === 'string') out.push(m);
     cur = (cur as { cause?: unknown }).cause;
   }
   return out;
@@ -145,11 +144,14 @@ function codes(e: unknown): string[] {
 
 /** The server's certificate was not trusted (as opposed to the server not speaking TLS). */
 export function isCertificateError(e: unknown): boolean {
-  return codes(e).some((c) => CERT_ERROR_CODES.has(c) || /certificate/i.test(c));
+  return codes(e).some((c) => CERT_ERROR_CODES.has(c) || c.includes('CERT'));
 }
+
+/** What a TLS handshake with a plain-HTTP server ends in: OpenSSL record errors, or the server hanging up. */
+const NOT_TLS_CODES = new Set(['EPROTO', 'ECONNRESET', 'UND_ERR_SOCKET']);
 
 /** The TLS handshake failed because the other side answered in plain HTTP (or hung up). */
 export function isNotTlsError(e: unknown): boolean {
   if (isCertificateError(e)) return false;
-  return codes(e).some((c) => /wrong version number|ERR_SSL_|EPROTO|packet length too long|http request|other side closed|ECONNRESET|socket hang up/i.test(c));
+  return codes(e).some((c) => c.startsWith('ERR_SSL_') || NOT_TLS_CODES.has(c));
 }

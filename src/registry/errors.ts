@@ -1,4 +1,4 @@
-import { UserError } from '../errors.js';
+import { KbError, isKbError, type ErrorCode } from '../errors.js';
 
 /** One entry of a distribution-spec error body: `{"errors":[{"code","message","detail"}]}`. */
 export interface RegistryErrorEntry {
@@ -24,8 +24,17 @@ export function describeErrors(entries: RegistryErrorEntry[], fallback: string):
   return entries.map((e) => (e.message ? `${e.code}: ${e.message}` : e.code)).join('; ');
 }
 
-/** The registry answered with an HTTP error the caller did not expect. */
-export class RegistryResponseError extends UserError {
+/** The error code of an HTTP status: what callers test instead of the status or the message. */
+export function codeOfStatus(status: number): ErrorCode {
+  if (status === 404) return 'NOT_FOUND';
+  if (status === 401) return 'UNAUTHORIZED';
+  if (status === 403) return 'DENIED';
+  if (status === 408 || status === 429 || status >= 500) return 'TRANSIENT';
+  return 'REFUSED';
+}
+
+/** The registry answered with an HTTP error the caller did not expect; `code` follows the status. */
+export class RegistryResponseError extends KbError {
   constructor(
     readonly registry: string,
     readonly operation: string,
@@ -34,7 +43,8 @@ export class RegistryResponseError extends UserError {
     detail: string,
     hint?: string,
   ) {
-    super(`${registry}: ${operation} failed: HTTP ${status} (${detail})`, hint);
+    super(codeOfStatus(status), `${registry}: ${operation} failed: HTTP ${status} (${detail})`, { hint });
+    this.name = 'RegistryResponseError';
   }
   hasCode(code: string): boolean {
     return this.codes.some((c) => c.code === code);
@@ -45,18 +55,16 @@ export class RegistryResponseError extends UserError {
  * A transfer failed in a way that starting it again may fix (connection reset, registry 5xx after
  * the retry budget, an upload session the registry forgot). Copy restarts the blob from its source.
  */
-export class TransientTransferError extends UserError {
-  constructor(
-    message: string,
-    override readonly cause?: unknown,
-  ) {
-    super(message, 'the connection or the registry failed repeatedly; try again later');
+export class TransientTransferError extends KbError {
+  constructor(message: string, cause?: unknown) {
+    super('TRANSIENT', message, { hint: 'the connection or the registry failed repeatedly; try again later', cause });
+    this.name = 'TransientTransferError';
   }
 }
 
+/** Worth starting the transfer again: a TRANSIENT KbError, or a connection-level failure. */
 export function isTransient(e: unknown): boolean {
-  if (e instanceof TransientTransferError) return true;
-  return isNetworkError(e);
+  return isKbError(e, 'TRANSIENT') || isNetworkError(e);
 }
 
 const NETWORK_CODES = new Set([
@@ -77,16 +85,20 @@ const NETWORK_CODES = new Set([
   'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
 ]);
 
-/** Connection-level failures (resets, timeouts, refused) — worth a retry, unlike HTTP 4xx. */
+/** Connection-level failures (resets, timeouts, refused) — worth a retry, unlike HTTP 4xx. Decided by error codes along the cause chain (our own KbErrors are not network errors). */
 export function isNetworkError(e: unknown): boolean {
+  return errnoCodes(e).some((c) => NETWORK_CODES.has(c));
+}
+
+/** The system/undici error codes along a cause chain (KbError codes are not included). */
+export function errnoCodes(e: unknown): string[] {
+  const out: string[] = [];
   for (let cur: unknown = e, depth = 0; cur && depth < 5; depth++) {
     const code = (cur as { code?: unknown }).code;
-    if (typeof code === 'string' && NETWORK_CODES.has(code)) return true;
-    const msg = (cur as { message?: unknown }).message;
-    if (typeof msg === 'string' && /socket hang up|other side closed|terminated|ECONNRESET/i.test(msg) && !(cur instanceof UserError)) return true;
+    if (typeof code === 'string' && !(cur instanceof KbError)) out.push(code);
     cur = (cur as { cause?: unknown }).cause;
   }
-  return false;
+  return out;
 }
 
 /** Short text for a low-level error (undici nests the useful part in `cause`). */

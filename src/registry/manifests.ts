@@ -1,4 +1,4 @@
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { digestOf, isDigest, parseDigest, readAllCapped } from '../oci/digest.js';
 import { MANIFEST_ACCEPT, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, parseAnyManifest, type Descriptor } from '../oci/types.js';
@@ -52,7 +52,7 @@ export async function getManifest(ctx: ManifestContext, reference: string, expec
   const res = await ctx.session.send({ method: 'GET', path: manifestPath(ctx.repository, reference), headers: { accept: ACCEPT }, scopes: ctx.scopes, operation: `get manifest ${reference}` });
   if (res.status === 404) {
     await res.body.dump();
-    throw new UserError(`${what}: manifest not found`, isDigest(reference) ? undefined : 'check the repository and tag (kbundle inspect shows what is there)');
+    throw new KbError('NOT_FOUND', `${what}: manifest not found`, { hint: isDigest(reference) ? undefined : 'check the repository and tag (kbundle inspect shows what is there)' });
   }
   if (res.status !== 200) throw await unexpected(ctx.session.registry, res, `get manifest ${reference}`);
   const declared = Number(header(res, 'content-length') ?? NaN);
@@ -72,12 +72,16 @@ export async function getManifest(ctx: ManifestContext, reference: string, expec
   if (wanted) {
     const actual = digestOf(bytes, parseDigest(wanted).algorithm);
     if (actual !== wanted)
-      throw new UserError(`${what}: the registry sent a manifest whose digest is ${actual}`, 'the registry or something between it and you altered the manifest; nothing was written');
+      throw new KbError('DIGEST_MISMATCH', `${what}: the registry sent a manifest whose digest is ${actual}`, {
+        hint: 'the registry or something between it and you altered the manifest; nothing was written',
+      });
   }
   if (headerDigest && isDigest(headerDigest)) {
     const actual = digestOf(bytes, parseDigest(headerDigest).algorithm);
     if (actual !== headerDigest)
-      throw new UserError(`${what}: Docker-Content-Digest says ${headerDigest} but the manifest bytes hash to ${actual}`, 'the registry or a proxy altered the manifest; nothing was written');
+      throw new KbError('DIGEST_MISMATCH', `${what}: Docker-Content-Digest says ${headerDigest} but the manifest bytes hash to ${actual}`, {
+        hint: 'the registry or a proxy altered the manifest; nothing was written',
+      });
   }
   if (expected && bytes.length !== expected.size) throw new UserError(`${what}: manifest is ${bytes.length} bytes, the descriptor says ${expected.size}`);
   const mediaType = expected?.mediaType ?? mediaTypeOf(bytes, header(res, 'content-type'), what);
@@ -93,7 +97,7 @@ export async function headManifest(ctx: ManifestContext, reference: string): Pro
   await res.body.dump();
   if (res.status === 404) {
     const what = isDigest(reference) ? `${ctx.name}@${reference}` : `${ctx.name}:${reference}`;
-    throw new UserError(`${what}: manifest not found`, isDigest(reference) ? undefined : 'check the repository and tag');
+    throw new KbError('NOT_FOUND', `${what}: manifest not found`, { hint: isDigest(reference) ? undefined : 'check the repository and tag' });
   }
   const digest = header(res, 'docker-content-digest');
   const mediaType = baseMediaType(header(res, 'content-type'));
@@ -127,7 +131,7 @@ export async function putManifest(ctx: ManifestContext, desc: Descriptor, bytes:
   if (res.status !== 201 && res.status !== 200 && res.status !== 202) {
     const err = await unexpected(ctx.session.registry, res, `push manifest ${desc.digest}`, undefined);
     if (err.hasCode('MANIFEST_BLOB_UNKNOWN') || err.hasCode('BLOB_UNKNOWN')) {
-      throw new UserError(`${err.message}`, 'the registry lacks a blob this manifest refers to');
+      throw new KbError('REFUSED', err.message, { hint: 'the registry lacks a blob this manifest refers to', cause: err });
     }
     throw err;
   }
@@ -151,7 +155,7 @@ export async function deleteManifest(ctx: ManifestContext, digest: string): Prom
   }
   if (res.status === 404) {
     await res.body.dump();
-    throw new UserError(`${ctx.name}@${digest}: manifest not found`);
+    throw new KbError('NOT_FOUND', `${ctx.name}@${digest}: manifest not found`);
   }
   throw await unexpected(ctx.session.registry, res, `delete manifest ${digest}`);
 }

@@ -1,12 +1,12 @@
 import { Readable } from 'node:stream';
 import { isDigest, readAllCapped, VerifyingStream } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from '../oci/types.js';
-import type { Target } from '../store/target.js';
+import type { ManifestFetcher, Mounter, ReferrersLister, Target } from '../oci/target.js';
 import { downloadBlob } from './blob-download.js';
 import { DEFAULT_UPLOAD, mountBlob, uploadBlob, type UploadContext, type UploadTuning } from './blob-upload.js';
 import type { RegistryClient, RegistrySession } from './client.js';
 import { deleteManifest, getManifest, headManifest, isManifestLike, manifestExists, putManifest, type ManifestContext } from './manifests.js';
-import { attachReferrer, listReferrers } from './referrers.js';
+import { referrersFromApi } from './referrers.js';
 import type { ImageReference } from './reference.js';
 import { listTags } from './tags.js';
 
@@ -20,8 +20,8 @@ export interface RegistryTargetOptions {
 
 const MANIFEST_CACHE_ENTRIES = 64;
 
-/** One repository on a registry, as a Target: blobs, manifests, tags, referrers. */
-export class RegistryTarget implements Target {
+/** One repository on a registry, as a Target: blobs, manifests, tags; mounts and the referrers API. */
+export class RegistryTarget implements Target, Mounter, ReferrersLister, ManifestFetcher {
   readonly name: string;
   readonly registry: string;
   private readonly session: RegistrySession;
@@ -117,6 +117,10 @@ export class RegistryTarget implements Target {
     return mountBlob(this.uctx(desc), desc, fromRepository);
   }
 
+  mountSourceOf(source: Target): string | undefined {
+    return source instanceof RegistryTarget && source.registry === this.registry && source.repository !== this.repository ? source.repository : undefined;
+  }
+
   async resolve(reference: string): Promise<Descriptor> {
     const desc = await headManifest(this.mctx, reference || 'latest');
     return desc;
@@ -144,16 +148,15 @@ export class RegistryTarget implements Target {
     return deleteManifest(this.mctx, desc.digest);
   }
 
-  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-    return listReferrers(this.mctx, subject, artifactType);
+  /** The referrers API; undefined when the registry has none (see src/attach/referrers.ts). */
+  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[] | undefined> {
+    return referrersFromApi(this.mctx, subject, artifactType);
   }
 
-  async attachReferrer(manifestBytes: Buffer, desc: Descriptor): Promise<void> {
-    await attachReferrer(this.mctx, manifestBytes, desc);
+  /** PUT a manifest with a subject; true when the registry answered `OCI-Subject` (it indexes referrers itself). */
+  async pushReferrer(desc: Descriptor, manifestBytes: Buffer): Promise<boolean> {
+    const { subjectAccepted } = await putManifest(this.mctx, desc, manifestBytes, desc.digest);
     this.remember(desc.digest, manifestBytes);
+    return subjectAccepted;
   }
-}
-
-export function isRegistryTarget(t: Target): t is RegistryTarget {
-  return t instanceof RegistryTarget;
 }

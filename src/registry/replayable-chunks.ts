@@ -1,3 +1,4 @@
+import { KbError } from '../errors.js';
 import { Readable } from 'node:stream';
 
 /**
@@ -81,7 +82,10 @@ export class ReplayableChunk {
     const run = this.fill.then(async () => {
       if (this.parts.length > before || this.filled >= this.length) return;
       const b = await this.source.read(this.length - this.filled);
-      if (!b) throw new Error(`${this.what}: the source ended after ${this.source.consumed} bytes, before the size its descriptor declares`);
+      if (!b)
+        throw new KbError('TRUNCATED', `${this.what}: the source ended after ${this.source.consumed} bytes, before the size its descriptor declares`, {
+          hint: 'the source is truncated or corrupt; nothing was stored',
+        });
       this.parts.push(b);
       this.filled += b.length;
     });

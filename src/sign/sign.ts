@@ -10,7 +10,7 @@ import { codeForHttpStatus, errorMessage, KbError, UserError, type ErrorCode } f
 import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { IndexSchema, ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
-import { fetchBytes, type Target } from '../store/target.js';
+import { fetchBytes, tryResolve, type Target } from '../oci/target.js';
 import {
   Annotations,
   bundleReferrerManifest,
@@ -26,9 +26,9 @@ import {
   simpleSigningPayload,
   SIMPLE_SIGNING_MEDIA_TYPE,
   BUNDLE_V03_MEDIA_TYPE,
-} from './formats.js';
+} from '../attach/formats.js';
 import { keyHint, publicKeyPem, toPem, type LoadedPrivateKey } from './keys.js';
-import { attachReferrer, tryResolve, type ReferrersCapable } from './referrers.js';
+import { attachReferrer } from '../attach/referrers.js';
 
 export type SignatureFormat = 'bundle' | 'legacy';
 
@@ -247,7 +247,7 @@ class Session {
   }
 }
 
-async function writeBundle(target: Target & ReferrersCapable, subject: Descriptor, session: Session, now: Date): Promise<WrittenSignature> {
+async function writeBundle(target: Target, subject: Descriptor, session: Session, now: Date): Promise<WrittenSignature> {
   const blob = await session.bundleFor(subject.digest);
   const blobDesc: Descriptor = { mediaType: BUNDLE_V03_MEDIA_TYPE, digest: digestOf(blob), size: blob.length };
   await target.push(blobDesc, blob);
@@ -293,7 +293,7 @@ async function writeLegacy(target: Target, subject: Descriptor, session: Session
   return { format: 'legacy', location: tag, added: true };
 }
 
-async function signOne(target: Target & ReferrersCapable, subject: Descriptor, session: Session, formats: SignatureFormat[], now: Date): Promise<SignedManifest> {
+async function signOne(target: Target, subject: Descriptor, session: Session, formats: SignatureFormat[], now: Date): Promise<SignedManifest> {
   const signatures: WrittenSignature[] = [];
   if (formats.includes('bundle')) signatures.push(await writeBundle(target, subject, session, now));
   if (formats.includes('legacy')) signatures.push(await writeLegacy(target, subject, session));
@@ -304,7 +304,7 @@ async function signOne(target: Target & ReferrersCapable, subject: Descriptor, s
  * Sign `root` (already resolved: only its digest is used from here on) in `target`; with
  * `recursive`, every manifest of an index too.
  */
-export async function signImage(target: Target & ReferrersCapable, root: Descriptor, opts: SignOptions): Promise<SignResult> {
+export async function signImage(target: Target, root: Descriptor, opts: SignOptions): Promise<SignResult> {
   const formats = opts.formats ?? ['bundle', 'legacy'];
   if (formats.length === 0) throw new UserError('sign: no signature format selected');
   if (!isManifestMediaType(root.mediaType) && !isIndexMediaType(root.mediaType)) throw new KbError('UNSUPPORTED', `${target.name}@${root.digest}: ${root.mediaType} is not an image manifest or index`);

@@ -2,15 +2,18 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
-import { join } from 'node:path';
+import { join, resolve as resolvePath } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { UserError } from '../errors.js';
+import { isAttachmentTag } from '../attach/tags.js';
+import { KbError, UserError } from '../errors.js';
+import { pathExists } from '../fs-util.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { VerifyingStream, digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { IndexSchema, OciLayoutFileSchema, parseAnyManifest, parseJson, type Descriptor, type Index } from '../oci/types.js';
-import type { Target } from './target.js';
+import type { ImageCapabilities, Target } from '../oci/target.js';
+import type { ImageTransport, LocalImageLocation } from './types.js';
 
 // Re-exported for the catalog modules that write their own files next to a layout.
 export { writeFileAtomic };
@@ -65,7 +68,7 @@ export class OciLayout implements Target {
     try {
       await stat(path);
     } catch {
-      throw new UserError(`${this.name}: blob ${desc.digest} is missing`, 'the layout is incomplete; rebuild or pull it again');
+      throw new KbError('NOT_FOUND', `${this.name}: blob ${desc.digest} is missing`, { hint: 'the layout is incomplete; rebuild or pull it again' });
     }
     const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`);
     const src = createReadStream(path);
@@ -128,16 +131,16 @@ export class OciLayout implements Target {
       try {
         bytes = await readFile(path);
       } catch {
-        throw new UserError(`${this.name}: no manifest ${reference}`);
+        throw new KbError('NOT_FOUND', `${this.name}: no manifest ${reference}`);
       }
-      if (digestOf(bytes, parseDigest(reference).algorithm) !== reference) throw new UserError(`${this.name}: blob ${reference} is corrupt`);
+      if (digestOf(bytes, parseDigest(reference).algorithm) !== reference) throw new KbError('DIGEST_MISMATCH', `${this.name}: blob ${reference} is corrupt`);
       const parsed = parseAnyManifest(bytes, undefined, `${this.name}@${reference}`);
       const mediaType = parsed.kind === 'index' ? (parsed.index.mediaType ?? MediaType.OciIndex) : (parsed.manifest.mediaType ?? MediaType.OciManifest);
       return { mediaType, digest: reference, size: bytes.length };
     }
     if (reference === '') {
       // Signatures and referrer indexes (cosign's sha256-<hex>[.sig] tags) are not images to pick.
-      const images = index.manifests.filter((d) => !SIGNATURE_TAG.test(d.annotations?.[Annotation.RefName] ?? ''));
+      const images = index.manifests.filter((d) => !isAttachmentTag(d.annotations?.[Annotation.RefName] ?? ''));
       if (images.length === 1) return stripRefName(images[0]!);
       const tags = listRefNames(index);
       throw new UserError(`${this.name}: holds ${images.length} images; name one`, tags.length ? `use oci:${this.dir}:<tag> with one of: ${tags.join(', ')}` : undefined);
@@ -145,7 +148,7 @@ export class OciLayout implements Target {
     const found = index.manifests.find((d) => d.annotations?.[Annotation.RefName] === reference);
     if (!found) {
       const tags = listRefNames(index);
-      throw new UserError(`${this.name}: no image tagged "${reference}"`, tags.length ? `available: ${tags.join(', ')}` : 'the layout holds no tagged images');
+      throw new KbError('NOT_FOUND', `${this.name}: no image tagged "${reference}"`, { hint: tags.length ? `available: ${tags.join(', ')}` : 'the layout holds no tagged images' });
     }
     return stripRefName(found);
   }
@@ -174,8 +177,6 @@ export class OciLayout implements Target {
   }
 }
 
-const SIGNATURE_TAG = /^sha(256|512)-[a-f0-9]{64,128}(\.(sig|att|sbom))?$/;
-
 function emptyIndex(): Index {
   return { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: [] };
 }
@@ -190,3 +191,51 @@ function stripRefName(d: Descriptor): Descriptor {
   const { [Annotation.RefName]: _drop, ...others } = annotations;
   return Object.keys(others).length ? { ...rest, annotations: others } : rest;
 }
+
+/** Split `path[:ref]`: a ref is what follows the last colon, unless that part looks like a path. */
+export function splitPathRef(rest: string): { path: string; ref: string } {
+  const i = rest.lastIndexOf(':');
+  if (i > 0 && !rest.slice(i + 1).includes('/')) return { path: rest.slice(0, i), ref: rest.slice(i + 1) };
+  return { path: rest, ref: '' };
+}
+
+type OciLocation = Extract<LocalImageLocation, { transport: 'oci' }>;
+
+const capabilities: ImageCapabilities = { multiPlatform: true, signatures: true, inPlace: true, remote: false };
+
+const format = (l: OciLocation): string => `oci:${l.path}${l.ref ? `:${l.ref}` : ''}`;
+
+/** `oci:<dir>[:tag]`: an OCI image layout directory, read and written in place. */
+export const ociLayoutTransport: ImageTransport<OciLocation> = {
+  name: 'oci',
+  capabilities,
+  parse(rest, input, what) {
+    const { path, ref } = splitPathRef(rest);
+    if (!path) throw new UserError(`${what}: "${input}" names no path`);
+    return { transport: 'oci', path, ref };
+  },
+  format,
+  identity: (l) => `oci:${resolvePath(l.path)}`,
+  async openSource(loc) {
+    const display = format(loc);
+    return { target: await OciLayout.open(loc.path), reference: loc.ref, display, capabilities, tag: loc.ref, location: display, close: async () => undefined };
+  },
+  async openDestination(loc, opts) {
+    const existed = await pathExists(loc.path, { follow: true });
+    const layout = await OciLayout.open(loc.path, { create: true });
+    const tag = loc.ref || opts.defaultTag || '';
+    return {
+      target: layout,
+      layout,
+      reference: tag,
+      display: format(loc),
+      capabilities,
+      tag,
+      location: format({ ...loc, ref: tag }),
+      // A failed copy into a layout this call created leaves nothing behind.
+      close: async (root) => {
+        if (!root && !existed) await rm(loc.path, { recursive: true, force: true });
+      },
+    };
+  },
+};

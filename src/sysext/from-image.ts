@@ -7,7 +7,7 @@ import { entryComponents } from '../extract/secure-path.js';
 import type { Platform } from '../oci/types.js';
 import { RegistryClient } from '../registry/client.js';
 import { openSource, type OpenedImage } from '../store/open.js';
-import { parseLocation } from '../store/transport.js';
+import { parseImageArgument } from '../store/transport.js';
 import { buildSysext, type SysextBuildOptions, type SysextBuildResult } from './build.js';
 import { KINDS, type ExtensionKind } from './types.js';
 
@@ -98,7 +98,7 @@ export async function buildSysextFromImage(
   registry: { plainHttp?: boolean } = {},
 ): Promise<SysextBuildResult & { source: ImageBuildSource }> {
   const kind = opts.kind ?? 'sysext';
-  const loc = parseLocation(location, `${kind} build`);
+  const loc = parseImageArgument(location, `${kind} build`, { bare: false });
   const outDir = resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
   const work = await mkdtemp(join(outDir, `.kbundle-${kind}-image-`));

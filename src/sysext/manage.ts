@@ -11,7 +11,7 @@ import { resolveManifest, extractImage } from '../extract/extract-image.js';
 import { parsePlatform } from '../oci/platform.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import { openSource } from '../store/open.js';
-import { parseLocation } from '../store/transport.js';
+import { nodeImageLocation } from '../store/transport.js';
 import { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile, type CheckResult } from './check.js';
 import type { ImageVerifier } from '../extract/install.js';
 import { withCheckTrust } from './node-trust.js';
@@ -320,19 +320,7 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
   try {
     // kbundle spells OCI layouts oci:<dir>[:tag]; kairos-agent's oci:/docker:/container: are registry
     // references. A local directory holding an oci-layout file wins, anything else is a registry ref.
-    let loc: Parameters<typeof openSource>[0];
-    if (src.scheme === 'oci-archive' || src.scheme === 'docker-archive') {
-      loc = parseLocation(`${src.scheme}:${src.ref}`, 'install');
-    } else {
-      const i = src.ref.lastIndexOf(':');
-      const path = i > 0 && !src.ref.slice(i + 1).includes('/') ? src.ref.slice(0, i) : src.ref;
-      if (src.scheme === 'oci' && ((await pathExists(join(path, 'oci-layout'))) || (await pathExists(join(src.ref, 'oci-layout'))))) {
-        const isWhole = await pathExists(join(src.ref, 'oci-layout'));
-        loc = { transport: 'oci', path: isWhole ? src.ref : path, ref: isWhole ? '' : src.ref.slice(i + 1) };
-      } else {
-        loc = { transport: 'docker', ref: src.ref };
-      }
-    }
+    const loc = await nodeImageLocation(src.scheme, src.ref, 'install');
     const opened = await openSource(loc, { client });
     try {
       const platform = opts.platform ? parsePlatform(opts.platform, '--platform') : undefined;

@@ -9,7 +9,7 @@ import type { Bundle, TransparencyLogEntry } from '@sigstore/bundle';
 import { z } from 'zod';
 import { parseDigest } from '../oci/digest.js';
 import { parsePemBlocks } from '../sign/keys.js';
-import { Annotations, BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGNATURE_TYPE, COSIGN_SIGN_PREDICATE_TYPE, INTOTO_PAYLOAD_TYPE, INTOTO_STATEMENT_V01, INTOTO_STATEMENT_V1 } from '../sign/formats.js';
+import { Annotations, BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGNATURE_TYPE, COSIGN_SIGN_PREDICATE_TYPE, INTOTO_PAYLOAD_TYPE, INTOTO_STATEMENT_V01, INTOTO_STATEMENT_V1 } from '../attach/formats.js';
 import { Limits } from './limits.js';
 
 /** A signature that does not pass; `reason` is shown to the user. */

@@ -7,14 +7,14 @@ import { mapPool } from '../util/pool.js';
 import { X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
 import type { Bundle } from '@sigstore/bundle';
 import type { SignedEntity } from '@sigstore/verify';
-import { errorMessage, KbError, UserError } from '../errors.js';
+import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, digestOf, parseDigest, readAllCapped, SizeMismatchError } from '../oci/digest.js';
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { ManifestSchema, MAX_MANIFEST_BYTES, parseJson, type Descriptor } from '../oci/types.js';
-import { fetchBytes, type Target } from '../store/target.js';
-import { BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGN_PREDICATE_TYPE, Annotations, SIMPLE_SIGNING_MEDIA_TYPE, signatureTag } from '../sign/formats.js';
+import { fetchBytes, fetchesManifests, tryResolve, type Target } from '../oci/target.js';
+import { BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGN_PREDICATE_TYPE, Annotations, SIMPLE_SIGNING_MEDIA_TYPE, signatureTag } from '../attach/formats.js';
 import { keyFingerprint, keyHint } from '../sign/keys.js';
-import { isNotFound, listReferrers, tryResolve, type ReferrersCapable } from '../sign/referrers.js';
+import { listReferrers } from '../attach/referrers.js';
 import {
   asKeyedBundle,
   bundleCertificate,
@@ -113,17 +113,15 @@ async function fetchCapped(target: Target, desc: Descriptor, limit: number, what
 // Discovery
 // ---------------------------------------------------------------------------------------------
 
-type ResolveWithBytes = { resolveWithBytes?(reference: string): Promise<{ desc: Descriptor; bytes: Buffer }> };
-
-async function discoverLegacy(target: Target & ResolveWithBytes, digest: string): Promise<Candidate[]> {
+async function discoverLegacy(target: Target, digest: string): Promise<Candidate[]> {
   const tag = signatureTag(digest);
   let desc: Descriptor | undefined;
   let bytes: Buffer | undefined;
   try {
-    if (typeof target.resolveWithBytes === 'function') {
+    if (fetchesManifests(target)) {
       // One GET instead of HEAD + GET; the registry checks size (4 MiB) and digest of what it returns.
       const got = await target.resolveWithBytes(tag).catch((e: unknown) => {
-        if (isNotFound(e)) return undefined;
+        if (isKbError(e, 'NOT_FOUND')) return undefined;
         throw e;
       });
       desc = got?.desc;
@@ -160,7 +158,7 @@ async function discoverLegacy(target: Target & ResolveWithBytes, digest: string)
   return out;
 }
 
-async function discoverBundles(target: Target & ReferrersCapable, subject: Descriptor): Promise<Candidate[]> {
+async function discoverBundles(target: Target, subject: Descriptor): Promise<Candidate[]> {
   let refs: Descriptor[];
   try {
     refs = await listReferrers(target, subject);
@@ -388,7 +386,7 @@ function checkRequirement(req: SignerRequirement, ev: Evidence, base: Base): Pro
  * The manifest is fetched and hashed here: signatures are bound to these bytes, whatever a tag or
  * a registry header claimed.
  */
-export async function verifyImage(target: Target & ReferrersCapable, desc: Descriptor, policy: VerificationPolicy, opts: VerifyOptions = {}): Promise<VerifiedSigner[]> {
+export async function verifyImage(target: Target, desc: Descriptor, policy: VerificationPolicy, opts: VerifyOptions = {}): Promise<VerifiedSigner[]> {
   const algorithm = parseDigest(desc.digest).algorithm;
   const manifestBytes = await fetchBytes(target, desc);
   const digest = digestOf(manifestBytes, algorithm);
@@ -401,14 +399,14 @@ export async function verifyImage(target: Target & ReferrersCapable, desc: Descr
  * and verify. One GET on registries that offer `resolveWithBytes`.
  */
 export async function verifyReference(
-  target: Target & ReferrersCapable & { resolveWithBytes?(reference: string): Promise<{ desc: Descriptor; bytes: Buffer }> },
+  target: Target,
   reference: string,
   policy: VerificationPolicy,
   opts: Omit<VerifyOptions, 'display'> & { display?: (digest: string) => string; onResolved?: (subject: Descriptor) => void } = {},
 ): Promise<{ desc: Descriptor; signers: VerifiedSigner[] }> {
   let desc: Descriptor;
   let bytes: Buffer;
-  if (typeof target.resolveWithBytes === 'function') {
+  if (fetchesManifests(target)) {
     ({ desc, bytes } = await target.resolveWithBytes(reference));
   } else {
     desc = await target.resolve(reference);
@@ -426,7 +424,7 @@ export async function verifyReference(
  * The signature part of `verifyImage` for a subject whose digest the caller computed from the
  * manifest bytes itself (never from a tag or a header).
  */
-export async function verifySignatures(target: Target & ReferrersCapable & ResolveWithBytes, subject: Descriptor, policy: VerificationPolicy, opts: VerifyOptions = {}): Promise<VerifiedSigner[]> {
+export async function verifySignatures(target: Target, subject: Descriptor, policy: VerificationPolicy, opts: VerifyOptions = {}): Promise<VerifiedSigner[]> {
   if (policy.signers.length === 0) throw new UserError('the trust policy names no signers for this image');
   const digest = subject.digest;
   const display = opts.display ?? `${target.name}@${digest}`;

@@ -10,6 +10,8 @@
  * - Sigstore bundles (cosign 3 default): a v0.3 bundle whose DSSE envelope carries an in-toto
  *   statement (predicate type `https://sigstore.dev/cosign/sign/v1`) about the image digest, pushed
  *   as a referrer manifest with `subject` (cosign pkg/oci/remote/write.go WriteReferrer).
+ *
+ * Tag names (`sha256-<hex>.sig`/`.att`/`.sbom`, the `sha256-<hex>` referrers index) are in ./tags.ts.
  */
 import { UserError } from '../errors.js';
 import { digestOf, parseDigest } from '../oci/digest.js';
@@ -156,15 +158,11 @@ export function rfc3161Annotation(signedTimestamp: Buffer): string {
   return `{"SignedRFC3161Timestamp":"${signedTimestamp.toString('base64')}"}`;
 }
 
-/** Tag of the legacy signature image: `sha256-<hex>.sig` (cosign ociremote.SignatureTag). */
-export function signatureTag(digest: string): string {
-  const { algorithm, hex } = parseDigest(digest, 'signature tag');
-  return `${algorithm}-${hex}.sig`;
-}
-
 /** `critical.identity.docker-reference` as cosign writes it: go-containerregistry's `Repository.Name()`. */
 export function dockerReferenceOf(registry: string, repository: string): string {
   const host = registry === 'docker.io' ? 'index.docker.io' : registry;
   if (/[\s"]/.test(host + repository)) throw new UserError(`"${registry}/${repository}" is not a repository name`);
   return `${host}/${repository}`;
 }
+
+export { signatureTag } from './tags.js';

@@ -1,0 +1,212 @@
+/**
+ * Copy a content graph (index → manifests → config/layers) between Targets, like oras-go
+ * `CopyGraph`: children before parents, blobs streamed (never held whole in memory), anything the
+ * destination already has skipped, blobs mounted when the destination can link them, each digest
+ * moved once, progress reported through hooks. No tags are written here (see store/copy.ts).
+ */
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { isKbError } from '../errors.js';
+import { MediaType, isIndexMediaType, isManifestMediaType } from './mediatypes.js';
+import { canMount, fetchBytes, type Target } from './target.js';
+import { parseAnyManifest, type Descriptor } from './types.js';
+
+/** Called as the copy goes (oras-go CopyGraphOptions PreCopy/PostCopy/OnCopySkipped/OnMounted). */
+export interface CopyHooks {
+  /** A blob transfer starts (again, after a retry). */
+  preCopy?(desc: Descriptor): void;
+  /** Bytes of a blob went through. */
+  onBytes?(desc: Descriptor, bytes: number): void;
+  /** A blob or manifest was transferred. */
+  postCopy?(desc: Descriptor): void;
+  /** The destination already had it. */
+  onCopySkipped?(desc: Descriptor): void;
+  /** The destination linked it from another repository. */
+  onMounted?(desc: Descriptor, fromRepository: string): void;
+  /** A blob transfer failed in a way worth retrying and starts again. */
+  onRetry?(desc: Descriptor, error: unknown): void;
+}
+
+export interface CopyGraphOptions {
+  hooks?: CopyHooks;
+  /** Extra repositories on the destination registry that may already hold the blobs (cross-repo mount). */
+  mountFrom?: string[];
+  /** Parallel blob transfers (default 4: on 2 cores one stream parses while others wait on I/O). */
+  concurrency?: number;
+  /** Times one blob transfer is started again after a TRANSIENT failure (default 3 attempts). */
+  blobAttempts?: number;
+  /** Bytes of `root`, when the caller has already read them. */
+  rootBytes?: Buffer;
+}
+
+export interface CopyStats {
+  blobsCopied: number;
+  blobsSkipped: number;
+  blobsMounted: number;
+  manifestsCopied: number;
+  bytesCopied: number;
+}
+
+/** A small counting semaphore: at most `n` tasks run at once. */
+export function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let active = 0;
+  const queue: Array<() => void> = [];
+  const next = (): void => {
+    active--;
+    queue.shift()?.();
+  };
+  return async <T>(task: () => Promise<T>): Promise<T> => {
+    if (active >= n) await new Promise<void>((r) => queue.push(r));
+    active++;
+    try {
+      return await task();
+    } finally {
+      next();
+    }
+  };
+}
+
+class Counter extends Transform {
+  constructor(private readonly onBytes: (n: number) => void) {
+    super();
+  }
+  override _transform(chunk: Buffer, _e: BufferEncoding, cb: TransformCallback): void {
+    this.onBytes(chunk.length);
+    cb(null, chunk);
+  }
+}
+
+/** Like Promise.all, but waits for every task before failing, so nothing runs on after the copy returns. */
+async function settleAll(tasks: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(tasks);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+export function isManifestDescriptor(desc: Descriptor): boolean {
+  return isManifestMediaType(desc.mediaType) || isIndexMediaType(desc.mediaType);
+}
+
+/** Docker "foreign" layers live elsewhere (their `urls`); registries do not hold them. */
+function isForeignLayer(desc: Descriptor): boolean {
+  return desc.mediaType === MediaType.DockerForeignLayerGzip || (!!desc.urls?.length && desc.mediaType.includes('nondistributable'));
+}
+
+/** The children of a manifest or index. */
+export function successors(bytes: Buffer, desc: Descriptor, where: string): Descriptor[] {
+  const parsed = parseAnyManifest(bytes, desc.mediaType, `${where}@${desc.digest}`);
+  return parsed.kind === 'index' ? parsed.index.manifests : [parsed.manifest.config, ...parsed.manifest.layers];
+}
+
+/**
+ * One copy session between two Targets: `copy(root)` may be called for several roots (an image,
+ * then what is attached to it) and moves every digest at most once across them.
+ */
+export class GraphCopier {
+  readonly stats: CopyStats = { blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, manifestsCopied: 0, bytesCopied: 0 };
+  private readonly hooks: CopyHooks;
+  private readonly limit: <T>(task: () => Promise<T>) => Promise<T>;
+  private readonly attempts: number;
+  private readonly mountFrom: string[];
+  private readonly inFlight = new Map<string, Promise<void>>();
+
+  constructor(
+    readonly src: Target,
+    readonly dst: Target,
+    opts: Omit<CopyGraphOptions, 'rootBytes'> = {},
+  ) {
+    this.hooks = opts.hooks ?? {};
+    this.limit = limiter(Math.max(1, opts.concurrency ?? 4));
+    this.attempts = Math.max(1, opts.blobAttempts ?? 3);
+    this.mountFrom = [...(opts.mountFrom ?? [])];
+    const same = canMount(dst) ? dst.mountSourceOf(src) : undefined;
+    if (same) this.mountFrom.push(same);
+  }
+
+  /** Copy `root` and everything it refers to; `bytes` are the root's bytes when already read. */
+  copy(root: Descriptor, bytes?: Buffer): Promise<void> {
+    return this.node(root, bytes);
+  }
+
+  /** Copy what `desc` refers to, not `desc` itself (for manifests another step stores, e.g. referrers). */
+  copyChildren(desc: Descriptor, bytes: Buffer): Promise<void> {
+    return settleAll(successors(bytes, desc, this.src.name).map((c) => this.node(c)));
+  }
+
+  /** Each digest is transferred once even when several manifests share it (same layer, several platforms). */
+  private once(desc: Descriptor, run: () => Promise<void>): Promise<void> {
+    let p = this.inFlight.get(desc.digest);
+    if (!p) {
+      p = run();
+      this.inFlight.set(desc.digest, p);
+    }
+    return p;
+  }
+
+  private node(desc: Descriptor, bytes?: Buffer): Promise<void> {
+    if (!isManifestDescriptor(desc)) return this.once(desc, () => this.limit(() => this.blob(desc)));
+    return this.once(desc, async () => {
+      if (await this.dst.exists(desc)) {
+        this.hooks.onCopySkipped?.(desc);
+        return;
+      }
+      const body = bytes ?? (await fetchBytes(this.src, desc));
+      await settleAll(successors(body, desc, this.src.name).map((c) => this.node(c)));
+      await this.dst.push(desc, body);
+      this.stats.manifestsCopied++;
+      this.hooks.postCopy?.(desc);
+    });
+  }
+
+  private async blob(desc: Descriptor): Promise<void> {
+    if (isForeignLayer(desc)) return;
+    const { src, dst, hooks, stats } = this;
+    if (await dst.exists(desc)) {
+      stats.blobsSkipped++;
+      hooks.onCopySkipped?.(desc);
+      return;
+    }
+    if (canMount(dst)) {
+      for (const from of this.mountFrom) {
+        if (await dst.mount(desc, from)) {
+          stats.blobsMounted++;
+          hooks.onMounted?.(desc, from);
+          return;
+        }
+      }
+    }
+    for (let attempt = 1; ; attempt++) {
+      hooks.preCopy?.(desc);
+      const stream: Readable = await src.fetch(desc);
+      const counted = stream.pipe(
+        new Counter((n) => {
+          stats.bytesCopied += n;
+          hooks.onBytes?.(desc, n);
+        }),
+      );
+      stream.on('error', (e) => counted.destroy(e));
+      // A Target may await before it reads; an early source error must wait for it, not crash the process.
+      counted.on('error', () => undefined);
+      try {
+        await dst.push(desc, counted);
+        break;
+      } catch (e) {
+        stream.destroy();
+        // Transports report retryable failures as KbError TRANSIENT at the source.
+        if (attempt < this.attempts && isKbError(e, 'TRANSIENT')) {
+          hooks.onRetry?.(desc, e);
+          continue;
+        }
+        throw e;
+      }
+    }
+    stats.blobsCopied++;
+    hooks.postCopy?.(desc);
+  }
+}
+
+/** Copy the graph under `root` from `src` to `dst` (oras-go CopyGraph). */
+export async function copyGraph(src: Target, dst: Target, root: Descriptor, opts: CopyGraphOptions = {}): Promise<CopyStats> {
+  const copier = new GraphCopier(src, dst, opts);
+  await copier.copy(root, opts.rootBytes);
+  return copier.stats;
+}

@@ -1,0 +1,90 @@
+import type { Readable } from 'node:stream';
+import { isKbError } from '../errors.js';
+import { readAllCapped } from './digest.js';
+import { MAX_MANIFEST_BYTES, type Descriptor } from './types.js';
+
+/**
+ * Content-addressed storage plus names (oras-go `Target` = Storage + TagResolver). The OCI layout
+ * directory and a registry repository implement it (archives are read and written through a
+ * temporary layout), so build → push → pull → install is one graph copy.
+ *
+ * What a store can do beyond this is offered through the optional interfaces below (oras-go
+ * `registry.Mounter`, `registry.ReferrerLister`), found with their type guards — callers ask for a
+ * capability, never for a class or a transport name.
+ */
+export interface Target {
+  /** Human-readable location for messages, e.g. `oci:out/oci` or `127.0.0.1:5000/foo`. */
+  readonly name: string;
+  exists(desc: Descriptor): Promise<boolean>;
+  /** Bytes of a blob or manifest; the stream errors if they do not match `desc`. */
+  fetch(desc: Descriptor): Promise<Readable>;
+  /** Store content that must match `desc` (digest and size); nothing is kept if it does not. */
+  push(desc: Descriptor, content: Readable | Buffer): Promise<void>;
+  /** Tag name or digest → descriptor of a manifest or index. Throws KbError NOT_FOUND when absent. */
+  resolve(reference: string): Promise<Descriptor>;
+  /** Point `reference` (a tag) at an already stored manifest or index. */
+  tag(desc: Descriptor, reference: string): Promise<void>;
+}
+
+/** A store that can link a blob it holds elsewhere instead of receiving its bytes (cross-repository mount). */
+export interface Mounter {
+  /** Link `desc` from `fromRepository`; false when the store would not (then upload instead). */
+  mount(desc: Descriptor, fromRepository: string): Promise<boolean>;
+  /** The repository of `source` when its blobs can be mounted here (same registry, other repository). */
+  mountSourceOf(source: Target): string | undefined;
+}
+
+/** A store that indexes referrers itself (the OCI 1.1 referrers API), used before the fallback tag. */
+export interface ReferrersLister {
+  /** Referrers of `subject` from the store's own index; undefined when it has none (use the `sha256-<hex>` tag). */
+  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[] | undefined>;
+  /** Push a manifest that has a `subject`; true when the store indexed it as a referrer itself. */
+  pushReferrer(desc: Descriptor, manifestBytes: Buffer): Promise<boolean>;
+}
+
+/** A store that returns a manifest's descriptor and bytes in one request (tags resolved without a HEAD). */
+export interface ManifestFetcher {
+  resolveWithBytes(reference: string): Promise<{ desc: Descriptor; bytes: Buffer }>;
+}
+
+export function canMount(t: Target): t is Target & Mounter {
+  return typeof (t as Partial<Mounter>).mount === 'function' && typeof (t as Partial<Mounter>).mountSourceOf === 'function';
+}
+
+export function listsReferrers(t: Target): t is Target & ReferrersLister {
+  return typeof (t as Partial<ReferrersLister>).referrers === 'function' && typeof (t as Partial<ReferrersLister>).pushReferrer === 'function';
+}
+
+export function fetchesManifests(t: Target): t is Target & ManifestFetcher {
+  return typeof (t as Partial<ManifestFetcher>).resolveWithBytes === 'function';
+}
+
+/**
+ * What an image location can hold, asked before writing to it (containers/image
+ * `ImageDestination.SupportsSignatures()` and friends).
+ */
+export interface ImageCapabilities {
+  /** Holds an index of several platforms (a docker archive holds one image). */
+  readonly multiPlatform: boolean;
+  /** Keeps signatures, attestations and SBOMs next to the image (cosign tags, referrers). */
+  readonly signatures: boolean;
+  /** Opened where it lies, so signing writes into it (archives are unpacked into a temporary copy). */
+  readonly inPlace: boolean;
+  /** A registry: opening it needs a registry client. */
+  readonly remote: boolean;
+}
+
+export async function fetchBytes(target: Target, desc: Descriptor, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
+  const s = await target.fetch(desc);
+  return readAllCapped(s, limit, `${target.name}: ${desc.digest}`);
+}
+
+/** Resolve a tag; undefined when nothing is under it (KbError NOT_FOUND). Other failures propagate. */
+export async function tryResolve(target: Target, reference: string): Promise<Descriptor | undefined> {
+  try {
+    return await target.resolve(reference);
+  } catch (e) {
+    if (isKbError(e, 'NOT_FOUND')) return undefined;
+    throw e;
+  }
+}
