@@ -1,6 +1,6 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { UserError } from '../errors.js';
+import { withStagingDir } from '../util/atomic-write.js';
 import { writeDockerArchive, writeOciArchive } from '../store/archive.js';
 import { OciLayout } from '../store/oci-layout.js';
 import { formatLocation, type ImageLocation } from '../store/transport.js';
@@ -33,8 +33,7 @@ export async function buildTo(bundleDir: string, out: ImageLocation, opts: Build
     await layout.tag(result.root, tag);
     return { ...result, location: formatLocation({ ...out, ref: tag }), tag };
   }
-  const tmpDir = await mkdtemp(resolve(dirname(resolve(out.path)), '.kbundle-build-'));
-  try {
+  return withStagingDir(dirname(resolve(out.path)), 'build', async (tmpDir) => {
     const layout = await OciLayout.open(tmpDir, { create: true });
     const result = await buildBundle(plan, layout, opts);
     if (out.transport === 'oci-archive') {
@@ -47,7 +46,5 @@ export async function buildTo(bundleDir: string, out: ImageLocation, opts: Build
     const tag = out.ref || `${spec.name}:${spec.version}`;
     await writeDockerArchive(layout, result.images[0]!.manifest, out.path, tag);
     return { ...result, location: formatLocation({ ...out, ref: tag }), tag };
-  } finally {
-    await rm(tmpDir, { recursive: true, force: true });
-  }
+  });
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { withStagingDir } from '../util/atomic-write.js';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { sourceDateEpochFromEnv } from '../builder/epoch.js';
@@ -181,18 +181,15 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
           await layout.tag(root, tag);
           imageInfo = { location: formatLocation({ ...image, ref: tag }), digest: root.digest };
         } else {
-          const tmp = await mkdtemp(resolve(dirname(resolve(image.path)), '.kbundle-sysext-image-'));
-          try {
+          imageInfo = await withStagingDir(dirname(resolve(image.path)), 'sysext-image', async (tmp) => {
             const layout = await OciLayout.open(tmp, { create: true });
             const root = await pack(layout);
             if (image.transport === 'oci-archive') {
               await layout.tag(root, tag);
               await writeOciArchive(layout, image.path);
             } else await writeDockerArchive(layout, root, image.path, image.ref ? (image.ref.includes(':') ? image.ref : `${image.ref}:latest`) : `${name}:latest`);
-            imageInfo = { location: formatLocation(image), digest: root.digest };
-          } finally {
-            await rm(tmp, { recursive: true, force: true });
-          }
+            return { location: formatLocation(image), digest: root.digest };
+          });
         }
         lines.push(`image: ${imageInfo.location} (${imageInfo.digest})`);
       }
