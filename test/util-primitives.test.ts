@@ -2,12 +2,14 @@
  * The shared primitives: stage-and-rename writes (no partial file at the final path, no temp file
  * left after a failure, even a SIGKILL mid-write leaves the old content) and the bounded pool.
  */
-import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { stageAndRename, writeFileAtomic } from '../src/util/atomic-write.js';
-import { mapPool } from '../src/util/pool.js';
+import { commitFile, isStagingName, resetStaleSweep, stageAndRename, stageThenName, withStagingDir, writeFileAtomic } from '../src/util/atomic-write.js';
+import { limiter, mapPool } from '../src/util/pool.js';
 import { cleanupTempDirs, REPO_ROOT, tempDir } from './helpers/exec.js';
 
 afterAll(cleanupTempDirs);
@@ -38,24 +40,44 @@ describe('stage and rename', () => {
     expect(readdirSync(dir)).toEqual(['f']);
   });
 
-  it('a read-only directory is an error, not a partial file', async () => {
-    if (process.getuid?.() === 0) {
-      // root ignores directory permissions; an immutable-free stand-in: the target is a directory.
-      const dir = tempDir();
-      await expect(writeFileAtomic(dir, 'x')).rejects.toThrow();
-      expect(readdirSync(join(dir, '..')).filter((n) => n.includes('.tmp-'))).toEqual([]);
-      return;
-    }
-    const dir = tempDir();
-    chmodSync(dir, 0o500);
-    await expect(writeFileAtomic(join(dir, 'f'), 'x')).rejects.toThrow(/EACCES/);
-    expect(readdirSync(dir)).toEqual([]);
-  });
-
-  it('a process killed mid-write leaves the old content at the final path', async () => {
+  it('a writer whose stream fails mid-way leaves the old file and no temp file', async () => {
     const dir = tempDir();
     const p = join(dir, 'f');
     writeFileSync(p, 'old');
+    const failing = new Readable({
+      read() {
+        this.push(Buffer.alloc(64 * 1024, 7));
+        setImmediate(() => this.destroy(new Error('source reset')));
+      },
+    });
+    await expect(stageAndRename(p, (tmp) => pipeline(failing, createWriteStream(tmp)))).rejects.toThrow('source reset');
+    expect(readFileSync(p, 'utf8')).toBe('old');
+    expect(readdirSync(dir)).toEqual(['f']);
+  });
+
+  it('a read-only directory is an error and leaves nothing (checked as an unprivileged user)', async () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o555);
+    const script = `
+      import { writeFileAtomic } from ${JSON.stringify(join(REPO_ROOT, 'dist/src/util/atomic-write.js'))};
+      try { await writeFileAtomic(${JSON.stringify(join(dir, 'f'))}, 'x'); process.stdout.write('wrote'); }
+      catch (e) { process.stdout.write(e.code); }`;
+    // root ignores directory permissions: the write runs as nobody when this suite runs as root.
+    const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', ...asNobody });
+    expect(r.stdout).toBe('EACCES');
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('a rename that fails (a folder holds the final name) removes the temp file', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'f'));
+    writeFileSync(join(dir, 'f', 'inside'), 'x');
+    await expect(writeFileAtomic(join(dir, 'f'), 'new')).rejects.toThrow(/EISDIR|ENOTEMPTY|EEXIST/);
+    expect(readdirSync(dir)).toEqual(['f']);
+  });
+
+  const killMidWrite = async (p: string): Promise<void> => {
     // A child that stages a large file slowly through the helper, killed before the rename.
     const script = `
       import { stageAndRename } from ${JSON.stringify(join(REPO_ROOT, 'dist/src/util/atomic-write.js'))};
@@ -68,14 +90,78 @@ describe('stage and rename', () => {
     await new Promise<void>((res) => child.stdout.once('data', () => res()));
     child.kill('SIGKILL');
     await new Promise((res) => child.once('close', res));
+  };
+
+  it('a process killed mid-write leaves the old content, and the next write removes its temp file', async () => {
+    const dir = tempDir();
+    const p = join(dir, 'f');
+    writeFileSync(p, 'old');
+    await killMidWrite(p);
     expect(readFileSync(p, 'utf8')).toBe('old');
-    // The staged leftover is recognisable as kbundle's temp sibling.
-    expect(
-      readdirSync(dir)
-        .filter((n) => n !== 'f')
-        .every((n) => /^f\.tmp-[0-9a-f]{12}$/.test(n)),
-    ).toBe(true);
-    expect(existsSync(p)).toBe(true);
+    // The leftover is recognisable as kbundle's temp sibling, named with the dead writer's pid.
+    const left = readdirSync(dir).filter((n) => n !== 'f');
+    expect(left).toHaveLength(1);
+    expect(left[0]).toMatch(/^f\.tmp-\d+-[0-9a-f]{12}$/);
+    expect(isStagingName(left[0]!)).toBe(true);
+    // A young leftover may belong to a live writer in another pid namespace: kept.
+    resetStaleSweep();
+    await writeFileAtomic(join(dir, 'g'), 'g');
+    expect(readdirSync(dir).sort()).toEqual(['f', 'g', left[0]].sort());
+    // Once old, the next staged write into the folder removes it.
+    const old = new Date(Date.now() - 5 * 60_000);
+    utimesSync(join(dir, left[0]!), old, old);
+    resetStaleSweep();
+    await writeFileAtomic(p, 'new');
+    expect(readdirSync(dir).sort()).toEqual(['f', 'g']);
+    expect(readFileSync(p, 'utf8')).toBe('new');
+  });
+
+  it('a process killed mid-write of a new file leaves no file at the final path', async () => {
+    const dir = tempDir();
+    const p = join(dir, 'f');
+    await killMidWrite(p);
+    expect(existsSync(p)).toBe(false);
+    expect(readdirSync(dir).every((n) => isStagingName(n))).toBe(true);
+  });
+
+  it('stageThenName puts content under the name it computed, temp gone', async () => {
+    const dir = tempDir();
+    const name = await stageThenName(
+      dir,
+      async (tmp) => {
+        writeFileSync(tmp, 'blob');
+        return 'by-digest';
+      },
+      (n) => join(dir, n),
+    );
+    expect(name).toBe('by-digest');
+    expect(readdirSync(dir)).toEqual(['by-digest']);
+  });
+
+  it('withStagingDir removes its folder after success and failure, and sweeps folders of dead processes', async () => {
+    const parent = tempDir();
+    let seen = '';
+    await withStagingDir(parent, 'build', async (d) => {
+      seen = d;
+      writeFileSync(join(d, 'x'), 'x');
+      await commitFile(join(d, 'x'), join(parent, 'kept'));
+    });
+    expect(seen).toMatch(new RegExp(`/\\.kbundle-build-${process.pid}-[A-Za-z0-9]{6}$`));
+    expect(readdirSync(parent)).toEqual(['kept']);
+    await expect(withStagingDir(parent, 'build', async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    expect(readdirSync(parent)).toEqual(['kept']);
+    // A folder left by a process that is gone (pid 2^22+1 is above Linux's pid_max), old enough.
+    const dead = join(parent, '.kbundle-build-4194305-abcdef');
+    mkdirSync(dead);
+    writeFileSync(join(dead, 'partial'), 'x');
+    const old = new Date(Date.now() - 5 * 60_000);
+    utimesSync(dead, old, old);
+    const live = join(parent, `.kbundle-build-${process.pid}-zzzzzz`);
+    mkdirSync(live);
+    utimesSync(live, old, old);
+    resetStaleSweep();
+    await withStagingDir(parent, 'build', async () => undefined);
+    expect(readdirSync(parent).sort()).toEqual([`.kbundle-build-${process.pid}-zzzzzz`, 'kept']);
   });
 });
 
@@ -108,5 +194,57 @@ describe('mapPool', () => {
     ).rejects.toThrow('first');
     expect(started).toEqual([0, 1]);
     expect(finished).toBe(2);
+  });
+
+  it('an aborted signal stops new work, and the running calls see it', async () => {
+    const ctl = new AbortController();
+    const started: number[] = [];
+    const sawAbort: number[] = [];
+    const run = mapPool(
+      [0, 1, 2, 3, 4],
+      2,
+      async (n, _i, signal) => {
+        started.push(n);
+        if (n === 1) ctl.abort(new Error('cancelled'));
+        await new Promise((r) => setTimeout(r, 10));
+        if (signal.aborted) sawAbort.push(n);
+      },
+      { signal: ctl.signal },
+    );
+    await expect(run).rejects.toThrow('cancelled');
+    expect(started).toEqual([0, 1]);
+    expect(sawAbort.sort()).toEqual([0, 1]);
+  });
+
+  it('rejects a limit below 1 instead of running unbounded or not at all', async () => {
+    await expect(mapPool([1], 0, async (n) => n)).rejects.toThrow(RangeError);
+    expect(() => limiter(0)).toThrow(RangeError);
+  });
+});
+
+describe('limiter', () => {
+  it('never runs more than its limit while tasks keep arriving, and runs them all', async () => {
+    const limit = limiter(2);
+    let running = 0;
+    let peak = 0;
+    let done = 0;
+    const task = (ms: number): Promise<void> =>
+      limit(async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await new Promise((r) => setTimeout(r, ms));
+        running--;
+        done++;
+      });
+    // Each finished task starts another while the others still run or wait.
+    await Promise.all([3, 1, 2, 0, 1].map((ms) => task(ms).then(() => task(ms))));
+    expect(peak).toBe(2);
+    expect(done).toBe(10);
+  });
+
+  it('passes results and failures through and frees the slot after a failure', async () => {
+    const limit = limiter(1);
+    await expect(limit(async () => Promise.reject(new Error('no')))).rejects.toThrow('no');
+    await expect(limit(async () => 42)).resolves.toBe(42);
   });
 });

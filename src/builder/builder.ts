@@ -1,14 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { sourceDateEpochFromEnv } from './epoch.js';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { UserError } from '../errors.js';
 import { Annotation } from '../oci/mediatypes.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
 import { planEntries } from './entries.js';
-import { writeIndexIfNeeded, writeSingleLayerImage } from './image.js';
-import { writeLayer, type LayerEntry, type WrittenLayer } from './layer.js';
+import { writeIndexIfNeeded, writeLayerBlob, writeSingleLayerImage } from '../layer/image.js';
+import type { LayerEntry, WrittenLayer } from '../layer/tar.js';
 import { loadBundleSpec, type LoadedSpec } from './spec.js';
 
 export interface BuildOptions {
@@ -115,23 +112,15 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
   // Platforms are independent layers: building them concurrently keeps both cores busy.
   const images = await Promise.all(
     plans.map(async ({ platform, entries }): Promise<PlatformImage> => {
-      const tmp = join(layout.dir, 'blobs', 'sha256', `.build-${randomBytes(6).toString('hex')}`);
-      let layer: WrittenLayer;
       opts.onProgress?.({ kind: 'layer-start', platform, entries: entries.length, bytes: entries.reduce((n, e) => n + (e.type === 'file' ? e.size : 0), 0) });
-      try {
-        layer = await writeLayer(entries, tmp, {
-          mtime,
-          uid: opts.uid ?? 0,
-          gid: opts.gid ?? 0,
-          compression: opts.compression,
-          level: opts.compression === 'zstd' ? (opts.zstdLevel ?? 9) : (opts.gzipLevel ?? 6),
-          onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined,
-        });
-        await layout.adoptBlob(tmp, layer.digest);
-      } catch (e) {
-        await rm(tmp, { force: true });
-        throw e;
-      }
+      const layer = await writeLayerBlob(layout, entries, {
+        mtime,
+        uid: opts.uid ?? 0,
+        gid: opts.gid ?? 0,
+        compression: opts.compression,
+        level: opts.compression === 'zstd' ? (opts.zstdLevel ?? 9) : (opts.gzipLevel ?? 6),
+        onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined,
+      });
       opts.onProgress?.({ kind: 'layer-done', platform, layer });
       const image = await writeSingleLayerImage(layout, { platform, created, createdBy: `kbundle build ${spec.name} ${spec.version}`, annotations, layer });
       return { platform, manifest: image.manifest, config: image.config, layer };

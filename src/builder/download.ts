@@ -5,12 +5,12 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import { extract } from 'tar-stream';
 import { undiciFull } from '../registry/undici-lazy.js';
 import { codeForHttpStatus, errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
 import { stageAndRename } from '../util/atomic-write.js';
+import { decompress } from '../layer/codec.js';
+import { readTar } from '../layer/tar.js';
 
 export function downloadCacheDir(): string {
   return process.env.KBUNDLE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kbundle', 'downloads');
@@ -76,35 +76,33 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
     await fh.close();
   }
   const gzipped = head[0] === 0x1f && head[1] === 0x8b;
-  const source = createReadStream(archive);
-  const tar = extract();
-  const input = gzipped ? source.pipe(createGunzip()) : source;
-  input.on('error', (e: Error) => tar.destroy(e));
-  input.pipe(tar);
+  const label = 'the download';
   const seen: string[] = [];
   try {
-    for await (const entry of tar) {
-      const name = entry.header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
+    for await (const { header, body } of readTar(decompress(createReadStream(archive), gzipped ? 'gzip' : 'none', label), label)) {
+      const name = header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
       if (name !== want) {
-        if (entry.header.type === 'file' && seen.length <= LISTED_MEMBERS) seen.push(name);
-        entry.resume();
+        if (header.type === 'file' && seen.length <= LISTED_MEMBERS) seen.push(name);
+        body.resume();
         continue;
       }
-      if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
-        entry.resume();
-        const target = entry.header.linkname ? ` to ${entry.header.linkname}` : '';
+      if (header.type !== 'file' && header.type !== 'contiguous-file') {
+        body.resume();
+        const target = header.linkname ? ` to ${header.linkname}` : '';
         throw new UserError(
-          `${what}: extract: "${member}" is a ${entry.header.type}${target} in the archive, not a regular file`,
-          target ? `name the file it points to: extract: ${entry.header.linkname}` : 'name a regular file of the archive',
+          `${what}: extract: "${member}" is a ${header.type}${target} in the archive, not a regular file`,
+          target ? `name the file it points to: extract: ${header.linkname}` : 'name a regular file of the archive',
         );
       }
-      await stageAndRename(final, (tmp) => pipeline(entry, createWriteStream(tmp)));
-      source.destroy();
-      return final;
+      await stageAndRename(final, (tmp) => pipeline(body, createWriteStream(tmp)));
+      return final; // leaving the loop stops reading the archive
     }
   } catch (e) {
-    if (e instanceof KbError) throw e;
-    throw new UserError(`${what}: extract: cannot read the download as a ${gzipped ? 'tar.gz' : 'tar'} archive: ${(e as Error).message}`, 'extract: takes tar and tar.gz downloads');
+    if (e instanceof UserError || (e instanceof KbError && e.code !== 'TRUNCATED' && e.code !== 'INVALID_INPUT')) throw e;
+    throw new KbError(e instanceof KbError ? e.code : 'INVALID_INPUT', `${what}: extract: cannot read the download as a ${gzipped ? 'tar.gz' : 'tar'} archive: ${errorMessage(e)}`, {
+      hint: 'extract: takes tar and tar.gz downloads',
+      cause: e,
+    });
   }
   throw new UserError(
     `${what}: extract: the archive has no "${member}"`,

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { UserError } from '../errors.js';
 import { extractPinnedMember, fetchPinned } from './download.js';
 import { chartManifest, placeManifestsScript } from './generate.js';
-import { compareEntryPaths, type LayerEntry } from './layer.js';
+import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
 import { bundlePath, normaliseDestination, type FileSpec, type LoadedSpec } from './spec.js';
 
 const DIR_MODE = 0o755;

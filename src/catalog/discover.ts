@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compareEntryPaths } from '../builder/layer.js';
+import { compareEntryPaths } from '../layer/tar.js';
 
 export interface CatalogBundle {
   name: string;

@@ -1,17 +1,15 @@
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 import { sourceDateEpochFromEnv } from '../builder/epoch.js';
-import { writeIndexIfNeeded } from '../builder/image.js';
-import { writeLayer, type WrittenLayer } from '../builder/layer.js';
+import { writeIndexIfNeeded, writeLayerBlob } from '../layer/image.js';
+import type { WrittenLayer } from '../layer/tar.js';
 import { digestOf } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { isKnownPlatform, KNOWN_PLATFORMS, parsePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, Manifest } from '../oci/types.js';
-import { writeDockerArchive, writeOciArchive } from '../store/archive.js';
-import { OciLayout } from '../store/oci-layout.js';
-import { formatLocation, type ImageLocation } from '../store/transport.js';
+import type { OciLayout } from '../store/oci-layout.js';
+import { openDestination } from '../store/open.js';
+import { capabilitiesOf, formatLocation, isRegistryLocation, type ImageLocation } from '../store/transport.js';
 import { planDockerLayers } from './layers.js';
 import { translateDockerfile, type Translation } from './translate.js';
 
@@ -59,16 +57,9 @@ async function buildInto(t: Translation, layout: OciLayout, opts: DockerfileBuil
   const planned = await planDockerLayers(t);
   const layers: (WrittenLayer & { createdBy: string })[] = [];
   for (const l of planned) {
-    const tmp = join(layout.dir, 'blobs', 'sha256', `.build-${randomBytes(6).toString('hex')}`);
-    try {
-      const w = await writeLayer(l.entries, tmp, { mtime, uid: l.step.uid, gid: l.step.gid, level: opts.gzipLevel ?? 6 });
-      await layout.adoptBlob(tmp, w.digest);
-      // BuildKit records each Dockerfile step like this in the image history.
-      layers.push({ ...w, createdBy: `${l.step.text} # buildkit` });
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    const w = await writeLayerBlob(layout, l.entries, { mtime, uid: l.step.uid, gid: l.step.gid, level: opts.gzipLevel ?? 6 });
+    // BuildKit records each Dockerfile step like this in the image history.
+    layers.push({ ...w, createdBy: `${l.step.text} # buildkit` });
   }
   const images: { platform: string; manifest: Descriptor }[] = [];
   for (const p of platforms) {
@@ -100,34 +91,22 @@ async function buildInto(t: Translation, layout: OciLayout, opts: DockerfileBuil
 
 /** Translate and build `dir` into a local transport (oci, oci-archive, docker-archive). */
 export async function buildDockerfileTo(dir: string, out: ImageLocation, opts: DockerfileBuildOptions = {}): Promise<DockerfileBuildResult> {
-  if (out.transport === 'docker') throw new UserError(`-o ${formatLocation(out)}: build writes local images`, `build to oci:<dir> and then: kbundle push oci:<dir>:<tag> ${out.ref}`);
+  if (isRegistryLocation(out)) throw new UserError(`-o ${formatLocation(out)}: build writes local images`, `build to oci:<dir> and then: kbundle push oci:<dir>:<tag> ${out.ref}`);
   const t = await translateDockerfile(dir);
   const platforms = opts.platforms ?? DEFAULT_PLATFORMS;
-  if (out.transport === 'docker-archive' && platforms.length !== 1) {
+  if (!capabilitiesOf(out).multiPlatform && platforms.length !== 1) {
     throw new UserError(`-o ${formatLocation(out)}: a docker archive holds one platform, not ${platforms.length}`, 'pick one with --platform, e.g. --platform linux/amd64');
   }
   const name = bundleNameOf(dir);
-  if (out.transport === 'oci') {
-    const layout = await OciLayout.open(out.path, { create: true });
-    const r = await buildInto(t, layout, opts);
-    const tag = out.ref || `${name}_latest`;
-    await layout.tag(r.root, tag);
-    return { ...r, location: formatLocation({ ...out, ref: tag }), tag };
-  }
-  const tmpDir = await mkdtemp(resolve(dirname(resolve(out.path)), '.kbundle-build-'));
+  // Layouts and OCI archives are tagged <name>_latest (community-bundles' tag), docker archives <name>:latest.
+  const dst = await openDestination(out, { defaultTag: `${name}_latest`, defaultRepoTag: `${name}:latest` });
   try {
-    const layout = await OciLayout.open(tmpDir, { create: true });
-    const r = await buildInto(t, layout, opts);
-    if (out.transport === 'oci-archive') {
-      const tag = out.ref || `${name}_latest`;
-      await layout.tag(r.root, tag);
-      await writeOciArchive(layout, out.path);
-      return { ...r, location: formatLocation({ ...out, ref: tag }), tag };
-    }
-    const tag = out.ref || `${name}:latest`;
-    await writeDockerArchive(layout, r.images[0]!.manifest, out.path, tag);
-    return { ...r, location: formatLocation({ ...out, ref: tag }), tag };
-  } finally {
-    await rm(tmpDir, { recursive: true, force: true });
+    const r = await buildInto(t, dst.layout!, opts);
+    if (dst.reference) await dst.layout!.tag(r.root, dst.reference);
+    await dst.close(r.root);
+    return { ...r, location: dst.location, tag: dst.tag };
+  } catch (e) {
+    await dst.close().catch(() => undefined);
+    throw e;
   }
 }

@@ -3,7 +3,7 @@ import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { basename, join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { UserError } from '../errors.js';
-import { compareEntryPaths, type LayerEntry } from '../builder/layer.js';
+import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
 import type { CopyStep, Translation } from './translate.js';
 
 /**

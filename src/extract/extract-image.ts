@@ -1,13 +1,11 @@
-import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { KbError, UserError } from '../errors.js';
 import { verifyFiles } from '../oci/file-digest-worker.js';
-import { isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
+import { isIndexMediaType } from '../oci/mediatypes.js';
+import { decompress } from '../layer/codec.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
 import { OciLayout } from '../store/oci-layout.js';
@@ -44,26 +42,6 @@ export async function resolveManifest(target: Target, reference: string, platfor
     if (isIndexMediaType(desc.mediaType)) return resolveManifest(target, desc.digest, platform, hint);
   }
   return desc;
-}
-
-function decompress(src: Readable, mediaType: string, what: string): Readable {
-  const kind = layerCompression(mediaType);
-  if (kind === 'gzip') {
-    const gunzip = createGunzip({ chunkSize: 256 * 1024 });
-    src.on('error', (e) => gunzip.destroy(e));
-    return src.pipe(gunzip);
-  }
-  if (kind === 'zstd') {
-    const child = spawn('zstd', ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out = new PassThrough();
-    child.on('error', () => out.destroy(new UserError(`${what}: zstd layer, but the zstd program is missing`, 'install it: apt-get install -y zstd')));
-    child.on('close', (code) => code !== 0 && out.destroy(new UserError(`${what}: zstd failed to decompress the layer`)));
-    src.on('error', (e) => out.destroy(e));
-    src.pipe(child.stdin);
-    child.stdout.pipe(out);
-    return out;
-  }
-  return src;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
-import { extract as tarExtract, type Header as Headers } from 'tar-stream';
+import type { Header as Headers } from 'tar-stream';
+import { readTar } from '../layer/tar.js';
 import { UserError } from '../errors.js';
 import { entryComponents } from './secure-path.js';
 
@@ -67,12 +68,7 @@ export async function* flattenLayers(
 
   for (let layer = layerCount - 1; layer >= 0; layer--) {
     const layerOpaque: string[] = [];
-    const extract = tarExtract();
-    const src = await openLayer(layer);
-    src.on('error', (e) => extract.destroy(e));
-    src.pipe(extract);
-    for await (const entry of extract) {
-      const h = entry.header;
+    for await (const { header: h, body: entry } of readTar(await openLayer(layer), `${what}: layer ${layer}`)) {
       if (++entries > limits.maxEntries) throw new UserError(`${what}: more than ${limits.maxEntries} entries`, 'raise --max-entries if this image is legitimate');
       if (Buffer.byteLength(h.name) > limits.maxNameLength) throw new UserError(`${what}: layer ${layer}: entry name longer than ${limits.maxNameLength} bytes`);
       const parts = entryComponents(h.name, `${what}: layer ${layer}`);
@@ -110,11 +106,11 @@ export async function* flattenLayers(
         if (bytes > limits.maxTotalBytes) throw new UserError(`${what}: more than ${limits.maxTotalBytes} bytes of files`, 'raise --max-size if this image is legitimate');
       }
       if (h.type === 'link') {
-        hardlinks.push({ path, header: h, body: entry as unknown as Readable, layer });
+        hardlinks.push({ path, header: h, body: entry, layer });
         entry.resume();
         continue;
       }
-      yield { path, header: h, body: entry as unknown as Readable, layer };
+      yield { path, header: h, body: entry, layer };
       entry.resume(); // in case the consumer did not read it
     }
     for (const d of layerOpaque) opaque.add(d);

@@ -10,10 +10,11 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
-import { chmod, copyFile, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { commitFile, writeFileAtomic } from '../util/atomic-write.js';
 import { NODE_RELEASE, executableName, type SeaPlatform } from './release.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -106,7 +107,7 @@ async function main(argv: string[]): Promise<void> {
     await chmod(staged, 0o755);
     // postject (LIEF) prints harmless section-name warnings; its output is shown only when it fails.
     execFileSync(process.execPath, [postject, staged, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE], { stdio: 'pipe' });
-    await rename(staged, target);
+    await commitFile(staged, target);
   }
   await rm(work, { recursive: true, force: true });
   // The catalog bundle bundles/kbundle ships these files; its assets/ folder is not in git.
@@ -119,8 +120,7 @@ async function main(argv: string[]): Promise<void> {
   // SHA256SUMS covers every executable in the folder, as `sha256sum -c` reads it.
   const names = (await readdir(outDir)).filter((n) => n.startsWith('kbundle-linux-')).sort();
   const lines = await Promise.all(names.map(async (n) => `${await sha256File(join(outDir, n))}  ${n}\n`));
-  await writeFile(join(outDir, 'SHA256SUMS.tmp'), lines.join(''));
-  await rename(join(outDir, 'SHA256SUMS.tmp'), join(outDir, 'SHA256SUMS'));
+  await writeFileAtomic(join(outDir, 'SHA256SUMS'), lines.join(''));
   process.stdout.write(lines.join(''));
 }
 

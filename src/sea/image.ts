@@ -6,12 +6,10 @@
  * /tmp. Entrypoint /usr/local/bin/kbundle. Reproducible: fixed mtimes, owners and order.
  */
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, lstatSync, readlinkSync, statSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { dirname, join, posix } from 'node:path';
-import { writeIndexIfNeeded, writeSingleLayerImage } from '../builder/image.js';
-import { compareEntryPaths, writeLayer, type LayerEntry } from '../builder/layer.js';
+import { writeIndexIfNeeded, writeLayerBlob, writeSingleLayerImage } from '../layer/image.js';
+import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
 import { KbError, UserError } from '../errors.js';
 import { Annotation } from '../oci/mediatypes.js';
 import type { Descriptor } from '../oci/types.js';
@@ -125,15 +123,7 @@ export async function buildNodeImage(layout: OciLayout, opts: NodeImageOptions):
   const manifests: Descriptor[] = [];
   for (const p of opts.platforms) {
     if (!existsSync(p.executable)) throw new KbError('NOT_FOUND', `${p.executable}: no executable for ${p.platform}`, { hint: 'build it with: npm run sea' });
-    const tmp = join(layout.dir, 'blobs', 'sha256', `.build-${randomBytes(6).toString('hex')}`);
-    let layer;
-    try {
-      layer = await writeLayer(entriesFor(p, opts.caFile), tmp, { mtime, uid: 0, gid: 0, level: 6 });
-      await layout.adoptBlob(tmp, layer.digest);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    const layer = await writeLayerBlob(layout, entriesFor(p, opts.caFile), { mtime, uid: 0, gid: 0, level: 6 });
     const annotations = {
       [Annotation.Created]: created,
       [Annotation.Title]: 'kbundle',

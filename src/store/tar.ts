@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { stageAndRename } from '../util/atomic-write.js';
+import { removeStaleStaging, stageAndRename } from '../util/atomic-write.js';
 import { OciLayout } from './oci-layout.js';
 
 const EPOCH = new Date(0);
@@ -111,9 +111,11 @@ export async function unpackArchive(file: string, what: string): Promise<{ dir: 
  * A temporary OCI layout beside `file` for an archive destination: the image is assembled there
  * and `write` turns it into the archive (temp name, then rename); the layout is removed either way.
  */
-export async function stagingLayout(file: string, display: string, prefix = '.kbundle-copy-'): Promise<{ layout: OciLayout; remove(): Promise<void> }> {
+export async function stagingLayout(file: string, display: string): Promise<{ layout: OciLayout; remove(): Promise<void> }> {
   const dir = dirname(resolve(file));
   if (!(await pathExists(dir, { follow: true }))) throw new UserError(`${display}: directory ${dir} does not exist`);
-  const tmp = await mkdtemp(join(dir, prefix));
+  // Named like util/atomic-write's staging folders, so a killed process's leftover is swept.
+  await removeStaleStaging(dir);
+  const tmp = await mkdtemp(join(dir, `.kbundle-copy-${process.pid}-`));
   return { layout: await OciLayout.open(tmp, { create: true }), remove: () => rm(tmp, { recursive: true, force: true }) };
 }

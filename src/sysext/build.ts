@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { copyFile, link, lstat, mkdir, mkdtemp, open, readdir, readlink, rename, rm, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, open, readdir, readlink, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
+import { commitFile, withStagingDir } from '../util/atomic-write.js';
 import { join, resolve } from 'node:path';
 import { KbError, UserError } from '../errors.js';
 import { dpsTypeUuid, readGpt, setPartitionUuids, type GptPartition } from './gpt.js';
@@ -323,7 +324,6 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
 
   const outDir = resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
-  const work = await mkdtemp(join(outDir, `.kbundle-${kind}-`));
   // The verity hashing threads boot while the file system is built, so they are ready when it is
   // done (created once mksquashfs has started: creating a thread costs this thread a few ms).
   let hashers: LeafHashers | undefined;
@@ -331,101 +331,102 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
     if (format === 'ddi') hashers ??= new LeafHashers();
   };
   try {
-    const fsImg = join(work, 'root.img');
-    const finalPath = join(outDir, fileName);
-    let rootHash: string | undefined;
-    let partitions: GptPartition[] = [];
-    let tmpOut: string;
-    // squashfs DDIs: mksquashfs writes the file system straight into the image at the offset where
-    // systemd-repart places the first partition, so its bytes are never copied again.
-    const inPlace = format === 'ddi' && fsType === 'squashfs';
-    const image = join(work, 'image.raw');
-    if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, releaseNames, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0, bootHashers);
-    else if (fsType === 'erofs') {
-      bootHashers();
-      await buildErofs(tree, present, fsImg, work, kind, releaseNames, release, epoch, seed);
-    } else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
+    return await withStagingDir(outDir, kind, async (work) => {
+      const fsImg = join(work, 'root.img');
+      const finalPath = join(outDir, fileName);
+      let rootHash: string | undefined;
+      let partitions: GptPartition[] = [];
+      let tmpOut: string;
+      // squashfs DDIs: mksquashfs writes the file system straight into the image at the offset where
+      // systemd-repart places the first partition, so its bytes are never copied again.
+      const inPlace = format === 'ddi' && fsType === 'squashfs';
+      const image = join(work, 'image.raw');
+      if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, releaseNames, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0, bootHashers);
+      else if (fsType === 'erofs') {
+        bootHashers();
+        await buildErofs(tree, present, fsImg, work, kind, releaseNames, release, epoch, seed);
+      } else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
 
-    if (format === 'plain') {
-      opts.onWarning?.(
-        `${fileName}: a plain ${fsType} image has no dm-verity; Kairos's image policy (root=verity+absent:usr=verity+absent) refuses it at boot — use it only on hosts without a verity policy`,
-      );
-      tmpOut = fsImg;
-    } else {
-      const dataFile = inPlace ? image : fsImg;
-      const dataOffset = inPlace ? FIRST_PARTITION_OFFSET : 0;
-      const fsSize = (await stat(dataFile)).size - dataOffset;
-      // At least two blocks: a one-block verity tree has no hash level, an edge case best avoided.
-      const dataSize = Math.max(2 * VERITY_BLOCK, Math.ceil(fsSize / VERITY_BLOCK) * VERITY_BLOCK);
-      await truncate(dataFile, dataOffset + dataSize);
-      const salt = createHash('sha256').update(`kbundle verity salt:${seed}`).digest();
-      const vuuid = createHash('sha256').update(`kbundle verity uuid:${seed}`).digest().subarray(0, 16);
-      // The partition table depends on the sizes only, so systemd-repart lays it out while the
-      // hash tree is computed: it is started right before this thread starts hashing. The root
-      // and hash partition UUIDs are the halves of the root hash (systemd's convention):
-      // placeholders first, set once the hash is known. A signature's size is only known after
-      // signing, so signed images are laid out after it.
-      const layout = (sigSize?: number) =>
-        layOutDisk({ work, arch, seed, epoch, dataSize, hashSize: verityHashSize(dataSize), sigSize, rootImage: inPlace ? undefined : 'root.img', out: inPlace ? join(work, 'gpt.raw') : image });
-      const signing = !!(opts.key && opts.cert);
-      let laying: Promise<string | undefined> = Promise.resolve(undefined);
-      const startLayout = () => {
-        try {
-          laying = layout();
-        } catch (e) {
-          laying = Promise.reject(e);
-        }
-      };
-      const hashing = computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset, hashers, signing ? undefined : startLayout);
-      const [hashed, laidOut] = await Promise.allSettled([hashing, laying]);
-      if (hashed.status === 'rejected') throw hashed.reason;
-      if (laidOut.status === 'rejected') throw laidOut.reason;
-      const verity = hashed.value;
-      rootHash = verity.rootHash.toString('hex');
-      const sig = signing ? await signRootHash(rootHash, resolve(opts.key!), resolve(opts.cert!)) : undefined;
-      const repartOut = laidOut.value ?? (await layout(sig!.partition.length));
-      const gpt = await readGpt(repartOut);
-      if (!gpt) throw new UserError('systemd-repart wrote no partition table');
-      const byRole = (role: string) => gpt.partitions.find((p) => p.dps?.role === role);
-      const data = byRole('data');
-      const hashPart = byRole('verity');
-      const sigPart = byRole('verity-sig');
-      if (!data || data.size !== dataSize || !hashPart || hashPart.size !== verity.hashImage.length || (sig && sigPart?.size !== sig.partition.length)) {
-        throw new UserError(
-          `systemd-repart laid out partitions of unexpected sizes (${gpt.partitions.map((p) => `${p.dps?.name ?? p.typeUuid}: ${p.size}`).join(', ')})`,
-          'please report this with your systemd-repart --version',
+      if (format === 'plain') {
+        opts.onWarning?.(
+          `${fileName}: a plain ${fsType} image has no dm-verity; Kairos's image policy (root=verity+absent:usr=verity+absent) refuses it at boot — use it only on hosts without a verity policy`,
         );
-      }
-      tmpOut = image;
-      if (inPlace) {
-        const total = (await stat(repartOut)).size;
-        if (data.offset === FIRST_PARTITION_OFFSET) {
-          // The file system is already in place: take the primary GPT (with the protective MBR)
-          // and the backup GPT behind the last partition from repart's output.
-          const lastEnd = Math.max(...gpt.partitions.map((p) => p.offset + p.size));
-          await copyRange(repartOut, 0, image, 0, FIRST_PARTITION_OFFSET);
-          await copyRange(repartOut, lastEnd, image, lastEnd, total - lastEnd, total);
-        } else {
-          // A small image, aligned to 4 KiB: copy the file system into repart's output instead.
-          await copyRange(image, FIRST_PARTITION_OFFSET, repartOut, data.offset, dataSize);
-          tmpOut = repartOut;
+        tmpOut = fsImg;
+      } else {
+        const dataFile = inPlace ? image : fsImg;
+        const dataOffset = inPlace ? FIRST_PARTITION_OFFSET : 0;
+        const fsSize = (await stat(dataFile)).size - dataOffset;
+        // At least two blocks: a one-block verity tree has no hash level, an edge case best avoided.
+        const dataSize = Math.max(2 * VERITY_BLOCK, Math.ceil(fsSize / VERITY_BLOCK) * VERITY_BLOCK);
+        await truncate(dataFile, dataOffset + dataSize);
+        const salt = createHash('sha256').update(`kbundle verity salt:${seed}`).digest();
+        const vuuid = createHash('sha256').update(`kbundle verity uuid:${seed}`).digest().subarray(0, 16);
+        // The partition table depends on the sizes only, so systemd-repart lays it out while the
+        // hash tree is computed: it is started right before this thread starts hashing. The root
+        // and hash partition UUIDs are the halves of the root hash (systemd's convention):
+        // placeholders first, set once the hash is known. A signature's size is only known after
+        // signing, so signed images are laid out after it.
+        const layout = (sigSize?: number) =>
+          layOutDisk({ work, arch, seed, epoch, dataSize, hashSize: verityHashSize(dataSize), sigSize, rootImage: inPlace ? undefined : 'root.img', out: inPlace ? join(work, 'gpt.raw') : image });
+        const signing = !!(opts.key && opts.cert);
+        let laying: Promise<string | undefined> = Promise.resolve(undefined);
+        const startLayout = () => {
+          try {
+            laying = layout();
+          } catch (e) {
+            laying = Promise.reject(e);
+          }
+        };
+        const hashing = computeVerity(dataFile, dataSize, { salt, uuid: vuuid }, dataOffset, hashers, signing ? undefined : startLayout);
+        const [hashed, laidOut] = await Promise.allSettled([hashing, laying]);
+        if (hashed.status === 'rejected') throw hashed.reason;
+        if (laidOut.status === 'rejected') throw laidOut.reason;
+        const verity = hashed.value;
+        rootHash = verity.rootHash.toString('hex');
+        const sig = signing ? await signRootHash(rootHash, resolve(opts.key!), resolve(opts.cert!)) : undefined;
+        const repartOut = laidOut.value ?? (await layout(sig!.partition.length));
+        const gpt = await readGpt(repartOut);
+        if (!gpt) throw new UserError('systemd-repart wrote no partition table');
+        const byRole = (role: string) => gpt.partitions.find((p) => p.dps?.role === role);
+        const data = byRole('data');
+        const hashPart = byRole('verity');
+        const sigPart = byRole('verity-sig');
+        if (!data || data.size !== dataSize || !hashPart || hashPart.size !== verity.hashImage.length || (sig && sigPart?.size !== sig.partition.length)) {
+          throw new UserError(
+            `systemd-repart laid out partitions of unexpected sizes (${gpt.partitions.map((p) => `${p.dps?.name ?? p.typeUuid}: ${p.size}`).join(', ')})`,
+            'please report this with your systemd-repart --version',
+          );
         }
+        tmpOut = image;
+        if (inPlace) {
+          const total = (await stat(repartOut)).size;
+          if (data.offset === FIRST_PARTITION_OFFSET) {
+            // The file system is already in place: take the primary GPT (with the protective MBR)
+            // and the backup GPT behind the last partition from repart's output.
+            const lastEnd = Math.max(...gpt.partitions.map((p) => p.offset + p.size));
+            await copyRange(repartOut, 0, image, 0, FIRST_PARTITION_OFFSET);
+            await copyRange(repartOut, lastEnd, image, lastEnd, total - lastEnd, total);
+          } else {
+            // A small image, aligned to 4 KiB: copy the file system into repart's output instead.
+            await copyRange(image, FIRST_PARTITION_OFFSET, repartOut, data.offset, dataSize);
+            tmpOut = repartOut;
+          }
+        }
+        await writeAt(tmpOut, hashPart.offset, verity.hashImage);
+        if (sig && sigPart) await writeAt(tmpOut, sigPart.offset, sig.partition);
+        const uuids = new Map([
+          [data.index, formatUuid(verity.rootHash.subarray(0, 16))],
+          [hashPart.index, formatUuid(verity.rootHash.subarray(16, 32))],
+        ]);
+        await setPartitionUuids(tmpOut, uuids, gpt.sectorSize);
+        partitions = gpt.partitions.map((p) => ({ ...p, uuid: uuids.get(p.index) ?? p.uuid }));
       }
-      await writeAt(tmpOut, hashPart.offset, verity.hashImage);
-      if (sig && sigPart) await writeAt(tmpOut, sigPart.offset, sig.partition);
-      const uuids = new Map([
-        [data.index, formatUuid(verity.rootHash.subarray(0, 16))],
-        [hashPart.index, formatUuid(verity.rootHash.subarray(16, 32))],
-      ]);
-      await setPartitionUuids(tmpOut, uuids, gpt.sectorSize);
-      partitions = gpt.partitions.map((p) => ({ ...p, uuid: uuids.get(p.index) ?? p.uuid }));
-    }
-    await chmod(tmpOut, 0o644);
-    await rename(tmpOut, finalPath);
-    const st = await stat(finalPath);
-    return { name: opts.name, path: finalPath, fileName, format, fs: fsType, size: st.size, release, rootHash, signed: !!opts.key, partitions, seed };
+      await chmod(tmpOut, 0o644);
+      await commitFile(tmpOut, finalPath);
+      const st = await stat(finalPath);
+      return { name: opts.name, path: finalPath, fileName, format, fs: fsType, size: st.size, release, rootHash, signed: !!opts.key, partitions, seed };
+    });
   } finally {
     await hashers?.close();
-    await rm(work, { recursive: true, force: true });
   }
 }

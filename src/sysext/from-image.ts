@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { withStagingDir } from '../util/atomic-write.js';
 import { join, resolve } from 'node:path';
 import { UserError } from '../errors.js';
 import { extractImage, resolveManifest } from '../extract/extract-image.js';
@@ -101,21 +102,21 @@ export async function buildSysextFromImage(
   const loc = parseImageArgument(location, `${kind} build`, { bare: false });
   const outDir = resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
-  const work = await mkdtemp(join(outDir, `.kbundle-${kind}-image-`));
   const client = new RegistryClient(registry);
   try {
-    const opened = await openSource(loc, { client });
-    let layer: ExtensionLayer;
-    try {
-      layer = await extractExtensionLayer(opened, platform, kind, join(work, 'tree'), work);
-    } finally {
-      await opened.close();
-    }
-    for (const w of layer.warnings) opts.onWarning?.(w);
-    const built = await buildSysext({ ...opts, tree: join(work, 'tree') });
-    return { ...built, source: { ...layer, image: opened.display } };
+    return await withStagingDir(outDir, `${kind}-image`, async (work) => {
+      const opened = await openSource(loc, { client });
+      let layer: ExtensionLayer;
+      try {
+        layer = await extractExtensionLayer(opened, platform, kind, join(work, 'tree'), work);
+      } finally {
+        await opened.close();
+      }
+      for (const w of layer.warnings) opts.onWarning?.(w);
+      const built = await buildSysext({ ...opts, tree: join(work, 'tree') });
+      return { ...built, source: { ...layer, image: opened.display } };
+    });
   } finally {
     await client.close();
-    await rm(work, { recursive: true, force: true });
   }
 }

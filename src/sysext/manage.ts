@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { copyFile, lstat, mkdir, mkdtemp, readdir, readlink, rename, rm, stat, symlink, chmod, unlink } from 'node:fs/promises';
+import { copyFile, lstat, mkdir, readdir, readlink, rename, rm, stat, symlink, chmod, unlink } from 'node:fs/promises';
+import { commitFile, withStagingDir } from '../util/atomic-write.js';
 import { basename, join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -359,8 +359,7 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
   const src = parseInstallUri(uri);
   const p = nodePaths(node);
   await mkdir(p.store, { recursive: true });
-  const staging = await mkdtemp(join(p.store, `.kbundle-install-${randomBytes(3).toString('hex')}-`));
-  try {
+  return withStagingDir(p.store, 'install', async (staging) => {
     if (opts.verify && src.kind !== 'image') {
       throw new UserError(
         `${uri}: --key/--policy verify signatures of OCI images; a ${src.kind === 'file' ? 'file:' : 'http(s):'} source has none`,
@@ -399,11 +398,9 @@ export async function installExtension(node: Node, uri: string, opts: InstallOpt
         }
       });
     }
-    for (const n of names) await rename(join(staging, n), join(p.store, n));
+    for (const n of names) await commitFile(join(staging, n), join(p.store, n));
     return { installed: names, checks, source: uri, ...(staged.digest ? { digest: staged.digest } : {}), ...(staged.verified ? { verified: staged.verified } : {}) };
-  } finally {
-    await rm(staging, { recursive: true, force: true });
-  }
+  });
 }
 
 export function parseBootState(o: Partial<Record<BootState, boolean>>, required: boolean, cmd: string): BootState | undefined {

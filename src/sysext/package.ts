@@ -1,14 +1,13 @@
-import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '../errors.js';
-import { writeLayer, type LayerEntry, type WrittenLayer } from '../builder/layer.js';
+import type { LayerEntry, WrittenLayer } from '../layer/tar.js';
 import { planEntries } from '../builder/entries.js';
 import type { LoadedSpec } from '../builder/spec.js';
-import { writeIndexIfNeeded, writeSingleLayerImage } from '../builder/image.js';
+import { writeIndexIfNeeded, writeLayerBlob, writeSingleLayerImage } from '../layer/image.js';
 import { Annotation } from '../oci/mediatypes.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
@@ -41,15 +40,7 @@ export async function packageRaw(
   const mtime = new Date(opts.epoch * 1000);
   const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
   const entry: LayerEntry = { type: 'file', path: raw.fileName, mode: 0o644, size: raw.size, open: () => createReadStream(raw.path, { highWaterMark: 1024 * 1024 }) };
-  const tmp = join(layout.dir, 'blobs', 'sha256', `.build-${randomBytes(6).toString('hex')}`);
-  let layer: WrittenLayer;
-  try {
-    layer = await writeLayer([entry], tmp, { mtime, uid: 0, gid: 0, level: 6 });
-    await layout.adoptBlob(tmp, layer.digest);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
+  const layer = await writeLayerBlob(layout, [entry], { mtime, uid: 0, gid: 0, level: 6 });
   const annotations: Record<string, string> = {
     [Annotation.Created]: created,
     [Annotation.Title]: opts.title,

@@ -1,22 +1,132 @@
 /**
- * Stage, then rename: the one way kbundle puts a file at its final path. The content is written to
- * a temp sibling (same directory, so the rename is atomic), which is removed on any failure; a
- * reader sees the old file or the complete new one, never a partial one.
+ * Stage, then rename: the one way kbundle puts a file (or a staged folder's files) at its final
+ * path. Content is written to a temp sibling (same directory, so the rename is atomic) created with
+ * O_EXCL, flushed to disk, renamed over the final name, and the directory entry flushed too; the
+ * temp is removed on any failure. A reader, or the next boot after a power cut, sees the old file
+ * or the complete new one, never a partial one.
+ *
+ * A process killed between creating and renaming its temp cannot remove it. Temp names carry the
+ * writer's pid (`<name>.tmp-<pid>-<hex>`, staging folders `.kbundle-<label>-<pid>-<random>`), so
+ * the first staged write into a directory removes leftovers whose process is gone.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 
-/** The temp sibling of `path`: recognisable (`.tmp-` + random) so leftovers can be found. */
-export function stagingPath(path: string): string {
-  return `${path}.tmp-${randomBytes(6).toString('hex')}`;
+const TEMP_FILE_RE = /\.tmp-(\d+)-[0-9a-f]{12}$/;
+const STAGING_DIR_RE = /^\.kbundle-[a-z0-9-]+?-(\d+)-[A-Za-z0-9]{6}$/;
+/** A leftover is only removed once this old, so a writer in another pid namespace is not raced. */
+const STALE_AFTER_MS = 60_000;
+
+export interface StageOptions {
+  /** fsync the file and its directory (default true); off only for scratch files. */
+  durable?: boolean;
+  /** The temp file's mode from its creation on, set exactly (not masked by the umask). */
+  mode?: number;
 }
 
-/** Runs `write(tmp)`, then renames tmp over `path`; the temp file never outlives a failure. */
-export async function stageAndRename<T>(path: string, write: (tmp: string) => Promise<T>): Promise<T> {
-  const tmp = stagingPath(path);
+/** The temp sibling of `path`: recognisable (`.tmp-<pid>-<hex>`) so leftovers can be found. */
+export function stagingPath(path: string): string {
+  return `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+/** Whether `name` is one of kbundle's temp files or staging folders (left out of listings). */
+export function isStagingName(name: string): boolean {
+  return TEMP_FILE_RE.test(name) || STAGING_DIR_RE.test(name);
+}
+
+function processGone(pid: number): boolean {
+  if (pid === process.pid) return false;
   try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+const swept = new Set<string>();
+
+/**
+ * Remove temp files and staging folders in `dir` left by kbundle processes that no longer run.
+ * Runs once per directory per process (directories of blobs can be large); never throws.
+ */
+export async function removeStaleStaging(dir: string): Promise<string[]> {
+  if (swept.has(dir)) return [];
+  swept.add(dir);
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = TEMP_FILE_RE.exec(name) ?? STAGING_DIR_RE.exec(name);
+    if (!m || !processGone(Number(m[1]))) continue;
+    try {
+      const st = await stat(join(dir, name));
+      if (Date.now() - st.mtimeMs < STALE_AFTER_MS) continue;
+      await rm(join(dir, name), { recursive: true, force: true });
+      removed.push(name);
+    } catch {
+      /* gone already, or not ours to remove */
+    }
+  }
+  return removed;
+}
+
+/** Forget which directories were swept (tests). */
+export function resetStaleSweep(): void {
+  swept.clear();
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } catch (e) {
+    // Some file systems cannot fsync a directory; the rename is still atomic there.
+    if (!['EINVAL', 'ENOTSUP', 'EISDIR'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Move a complete staged file to `to` (same file system): flush it, rename, flush the directory.
+ * For content staged where its final name is only known afterwards (a blob named by its digest).
+ */
+export async function commitFile(from: string, to: string, opts: StageOptions = {}): Promise<void> {
+  if (opts.durable !== false) await fsyncPath(from);
+  await rename(from, to);
+  if (opts.durable !== false) await fsyncPath(dirname(to));
+}
+
+/**
+ * Runs `write(tmp)` on a fresh temp sibling of `path` (created with O_EXCL, so it is ours and not a
+ * planted symlink), then commits it to `path`. The temp file never outlives a failure.
+ */
+export function stageAndRename<T>(path: string, write: (tmp: string) => Promise<T>, opts: StageOptions = {}): Promise<T> {
+  return stage(path, write, () => path, opts);
+}
+
+/**
+ * Like stageAndRename for content whose name is known only once written (a blob named by its
+ * digest): `write` stages it in `dir`, `finalPath(result)` names where it goes.
+ */
+export function stageThenName<T>(dir: string, write: (tmp: string) => Promise<T>, finalPath: (result: T) => string, opts: StageOptions = {}): Promise<T> {
+  return stage(join(dir, 'staged'), write, finalPath, opts);
+}
+
+async function stage<T>(near: string, write: (tmp: string) => Promise<T>, finalPath: (result: T) => string, opts: StageOptions): Promise<T> {
+  await removeStaleStaging(dirname(near));
+  const tmp = stagingPath(near);
+  await (await open(tmp, 'wx', opts.mode ?? 0o666)).close();
+  try {
+    if (opts.mode !== undefined) await chmod(tmp, opts.mode);
     const r = await write(tmp);
-    await rename(tmp, path);
+    await commitFile(tmp, finalPath(r), opts);
     return r;
   } catch (e) {
     await rm(tmp, { force: true });
@@ -25,9 +135,22 @@ export async function stageAndRename<T>(path: string, write: (tmp: string) => Pr
 }
 
 /** Writes `data` to `path` atomically; `mode` is set exactly (not masked by the umask). */
-export function writeFileAtomic(path: string, data: string | Buffer, opts: { mode?: number } = {}): Promise<void> {
-  return stageAndRename(path, async (tmp) => {
-    await writeFile(tmp, data, { flag: 'wx', ...(opts.mode !== undefined ? { mode: opts.mode } : {}) });
-    if (opts.mode !== undefined) await chmod(tmp, opts.mode);
-  });
+export function writeFileAtomic(path: string, data: string | Buffer, opts: StageOptions = {}): Promise<void> {
+  return stageAndRename(path, (tmp) => writeFile(tmp, data), opts);
+}
+
+/**
+ * Runs `fn` with a fresh staging folder `.kbundle-<label>-<pid>-XXXXXX` inside `parent` (the
+ * target's directory, so what is built there can be renamed into place), and removes the folder
+ * afterwards whatever happens. What `fn` wants to keep it moves out with `commitFile`.
+ */
+export async function withStagingDir<T>(parent: string, label: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  if (!/^[a-z0-9-]+$/.test(label)) throw new Error(`staging label "${label}" must be lowercase letters, digits and "-"`);
+  await removeStaleStaging(parent);
+  const dir = await mkdtemp(join(parent, `.kbundle-${label}-${process.pid}-`));
+  try {
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }

@@ -1,11 +1,10 @@
 import { createWriteStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { pack as tarPack, type Header as Headers } from 'tar-stream';
+import { extract as tarExtract, pack as tarPack, type Header as Headers } from 'tar-stream';
+import { errorMessage, KbError } from '../errors.js';
 import { DigestingStream } from '../oci/digest.js';
-import { MediaType } from '../oci/mediatypes.js';
-import { ParallelGzip } from './parallel-gzip.js';
-import { zstdCompressor } from './zstd-stream.js';
+import { compressor, mediaTypeOfCodec } from './codec.js';
 
 export type LayerEntry =
   { type: 'directory'; path: string; mode: number } | { type: 'file'; path: string; mode: number; size: number; open: () => Readable } | { type: 'symlink'; path: string; target: string };
@@ -40,19 +39,16 @@ export function compareEntryPaths(a: string, b: string): number {
 }
 
 /**
- * Stream entries (already sorted, parents first) into a gzip tar at `outFile`, hashing both
+ * Stream entries (already sorted, parents first) into a compressed tar at `outFile`, hashing both
  * the tar and the gzip bytes on the way. Memory stays flat: one file is read at a time and
- * flows straight through tar → gzip → disk.
+ * flows straight through tar → compressor → disk.
  */
 export async function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const tar = tarPack();
   const diff = new DigestingStream('sha256');
-  // No name and mtime 0 in the gzip header, fixed chunking: the blob is reproducible. zstd: one
-  // thread, no name or time in the frame (see zstd-stream.ts).
-  const zstd = opts.compression === 'zstd';
-  const compressor = zstd ? zstdCompressor(opts.level) : new ParallelGzip(opts.level);
+  const codec = opts.compression ?? 'gzip';
   const blob = new DigestingStream('sha256');
-  const done = pipeline(tar, diff, compressor, blob, createWriteStream(outFile));
+  const done = pipeline(tar, diff, compressor(codec, opts.level), blob, createWriteStream(outFile));
 
   const base = { mtime: opts.mtime, uid: opts.uid, gid: opts.gid, uname: '', gname: '' };
   try {
@@ -77,11 +73,49 @@ export async function writeLayer(entries: readonly LayerEntry[], outFile: string
     throw err;
   }
   await done;
-  return { mediaType: zstd ? MediaType.OciLayerZstd : MediaType.OciLayerGzip, digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
+  return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
 }
 
 function addEntry(tar: ReturnType<typeof tarPack>, header: Partial<Headers> & { name: string }): Promise<void> {
   return new Promise((resolve, reject) => {
     tar.entry(header, (err) => (err ? reject(err) : resolve()));
   });
+}
+
+/** One entry of a tar being read: its header and its body (consume or resume it before the next). */
+export interface TarEntry {
+  header: Headers;
+  body: Readable;
+}
+
+/**
+ * The entries of a tar stream (already decompressed, see codec.ts `decompress`). An error of `src`
+ * reaches the reader as it is; a tar that stops inside an entry or header after `src` ended
+ * cleanly is a KbError TRUNCATED naming `what`. Leaving the loop early stops reading `src`.
+ */
+export async function* readTar(src: Readable, what: string): AsyncGenerator<TarEntry> {
+  const tar = tarExtract();
+  // _final (streams' documented end hook) runs once every byte written was parsed; tar-stream fails
+  // it when the archive stops inside an entry or header. Any earlier failure is a bad header.
+  let atEnd = false;
+  const final = tar._final.bind(tar);
+  tar._final = (cb) => {
+    atEnd = true;
+    final(cb);
+  };
+  let sourceError: unknown;
+  src.on('error', (e) => {
+    sourceError = e;
+    tar.destroy(e);
+  });
+  src.pipe(tar);
+  try {
+    for await (const entry of tar) yield { header: entry.header, body: entry as unknown as Readable };
+  } catch (e) {
+    if (e === sourceError || e instanceof KbError) throw e;
+    if (atEnd) throw new KbError('TRUNCATED', `${what}: the tar archive ends inside an entry`, { cause: e, hint: 'the blob is incomplete; fetch or rebuild it' });
+    throw new KbError('INVALID_INPUT', `${what}: not a valid tar archive (${errorMessage(e)})`, { cause: e });
+  } finally {
+    if (!src.destroyed && !src.readableEnded) src.destroy();
+  }
 }

@@ -1,8 +1,12 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { digestOf } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
+import { stageThenName } from '../util/atomic-write.js';
+import { writeLayer, type LayerEntry, type LayerOptions, type WrittenLayer } from './tar.js';
 
 /** Objects are built in a fixed key order, so JSON.stringify is stable: same input, same digest. */
 function canonicalJson(value: unknown): Buffer {
@@ -64,4 +68,18 @@ export async function writeIndexIfNeeded(layout: OciLayout, manifests: Descripto
   const root: Descriptor = { mediaType: MediaType.OciIndex, digest: digestOf(bytes), size: bytes.length };
   await layout.push(root, bytes);
   return root;
+}
+
+/**
+ * Write a layer straight into `layout`'s blob store: staged beside the blobs (hashed while
+ * written), then renamed to its digest, so no partial blob ever has a digest name.
+ */
+export async function writeLayerBlob(layout: OciLayout, entries: readonly LayerEntry[], opts: LayerOptions): Promise<WrittenLayer> {
+  const dir = join(layout.dir, 'blobs', 'sha256');
+  await mkdir(dir, { recursive: true });
+  return stageThenName(
+    dir,
+    (tmp) => writeLayer(entries, tmp, opts),
+    (layer) => layout.blobPath(layer.digest),
+  );
 }

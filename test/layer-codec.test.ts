@@ -1,0 +1,152 @@
+/**
+ * The layer codec (src/layer): gzip and zstd streams round-trip and are read by the real gzip and
+ * zstd programs, a stream cut short fails with code TRUNCATED, garbage with INVALID_INPUT, and
+ * layers written from entries read back entry by entry with the digests the writer reported.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createWriteStream } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isKbError } from '../src/errors.js';
+import { codecOfMediaType, compressor, decompress, mediaTypeOfCodec } from '../src/layer/codec.js';
+import { readTar, writeLayer, type LayerEntry } from '../src/layer/tar.js';
+import { MediaType } from '../src/oci/mediatypes.js';
+import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
+
+afterAll(cleanupTempDirs);
+
+/** 3 MiB: random and repetitive parts, so gzip works in several parallel chunks. */
+function sample(): Buffer {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < 3; i++) parts.push(randomBytes(256 * 1024), Buffer.alloc(768 * 1024, `line ${i} of text\n`));
+  return Buffer.concat(parts);
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function compressToFile(codec: 'gzip' | 'zstd', data: Buffer, file: string): Promise<void> {
+  await pipeline(Readable.from([data]), compressor(codec, codec === 'gzip' ? 6 : 3), createWriteStream(file));
+}
+
+async function failure(s: Readable): Promise<unknown> {
+  return readAll(s).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+}
+
+describe('layer codec', () => {
+  it('maps media types to codecs and back', () => {
+    expect(codecOfMediaType(MediaType.OciLayerGzip)).toBe('gzip');
+    expect(codecOfMediaType(MediaType.OciLayerZstd)).toBe('zstd');
+    expect(codecOfMediaType('application/vnd.docker.image.rootfs.diff.tar.gzip')).toBe('gzip');
+    expect(codecOfMediaType(MediaType.OciLayer)).toBe('none');
+    for (const c of ['gzip', 'zstd', 'none'] as const) expect(codecOfMediaType(mediaTypeOfCodec(c))).toBe(c);
+  });
+
+  for (const codec of ['gzip', 'zstd'] as const) {
+    it(`${codec}: round-trips, and the ${codec} program reads what it wrote`, async () => {
+      const dir = tempDir();
+      const data = sample();
+      const file = join(dir, `blob.${codec}`);
+      await compressToFile(codec, data, file);
+      expect((await readAll(decompress(createReadStream(file), codec, 'blob'))).equals(data)).toBe(true);
+      const peer = createHash('sha256')
+        .update(mustRun('sh', ['-c', `${codec} -dc < "$1" | sha256sum`, 'sh', file]).split(' ')[0]!)
+        .digest('hex');
+      expect(peer).toBe(createHash('sha256').update(createHash('sha256').update(data).digest('hex')).digest('hex'));
+    });
+
+    it(`${codec}: a stream cut short fails with code TRUNCATED naming the blob`, async () => {
+      const dir = tempDir();
+      const file = join(dir, `blob.${codec}`);
+      await compressToFile(codec, sample(), file);
+      const whole = readFileSync(file);
+      for (const keep of [whole.length - 4, Math.floor(whole.length / 2), 20]) {
+        writeFileSync(join(dir, 'cut'), whole.subarray(0, keep));
+        const e = await failure(decompress(createReadStream(join(dir, 'cut')), codec, 'layer 3'));
+        expect(isKbError(e, 'TRUNCATED'), `kept ${keep} of ${whole.length}: ${String(e)}`).toBe(true);
+        expect((e as Error).message).toMatch(/^layer 3: /);
+      }
+    });
+
+    it(`${codec}: bytes that are not ${codec} data fail with INVALID_INPUT`, async () => {
+      const e = await failure(decompress(Readable.from([randomBytes(4096)]), codec, 'layer 0'));
+      expect(isKbError(e, 'INVALID_INPUT'), String(e)).toBe(true);
+    });
+  }
+
+  it('passes the source error through unchanged', async () => {
+    const boom = new Error('connection reset');
+    const src = new Readable({
+      read() {
+        this.destroy(boom);
+      },
+    });
+    expect(await failure(decompress(src, 'gzip', 'x'))).toBe(boom);
+  });
+});
+
+describe('layer tar', () => {
+  const entries = (): LayerEntry[] => {
+    const big = Buffer.alloc(200_000, 'z');
+    return [
+      { type: 'directory', path: 'usr', mode: 0o755 },
+      { type: 'directory', path: 'usr/bin', mode: 0o755 },
+      { type: 'file', path: 'usr/bin/tool', mode: 0o755, size: big.length, open: () => Readable.from([big]) },
+      { type: 'symlink', path: 'usr/bin/t', target: 'tool' },
+    ];
+  };
+  const opts = { mtime: new Date(0), uid: 0, gid: 0, level: 6 };
+
+  for (const compression of ['gzip', 'zstd'] as const) {
+    it(`${compression}: writes reproducibly, the digests match the bytes, and readTar gives the entries back`, async () => {
+      const dir = tempDir();
+      const a = await writeLayer(entries(), join(dir, 'a'), { ...opts, compression, level: compression === 'gzip' ? 6 : 3 });
+      const b = await writeLayer(entries(), join(dir, 'b'), { ...opts, compression, level: compression === 'gzip' ? 6 : 3 });
+      expect(a.digest).toBe(b.digest);
+      expect(a.mediaType).toBe(mediaTypeOfCodec(compression));
+      expect(a.digest).toBe(
+        `sha256:${createHash('sha256')
+          .update(readFileSync(join(dir, 'a')))
+          .digest('hex')}`,
+      );
+      // The diff_id is the sha256 of the tar the real decompressor produces.
+      expect(a.diffId).toBe(`sha256:${mustRun('sh', ['-c', `${compression} -dc < "$1" | sha256sum`, 'sh', join(dir, 'a')]).split(' ')[0]}`);
+      const seen: string[] = [];
+      for await (const { header, body } of readTar(decompress(createReadStream(join(dir, 'a')), a.mediaType, 'layer'), 'layer')) {
+        const content = await readAll(body);
+        seen.push(`${header.type} ${header.name} ${(header.mode ?? 0).toString(8)} ${content.length} ${header.linkname ?? ''}`.trim());
+      }
+      expect(seen).toEqual(['directory usr/ 755 0', 'directory usr/bin/ 755 0', 'file usr/bin/tool 755 200000', 'symlink usr/bin/t 777 0 tool']);
+    });
+  }
+
+  it('a tar cut inside an entry is TRUNCATED, garbage is INVALID_INPUT', async () => {
+    const dir = tempDir();
+    const layer = await writeLayer(entries(), join(dir, 'l'), { ...opts, compression: 'gzip' });
+    const tar = await readAll(decompress(createReadStream(join(dir, 'l')), layer.mediaType, 'l'));
+    const drain = async (src: Readable) => {
+      try {
+        for await (const { body } of readTar(src, 'layer 1')) body.resume();
+        return undefined;
+      } catch (e) {
+        return e;
+      }
+    };
+    for (const keep of [600, 1536 + 100_000, 300]) {
+      const e = await drain(Readable.from([tar.subarray(0, keep)]));
+      expect(isKbError(e, 'TRUNCATED'), `kept ${keep}: ${String(e)}`).toBe(true);
+    }
+    const bad = await drain(Readable.from([randomBytes(2048)]));
+    expect(isKbError(bad, 'INVALID_INPUT'), String(bad)).toBe(true);
+    expect(await drain(Readable.from([tar]))).toBeUndefined();
+  });
+});
