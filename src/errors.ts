@@ -15,9 +15,13 @@
  * - UNSUPPORTED     a valid request kbundle does not implement (a policy field, a media type)
  * - REFUSED         verification or policy refused the content
  * - CONFLICT        the destination already holds something else
+ * - TIMEOUT         a deadline passed (a bundle script, a lock wait)
+ * - BUSY            another kbundle holds the root's lock
+ * - IO              the local file system refused a write (no space, quota, read-only, permission)
  * - INTERNAL        a failed invariant of kbundle itself
  */
-export type ErrorCode = 'INVALID_INPUT' | 'NOT_FOUND' | 'UNAUTHORIZED' | 'DENIED' | 'DIGEST_MISMATCH' | 'TRANSIENT' | 'TRUNCATED' | 'UNSUPPORTED' | 'REFUSED' | 'CONFLICT' | 'INTERNAL';
+export type ErrorCode =
+  'INVALID_INPUT' | 'NOT_FOUND' | 'UNAUTHORIZED' | 'DENIED' | 'DIGEST_MISMATCH' | 'TRANSIENT' | 'TRUNCATED' | 'UNSUPPORTED' | 'REFUSED' | 'CONFLICT' | 'TIMEOUT' | 'BUSY' | 'IO' | 'INTERNAL';
 
 export interface KbErrorOptions {
   /** What the user can do about it (printed by the CLI under the message). */

@@ -62,7 +62,7 @@ describe('kbundle install', () => {
     expect(readFileSync(join(root, 'usr/local/share/arch'), 'utf8')).toBe('amd64');
   });
 
-  it('run:// runs run.sh in a temp dir with CONTAINERDIR, BUNDLE_TARGET, KBUNDLE_ROOT and the caller environment, then removes it', async () => {
+  it('run:// runs run.sh confined to --root (the root as its /) with CONTAINERDIR, BUNDLE_TARGET and the caller environment, then removes the image', async () => {
     const dir = writeBundle(join(tempDir(), 'b'), RUN_SPEC(), [
       { path: 'run.sh', content: ENV_SCRIPT },
       { path: 'payload.txt', content: 'payload!' },
@@ -81,9 +81,11 @@ describe('kbundle install', () => {
     expect(env.BUNDLE_TARGET).toBe(ref);
     expect(env.CALLER).toBe('from-caller');
     expect(env.PWD).toBe(env.CONTAINERDIR);
+    expect(env.CONTAINERDIR).toBe('/run/kbundle/bundle');
     expect(env.payload).toBe('payload!');
-    expect(existsSync(env.CONTAINERDIR!)).toBe(false);
-    expect(readdirSync(root)).toEqual(['var']); // run bundles are not extracted onto the root
+    // Run bundles are not extracted onto the root; the node's writable folders are made for the jail.
+    expect(readdirSync(root).sort()).toEqual(['etc', 'oem', 'opt', 'usr', 'var']);
+    expect(readdirSync(join(root, 'usr'))).toEqual(['local']);
   });
 
   it('run:// reports a failing run.sh with its output and a non-zero exit', async () => {

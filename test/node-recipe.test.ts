@@ -77,9 +77,11 @@ describe.runIf(canChroot())('signing/node-recipe.yaml on a node without Node.js'
   it('installs kbundle, writes the policy, installs verified bundles and a sysext, and refuses an unsigned one', async () => {
     const recipe = parse(text) as Recipe;
     expect(text.split('\n')[0]).toBe('#cloud-config');
-    // The node: no Node.js, no kbundle yet; the tools a Kairos node has (sh, unsquashfs).
+    // The node: no Node.js, no kbundle yet; the tools a Kairos node has (sh, coreutils, unsquashfs).
+    // run.sh of a bundle runs confined to this root with its own tools, as on the node.
     const sea = join(buildSea(['linux/amd64']), 'kbundle-linux-amd64');
-    const node = nodelessRoot(sea, { install: false, tools: [spawnSync('sh', ['-c', 'command -v unsquashfs'], { encoding: 'utf8' }).stdout.trim()] });
+    const which = (t: string) => spawnSync('sh', ['-c', `command -v ${t}`], { encoding: 'utf8' }).stdout.trim();
+    const node = nodelessRoot(sea, { install: false, tools: ['unsquashfs', 'mkdir', 'cp', 'chmod', 'mv', 'rm', 'cat'].map(which) });
     const root = node.dir;
     expect(existsSync(join(root, 'usr/local/bin/kbundle'))).toBe(false);
     mkdirSync(join(root, 'etc'), { recursive: true });

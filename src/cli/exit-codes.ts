@@ -22,6 +22,9 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   TRUNCATED: 9,
   REFUSED: 10,
   DIGEST_MISMATCH: 11,
+  TIMEOUT: 12,
+  BUSY: 13,
+  IO: 14,
   INTERNAL: EXIT_INTERNAL,
 };
 

@@ -16,6 +16,8 @@ interface InstallFlags extends RegistryFlags, VerifyFlags {
   allowSetuid?: boolean;
   allowDevices?: boolean;
   xattrs?: boolean;
+  scriptTimeout?: string;
+  unconfinedScripts?: boolean;
 }
 
 export function registerInstall(program: Command, io: CliIo): void {
@@ -23,14 +25,16 @@ export function registerInstall(program: Command, io: CliIo): void {
     .command('install')
     .description('install bundles the way Kairos does (run://, container://, docker://), verifying signatures first')
     .argument('[target]', 'run://<image> | container://<image> | docker://<image> (with --local-file: a docker-archive, OCI archive or OCI layout path)')
-    .option('--root <dir>', 'install under this root instead of / (run.sh sees it as KBUNDLE_ROOT)', '/')
+    .option('--root <dir>', 'install under this root instead of / (run.sh then runs confined to it, the root as its /)', '/')
     .option('--config <cloud-config.yaml>', 'install every target of the bundles: block of a Kairos cloud-config')
     .option('--local-file', 'the target names a local archive or layout (Kairos local_file: true)')
     .option('--platform <os/arch>', 'platform to install from a multi-platform image (default: this host)')
     .option('--same-owner', 'keep file owners from the image (root only)')
     .option('--allow-setuid', 'keep setuid/setgid bits')
     .option('--allow-devices', 'create device nodes and fifos (root only)')
-    .option('--no-xattrs', 'do not apply extended attributes recorded in the layers');
+    .option('--no-xattrs', 'do not apply extended attributes recorded in the layers')
+    .option('--script-timeout <seconds>', 'stop a run.sh that runs longer than this (default 1800, or KBUNDLE_SCRIPT_TIMEOUT)')
+    .option('--unconfined-scripts', 'under --root, run run.sh on this host with KBUNDLE_ROOT set instead of confined to the root (trusted bundles only)');
   registryOptions(cmd);
   addVerifyOptions(cmd);
   cmd.action(async (target: string | undefined, o: InstallFlags) => {
@@ -47,6 +51,8 @@ export function registerInstall(program: Command, io: CliIo): void {
       allowDevices: o.allowDevices,
       xattrs: o.xattrs,
       onOutput: o.json ? undefined : (s: string) => io.stderr.write(s),
+      scriptTimeoutMs: scriptTimeoutMs(o.scriptTimeout ?? process.env.KBUNDLE_SCRIPT_TIMEOUT),
+      unconfinedScripts: o.unconfinedScripts,
     };
     try {
       if (target) {
@@ -67,7 +73,7 @@ export function registerInstall(program: Command, io: CliIo): void {
         t.cosign ? ((await verifierFromFlags({ ...o, key: t.cosignKey ?? o.key, requireSignature: true })) ?? undefined) : flagVerifier;
       const verifiers = new Map<ConfigTarget, ImageVerifier | undefined>();
       for (const t of targets) verifiers.set(t, await perTarget(t));
-      const outcomes = await installFromConfig(targets, base, (t) => verifiers.get(t));
+      const outcomes = await installFromConfig(targets, { ...base, cloudConfig: text }, (t) => verifiers.get(t));
       const failed = outcomes.filter((x) => !x.ok);
       out.result(outcomes.map((x) => (x.ok ? `ok      ${x.target} (${x.result!.digest})` : `FAILED  ${x.target}: ${x.error}`)).join('\n') || `${file}: no bundles`, {
         ok: failed.length === 0,
@@ -82,6 +88,13 @@ export function registerInstall(program: Command, io: CliIo): void {
       await client.close();
     }
   });
+}
+
+function scriptTimeoutMs(value: string | undefined): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UserError(`--script-timeout ${value}: not a positive number of seconds`);
+  return n * 1000;
 }
 
 function addVerifyOptions(cmd: Command): void {

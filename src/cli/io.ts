@@ -19,3 +19,8 @@ export interface CliIo {
 export function processIo(): CliIo {
   return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
 }
+
+/** Thrown by a command that has printed everything itself and only sets the exit status. */
+export class QuietExit {
+  constructor(readonly code: number) {}
+}

@@ -1,7 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { KbError } from '../errors.js';
 import { EXIT_INTERNAL, EXIT_USAGE, exitCodeOf } from './exit-codes.js';
-import { processIo, type CliIo } from './io.js';
+import { processIo, QuietExit, type CliIo } from './io.js';
 
 type Register = (program: Command, io: CliIo) => void;
 
@@ -26,6 +26,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   verify: async () => (await import('./sign.js')).registerSigning,
   policy: async () => (await import('./policy.js')).registerPolicy,
   image: async () => (await import('./image.js')).registerImage,
+  '__kairos-agent': async () => (await import('./kairos-agent.js')).registerKairosAgent,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {
@@ -47,6 +48,7 @@ export async function createProgram(argv: string[] = [], io: CliIo = processIo()
 /** How an error reaches the user: one message (and hint) for a KbError, the stack for a bug. */
 export function reportError(e: unknown, io: CliIo): number {
   if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT_USAGE;
+  if (e instanceof QuietExit) return e.code;
   if (e instanceof KbError) {
     const label = e.code === 'INTERNAL' ? 'internal error (please report)' : 'error';
     io.stderr.write(`kbundle: ${label}: ${e.message}\n`);

@@ -1,4 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
@@ -12,7 +11,10 @@ import type { Target } from '../oci/target.js';
 import { localImageLocation, type ImageLocation } from '../store/transport.js';
 import { parseBundleTarget, type BundleTarget } from './bundle-uri.js';
 import { extractImage, resolveManifest, type ExtractOptions } from './extract-image.js';
+import { ensureNodeFolders, prepareJail } from './confine.js';
+import { nodeConfigWith } from './kairos-config.js';
 import { runBundleScript } from './run-script.js';
+import { withStagingDir } from '../util/atomic-write.js';
 
 /** Checks an image before anything is written; throws a UserError saying why it is refused. */
 export type ImageVerifier = (target: Target, top: Descriptor, display: string) => Promise<string | void>;
@@ -26,6 +28,12 @@ export interface InstallOptions extends ExtractOptions {
   client: RegistryClient;
   verify?: ImageVerifier;
   onOutput?: (chunk: string) => void;
+  /** run.sh time limit (default 30 minutes). */
+  scriptTimeoutMs?: number;
+  /** Under --root: run run.sh on this host with KBUNDLE_ROOT set instead of confined to the root. */
+  unconfinedScripts?: boolean;
+  /** Under --root: the cloud-config given with --config, which the confined `kairos-agent config get` also reads. */
+  cloudConfig?: string;
 }
 
 export interface InstallResult {
@@ -57,17 +65,23 @@ export async function installBundle(raw: string, opts: InstallOptions): Promise<
       const r = await extractImage(opened.target, manifest, root, opts);
       return { ...base, files: r.files };
     }
-    const dir = await mkdtemp(join(tmpdir(), 'bundle'));
-    try {
+    // The image is unpacked into a staging folder (swept if kbundle is killed) and removed after.
+    return await withStagingDir(tmpdir(), 'run', async (staging) => {
+      const confined = root !== '/' && !opts.unconfinedScripts;
+      if (confined) await ensureNodeFolders(root);
+      const jail = confined ? await prepareJail(staging, nodeConfigWith(root, opts.cloudConfig)) : undefined;
+      const dir = jail ? jail.bundleDir : staging;
       const r = await extractImage(opened.target, manifest, dir, opts);
-      const run = await runBundleScript(dir, t.ref, root === '/' ? undefined : root, { onOutput: opts.onOutput });
+      const run = await runBundleScript(dir, t.ref, {
+        onOutput: opts.onOutput,
+        timeoutMs: opts.scriptTimeoutMs,
+        ...(jail ? { jail: { root, env: jail.env } } : { root }),
+      });
       if (run.code !== 0) {
         throw new UserError(`${raw}: run.sh exited with status ${run.code}:\n${run.output.trimEnd()}`, 'nothing else was changed by kbundle; the script output above says why it failed');
       }
       return { ...base, files: r.files, output: run.output };
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   } finally {
     await opened.close();
   }
