@@ -75,3 +75,25 @@ export function codeForHttpStatus(status: number): ErrorCode {
   if (status === 408 || status === 429 || status >= 500) return 'TRANSIENT';
   return 'INVALID_INPUT';
 }
+
+const WRITE_ERRNOS: Record<string, string> = {
+  ENOSPC: 'no space left on the device',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'the file system is read-only',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+};
+
+/**
+ * A failed local write as the user should see it: an IO error naming the path, for the errnos
+ * a full, read-only or foreign file system gives. Anything else is returned as it was.
+ */
+export function writeError(e: unknown, where: string): unknown {
+  const err = e as NodeJS.ErrnoException | undefined;
+  const why = err?.code ? WRITE_ERRNOS[err.code] : undefined;
+  if (!why || e instanceof KbError) return e;
+  return new KbError('IO', `${err!.path ?? where}: ${why} (${err!.code})`, {
+    cause: e,
+    hint: err!.code === 'ENOSPC' || err!.code === 'EDQUOT' ? 'free some space and run again; nothing was changed' : `check that ${where} is writable for this user; nothing was changed`,
+  });
+}

@@ -18,6 +18,7 @@ interface InstallFlags extends RegistryFlags, VerifyFlags {
   xattrs?: boolean;
   scriptTimeout?: string;
   unconfinedScripts?: boolean;
+  lockTimeout?: string;
 }
 
 export function registerInstall(program: Command, io: CliIo): void {
@@ -34,6 +35,7 @@ export function registerInstall(program: Command, io: CliIo): void {
     .option('--allow-devices', 'create device nodes and fifos (root only)')
     .option('--no-xattrs', 'do not apply extended attributes recorded in the layers')
     .option('--script-timeout <seconds>', 'stop a run.sh that runs longer than this (default 1800, or KBUNDLE_SCRIPT_TIMEOUT)')
+    .option('--lock-timeout <seconds>', 'wait this long for another install into the same root to finish (default 300; 0: fail at once)')
     .option('--unconfined-scripts', 'under --root, run run.sh on this host with KBUNDLE_ROOT set instead of confined to the root (trusted bundles only)');
   registryOptions(cmd);
   addVerifyOptions(cmd);
@@ -51,8 +53,12 @@ export function registerInstall(program: Command, io: CliIo): void {
       allowDevices: o.allowDevices,
       xattrs: o.xattrs,
       onOutput: o.json ? undefined : (s: string) => io.stderr.write(s),
-      scriptTimeoutMs: scriptTimeoutMs(o.scriptTimeout ?? process.env.KBUNDLE_SCRIPT_TIMEOUT),
+      scriptTimeoutMs: seconds(o.scriptTimeout ?? process.env.KBUNDLE_SCRIPT_TIMEOUT, '--script-timeout'),
       unconfinedScripts: o.unconfinedScripts,
+      lock: {
+        timeoutMs: seconds(o.lockTimeout, '--lock-timeout', true),
+        onWait: (holder: string) => io.stderr.write(`kbundle: waiting for the install into ${o.root} that holds its lock (${holder})\n`),
+      },
     };
     try {
       if (target) {
@@ -90,10 +96,10 @@ export function registerInstall(program: Command, io: CliIo): void {
   });
 }
 
-function scriptTimeoutMs(value: string | undefined): number | undefined {
+function seconds(value: string | undefined, flag: string, zeroOk = false): number | undefined {
   if (value === undefined || value === '') return undefined;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new UserError(`--script-timeout ${value}: not a positive number of seconds`);
+  if (!Number.isFinite(n) || n < 0 || (n === 0 && !zeroOk)) throw new UserError(`${flag} ${value}: not a ${zeroOk ? 'non-negative' : 'positive'} number of seconds`);
   return n * 1000;
 }
 

@@ -3,8 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, createWriteStream, existsSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, type Stats } from 'node:fs';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { KbError, UserError } from '../errors.js';
+import { KbError, UserError, writeError } from '../errors.js';
 import type { FlatEntry } from './flatten.js';
+import { asideName, type InstallJournal } from './journal.js';
 import { entryComponents, resolveInRoot, ResolvedDirs } from './secure-path.js';
 
 export interface ApplyOptions {
@@ -17,6 +18,11 @@ export interface ApplyOptions {
   /** Apply `SCHILY.xattr.*` PAX records (as containerd does) with setfattr; default on. */
   xattrs?: boolean;
   onFile?: (path: string, bytes: number) => void;
+  /**
+   * Install all-or-nothing (see journal.ts): entries stay at their temp names until the caller
+   * commits the journal; nothing that was in the root is changed before that.
+   */
+  journal?: InstallJournal;
 }
 
 export interface ApplyState {
@@ -27,6 +33,10 @@ export interface ApplyState {
   dirs?: ResolvedDirs;
   /** Directories known to exist (created or seen by this run). */
   existing?: Set<string>;
+  /** Journaled installs: where each staged entry's content is until commit (image path → temp). */
+  staged?: Map<string, string>;
+  /** Journaled installs: symlinks this image stages (later entries must not go through them). */
+  stagedLinks?: Set<string>;
 }
 
 export function newApplyState(): ApplyState {
@@ -89,9 +99,21 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
   const mode = (h.mode ?? 0o644) & modeMask;
   const mtime = h.mtime ?? new Date(0);
 
+  const journal = opts.journal;
+  if (journal) {
+    state.staged ??= new Map();
+    state.stagedLinks ??= new Set();
+    for (let i = e.path.indexOf('/'); i > 0; i = e.path.indexOf('/', i + 1)) {
+      if (state.stagedLinks.has(e.path.slice(0, i))) {
+        throw new KbError('UNSUPPORTED', `${what}: "${e.path}" lies below "${e.path.slice(0, i)}", a symbolic link the same image creates`, {
+          hint: 'an image that writes through its own symlinks cannot be installed all-or-nothing; put the files at the link target',
+        });
+      }
+    }
+  }
   state.existing ??= new Set();
   if (!state.existing.has(parent)) {
-    if (!existsSync(parent)) mkdirSync(parent, { recursive: true });
+    if (!existsSync(parent)) makeParents(parent, journal);
     state.existing.add(parent);
   }
 
@@ -105,18 +127,27 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         if (lstatOrUndefined(through)?.isDirectory()) break;
       }
       if (st && !st.isDirectory()) {
-        rmSync(final, { force: true });
+        if (journal) {
+          const aside = asideName(final);
+          journal.moved(final, aside);
+          renameSync(final, aside);
+        } else rmSync(final, { force: true });
         dirs.invalidate(e.path);
         state.existing?.clear();
       }
-      if (!st || !st.isDirectory()) mkdirSync(final);
-      chmodSync(final, mode);
+      if (!st || !st.isDirectory()) {
+        journal?.mkdir(final);
+        mkdirSync(final);
+        chmodSync(final, mode);
+      } else if (journal) journal.chmod(final, mode);
+      else chmodSync(final, mode);
       state.dirTimes.push({ path: final, mtime });
       break;
     }
     case 'file':
     case 'contiguous-file': {
       const tmp = tmpName(parent);
+      journal?.stage(tmp, final);
       const size = h.size ?? 0;
       try {
         if (size <= SMALL_FILE) writeFileSync(tmp, await readSmall(e.body, size), { mode: 0o600 });
@@ -124,27 +155,29 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         chmodSync(tmp, mode);
         utimesSync(tmp, mtime, mtime);
         chownIfWanted(tmp, h, opts);
-        replaceWith(tmp, final, e.path, state);
+        settle(tmp, final, e.path, state, opts);
       } catch (err) {
-        rmSync(tmp, { force: true });
-        throw err;
+        if (!journal) rmSync(tmp, { force: true });
+        throw writeError(err, final);
       }
       opts.onFile?.(e.path, size);
       break;
     }
     case 'symlink': {
       const tmp = tmpName(parent);
+      journal?.stage(tmp, final);
       // The target text is kept as written (absolute targets are legitimate in images); kbundle
       // itself only ever follows it through resolveInRoot.
       symlinkSync(h.linkname ?? '', tmp);
       try {
         lutimesSync(tmp, mtime, mtime);
         chownIfWanted(tmp, h, opts);
-        replaceWith(tmp, final, e.path, state);
+        settle(tmp, final, e.path, state, opts);
+        state.stagedLinks?.add(e.path);
         dirs.invalidate(e.path);
         state.existing?.clear();
       } catch (err) {
-        rmSync(tmp, { force: true });
+        if (!journal) rmSync(tmp, { force: true });
         throw err;
       }
       break;
@@ -155,11 +188,12 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       if (!state.written.has(targetRel)) {
         throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a file of this image`, 'hard links may only join files the image itself contains');
       }
-      const target = resolveInRoot(root, targetParts, false);
+      const target = state.staged?.get(targetRel) ?? resolveInRoot(root, targetParts, false);
       if (!lstatOrUndefined(target)?.isFile()) throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a regular file`);
       const tmp = tmpName(parent);
+      journal?.stage(tmp, final);
       linkSync(target, tmp);
-      replaceWith(tmp, final, e.path, state);
+      settle(tmp, final, e.path, state, opts);
       break;
     }
     case 'character-device':
@@ -169,19 +203,40 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         throw new KbError('REFUSED', `${what}: "${e.path}" is a ${h.type}; refusing to create it`, { hint: 'pass --allow-devices to create device nodes and fifos (root only)' });
       }
       if (h.type !== 'fifo' && !isRoot()) throw new UserError(`${what}: "${e.path}": creating a ${h.type} needs root`);
-      rmSync(final, { recursive: true, force: true });
-      dirs.invalidate(e.path);
-      state.existing?.clear();
-      const args = h.type === 'fifo' ? ['-m', mode.toString(8), final, 'p'] : ['-m', mode.toString(8), final, h.type === 'block-device' ? 'b' : 'c', String(h.devmajor ?? 0), String(h.devminor ?? 0)];
+      const tmp = tmpName(parent);
+      journal?.stage(tmp, final);
+      const args = h.type === 'fifo' ? ['-m', mode.toString(8), tmp, 'p'] : ['-m', mode.toString(8), tmp, h.type === 'block-device' ? 'b' : 'c', String(h.devmajor ?? 0), String(h.devminor ?? 0)];
       const r = spawnSync('mknod', args, { encoding: 'utf8' });
       if (r.status !== 0) throw new UserError(`${what}: "${e.path}": mknod failed: ${r.stderr.trim()}`);
+      settle(tmp, final, e.path, state, opts);
       break;
     }
     default:
       throw new KbError('UNSUPPORTED', `${what}: "${e.path}" has unsupported tar entry type ${h.type}`);
   }
   state.written.add(e.path);
-  if (opts.xattrs !== false && h.pax) applyXattrs(final, h.pax as Record<string, string>, state, what);
+  // Journaled: the content is still at its temp name (rename keeps xattrs).
+  if (opts.xattrs !== false && h.pax) applyXattrs(state.staged?.get(e.path) ?? final, h.pax as Record<string, string>, state, what);
+}
+
+/** Put a written temp at its final path now, or (journaled) leave it for the commit. */
+function settle(tmp: string, final: string, rel: string, state: ApplyState, opts: ApplyOptions): void {
+  if (opts.journal) state.staged!.set(rel, tmp);
+  else replaceWith(tmp, final, rel, state);
+}
+
+/** mkdir -p that records each folder it creates in the journal (removed again on roll back). */
+function makeParents(dir: string, journal: InstallJournal | undefined): void {
+  if (!journal) {
+    mkdirSync(dir, { recursive: true });
+    return;
+  }
+  const missing: string[] = [];
+  for (let d = dir; !existsSync(d); d = posix.dirname(d)) missing.unshift(d);
+  for (const d of missing) {
+    journal.mkdir(d);
+    mkdirSync(d);
+  }
 }
 
 function chownIfWanted(path: string, h: FlatEntry['header'], opts: ApplyOptions): void {

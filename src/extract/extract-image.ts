@@ -27,6 +27,8 @@ export interface ExtractOptions extends ApplyOptions {
 }
 
 export interface ExtractResult {
+  /** Journaled installs: set folder times once the journal is committed. */
+  finish: () => Promise<void>;
   manifest: Manifest;
   files: number;
   bytes: number;
@@ -96,8 +98,10 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
         bytes += entry.header.size ?? 0;
       }
     }
-    await finishApply(state);
-    return { manifest, files, bytes, warnings: state.warnings };
+    // Folder times go last (writing children changes them); journaled, after the commit.
+    const finish = () => finishApply(state);
+    if (!opts.journal) await finish();
+    return { manifest, files, bytes, warnings: state.warnings, finish: opts.journal ? finish : async () => undefined };
   } finally {
     if (staging) await rm(staging, { recursive: true, force: true });
   }

@@ -1,8 +1,9 @@
+import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { errorMessage, KbError, UserError, type ErrorCode } from '../errors.js';
+import { errorMessage, KbError, UserError, writeError, type ErrorCode } from '../errors.js';
 import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { RegistryClient } from '../registry/client.js';
@@ -15,6 +16,9 @@ import { ensureNodeFolders, prepareJail } from './confine.js';
 import { nodeConfigWith } from './kairos-config.js';
 import { runBundleScript } from './run-script.js';
 import { withStagingDir } from '../util/atomic-write.js';
+import { onInterrupt } from '../util/interrupt.js';
+import { withRootLock, type LockOptions } from '../util/root-lock.js';
+import { InstallJournal, recoverJournals } from './journal.js';
 
 /** Checks an image before anything is written; throws a UserError saying why it is refused. */
 export type ImageVerifier = (target: Target, top: Descriptor, display: string) => Promise<string | void>;
@@ -34,6 +38,8 @@ export interface InstallOptions extends ExtractOptions {
   unconfinedScripts?: boolean;
   /** Under --root: the cloud-config given with --config, which the confined `kairos-agent config get` also reads. */
   cloudConfig?: string;
+  /** Waiting for another install into the same root. */
+  lock?: LockOptions;
 }
 
 export interface InstallResult {
@@ -57,34 +63,59 @@ export async function installBundle(raw: string, opts: InstallOptions): Promise<
   const loc: ImageLocation = opts.localFile ? await localImageLocation(t.ref, raw) : { transport: 'docker', ref: t.ref };
   const opened = await openSource(loc, { client: opts.client });
   try {
+    // Read-only until here: a refused image leaves the root exactly as it was.
     const top = await opened.target.resolve(opened.reference);
     const verified = opts.verify ? await opts.verify(opened.target, top, opened.display) : undefined;
     const manifest = await resolveManifest(opened.target, top.digest, opts.platform ?? hostPlatform());
     const base: InstallResult = { target: raw, scheme: t.scheme, digest: top.digest, manifest: manifest.digest, files: 0, ...(verified ? { verified } : {}) };
-    if (t.scheme !== 'run') {
-      const r = await extractImage(opened.target, manifest, root, opts);
-      return { ...base, files: r.files };
-    }
-    // The image is unpacked into a staging folder (swept if kbundle is killed) and removed after.
-    return await withStagingDir(tmpdir(), 'run', async (staging) => {
-      const confined = root !== '/' && !opts.unconfinedScripts;
-      if (confined) await ensureNodeFolders(root);
-      const jail = confined ? await prepareJail(staging, nodeConfigWith(root, opts.cloudConfig)) : undefined;
-      const dir = jail ? jail.bundleDir : staging;
-      const r = await extractImage(opened.target, manifest, dir, opts);
-      const run = await runBundleScript(dir, t.ref, {
-        onOutput: opts.onOutput,
-        timeoutMs: opts.scriptTimeoutMs,
-        ...(jail ? { jail: { root, env: jail.env } } : { root }),
-      });
-      if (run.code !== 0) {
-        throw new UserError(`${raw}: run.sh exited with status ${run.code}:\n${run.output.trimEnd()}`, 'nothing else was changed by kbundle; the script output above says why it failed');
-      }
-      return { ...base, files: r.files, output: run.output };
+    await mkdir(root, { recursive: true });
+    return await withRootLock(root, `install ${raw}`, opts.lock ?? {}, async () => {
+      // An install stopped part way (killed, power cut) is finished or undone before anything else.
+      recoverJournals(root);
+      return t.scheme === 'run' ? runBundle(raw, t, root, opened.target, manifest, base, opts) : extractBundle(raw, root, opened.target, manifest, base, opts);
     });
+  } catch (e) {
+    throw writeError(e, root);
   } finally {
     await opened.close();
   }
+}
+
+/** container:// (and docker://): all or nothing, staged beside the final paths and renamed into place when complete. */
+async function extractBundle(raw: string, root: string, target: Target, manifest: Descriptor, base: InstallResult, opts: InstallOptions): Promise<InstallResult> {
+  const journal = InstallJournal.begin(root, raw);
+  const off = onInterrupt(() => journal.abortSync());
+  try {
+    const r = await extractImage(target, manifest, root, { ...opts, journal });
+    journal.commitSync();
+    await r.finish();
+    return { ...base, files: r.files };
+  } catch (e) {
+    journal.abortSync();
+    throw e;
+  } finally {
+    off();
+  }
+}
+
+/** run://: the image is unpacked into a staging folder (swept if kbundle is killed) and run.sh runs there. */
+async function runBundle(raw: string, t: BundleTarget, root: string, target: Target, manifest: Descriptor, base: InstallResult, opts: InstallOptions): Promise<InstallResult> {
+  return withStagingDir(tmpdir(), 'run', async (staging) => {
+    const confined = root !== '/' && !opts.unconfinedScripts;
+    if (confined) await ensureNodeFolders(root);
+    const jail = confined ? await prepareJail(staging, nodeConfigWith(root, opts.cloudConfig)) : undefined;
+    const dir = jail ? jail.bundleDir : staging;
+    const r = await extractImage(target, manifest, dir, opts);
+    const run = await runBundleScript(dir, t.ref, {
+      onOutput: opts.onOutput,
+      timeoutMs: opts.scriptTimeoutMs,
+      ...(jail ? { jail: { root, env: jail.env } } : { root }),
+    });
+    if (run.code !== 0) {
+      throw new UserError(`${raw}: run.sh exited with status ${run.code}:\n${run.output.trimEnd()}`, 'nothing else was changed by kbundle; the script output above says why it failed');
+    }
+    return { ...base, files: r.files, output: run.output };
+  });
 }
 
 // ---- cloud-config `bundles:` ----------------------------------------------------------------

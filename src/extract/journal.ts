@@ -1,0 +1,208 @@
+/**
+ * All-or-nothing installs onto a live root. Entries are written to temp names beside their final
+ * paths (same folder, so same file system) and only renamed into place once the whole image has
+ * been written. Every step that changes the root is first appended to a journal in
+ * `<root>/var/lib/kbundle/journal/`, so whatever stops kbundle — SIGKILL, a full disk, a power
+ * cut after the journal reached the disk — the next kbundle run on that root finishes the job
+ * (the journal has its commit record: roll forward) or undoes it (no commit record: roll back).
+ * A reader of the root sees the old tree or the new one, never a mix of the two images' files.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { stateDir } from '../util/state-dir.js';
+
+type JournalRecord =
+  | { t: 'begin'; pid: number; what: string }
+  /** A folder created for the image (removed on roll back when empty). */
+  | { t: 'mkdir'; p: string }
+  /** A temp about to be created; `final` is where it goes at commit. */
+  | { t: 'stage'; tmp: string; final: string }
+  /** Something that was at `from` was moved to `to` to make room (restored on roll back). */
+  | { t: 'moved'; from: string; to: string }
+  /** A folder that existed gets this mode at commit. */
+  | { t: 'chmod'; p: string; mode: number }
+  | { t: 'commit' };
+
+function lstatOrUndefined(p: string) {
+  try {
+    return lstatSync(p);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Name for moving `path` aside (same folder: a rename, never a copy). */
+export function asideName(path: string): string {
+  return `${path}.kbundle-old-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * Fault injection for the crash tests (test/hardening/installs.test.ts): `N[:SIGNAL]` sends the
+ * signal (default SIGKILL) to this process right after the N-th journal record is written.
+ */
+const SIGNAL_AT = /^(\d+)(?::(SIG[A-Z]+))?$/.exec(process.env.KBUNDLE_TEST_SIGNAL_AT ?? '');
+
+export class InstallJournal {
+  private readonly records: JournalRecord[] = [];
+  private committed = false;
+  private finished = false;
+
+  private constructor(
+    readonly file: string,
+    private readonly fd: number,
+  ) {}
+
+  /** Open a new journal for an install onto `root` (whose state folder is checked first). */
+  static begin(root: string, what: string): InstallJournal {
+    const dir = stateDir(root, 'journal');
+    const file = join(dir, `${process.pid}-${randomBytes(6).toString('hex')}.journal`);
+    const fd = openSync(file, 'wx', 0o600);
+    const j = new InstallJournal(file, fd);
+    j.append({ t: 'begin', pid: process.pid, what });
+    return j;
+  }
+
+  private append(r: JournalRecord): void {
+    this.records.push(r);
+    writeSync(this.fd, `${JSON.stringify(r)}\n`);
+    if (SIGNAL_AT && this.records.length === Number(SIGNAL_AT[1])) process.kill(process.pid, (SIGNAL_AT[2] ?? 'SIGKILL') as NodeJS.Signals);
+  }
+
+  mkdir(p: string): void {
+    this.append({ t: 'mkdir', p });
+  }
+  /** Call before creating `tmp`, so a crash right after leaves a journal that names it. */
+  stage(tmp: string, final: string): void {
+    this.append({ t: 'stage', tmp, final });
+  }
+  /** Call before moving `from` to `to`. */
+  moved(from: string, to: string): void {
+    this.append({ t: 'moved', from, to });
+  }
+  chmod(p: string, mode: number): void {
+    this.append({ t: 'chmod', p, mode });
+  }
+
+  /** Make the install happen: record the commit durably, then rename everything into place. */
+  commitSync(): void {
+    if (this.finished) return;
+    this.append({ t: 'commit' });
+    fsyncSync(this.fd);
+    this.committed = true;
+    rollForward(this.records, (r) => this.append(r));
+    this.close();
+  }
+
+  /** Undo everything (before commit), or finish it (once the commit record is written). */
+  abortSync(): void {
+    if (this.finished) return;
+    if (this.committed) rollForward(this.records, (r) => this.append(r));
+    else rollBack(this.records);
+    this.close();
+  }
+
+  private close(): void {
+    this.finished = true;
+    closeSync(this.fd);
+    unlinkSync(this.file);
+  }
+}
+
+/** Rename every staged temp that is still there over its final path; drop what was moved aside. */
+function rollForward(records: JournalRecord[], record: (r: JournalRecord) => void): void {
+  for (const r of [...records]) {
+    if (r.t === 'stage') {
+      const tmp = lstatOrUndefined(r.tmp);
+      if (!tmp) continue; // renamed before the crash
+      const dst = lstatOrUndefined(r.final);
+      // rename(2) cannot put a file over a folder: move the folder aside (dropped below).
+      if (dst?.isDirectory() && !tmp.isDirectory()) {
+        const aside = asideName(r.final);
+        record({ t: 'moved', from: r.final, to: aside });
+        renameSync(r.final, aside);
+      }
+      renameSync(r.tmp, r.final);
+    } else if (r.t === 'chmod') {
+      try {
+        chmodSync(r.p, r.mode);
+      } catch {
+        /* replaced by a later entry */
+      }
+    }
+  }
+  for (const r of records) if (r.t === 'moved') rmSync(r.to, { recursive: true, force: true });
+}
+
+/** Remove every temp and created folder, newest first, and put back what was moved aside. */
+function rollBack(records: JournalRecord[]): void {
+  for (const r of [...records].reverse()) {
+    try {
+      if (r.t === 'stage') rmSync(r.tmp, { recursive: true, force: true });
+      else if (r.t === 'mkdir') rmdirSync(r.p);
+      else if (r.t === 'moved' && lstatOrUndefined(r.to)) {
+        if (lstatOrUndefined(r.from)) rmSync(r.from, { recursive: true, force: true });
+        renameSync(r.to, r.from);
+      }
+    } catch {
+      /* a folder something else wrote into since: left in place */
+    }
+  }
+}
+
+function parseJournal(text: string): JournalRecord[] {
+  const out: JournalRecord[] = [];
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    try {
+      out.push(JSON.parse(line) as JournalRecord);
+    } catch {
+      break; // the line a crash cut short: nothing after it happened
+    }
+  }
+  return out;
+}
+
+/** Every path of a journal must lie inside the root it was found in. */
+function insideRoot(records: JournalRecord[], root: string): boolean {
+  const ok = (p: unknown) => typeof p === 'string' && (p === root || p.startsWith(`${root}/`)) && !p.split('/').includes('..');
+  return records.every((r) => (r.t === 'stage' ? ok(r.tmp) && ok(r.final) : r.t === 'moved' ? ok(r.from) && ok(r.to) : r.t === 'mkdir' || r.t === 'chmod' ? ok(r.p) : true));
+}
+
+export interface Recovery {
+  rolledBack: number;
+  rolledForward: number;
+}
+
+/**
+ * Finish or undo installs that were stopped part way (run with the root's lock held, so no
+ * journal found belongs to a live install).
+ */
+export function recoverJournals(root: string): Recovery {
+  const out: Recovery = { rolledBack: 0, rolledForward: 0 };
+  const dir = stateDir(root, 'journal');
+  for (const name of readdirSync(dir).sort()) {
+    if (!name.endsWith('.journal')) continue;
+    const file = join(dir, name);
+    const records = parseJournal(readFileSync(file, 'utf8'));
+    if (insideRoot(records, root)) {
+      if (records.some((r) => r.t === 'commit')) {
+        const fd = openSync(file, 'a');
+        try {
+          rollForward(records, (r) => {
+            records.push(r);
+            writeSync(fd, `${JSON.stringify(r)}\n`);
+          });
+        } finally {
+          closeSync(fd);
+        }
+        out.rolledForward++;
+      } else {
+        rollBack(records);
+        out.rolledBack++;
+      }
+    }
+    unlinkSync(file);
+  }
+  return out;
+}

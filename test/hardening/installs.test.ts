@@ -1,0 +1,197 @@
+/**
+ * Hardening, installs (issue 16, classes 3 and 4): a container:// install is all-or-nothing
+ * whatever stops it — SIGKILL after any journal record, SIGTERM, a full disk, a read-only root —
+ * leaves no temp files, serialises with a concurrent install, and keeps its state writes in the
+ * root even with symlinks planted there.
+ */
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTo } from '../../src/builder/output.js';
+import { EXIT_CODES } from '../../src/cli/exit-codes.js';
+import { recoverJournals } from '../../src/extract/journal.js';
+import { kbundle, kbundleAsync } from '../helpers/cli.js';
+import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
+import { writeBundle } from '../helpers/fixture-bundle.js';
+
+const isRoot = process.getuid?.() === 0;
+afterAll(() => cleanupTempDirs());
+
+/** Every path under `root` (but kbundle's state folder) with its type and content. */
+function snapshot(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir).sort()) {
+      const p = join(dir, name);
+      const rel = relative(root, p);
+      if (rel === 'var/lib/kbundle' || rel.startsWith('var/lib/kbundle/')) continue;
+      const st = lstatSync(p);
+      if (st.isSymbolicLink()) out[rel] = `link:${readlinkSync(p)}`;
+      else if (st.isDirectory()) {
+        out[rel] = `dir:${(st.mode & 0o7777).toString(8)}`;
+        walk(p);
+      } else out[rel] = `file:${(st.mode & 0o7777).toString(8)}:${readFileSync(p, 'utf8')}`;
+    }
+  };
+  walk(root);
+  return out;
+}
+
+const litter = (snap: Record<string, string>) => Object.keys(snap).filter((p) => /\.kbundle-(tmp|old)-/.test(p));
+
+/** The root before the install: things the image replaces, of every kind. */
+function oldRoot(): string {
+  const root = tempDir();
+  mkdirSync(join(root, 'var/lib'), { recursive: true }); // a node has it; kbundle's state goes below
+  mkdirSync(join(root, 'etc/app'), { recursive: true });
+  writeFileSync(join(root, 'etc/app/config'), 'old config');
+  writeFileSync(join(root, 'etc/keep'), 'untouched');
+  writeFileSync(join(root, 'etc/was-a-file'), 'becomes a folder');
+  mkdirSync(join(root, 'etc/was-a-folder/inner'), { recursive: true });
+  writeFileSync(join(root, 'etc/was-a-folder/inner/x'), 'becomes a file');
+  return root;
+}
+
+let layout: string;
+const target = () => `container://${layout}:new`;
+
+beforeAll(async () => {
+  const files = [
+    { path: 'config', content: 'new config' },
+    { path: 'tool', content: '#!/bin/sh\necho tool\n', mode: 0o755 },
+    { path: 'nested', content: 'nested file' },
+    { path: 'plain', content: 'now a file' },
+    { path: 'big', content: 'x'.repeat(300_000) },
+  ];
+  const spec =
+    'name: app\nversion: 1.0.0\ndescription: app\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n' +
+    '  - src: config\n    dst: etc/app/config\n' +
+    '  - src: tool\n    dst: usr/local/bin/tool\n' +
+    '  - src: nested\n    dst: etc/was-a-file/nested\n' +
+    '  - src: plain\n    dst: etc/was-a-folder\n' +
+    '  - src: big\n    dst: opt/app/data/big\n';
+  const dir = writeBundle(join(tempDir(), 'b'), spec, files);
+  layout = join(tempDir(), 'oci');
+  await buildTo(dir, { transport: 'oci', path: layout, ref: 'new' }, { platforms: ['linux/amd64'] });
+});
+
+describe('container:// installs are all-or-nothing', () => {
+  it('a SIGKILL after any journal record leaves, once recovered, the old tree or the new one and no temp files', () => {
+    const before = snapshot(oldRoot());
+    const done = oldRoot();
+    expect(kbundle(['install', target(), '--local-file', '--root', done]).code).toBe(0);
+    const after = snapshot(done);
+    expect(after).not.toEqual(before);
+    expect(after['etc/was-a-folder']).toBe('file:644:now a file');
+    const seen = { before: 0, after: 0 };
+    for (let n = 1; n < 200; n++) {
+      const root = oldRoot();
+      const r = kbundle(['install', target(), '--local-file', '--root', root], { env: { ...process.env, KBUNDLE_TEST_SIGNAL_AT: String(n) } });
+      if (r.code === 0) break; // the install has fewer records than n: every step was covered
+      expect(r.code, r.stderr).toBe(-1); // killed (spawnSync reports no status)
+      recoverJournals(root);
+      const now = snapshot(root);
+      expect(litter(now)).toEqual([]);
+      if (JSON.stringify(now) === JSON.stringify(before)) seen.before++;
+      else {
+        expect(now).toEqual(after);
+        seen.after++;
+      }
+      expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
+    }
+    // Kills before the commit record roll back, kills after it roll forward: both happened.
+    expect(seen.before).toBeGreaterThan(3);
+    expect(seen.after).toBeGreaterThan(0);
+  });
+
+  it('the next install undoes a killed one before it starts, leaving no temp files of it', () => {
+    const root = oldRoot();
+    const done = oldRoot();
+    expect(kbundle(['install', target(), '--local-file', '--root', done]).code).toBe(0);
+    expect(kbundle(['install', target(), '--local-file', '--root', root], { env: { ...process.env, KBUNDLE_TEST_SIGNAL_AT: '8' } }).code).toBe(-1);
+    expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toHaveLength(1);
+    expect(litter(snapshot(root)).length).toBeGreaterThan(0);
+    expect(kbundle(['install', target(), '--local-file', '--root', root]).code).toBe(0);
+    expect(snapshot(root)).toEqual(snapshot(done));
+    expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
+  });
+
+  it('SIGTERM part way undoes the install, removes its temp files and exits 143', () => {
+    const root = oldRoot();
+    const before = snapshot(root);
+    const r = kbundle(['install', target(), '--local-file', '--root', root], { env: { ...process.env, KBUNDLE_TEST_SIGNAL_AT: '6:SIGTERM' } });
+    expect(r.code, r.stderr).toBe(143);
+    expect(snapshot(root)).toEqual(before);
+    expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
+    expect(existsSync(join(root, 'var/lib/kbundle/lock'))).toBe(false);
+  });
+});
+
+describe.runIf(isRoot)('a full or read-only file system is a clean IO error and changes nothing', () => {
+  it('ENOSPC: exit IO naming the path, the root as it was, no temp files', () => {
+    const root = oldRoot();
+    const small = tempDir();
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'kbundle-full', small]).status).toBe(0);
+    try {
+      cpSync(root, small, { recursive: true });
+      const before = snapshot(small);
+      const r = kbundle(['install', target(), '--local-file', '--root', small]);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
+      expect(r.stderr).toMatch(new RegExp(`kbundle: error: ${small}/\\S+: no space left on the device \\(ENOSPC\\)`));
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(snapshot(small)).toEqual(before);
+    } finally {
+      spawnSync('umount', [small]);
+    }
+  });
+
+  it('EROFS: a read-only root is refused with exit IO before anything is written', () => {
+    const root = oldRoot();
+    const ro = tempDir();
+    expect(spawnSync('mount', ['--bind', '-o', 'ro', root, ro]).status).toBe(0);
+    try {
+      const before = snapshot(ro);
+      const r = kbundle(['install', target(), '--local-file', '--root', ro]);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
+      expect(r.stderr).toMatch(/the file system is read-only \(EROFS\)/);
+      expect(snapshot(ro)).toEqual(before);
+    } finally {
+      spawnSync('umount', [ro]);
+    }
+  });
+});
+
+describe('state writes stay in the root; concurrent installs are serialised', () => {
+  it('a symlink planted at var/lib/kbundle is refused, and nothing is written where it points', () => {
+    const root = oldRoot();
+    const elsewhere = tempDir();
+    symlinkSync(elsewhere, join(root, 'var/lib/kbundle'));
+    const r = kbundle(['install', target(), '--local-file', '--root', root]);
+    expect(r.code).toBe(EXIT_CODES.REFUSED);
+    expect(r.stderr).toContain(`${root}/var/lib/kbundle is a symbolic link; kbundle keeps its state there and does not follow it`);
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(readFileSync(join(root, 'etc/app/config'), 'utf8')).toBe('old config');
+  });
+
+  it('a second install waits for the first (or fails BUSY with --lock-timeout 0)', async () => {
+    const dir = writeBundle(join(tempDir(), 'slow'), 'name: slow\nversion: 1.0.0\ndescription: s\ntype: run\nplatforms: [linux/amd64, linux/arm64]\nrun: run.sh\n', [
+      { path: 'run.sh', content: '#!/bin/sh\nsleep 3\necho slow done\n' },
+    ]);
+    const slow = join(tempDir(), 'oci');
+    await buildTo(dir, { transport: 'oci', path: slow, ref: 's' });
+    const root = oldRoot();
+    const first = kbundleAsync(['install', `run://${slow}:s`, '--local-file', '--root', root]);
+    // Wait until the first holds the lock.
+    for (let i = 0; i < 100 && !existsSync(join(root, 'var/lib/kbundle/lock')); i++) await new Promise((r) => setTimeout(r, 50));
+    const busy = kbundle(['install', target(), '--local-file', '--root', root, '--lock-timeout', '0']);
+    expect(busy.code, busy.stderr).toBe(EXIT_CODES.BUSY);
+    expect(busy.stderr).toMatch(/another kbundle is installing into this root \(pid \d+, install run:\/\//);
+    const waiting = await kbundleAsync(['install', target(), '--local-file', '--root', root]);
+    expect(waiting.code, waiting.stderr).toBe(0);
+    expect(waiting.stderr).toMatch(/waiting for the install into .* that holds its lock/);
+    expect((await first).code).toBe(0);
+    expect(readFileSync(join(root, 'etc/app/config'), 'utf8')).toBe('new config');
+    rmSync(root, { recursive: true, force: true });
+  });
+});
