@@ -111,6 +111,7 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
       var: 'd',
       'var/lib': 'd',
       'var/lib/kairos': 'd',
+      'var/lib/kbundle': 'd', // kbundle's own state (the root's lock); the rest is kairos-agent's tree
       [store]: 'd',
       [`${store}/active`]: 'd',
       [`${store}/active/demo.sysext.raw`]: `l -> /${store}/demo.sysext.raw`,

@@ -1,12 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { resolveInRoot } from '../extract/secure-path.js';
 import { copyFile, lstat, mkdir, readdir, readlink, rename, rm, stat, symlink, chmod, unlink } from 'node:fs/promises';
 import { commitFile, withStagingDir } from '../util/atomic-write.js';
 import { basename, join, posix, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fetch } from 'undici';
-import { codeForHttpStatus, errorMessage, KbError, UserError } from '../errors.js';
+import { codeForHttpStatus, errorMessage, KbError, UserError, writeError } from '../errors.js';
+import { withRootLock } from '../util/root-lock.js';
 import { resolveManifest, extractImage } from '../extract/extract-image.js';
 import { parsePlatform } from '../oci/platform.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
@@ -27,6 +29,16 @@ import { pathExists } from '../fs-util.js';
  * `--root` is exactly what the node will see. kairos-agent's side effects are kept on purpose
  * (listing creates the listed folder; remove visits every boot-state folder), so the trees match.
  */
+/** One change to a node's extensions at a time, serialised with installs (the root's lock). */
+async function locked<T>(node: Node, what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    await mkdir(node.root, { recursive: true });
+    return await withRootLock(node.root, `sysext ${what}`, {}, fn);
+  } catch (e) {
+    throw writeError(e, node.root);
+  }
+}
+
 export interface Node {
   root: string;
   kind: ExtensionKind;
@@ -34,7 +46,9 @@ export interface Node {
 
 export function nodePaths(node: Node) {
   const k = KINDS[node.kind];
-  const abs = (rel: string) => join(node.root, rel);
+  // Inside the root as the node would resolve it: a symlink planted at var/lib/extensions (or any
+  // folder on the way) is followed as if the root were `/`, never out of it (securejoin).
+  const abs = (rel: string) => resolveInRoot(node.root, rel.split('/'), true);
   return {
     store: abs(k.storeDir),
     /** The absolute path as the node sees it (symlink targets). */
@@ -134,7 +148,11 @@ async function isLink(p: string): Promise<boolean> {
   }
 }
 
-export async function enableExtension(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
+export function enableExtension(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
+  return locked(node, `enable ${query}`, () => enableExtensionLocked(node, query, state, now));
+}
+
+async function enableExtensionLocked(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
   const p = nodePaths(node);
   const name = await resolveInstalled(node, query);
   const dir = p.state(state);
@@ -175,7 +193,11 @@ export async function enableExtension(node: Node, query: string, state: BootStat
   return { name, changed, messages };
 }
 
-export async function disableExtension(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
+export function disableExtension(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
+  return locked(node, `disable ${query}`, () => disableExtensionLocked(node, query, state, now));
+}
+
+async function disableExtensionLocked(node: Node, query: string, state: BootState, now: boolean): Promise<ActionResult> {
   const p = nodePaths(node);
   const dir = p.state(state);
   const messages: string[] = [];
@@ -197,7 +219,11 @@ export async function disableExtension(node: Node, query: string, state: BootSta
   return { name, changed: true, messages };
 }
 
-export async function removeExtension(node: Node, query: string, now: boolean): Promise<ActionResult> {
+export function removeExtension(node: Node, query: string, now: boolean): Promise<ActionResult> {
+  return locked(node, `remove ${query}`, () => removeExtensionLocked(node, query, now));
+}
+
+async function removeExtensionLocked(node: Node, query: string, now: boolean): Promise<ActionResult> {
   const p = nodePaths(node);
   const name = await resolveInstalled(node, query);
   const messages: string[] = [];
@@ -355,7 +381,11 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
  * checked against the node's os-release, systemd and image policy first (unless `check: false`),
  * and lands atomically (temp file in the store, then rename): a refused image leaves nothing.
  */
-export async function installExtension(node: Node, uri: string, opts: InstallOptions = {}): Promise<InstallResult> {
+export function installExtension(node: Node, uri: string, opts: InstallOptions = {}): Promise<InstallResult> {
+  return locked(node, `install ${uri}`, () => installExtensionLocked(node, uri, opts));
+}
+
+async function installExtensionLocked(node: Node, uri: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const src = parseInstallUri(uri);
   const p = nodePaths(node);
   await mkdir(p.store, { recursive: true });

@@ -174,6 +174,19 @@ describe('state writes stay in the root; concurrent installs are serialised', ()
     expect(readFileSync(join(root, 'etc/app/config'), 'utf8')).toBe('old config');
   });
 
+  it('sysext install follows a symlink planted on its path inside the root, never out of it', () => {
+    const root = tempDir();
+    const host = tempDir();
+    mkdirSync(join(root, 'var/lib'), { recursive: true });
+    symlinkSync(host, join(root, 'var/lib/kairos')); // absolute: on the node it means <root>/<host path>
+    const raw = join(tempDir(), 'demo.sysext.raw');
+    writeFileSync(raw, 'not checked with --no-check');
+    const r = kbundle(['sysext', 'install', `file:${raw}`, '--root', root, '--no-check']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readdirSync(host)).toEqual([]);
+    expect(readFileSync(join(root, host, 'extensions/demo.sysext.raw'), 'utf8')).toBe('not checked with --no-check');
+  });
+
   it('a second install waits for the first (or fails BUSY with --lock-timeout 0)', async () => {
     const dir = writeBundle(join(tempDir(), 'slow'), 'name: slow\nversion: 1.0.0\ndescription: s\ntype: run\nplatforms: [linux/amd64, linux/arm64]\nrun: run.sh\n', [
       { path: 'run.sh', content: '#!/bin/sh\nsleep 3\necho slow done\n' },
