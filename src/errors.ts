@@ -97,3 +97,31 @@ export function writeError(e: unknown, where: string): unknown {
     hint: err!.code === 'ENOSPC' || err!.code === 'EDQUOT' ? 'free some space and run again; nothing was changed' : `check that ${where} is writable for this user; nothing was changed`,
   });
 }
+
+const ERRNO_TEXT: Record<string, [ErrorCode, string]> = {
+  ENOENT: ['NOT_FOUND', 'no such file or folder'],
+  ENOTDIR: ['NOT_FOUND', 'a part of the path is not a folder'],
+  EISDIR: ['INVALID_INPUT', 'is a folder, not a file'],
+  ENOTEMPTY: ['CONFLICT', 'the folder is not empty'],
+  EEXIST: ['CONFLICT', 'already exists'],
+  ELOOP: ['INVALID_INPUT', 'too many levels of symbolic links'],
+  ENAMETOOLONG: ['INVALID_INPUT', 'the name is too long'],
+  EMFILE: ['IO', 'too many open files'],
+  EIO: ['IO', 'input/output error'],
+  EBUSY: ['IO', 'the device or resource is busy'],
+  EXDEV: ['IO', 'the paths are on different file systems'],
+};
+
+/**
+ * A file-system error no layer turned into a KbError, as the CLI reports it: the path and what
+ * went wrong, never a stack (the errno names the class of failure; the path says where).
+ */
+export function fromErrno(e: unknown): KbError | undefined {
+  const err = e as NodeJS.ErrnoException | undefined;
+  if (!(e instanceof Error) || typeof err?.code !== 'string' || typeof err.syscall !== 'string') return undefined;
+  const w = writeError(e, err.path ?? '');
+  if (w instanceof KbError) return w;
+  const known = ERRNO_TEXT[err.code];
+  if (!known) return undefined;
+  return new KbError(known[0], `${err.path ?? err.syscall}: ${known[1]} (${err.code})`, { cause: e, hint: 'check the path given on the command line' });
+}

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { KbError } from '../errors.js';
+import { fromErrno, KbError } from '../errors.js';
 import { EXIT_INTERNAL, EXIT_USAGE, exitCodeOf } from './exit-codes.js';
 import { processIo, QuietExit, type CliIo } from './io.js';
 
@@ -48,6 +48,8 @@ export async function createProgram(argv: string[] = [], io: CliIo = processIo()
 /** How an error reaches the user: one message (and hint) for a KbError, the stack for a bug. */
 export function reportError(e: unknown, io: CliIo): number {
   if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : EXIT_USAGE;
+  // A file-system failure is the user's path, not a bug: said as such, without a stack.
+  e = fromErrno(e) ?? e;
   if (e instanceof QuietExit) return e.code;
   if (e instanceof KbError) {
     const label = e.code === 'INTERNAL' ? 'internal error (please report)' : 'error';
