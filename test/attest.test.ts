@@ -171,6 +171,19 @@ describe('attest → push → copy → pull → verify-attestation', () => {
       expect(v.attestations[0]!.statement.subject).toEqual([{ name: `${reg.host}/kairos/att`, digest: { sha256: amd.image.slice(7) } }]);
       expect(v.attestations[0]!.statement.predicate).toEqual(JSON.parse(readFileSync(amd.path, 'utf8')));
     }
+    // A containers-policy.json names whom to trust as well (its sigstoreSigned key for that scope).
+    const cp = join(tempDir(), 'policy.json');
+    writeFileSync(
+      cp,
+      JSON.stringify({
+        default: [{ type: 'reject' }],
+        transports: { docker: { [`${reg.host}/mirror`]: [{ type: 'sigstoreSigned', keyPath: join(keys, 'release.pub'), signedIdentity: { type: 'matchRepository' } }] } },
+      }),
+    );
+    expect((JSON.parse(ok(kbundle(['verify-attestation', `${reg.host}/mirror/att:v1`, '--type', 'slsaprovenance1', '--policy', cp, '--json'])).stdout) as Verified).attestations).toHaveLength(2);
+    const rejected = kbundle(['verify-attestation', `${reg.host}/kairos/att:v1`, '--type', 'slsaprovenance1', '--policy', cp]);
+    expect(rejected.code).toBe(EXIT_CODES.REFUSED);
+    expect(rejected.stderr).toMatch(/is "reject"/);
     // Another key, another type: refused, naming what failed.
     const wrongKey = kbundle(['verify-attestation', `${reg.host}/mirror/att:v1`, '--type', 'slsaprovenance1', '--key', join(keys, 'other.pub')]);
     expect(wrongKey.code).toBe(EXIT_CODES.REFUSED);

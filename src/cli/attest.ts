@@ -81,8 +81,10 @@ async function requirementFromFlags(o: VerifyAttestationFlags, arg: string, pred
   return withFlags({ predicateType, signers: p.signers });
 }
 
+/** The signer line of `verify`, plus the statement's subject name when it has one. */
 function describeAttestation(a: VerifiedAttestation): string {
-  return `${describeSigner(a)}`;
+  const subject = (a.statement.subject as { name?: unknown }[] | undefined)?.[0]?.name;
+  return `${describeSigner(a)}${typeof subject === 'string' && subject ? ` (subject ${subject})` : ''}`;
 }
 
 export function registerAttest(program: Command, io: CliIo): void {
