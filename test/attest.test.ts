@@ -522,6 +522,26 @@ describe('bad input', () => {
   });
 });
 
+describe('legacy .att layers', () => {
+  it('accumulate one per attestation; --replace drops those of the same predicate type only', async () => {
+    const { dir } = layout('replace');
+    const store = await OciLayout.open(dir);
+    const subject = await store.resolve('t');
+    const key = await loadPrivateKey(join(keys, 'release.key'), async () => PW);
+    const prov = { type: PredicateTypes.slsaprovenance1, json: JSON.stringify(provenance) };
+    const custom = { type: PredicateTypes.custom, json: JSON.stringify({ Data: 'x', Timestamp: '1970-01-01T00:00:00Z' }) };
+    const layers = async () => ManifestSchema.parse(JSON.parse((await fetchBytes(store, await store.resolve(attachmentTag(subject.digest, 'att')))).toString())).layers;
+    await attestImage(store, subject, { key, predicate: prov, formats: ['legacy'] });
+    await attestImage(store, subject, { key, predicate: custom, formats: ['legacy'] });
+    await attestImage(store, subject, { key, predicate: prov, formats: ['legacy'] });
+    expect((await layers()).map((l) => l.annotations?.[PREDICATE_TYPE_ANNOTATION])).toEqual([PredicateTypes.slsaprovenance1, PredicateTypes.custom, PredicateTypes.slsaprovenance1]);
+    await attestImage(store, subject, { key, predicate: prov, formats: ['legacy'], replace: true });
+    expect((await layers()).map((l) => l.annotations?.[PREDICATE_TYPE_ANNOTATION])).toEqual([PredicateTypes.custom, PredicateTypes.slsaprovenance1]);
+    const v = await verifyAttestations(store, subject, { predicateType: PredicateTypes.slsaprovenance1, signers: [{ kind: 'key', name: 'release', keys: [key.publicKey], tlog: false }] });
+    expect(v.attestations.map((a) => a.location)).toEqual([`${attachmentTag(subject.digest, 'att')} layer 2`]);
+  });
+});
+
 describe("cosign's own attestation bundle", () => {
   it('verifies against the public-good root (keyless, offline) and is bound to its subject digest only', async () => {
     const bytes = readFileSync(join(REPO_ROOT, 'test/fixtures/sigstore/cosign-attestation/oci-attestation.sigstore.json'));
