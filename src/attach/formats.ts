@@ -11,6 +11,13 @@
  *   statement (predicate type `https://sigstore.dev/cosign/sign/v1`) about the image digest, pushed
  *   as a referrer manifest with `subject` (cosign pkg/oci/remote/write.go WriteReferrer).
  *
+ * - Attestations (cosign attest): an in-toto statement about the image digest in a DSSE envelope,
+ *   either as a layer of the `sha256-<hex>.att` image (media type
+ *   `application/vnd.dsse.envelope.v1+json`, the envelope as Go's json.Marshal writes it, layer
+ *   annotations `predicateType`, an empty `dev.cosignproject.cosign/signature` and the certificate
+ *   / Rekor / timestamp annotations; cmd/cosign/cli/attest/attest.go, pkg/oci/static) or as a v0.3
+ *   bundle referrer with `dev.sigstore.bundle.predicateType` (WriteAttestationNewBundleFormat).
+ *
  * Tag names (`sha256-<hex>.sig`/`.att`/`.sbom`, the `sha256-<hex>` referrers index) are in ./tags.ts.
  */
 import { UserError } from '../errors.js';
@@ -25,6 +32,10 @@ export const INTOTO_PAYLOAD_TYPE = 'application/vnd.in-toto+json';
 export const INTOTO_STATEMENT_V1 = 'https://in-toto.io/Statement/v1';
 export const INTOTO_STATEMENT_V01 = 'https://in-toto.io/Statement/v0.1';
 export const COSIGN_SIGN_PREDICATE_TYPE = 'https://sigstore.dev/cosign/sign/v1';
+/** Layer media type of attestations in `sha256-<hex>.att` (cosign types.DssePayloadType). */
+export const DSSE_ENVELOPE_MEDIA_TYPE = 'application/vnd.dsse.envelope.v1+json';
+/** Layer annotation cosign writes on `.att` layers with the predicate type URI. */
+export const PREDICATE_TYPE_ANNOTATION = 'predicateType';
 
 export const Annotations = {
   Signature: 'dev.cosignproject.cosign/signature',
@@ -166,3 +177,20 @@ export function dockerReferenceOf(registry: string, repository: string): string 
 }
 
 export { signatureTag } from './tags.js';
+
+/** A DSSE envelope as sigstore's protobuf-specs Go struct marshals with encoding/json (cosign's `.att` layer). */
+export function dsseEnvelopeJson(env: { payload: Buffer; payloadType: string; signatures: { sig: Buffer; keyid?: string }[] }): Buffer {
+  const sigs = env.signatures.map((s) => `{"sig":"${s.sig.toString('base64')}"${s.keyid ? `,"keyid":${goJsonString(s.keyid)}` : ''}}`).join(',');
+  return Buffer.from(`{"payload":"${env.payload.toString('base64')}","payloadType":${goJsonString(env.payloadType)},"signatures":[${sigs}]}`, 'utf8');
+}
+
+/**
+ * An in-toto v1 statement about one image: subject `name` (the repository, as cosign names it)
+ * with the image digest, the predicate type URI, and the predicate given as JSON text (kept as it
+ * is, so what was attested is what is signed, byte for byte).
+ */
+export function attestationStatement(digest: string, name: string, predicateType: string, predicateJson: string): Buffer {
+  const { algorithm, hex } = parseDigest(digest, 'statement digest');
+  const subject = `{${name ? `"name":${goJsonString(name)},` : ''}"digest":{"${algorithm}":"${hex}"}}`;
+  return Buffer.from(`{"_type":"${INTOTO_STATEMENT_V1}","subject":[${subject}],"predicateType":${goJsonString(predicateType)},"predicate":${predicateJson.trim()}}`, 'utf8');
+}

@@ -20,6 +20,8 @@ const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const VERSION_RE = /^[0-9A-Za-z][0-9A-Za-z._+-]{0,127}$/;
 const CONFIG_KEY_RE = /^[a-z_][a-z0-9_]*$/;
 const SHA256_RE = /^[a-f0-9]{64}$/;
+/** SPDX licence expression: ids (letters, digits, `.`, `-`, `+`, LicenseRef-…), AND/OR/WITH, parentheses. */
+const SPDX_EXPRESSION_RE = /^(?=.*[A-Za-z0-9])[A-Za-z0-9.+:() -]{1,256}$/;
 
 const modeSchema = z
   .union([z.number().int(), z.string().regex(/^0?[0-7]{3,4}$/, 'must be an octal mode such as "0644"')])
@@ -35,12 +37,15 @@ const fileSchema = z
     extract: z.string().min(1).optional(),
     dst: z.string().min(1),
     mode: modeSchema.optional(),
+    /** With url: the SPDX licence expression of the download (recorded in SBOMs). */
+    license: z.string().regex(SPDX_EXPRESSION_RE, 'must be an SPDX licence expression, e.g. Apache-2.0 or MIT OR GPL-2.0-only').optional(),
   })
   .strict()
   .superRefine((f, ctx) => {
     if (!!f.src === !!f.url) ctx.addIssue({ code: 'custom', message: 'give exactly one of src (a path in the bundle) or url (a download)' });
     if (f.url && !f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'a url download needs its sha256 pinned' });
     if (f.src && f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'sha256 is only for url downloads' });
+    if (f.license && !f.url) ctx.addIssue({ code: 'custom', path: ['license'], message: 'license is declared for url downloads; the bundle-level license: covers its own files' });
     if (f.extract && !f.url) ctx.addIssue({ code: 'custom', path: ['extract'], message: 'extract names a member of a url download (an archive); a bundle file is used as it is' });
   });
 

@@ -6,6 +6,8 @@ import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../builde
 import { KbError, UserError } from '../errors.js';
 import { OciLayout, writeFileAtomic } from '../store/oci-layout.js';
 import { bundleInputDigest, discoverBundles, type CatalogBundle } from './discover.js';
+import type { SbomRequest } from '../builder/output.js';
+import type { WrittenSbom } from '../sbom/index.js';
 
 export const CATALOG_STATE_FILE = 'kbundle-catalog.json';
 const BUILDER_VERSION = `kbundle-0.1/node-${process.versions.node.split('.')[0]}`;
@@ -24,6 +26,8 @@ export interface CatalogBuildResult {
   built: CatalogEntryState[];
   skipped: CatalogEntryState[];
   entries: CatalogEntryState[];
+  /** With `sbom`: the documents of every selected bundle's platform images (built or unchanged). */
+  sboms?: WrittenSbom[];
 }
 
 export async function readCatalogState(layout: OciLayout): Promise<Record<string, CatalogEntryState>> {
@@ -63,7 +67,14 @@ export function changedBundleNames(catalogDir: string, rev: string): Set<string>
 export async function buildCatalog(
   catalogDir: string,
   layout: OciLayout,
-  opts: BuildOptions & { changedSince?: string; only?: string[]; exclude?: string[]; concurrency?: number; onBundle?: (name: string, action: 'built' | 'skipped') => void } = {},
+  opts: BuildOptions & {
+    changedSince?: string;
+    only?: string[];
+    exclude?: string[];
+    concurrency?: number;
+    onBundle?: (name: string, action: 'built' | 'skipped') => void;
+    sbom?: SbomRequest;
+  } = {},
 ): Promise<CatalogBuildResult> {
   let bundles = await discoverBundles(catalogDir);
   if (bundles.length === 0) throw new UserError(`${catalogDir}: no bundles (folders with a bundle.yaml)`);
@@ -111,5 +122,17 @@ export async function buildCatalog(
   for (const e of [...built, ...skipped]) next[e.name] = e;
   await writeFileAtomic(join(layout.dir, CATALOG_STATE_FILE), JSON.stringify(next, null, 2));
   const byName = (a: CatalogEntryState, z: CatalogEntryState) => a.name.localeCompare(z.name);
-  return { built: built.sort(byName), skipped: skipped.sort(byName), entries: [...built, ...skipped].sort(byName) };
+  const entries = [...built, ...skipped].sort(byName);
+  let sboms: WrittenSbom[] | undefined;
+  if (opts.sbom) {
+    const { factsFromSpec, platformImages, writeSboms } = await import('../sbom/index.js');
+    sboms = [];
+    for (const e of entries) {
+      const plan = plans.find((p) => p.b.name === e.name)!.plan;
+      const images = await platformImages(layout, { mediaType: e.mediaType, digest: e.digest, size: e.size });
+      const facts = (p: string) => factsFromSpec(plan.loaded, p, opts.sourceDateEpoch ?? 0, opts.revision, opts.onWarning);
+      sboms.push(...(await writeSboms(layout, images, facts, opts.sbom.format, opts.sbom.dir)));
+    }
+  }
+  return { built: built.sort(byName), skipped: skipped.sort(byName), entries, ...(sboms ? { sboms } : {}) };
 }

@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { buildTo } from '../builder/output.js';
 import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { loadBundleSpec } from '../builder/spec.js';
 import { UserError } from '../errors.js';
-import { parseImageArgument } from '../store/transport.js';
+import { isRegistryLocation, parseImageArgument, type ImageLocation } from '../store/transport.js';
+import type { SbomRequest } from '../builder/output.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 
@@ -13,6 +14,19 @@ function parseOwner(v: string): { uid: number; gid: number } {
   const m = /^(\d+):(\d+)$/.exec(v);
   if (!m) throw new UserError(`--owner: "${v}" must be uid:gid, e.g. 0:0`);
   return { uid: Number(m[1]), gid: Number(m[2]) };
+}
+
+/** `--sbom <format>`: where the documents go (default: a `sbom` folder beside the output). */
+export async function sbomRequest(format: string | undefined, dir: string | undefined, output: ImageLocation): Promise<SbomRequest | undefined> {
+  if (format === undefined) {
+    if (dir !== undefined) throw new UserError('--sbom-dir needs --sbom spdx|cyclonedx');
+    return undefined;
+  }
+  const { parseSbomFormat } = await import('../sbom/index.js');
+  const f = parseSbomFormat(format);
+  if (dir !== undefined) return { format: f, dir };
+  const at = isRegistryLocation(output) ? '.' : output.path;
+  return { format: f, dir: join(dirname(resolve(at)), 'sbom') };
 }
 
 export function registerBuild(program: Command, io: CliIo): void {
@@ -29,6 +43,8 @@ export function registerBuild(program: Command, io: CliIo): void {
     .option('--zstd-level <n>', 'zstd compression level 1-19', '9')
     .option('--sysext-key <pem>', 'sysext/confext bundles: sign the verity root hash with this private key')
     .option('--sysext-cert <pem>', 'sysext/confext bundles: the certificate for --sysext-key')
+    .option('--sbom <format>', 'also write an SBOM of each platform image: spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON)')
+    .option('--sbom-dir <dir>', 'where --sbom writes (default: a sbom folder beside the output)')
     .option('--json', 'print a JSON summary')
     .action(
       async (
@@ -43,11 +59,14 @@ export function registerBuild(program: Command, io: CliIo): void {
           zstdLevel: string;
           sysextKey?: string;
           sysextCert?: string;
+          sbom?: string;
+          sbomDir?: string;
           json?: boolean;
         },
       ) => {
         const out = makePrinter(!!o.json, io);
         const location = parseImageArgument(o.output, '-o', { bare: false });
+        const sbom = await sbomRequest(o.sbom, o.sbomDir, location);
         const level = Number(o.gzipLevel);
         if (!Number.isInteger(level) || level < 1 || level > 9) throw new UserError(`--gzip-level: "${o.gzipLevel}" must be 1-9`);
         if (o.compression !== 'gzip' && o.compression !== 'zstd') throw new UserError(`--compression: "${o.compression}" must be gzip or zstd`);
@@ -59,9 +78,10 @@ export function registerBuild(program: Command, io: CliIo): void {
           if (o.compression !== 'gzip' || o.owner !== '0:0' || o.sysextKey || o.sysextCert)
             throw new UserError(`${join(dir, 'Dockerfile')}: --compression, --owner and --sysext-* apply to bundle.yaml builds`, 'run kbundle import to get a bundle.yaml, or drop those options');
           const { buildDockerfileTo } = await import('../dockerfile/build.js');
-          const r = await buildDockerfileTo(dir, location, { platforms: o.platform, gzipLevel: level, sourceDateEpoch: sourceDateEpochFromEnv(io.env) });
+          const r = await buildDockerfileTo(dir, location, { platforms: o.platform, gzipLevel: level, sourceDateEpoch: sourceDateEpochFromEnv(io.env), sbom });
           const lines = [`built ${r.name} from ${join(dir, 'Dockerfile')} (${r.layers.length} layer(s), one per COPY) → ${r.location}`, `digest: ${r.root.digest}`];
           for (const l of r.layers) lines.push(`  ${l.digest} ${l.createdBy}`);
+          for (const s of r.sboms ?? []) lines.push(`  sbom ${s.platform}: ${s.path}`);
           out.result(lines.join('\n'), {
             name: r.name,
             dockerfile: true,
@@ -71,6 +91,7 @@ export function registerBuild(program: Command, io: CliIo): void {
             mediaType: r.root.mediaType,
             layers: r.layers.map((l) => ({ digest: l.digest, diffId: l.diffId, size: l.size, createdBy: l.createdBy })),
             platforms: r.images.map((i) => ({ platform: i.platform, digest: i.manifest.digest })),
+            ...(r.sboms ? { sboms: r.sboms } : {}),
           });
           return;
         }
@@ -86,6 +107,7 @@ export function registerBuild(program: Command, io: CliIo): void {
           sysextKey: o.sysextKey,
           sysextCert: o.sysextCert,
           sourceDateEpoch: sourceDateEpochFromEnv(io.env),
+          sbom,
           onWarning: (m) => out.warn(m),
           onProgress: (e) => {
             if (e.kind === 'layer-start') bars.set(e.platform, out.progress(e.bytes, e.platform));
@@ -96,6 +118,7 @@ export function registerBuild(program: Command, io: CliIo): void {
         const { spec } = result.loaded;
         const lines = [`built ${spec.name} ${spec.version} (${spec.type}) → ${result.location}`, `digest: ${result.root.digest}`];
         for (const i of result.images) lines.push(`  ${i.platform}: ${i.manifest.digest} (layer ${(i.layer.size / 1048576).toFixed(1)} MiB)`);
+        for (const s of result.sboms ?? []) lines.push(`  sbom ${s.platform}: ${s.path}`);
         out.result(lines.join('\n'), {
           name: spec.name,
           version: spec.version,
@@ -105,6 +128,7 @@ export function registerBuild(program: Command, io: CliIo): void {
           digest: result.root.digest,
           mediaType: result.root.mediaType,
           platforms: result.images.map((i) => ({ platform: i.platform, digest: i.manifest.digest, layer: i.layer.digest, diffId: i.layer.diffId, size: i.layer.size })),
+          ...(result.sboms ? { sboms: result.sboms } : {}),
         });
       },
     );

@@ -29,9 +29,13 @@ export function registerCatalog(program: Command, io: CliIo): void {
     .option('--bundle <name...>', 'only these bundles')
     .option('--exclude <name...>', 'leave these bundles out (e.g. ones whose downloads are unreachable)')
     .option('-j, --jobs <n>', 'bundles built at once', '2')
+    .option('--sbom <format>', 'also write an SBOM of each platform image: spdx or cyclonedx')
+    .option('--sbom-dir <dir>', 'where --sbom writes (default: a sbom folder beside the layout)')
     .option('--json', 'print a JSON summary')
-    .action(async (o: { catalog: string; output: string; changedSince?: string; bundle?: string[]; exclude?: string[]; jobs: string; json?: boolean }) => {
+    .action(async (o: { catalog: string; output: string; changedSince?: string; bundle?: string[]; exclude?: string[]; jobs: string; sbom?: string; sbomDir?: string; json?: boolean }) => {
       const out = makePrinter(!!o.json, io);
+      const { sbomRequest } = await import('./build.js');
+      const sbom = await sbomRequest(o.sbom, o.sbomDir, parseImageArgument(o.output, '-o', { bare: false }));
       const layout = await OciLayout.open(layoutDir(o.output), { create: true });
       const r = await buildCatalog(o.catalog, layout, {
         changedSince: o.changedSince,
@@ -39,12 +43,14 @@ export function registerCatalog(program: Command, io: CliIo): void {
         exclude: o.exclude,
         concurrency: Math.max(1, Number(o.jobs) || 1),
         sourceDateEpoch: sourceDateEpochFromEnv(io.env),
+        sbom,
         onWarning: (m) => out.warn(m),
         onBundle: (name, action) => out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
       });
       const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
       lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${layout.name}`);
-      out.result(lines.join('\n'), { layout: layout.dir, built: r.built, skipped: r.skipped });
+      if (r.sboms) lines.push(`${r.sboms.length} SBOM(s) → ${sbom!.dir}`);
+      out.result(lines.join('\n'), { layout: layout.dir, built: r.built, skipped: r.skipped, ...(r.sboms ? { sboms: r.sboms } : {}) });
     });
 
   catalog

@@ -24,6 +24,8 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   key: async () => (await import('./sign.js')).registerSigning,
   sign: async () => (await import('./sign.js')).registerSigning,
   verify: async () => (await import('./sign.js')).registerSigning,
+  attest: async () => (await import('./attest.js')).registerAttest,
+  'verify-attestation': async () => (await import('./attest.js')).registerAttest,
   policy: async () => (await import('./policy.js')).registerPolicy,
   image: async () => (await import('./image.js')).registerImage,
   '__kairos-agent': async () => (await import('./kairos-agent.js')).registerKairosAgent,

@@ -52,7 +52,7 @@ async function promptHidden(io: CliIo, question: string): Promise<string> {
 }
 
 /** KBUNDLE_PASSWORD (may be empty), else COSIGN_PASSWORD, else a prompt on a terminal. */
-async function keyPassword(io: CliIo, confirm: boolean): Promise<string> {
+export async function keyPassword(io: CliIo, confirm: boolean): Promise<string> {
   if (io.env.KBUNDLE_PASSWORD !== undefined) return io.env.KBUNDLE_PASSWORD;
   if (io.env.COSIGN_PASSWORD !== undefined) return io.env.COSIGN_PASSWORD;
   if (!io.stdin.isTTY) throw new UserError('no password for the private key: set KBUNDLE_PASSWORD (an empty value is allowed)', 'or run on a terminal to be prompted');
@@ -65,7 +65,7 @@ async function keyPassword(io: CliIo, confirm: boolean): Promise<string> {
 // Registry flags and image arguments
 // ---------------------------------------------------------------------------------------------
 
-function collect(v: string, prev: string[] = []): string[] {
+export function collect(v: string, prev: string[] = []): string[] {
   return [...prev, v];
 }
 
@@ -107,7 +107,7 @@ export async function openImage(arg: string, client: RegistryClient | undefined,
 }
 
 /** What trust policies match for an image argument, without opening it. */
-function imageName(arg: string): string {
+export function imageName(arg: string): string {
   const loc = signableLocation(arg);
   return transportOf(loc).identity(loc);
 }
@@ -122,14 +122,14 @@ function parseAnnotations(list: string[] | undefined, flag: string): Record<stri
   return out;
 }
 
-function parseFormats(v: string): SignatureFormat[] {
+export function parseFormats(v: string): SignatureFormat[] {
   if (v === 'both') return ['bundle', 'legacy'];
   if (v === 'bundle' || v === 'legacy') return [v];
   throw new UserError(`--format: "${v}" must be bundle, legacy or both`);
 }
 
 /** --identity-token takes a JWT or a file holding one (as cosign does). */
-function identityToken(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+export function identityToken(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
   const v = (flag ?? env.SIGSTORE_ID_TOKEN ?? env.KBUNDLE_IDENTITY_TOKEN)?.trim();
   if (!v) return undefined;
   if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v)) return v;
@@ -160,7 +160,7 @@ interface SignFlags extends RegistryFlags {
   json?: boolean;
 }
 
-interface VerifyFlags extends RegistryFlags {
+export interface VerifyFlags extends RegistryFlags {
   key?: string[];
   certificateIdentity?: string;
   certificateIdentityRegexp?: string;
@@ -177,7 +177,7 @@ interface VerifyFlags extends RegistryFlags {
   json?: boolean;
 }
 
-async function policyFromFlags(o: VerifyFlags, image: string): Promise<VerificationPolicy> {
+export async function policyFromFlags(o: VerifyFlags, image: string): Promise<VerificationPolicy> {
   const annotations = parseAnnotations(o.annotation, '--annotation');
   const formats = parseFormats(o.format);
   const identityGiven = o.certificateIdentity || o.certificateIdentityRegexp || o.certificateOidcIssuer || o.certificateOidcIssuerRegexp;
@@ -212,7 +212,7 @@ async function policyFromFlags(o: VerifyFlags, image: string): Promise<Verificat
   return { signers, require: 'any', annotations, formats };
 }
 
-function describeSigner(s: VerifiedSigner): string {
+export function describeSigner(s: VerifiedSigner): string {
   const who = s.kind === 'key' ? `key sha256:${s.keyFingerprint}` : `${s.identity} (issuer ${s.issuer})`;
   const ev = [s.tlog.length ? `tlog index ${s.tlog.map((t) => t.logIndex).join(',')}` : '', s.timestamps.length ? `signed ${s.timestamps[0]}` : ''].filter(Boolean).join(', ');
   return `  ${s.format} ${s.location}: ${who}${ev ? ` — ${ev}` : ''}`;

@@ -12,6 +12,7 @@ import { openDestination } from '../store/open.js';
 import { capabilitiesOf, formatLocation, isRegistryLocation, type ImageLocation } from '../store/transport.js';
 import { planDockerLayers } from './layers.js';
 import { translateDockerfile, type Translation } from './translate.js';
+import type { SbomFormat, WrittenSbom } from '../sbom/index.js';
 
 /**
  * `kbundle build <folder>` for a community-bundles style folder (Dockerfile, no bundle.yaml):
@@ -27,6 +28,8 @@ export interface DockerfileBuildOptions {
   platforms?: string[];
   sourceDateEpoch?: number;
   gzipLevel?: number;
+  /** Write an SBOM of each platform image (see src/sbom). */
+  sbom?: { format: SbomFormat; dir: string };
 }
 
 export interface DockerfileBuildResult {
@@ -37,6 +40,7 @@ export interface DockerfileBuildResult {
   images: { platform: string; manifest: Descriptor }[];
   location: string;
   tag: string;
+  sboms?: WrittenSbom[];
 }
 
 /** Folder name as an image name: what community-bundles tags as `<name>_latest`. */
@@ -102,9 +106,15 @@ export async function buildDockerfileTo(dir: string, out: ImageLocation, opts: D
   const dst = await openDestination(out, { defaultTag: `${name}_latest`, defaultRepoTag: `${name}:latest` });
   try {
     const r = await buildInto(t, dst.layout!, opts);
+    let sboms: WrittenSbom[] | undefined;
+    if (opts.sbom) {
+      const { writeSboms } = await import('../sbom/index.js');
+      const epoch = opts.sourceDateEpoch ?? sourceDateEpochFromEnv();
+      sboms = await writeSboms(dst.layout!, r.images, () => ({ name, version: 'latest', type: 'container', epoch, downloads: [] }), opts.sbom.format, opts.sbom.dir);
+    }
     if (dst.reference) await dst.layout!.tag(r.root, dst.reference);
     await dst.close(r.root);
-    return { ...r, location: dst.location, tag: dst.tag };
+    return { ...r, location: dst.location, tag: dst.tag, ...(sboms ? { sboms } : {}) };
   } catch (e) {
     await dst.close().catch(() => undefined);
     throw e;

@@ -83,7 +83,10 @@ export async function decide(tp: TrustPolicy, subject: ImageSubject): Promise<De
   if (tp.format === 'kbundle-yaml') {
     const image = subject.kind === 'registry' ? repositoryName(parseReference(subject.reference, 'image')) : subject.name;
     const p = await tp.policy.policyFor(image);
-    return { policy: tp.path, scope: `entry "${p.name}"`, requirements: p.signers.map((s) => `${s.kind} ${s.name}`), verdict: 'verify', checks: [p] };
+    const attestations = (p.attestations ?? []).map(
+      (a) => `attestation ${a.predicateType}${a.builderId ? ` (builder ${a.builderId})` : ''} by ${a.signers.map((s) => `${s.kind} ${s.name}`).join(' or ')}`,
+    );
+    return { policy: tp.path, scope: `entry "${p.name}"`, requirements: [...p.signers.map((s) => `${s.kind} ${s.name}`), ...attestations], verdict: 'verify', checks: [p] };
   }
   // containers-policy.json covers registries; a local layout or archive gets `default`.
   const image = subject.kind === 'registry' ? dockerIdentity(subject.reference) : undefined;

@@ -6,19 +6,17 @@
 import { generateKeyPairSync, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { bundleToJSON, type Bundle } from '@sigstore/bundle';
 import { DSSEBundleBuilder, FulcioSigner, InternalError, MessageSignatureBundleBuilder, RekorWitness, TSAWitness, type Signature, type Signer, type Witness } from '@sigstore/sign';
-import { codeForHttpStatus, errorMessage, KbError, UserError, type ErrorCode } from '../errors.js';
+import { codeForHttpStatus, KbError, UserError, type ErrorCode } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
-import { IndexSchema, ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
-import { fetchBytes, tryResolve, type Target } from '../oci/target.js';
+import { IndexSchema, parseJson, type Descriptor } from '../oci/types.js';
+import { fetchBytes, type Target } from '../oci/target.js';
 import {
   Annotations,
   bundleReferrerManifest,
   EMPTY_DESCRIPTOR,
   EMPTY_JSON,
   INTOTO_PAYLOAD_TYPE,
-  legacySignatureConfig,
-  legacySignatureManifest,
   rekorBundleAnnotation,
   rfc3161Annotation,
   signatureTag,
@@ -29,6 +27,7 @@ import {
 } from '../attach/formats.js';
 import { keyHint, publicKeyPem, toPem, type LoadedPrivateKey } from './keys.js';
 import { attachReferrer } from '../attach/referrers.js';
+import { appendAttachedLayer } from '../attach/legacy.js';
 
 export type SignatureFormat = 'bundle' | 'legacy';
 
@@ -158,7 +157,32 @@ export function serializeBundle(b: Bundle): Buffer {
   return Buffer.from(JSON.stringify(json));
 }
 
-class Session {
+/**
+ * cosign's `dev.sigstore.cosign/*` layer annotations for what a bundle carries besides the
+ * signature: the certificate (and an empty chain), the Rekor entry as a RekorBundle (when it has
+ * an inclusion promise), the first RFC 3161 timestamp.
+ */
+export function legacyAnnotationsOf(b: Bundle): Record<string, string> {
+  const annotations: Record<string, string> = {};
+  const cert = certificateOf(b);
+  if (cert) {
+    annotations[Annotations.Certificate] = toPem('CERTIFICATE', cert);
+    annotations[Annotations.Chain] = '';
+  }
+  const entry = b.verificationMaterial.tlogEntries[0];
+  if (entry?.inclusionPromise) {
+    annotations[Annotations.Bundle] = rekorBundleAnnotation({
+      SignedEntryTimestamp: entry.inclusionPromise.signedEntryTimestamp.toString('base64'),
+      Payload: { body: entry.canonicalizedBody.toString('base64'), integratedTime: Number(entry.integratedTime), logIndex: Number(entry.logIndex), logID: entry.logId.keyId.toString('hex') },
+    });
+  }
+  const ts = b.verificationMaterial.timestampVerificationData?.rfc3161Timestamps[0];
+  if (ts) annotations[Annotations.RFC3161Timestamp] = rfc3161Annotation(Buffer.from(ts.signedTimestamp));
+  return annotations;
+}
+
+/** One signing run: the key (or one Fulcio certificate) and the witnesses every signature of the run uses. */
+export class SigningSession {
   readonly signer: Signer;
   readonly dsseWitnesses: Witness[] = [];
   readonly messageWitnesses: Witness[] = [];
@@ -191,19 +215,21 @@ class Session {
     }
   }
 
-  /** cosign's v0.3 bundle over the in-toto statement for `digest`. */
-  async bundleFor(digest: string): Promise<Buffer> {
+  /** A v0.3 bundle: DSSE envelope over an in-toto `statement`, with the run's witnesses. */
+  async dsseBundle(statement: Buffer): Promise<Bundle> {
     let b: Bundle;
     try {
-      b = await new DSSEBundleBuilder({ signer: this.signer, witnesses: this.dsseWitnesses, certificateChain: false }).create({
-        data: signStatement(digest, this.opts.annotations),
-        type: INTOTO_PAYLOAD_TYPE,
-      });
+      b = await new DSSEBundleBuilder({ signer: this.signer, witnesses: this.dsseWitnesses, certificateChain: false }).create({ data: statement, type: INTOTO_PAYLOAD_TYPE });
     } catch (e) {
       throw explainSigningError(e, 'signing failed');
     }
     if (this.hint && b.verificationMaterial.content.$case === 'publicKey') b.verificationMaterial.content.publicKey.hint = this.hint;
-    return serializeBundle(b);
+    return b;
+  }
+
+  /** cosign's v0.3 bundle over the in-toto statement for `digest`. */
+  async bundleFor(digest: string): Promise<Buffer> {
+    return serializeBundle(await this.dsseBundle(signStatement(digest, this.opts.annotations)));
   }
 
   /** A legacy layer: the simple-signing payload and cosign's annotations. */
@@ -216,21 +242,7 @@ class Session {
       throw explainSigningError(e, 'signing failed');
     }
     if (b.content.$case !== 'messageSignature') throw new Error('unexpected bundle content');
-    const annotations: Record<string, string> = { [Annotations.Signature]: b.content.messageSignature.signature.toString('base64') };
-    const cert = certificateOf(b);
-    if (cert) {
-      annotations[Annotations.Certificate] = toPem('CERTIFICATE', cert);
-      annotations[Annotations.Chain] = '';
-    }
-    const entry = b.verificationMaterial.tlogEntries[0];
-    if (entry?.inclusionPromise) {
-      annotations[Annotations.Bundle] = rekorBundleAnnotation({
-        SignedEntryTimestamp: entry.inclusionPromise.signedEntryTimestamp.toString('base64'),
-        Payload: { body: entry.canonicalizedBody.toString('base64'), integratedTime: Number(entry.integratedTime), logIndex: Number(entry.logIndex), logID: entry.logId.keyId.toString('hex') },
-      });
-    }
-    const ts = b.verificationMaterial.timestampVerificationData?.rfc3161Timestamps[0];
-    if (ts) annotations[Annotations.RFC3161Timestamp] = rfc3161Annotation(Buffer.from(ts.signedTimestamp));
+    const annotations: Record<string, string> = { [Annotations.Signature]: b.content.messageSignature.signature.toString('base64'), ...legacyAnnotationsOf(b) };
     return { payload, annotations };
   }
 
@@ -247,53 +259,42 @@ class Session {
   }
 }
 
-async function writeBundle(target: Target, subject: Descriptor, session: Session, now: Date): Promise<WrittenSignature> {
-  const blob = await session.bundleFor(subject.digest);
+/**
+ * Push a v0.3 bundle as cosign's referrer of `subject` (WriteReferrer): bundle layer, empty
+ * config, the predicate type annotation. Returns the referrer manifest's digest.
+ */
+export async function pushBundleReferrer(target: Target, subject: Descriptor, blob: Buffer, now: Date, predicateType?: string): Promise<string> {
   const blobDesc: Descriptor = { mediaType: BUNDLE_V03_MEDIA_TYPE, digest: digestOf(blob), size: blob.length };
   await target.push(blobDesc, blob);
   await target.push(EMPTY_DESCRIPTOR, EMPTY_JSON);
-  const manifest = bundleReferrerManifest(blobDesc, subject, now);
+  const manifest = bundleReferrerManifest(blobDesc, subject, now, predicateType);
   const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifest), size: manifest.length };
   await attachReferrer(target, manifest, desc);
-  return { format: 'bundle', location: desc.digest, added: true };
+  return desc.digest;
 }
 
-async function writeLegacy(target: Target, subject: Descriptor, session: Session): Promise<WrittenSignature> {
+async function writeBundle(target: Target, subject: Descriptor, session: SigningSession, now: Date): Promise<WrittenSignature> {
+  const location = await pushBundleReferrer(target, subject, await session.bundleFor(subject.digest), now);
+  return { format: 'bundle', location, added: true };
+}
+
+async function writeLegacy(target: Target, subject: Descriptor, session: SigningSession): Promise<WrittenSignature> {
   const tag = signatureTag(subject.digest);
-  const existing = await tryResolve(target, tag);
-  let layers: Descriptor[] = [];
-  if (existing) {
-    if (!isManifestMediaType(existing.mediaType) || isIndexMediaType(existing.mediaType)) {
-      throw new KbError('CONFLICT', `${target.name}:${tag} holds ${existing.mediaType}, not a cosign signature manifest; refusing to replace it`, {
-        hint: `delete the tag ${tag} if it is garbage, then sign again`,
-      });
-    }
-    try {
-      layers = parseJson(ManifestSchema, await fetchBytes(target, existing), `${target.name}:${tag}`).layers;
-    } catch (e) {
-      throw new KbError('CONFLICT', `${target.name}:${tag}: the existing signature manifest is unusable (${errorMessage(e)}); refusing to replace it`, {
-        hint: `delete the tag ${tag} if it is garbage, then sign again`,
-        cause: e,
-      });
-    }
-  }
-  const { payload, annotations } = await session.legacyLayer(subject.digest);
-  if (layers.some((l) => session.isDuplicate(payload, l))) return { format: 'legacy', location: tag, added: false };
-  if (layers.length >= 1000) throw new UserError(`${target.name}:${tag} already holds ${layers.length} signatures; cosign and kbundle refuse more than 1000`);
-  const layer: Descriptor = { mediaType: SIMPLE_SIGNING_MEDIA_TYPE, digest: digestOf(payload), size: payload.length, annotations };
-  const all = [...layers, layer];
-  const config = legacySignatureConfig(all.map((l) => l.digest));
-  const configDesc: Descriptor = { mediaType: MediaType.OciConfig, digest: digestOf(config), size: config.length };
-  await target.push(layer, payload);
-  await target.push(configDesc, config);
-  const manifest = legacySignatureManifest(configDesc, all);
-  const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifest), size: manifest.length };
-  await target.push(desc, manifest);
-  await target.tag(desc, tag);
-  return { format: 'legacy', location: tag, added: true };
+  let payload: Buffer | undefined;
+  const added = await appendAttachedLayer(
+    target,
+    tag,
+    async () => {
+      const l = await session.legacyLayer(subject.digest);
+      payload = l.payload;
+      return { payload: l.payload, mediaType: SIMPLE_SIGNING_MEDIA_TYPE, annotations: l.annotations };
+    },
+    { duplicate: (l) => !!payload && session.isDuplicate(payload, l) },
+  );
+  return { format: 'legacy', location: tag, added };
 }
 
-async function signOne(target: Target, subject: Descriptor, session: Session, formats: SignatureFormat[], now: Date): Promise<SignedManifest> {
+async function signOne(target: Target, subject: Descriptor, session: SigningSession, formats: SignatureFormat[], now: Date): Promise<SignedManifest> {
   const signatures: WrittenSignature[] = [];
   if (formats.includes('bundle')) signatures.push(await writeBundle(target, subject, session, now));
   if (formats.includes('legacy')) signatures.push(await writeLegacy(target, subject, session));
@@ -311,7 +312,7 @@ export async function signImage(target: Target, root: Descriptor, opts: SignOpti
   // Hash what is there before signing it: the digest must name these bytes.
   const bytes = await fetchBytes(target, root);
   if (digestOf(bytes) !== root.digest) throw new KbError('DIGEST_MISMATCH', `${target.name}: the manifest bytes do not hash to ${root.digest}`);
-  const session = new Session(opts);
+  const session = new SigningSession(opts);
   const now = (opts.now ?? (() => new Date()))();
   const rootSigned = await signOne(target, root, session, formats, now);
   const children: SignedManifest[] = [];

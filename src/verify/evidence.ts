@@ -50,7 +50,8 @@ const TlogEntrySchema = z
       })
       .passthrough()
       .optional(),
-    canonicalizedBody: b64(Math.ceil((Limits.maxSignatureBlob * 4) / 3) + 4),
+    // An intoto entry holds the whole envelope: as large as an attestation (the blob size caps it first).
+    canonicalizedBody: b64(Math.ceil((Limits.maxAttestationBlob * 4) / 3) + 4),
   })
   .passthrough();
 
@@ -79,7 +80,7 @@ const BundleShapeSchema = z
       .passthrough(),
     dsseEnvelope: z
       .object({
-        payload: b64(Math.ceil((Limits.maxSignatureBlob * 4) / 3) + 4),
+        payload: b64(Math.ceil((Limits.maxAttestationBlob * 4) / 3) + 4),
         payloadType: z.string().max(256),
         signatures: z.array(z.object({ sig: b64(4096), keyid: z.string().max(256).optional() }).passthrough()).max(16),
       })
@@ -141,8 +142,8 @@ export interface ParsedBundle extends SignatureEvidence {
  * Parse a Sigstore bundle blob meant as an image signature: v0.3, a DSSE envelope with exactly one
  * signature, caps on every list. Messages never include bundle contents.
  */
-export function parseImageBundle(bytes: Buffer): ParsedBundle {
-  if (bytes.length > Limits.maxSignatureBlob) reject(`bundle is ${bytes.length} bytes, over the ${Limits.maxSignatureBlob}-byte limit`);
+export function parseImageBundle(bytes: Buffer, limit: number = Limits.maxSignatureBlob): ParsedBundle {
+  if (bytes.length > limit) reject(`bundle is ${bytes.length} bytes, over the ${limit}-byte limit`);
   let raw: unknown;
   try {
     raw = JSON.parse(bytes.toString('utf8'));
@@ -207,13 +208,17 @@ const StatementSchema = z
 
 export interface StatementFacts {
   annotations: Record<string, string>;
+  predicateType: string;
+  /** The whole statement as parsed (attestations print it). */
+  statement: Record<string, unknown>;
 }
 
 /**
  * The digest binding @sigstore/verify does not check: the DSSE payload must be an in-toto
- * statement with cosign's signing predicate whose subject names the digest kbundle hashed itself.
+ * statement with the expected predicate type (cosign's signing predicate for signatures) whose
+ * subject names the digest kbundle hashed itself.
  */
-export function checkStatement(parsed: ParsedBundle, digest: string): StatementFacts {
+export function checkStatement(parsed: { payloadType: string; payload: Buffer }, digest: string, predicateType: string = COSIGN_SIGN_PREDICATE_TYPE): StatementFacts {
   if (parsed.payloadType !== INTOTO_PAYLOAD_TYPE) reject(`DSSE payload type is "${parsed.payloadType.slice(0, 80)}", not ${INTOTO_PAYLOAD_TYPE}`);
   let raw: unknown;
   try {
@@ -228,7 +233,13 @@ export function checkStatement(parsed: ParsedBundle, digest: string): StatementF
   }
   const st = r.data!;
   if (st._type !== INTOTO_STATEMENT_V1 && st._type !== INTOTO_STATEMENT_V01) reject(`statement type "${st._type.slice(0, 80)}" is not an in-toto statement`);
-  if (st.predicateType !== COSIGN_SIGN_PREDICATE_TYPE) reject(`predicate type is "${st.predicateType.slice(0, 100)}", not ${COSIGN_SIGN_PREDICATE_TYPE} (an attestation is not an image signature)`);
+  if (st.predicateType !== predicateType) {
+    reject(
+      predicateType === COSIGN_SIGN_PREDICATE_TYPE
+        ? `predicate type is "${st.predicateType.slice(0, 100)}", not ${COSIGN_SIGN_PREDICATE_TYPE} (an attestation is not an image signature)`
+        : `predicate type is "${st.predicateType.slice(0, 100)}", not ${predicateType}`,
+    );
+  }
   const { algorithm, hex } = parseDigest(digest);
   const subject = st.subject.find((s) => s.digest[algorithm] === hex);
   if (!subject) {
@@ -237,7 +248,7 @@ export function checkStatement(parsed: ParsedBundle, digest: string): StatementF
   }
   const annotations: Record<string, string> = {};
   for (const [k, v] of Object.entries(subject!.annotations ?? {})) if (typeof v === 'string') annotations[k] = v;
-  return { annotations };
+  return { annotations, predicateType: st.predicateType, statement: st as Record<string, unknown> };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,20 +343,14 @@ function annotationJson<T>(schema: z.ZodType<T>, text: string, what: string): T 
   return r.data!;
 }
 
-/**
- * A legacy layer as signature evidence; `load` builds the equivalent in-memory Sigstore bundle
- * (message signature over the payload) so the same verifier checks it: certificate annotation →
- * certificate, Rekor bundle annotation → a log entry with an inclusion promise, RFC 3161
- * annotation → a timestamp.
- */
-export function legacyEvidence(payload: Buffer, annotations: Record<string, string>): SignatureEvidence {
-  const sigB64 = annotations[Annotations.Signature];
-  if (sigB64 === undefined) reject('layer has no dev.cosignproject.cosign/signature annotation');
-  const clean = sigB64!.replace(/\s+/g, '');
-  if (!clean || clean.length > 4096 || !BASE64.test(clean)) reject('the signature annotation is empty or not base64');
-  const signature = Buffer.from(clean, 'base64');
-  if (signature.length < 8) reject('the signature annotation is too short to be a signature');
+interface LegacyMaterial {
+  certDer?: Buffer;
+  tlogEntries: TransparencyLogEntry[];
+  rfc3161Timestamps: { signedTimestamp: Buffer }[];
+}
 
+/** cosign's certificate, Rekor bundle and RFC 3161 layer annotations, checked and decoded. */
+function legacyMaterial(annotations: Record<string, string>): LegacyMaterial {
   let certDer: Buffer | undefined;
   const certText = annotations[Annotations.Certificate];
   if (certText) {
@@ -385,23 +390,92 @@ export function legacyEvidence(payload: Buffer, annotations: Record<string, stri
   const rfc3161Timestamps: { signedTimestamp: Buffer }[] = [];
   const tsText = annotations[Annotations.RFC3161Timestamp];
   if (tsText) rfc3161Timestamps.push({ signedTimestamp: Buffer.from(annotationJson(RFC3161Schema, tsText, 'RFC 3161 timestamp').SignedRFC3161Timestamp, 'base64') });
+  return { certDer, tlogEntries, rfc3161Timestamps };
+}
 
+function verificationMaterial(m: LegacyMaterial): Bundle['verificationMaterial'] {
+  const content: Bundle['verificationMaterial']['content'] = m.certDer
+    ? { $case: 'x509CertificateChain', x509CertificateChain: { certificates: [{ rawBytes: m.certDer }] } }
+    : { $case: 'publicKey', publicKey: { hint: '' } };
+  return { content, tlogEntries: m.tlogEntries, timestampVerificationData: { rfc3161Timestamps: m.rfc3161Timestamps } };
+}
+
+/**
+ * A legacy layer as signature evidence; `load` builds the equivalent in-memory Sigstore bundle
+ * (message signature over the payload) so the same verifier checks it: certificate annotation →
+ * certificate, Rekor bundle annotation → a log entry with an inclusion promise, RFC 3161
+ * annotation → a timestamp.
+ */
+export function legacyEvidence(payload: Buffer, annotations: Record<string, string>): SignatureEvidence {
+  const sigB64 = annotations[Annotations.Signature];
+  if (sigB64 === undefined) reject('layer has no dev.cosignproject.cosign/signature annotation');
+  const clean = sigB64!.replace(/\s+/g, '');
+  if (!clean || clean.length > 4096 || !BASE64.test(clean)) reject('the signature annotation is empty or not base64');
+  const signature = Buffer.from(clean, 'base64');
+  if (signature.length < 8) reject('the signature annotation is too short to be a signature');
+  const material = legacyMaterial(annotations);
   return {
     signed: payload,
     signature,
     artifact: payload,
     async load(): Promise<Bundle> {
       const { HashAlgorithm } = await import('@sigstore/protobuf-specs');
-      const content: Bundle['verificationMaterial']['content'] = certDer
-        ? { $case: 'x509CertificateChain', x509CertificateChain: { certificates: [{ rawBytes: certDer }] } }
-        : { $case: 'publicKey', publicKey: { hint: '' } };
       return {
         mediaType: BUNDLE_V03_MEDIA_TYPE,
         content: {
           $case: 'messageSignature',
           messageSignature: { messageDigest: { algorithm: HashAlgorithm.SHA2_256, digest: createHash('sha256').update(payload).digest() }, signature },
         },
-        verificationMaterial: { content, tlogEntries, timestampVerificationData: { rfc3161Timestamps } },
+        verificationMaterial: verificationMaterial(material),
+      };
+    },
+  };
+}
+
+const EnvelopeSchema = z
+  .object({
+    payload: b64(Math.ceil((Limits.maxAttestationBlob * 4) / 3) + 4),
+    payloadType: z.string().max(256),
+    signatures: z
+      .array(z.object({ sig: b64(4096), keyid: z.string().max(256).optional() }).passthrough())
+      .min(1)
+      .max(16),
+  })
+  .passthrough();
+
+/**
+ * A `.att` layer (cosign's DSSE envelope JSON) as evidence: exactly one signature over the DSSE
+ * pre-authentication encoding; `load` builds the in-memory v0.3 bundle from the envelope and the
+ * layer's certificate, Rekor and timestamp annotations.
+ */
+export function legacyAttestationEvidence(envelope: Buffer, annotations: Record<string, string>): ParsedBundle {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(envelope.toString('utf8'));
+  } catch {
+    reject('the DSSE envelope is not valid JSON');
+  }
+  const r = EnvelopeSchema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    reject(`malformed DSSE envelope: ${i.path.join('.') || '(top level)'}: ${i.message}`);
+  }
+  const env = r.data!;
+  if (env.signatures.length !== 1) reject(`the DSSE envelope has ${env.signatures.length} signatures; exactly one is accepted`);
+  const payload = Buffer.from(env.payload, 'base64');
+  const signature = Buffer.from(env.signatures[0]!.sig, 'base64');
+  if (payload.length === 0 || signature.length === 0) reject('the DSSE envelope has an empty payload or signature');
+  const material = legacyMaterial(annotations);
+  return {
+    payloadType: env.payloadType,
+    payload,
+    signed: preAuthEncoding(env.payloadType, payload),
+    signature,
+    async load(): Promise<Bundle> {
+      return {
+        mediaType: BUNDLE_V03_MEDIA_TYPE,
+        content: { $case: 'dsseEnvelope', dsseEnvelope: { payload, payloadType: env.payloadType, signatures: [{ sig: signature, keyid: env.signatures[0]!.keyid ?? '' }] } },
+        verificationMaterial: verificationMaterial(material),
       };
     },
   };

@@ -12,6 +12,10 @@ export const Limits = {
   maxReferrers: 10_000,
   /** A simple-signing payload or a Sigstore bundle blob. Real ones are 0.3–20 KiB. */
   maxSignatureBlob: 1 << 20,
+  /** An attestation bundle or DSSE envelope: an SBOM predicate can be megabytes. */
+  maxAttestationBlob: 16 << 20,
+  /** Attestations examined per image and format. */
+  maxAttestations: 128,
   /** Legacy annotations (certificate, chain, Rekor bundle, timestamp). */
   maxAnnotation: 64 * 1024,
   /** Per bundle (sigstore-go: 32 / 32 / 1024). */

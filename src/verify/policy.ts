@@ -10,7 +10,8 @@ import { z } from 'zod';
 import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { loadPublicKeys, parsePublicKeys } from '../sign/keys.js';
 import { exactMatcher, regexpMatcher, type Matcher } from './identity.js';
-import type { SignatureFormat, SignerRequirement, VerificationPolicy } from './requirements.js';
+import type { AttestationRequirement, SignatureFormat, SignerRequirement, VerificationPolicy } from './requirements.js';
+import { PredicateTypes, predicateTypeUri } from '../attest/predicate.js';
 import { loadTrustedRoot, type TrustedRoot } from './trust.js';
 
 const KeySignerSchema = z
@@ -42,6 +43,21 @@ const KeylessSchema = z
 const KeylessSignerSchema = z.object({ keyless: KeylessSchema }).strict();
 type Signer = z.infer<typeof KeySignerSchema> | z.infer<typeof KeylessSignerSchema>;
 
+const AttestationEntrySchema = z
+  .object({
+    /** cosign --type name (slsaprovenance1, spdxjson, …) or a predicate type URI. */
+    type: z.string().min(1),
+    /** SLSA provenance: the builder id the predicate must name. */
+    builderId: z.string().min(1).optional(),
+    /** Who must have signed it (default: the entry's signers). */
+    signers: z.array(z.record(z.string(), z.unknown())).min(1).optional(),
+    formats: z
+      .array(z.enum(['bundle', 'legacy']))
+      .min(1)
+      .optional(),
+  })
+  .strict();
+
 const EntrySchema = z
   .object({
     name: z.string().min(1).optional(),
@@ -53,6 +69,8 @@ const EntrySchema = z
       .array(z.enum(['bundle', 'legacy']))
       .min(1)
       .optional(),
+    /** Attestations the image must carry besides its signature. */
+    attestations: z.array(AttestationEntrySchema).optional(),
   })
   .strict();
 
@@ -64,8 +82,9 @@ const PolicyFileSchema = z
   })
   .strict();
 
+type AttestationEntry = Omit<z.infer<typeof AttestationEntrySchema>, 'signers'> & { signers?: Signer[]; predicateType: string };
 type PolicyFile = Omit<z.infer<typeof PolicyFileSchema>, 'policies'> & {
-  policies: (Omit<z.infer<typeof EntrySchema>, 'signers'> & { signers: Signer[] })[];
+  policies: (Omit<z.infer<typeof EntrySchema>, 'signers' | 'attestations'> & { signers: Signer[]; attestations?: AttestationEntry[] })[];
 };
 
 /** `*` within one path segment, `**` across segments, `?` one character; anchored. */
@@ -109,15 +128,29 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
   }
   const r = PolicyFileSchema.safeParse(raw);
   if (!r.success) throw describeZod(r.error, path);
+  const signer = (s: Record<string, unknown>, at: (string | number)[]): Signer => {
+    const schema = 'keyless' in s ? KeylessSignerSchema : KeySignerSchema;
+    const sr = schema.safeParse(s);
+    if (!sr.success) throw describeZod(sr.error, path, at);
+    return sr.data;
+  };
   const file: PolicyFile = {
     ...r.data,
     policies: r.data.policies.map((e, i) => ({
       ...e,
-      signers: e.signers.map((s, j): Signer => {
-        const schema = 'keyless' in s ? KeylessSignerSchema : KeySignerSchema;
-        const sr = schema.safeParse(s);
-        if (!sr.success) throw describeZod(sr.error, path, ['policies', i, 'signers', j]);
-        return sr.data;
+      signers: e.signers.map((s, j) => signer(s, ['policies', i, 'signers', j])),
+      attestations: e.attestations?.map((a, k) => {
+        const at = `${path}: invalid trust policy at policies.${i}.attestations.${k}`;
+        let predicateType: string;
+        try {
+          predicateType = predicateTypeUri(a.type);
+        } catch (err) {
+          throw new UserError(`${at}.type: ${(err as Error).message.replace(/^--type:? ?/, '')}`, 'see signing/policies/ for examples');
+        }
+        if (a.builderId !== undefined && predicateType !== PredicateTypes.slsaprovenance && predicateType !== PredicateTypes.slsaprovenance1) {
+          throw new UserError(`${at}.builderId: only SLSA provenance predicates (slsaprovenance, slsaprovenance1) name a builder`);
+        }
+        return { ...a, predicateType, signers: a.signers?.map((s, j) => signer(s, ['policies', i, 'attestations', k, 'signers', j])) };
       }),
     })),
   };
@@ -127,14 +160,18 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
     for (const g of e.images) {
       if (/[[\]{}]/.test(g)) throw new UserError(`${path}: invalid trust policy at policies.${i}.images: "${g}": only * ** and ? are glob characters`);
     }
-    for (const [j, s] of e.signers.entries()) {
+    const all = [
+      ...e.signers.map((s, j) => ({ s, where: `policies.${i}.signers.${j}` })),
+      ...(e.attestations ?? []).flatMap((a, k) => (a.signers ?? []).map((s, j) => ({ s, where: `policies.${i}.attestations.${k}.signers.${j}` }))),
+    ];
+    for (const { s, where } of all) {
       const root = 'keyless' in s ? s.keyless.trustedRoot : s.trustedRoot;
       if (root && !(root in file.trustedRoots) && !/[/\\]|\.json$/.test(root)) {
-        throw new UserError(`${path}: invalid trust policy at policies.${i}.signers.${j}: trusted root "${root}" is neither a name under trustedRoots nor a file path`);
+        throw new UserError(`${path}: invalid trust policy at ${where}: trusted root "${root}" is neither a name under trustedRoots nor a file path`);
       }
       if ('keyless' in s) {
         const k = s.keyless;
-        const what = `${path}: policies.${i}.signers.${j}.keyless`;
+        const what = `${path}: ${where}.keyless`;
         if (k.identityRegExp) regexpMatcher(k.identityRegExp, `${what}.identityRegExp`);
         if (k.issuerRegExp) regexpMatcher(k.issuerRegExp, `${what}.issuerRegExp`);
       }
@@ -159,19 +196,39 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
       if (i < 0)
         throw new KbError('REFUSED', `${image}: no entry of the trust policy ${path} covers this image`, { hint: 'add its repository to a policy entry (images: globs), or verify with --key' });
       const e = file.policies[i]!;
-      const signers: SignerRequirement[] = [];
-      for (const s of e.signers) {
-        if ('keyless' in s) {
-          const k = s.keyless;
-          const identity: Matcher = k.identity ? exactMatcher(k.identity, 'identity') : regexpMatcher(k.identityRegExp!, 'identityRegExp');
-          const issuer: Matcher = k.issuer ? exactMatcher(k.issuer, 'issuer') : regexpMatcher(k.issuerRegExp!, 'issuerRegExp');
-          signers.push({ kind: 'keyless', name: k.identity ?? `/${k.identityRegExp}/`, identity, issuer, trustedRoot: await rootFor(k.trustedRoot), tlog: k.tlog, ctlog: k.ctlog });
-        } else {
-          const keys = s.key ? await loadPublicKeys(rel(s.key)) : parsePublicKeys(s.keyData!, `${path}: keyData`);
-          signers.push({ kind: 'key', name: s.name ?? s.key ?? 'inline key', keys, tlog: s.tlog, trustedRoot: s.trustedRoot ? await rootFor(s.trustedRoot) : undefined });
+      const requirements = async (list: Signer[]): Promise<SignerRequirement[]> => {
+        const signers: SignerRequirement[] = [];
+        for (const s of list) {
+          if ('keyless' in s) {
+            const k = s.keyless;
+            const identity: Matcher = k.identity ? exactMatcher(k.identity, 'identity') : regexpMatcher(k.identityRegExp!, 'identityRegExp');
+            const issuer: Matcher = k.issuer ? exactMatcher(k.issuer, 'issuer') : regexpMatcher(k.issuerRegExp!, 'issuerRegExp');
+            signers.push({ kind: 'keyless', name: k.identity ?? `/${k.identityRegExp}/`, identity, issuer, trustedRoot: await rootFor(k.trustedRoot), tlog: k.tlog, ctlog: k.ctlog });
+          } else {
+            const keys = s.key ? await loadPublicKeys(rel(s.key)) : parsePublicKeys(s.keyData!, `${path}: keyData`);
+            signers.push({ kind: 'key', name: s.name ?? s.key ?? 'inline key', keys, tlog: s.tlog, trustedRoot: s.trustedRoot ? await rootFor(s.trustedRoot) : undefined });
+          }
         }
+        return signers;
+      };
+      const signers = await requirements(e.signers);
+      const attestations: AttestationRequirement[] = [];
+      for (const a of e.attestations ?? []) {
+        attestations.push({
+          predicateType: a.predicateType,
+          signers: a.signers ? await requirements(a.signers) : signers,
+          ...(a.builderId !== undefined ? { builderId: a.builderId } : {}),
+          ...(a.formats ? { formats: a.formats as SignatureFormat[] } : {}),
+        });
       }
-      return { name: e.name ?? `#${i + 1}`, signers, require: e.require, annotations: e.annotations, formats: e.formats as SignatureFormat[] | undefined };
+      return {
+        name: e.name ?? `#${i + 1}`,
+        signers,
+        require: e.require,
+        annotations: e.annotations,
+        formats: e.formats as SignatureFormat[] | undefined,
+        ...(attestations.length ? { attestations } : {}),
+      };
     },
   };
 }

@@ -30,6 +30,17 @@ export interface KeylessRequirement {
 
 export type SignerRequirement = KeyRequirement | KeylessRequirement;
 
+/** An attestation an image must carry: a statement of this predicate type, signed by one of `signers`. */
+export interface AttestationRequirement {
+  /** Predicate type URI. */
+  predicateType: string;
+  signers: SignerRequirement[];
+  /** SLSA provenance only: the predicate's builder id must be exactly this. */
+  builderId?: string;
+  /** Formats to consider (default both). */
+  formats?: SignatureFormat[];
+}
+
 /** What one image needs: signatures from these signers, carrying these annotations. */
 export interface VerificationPolicy {
   signers: SignerRequirement[];
@@ -41,6 +52,8 @@ export interface VerificationPolicy {
   formats?: SignatureFormat[];
   /** Name of the policy entry that applied, for messages. */
   name?: string;
+  /** Attestations the image must also carry (kbundle YAML policy `attestations:`). */
+  attestations?: AttestationRequirement[];
   /**
    * Checks the identity a signature names (a legacy payload's critical.identity.docker-reference);
    * returns why it is not accepted, or undefined. When set it replaces the default check that the

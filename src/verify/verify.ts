@@ -81,7 +81,7 @@ interface Candidate {
   annotations?: Record<string, string>;
 }
 
-interface Evidence {
+export interface Evidence {
   sig: SignatureEvidence;
   /** Loaded on first need, shared by every requirement that needs it. */
   bundle?: Promise<Bundle>;
@@ -98,7 +98,7 @@ interface Judged {
 
 const short = (d: string): string => `${d.slice(0, 19)}…`;
 
-async function fetchCapped(target: Target, desc: Descriptor, limit: number, what: string): Promise<Buffer> {
+export async function fetchCapped(target: Target, desc: Descriptor, limit: number, what: string): Promise<Buffer> {
   if (desc.size > limit) throw new Rejection(`${what} is ${desc.size} bytes, over the ${limit}-byte limit`);
   try {
     return await readAllCapped(await target.fetch(desc), limit, what);
@@ -230,7 +230,7 @@ function sctCount(entity: SignedEntity): number {
 }
 
 /** One line on why a signature was rejected, chosen by error class and code (never by message text). */
-function explain(e: unknown, facts: Facts = {}): string {
+export function explain(e: unknown, facts: Facts = {}): string {
   if (e instanceof Rejection) return e.reason;
   if (!isSigstoreError(e)) return `malformed signature material (${errorMessage(e)})`;
   const { entity } = facts;
@@ -273,7 +273,7 @@ function hintMatches(hint: string, key: KeyObject): boolean {
   return hint === keyHint(key) || hint === keyFingerprint(key) || hint === `sha256:${keyFingerprint(key)}`;
 }
 
-type Base = Omit<VerifiedSigner, 'signer' | 'kind' | 'tlog' | 'timestamps'>;
+export type Base = Omit<VerifiedSigner, 'signer' | 'kind' | 'tlog' | 'timestamps'>;
 
 function bundleOf(ev: Evidence): Promise<Bundle> {
   ev.bundle ??= ev.sig.load();
@@ -372,7 +372,7 @@ async function checkKeyless(req: KeylessRequirement, ev: Evidence, base: Base): 
   return { ...base, signer: req.name, kind: 'keyless', identity: san, issuer, tlog: tlogFacts(bundle), timestamps };
 }
 
-function checkRequirement(req: SignerRequirement, ev: Evidence, base: Base): Promise<VerifiedSigner> {
+export function checkRequirement(req: SignerRequirement, ev: Evidence, base: Base): Promise<VerifiedSigner> {
   return req.kind === 'key' ? checkKeyed(req, ev, base) : checkKeyless(req, ev, base);
 }
 
@@ -395,15 +395,10 @@ export async function verifyImage(target: Target, desc: Descriptor, policy: Veri
 }
 
 /**
- * Resolve `reference` (a tag is looked up once; from then on only the digest of the bytes counts)
- * and verify. One GET on registries that offer `resolveWithBytes`.
+ * Resolve `reference` once and hash the manifest bytes: the descriptor returned names those bytes,
+ * whatever a tag or a registry header claimed. One GET on registries that offer `resolveWithBytes`.
  */
-export async function verifyReference(
-  target: Target,
-  reference: string,
-  policy: VerificationPolicy,
-  opts: Omit<VerifyOptions, 'display'> & { display?: (digest: string) => string; onResolved?: (subject: Descriptor) => void } = {},
-): Promise<{ desc: Descriptor; signers: VerifiedSigner[] }> {
+export async function resolveSubject(target: Target, reference: string): Promise<Descriptor> {
   let desc: Descriptor;
   let bytes: Buffer;
   if (fetchesManifests(target)) {
@@ -414,7 +409,21 @@ export async function verifyReference(
   }
   const digest = digestOf(bytes, parseDigest(desc.digest).algorithm);
   if (digest !== desc.digest) throw new KbError('DIGEST_MISMATCH', `${target.name}: the manifest bytes hash to ${digest}, not ${desc.digest}`);
-  const subject: Descriptor = { mediaType: desc.mediaType, digest, size: bytes.length };
+  return { mediaType: desc.mediaType, digest, size: bytes.length };
+}
+
+/**
+ * Resolve `reference` (a tag is looked up once; from then on only the digest of the bytes counts)
+ * and verify. One GET on registries that offer `resolveWithBytes`.
+ */
+export async function verifyReference(
+  target: Target,
+  reference: string,
+  policy: VerificationPolicy,
+  opts: Omit<VerifyOptions, 'display'> & { display?: (digest: string) => string; onResolved?: (subject: Descriptor) => void } = {},
+): Promise<{ desc: Descriptor; signers: VerifiedSigner[] }> {
+  const subject = await resolveSubject(target, reference);
+  const digest = subject.digest;
   opts.onResolved?.(subject);
   const signers = await verifySignatures(target, subject, policy, { repository: opts.repository, display: opts.display?.(digest) });
   return { desc: subject, signers };
@@ -491,7 +500,22 @@ export async function verifySignatures(target: Target, subject: Descriptor, poli
   }
 
   const ok = policy.require === 'all' ? policy.signers.every((r) => satisfied.has(r)) : satisfied.size > 0;
-  if (ok) return verified;
+  if (ok) {
+    // The policy may also require attestations (e.g. a provenance from a builder identity).
+    if (policy.attestations?.length) {
+      const { verifyAttestations } = await import('./attestations.js');
+      for (const a of policy.attestations) {
+        try {
+          await verifyAttestations(target, subject, a, { display });
+        } catch (e) {
+          if (e instanceof KbError && e.code === 'REFUSED')
+            throw new KbError('REFUSED', e.message, { hint: policy.name ? `trust policy "${policy.name}" requires this attestation` : e.hint, cause: e });
+          throw e;
+        }
+      }
+    }
+    return verified;
+  }
 
   const failed = judged.filter((j) => j.reasons.length > 0);
   const parts = failed.slice(0, 4).map((j) => `[${j.candidate.format} ${j.candidate.location}] ${[...new Set(j.reasons)].join('; ')}`);
