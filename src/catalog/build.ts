@@ -116,12 +116,20 @@ export async function buildCatalog(
     opts.onBundle?.(b.name, 'built');
   };
   await mapPool(plans, opts.concurrency ?? 2, one);
-  // index.json and the state file are written once, after every image is complete.
-  for (const e of built) await layout.tag({ mediaType: e.mediaType, digest: e.digest, size: e.size }, e.tag);
-  const next = { ...state };
-  for (const e of [...built, ...skipped]) next[e.name] = e;
-  await writeFileAtomic(join(layout.dir, CATALOG_STATE_FILE), JSON.stringify(next, null, 2));
+  // index.json and the state file are written once, after every image is complete, in an order
+  // that depends neither on -j nor on which build finished first (nor on earlier runs).
   const byName = (a: CatalogEntryState, z: CatalogEntryState) => a.name.localeCompare(z.name);
+  built.sort(byName);
+  for (const e of built) await layout.tag({ mediaType: e.mediaType, digest: e.digest, size: e.size }, e.tag);
+  await layout.sortIndex();
+  const next: Record<string, CatalogEntryState> = { ...state };
+  for (const e of [...built, ...skipped]) next[e.name] = e;
+  const sorted = Object.fromEntries(
+    Object.keys(next)
+      .sort()
+      .map((k) => [k, next[k]!]),
+  );
+  await writeFileAtomic(join(layout.dir, CATALOG_STATE_FILE), JSON.stringify(sorted, null, 2));
   const entries = [...built, ...skipped].sort(byName);
   let sboms: WrittenSbom[] | undefined;
   if (opts.sbom) {
@@ -134,5 +142,5 @@ export async function buildCatalog(
       sboms.push(...(await writeSboms(layout, images, facts, opts.sbom.format, opts.sbom.dir)));
     }
   }
-  return { built: built.sort(byName), skipped: skipped.sort(byName), entries, ...(sboms ? { sboms } : {}) };
+  return { built, skipped: skipped.sort(byName), entries, ...(sboms ? { sboms } : {}) };
 }

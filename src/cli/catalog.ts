@@ -45,7 +45,8 @@ export function registerCatalog(program: Command, io: CliIo): void {
         sourceDateEpoch: sourceDateEpochFromEnv(io.env),
         sbom,
         onWarning: (m) => out.warn(m),
-        onBundle: (name, action) => out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
+        // Progress on a terminal only: the summary below lists every bundle once.
+        onBundle: (name, action) => out.tty && out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
       });
       const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
       lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${layout.name}`);

@@ -17,6 +17,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { fsErrorCode, KbError, UserError } from '../errors.js';
+import { jsonErrorOffset } from '../util/json-error-offset.js';
 import { parseReference, type ImageReference } from '../registry/reference.js';
 import { parsePublicKeys } from '../sign/keys.js';
 import { exactMatcher } from '../verify/identity.js';
@@ -85,30 +86,6 @@ export interface ContainersPolicy {
 
 function lineOf(text: string, pos: number): number {
   return text.slice(0, pos).split('\n').length;
-}
-
-/**
- * Where a JSON text stops being valid. V8's messages do not always carry a position (Node 20
- * quotes a snippet instead), so: the shortest prefix that fails for another reason than ending
- * early. Every prefix of a valid-so-far prefix is valid-so-far, so a binary search finds it.
- */
-function jsonErrorOffset(text: string): number {
-  const endsEarly = (n: number): boolean => {
-    try {
-      JSON.parse(text.slice(0, n));
-      return true;
-    } catch (e) {
-      return /Unexpected end of JSON input|Unterminated string|end of data/i.test((e as Error).message);
-    }
-  };
-  let lo = 0;
-  let hi = text.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (endsEarly(mid + 1)) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
 }
 
 function invalid(path: string, at: string, msg: string, code: 'INVALID_INPUT' | 'UNSUPPORTED' = 'INVALID_INPUT'): KbError {

@@ -172,6 +172,14 @@ export class OciLayout implements Target {
     await this.writeIndex(index);
   }
 
+  /** Order index.json by tag, then digest: the same content gives the same bytes whatever the history. */
+  async sortIndex(): Promise<void> {
+    const index = await this.readIndex();
+    const key = (d: Descriptor) => `${d.annotations?.[Annotation.RefName] ?? ''}\0${d.digest}`;
+    index.manifests.sort((a, z) => (key(a) < key(z) ? -1 : key(a) > key(z) ? 1 : 0));
+    await this.writeIndex(index);
+  }
+
   async tags(): Promise<string[]> {
     return listRefNames(await this.readIndex());
   }
