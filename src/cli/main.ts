@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { fromErrno, KbError } from '../errors.js';
+import { VERSION } from '../version.js';
 import { EXIT_INTERNAL, EXIT_USAGE, exitCodeOf } from './exit-codes.js';
 import { processIo, QuietExit, type CliIo } from './io.js';
 
@@ -34,7 +35,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {
   const program = new Command('kbundle')
     .description('Build, sign, push, verify and install Kairos bundles and system extensions as OCI images')
-    .version('0.1.0')
+    .version(VERSION)
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
   const args = argv.slice(2);

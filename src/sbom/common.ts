@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { parseDigest } from '../oci/digest.js';
 
 export const TOOL_NAME = 'kbundle';
-export const TOOL_VERSION = '0.1.0';
+export { VERSION as TOOL_VERSION } from '../version.js';
 
 /** RFC 3339 UTC without fractions, from SOURCE_DATE_EPOCH seconds. */
 export function epochTime(epoch: number): string {

@@ -5,6 +5,9 @@
  * make the blob differ from build to build (measured; see src/sea/README.md), and the executables
  * must be byte-reproducible.
  *
+ * The blob's main script is src/sea/loader.ts, a few lines; the CLI itself is a SEA asset it
+ * compiles only when a command needs it (`--version` does not).
+ *
  * Usage: node dist/src/sea/build.js [--out dist/sea] [--platform linux/amd64 ...]
  */
 import { execFileSync } from 'node:child_process';
@@ -60,11 +63,17 @@ async function nodeBinary(platform: SeaPlatform): Promise<string> {
   return bin;
 }
 
-async function bundleCli(work: string): Promise<string> {
+/** The CLI (SEA asset `cli.cjs`) and the small main script that loads it (src/sea/loader.ts). */
+async function bundleCli(work: string): Promise<{ cli: string; loader: string }> {
+  const cli = await bundle(join(ROOT, 'dist/src/sea/entry.js'), join(work, 'cli.cjs'));
+  const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'));
+  return { cli, loader };
+}
+
+async function bundle(entry: string, outfile: string): Promise<string> {
   const esbuild = await import('esbuild');
-  const outfile = join(work, 'kbundle.cjs');
   await esbuild.build({
-    entryPoints: [join(ROOT, 'dist/src/sea/entry.js')],
+    entryPoints: [entry],
     outfile,
     bundle: true,
     platform: 'node',
@@ -87,7 +96,7 @@ async function main(argv: string[]): Promise<void> {
   const work = join(outDir, '.work');
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
-  const script = await bundleCli(work);
+  const scripts = await bundleCli(work);
 
   // The blob is made by the pinned release itself (the format belongs to that Node version). It
   // holds no machine code, so the amd64 node writes it for arm64 too.
@@ -96,7 +105,17 @@ async function main(argv: string[]): Promise<void> {
   const config = join(work, 'sea-config.json');
   // Paths relative to the work folder: the blob records the main script's path as written, and
   // an absolute one would make the executable depend on where it was built.
-  await writeFile(config, JSON.stringify({ main: basename(script), output: basename(blob), disableExperimentalSEAWarning: true, useCodeCache: false, useSnapshot: false }));
+  await writeFile(
+    config,
+    JSON.stringify({
+      main: basename(scripts.loader),
+      output: basename(blob),
+      assets: { 'cli.cjs': basename(scripts.cli) },
+      disableExperimentalSEAWarning: true,
+      useCodeCache: false,
+      useSnapshot: false,
+    }),
+  );
   execFileSync(hostNode, ['--experimental-sea-config', basename(config)], { cwd: work, stdio: 'pipe' });
 
   const postject = join(dirname(createRequire(import.meta.url).resolve('postject/package.json')), 'dist/cli.js');
