@@ -228,6 +228,12 @@ export class SourceFolder {
     }
   }
 
+  /** A file the folder may hold (README.md): its content, or undefined when it is not there; read as readFile reads. */
+  readOptional(rel: string, what: string): Buffer | undefined {
+    const path = this.resolve(rel, what, { followFinal: true });
+    return this.lstat(path) ? this.readFile(path, what) : undefined;
+  }
+
   /**
    * A regular file's content as a stream (opened now, so a bad file fails where it is named). Small
    * files are read at once; larger ones stream from the checked descriptor.

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { join, posix, resolve } from 'node:path';
 import { stringify } from 'yaml';
@@ -83,7 +83,7 @@ export async function importDockerfileFolder(dirArg: string, opts: ImportOptions
   const name = opts.name ?? bundleNameOf(dir);
   let description = `${name} (imported from a community-bundles Dockerfile)`;
   try {
-    const heading = /^#\s+(.+)$/m.exec(await readFile(join(dir, 'README.md'), 'utf8'));
+    const heading = /^#\s+(.+)$/m.exec(t.folder.readOptional('README.md', join(dirArg, 'README.md'))?.toString('utf8') ?? '');
     if (heading) description = heading[1]!.trim();
   } catch {
     /* no README */

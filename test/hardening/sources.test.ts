@@ -260,6 +260,28 @@ describe('catalog build', () => {
   });
 });
 
+describe('catalog lint, index and import read README.md as a source', () => {
+  it('a README.md that is a FIFO or a symlink out is a problem, never a hang or a leak', () => {
+    const top = tempDir('kbundle-hostile-cat-');
+    const cat = join(top, 'cat');
+    for (const n of ['fifo', 'leak']) {
+      mkdirSync(join(cat, n), { recursive: true });
+      writeFileSync(join(cat, n, 'bundle.yaml'), files('x').replace('name: demo', `name: ${n}`));
+      writeFileSync(join(cat, n, 'x'), 'x\n');
+    }
+    mkfifo(join(cat, 'fifo/README.md'));
+    writeFileSync(join(top, 'outside.md'), `# ${SECRET}`);
+    symlinkSync('../../outside.md', join(cat, 'leak/README.md'));
+    const r = kbundle(['catalog', 'lint', '-C', 'cat'], { cwd: top, ...NO_HANG });
+    expect(r.stdout).toContain('cat/fifo/README.md: cat/fifo/README.md: README.md is a FIFO; only regular files, folders and symlinks can be sources\n');
+    expect(r.stdout).toContain('cat/leak/README.md: cat/leak/README.md: "README.md" leaves the bundle folder: README.md is a symlink to ../../outside.md\n');
+    expectRefused(r, '2 problem(s) in cat');
+    const ix = kbundle(['catalog', 'index', '-C', 'cat', '-o', 'site', '--layout', 'none'], { cwd: top, ...NO_HANG });
+    expect(ix.code, ix.stderr).toBe(0);
+    expect(readFileSync(join(top, 'site/index.json'), 'utf8')).not.toContain('SECRET');
+  });
+});
+
 describe('sysext build', () => {
   /** A tree with usr/ plus what `plant` adds. */
   function tree(plant: (t: string, top: string) => void): { top: string; t: string } {
