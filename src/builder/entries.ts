@@ -1,4 +1,4 @@
-import { createReadStream, readlinkSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { basename, posix } from 'node:path';
 import { Readable } from 'node:stream';
@@ -67,7 +67,7 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
 
   const addPath = (e: SourceEntry, dst: string, mode: number | undefined, origin: string, what: string): void => {
     if (e.kind === 'symlink') {
-      add({ type: 'symlink', path: dst, target: readlinkSync(e.path) }, origin);
+      add({ type: 'symlink', path: dst, target: folder.readlink(e, what) }, origin);
     } else if (e.kind === 'directory') {
       add({ type: 'directory', path: dst, mode: DIR_MODE }, origin);
       for (const child of folder.list(e.path, what)) addPath(child, posix.join(dst, basename(child.path)), mode, origin, what);

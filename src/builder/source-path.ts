@@ -52,6 +52,17 @@ function descriptorPath(fd: number): string | undefined {
   }
 }
 
+/** lstat that reports "nothing there" (ENOENT, or ENOTDIR for a path under a file) as undefined. */
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code;
+    if (errno === 'ENOENT' || errno === 'ENOTDIR') return undefined;
+    throw e;
+  }
+}
+
 export interface ResolveOptions {
   /** Follow a symlink in the last component too (for files whose content is read, e.g. run.sh). */
   followFinal?: boolean;
@@ -123,11 +134,11 @@ export class SourceFolder {
       const isFinal = todo.every((p) => p === '' || p === '.');
       const here = [...done, part];
       const path = join(this.root, ...here);
-      const st = lstatSync(path, { throwIfNoEntry: false });
+      const st = this.fs(what, here.join('/'), () => lstatOrUndefined(path));
       if (st?.isSymbolicLink() && (!isFinal || opts.followFinal)) {
         const at = here.join('/');
         if (++hops > MAX_SYMLINK_HOPS) throw new UserError(`${what}: ${shown}: too many levels of symbolic links (at ${at})`, 'a symlink on the way points back at itself');
-        const target = readlinkSync(path);
+        const target = this.fs(what, at, () => readlinkSync(path));
         via = `${at} is a symlink to ${target}`;
         if (isAbsolute(target)) {
           if (!this.inside(target)) throw leaves(via);
@@ -144,15 +155,26 @@ export class SourceFolder {
   }
 
   /** lstat of a resolved path; undefined when nothing is there. */
-  lstat(path: string): Stats | undefined {
-    return lstatSync(path, { throwIfNoEntry: false });
+  lstat(path: string, what = this.rel(path)): Stats | undefined {
+    return this.fs(what, this.rel(path), () => lstatOrUndefined(path));
+  }
+
+  /** Run one file system call; an error (EACCES, EIO, …) becomes a KbError naming the path. */
+  private fs<T>(what: string, rel: string, call: () => T): T {
+    try {
+      return call();
+    } catch (e) {
+      if (e instanceof KbError) throw e;
+      const errno = (e as NodeJS.ErrnoException).code;
+      throw new KbError(fsErrorCode(e), `${what}: cannot read ${rel} (${errno ?? errorMessage(e)})`, { cause: e });
+    }
   }
 
   /**
    * What a resolved (or walked) path is, refusing what no source may be: a FIFO, socket or device
    * (never opened), or a regular file with a hard link outside the folder. Missing: NOT_FOUND.
    */
-  entry(path: string, what: string, st = this.lstat(path)): SourceEntry {
+  entry(path: string, what: string, st = this.lstat(path, what)): SourceEntry {
     const rel = this.rel(path);
     if (!st) throw new KbError('NOT_FOUND', `${what}: ${rel} not found`);
     const special = specialKind(st);
@@ -166,10 +188,15 @@ export class SourceFolder {
    * checked by `entry`. Symlinks are listed, never followed.
    */
   list(dir: string, what: string): SourceEntry[] {
-    const names = readdirSync(dir).sort(compareEntryPaths);
+    const names = this.fs(what, this.rel(dir), () => readdirSync(dir)).sort(compareEntryPaths);
     // A folder swapped for a symlink after it was checked would list another folder.
-    if (realpathSync.native(dir) !== dir) throw new UserError(`${what}: ${this.rel(dir)} changed while it was read (now leads elsewhere)`, 'do not change the folder during a build');
+    if (this.fs(what, this.rel(dir), () => realpathSync.native(dir)) !== dir) throw new UserError(`${what}: ${this.rel(dir)} changed while it was read (now leads elsewhere)`, 'do not change the folder during a build');
     return names.map((n) => this.entry(join(dir, n), what));
+  }
+
+  /** The target of a symlink entry, as written (copied as it is, never followed). */
+  readlink(e: SourceEntry, what: string): string {
+    return this.fs(what, e.rel, () => readlinkSync(e.path));
   }
 
   /** Every entry under `dir` (depth first, sorted), through `list`. */
@@ -273,9 +300,9 @@ export class SourceFolder {
     if (this.linkCounts) return this.linkCounts;
     const counts = new Map<string, number>();
     const walk = (dir: string) => {
-      for (const n of readdirSync(dir)) {
+      for (const n of this.fs(this.label, this.rel(dir), () => readdirSync(dir))) {
         const p = join(dir, n);
-        const st = lstatSync(p, { throwIfNoEntry: false });
+        const st = this.fs(this.label, this.rel(p), () => lstatOrUndefined(p));
         if (!st) continue;
         if (st.isDirectory()) walk(p);
         else if (st.isFile() && st.nlink > 1) {

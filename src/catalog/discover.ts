@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readlinkSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SourceFolder } from '../builder/source-path.js';
@@ -45,7 +45,7 @@ export async function bundleInputDigest(dir: string, salt: string): Promise<stri
   // Read through the bundle's SourceFolder: no symlink followed, no FIFO opened.
   const folder = new SourceFolder(dir);
   folder.walk(folder.root, join(dir), (e) => {
-    if (e.kind === 'symlink') h.update(`l\0${e.rel}\0${readlinkSync(e.path)}\0`);
+    if (e.kind === 'symlink') h.update(`l\0${e.rel}\0${folder.readlink(e, dir)}\0`);
     else if (e.kind === 'directory') h.update(`d\0${e.rel}\0`);
     else {
       h.update(`f\0${e.rel}\0${e.stats.mode & 0o111 ? 'x' : '-'}\0${e.stats.size}\0`);

@@ -1,4 +1,3 @@
-import { readlinkSync } from 'node:fs';
 import { basename, posix } from 'node:path';
 import { UserError } from '../errors.js';
 import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
@@ -53,7 +52,7 @@ export async function planDockerLayers(t: Translation): Promise<PlannedLayer[]> 
       for (const e of folder.list(src, what)) {
         const n = basename(e.path);
         const d = dst ? `${dst}/${n}` : n;
-        if (e.kind === 'symlink') put({ type: 'symlink', path: d, target: readlinkSync(e.path) }, e.path);
+        if (e.kind === 'symlink') put({ type: 'symlink', path: d, target: folder.readlink(e, what) }, e.path);
         else if (e.kind === 'directory') {
           put({ type: 'directory', path: d, mode: mode(e.stats.mode) }, e.path);
           copyTree(e.path, d);

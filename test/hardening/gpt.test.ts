@@ -12,7 +12,7 @@ import { crc32 } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/cli/exit-codes.js';
 import { kbundle, type CliResult } from '../helpers/cli.js';
-import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
+import { cleanupTempDirs, mustRun, tempDir } from '../helpers/exec.js';
 import { snapshotTree } from '../helpers/tree.js';
 
 afterAll(cleanupTempDirs);
@@ -191,6 +191,17 @@ describe('GPT garbage is refused with a clean error naming the image', () => {
     const r = check(gptImage({ parts: twoParts, extra: [{ offset: 3072 * SECTOR, data: veritySuperblock({ dataBlockSize: 4096, hashBlockSize: 4096, dataBlocks: 128n }) }] }));
     // Past the GPT and the verity superblock: the zero-filled data partition holds no file system.
     expectRefused(r, 'img.raw: neither a GPT disk image nor a squashfs/erofs file system');
+  });
+
+  it('a release file too large to be one is refused without reading it all (unsquashfs is stopped at the cap)', () => {
+    const dir = tempDir('kbundle-gpt-');
+    const rel = join(dir, 'tree/usr/lib/extension-release.d');
+    mkdirSync(rel, { recursive: true });
+    writeFileSync(join(rel, 'extension-release.img'), Buffer.alloc(8 * 1024 * 1024, 'ID=_any\n'));
+    mustRun('mksquashfs', [join(dir, 'tree'), join(dir, 'img.raw'), '-quiet', '-no-progress', '-all-root']);
+    writeFileSync(join(dir, 'os-release'), 'ID=debian\nVERSION_ID=12\n');
+    const r = kbundle(['sysext', 'check', 'img.raw', '--os-release', join(dir, 'os-release')], { cwd: dir, timeoutMs: 60_000 });
+    expectRefused(r, 'img.raw: usr/lib/extension-release.d/extension-release.img is larger than 65536 bytes');
   });
 
   it('sysext install of a hostile image installs nothing', () => {
