@@ -190,7 +190,8 @@ export class SourceFolder {
   list(dir: string, what: string): SourceEntry[] {
     const names = this.fs(what, this.rel(dir), () => readdirSync(dir)).sort(compareEntryPaths);
     // A folder swapped for a symlink after it was checked would list another folder.
-    if (this.fs(what, this.rel(dir), () => realpathSync.native(dir)) !== dir) throw new UserError(`${what}: ${this.rel(dir)} changed while it was read (now leads elsewhere)`, 'do not change the folder during a build');
+    if (this.fs(what, this.rel(dir), () => realpathSync.native(dir)) !== dir)
+      throw new UserError(`${what}: ${this.rel(dir)} changed while it was read (now leads elsewhere)`, 'do not change the folder during a build');
     return names.map((n) => this.entry(join(dir, n), what));
   }
 

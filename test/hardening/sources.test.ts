@@ -108,6 +108,12 @@ describe('build and validate refuse sources that leave the bundle folder', () =>
       line: 'bundle/bundle.yaml: files.0.src: "loop/x": too many levels of symbolic links (at loop)',
     },
     {
+      name: 'a path through a file (ENOTDIR)',
+      yaml: files('x.txt/inner'),
+      plant: (d) => writeFileSync(join(d, 'x.txt'), 'x\n'),
+      line: 'bundle/bundle.yaml: files.0.src: file not found: x.txt/inner',
+    },
+    {
       name: 'a hard link to a file outside',
       yaml: files('assets'),
       plant: (d, top) => {
