@@ -124,7 +124,7 @@ describe('bundle.yaml validation', () => {
     { name: 'source file missing', spec: base('type: container\nfiles:\n  - src: nope.txt\n    dst: a.txt\n'), error: /bundle\.yaml: files\.0\.src: file not found: nope\.txt/ },
     { name: 'absolute destination', spec: base('type: container\nfiles:\n  - src: f\n    dst: /etc/x\n'), files: [{ path: 'f' }], error: /files\.0\.dst: "\/etc\/x" is absolute/ },
     { name: '.. in destination', spec: base('type: container\nfiles:\n  - src: f\n    dst: a/../../x\n'), files: [{ path: 'f' }], error: /files\.0\.dst: "a\/\.\.\/\.\.\/x" contains "\.\."/ },
-    { name: 'source outside the bundle', spec: base('type: container\nfiles:\n  - src: ../outside\n    dst: x\n'), error: /files\.0\.src: "\.\.\/outside" points outside the bundle directory/ },
+    { name: 'source outside the bundle', spec: base('type: container\nfiles:\n  - src: ../outside\n    dst: x\n'), error: /files\.0\.src: "\.\.\/outside" leaves the bundle folder/ },
     {
       name: 'unknown platform',
       spec: base('type: container\nplatforms: [linux/mips]\nfiles:\n  - src: f\n    dst: x\n'),

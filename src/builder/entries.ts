@@ -1,26 +1,17 @@
-import { createReadStream, readFileSync } from 'node:fs';
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
-import { basename, join, posix } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { lstat } from 'node:fs/promises';
+import { basename, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { UserError } from '../errors.js';
 import { extractPinnedMember, fetchPinned } from './download.js';
 import { chartManifest, placeManifestsScript } from './generate.js';
 import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
-import { bundlePath, normaliseDestination, type FileSpec, type LoadedSpec } from './spec.js';
+import type { SourceEntry } from './source-path.js';
+import { bundlePath, normaliseDestination, sourceFolderOf, type FileSpec, type LoadedSpec } from './spec.js';
 
 const DIR_MODE = 0o755;
-/** Large reads: fewer thread-pool round trips per file. */
+/** Large reads of cached downloads: fewer thread-pool round trips per file. */
 const READ_CHUNK = 1024 * 1024;
-
-/**
- * Small files are read synchronously: on a 2-core VM each thread-pool round trip (open, read,
- * close) costs ~0.2 ms, which dominates bundles made of thousands of small manifests.
- */
-const SMALL_FILE = 256 * 1024;
-function openSource(path: string, size: number): Readable {
-  if (size <= SMALL_FILE) return Readable.from([readFileSync(path)]);
-  return createReadStream(path, { highWaterMark: READ_CHUNK });
-}
 
 /** Where generated content lives inside a run bundle image. */
 export const RUN_SCRIPT = 'run.sh';
@@ -32,13 +23,20 @@ interface Planned {
   origin: string;
 }
 
+export interface PlanOptions {
+  /** Fetch pinned `url:` downloads (default); `validate` leaves them out and plans the bundle's own files. */
+  downloads?: boolean;
+}
+
 /**
  * Everything that goes into the image for one platform, sorted, with parent directories.
  * Only the executable bit is taken from the source files, so checkouts with another umask,
- * owner or mtime produce the same layer.
+ * owner or mtime produce the same layer. Every source is read through the bundle's
+ * SourceFolder: nothing outside the bundle folder, no FIFO or device (source-path.ts).
  */
-export async function planEntries(loaded: LoadedSpec, platform: string): Promise<LayerEntry[]> {
-  const { dir, specPath, spec } = loaded;
+export async function planEntries(loaded: LoadedSpec, platform: string, opts: PlanOptions = {}): Promise<LayerEntry[]> {
+  const { specPath, spec } = loaded;
+  const folder = sourceFolderOf(loaded);
   const planned = new Map<string, Planned>();
   const add = (entry: LayerEntry, origin: string) => {
     const prev = planned.get(entry.path);
@@ -55,29 +53,27 @@ export async function planEntries(loaded: LoadedSpec, platform: string): Promise
   const addFileSpec = async (f: FileSpec, field: string) => {
     const dst = normaliseDestination(f.dst, specPath, `${field}.dst`);
     if (f.url) {
+      if (opts.downloads === false) return;
       const archive = await fetchPinned(f.url, f.sha256!, `${specPath}: ${field}`);
       const cached = f.extract ? await extractPinnedMember(archive, f.sha256!, f.extract, `${specPath}: ${field}`) : archive;
       const st = await lstat(cached);
       add({ type: 'file', path: dst, mode: f.mode ?? 0o644, size: st.size, open: () => createReadStream(cached, { highWaterMark: READ_CHUNK }) }, field);
       return;
     }
-    const src = bundlePath(dir, f.src!, specPath, `${field}.src`);
-    await addPath(src, dst, f.mode, field);
+    const what = `${specPath}: ${field}.src`;
+    // A symlink named as src is copied as a symlink, like one inside a copied folder.
+    addPath(folder.entry(bundlePath(folder, f.src!, specPath, `${field}.src`), what), dst, f.mode, field, what);
   };
 
-  const addPath = async (src: string, dst: string, mode: number | undefined, origin: string): Promise<void> => {
-    const st = await lstat(src);
-    if (st.isSymbolicLink()) {
-      add({ type: 'symlink', path: dst, target: await readlink(src) }, origin);
-    } else if (st.isDirectory()) {
+  const addPath = (e: SourceEntry, dst: string, mode: number | undefined, origin: string, what: string): void => {
+    if (e.kind === 'symlink') {
+      add({ type: 'symlink', path: dst, target: folder.readlink(e, what) }, origin);
+    } else if (e.kind === 'directory') {
       add({ type: 'directory', path: dst, mode: DIR_MODE }, origin);
-      const names = (await readdir(src)).sort(compareEntryPaths);
-      for (const n of names) await addPath(join(src, n), posix.join(dst, n), mode, origin);
-    } else if (st.isFile()) {
-      const m = mode ?? (st.mode & 0o111 ? 0o755 : 0o644);
-      add({ type: 'file', path: dst, mode: m, size: st.size, open: () => openSource(src, st.size) }, origin);
+      for (const child of folder.list(e.path, what)) addPath(child, posix.join(dst, basename(child.path)), mode, origin, what);
     } else {
-      throw new UserError(`${specPath}: ${origin}: ${src} is not a regular file, directory or symlink`);
+      const m = mode ?? (e.stats.mode & 0o111 ? 0o755 : 0o644);
+      add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(e.path, what) }, origin);
     }
   };
 
@@ -87,15 +83,15 @@ export async function planEntries(loaded: LoadedSpec, platform: string): Promise
   if (spec.type === 'run') {
     const hasManifests = spec.manifests.length > 0 || spec.charts.length > 0;
     if (spec.run) {
-      const src = bundlePath(dir, spec.run, specPath, 'run');
-      addBytes(RUN_SCRIPT, await readFile(src), 0o755, 'run');
+      const src = bundlePath(folder, spec.run, specPath, 'run', true);
+      addBytes(RUN_SCRIPT, folder.readFile(src, `${specPath}: run`), 0o755, 'run');
       if (hasManifests) addBytes(PLACE_SCRIPT, placeManifestsScript(spec), 0o755, 'manifests (generated place-manifests.sh)');
     } else {
       addBytes(RUN_SCRIPT, placeManifestsScript(spec), 0o755, 'manifests (generated run.sh)');
     }
     for (const [i, m] of spec.manifests.entries()) {
-      const src = bundlePath(dir, m.src, specPath, `manifests.${i}.src`);
-      const data = await readFile(src);
+      const src = bundlePath(folder, m.src, specPath, `manifests.${i}.src`, true);
+      const data = folder.readFile(src, `${specPath}: manifests.${i}.src`);
       for (const d of m.distros) addBytes(posix.join(MANIFESTS_DIR, d, basename(m.src)), data, 0o644, `manifests.${i}`);
     }
     for (const [i, c] of spec.charts.entries()) {

@@ -1,10 +1,10 @@
-import { readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, posix, relative, resolve } from 'node:path';
+import { isAbsolute, join, posix, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { KbError, UserError } from '../errors.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
+import { SourceFolder } from './source-path.js';
 
 /**
  * bundle.yaml — the spec of one Kairos bundle (docs: bundles/README.md).
@@ -119,6 +119,13 @@ export interface LoadedSpec {
   dir: string;
   specPath: string;
   spec: BundleSpec;
+  /** The bundle folder every source is read through (made from `dir` when absent). */
+  folder?: SourceFolder;
+}
+
+/** The folder a loaded spec's sources are read through. */
+export function sourceFolderOf(loaded: LoadedSpec): SourceFolder {
+  return (loaded.folder ??= new SourceFolder(loaded.dir));
 }
 
 /** Template placeholders in manifests and chart fields: `{{ key }}`, key from config.values. */
@@ -142,33 +149,37 @@ export function normaliseDestination(dst: string, specPath: string, field: strin
   return n;
 }
 
-/** Resolve a source path inside the bundle directory, refusing anything that points outside it. */
-export function bundlePath(dir: string, src: string, specPath: string, field: string): string {
-  if (isAbsolute(src)) throw specError(specPath, field, `"${src}" is absolute`, 'sources are paths inside the bundle directory');
-  const p = resolve(dir, src);
-  const rel = relative(dir, p);
-  if (rel.startsWith('..') || isAbsolute(rel)) throw specError(specPath, field, `"${src}" points outside the bundle directory`);
-  return p;
+/**
+ * Resolve a source path inside the bundle folder (src/builder/source-path.ts): `..`, absolute
+ * paths and symlinks that lead out of the folder are refused, naming the file and field.
+ */
+export function bundlePath(dir: string | SourceFolder, src: string, specPath: string, field: string, followFinal = false): string {
+  const folder = typeof dir === 'string' ? new SourceFolder(dir) : dir;
+  return folder.resolve(src, `${specPath}: ${field}`, { followFinal });
 }
 
-async function mustExist(path: string, specPath: string, field: string, shown: string): Promise<void> {
-  try {
-    await stat(path);
-  } catch {
-    throw specError(specPath, field, `file not found: ${shown}`, 'paths are relative to the folder holding bundle.yaml');
-  }
+/** The source must exist (as a file, folder or symlink; FIFOs, devices and outside hard links are refused). */
+function mustExist(folder: SourceFolder, path: string, specPath: string, field: string, shown: string): void {
+  const st = folder.lstat(path);
+  if (!st) throw specError(specPath, field, `file not found: ${shown}`, 'paths are relative to the folder holding bundle.yaml');
+  folder.entry(path, `${specPath}: ${field}`, st);
 }
 
 /** Read, parse and fully validate `<dir>/bundle.yaml`. */
 export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
   const dir = resolve(dirArg);
   const specPath = join(dirArg, 'bundle.yaml');
-  let text: string;
+  const notFound = () => new KbError('NOT_FOUND', `${specPath}: not found`, { hint: `a bundle is a folder with a bundle.yaml; see bundles/README.md` });
+  let folder: SourceFolder;
   try {
-    text = await readFile(join(dir, 'bundle.yaml'), 'utf8');
+    folder = new SourceFolder(dir);
   } catch {
-    throw new KbError('NOT_FOUND', `${specPath}: not found`, { hint: `a bundle is a folder with a bundle.yaml; see bundles/README.md` });
+    throw notFound();
   }
+  // bundle.yaml itself is read like every source: no symlink out of the folder, no FIFO.
+  const specFile = folder.resolve('bundle.yaml', specPath, { followFinal: true });
+  if (!folder.lstat(specFile)) throw notFound();
+  const text = folder.readFile(specFile, specPath).toString('utf8');
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) throw new UserError(`${specPath}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
   const raw = doc.toJS();
@@ -182,11 +193,11 @@ export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
     throw specError(specPath, field, msg);
   }
   const spec = { ...parsed.data, config: { ...parsed.data.config, key: parsed.data.config.key ?? parsed.data.name.replace(/-/g, '_') } } as BundleSpec;
-  await validateSemantics(dir, specPath, spec);
-  return { dir, specPath, spec };
+  validateSemantics(folder, specPath, spec);
+  return { dir, specPath, spec, folder };
 }
 
-async function validateSemantics(dir: string, specPath: string, spec: BundleSpec): Promise<void> {
+function validateSemantics(folder: SourceFolder, specPath: string, spec: BundleSpec): void {
   checkSysextBundleSpec(spec, specPath);
   const seenPlatforms = new Set<string>();
   spec.platforms.forEach((p, i) => {
@@ -212,19 +223,19 @@ async function validateSemantics(dir: string, specPath: string, spec: BundleSpec
     if (!new RegExp(re).test(spec.config.values[k]!)) throw specError(specPath, `config.values.${k}`, `default "${spec.config.values[k]}" does not match its own pattern ${re}`);
   }
 
-  const checkFiles = async (files: FileSpec[], field: string) => {
+  const checkFiles = (files: FileSpec[], field: string) => {
     for (const [i, f] of files.entries()) {
       normaliseDestination(f.dst, specPath, `${field}.${i}.dst`);
-      if (f.src) await mustExist(bundlePath(dir, f.src, specPath, `${field}.${i}.src`), specPath, `${field}.${i}.src`, f.src);
+      if (f.src) mustExist(folder, bundlePath(folder, f.src, specPath, `${field}.${i}.src`), specPath, `${field}.${i}.src`, f.src);
     }
   };
-  await checkFiles(spec.files, 'files');
-  for (const [p, files] of Object.entries(spec.platform_files)) await checkFiles(files, `platform_files.${p}`);
+  checkFiles(spec.files, 'files');
+  for (const [p, files] of Object.entries(spec.platform_files)) checkFiles(files, `platform_files.${p}`);
 
   const hasManifests = spec.manifests.length > 0 || spec.charts.length > 0;
   if (spec.type === 'run') {
     if (spec.run) {
-      await mustExist(bundlePath(dir, spec.run, specPath, 'run'), specPath, 'run', spec.run);
+      mustExist(folder, bundlePath(folder, spec.run, specPath, 'run', true), specPath, 'run', spec.run);
     } else if (!hasManifests) {
       throw specError(specPath, 'run', 'a run bundle needs a run.sh (run: run.sh) or manifests/charts to place', 'add run: run.sh, or declare manifests: / charts:');
     }
@@ -240,9 +251,9 @@ async function validateSemantics(dir: string, specPath: string, spec: BundleSpec
     }
   };
   for (const [i, m] of spec.manifests.entries()) {
-    const p = bundlePath(dir, m.src, specPath, `manifests.${i}.src`);
-    await mustExist(p, specPath, `manifests.${i}.src`, m.src);
-    checkPlaceholders(await readFile(p, 'utf8'), `manifests.${i}.src (${m.src})`);
+    const p = bundlePath(folder, m.src, specPath, `manifests.${i}.src`, true);
+    mustExist(folder, p, specPath, `manifests.${i}.src`, m.src);
+    checkPlaceholders(folder.readFile(p, `${specPath}: manifests.${i}.src`).toString('utf8'), `manifests.${i}.src (${m.src})`);
   }
   const chartNames = new Set<string>();
   for (const [i, c] of spec.charts.entries()) {

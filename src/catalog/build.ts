@@ -23,6 +23,7 @@ export interface CatalogEntryState {
 }
 
 export interface CatalogBuildResult {
+  layout: OciLayout;
   built: CatalogEntryState[];
   skipped: CatalogEntryState[];
   entries: CatalogEntryState[];
@@ -66,7 +67,8 @@ export function changedBundleNames(catalogDir: string, rev: string): Set<string>
  */
 export async function buildCatalog(
   catalogDir: string,
-  layout: OciLayout,
+  /** The layout, or how to open it: opened only once every bundle has been planned, so a bad bundle writes nothing. */
+  layoutOrOpen: OciLayout | (() => Promise<OciLayout>),
   opts: BuildOptions & {
     changedSince?: string;
     only?: string[];
@@ -90,6 +92,7 @@ export async function buildCatalog(
   }
   // Validate every selected bundle before building any, so a bad spec costs nothing.
   const plans = await Promise.all(bundles.map(async (b) => ({ b, plan: await planBuild(b.dir, opts) })));
+  const layout = typeof layoutOrOpen === 'function' ? await layoutOrOpen() : layoutOrOpen;
   const state = await readCatalogState(layout);
   const salt = `${BUILDER_VERSION}\0${opts.sourceDateEpoch ?? 0}\0${(opts.platforms ?? []).join(',')}\0${opts.uid ?? 0}:${opts.gid ?? 0}\0${opts.gzipLevel ?? 6}\0${opts.revision ?? ''}`;
   const built: CatalogEntryState[] = [];
@@ -142,5 +145,5 @@ export async function buildCatalog(
       sboms.push(...(await writeSboms(layout, images, facts, opts.sbom.format, opts.sbom.dir)));
     }
   }
-  return { built, skipped: skipped.sort(byName), entries, ...(sboms ? { sboms } : {}) };
+  return { layout, built, skipped: skipped.sort(byName), entries, ...(sboms ? { sboms } : {}) };
 }

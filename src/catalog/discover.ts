@@ -1,18 +1,30 @@
 import { createHash } from 'node:crypto';
-import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { compareEntryPaths } from '../layer/tar.js';
+import { SourceFolder } from '../builder/source-path.js';
 
 export interface CatalogBundle {
   name: string;
   dir: string;
 }
 
-/** Every `bundles/<name>/bundle.yaml`, sorted by folder name. */
+/**
+ * Every `bundles/<name>/bundle.yaml`, sorted by folder name. A bundle folder that is a symlink
+ * must stay inside the catalog folder (a catalog builds what it holds, nothing else on the host).
+ */
 export async function discoverBundles(catalogDir: string): Promise<CatalogBundle[]> {
   const out: CatalogBundle[] = [];
+  let catalog: SourceFolder | undefined;
   for (const name of (await readdir(catalogDir)).sort()) {
     const dir = join(catalogDir, name);
+    const st = await lstat(dir);
+    if (st.isSymbolicLink() && existsSync(join(dir, 'bundle.yaml'))) {
+      catalog ??= new SourceFolder(catalogDir, 'the catalog folder');
+      catalog.resolve(name, catalogDir, { followFinal: true });
+      out.push({ name, dir });
+      continue;
+    }
     try {
       if ((await lstat(join(dir, 'bundle.yaml'))).isFile()) out.push({ name, dir });
     } catch {
@@ -30,22 +42,15 @@ export async function discoverBundles(catalogDir: string): Promise<CatalogBundle
 export async function bundleInputDigest(dir: string, salt: string): Promise<string> {
   const h = createHash('sha256');
   h.update(`kbundle-inputs-v1\0${salt}\0`);
-  const walk = async (rel: string): Promise<void> => {
-    const names = (await readdir(join(dir, rel))).sort(compareEntryPaths);
-    for (const n of names) {
-      const r = rel ? `${rel}/${n}` : n;
-      const p = join(dir, r);
-      const st = await lstat(p);
-      if (st.isSymbolicLink()) h.update(`l\0${r}\0${await readlink(p)}\0`);
-      else if (st.isDirectory()) {
-        h.update(`d\0${r}\0`);
-        await walk(r);
-      } else if (st.isFile()) {
-        h.update(`f\0${r}\0${st.mode & 0o111 ? 'x' : '-'}\0${st.size}\0`);
-        h.update(await readFile(p));
-      }
+  // Read through the bundle's SourceFolder: no symlink followed, no FIFO opened.
+  const folder = new SourceFolder(dir);
+  folder.walk(folder.root, join(dir), (e) => {
+    if (e.kind === 'symlink') h.update(`l\0${e.rel}\0${folder.readlink(e, dir)}\0`);
+    else if (e.kind === 'directory') h.update(`d\0${e.rel}\0`);
+    else {
+      h.update(`f\0${e.rel}\0${e.stats.mode & 0o111 ? 'x' : '-'}\0${e.stats.size}\0`);
+      h.update(folder.readFile(e.path, dir));
     }
-  };
-  await walk('');
+  });
   return `sha256:${h.digest('hex')}`;
 }

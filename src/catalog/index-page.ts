@@ -1,9 +1,10 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadBundleSpec } from '../builder/spec.js';
 import { writeFileAtomic } from '../store/oci-layout.js';
 import type { CatalogEntryState } from './build.js';
 import { discoverBundles } from './discover.js';
+import { SourceFolder } from '../builder/source-path.js';
 
 export interface CatalogIndexEntry {
   name: string;
@@ -54,7 +55,7 @@ export async function catalogIndex(
     const { spec } = await loadBundleSpec(b.dir);
     let readme = '';
     try {
-      readme = readmeExcerpt(await readFile(join(b.dir, 'README.md'), 'utf8'));
+      readme = readmeExcerpt(new SourceFolder(b.dir).readOptional('README.md', join(b.dir, 'README.md'))?.toString('utf8') ?? '');
     } catch {
       /* lint reports it */
     }

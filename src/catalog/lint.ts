@@ -1,8 +1,9 @@
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { bundlePath, loadBundleSpec, PLACEHOLDER_RE } from '../builder/spec.js';
 import { errorMessage } from '../errors.js';
 import { discoverBundles } from './discover.js';
+import { SourceFolder } from '../builder/source-path.js';
 import { insideHierarchies, KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from '../sysext/hierarchies.js';
 
 export interface LintProblem {
@@ -72,18 +73,25 @@ export async function lintCatalog(catalogDir: string): Promise<LintProblem[]> {
           );
       }
     }
+    const readmeFile = join(catalogDir, b.name, 'README.md');
     let readme: string;
     try {
-      readme = await readFile(join(b.dir, 'README.md'), 'utf8');
-    } catch {
-      add(join(catalogDir, b.name, 'README.md'), 'missing: every bundle documents its purpose and cloud-config block');
+      // Read as a source: a FIFO or a symlink out of the folder is a problem, never a hang or a leak.
+      const text = new SourceFolder(b.dir).readOptional('README.md', readmeFile);
+      if (text === undefined) {
+        add(readmeFile, 'missing: every bundle documents its purpose and cloud-config block');
+        continue;
+      }
+      readme = text.toString('utf8');
+    } catch (e) {
+      add(readmeFile, errorMessage(e));
       continue;
     }
     for (const k of Object.keys(spec.config.values)) {
-      if (!new RegExp(`\\b${k}\\b`).test(readme)) add(join(catalogDir, b.name, 'README.md'), `does not document config value "${spec.config.key}.${k}"`);
+      if (!new RegExp(`\\b${k}\\b`).test(readme)) add(readmeFile, `does not document config value "${spec.config.key}.${k}"`);
     }
     if (Object.keys(spec.config.values).length && !readme.includes(`${spec.config.key}:`)) {
-      add(join(catalogDir, b.name, 'README.md'), `has no cloud-config example with the "${spec.config.key}:" block`);
+      add(readmeFile, `has no cloud-config example with the "${spec.config.key}:" block`);
     }
   }
   return problems;

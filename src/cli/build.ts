@@ -139,7 +139,11 @@ export function registerBuild(program: Command, io: CliIo): void {
     .argument('<bundle-dir>', 'folder holding bundle.yaml')
     .option('--json', 'print a JSON summary')
     .action(async (dir: string, o: { json?: boolean }) => {
-      const { spec, specPath } = await loadBundleSpec(dir);
+      const loaded = await loadBundleSpec(dir);
+      const { spec, specPath } = loaded;
+      // Walk every source as a build would (folders included), without fetching downloads.
+      const { planEntries } = await import('../builder/entries.js');
+      for (const p of spec.platforms) await planEntries(loaded, p, { downloads: false });
       makePrinter(!!o.json, io).result(`${specPath}: ok (${spec.name} ${spec.version}, ${spec.type}, ${spec.platforms.join(', ')})`, {
         ok: true,
         name: spec.name,

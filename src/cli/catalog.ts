@@ -36,8 +36,8 @@ export function registerCatalog(program: Command, io: CliIo): void {
       const out = makePrinter(!!o.json, io);
       const { sbomRequest } = await import('./build.js');
       const sbom = await sbomRequest(o.sbom, o.sbomDir, parseImageArgument(o.output, '-o', { bare: false }));
-      const layout = await OciLayout.open(layoutDir(o.output), { create: true });
-      const r = await buildCatalog(o.catalog, layout, {
+      const dir = layoutDir(o.output);
+      const r = await buildCatalog(o.catalog, () => OciLayout.open(dir, { create: true }), {
         changedSince: o.changedSince,
         only: o.bundle,
         exclude: o.exclude,
@@ -49,9 +49,9 @@ export function registerCatalog(program: Command, io: CliIo): void {
         onBundle: (name, action) => out.tty && out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
       });
       const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
-      lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${layout.name}`);
+      lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${r.layout.name}`);
       if (r.sboms) lines.push(`${r.sboms.length} SBOM(s) → ${sbom!.dir}`);
-      out.result(lines.join('\n'), { layout: layout.dir, built: r.built, skipped: r.skipped, ...(r.sboms ? { sboms: r.sboms } : {}) });
+      out.result(lines.join('\n'), { layout: r.layout.dir, built: r.built, skipped: r.skipped, ...(r.sboms ? { sboms: r.sboms } : {}) });
     });
 
   catalog

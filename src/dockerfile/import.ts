@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import { join, posix, relative, resolve } from 'node:path';
+import { join, posix, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { UserError } from '../errors.js';
 import { loadBundleSpec, type LoadedSpec } from '../builder/spec.js';
@@ -53,7 +53,7 @@ export async function importDockerfileFolder(dirArg: string, opts: ImportOptions
     }
     const destRel = step.dest.replace(/^\/+/, '');
     for (const src of step.sources) {
-      const rel = relative(dir, src.path).split('\\').join('/');
+      const rel = posix.normalize(src.given.replace(/^\/+/, '') || '.');
       const isDir = (await stat(src.path)).isDirectory();
       // A folder copied onto the image root has no single destination in bundle.yaml: one entry per child.
       const targets: { src: string; dst: string; dir: boolean }[] = [];
@@ -83,7 +83,7 @@ export async function importDockerfileFolder(dirArg: string, opts: ImportOptions
   const name = opts.name ?? bundleNameOf(dir);
   let description = `${name} (imported from a community-bundles Dockerfile)`;
   try {
-    const heading = /^#\s+(.+)$/m.exec(await readFile(join(dir, 'README.md'), 'utf8'));
+    const heading = /^#\s+(.+)$/m.exec(t.folder.readOptional('README.md', join(dirArg, 'README.md'))?.toString('utf8') ?? '');
     if (heading) description = heading[1]!.trim();
   } catch {
     /* no README */

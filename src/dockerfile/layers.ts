@@ -1,9 +1,7 @@
-import { createReadStream, readFileSync } from 'node:fs';
-import { lstat, readdir, readlink, stat } from 'node:fs/promises';
-import { basename, join, posix } from 'node:path';
-import { Readable } from 'node:stream';
+import { basename, posix } from 'node:path';
 import { UserError } from '../errors.js';
 import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
+import type { SourceFolder } from '../builder/source-path.js';
 import type { CopyStep, Translation } from './translate.js';
 
 /**
@@ -20,13 +18,14 @@ export interface PlannedLayer {
 }
 
 type Kind = 'directory' | 'file' | 'symlink';
-const SMALL_FILE = 256 * 1024;
 
-function fileEntry(path: string, src: string, mode: number, size: number): LayerEntry {
-  return { type: 'file', path, mode, size, open: () => (size <= SMALL_FILE ? Readable.from([readFileSync(src)]) : createReadStream(src)) };
+/** A file read through the folder (src/builder/source-path.ts) when the layer is written. */
+function fileEntry(folder: SourceFolder, what: string, path: string, src: string, mode: number, size: number): LayerEntry {
+  return { type: 'file', path, mode, size, open: () => folder.stream(src, what) };
 }
 
 export async function planDockerLayers(t: Translation): Promise<PlannedLayer[]> {
+  const folder = t.folder;
   const image = new Map<string, Kind>();
   const layers: PlannedLayer[] = [];
   for (const step of t.steps) {
@@ -48,32 +47,31 @@ export async function planDockerLayers(t: Translation): Promise<PlannedLayer[]> 
     };
     const mode = (m: number) => step.chmod ?? m & 0o7777;
 
-    const copyTree = async (src: string, dst: string): Promise<void> => {
-      for (const n of (await readdir(src)).sort(compareEntryPaths)) {
-        const s = join(src, n);
+    // Links inside a copied folder are copied as links (Docker too); FIFOs and devices are refused by list().
+    const copyTree = (src: string, dst: string): void => {
+      for (const e of folder.list(src, what)) {
+        const n = basename(e.path);
         const d = dst ? `${dst}/${n}` : n;
-        const st = await lstat(s);
-        if (st.isSymbolicLink()) put({ type: 'symlink', path: d, target: await readlink(s) }, s);
-        else if (st.isDirectory()) {
-          put({ type: 'directory', path: d, mode: mode(st.mode) }, s);
-          await copyTree(s, d);
-        } else if (st.isFile()) put(fileEntry(d, s, mode(st.mode), st.size), s);
-        else throw new UserError(`${what}: ${s} is not a regular file, folder or symlink`);
+        if (e.kind === 'symlink') put({ type: 'symlink', path: d, target: folder.readlink(e, what) }, e.path);
+        else if (e.kind === 'directory') {
+          put({ type: 'directory', path: d, mode: mode(e.stats.mode) }, e.path);
+          copyTree(e.path, d);
+        } else put(fileEntry(folder, what, d, e.path, mode(e.stats.mode), e.stats.size), e.path);
       }
     };
 
     const destRel = step.dest.replace(/^\/+/, '');
     for (const src of step.sources) {
-      // Sources named in the COPY are followed when they are symlinks; links inside folders are kept.
-      const st = await stat(src.path);
-      if (st.isDirectory()) {
+      // Sources named in the COPY were followed (inside the folder) when they are symlinks; links inside folders are kept.
+      const e = folder.entry(src.path, what);
+      if (e.kind === 'directory') {
         // A folder's contents go into the destination, which is created (with the folder's mode) if missing.
-        if (destRel && !kindOf(destRel)) put({ type: 'directory', path: destRel, mode: mode(st.mode) }, src.path);
-        await copyTree(src.path, destRel);
-      } else if (st.isFile()) {
+        if (destRel && !kindOf(destRel)) put({ type: 'directory', path: destRel, mode: mode(e.stats.mode) }, src.path);
+        copyTree(src.path, destRel);
+      } else if (e.kind === 'file') {
         const intoDir = step.destIsDir || !destRel || kindOf(destRel) === 'directory';
-        const target = intoDir ? posix.join(destRel, basename(src.path)) : destRel;
-        put(fileEntry(target, src.path, mode(st.mode), st.size), src.path);
+        const target = intoDir ? posix.join(destRel, basename(src.given)) : destRel;
+        put(fileEntry(folder, what, target, src.path, mode(e.stats.mode), e.stats.size), src.path);
       } else {
         throw new UserError(`${what}: ${src.given} is not a regular file or folder`);
       }

@@ -1,7 +1,8 @@
-import { existsSync } from 'node:fs';
-import { lstat, readdir, readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join, posix, relative, resolve } from 'node:path';
+import { existsSync, readdirSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
+import { isAbsolute, join, posix, resolve } from 'node:path';
 import { UserError } from '../errors.js';
+import { SourceFolder } from '../builder/source-path.js';
 import { parseDockerfile, type Dockerfile, type Instruction, type Stage } from './parse.js';
 
 /**
@@ -13,7 +14,7 @@ import { parseDockerfile, type Dockerfile, type Instruction, type Stage } from '
  */
 
 export interface CopySource {
-  /** Absolute path in the folder. */
+  /** Absolute path in the folder (resolved by the folder's SourceFolder: no symlink above or at it). */
   path: string;
   /** As written (for messages). */
   given: string;
@@ -36,6 +37,8 @@ export interface CopyStep {
 
 export interface Translation {
   dir: string;
+  /** The folder every COPY source is read through (src/builder/source-path.ts). */
+  folder: SourceFolder;
   dockerfile: Dockerfile;
   /** One per COPY of the final stage, in order: one image layer each, as Docker builds it. */
   steps: CopyStep[];
@@ -83,34 +86,30 @@ function globToRegExp(glob: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
-/** Resolve one COPY source inside the folder (globs in the last segment only). */
-async function resolveSources(dir: string, df: Dockerfile, ins: Instruction, given: string): Promise<CopySource[]> {
+/**
+ * Resolve one COPY source inside the folder (globs in the last segment only). Named sources are
+ * followed when they are symlinks, as Docker does, but only while they stay inside the folder.
+ */
+function resolveSources(folder: SourceFolder, df: Dockerfile, ins: Instruction, given: string): CopySource[] {
   if (given.includes('$')) throw refuse(df, ins, `the source "${given}" uses a variable`, 'write the path literally (kbundle does not evaluate ARG/ENV)');
   const clean = posix.normalize(given.replace(/^\/+/, '') || '.');
   if (clean === '..' || clean.startsWith('../') || isAbsolute(clean)) throw refuse(df, ins, `the source "${given}" is outside the build context`, 'COPY takes files from the bundle folder only');
+  const what = `${df.path}:${ins.line}: ${ins.text}`;
+  const resolveIn = (p: string) => folder.resolve(p, what, { followFinal: true, shown: `the source "${given}"` });
   const parent = posix.dirname(clean);
   const base = posix.basename(clean);
   if (/[*?[]/.test(parent)) throw refuse(df, ins, `the source "${given}" has a wildcard in a folder name`, 'use wildcards in the last path segment only, or name the folder');
   if (/[*?[]/.test(base)) {
+    const from = resolveIn(parent);
     let names: string[] = [];
-    try {
-      names = (await readdir(join(dir, parent))).sort();
-    } catch {
-      /* no such folder: no match */
-    }
+    if (folder.lstat(from)?.isDirectory()) names = readdirSync(from).sort();
     const re = globToRegExp(base);
-    const hits = names.filter((n) => re.test(n)).map((n) => ({ path: join(dir, parent, n), given: posix.join(parent, n) }));
+    const hits = names.filter((n) => re.test(n)).map((n) => ({ path: resolveIn(posix.join(parent, n)), given: posix.join(parent, n) }));
     if (!hits.length) throw refuse(df, ins, `no file matches "${given}"`, 'Docker fails on a COPY source that matches nothing, too');
     return hits;
   }
-  const path = resolve(dir, clean);
-  const rel = relative(dir, path);
-  if (rel.startsWith('..') || isAbsolute(rel)) throw refuse(df, ins, `the source "${given}" is outside the build context`, 'COPY takes files from the bundle folder only');
-  try {
-    await stat(path);
-  } catch {
-    throw refuse(df, ins, `the source "${given}" does not exist in ${dir}`, 'sources are relative to the folder holding the Dockerfile');
-  }
+  const path = resolveIn(clean);
+  if (!folder.lstat(path)) throw refuse(df, ins, `the source "${given}" does not exist in ${folder.root}`, 'sources are relative to the folder holding the Dockerfile');
   return [{ path, given }];
 }
 
@@ -130,12 +129,17 @@ const ARCHIVE_NAME = /\.(tar|tgz|tar\.gz|tar\.bz2|tbz2?|tar\.xz|txz|tar\.zst)$/i
 export async function translateDockerfile(dirArg: string): Promise<Translation> {
   const dir = resolve(dirArg);
   const path = join(dirArg, 'Dockerfile');
-  let text: string;
+  const notFound = () => new UserError(`${path}: not found`, 'a community bundle folder has a Dockerfile, run.sh and assets/; a kbundle folder has a bundle.yaml');
+  let folder: SourceFolder;
   try {
-    text = await readFile(join(dir, 'Dockerfile'), 'utf8');
+    folder = new SourceFolder(dir);
   } catch {
-    throw new UserError(`${path}: not found`, 'a community bundle folder has a Dockerfile, run.sh and assets/; a kbundle folder has a bundle.yaml');
+    throw notFound();
   }
+  // The Dockerfile is read like every source: no symlink out of the folder, no FIFO.
+  const dockerfile = folder.resolve('Dockerfile', path, { followFinal: true });
+  if (!folder.lstat(dockerfile)) throw notFound();
+  const text = folder.readFile(dockerfile, path).toString('utf8');
   if (existsSync(join(dir, '.dockerignore'))) {
     throw new UserError(`${join(dirArg, '.dockerignore')}: .dockerignore is not supported`, 'remove the files it excludes from the folder (or the COPY sources that name them) and delete it');
   }
@@ -191,7 +195,7 @@ export async function translateDockerfile(dirArg: string): Promise<Translation> 
         }
         if (destArg.includes('$')) throw refuse(df, ins, `the destination "${destArg}" uses a variable`, 'write the destination literally');
         const sources: CopySource[] = [];
-        for (const g of given) sources.push(...(await resolveSources(dir, df, ins, g)));
+        for (const g of given) sources.push(...resolveSources(folder, df, ins, g));
         // No WORKDIR is allowed, so relative destinations are relative to "/".
         const dest = posix.normalize(posix.join('/', destArg));
         const chmod = ins.flags.chmod !== undefined ? parseChmod(df, ins, ins.flags.chmod) : undefined;
@@ -228,7 +232,7 @@ export async function translateDockerfile(dirArg: string): Promise<Translation> 
     }
   }
   if (!steps.length) throw refuse(df, final.from, 'the final stage copies nothing', 'COPY run.sh and assets/ into it');
-  return { dir, dockerfile: df, steps };
+  return { dir, folder, dockerfile: df, steps };
 }
 
 /** lstat that reports a missing path as undefined. */

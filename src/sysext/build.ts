@@ -13,6 +13,7 @@ import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types
 import { defaultFilesystem } from './systemd-version.js';
 import { computeVerity, LeafHashers, VERITY_BLOCK, verityHashSize } from './verity.js';
 import { pathExists } from '../fs-util.js';
+import { SourceFolder } from '../builder/source-path.js';
 
 export type ImageFormat = 'ddi' | 'plain';
 
@@ -198,6 +199,16 @@ async function validateTree(tree: string, kind: ExtensionKind, name: string): Pr
   return present;
 }
 
+/**
+ * mksquashfs and mkfs.erofs pack the tree as it is: walk it first through the one source
+ * mechanism (src/builder/source-path.ts), so a FIFO, socket or device, or a file hard-linked to one
+ * outside the tree, is refused with its path. Symlinks are packed as symlinks, never followed.
+ */
+function checkTreeSources(tree: string, present: string[], shown: string): void {
+  const folder = new SourceFolder(tree, 'the tree');
+  for (const h of present) folder.walk(join(folder.root, h), shown, () => undefined);
+}
+
 /** Hard-link (or copy, across file systems) `src` into `dst`, keeping modes and symlinks. */
 async function linkTree(src: string, dst: string): Promise<void> {
   const st = await lstat(src);
@@ -306,6 +317,7 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   const epoch = opts.sourceDateEpoch ?? 0;
   const tree = resolve(opts.tree);
   const present = await validateTree(tree, kind, opts.name);
+  checkTreeSources(tree, present, opts.tree);
   if (kind === 'sysext') {
     const outside = await uncoveredInTree(tree, KAIROS_SYSEXT_HIERARCHIES);
     if (outside.length) {

@@ -28,6 +28,8 @@ export interface CheckOptions {
    * content elsewhere is reported as not merged. Default: systemd's (/usr and /opt; confext /etc).
    */
   hierarchies?: string[];
+  /** How the image is named in errors (default: `path`), e.g. the source it was installed from. */
+  what?: string;
 }
 
 export interface CheckLine {
@@ -65,7 +67,7 @@ export async function checkImage(path: string, opts: CheckOptions): Promise<Chec
   const version = opts.systemdVersion ?? DEFAULT_NODE_SYSTEMD;
   const fileName = opts.fileName ?? basename(path);
   const imageName = imageNameFromFile(fileName, version);
-  const info = await inspectImage(path, kind, imageName);
+  const info = await inspectImage(path, kind, imageName, opts.what);
   const lines: CheckLine[] = [];
   let protection: PolicyFlag | undefined;
   const add = (ok: boolean, text: string) => lines.push({ ok, text });

@@ -47,10 +47,14 @@ async function squashfsUserXattr(image: string, offset: number, path: string, na
 }
 
 const MAX_CAT = 64 * 1024;
+/** A file list longer than this (about a million paths) is not an extension kbundle inspects. */
+const MAX_LISTING = 64 * 1024 * 1024;
 
 export async function openFilesystem(image: string, fsType: string, offset: number, size: number, what: string): Promise<FsView> {
   if (fsType === 'squashfs') {
-    const r = await runTool('unsquashfs', ['-o', String(offset), '-l', '-d', '', image]);
+    const r = await runTool('unsquashfs', ['-o', String(offset), '-l', '-d', '', image], { maxStdout: MAX_LISTING });
+    if (r.overflow)
+      throw new UserError(`${what}: the squashfs at offset ${offset} lists more than ${MAX_LISTING} bytes of paths`, 'an extension this large is not inspected; the image may be hostile');
     if (r.code !== 0) throw new UserError(`${what}: unsquashfs cannot read the squashfs at offset ${offset}: ${lastLines(r.stderr)}`);
     const paths = r.stdout
       .toString('utf8')
@@ -61,7 +65,9 @@ export async function openFilesystem(image: string, fsType: string, offset: numb
       paths,
       async read(p) {
         if (!paths.includes(p)) return undefined;
-        const c = await runTool('unsquashfs', ['-o', String(offset), '-cat', image, p]);
+        // Stopped past the cap: a hostile image's release file must not fill memory.
+        const c = await runTool('unsquashfs', ['-o', String(offset), '-cat', image, p], { maxStdout: MAX_CAT });
+        if (c.overflow) throw new UserError(`${what}: ${p} is larger than ${MAX_CAT} bytes`);
         if (c.code !== 0) return undefined;
         if (c.stdout.length > MAX_CAT) throw new UserError(`${what}: ${p} is larger than ${MAX_CAT} bytes`);
         return c.stdout;

@@ -4,7 +4,8 @@ import { UserError } from '../errors.js';
 /**
  * A reader for GPT partition tables (UEFI 2.x §5.3) of Discoverable Disk Images, enough to tell
  * what systemd-dissect would see: partition types from the Discoverable Partitions Specification,
- * UUIDs, labels, offsets. Header and entry-array CRC32s are checked, the backup header is not used.
+ * UUIDs, labels, offsets. Images are hostile: header fields, entry size and count, CRC32s and LBA
+ * ranges are checked before anything is read or allocated from them; the backup header is not used.
  */
 
 /** DPS partition types (from `systemd-id128 show` of systemd 252): `<designator>-<arch>` → type UUID. */
@@ -138,47 +139,163 @@ export async function readAt(path: string, offset: number, len: number): Promise
   }
 }
 
-/** The GPT of an image file, or undefined when it has none (a bare file system). */
-export async function readGpt(path: string, what = path): Promise<GptTable | undefined> {
-  for (const sectorSize of [512, 4096]) {
-    const hdr = await readAt(path, sectorSize, 512);
-    if (hdr.length < 92 || hdr.toString('latin1', 0, 8) !== 'EFI PART') continue;
-    const headerSize = hdr.readUInt32LE(12);
-    if (headerSize < 92 || headerSize > 512) throw new UserError(`${what}: GPT header size ${headerSize} is invalid`);
-    const h = Buffer.from(hdr.subarray(0, headerSize));
-    const crc = h.readUInt32LE(16);
-    h.writeUInt32LE(0, 16);
-    if (crc32(h) !== crc) throw new UserError(`${what}: GPT header checksum mismatch`, 'the image is corrupt');
-    const entriesLba = Number(hdr.readBigUInt64LE(72));
-    const count = hdr.readUInt32LE(80);
-    const entrySize = hdr.readUInt32LE(84);
-    if (entrySize < 128 || count > 1024) throw new UserError(`${what}: GPT entry array (${count} × ${entrySize}) is invalid`);
-    const entries = await readAt(path, entriesLba * sectorSize, count * entrySize);
-    if (entries.length !== count * entrySize) throw new UserError(`${what}: GPT entry array is truncated`);
-    if (crc32(entries) !== hdr.readUInt32LE(88)) throw new UserError(`${what}: GPT entry array checksum mismatch`, 'the image is corrupt');
-    const partitions: GptPartition[] = [];
-    for (let i = 0; i < count; i++) {
-      const e = entries.subarray(i * entrySize, (i + 1) * entrySize);
-      if (e.subarray(0, 16).every((x) => x === 0)) continue;
-      const typeUuid = guidToString(e.subarray(0, 16));
-      const first = Number(e.readBigUInt64LE(32));
-      const last = Number(e.readBigUInt64LE(40));
-      const p: GptPartition = {
-        index: i + 1,
-        typeUuid,
-        uuid: guidToString(e.subarray(16, 32)),
-        label: e.toString('utf16le', 56, 128).replace(/\0.*$/s, ''),
-        offset: first * sectorSize,
-        size: (last - first + 1) * sectorSize,
-        attributes: e.readBigUInt64LE(48),
-      };
-      const dps = describeDpsType(typeUuid);
-      if (dps) p.dps = dps;
-      partitions.push(p);
-    }
-    return { sectorSize, diskUuid: guidToString(hdr.subarray(56, 72)), partitions };
+/**
+ * Limits on what a GPT may claim, checked before anything is allocated from its fields: the
+ * UEFI spec's entry size (128 × 2^n), a count far above any real table (systemd-repart and fdisk
+ * write 128), and so an entry array of at most 4096 × 4096 bytes.
+ */
+const MAX_ENTRIES = 4096;
+const MAX_ENTRY_SIZE = 4096;
+const GPT_REVISION = 0x00010000;
+const CORRUPT = 'the image is corrupt, or was not made as a disk image; rebuild it with kbundle sysext build';
+
+/** A GPT header whose fields were checked against the spec and the file. */
+interface GptHeader {
+  sectorSize: number;
+  headerSize: number;
+  alternateLba: bigint;
+  firstUsable: bigint;
+  lastUsable: bigint;
+  diskUuid: string;
+  entriesLba: bigint;
+  count: number;
+  entrySize: number;
+  entriesCrc: number;
+  /** The header sector as read. */
+  raw: Buffer;
+}
+
+function corrupt(what: string, message: string): UserError {
+  return new UserError(`${what}: ${message}`, CORRUPT);
+}
+
+/**
+ * Check a header read at `lba` (a sector of `sectorSize` bytes, starting with "EFI PART") in a file of
+ * `fileSize` bytes: revision, size, CRC, its own LBA, the usable area and the entry array's size
+ * and place (inside the file, clear of the usable area). Every LBA is compared as a bigint, so
+ * values past 2^53 are refused rather than rounded.
+ */
+function parseHeader(raw: Buffer, lba: bigint, sectorSize: number, fileSize: number, what: string): GptHeader {
+  const revision = raw.readUInt32LE(8);
+  const headerSize = raw.readUInt32LE(12);
+  if (headerSize < 92 || headerSize > sectorSize) throw corrupt(what, `GPT header size ${headerSize} is invalid (92 to ${sectorSize} bytes)`);
+  const h = Buffer.from(raw.subarray(0, headerSize));
+  const crc = h.readUInt32LE(16);
+  h.writeUInt32LE(0, 16);
+  if (crc32(h) !== crc) throw corrupt(what, 'GPT header checksum mismatch');
+  if (revision !== GPT_REVISION) throw corrupt(what, `GPT header revision 0x${revision.toString(16).padStart(8, '0')} is not 1.0`);
+  const myLba = raw.readBigUInt64LE(24);
+  if (myLba !== lba) throw corrupt(what, `GPT header at LBA ${lba} says it is at LBA ${myLba}`);
+  const sectors = BigInt(Math.floor(fileSize / sectorSize));
+  const firstUsable = raw.readBigUInt64LE(40);
+  const lastUsable = raw.readBigUInt64LE(48);
+  if (lastUsable >= sectors || firstUsable >= sectors) throw corrupt(what, `GPT usable area (LBA ${firstUsable}-${lastUsable}) lies outside the image (${sectors} sectors)`);
+  if (firstUsable > lastUsable) throw corrupt(what, `GPT usable area (LBA ${firstUsable}-${lastUsable}) is empty`);
+  const count = raw.readUInt32LE(80);
+  const entrySize = raw.readUInt32LE(84);
+  if (entrySize < 128 || entrySize > MAX_ENTRY_SIZE || (entrySize & (entrySize - 1)) !== 0) {
+    throw corrupt(what, `GPT partition entry size ${entrySize} is invalid (128 × 2^n bytes, at most ${MAX_ENTRY_SIZE})`);
   }
-  return undefined;
+  if (count > MAX_ENTRIES) throw corrupt(what, `GPT partition entry count ${count} is over the limit of ${MAX_ENTRIES}`);
+  const entriesLba = raw.readBigUInt64LE(72);
+  const bytes = count * entrySize;
+  const end = entriesLba + BigInt(Math.ceil(bytes / sectorSize)); // one past the array's last sector
+  if (entriesLba < 2n || end > sectors) throw corrupt(what, `GPT partition entry array (LBA ${entriesLba}, ${bytes} bytes) lies outside the image (${sectors} sectors)`);
+  if (bytes > 0 && entriesLba <= lastUsable && end > firstUsable) {
+    throw corrupt(what, `GPT partition entry array (LBA ${entriesLba}, ${bytes} bytes) overlaps the usable area (LBA ${firstUsable}-${lastUsable})`);
+  }
+  return {
+    sectorSize,
+    headerSize,
+    alternateLba: raw.readBigUInt64LE(32),
+    firstUsable,
+    lastUsable,
+    diskUuid: guidToString(raw.subarray(56, 72)),
+    entriesLba,
+    count,
+    entrySize,
+    entriesCrc: raw.readUInt32LE(88),
+    raw,
+  };
+}
+
+type FileHandle = Awaited<ReturnType<typeof open>>;
+
+async function readExactly(fh: FileHandle, offset: number, len: number, what: string, part: string): Promise<Buffer> {
+  const b = Buffer.alloc(len);
+  const { bytesRead } = await fh.read(b, 0, len, offset);
+  if (bytesRead !== len) throw corrupt(what, `${part} is truncated`);
+  return b;
+}
+
+/** The checked header at `lba`, or undefined when there is no "EFI PART" there. */
+async function readHeader(fh: FileHandle, lba: bigint, sectorSize: number, fileSize: number, what: string): Promise<GptHeader | undefined> {
+  if (BigInt(fileSize) < (lba + 1n) * BigInt(sectorSize)) return undefined;
+  const raw = await readExactly(fh, Number(lba) * sectorSize, sectorSize, what, 'the GPT header');
+  if (raw.toString('latin1', 0, 8) !== 'EFI PART') return undefined;
+  return parseHeader(raw, lba, sectorSize, fileSize, what);
+}
+
+/** The entry array of a checked header, its CRC checked. */
+async function readEntries(fh: FileHandle, h: GptHeader, what: string): Promise<Buffer> {
+  const entries = await readExactly(fh, Number(h.entriesLba) * h.sectorSize, h.count * h.entrySize, what, 'the GPT partition entry array');
+  if (crc32(entries) !== h.entriesCrc) throw corrupt(what, 'GPT partition entry array checksum mismatch');
+  return entries;
+}
+
+/** The partitions of a checked table: each inside the usable area, none overlapping another. */
+function parsePartitions(entries: Buffer, h: GptHeader, what: string): GptPartition[] {
+  const partitions: GptPartition[] = [];
+  const ranges: { index: number; first: bigint; last: bigint }[] = [];
+  for (let i = 0; i < h.count; i++) {
+    const e = entries.subarray(i * h.entrySize, (i + 1) * h.entrySize);
+    if (e.subarray(0, 16).every((x) => x === 0)) continue;
+    const first = e.readBigUInt64LE(32);
+    const last = e.readBigUInt64LE(40);
+    const at = `GPT partition ${i + 1} (LBA ${first}-${last})`;
+    if (first > last) throw corrupt(what, `${at} ends before it starts`);
+    if (first < h.firstUsable || last > h.lastUsable) throw corrupt(what, `${at} lies outside the usable area (LBA ${h.firstUsable}-${h.lastUsable})`);
+    for (const r of ranges) {
+      if (first <= r.last && r.first <= last) throw corrupt(what, `GPT partitions ${r.index} (LBA ${r.first}-${r.last}) and ${i + 1} (LBA ${first}-${last}) overlap`);
+    }
+    ranges.push({ index: i + 1, first, last });
+    const typeUuid = guidToString(e.subarray(0, 16));
+    const p: GptPartition = {
+      index: i + 1,
+      typeUuid,
+      uuid: guidToString(e.subarray(16, 32)),
+      label: e.toString('utf16le', 56, 128).replace(/\0.*$/s, ''),
+      // Inside the usable area, so inside the file: safe as numbers.
+      offset: Number(first) * h.sectorSize,
+      size: Number(last - first + 1n) * h.sectorSize,
+      attributes: e.readBigUInt64LE(48),
+    };
+    const dps = describeDpsType(typeUuid);
+    if (dps) p.dps = dps;
+    partitions.push(p);
+  }
+  return partitions;
+}
+
+/**
+ * The GPT of an image file, or undefined when it has none (a bare file system). The image is
+ * hostile: every field of the primary header and entry array is checked (parseHeader,
+ * parsePartitions) before it sizes a read or an allocation, and a lie is a UserError naming `what`.
+ */
+export async function readGpt(path: string, what = path): Promise<GptTable | undefined> {
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    for (const sectorSize of [512, 4096]) {
+      const h = await readHeader(fh, 1n, sectorSize, size, what);
+      if (!h) continue;
+      const entries = await readEntries(fh, h, what);
+      return { sectorSize, diskUuid: h.diskUuid, partitions: parsePartitions(entries, h, what) };
+    }
+    return undefined;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The file system magic at the start of a region: squashfs, erofs, ext4, btrfs, xfs, vfat or unknown. */
@@ -209,29 +326,23 @@ export function guidToBytes(uuid: string): Buffer {
 export async function setPartitionUuids(path: string, uuids: Map<number, string>, sectorSize = 512): Promise<void> {
   const fh = await open(path, 'r+');
   try {
-    const read = async (offset: number, len: number) => {
-      const b = Buffer.alloc(len);
-      const { bytesRead } = await fh.read(b, 0, len, offset);
-      if (bytesRead !== len) throw new Error(`${path}: short GPT read at ${offset}`);
-      return b;
-    };
-    const primary = await read(sectorSize, sectorSize);
-    if (primary.toString('latin1', 0, 8) !== 'EFI PART') throw new Error(`${path}: no GPT header`);
-    const backupLba = Number(primary.readBigUInt64LE(32));
-    for (const lba of [1, backupLba]) {
-      const hdr = await read(lba * sectorSize, sectorSize);
-      if (hdr.toString('latin1', 0, 8) !== 'EFI PART') throw new Error(`${path}: no GPT header at LBA ${lba}`);
-      const headerSize = hdr.readUInt32LE(12);
-      const entriesAt = Number(hdr.readBigUInt64LE(72)) * sectorSize;
-      const count = hdr.readUInt32LE(80);
-      const entrySize = hdr.readUInt32LE(84);
-      const entries = await read(entriesAt, count * entrySize);
-      for (const [index, uuid] of uuids) guidToBytes(uuid).copy(entries, (index - 1) * entrySize + 16);
-      hdr.writeUInt32LE(crc32(entries), 88);
-      hdr.writeUInt32LE(0, 16);
-      hdr.writeUInt32LE(crc32(hdr.subarray(0, headerSize)), 16);
-      await fh.write(entries, 0, entries.length, entriesAt);
-      await fh.write(hdr, 0, sectorSize, lba * sectorSize);
+    const { size } = await fh.stat();
+    const primary = await readHeader(fh, 1n, sectorSize, size, path);
+    if (!primary) throw new Error(`${path}: no GPT header`);
+    for (const lba of [1n, primary.alternateLba]) {
+      const hdr = await readHeader(fh, lba, sectorSize, size, path);
+      if (!hdr) throw new Error(`${path}: no GPT header at LBA ${lba}`);
+      const entries = await readEntries(fh, hdr, path);
+      for (const [index, uuid] of uuids) {
+        if (index < 1 || index > hdr.count) throw new Error(`${path}: no GPT partition ${index}`);
+        guidToBytes(uuid).copy(entries, (index - 1) * hdr.entrySize + 16);
+      }
+      const raw = hdr.raw;
+      raw.writeUInt32LE(crc32(entries), 88);
+      raw.writeUInt32LE(0, 16);
+      raw.writeUInt32LE(crc32(raw.subarray(0, hdr.headerSize)), 16);
+      await fh.write(entries, 0, entries.length, Number(hdr.entriesLba) * sectorSize);
+      await fh.write(raw, 0, sectorSize, Number(lba) * sectorSize);
     }
   } finally {
     await fh.close();

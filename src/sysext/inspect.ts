@@ -62,8 +62,7 @@ function parseBoolean(v: string): boolean | undefined {
  * `releaseName`: the extension-release name the node will look for; when the image lacks it, the
  * release files' strict xattrs are read (systemd's fallback for renamed images).
  */
-export async function inspectImage(path: string, kind: ExtensionKind = 'sysext', releaseName?: string): Promise<ImageInfo> {
-  const what = path;
+export async function inspectImage(path: string, kind: ExtensionKind = 'sysext', releaseName?: string, what = path): Promise<ImageInfo> {
   let st;
   try {
     st = await stat(path);

@@ -418,6 +418,8 @@ async function installExtensionLocked(node: Node, uri: string, opts: InstallOpti
             arch: opts.arch ? systemdArch(opts.arch) : hostSystemdArch(),
             fileName: n,
             hierarchies,
+            // Errors name the image as the user gave it, not its staged copy.
+            what: names.length === 1 ? uri : `${uri}: ${n}`,
           });
           checks.push(r);
           if (!r.ok) {

@@ -6,18 +6,39 @@ export interface ToolResult {
   code: number;
   stdout: Buffer;
   stderr: string;
+  /** The tool wrote more than `maxStdout` bytes and was killed; `stdout` holds the first `maxStdout`. */
+  overflow?: boolean;
+}
+
+export interface ToolOptions {
+  env?: NodeJS.ProcessEnv;
+  input?: Buffer | string;
+  check?: string;
+  cwd?: string;
+  /** Kill the tool once its output passes this many bytes (it reads a hostile image). */
+  maxStdout?: number;
 }
 
 /**
  * Run an external tool to completion. A missing program is a UserError naming the Debian package
  * that ships it; a non-zero exit is returned (callers decide) unless `check` is set.
  */
-export function runTool(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: Buffer | string; check?: string; cwd?: string } = {}): Promise<ToolResult> {
+export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
+    let size = 0;
+    let overflow = false;
     let err = '';
-    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stdout.on('data', (b: Buffer) => {
+      if (overflow) return;
+      size += b.length;
+      out.push(b);
+      if (opts.maxStdout !== undefined && size > opts.maxStdout) {
+        overflow = true;
+        child.kill('SIGKILL');
+      }
+    });
     child.stderr.on('data', (b: Buffer) => {
       if (err.length < 64 * 1024) err += b.toString('utf8');
     });
@@ -30,7 +51,8 @@ export function runTool(cmd: string, args: string[], opts: { env?: NodeJS.Proces
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
     child.on('close', (code) => {
-      const r = { code: code ?? -1, stdout: Buffer.concat(out), stderr: err };
+      const stdout = Buffer.concat(out);
+      const r: ToolResult = overflow ? { code: code ?? -1, stdout: stdout.subarray(0, opts.maxStdout), stderr: err, overflow } : { code: code ?? -1, stdout, stderr: err };
       if (opts.check && r.code !== 0) {
         reject(new UserError(`${opts.check}: ${cmd} failed (exit ${r.code}): ${lastLines(r.stderr || r.stdout.toString('utf8'))}`));
         return;

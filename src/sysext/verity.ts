@@ -18,6 +18,9 @@ export const VERITY_BLOCK = 4096;
 const DIGEST = 32;
 const HASHES_PER_BLOCK_BITS = 7; // log2(4096 / 32)
 const SUPERBLOCK_SIZE = 512;
+/** Block sizes dm-verity takes: powers of two up to the largest page size (64 KiB on arm64). */
+const MIN_BLOCK = 512;
+const MAX_BLOCK = 65536;
 
 export interface VerityParams {
   salt: Buffer;
@@ -43,13 +46,13 @@ export interface VeritySuperblock {
   salt: Buffer;
 }
 
-/** Number of levels and the block count of each (level 0 hashes the data blocks). */
-function levelSizes(dataBlocks: number): number[] {
+/** Number of levels and the block count of each (level 0 hashes the data blocks); `bits`: log2 of hashes per block. */
+function levelSizes(dataBlocks: number, bits = HASHES_PER_BLOCK_BITS): number[] {
   let levels = 0;
-  while (HASHES_PER_BLOCK_BITS * levels < 64 && BigInt(dataBlocks - 1) >> BigInt(HASHES_PER_BLOCK_BITS * levels) !== 0n) levels++;
+  while (bits * levels < 64 && BigInt(dataBlocks - 1) >> BigInt(bits * levels) !== 0n) levels++;
   const sizes: number[] = [];
   for (let i = 0; i < levels; i++) {
-    const shift = HASHES_PER_BLOCK_BITS * (i + 1);
+    const shift = bits * (i + 1);
     sizes.push(Number((BigInt(dataBlocks) + (1n << BigInt(shift)) - 1n) >> BigInt(shift)));
   }
   return sizes;
@@ -255,8 +258,9 @@ export class LeafHashers {
 
 /** Lay level-0 digests into hash blocks, then build the upper levels; returns [levels bottom-first, root]. */
 function buildLevelsFrom(leaves: Buffer, dataBlocks: number, salt: Buffer, blockSize: number, digest: number, algorithm: string): { levels: Buffer[]; root: Buffer } {
-  const perBlock = 1 << Math.floor(Math.log2(blockSize / digest));
-  const sizes = levelSizes(dataBlocks);
+  const bits = Math.floor(Math.log2(blockSize / digest));
+  const perBlock = 1 << bits;
+  const sizes = levelSizes(dataBlocks, bits);
   if (sizes.length === 0) return { levels: [], root: leaves.subarray(0, digest) };
   const levels = sizes.map((sz) => Buffer.alloc(sz * blockSize));
   if (perBlock * digest === blockSize)
@@ -309,9 +313,14 @@ export async function checkVerity(path: string, data: { offset: number; size: nu
     const sb = parseSuperblock(head, what);
     if (sb.version !== 1 || sb.hashType !== 1) throw new KbError('UNSUPPORTED', `${what}: verity format version ${sb.version}/hash type ${sb.hashType} is not supported (only 1/1)`);
     if (!['sha256', 'sha512', 'sha1'].includes(sb.algorithm)) throw new KbError('UNSUPPORTED', `${what}: verity hash "${sb.algorithm}" is not supported`);
-    const dataBytes = Number(sb.dataBlocks) * sb.dataBlockSize;
-    if (dataBytes > data.size) throw new UserError(`${what}: verity covers ${dataBytes} bytes, the data partition has ${data.size}`);
+    // The superblock is hostile: every field that sizes a read or an allocation is checked first.
+    for (const bs of [sb.dataBlockSize, sb.hashBlockSize]) {
+      if (bs < MIN_BLOCK || bs > MAX_BLOCK || (bs & (bs - 1)) !== 0) throw new UserError(`${what}: verity block size ${bs} is invalid (a power of two from ${MIN_BLOCK} to ${MAX_BLOCK})`);
+    }
     if (sb.dataBlockSize !== sb.hashBlockSize) throw new KbError('UNSUPPORTED', `${what}: different data (${sb.dataBlockSize}) and hash (${sb.hashBlockSize}) block sizes are not supported`);
+    if (sb.dataBlocks === 0n || sb.dataBlocks * BigInt(sb.dataBlockSize) > BigInt(data.size)) {
+      throw new UserError(`${what}: verity covers ${sb.dataBlocks} blocks of ${sb.dataBlockSize} bytes, the data partition has ${data.size} bytes`);
+    }
     const digest = createHash(sb.algorithm).digest().length;
     const dataBlocks = Number(sb.dataBlocks);
     // Small regions are hashed on this thread alone: no worker to boot.
@@ -319,8 +328,8 @@ export async function checkVerity(path: string, data: { offset: number; size: nu
     const leaves = await hashers.run({ path, offset: data.offset, dataBlocks, salt: sb.salt, blockSize: sb.dataBlockSize, digest, algorithm: sb.algorithm });
     const { levels, root } = buildLevelsFrom(leaves, dataBlocks, sb.salt, sb.hashBlockSize, digest, sb.algorithm);
     const treeLen = levels.reduce((n, l) => n + l.length, 0);
-    stored = Buffer.alloc(treeLen);
     if (treeLen + sb.hashBlockSize > hash.size) return { superblock: sb, rootHash: root, treeMatches: false };
+    stored = Buffer.alloc(treeLen);
     await fh.read(stored, 0, treeLen, hash.offset + sb.hashBlockSize);
     const expected = Buffer.concat([...levels].reverse());
     return { superblock: sb, rootHash: root, treeMatches: expected.equals(stored) };

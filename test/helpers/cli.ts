@@ -27,6 +27,8 @@ export interface CliOptions {
   env?: NodeJS.ProcessEnv;
   /** Standard input (e.g. for --password-stdin). */
   input?: string;
+  /** Kill the process after this many milliseconds and fail (for cases that must not hang). */
+  timeoutMs?: number;
 }
 
 /** The program and leading arguments that start kbundle. */
@@ -44,7 +46,16 @@ export function cliShellCommand(): string {
 /** Run the CLI as a process and wait for it (blocks this process). */
 export function kbundle(args: string[], opts: CliOptions = {}): CliResult {
   const { file, args: lead } = cliCommand();
-  const r = spawnSync(file, [...lead, ...args], { cwd: opts.cwd, env: opts.env ?? process.env, input: opts.input, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync(file, [...lead, ...args], {
+    cwd: opts.cwd,
+    env: opts.env ?? process.env,
+    input: opts.input,
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+    timeout: opts.timeoutMs,
+    killSignal: 'SIGKILL',
+  });
+  if (opts.timeoutMs !== undefined && r.signal === 'SIGKILL') throw new Error(`kbundle ${args.join(' ')} did not finish within ${opts.timeoutMs} ms (killed)`);
   if (r.error) throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
