@@ -8,6 +8,7 @@ import { checkUrl } from '../net/url.js';
 import { resolveCredentials, type CredentialOptions, type Credentials } from './credentials.js';
 import { RegistryResponseError, TransientTransferError, describeErrors, errnoCodes, isNetworkError, networkErrorText, parseErrorBody } from './errors.js';
 import { apiHost } from './reference.js';
+import { readAllCapped } from '../oci/digest.js';
 import { DEFAULT_RETRY, backoffDelay, isRetryableStatus, sleep, type RetryPolicy } from './retry.js';
 import { fetchToken, tokenUsable, type CachedToken } from './token.js';
 
@@ -53,14 +54,17 @@ export function header(res: { headers: Record<string, string | string[] | undefi
 export async function unexpected(registry: string, res: RegistryResponse, operation: string, hint?: string): Promise<RegistryResponseError> {
   let text = '';
   try {
-    text = (await res.body.text()).slice(0, 4096);
+    // An error body is for a message: read a little of it, never all of what a hostile server sends.
+    text = (await readAllCapped(res.body, ERROR_BODY_BYTES, 'error body')).toString('utf8').slice(0, 4096);
   } catch {
-    /* body already consumed or broken */
+    /* body already consumed, broken or huge */
+    res.body.destroy();
   }
   const codes = parseErrorBody(text);
   return new RegistryResponseError(registry, operation, res.status, codes, describeErrors(codes, text || (res.status === 404 ? 'not found' : '')), hint);
 }
 
+const ERROR_BODY_BYTES = 64 * 1024;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 
@@ -152,8 +156,13 @@ export class RegistrySession {
     const plan = schemePlan(this.registry, this.opts);
     const https = `https://${this.apiHost}`;
     const http = `http://${this.apiHost}`;
-    const unreachable = (e: unknown, url: string): UserError =>
-      new UserError(`${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, errnoCodes(e).includes('ECONNREFUSED') ? 'is the registry running, and is the port right?' : undefined);
+    const unreachable = (e: unknown, url: string): KbError => {
+      // Nothing there (refused, no such name) is the user's to fix; a peer that stalls or hangs up is TRANSIENT.
+      const absent = errnoCodes(e).some((c) => c === 'ECONNREFUSED' || c === 'ENOTFOUND');
+      return new KbError(absent || !isNetworkError(e) ? 'INVALID_INPUT' : 'TRANSIENT', `${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, {
+        hint: errnoCodes(e).includes('ECONNREFUSED') ? 'is the registry running, and is the port right?' : undefined,
+      });
+    };
     if (plan.kind === 'http') {
       const d = await this.dispatchers.verifying();
       await this.ping(http, d).catch((e: unknown) => {
@@ -177,7 +186,8 @@ export class RegistrySession {
           return { url: http, dispatcher: d };
         } catch (e2) {
           if (e2 instanceof KbError) throw e2;
-          throw unreachable(e, https);
+          // It does speak plain HTTP but stalled or hung up: that is the failure to report.
+          throw errnoCodes(e2).some((c) => c.includes('TIMEOUT') || c === 'KB_SLOW_TRANSFER') ? unreachable(e2, http) : unreachable(e, https);
         }
       }
       if (isCertificateError(e)) {
@@ -390,6 +400,32 @@ export class RegistrySession {
         continue;
       }
       return res;
+    }
+  }
+
+  /**
+   * Send a request and read its whole body under a cap (manifests, tag lists, referrers): a
+   * declared length over the cap is refused unread; a body the network cuts short (reset,
+   * idle, too slow) is asked for again within the retry budget, then a TRANSIENT error. Only
+   * responses `wanted` says are read; others come back unread.
+   */
+  async sendAndRead(req: RegistryRequest, limit: number, what: string, wanted: (res: RegistryResponse) => boolean): Promise<{ res: RegistryResponse; bytes?: Buffer }> {
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.send(req);
+      if (!wanted(res)) return { res };
+      const declared = Number(header(res, 'content-length') ?? NaN);
+      if (declared > limit) {
+        res.body.destroy();
+        throw new UserError(`${what}: ${declared} bytes, over the ${limit}-byte limit`, 'refusing to read it; a registry has no reason to send this much');
+      }
+      try {
+        return { res, bytes: await readAllCapped(res.body, limit, what) };
+      } catch (e) {
+        res.body.destroy();
+        if (!isNetworkError(e)) throw e;
+        if (attempt >= this.retryPolicy.attempts) throw new TransientTransferError(`${this.registry}: ${req.operation}: ${networkErrorText(e)}`, e);
+        await sleep(backoffDelay(this.retryPolicy, attempt));
+      }
     }
   }
 }

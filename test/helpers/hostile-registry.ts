@@ -16,9 +16,11 @@
  * peers: `stall` (never answer), `trickle` (a few bytes now and then), `resetAfter` (a TCP RST
  * after N body bytes), `trickleHeaders` (a status line dribbled byte by byte).
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { cliCommand, type CliResult } from './cli.js';
 
 export interface RecordedRequest {
   /** host:port of the server that received it. */
@@ -239,4 +241,39 @@ export function isolatedEnv(dockerConfigDir: string, extra: Record<string, strin
 /** `Basic base64(user:password)`, as a server checks it. */
 export function basic(user: string, password: string): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+}
+
+export interface TimedResult extends CliResult {
+  /** Wall-clock milliseconds from spawn to exit. */
+  ms: number;
+  /** The run outlived `killAfterMs` and was killed (the hang the test looks for). */
+  killed: boolean;
+}
+
+/**
+ * Run the CLI as a process (not blocking this process's event loop, which serves the stand-in),
+ * killing it after `killAfterMs`: a test of a deadline must not itself hang when the deadline
+ * is missing.
+ */
+export function runKbundle(args: string[], opts: { env: NodeJS.ProcessEnv; input?: string; killAfterMs: number; cwd?: string }): Promise<TimedResult> {
+  const { file, args: lead } = cliCommand();
+  const start = Date.now();
+  return new Promise((resolve, reject) => {
+    const p = spawn(file, [...lead, ...args], { env: opts.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      p.kill('SIGKILL');
+    }, opts.killAfterMs);
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('error', reject);
+    p.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : -1), stdout, stderr, ms: Date.now() - start, killed });
+    });
+    p.stdin.end(opts.input);
+  });
 }
