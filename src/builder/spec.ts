@@ -1,8 +1,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { isAbsolute, join, posix, relative, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { KbError, UserError } from '../errors.js';
+import { isKbError, KbError, UserError } from '../errors.js';
+import { checkUrl } from '../net/url.js';
+import { readYamlFile, YAML_CAPS } from '../util/yaml.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
 
@@ -31,7 +32,16 @@ const modeSchema = z
 const fileSchema = z
   .object({
     src: z.string().min(1).optional(),
-    url: z.string().url().optional(),
+    url: z
+      .string()
+      .superRefine((u, ctx) => {
+        try {
+          checkUrl(u, 'url');
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^url: /, '') });
+        }
+      })
+      .optional(),
     sha256: z.string().regex(SHA256_RE, 'must be 64 lowercase hex characters').optional(),
     /** With url: the download is a tar or tar.gz archive, and this member of it is the file. */
     extract: z.string().min(1).optional(),
@@ -163,15 +173,13 @@ async function mustExist(path: string, specPath: string, field: string, shown: s
 export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
   const dir = resolve(dirArg);
   const specPath = join(dirArg, 'bundle.yaml');
-  let text: string;
+  let raw: unknown;
   try {
-    text = await readFile(join(dir, 'bundle.yaml'), 'utf8');
-  } catch {
-    throw new KbError('NOT_FOUND', `${specPath}: not found`, { hint: `a bundle is a folder with a bundle.yaml; see bundles/README.md` });
+    raw = (await readYamlFile(join(dir, 'bundle.yaml'), YAML_CAPS.bundleSpec, specPath)).value;
+  } catch (e) {
+    if (isKbError(e, 'NOT_FOUND')) throw new KbError('NOT_FOUND', `${specPath}: not found`, { hint: `a bundle is a folder with a bundle.yaml; see bundles/README.md` });
+    throw e;
   }
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length) throw new UserError(`${specPath}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
-  const raw = doc.toJS();
   const parsed = BundleSpecSchema.safeParse(raw ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

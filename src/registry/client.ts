@@ -64,6 +64,14 @@ export async function unexpected(registry: string, res: RegistryResponse, operat
   return new RegistryResponseError(registry, operation, res.status, codes, describeErrors(codes, text || (res.status === 404 ? 'not found' : '')), hint);
 }
 
+/**
+ * A URL the registry handed out (upload `Location`, `Link`), resolved against the response it
+ * came in and checked (src/net/url.ts): no dot segments, no other scheme, no user:password.
+ */
+export function locationUrl(res: RegistryResponse, location: string, registry: string, what: string): string {
+  return checkUrl(location, `${registry}: ${what}`, { base: res.url, code: 'REFUSED' }).toString();
+}
+
 const ERROR_BODY_BYTES = 64 * 1024;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;

@@ -1,5 +1,5 @@
 import { MediaType } from '../oci/mediatypes.js';
-import { IndexSchema, MAX_MANIFEST_BYTES, parseJson, type Descriptor } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES, parseIndex, type Descriptor } from '../oci/types.js';
 import { header, unexpected } from './client.js';
 import type { ManifestContext } from './manifests.js';
 
@@ -24,7 +24,7 @@ export async function referrersFromApi(ctx: ManifestContext, subject: Descriptor
     isIndex,
   );
   if (bytes) {
-    const index = parseJson(IndexSchema, bytes, `${ctx.name}: referrers of ${subject.digest}`);
+    const index = parseIndex(bytes, MediaType.OciIndex, `${ctx.name}: referrers of ${subject.digest}`);
     // Filtering by artifactType is optional for registries: filter again here.
     return artifactType ? index.manifests.filter((d) => d.artifactType === artifactType) : index.manifests;
   }

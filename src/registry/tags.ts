@@ -1,5 +1,5 @@
 import { UserError } from '../errors.js';
-import { header, unexpected } from './client.js';
+import { header, locationUrl, unexpected } from './client.js';
 import type { ManifestContext } from './manifests.js';
 
 const PAGE_SIZE = 1000;
@@ -49,7 +49,7 @@ export async function listTags(ctx: ManifestContext, pageSize = PAGE_SIZE): Prom
     }
     const next = nextLink(header(res, 'link'));
     if (!next || fresh === 0) break;
-    const abs = new URL(next, res.url).toString();
+    const abs = locationUrl(res, next, ctx.session.registry, 'list tags: Link');
     if (visited.has(abs)) break;
     visited.add(abs);
     path = abs;
