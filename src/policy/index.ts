@@ -50,7 +50,7 @@ export function parseTrustPolicy(text: string, path: string): TrustPolicy {
 }
 
 export function loadTrustPolicy(path: string): TrustPolicy {
-  return parseTrustPolicy(readTextFileCappedSync(path, YAML_CAPS.policy.maxBytes, `${path}: the trust policy`), path);
+  return parseTrustPolicy(readTextFileCappedSync(path, YAML_CAPS.policy.maxBytes, path, { noun: 'the trust policy' }), path);
 }
 
 /** The node's own policy under `root`, if it has one. */

@@ -14,20 +14,25 @@ function tooBig(what: string, size: number | undefined, maxBytes: number): UserE
   return new UserError(`${what}: ${size === undefined ? 'more than' : `${size} bytes,`} over the ${maxBytes}-byte limit for this file`);
 }
 
-function cannotRead(what: string, e: unknown): KbError {
-  return new KbError(fsErrorCode(e), `${what}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+function cannotRead(what: string, noun: string | undefined, e: unknown): KbError {
+  return new KbError(fsErrorCode(e), `${what}: cannot read${noun ? ` ${noun}` : ''} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
+}
+
+export interface ReadOptions {
+  /** What the file is, for "cannot read <noun>" (e.g. "the trust policy"). */
+  noun?: string;
 }
 
 /**
  * Read a file a user named, refusing what is not a regular file (a FIFO would block, a device
  * never end) and what is over `maxBytes`, before reading it.
  */
-export function readFileCappedSync(path: string, maxBytes: number, what = path): Buffer {
+export function readFileCappedSync(path: string, maxBytes: number, what = path, opts: ReadOptions = {}): Buffer {
   let fd: number;
   try {
     fd = openSync(path, OPEN_FLAGS);
   } catch (e) {
-    throw cannotRead(what, e);
+    throw cannotRead(what, opts.noun, e);
   }
   try {
     const st = fstatSync(fd);
@@ -44,12 +49,12 @@ export function readFileCappedSync(path: string, maxBytes: number, what = path):
 }
 
 /** The async form of readFileCappedSync. */
-export async function readFileCapped(path: string, maxBytes: number, what = path): Promise<Buffer> {
+export async function readFileCapped(path: string, maxBytes: number, what = path, opts: ReadOptions = {}): Promise<Buffer> {
   let fh;
   try {
     fh = await open(path, OPEN_FLAGS);
   } catch (e) {
-    throw cannotRead(what, e);
+    throw cannotRead(what, opts.noun, e);
   }
   try {
     const st = await fh.stat();
@@ -65,10 +70,10 @@ export async function readFileCapped(path: string, maxBytes: number, what = path
   }
 }
 
-export function readTextFileCappedSync(path: string, maxBytes: number, what = path): string {
-  return readFileCappedSync(path, maxBytes, what).toString('utf8');
+export function readTextFileCappedSync(path: string, maxBytes: number, what = path, opts: ReadOptions = {}): string {
+  return readFileCappedSync(path, maxBytes, what, opts).toString('utf8');
 }
 
-export async function readTextFileCapped(path: string, maxBytes: number, what = path): Promise<string> {
-  return (await readFileCapped(path, maxBytes, what)).toString('utf8');
+export async function readTextFileCapped(path: string, maxBytes: number, what = path, opts: ReadOptions = {}): Promise<string> {
+  return (await readFileCapped(path, maxBytes, what, opts)).toString('utf8');
 }

@@ -228,6 +228,6 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
 }
 
 export async function loadPolicy(path: string): Promise<LoadedPolicy> {
-  const text = await readTextFileCapped(path, YAML_CAPS.policy.maxBytes, `${path}: the trust policy`);
+  const text = await readTextFileCapped(path, YAML_CAPS.policy.maxBytes, path, { noun: 'the trust policy' });
   return parsePolicy(text, path);
 }
