@@ -90,6 +90,7 @@ export async function downloadToFile(req: DownloadRequest): Promise<{ bytes: num
   const env = req.env ?? process.env;
   const limit = req.maxBytes ?? maxDownloadBytes(env);
   const what = `${req.what}${req.what === req.url ? '' : `: ${req.url}`}`;
+  const failed = `${req.what === req.url ? '' : `${req.what}: `}download of ${req.url} failed`;
   const start = checkUrl(req.url, req.what);
   const dispatchers = new Dispatchers({ env });
   const retry = { ...DEFAULT_RETRY, attempts: dispatchers.limits.attempts };
@@ -104,7 +105,7 @@ export async function downloadToFile(req: DownloadRequest): Promise<{ bytes: num
             await sleep(backoffDelay(retry, attempt, res.headers['retry-after']));
             continue;
           }
-          throw new KbError(codeForHttpStatus(res.statusCode), `${what}: download failed: HTTP ${res.statusCode}`);
+          throw new KbError(codeForHttpStatus(res.statusCode), `${failed}: HTTP ${res.statusCode}`);
         }
         const declared = Number(res.headers['content-length'] ?? NaN);
         if (declared > limit) {
@@ -123,7 +124,7 @@ export async function downloadToFile(req: DownloadRequest): Promise<{ bytes: num
           await sleep(backoffDelay(retry, attempt));
           continue;
         }
-        throw new KbError('TRANSIENT', `${what}: download failed: ${networkErrorText(e)}`, { cause: e, hint: 'the server or the network failed repeatedly; try again later' });
+        throw new KbError('TRANSIENT', `${failed}: ${networkErrorText(e)}`, { cause: e, hint: 'the server or the network failed repeatedly; try again later' });
       }
     }
   } finally {
