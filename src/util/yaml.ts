@@ -6,8 +6,9 @@
  * - aliases are limited (`maxAliasCount`, yaml's guard against "billion laughs");
  * - the parsed value may hold at most `maxNodes` values and `maxDepth` levels once aliases are
  *   expanded — a few aliases of a large list stay under any alias count but not under this;
- * - yaml's "pretty" errors are off: on a deeply nested document their context printing runs
- *   the process out of memory (a fatal V8 error, not an exception); the line is computed here.
+ * - yaml's "pretty" errors are off: on deeply nested input (10,000 brackets) their context
+ *   printing has aborted the whole process out of memory, which no try/catch sees; the line
+ *   and column are computed here instead.
  *
  * Every failure is an INVALID_INPUT error naming the file (and line when there is one).
  */
