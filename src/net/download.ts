@@ -17,6 +17,7 @@ import { isNetworkError, networkErrorText } from '../registry/errors.js';
 import { isLoopback } from '../registry/reference.js';
 import { backoffDelay, DEFAULT_RETRY, isRetryableStatus, sleep } from '../registry/retry.js';
 import { undici } from '../registry/undici-lazy.js';
+import { VERSION } from '../version.js';
 import { checkUrl } from './url.js';
 
 export const MAX_DOWNLOAD_ENV = 'KBUNDLE_MAX_DOWNLOAD';
@@ -72,7 +73,7 @@ async function get(start: URL, dispatcher: Dispatcher, what: string): Promise<{ 
   const { request } = await undici();
   let url = start;
   for (let hops = 0; ; hops++) {
-    const res = await request(url, { method: 'GET', headers: { 'user-agent': 'kbundle/0.1.0', accept: '*/*' }, dispatcher });
+    const res = await request(url, { method: 'GET', headers: { 'user-agent': `kbundle/${VERSION}`, accept: '*/*' }, dispatcher });
     const location = res.headers.location;
     if (res.statusCode < 300 || res.statusCode >= 400 || !location) return { res, url };
     await res.body.dump().catch(() => undefined);

@@ -9,6 +9,7 @@ import { resolveCredentials, type CredentialOptions, type Credentials } from './
 import { RegistryResponseError, TransientTransferError, describeErrors, errnoCodes, isNetworkError, networkErrorText, parseErrorBody } from './errors.js';
 import { apiHost } from './reference.js';
 import { readAllCapped } from '../oci/digest.js';
+import { VERSION } from '../version.js';
 import { DEFAULT_RETRY, backoffDelay, isRetryableStatus, sleep, type RetryPolicy } from './retry.js';
 import { fetchToken, tokenUsable, type CachedToken } from './token.js';
 
@@ -448,7 +449,7 @@ export class RegistryClient {
   constructor(readonly options: RegistryClientOptions = {}) {
     this.dispatchers = new Dispatchers(options);
     this.retryPolicy = { ...DEFAULT_RETRY, attempts: this.dispatchers.limits.attempts, ...(options.retry ?? {}) };
-    this.userAgent = options.userAgent ?? 'kbundle/0.1.0';
+    this.userAgent = options.userAgent ?? `kbundle/${VERSION}`;
   }
 
   session(registry: string): RegistrySession {
