@@ -345,7 +345,7 @@ describe('image references in Kubernetes YAML', () => {
   it('finds image: strings and Helm image objects, ignores non-Kubernetes YAML, refuses broken YAML', () => {
     expect(parseKubernetesYaml(MANIFEST.replace(/\{\{ (\w+) \}\}/g, 'x'), 'm')!.images).toContain('x/web/server:2.0');
     expect(parseKubernetesYaml('a: 1\n', 'm')).toBeUndefined();
-    expect(() => parseKubernetesYaml('apiVersion: v1\nkind: [\n', 'm.yaml')).toThrow(/m\.yaml: not valid YAML/);
+    expect(() => parseKubernetesYaml('apiVersion: v1\nkind: [\n', 'm.yaml')).toThrow(/m\.yaml: invalid YAML \(line \d+, column \d+\)/);
     const k0s =
       'apiVersion: helm.k0sproject.io/v1beta1\nkind: Chart\nmetadata: {name: c}\nspec:\n  chartName: oci://ghcr.io/org/charts/app\n  version: 1.0.0\n  values: |\n    image: {registry: ghcr.io, repository: org/app, tag: "1.0"}\n';
     expect(parseKubernetesYaml(k0s, 'k')).toEqual({ images: ['ghcr.io/org/app:1.0'], charts: [{ repo: 'oci://ghcr.io/org/charts', chart: 'app', version: '1.0.0' }] });

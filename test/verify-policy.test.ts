@@ -67,7 +67,7 @@ policies:
   });
 
   it('explains malformed policies: where, and what is wrong', () => {
-    expect(policyError('version: 1\npolicies: [\n')).toMatch(/not valid YAML \(line \d+\)/);
+    expect(policyError('version: 1\npolicies: [\n')).toMatch(/invalid YAML \(line \d+, column \d+\)/);
     expect(policyError('policies: []\n')).toMatch(/invalid trust policy at version: must be 1/);
     expect(policyError('version: 1\npolicies: []\n')).toMatch(/at policies: list at least one policy entry/);
     expect(policyError('version: 1\npolicies:\n  - images: ["x"]\n    signer: []\n')).toMatch(/at policies\.0: unknown field\(s\) "signer"/);

@@ -9,7 +9,7 @@ import { errorMessage, KbError, UserError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { fetchBytes, tryResolve, type Target } from '../oci/target.js';
-import { ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
+import { parseManifest, type Descriptor } from '../oci/types.js';
 import { legacySignatureConfig, legacySignatureManifest } from './formats.js';
 
 /** cosign refuses to grow an attached image past this many layers (pkg/oci/mutate maxLayers). */
@@ -32,7 +32,7 @@ export async function attachedLayers(target: Target, tag: string): Promise<Descr
     });
   }
   try {
-    return parseJson(ManifestSchema, await fetchBytes(target, existing), `${target.name}:${tag}`).layers;
+    return parseManifest(await fetchBytes(target, existing), existing.mediaType, `${target.name}:${tag}`).layers;
   } catch (e) {
     throw new KbError('CONFLICT', `${target.name}:${tag}: the existing manifest is unusable (${errorMessage(e)}); refusing to replace it`, {
       hint: `delete the tag ${tag} if it is garbage, then try again`,

@@ -14,7 +14,7 @@ import { KbError, UserError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { MediaType, isManifestMediaType } from '../oci/mediatypes.js';
 import { fetchBytes, listsReferrers, tryResolve, type Target } from '../oci/target.js';
-import { IndexSchema, MAX_MANIFEST_BYTES, parseJson, type Descriptor, type Index } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES, parseIndex, type Descriptor, type Index } from '../oci/types.js';
 import { referrersTag } from './tags.js';
 
 /** Times one attach re-reads and rewrites the fallback index when a concurrent writer replaced it. */
@@ -37,7 +37,7 @@ async function readFallbackIndex(target: Target, subject: Descriptor): Promise<I
   if (!desc) return undefined;
   if (desc.mediaType !== MediaType.OciIndex) throw new UserError(`${target.name}:${tag}: the referrers tag holds ${desc.mediaType}, not an OCI index`, `delete the tag ${tag} and sign again`);
   if (desc.size > MAX_MANIFEST_BYTES) throw new UserError(`${target.name}:${tag}: the referrers index is ${desc.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`);
-  return parseJson(IndexSchema, await fetchBytes(target, desc), `${target.name}:${tag}`);
+  return parseIndex(await fetchBytes(target, desc), desc.mediaType, `${target.name}:${tag}`);
 }
 
 function byDigest(a: Descriptor, b: Descriptor): number {

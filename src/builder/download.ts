@@ -3,10 +3,9 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { undiciFull } from '../registry/undici-lazy.js';
-import { codeForHttpStatus, errorMessage, KbError, UserError } from '../errors.js';
+import { downloadToFile } from '../net/download.js';
+import { errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
 import { stageAndRename } from '../util/atomic-write.js';
 import { decompress } from '../layer/codec.js';
@@ -29,15 +28,8 @@ export async function fetchPinned(url: string, sha256: string, what: string): Pr
     /* not cached yet */
   }
   await mkdir(dir, { recursive: true });
-  let res;
   try {
-    res = await (await undiciFull()).fetch(url, { redirect: 'follow' });
-  } catch (e) {
-    throw new KbError('TRANSIENT', `${what}: download of ${url} failed: ${(e as Error).cause ? errorMessage((e as Error).cause) : errorMessage(e)}`, { cause: e });
-  }
-  if (!res.ok || !res.body) throw new KbError(codeForHttpStatus(res.status), `${what}: download of ${url} failed: HTTP ${res.status}`);
-  try {
-    await stageAndRename(final, (tmp) => pipeline(Readable.fromWeb(res.body as never), new VerifyingStream(`sha256:${sha256}`, undefined, `${what}: ${url}`), createWriteStream(tmp)));
+    await stageAndRename(final, (tmp) => downloadToFile({ url, dest: tmp, what, through: () => new VerifyingStream(`sha256:${sha256}`, undefined, `${what}: ${url}`) }));
   } catch (e) {
     if (e instanceof DigestMismatchError) {
       throw new KbError('DIGEST_MISMATCH', `${what}: ${url}: content digest ${e.actual} does not match the expected sha256:${sha256}`, {

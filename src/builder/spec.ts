@@ -1,7 +1,8 @@
 import { isAbsolute, join, posix, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { KbError, UserError } from '../errors.js';
+import { checkUrl } from '../net/url.js';
+import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
 import { SourceFolder } from './source-path.js';
@@ -31,7 +32,16 @@ const modeSchema = z
 const fileSchema = z
   .object({
     src: z.string().min(1).optional(),
-    url: z.string().url().optional(),
+    url: z
+      .string()
+      .superRefine((u, ctx) => {
+        try {
+          checkUrl(u, 'url');
+        } catch (e) {
+          ctx.addIssue({ code: 'custom', message: (e as Error).message.replace(/^url: /, '') });
+        }
+      })
+      .optional(),
     sha256: z.string().regex(SHA256_RE, 'must be 64 lowercase hex characters').optional(),
     /** With url: the download is a tar or tar.gz archive, and this member of it is the file. */
     extract: z.string().min(1).optional(),
@@ -176,13 +186,12 @@ export async function loadBundleSpec(dirArg: string): Promise<LoadedSpec> {
   } catch {
     throw notFound();
   }
-  // bundle.yaml itself is read like every source: no symlink out of the folder, no FIFO.
+  // bundle.yaml itself is read like every source: no symlink out of the folder, no FIFO, capped.
   const specFile = folder.resolve('bundle.yaml', specPath, { followFinal: true });
-  if (!folder.lstat(specFile)) throw notFound();
-  const text = folder.readFile(specFile, specPath).toString('utf8');
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length) throw new UserError(`${specPath}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
-  const raw = doc.toJS();
+  const st = folder.lstat(specFile);
+  if (!st) throw notFound();
+  if (st.size > YAML_CAPS.bundleSpec.maxBytes) throw new UserError(`${specPath}: ${st.size} bytes, over the ${YAML_CAPS.bundleSpec.maxBytes}-byte limit for a bundle.yaml`);
+  const raw = parseYamlText(folder.readFile(specFile, specPath).toString('utf8'), specPath, YAML_CAPS.bundleSpec).value;
   const parsed = BundleSpecSchema.safeParse(raw ?? {});
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

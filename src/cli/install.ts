@@ -1,6 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { fsErrorCode, KbError, UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
+import { readTextFileCapped } from '../util/read-file.js';
+import { YAML_CAPS } from '../util/yaml.js';
 import { installBundle, installFromConfig, parseCloudConfigBundles, type ConfigTarget, type ImageVerifier } from '../extract/install.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { CliIo } from './io.js';
@@ -67,12 +68,7 @@ export function registerInstall(program: Command, io: CliIo): void {
         return;
       }
       const file = o.config!;
-      let text: string;
-      try {
-        text = await readFile(file, 'utf8');
-      } catch (e) {
-        throw new KbError(fsErrorCode(e), `--config: cannot read ${file}`, { cause: e });
-      }
+      const text = await readTextFileCapped(file, YAML_CAPS.cloudConfig.maxBytes, `--config ${file}`);
       const targets = parseCloudConfigBundles(text, file);
       const flagVerifier = await verifierFromFlags(o);
       const perTarget = async (t: ConfigTarget): Promise<ImageVerifier | undefined> =>

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
+import { resolveNetLimits } from '../net/deadlines.js';
 import { RegistryClient, type RegistryClientOptions } from '../registry/client.js';
 import type { CliIo } from './io.js';
 
@@ -8,6 +9,12 @@ export interface RegistryFlags {
   plainHttp?: boolean;
   insecureRegistry?: string[];
   caFile?: string;
+  trustTokenRealm?: string[];
+  connectTimeout?: string;
+  responseTimeout?: string;
+  speedLimit?: string;
+  speedTime?: string;
+  retries?: string;
   username?: string;
   passwordStdin?: boolean;
   platform?: string;
@@ -24,6 +31,12 @@ export function registryOptions(cmd: Command, opts: { json?: boolean } = {}): Co
     .option('--plain-http', 'talk plain HTTP to every registry (loopback registries fall back to it by themselves)')
     .option('--insecure-registry <host>', 'allow plain HTTP and unverified TLS for this registry (repeatable; also KBUNDLE_INSECURE_REGISTRIES)', collect)
     .option('--ca-file <pem>', 'trust this CA bundle for registry TLS (default: $SSL_CERT_FILE)')
+    .option('--trust-token-realm <host>', 'send the registry login to this token server on another host (repeatable; also KBUNDLE_TRUSTED_TOKEN_REALMS)', collect)
+    .option('--connect-timeout <seconds>', 'give up connecting after this long (default 15; KBUNDLE_CONNECT_TIMEOUT)')
+    .option('--response-timeout <seconds>', 'give up waiting for response headers after this long (default 60; KBUNDLE_RESPONSE_TIMEOUT)')
+    .option('--speed-limit <bytes/s>', 'abort a transfer slower than this over --speed-time (default 1024; 0 = off; KBUNDLE_SPEED_LIMIT)')
+    .option('--speed-time <seconds>', 'the window of --speed-limit (default 60; KBUNDLE_SPEED_TIME)')
+    .option('--retries <n>', 'retries of a request after a reset, timeout, 429 or 5xx (default 4; KBUNDLE_RETRIES)')
     .option('--username <name>', 'registry user name (password from --password-stdin; or KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD; or docker login)')
     .option('--password-stdin', 'read the registry password from standard input');
   return opts.json === false ? c : c.option('--json', 'print a JSON summary');
@@ -38,7 +51,14 @@ async function readStdin(stdin: CliIo['stdin']): Promise<string> {
 }
 
 export async function makeClient(o: RegistryFlags, io: CliIo): Promise<RegistryClient> {
-  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile, env: io.env };
+  const limits = resolveNetLimits({ connectTimeoutMs: o.connectTimeout, headersTimeoutMs: o.responseTimeout, speedLimit: o.speedLimit, speedTimeMs: o.speedTime, attempts: o.retries }, io.env, {
+    connectTimeoutMs: '--connect-timeout',
+    headersTimeoutMs: '--response-timeout',
+    speedLimit: '--speed-limit',
+    speedTimeMs: '--speed-time',
+    attempts: '--retries',
+  });
+  const opts: RegistryClientOptions = { plainHttp: o.plainHttp, insecureRegistries: o.insecureRegistry, caFile: o.caFile, trustedTokenRealms: o.trustTokenRealm, env: io.env, limits };
   if (o.passwordStdin) {
     if (!o.username) throw new UserError('--password-stdin needs --username');
     if (io.stdin.isTTY) throw new UserError('--password-stdin: standard input is a terminal', 'pipe the password in, e.g. echo "$PW" | kbundle push … --username me --password-stdin');

@@ -7,7 +7,7 @@ import { verifyFiles } from '../oci/file-digest-worker.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
 import { decompress } from '../layer/codec.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
-import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
+import { parseIndex, parseManifest, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
 import { OciLayout } from '../store/oci-layout.js';
 import { fetchBytes, type Target } from '../oci/target.js';
 import { applyEntry, finishApply, newApplyState, type ApplyOptions } from './apply.js';
@@ -38,13 +38,18 @@ export interface ExtractResult {
 /** Manifest (or index → the platform's manifest) for a reference in a Target; `hint` as selectPlatform's. */
 export async function resolveManifest(target: Target, reference: string, platform: Platform = hostPlatform(), hint?: string): Promise<Descriptor> {
   let desc = await target.resolve(reference);
-  if (isIndexMediaType(desc.mediaType)) {
-    const index = parseJson(IndexSchema, await fetchBytes(target, desc), `${target.name}@${desc.digest}`);
+  // Follow the descriptors themselves (never re-resolve a digest, which would trust whatever the
+  // store answers over what the index said): parseIndex refuses an entry whose media type lies.
+  for (let depth = 0; isIndexMediaType(desc.mediaType); depth++) {
+    if (depth >= MAX_INDEX_NESTING) throw new UserError(`${target.name}:${reference}: indexes nested more than ${MAX_INDEX_NESTING} deep`);
+    const index = parseIndex(await fetchBytes(target, desc), desc.mediaType, `${target.name}@${desc.digest}`);
     desc = selectPlatform(index.manifests, platform, `${target.name}:${reference}`, hint);
-    if (isIndexMediaType(desc.mediaType)) return resolveManifest(target, desc.digest, platform, hint);
   }
   return desc;
 }
+
+/** An index of indexes is legal; a chain of them is not how anyone publishes an image. */
+const MAX_INDEX_NESTING = 4;
 
 /**
  * Verify every layer of the image, then flatten and apply it onto `root`. No layer byte reaches
@@ -53,7 +58,7 @@ export async function resolveManifest(target: Target, reference: string, platfor
  */
 export async function extractImage(target: Target, manifestDesc: Descriptor, root: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const what = `${target.name}@${manifestDesc.digest}`;
-  const manifest = parseJson(ManifestSchema, await fetchBytes(target, manifestDesc), what);
+  const manifest = parseManifest(await fetchBytes(target, manifestDesc), manifestDesc.mediaType, what);
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   const layers = opts.layers === 'last' ? manifest.layers.slice(-1) : manifest.layers;
   if (opts.layers === 'last' && layers.length === 0) throw new UserError(`${what}: the image has no layers`);

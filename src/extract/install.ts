@@ -1,7 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { errorMessage, KbError, UserError, writeError, type ErrorCode } from '../errors.js';
 import { hostPlatform } from '../oci/platform.js';
@@ -19,6 +18,7 @@ import { withStagingDir } from '../util/atomic-write.js';
 import { onInterrupt } from '../util/interrupt.js';
 import { withRootLock, type LockOptions } from '../util/root-lock.js';
 import { InstallJournal, recoverJournals } from './journal.js';
+import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
 
 /** Checks an image before anything is written; throws a UserError saying why it is refused. */
 export type ImageVerifier = (target: Target, top: Descriptor, display: string) => Promise<string | void>;
@@ -151,9 +151,8 @@ export interface ConfigTarget {
 
 /** The `bundles:` block of a Kairos cloud-config, flattened in order, with per-entry options. */
 export function parseCloudConfigBundles(text: string, file: string): ConfigTarget[] {
-  const doc = parseDocument(text);
-  if (doc.errors.length) throw new UserError(`${file}: invalid YAML: ${doc.errors[0]!.message.split('\n')[0]}`);
-  const r = CloudConfigSchema.safeParse(doc.toJS() ?? {});
+  const { value } = parseYamlText(text, file, YAML_CAPS.cloudConfig);
+  const r = CloudConfigSchema.safeParse(value ?? {});
   if (!r.success) {
     const i = r.error.issues[0]!;
     throw new UserError(`${file}: ${i.path.join('.') || '(top level)'}: ${i.message}`, 'bundles: is a list of entries, each with targets: [run://… | container://… | docker://…]');

@@ -16,7 +16,8 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
+import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
 
 const VALID_HEADERS = ['#cloud-config', '#kairos-config', '#node-config'];
 const SCAN_DIRS = ['run/initramfs/live', 'etc/kairos', 'usr/local/cloud-config', 'oem'];
@@ -85,7 +86,7 @@ export function configDocument(text: string): ConfigValue | undefined {
   if (!hasValidHeader(text)) return undefined;
   let doc: unknown;
   try {
-    doc = parse(text, { maxAliasCount: 100 });
+    doc = parseYamlText(text, 'config', YAML_CAPS.cloudConfig).value;
   } catch {
     doc = {};
   }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { isKbError } from '../errors.js';
+import { isKbError, UserError } from '../errors.js';
 import { readAllCapped } from './digest.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from './types.js';
 
@@ -74,7 +74,9 @@ export interface ImageCapabilities {
   readonly remote: boolean;
 }
 
+/** Read a small blob (manifest, index, config) whole, refusing one declared or found over `limit`. */
 export async function fetchBytes(target: Target, desc: Descriptor, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
+  if (desc.size > limit) throw new UserError(`${target.name}: ${desc.digest}: ${desc.size} bytes, over the ${limit}-byte limit`, 'refusing to read it into memory');
   const s = await target.fetch(desc);
   return readAllCapped(s, limit, `${target.name}: ${desc.digest}`);
 }

@@ -110,24 +110,77 @@ export function parseJson<T>(schema: z.ZodType<T>, bytes: Buffer | string, what:
 
 export type AnyManifest = { kind: 'manifest'; manifest: Manifest } | { kind: 'index'; index: Index };
 
-/** Decide manifest vs index from the declared media type, or the shape when none is declared. */
+const INDEX_TYPES: ReadonlySet<string> = new Set([MediaType.OciIndex, MediaType.DockerManifestList]);
+const MANIFEST_TYPES: ReadonlySet<string> = new Set([MediaType.OciManifest, MediaType.DockerManifest]);
+const KIND_NAME = { index: 'an image index', manifest: 'an image manifest', schema1: 'a Docker schema 1 manifest' } as const;
+const MISMATCH_HINT = 'the registry or the image is corrupt or hostile: the media type that names these bytes must say what they are; nothing was written';
+
+/**
+ * The content and the media type naming it disagree (an index descriptor pointing at manifest
+ * bytes, a manifest whose `mediaType` field says otherwise, JSON that is both). Every reader of
+ * manifests and indexes goes through `parseAnyManifest`, so every command refuses it alike.
+ */
+export class MediaTypeMismatchError extends KbError {
+  constructor(message: string) {
+    super('INVALID_INPUT', message, { hint: MISMATCH_HINT });
+    this.name = 'MediaTypeMismatchError';
+  }
+}
+
+/**
+ * What JSON says it is by its fields, refusing ambiguous JSON (containers/image
+ * ValidateUnambiguousManifestFormat, the image-spec fix for GHSA-77vh-xpmg-72qh): `manifests`
+ * makes an index, `config`/`layers` a manifest, `fsLayers`/`history` a schema 1 manifest.
+ */
+function shapeOf(raw: Record<string, unknown>, what: string): keyof typeof KIND_NAME | undefined {
+  const found: Array<keyof typeof KIND_NAME> = [];
+  if ('manifests' in raw) found.push('index');
+  if ('config' in raw || 'layers' in raw) found.push('manifest');
+  if ('fsLayers' in raw) found.push('schema1');
+  if (found.length > 1) throw new MediaTypeMismatchError(`${what}: ambiguous content: it has the fields of ${found.map((k) => KIND_NAME[k]).join(' and of ')}`);
+  return found[0];
+}
+
+/**
+ * Parse manifest or index bytes named by `mediaType` (a descriptor's, or a registry's
+ * Content-Type; undefined or generic JSON: decided by the content), checking that the media
+ * type, the content's own `mediaType` field and its shape agree before the schema is applied.
+ */
 export function parseAnyManifest(bytes: Buffer, mediaType: string | undefined, what: string): AnyManifest {
-  let mt = mediaType;
-  if (!mt || mt === 'application/json' || mt === 'text/plain') {
-    try {
-      const raw = JSON.parse(bytes.toString('utf8')) as { mediaType?: string; manifests?: unknown };
-      mt = raw.mediaType ?? (Array.isArray(raw.manifests) ? MediaType.OciIndex : MediaType.OciManifest);
-    } catch (e) {
-      throw new UserError(`${what}: not valid JSON (${(e as Error).message})`);
-    }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new UserError(`${what}: not valid JSON (${(e as Error).message})`);
   }
-  if (mt === MediaType.OciIndex || mt === MediaType.DockerManifestList) {
-    return { kind: 'index', index: parseJson(IndexSchema, bytes, what) };
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError(`${what}: not a JSON object`);
+  const obj = raw as Record<string, unknown>;
+  const declared = mediaType && mediaType !== 'application/json' && mediaType !== 'text/plain' ? mediaType : undefined;
+  const inner = typeof obj.mediaType === 'string' ? obj.mediaType : undefined;
+  const shape = shapeOf(obj, what);
+  if (declared && inner !== undefined && inner !== declared) throw new MediaTypeMismatchError(`${what}: media type mismatch: declared as ${declared}, but the content says ${inner}`);
+  const mt = declared ?? inner ?? (shape === 'index' ? MediaType.OciIndex : MediaType.OciManifest);
+  const kind = INDEX_TYPES.has(mt) ? 'index' : MANIFEST_TYPES.has(mt) ? 'manifest' : undefined;
+  if (!kind) throw new KbError('UNSUPPORTED', `${what}: unsupported manifest media type "${mt}"`);
+  if (shape !== kind) {
+    if (shape) throw new MediaTypeMismatchError(`${what}: media type mismatch: declared as ${mt}, but the content is ${KIND_NAME[shape]}`);
+    // Neither shape: let the schema name the missing field.
   }
-  if (mt === MediaType.OciManifest || mt === MediaType.DockerManifest) {
-    return { kind: 'manifest', manifest: parseJson(ManifestSchema, bytes, what) };
-  }
-  throw new KbError('UNSUPPORTED', `${what}: unsupported manifest media type "${mt}"`);
+  return kind === 'index' ? { kind, index: parseJson(IndexSchema, bytes, what) } : { kind, manifest: parseJson(ManifestSchema, bytes, what) };
+}
+
+/** An image manifest named by `mediaType` (refused, as by parseAnyManifest, when the bytes are an index). */
+export function parseManifest(bytes: Buffer, mediaType: string | undefined, what: string): Manifest {
+  const parsed = parseAnyManifest(bytes, mediaType ?? MediaType.OciManifest, what);
+  if (parsed.kind !== 'manifest') throw new MediaTypeMismatchError(`${what}: media type mismatch: expected an image manifest, but the content is an image index`);
+  return parsed.manifest;
+}
+
+/** An image index named by `mediaType` (undefined: an OCI index, as index.json and referrers lists are). */
+export function parseIndex(bytes: Buffer, mediaType: string | undefined, what: string): Index {
+  const parsed = parseAnyManifest(bytes, mediaType ?? MediaType.OciIndex, what);
+  if (parsed.kind !== 'index') throw new MediaTypeMismatchError(`${what}: media type mismatch: expected an image index, but the content is an image manifest`);
+  return parsed.index;
 }
 
 /** Manifests are small; registries cap them at 4 MiB, so do we. */

@@ -8,9 +8,11 @@
  * the scope and requirement when it refuses. `install`, `verify`, `sysext install` and
  * `policy check` all go through `enforce`.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { readTextFileCappedSync } from '../util/read-file.js';
+import { YAML_CAPS } from '../util/yaml.js';
 import { join, resolve } from 'node:path';
-import { KbError, fsErrorCode } from '../errors.js';
+import { KbError } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import type { Target } from '../oci/target.js';
 import { parsePolicy, type LoadedPolicy } from '../verify/policy.js';
@@ -48,14 +50,7 @@ export function parseTrustPolicy(text: string, path: string): TrustPolicy {
 }
 
 export function loadTrustPolicy(path: string): TrustPolicy {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new KbError(fsErrorCode(e), `${path}: cannot read the trust policy (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
-  }
-  if (text.length > 1 << 20) throw new KbError('INVALID_INPUT', `${path}: over 1 MiB; not a trust policy`);
-  return parseTrustPolicy(text, path);
+  return parseTrustPolicy(readTextFileCappedSync(path, YAML_CAPS.policy.maxBytes, path, { noun: 'the trust policy' }), path);
 }
 
 /** The node's own policy under `root`, if it has one. */

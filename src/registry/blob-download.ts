@@ -12,7 +12,7 @@ export interface DownloadContext {
   scopes: string[];
   /** Name for messages, `host/repo`. */
   name: string;
-  /** How many times a broken body may be resumed with a Range request. */
+  /** How many times a broken body may be resumed with a Range request (default: the retries, --retries). */
   maxResumes?: number;
 }
 
@@ -42,7 +42,7 @@ async function getBlob(ctx: DownloadContext, desc: Descriptor, offset: number): 
  */
 export async function downloadBlob(ctx: DownloadContext, desc: Descriptor): Promise<Readable> {
   const first = await getBlob(ctx, desc, 0);
-  const maxResumes = ctx.maxResumes ?? 5;
+  const maxResumes = ctx.maxResumes ?? Math.max(ctx.session.retryPolicy.attempts - 1, 0);
   const retry = { attempts: maxResumes + 1, baseDelayMs: 200, maxDelayMs: 3_000 };
 
   async function* body(): AsyncGenerator<Buffer> {

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream';
 import { KbError, UserError } from '../errors.js';
 import { VerifyingStream } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
-import { header, unexpected, type RegistryResponse, type RegistrySession } from './client.js';
+import { header, locationUrl, unexpected, type RegistryResponse, type RegistrySession } from './client.js';
 import { TransientTransferError, isNetworkError, networkErrorText } from './errors.js';
 import { ChunkedSource, ReplayableChunk } from './replayable-chunks.js';
 import { backoffDelay, isRetryableStatus, sleep } from './retry.js';
@@ -44,7 +44,7 @@ async function sessionLocation(ctx: UploadContext, res: RegistryResponse, operat
   const loc = header(res, 'location');
   if (res.status !== 202 || !loc) throw await unexpected(ctx.session.registry, res, operation);
   await res.body.dump();
-  return new URL(loc, res.url).toString();
+  return locationUrl(res, loc, ctx.session.registry, `${operation}: Location`);
 }
 
 /**
@@ -64,7 +64,9 @@ export async function mountBlob(ctx: UploadContext, desc: Descriptor, fromReposi
   if (res.status === 201) return true;
   const loc = header(res, 'location');
   if (res.status === 202 && loc) {
-    const cancel = await ctx.session.send({ method: 'DELETE', path: new URL(loc, res.url).toString(), scopes: ctx.scopes, operation: 'cancel upload', retry: false }).catch(() => undefined);
+    const cancel = await ctx.session
+      .send({ method: 'DELETE', path: locationUrl(res, loc, ctx.session.registry, 'mount: Location'), scopes: ctx.scopes, operation: 'cancel upload', retry: false })
+      .catch(() => undefined);
     await cancel?.body.dump().catch(() => undefined);
   }
   return false;
@@ -130,7 +132,7 @@ async function uploadStatus(ctx: UploadContext, location: string, previous: numb
   const offset = confirmedBytes(res, previous);
   if (offset === undefined) return undefined;
   const loc = header(res, 'location');
-  return { location: loc ? new URL(loc, res.url).toString() : location, offset };
+  return { location: loc ? locationUrl(res, loc, ctx.session.registry, 'upload status: Location') : location, offset };
 }
 
 interface ChunkState {
@@ -165,7 +167,7 @@ async function sendChunk(ctx: UploadContext, desc: Descriptor, source: ChunkedSo
         await res.body.dump();
         const held = confirmedBytes(res, state.offset);
         if (held !== undefined && held !== chunkEnd) throw new TransientTransferError(`${ctx.name}: blob ${desc.digest}: the registry holds ${held} bytes after a chunk ending at ${chunkEnd}`);
-        if (loc) state.location = new URL(loc, res.url).toString();
+        if (loc) state.location = locationUrl(res, loc, ctx.session.registry, `upload ${desc.digest}: Location`);
         state.offset = chunkEnd;
         return;
       }

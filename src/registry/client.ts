@@ -3,10 +3,13 @@ import type { Dispatcher } from 'undici';
 import { undici } from './undici-lazy.js';
 import { KbError, UserError } from '../errors.js';
 import { parseChallenges, type AuthChallenge } from './challenge.js';
-import { Dispatchers, isCertificateError, isNotTlsError, plainHttpAllowed, schemePlan, type ConnectionOptions } from './connection.js';
+import { Dispatchers, isCertificateError, isInsecureHost, isNotTlsError, loginOverHttpAllowed, plainHttpAllowed, realmGetsLogin, schemePlan, type ConnectionOptions } from './connection.js';
+import { checkUrl } from '../net/url.js';
 import { resolveCredentials, type CredentialOptions, type Credentials } from './credentials.js';
 import { RegistryResponseError, TransientTransferError, describeErrors, errnoCodes, isNetworkError, networkErrorText, parseErrorBody } from './errors.js';
 import { apiHost } from './reference.js';
+import { readAllCapped } from '../oci/digest.js';
+import { VERSION } from '../version.js';
 import { DEFAULT_RETRY, backoffDelay, isRetryableStatus, sleep, type RetryPolicy } from './retry.js';
 import { fetchToken, tokenUsable, type CachedToken } from './token.js';
 
@@ -52,14 +55,25 @@ export function header(res: { headers: Record<string, string | string[] | undefi
 export async function unexpected(registry: string, res: RegistryResponse, operation: string, hint?: string): Promise<RegistryResponseError> {
   let text = '';
   try {
-    text = (await res.body.text()).slice(0, 4096);
+    // An error body is for a message: read a little of it, never all of what a hostile server sends.
+    text = (await readAllCapped(res.body, ERROR_BODY_BYTES, 'error body')).toString('utf8').slice(0, 4096);
   } catch {
-    /* body already consumed or broken */
+    /* body already consumed, broken or huge */
+    res.body.destroy();
   }
   const codes = parseErrorBody(text);
   return new RegistryResponseError(registry, operation, res.status, codes, describeErrors(codes, text || (res.status === 404 ? 'not found' : '')), hint);
 }
 
+/**
+ * A URL the registry handed out (upload `Location`, `Link`), resolved against the response it
+ * came in and checked (src/net/url.ts): no dot segments, no other scheme, no user:password.
+ */
+export function locationUrl(res: RegistryResponse, location: string, registry: string, what: string): string {
+  return checkUrl(location, `${registry}: ${what}`, { base: res.url, code: 'REFUSED' }).toString();
+}
+
+const ERROR_BODY_BYTES = 64 * 1024;
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const MAX_REDIRECTS = 5;
 
@@ -74,6 +88,8 @@ export class RegistrySession {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly pendingTokens = new Map<string, Promise<CachedToken>>();
   private credentials?: Promise<Credentials | undefined>;
+  /** A token server on another host that was asked without the login (named in auth errors). */
+  private loginWithheldFrom?: string;
   readonly apiHost: string;
 
   constructor(
@@ -149,8 +165,13 @@ export class RegistrySession {
     const plan = schemePlan(this.registry, this.opts);
     const https = `https://${this.apiHost}`;
     const http = `http://${this.apiHost}`;
-    const unreachable = (e: unknown, url: string): UserError =>
-      new UserError(`${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, errnoCodes(e).includes('ECONNREFUSED') ? 'is the registry running, and is the port right?' : undefined);
+    const unreachable = (e: unknown, url: string): KbError => {
+      // Nothing there (refused, no such name) is the user's to fix; a peer that stalls or hangs up is TRANSIENT.
+      const absent = errnoCodes(e).some((c) => c === 'ECONNREFUSED' || c === 'ENOTFOUND');
+      return new KbError(absent || !isNetworkError(e) ? 'INVALID_INPUT' : 'TRANSIENT', `${this.registry}: cannot reach ${url}/v2/: ${networkErrorText(e)}`, {
+        hint: errnoCodes(e).includes('ECONNREFUSED') ? 'is the registry running, and is the port right?' : undefined,
+      });
+    };
     if (plan.kind === 'http') {
       const d = await this.dispatchers.verifying();
       await this.ping(http, d).catch((e: unknown) => {
@@ -174,7 +195,8 @@ export class RegistrySession {
           return { url: http, dispatcher: d };
         } catch (e2) {
           if (e2 instanceof KbError) throw e2;
-          throw unreachable(e, https);
+          // It does speak plain HTTP but stalled or hung up: that is the failure to report.
+          throw errnoCodes(e2).some((c) => c.includes('TIMEOUT') || c === 'KB_SLOW_TRANSFER') ? unreachable(e2, http) : unreachable(e, https);
         }
       }
       if (isCertificateError(e)) {
@@ -200,44 +222,49 @@ export class RegistrySession {
     return c;
   }
 
-  private static scopeKey(scopes: string[]): string {
-    return [...new Set(scopes)].sort().join(' ');
+  /**
+   * Refuse to send the login of this registry (or a token bought with it) over plain HTTP to a
+   * host that is not loopback and not named by --insecure-registry.
+   */
+  private assertLoginMayTravel(url: string | URL): void {
+    const u = typeof url === 'string' ? new URL(url) : url;
+    if (u.protocol === 'http:' && !loginOverHttpAllowed(u.host, this.opts)) {
+      throw new UserError(`refusing to send the login for ${this.registry} over plain HTTP (${u.origin})`, `use HTTPS, or pass --insecure-registry ${u.host} if the network to it is trusted`);
+    }
   }
 
-  private async bearerToken(scopes: string[], force: boolean): Promise<string> {
-    const key = RegistrySession.scopeKey(scopes);
+  private async bearerToken(scopes: string[], force: boolean, baseUrl: string): Promise<string> {
+    const c = this.challenge!;
+    const realm = c.params.realm;
+    if (!realm) throw new KbError('REFUSED', `${this.registry}: asks for a bearer token but names no realm`);
+    const realmUrl = checkUrl(realm, `${this.registry}: token realm`, { code: 'REFUSED' });
+    const creds = await this.creds();
+    const withLogin = !!creds && realmGetsLogin(this.registry, realmUrl.host, this.opts);
+    if (withLogin) {
+      this.assertLoginMayTravel(realmUrl);
+      this.assertLoginMayTravel(baseUrl); // the token carries the login's rights
+    } else if (realmUrl.protocol !== 'https:' && !plainHttpAllowed(realmUrl.host, this.opts)) {
+      throw new UserError(`${this.registry}: the token server ${realmUrl.origin} speaks plain HTTP`, `mark it insecure with --insecure-registry ${realmUrl.host} if you trust this network`);
+    }
+    if (creds && !withLogin) this.loginWithheldFrom = realmUrl.host;
+    // Tokens are bound to the realm and service that issued them, and to the scopes asked for.
+    const key = [realmUrl.href, c.params.service ?? '', withLogin ? 'login' : 'anonymous', RegistrySession.scopeKey(scopes)].join('\n');
     const cached = this.tokens.get(key);
     if (!force && tokenUsable(cached)) return cached.token;
     let pending = this.pendingTokens.get(key);
     if (!pending) {
-      const c = this.challenge!;
-      const realm = c.params.realm;
-      if (!realm) throw new UserError(`${this.registry}: asks for a bearer token but names no realm`);
-      let realmUrl: URL;
-      try {
-        realmUrl = new URL(realm);
-      } catch {
-        throw new UserError(`${this.registry}: token realm "${realm}" is not a URL`);
-      }
-      if (realmUrl.protocol !== 'https:' && !(realmUrl.protocol === 'http:' && plainHttpAllowed(realmUrl.host, this.opts))) {
-        throw new UserError(
-          `${this.registry}: refusing to send credentials to the plain-HTTP token server ${realmUrl.origin}`,
-          `mark it insecure with --insecure-registry ${realmUrl.host} if you trust this network`,
-        );
-      }
       const challengeScopes = (c.params.scope ?? '').split(' ').filter(Boolean);
-      const dispatcher = realmUrl.protocol === 'https:' && schemePlan(realmUrl.host, this.opts).kind === 'insecure' ? await this.dispatchers.insecure() : await this.dispatchers.verifying();
-      pending = (async () =>
-        fetchToken({
-          registry: this.registry,
-          realm,
-          service: c.params.service,
-          scopes: [...new Set([...scopes, ...challengeScopes])],
-          credentials: await this.creds(),
-          dispatcher,
-          retry: this.retryPolicy,
-          userAgent: this.userAgent,
-        }))();
+      const dispatcher = await this.dispatcherFor(realmUrl);
+      pending = fetchToken({
+        registry: this.registry,
+        realm: realmUrl.href,
+        service: c.params.service,
+        scopes: [...new Set([...scopes, ...challengeScopes])],
+        credentials: withLogin ? creds : undefined,
+        dispatcher,
+        retry: this.retryPolicy,
+        userAgent: this.userAgent,
+      });
       this.pendingTokens.set(key, pending);
       pending.then(
         (t) => {
@@ -250,15 +277,20 @@ export class RegistrySession {
     return (await pending).token;
   }
 
-  private async authorization(scopes: string[], force: boolean): Promise<string | undefined> {
+  private static scopeKey(scopes: string[]): string {
+    return [...new Set(scopes)].sort().join(' ');
+  }
+
+  private async authorization(scopes: string[], force: boolean, baseUrl: string): Promise<string | undefined> {
     const c = this.challenge;
     if (!c) return undefined;
     if (c.scheme === 'basic') {
       const creds = await this.creds();
       if (!creds?.username) return undefined;
+      this.assertLoginMayTravel(baseUrl);
       return `Basic ${Buffer.from(`${creds.username}:${creds.password ?? ''}`).toString('base64')}`;
     }
-    if (c.scheme === 'bearer') return `Bearer ${await this.bearerToken(scopes, force)}`;
+    if (c.scheme === 'bearer') return `Bearer ${await this.bearerToken(scopes, force, baseUrl)}`;
     throw new UserError(`${this.registry}: asks for unsupported authentication "${c.scheme}"`, 'kbundle supports Basic and Bearer token authentication');
   }
 
@@ -272,6 +304,16 @@ export class RegistrySession {
         hint: 'log in: pass --username and --password-stdin, set KBUNDLE_REGISTRY_USERNAME/KBUNDLE_REGISTRY_PASSWORD, or run docker login',
       });
     }
+    if (this.loginWithheldFrom) {
+      const realm = this.loginWithheldFrom;
+      return new KbError(
+        res.status === 403 ? 'DENIED' : 'UNAUTHORIZED',
+        `${this.registry}: ${req.operation}: authentication required (HTTP ${res.status}); its token server ${realm} is on another host, so kbundle asked it without your login`,
+        {
+          hint: `if ${realm} may have the login for ${this.registry}, pass --trust-token-realm ${realm} (or set KBUNDLE_TRUSTED_TOKEN_REALMS=${realm})`,
+        },
+      );
+    }
     const who = creds.username ? `user "${creds.username}" (from ${creds.source})` : `the identity token from ${creds.source}`;
     if (denied || (this.challenge?.scheme === 'bearer' && pushing)) {
       return new KbError('DENIED', `${this.registry}: ${req.operation}: ${who} is not allowed to do this (HTTP ${res.status}, ${base.codes.map((c) => c.code).join(', ') || 'denied'})`, {
@@ -283,33 +325,48 @@ export class RegistrySession {
     });
   }
 
+  /** The agent for a URL: the registry's own, or (another host) verifying TLS unless that host is marked insecure. */
+  private async dispatcherFor(url: URL, base?: { url: string; dispatcher: Dispatcher }): Promise<Dispatcher> {
+    if (base && url.origin === new URL(base.url).origin) return base.dispatcher;
+    return url.protocol === 'https:' && isInsecureHost(url.host, this.opts) ? this.dispatchers.insecure() : this.dispatchers.verifying();
+  }
+
   /**
    * Send a request: authenticate (once more after a 401, with a fresh token), follow redirects
-   * for GET/HEAD (dropping credentials when the origin changes), retry transient failures.
-   * Returns any final response; callers check the status they expect.
+   * for GET/HEAD, retry transient failures. Returns any final response; callers check the
+   * status they expect.
+   *
+   * Credentials are bound to the registry's origin (scheme, host, port of its `/v2/`): a request
+   * to any other URL — a redirect target, an upload `Location` or `Link` on another host —
+   * carries no Authorization, and a 401 from another host is an error, never a challenge to
+   * answer with this registry's login (containers/image likewise only uses the `/v2/` challenge).
    */
   async send(req: RegistryRequest): Promise<RegistryResponse> {
-    const { url: baseUrl, dispatcher } = await this.baseUrl();
+    const base = await this.baseUrl();
+    const origin = new URL(base.url).origin;
     const retrying = req.retry !== false;
     let authRetried = false;
     let forceToken = false;
     for (let attempt = 1; ;) {
-      let url = new URL(req.path, baseUrl);
+      let url = checkUrl(req.path, `${this.registry}: ${req.operation}`, { base: base.url, code: 'REFUSED' });
       const headers: Record<string, string> = { 'user-agent': this.userAgent, ...(req.headers ?? {}) };
-      const auth = await this.authorization(req.scopes, forceToken);
+      if (url.origin === origin) {
+        const auth = await this.authorization(req.scopes, forceToken, base.url);
+        if (auth) headers.authorization = auth;
+      }
       forceToken = false;
-      if (auth) headers.authorization = auth;
       let res: RegistryResponse;
+      let hops = 0;
       try {
-        let hops = 0;
         for (;;) {
           const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : req.body();
-          const r = await (await undici()).request(url, { method: req.method, headers, body, dispatcher });
+          const r = await (await undici()).request(url, { method: req.method, headers, body, dispatcher: await this.dispatcherFor(url, base) });
           res = { status: r.statusCode, headers: r.headers, body: r.body, url };
           const location = header(res, 'location');
-          if ((req.method === 'GET' || req.method === 'HEAD') && REDIRECTS.has(r.statusCode) && location && hops < MAX_REDIRECTS) {
+          if ((req.method === 'GET' || req.method === 'HEAD') && REDIRECTS.has(r.statusCode) && location) {
             await r.body.dump();
-            const next = new URL(location, url);
+            if (hops >= MAX_REDIRECTS) throw new KbError('REFUSED', `${this.registry}: ${req.operation}: more than ${MAX_REDIRECTS} redirects (last to ${location})`);
+            const next = checkUrl(location, `${this.registry}: ${req.operation}: redirect`, { base: url, code: 'REFUSED' });
             if (next.origin !== url.origin) delete headers.authorization;
             url = next;
             hops++;
@@ -324,6 +381,13 @@ export class RegistrySession {
         }
         if (isNetworkError(e)) throw new TransientTransferError(`${this.registry}: ${req.operation}: ${networkErrorText(e)}`, e);
         throw e;
+      }
+      if (res.status === 401 && res.url.origin !== origin) {
+        await res.body.dump().catch(() => undefined);
+        const where = hops > 0 ? `redirected to ${res.url.href}, another host, which answered 401` : `${res.url.href} is on another host and answered 401`;
+        throw new KbError('UNAUTHORIZED', `${this.registry}: ${req.operation}: ${where}`, {
+          hint: `kbundle sends the login for ${this.registry} to ${origin} only; the registry should hand out URLs that need no login (signed URLs)`,
+        });
       }
       if (res.status === 401) {
         const c = this.noteChallenge(res.headers['www-authenticate']);
@@ -347,6 +411,32 @@ export class RegistrySession {
       return res;
     }
   }
+
+  /**
+   * Send a request and read its whole body under a cap (manifests, tag lists, referrers): a
+   * declared length over the cap is refused unread; a body the network cuts short (reset,
+   * idle, too slow) is asked for again within the retry budget, then a TRANSIENT error. Only
+   * responses `wanted` says are read; others come back unread.
+   */
+  async sendAndRead(req: RegistryRequest, limit: number, what: string, wanted: (res: RegistryResponse) => boolean): Promise<{ res: RegistryResponse; bytes?: Buffer }> {
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.send(req);
+      if (!wanted(res)) return { res };
+      const declared = Number(header(res, 'content-length') ?? NaN);
+      if (declared > limit) {
+        res.body.destroy();
+        throw new UserError(`${what}: ${declared} bytes, over the ${limit}-byte limit`, 'refusing to read it; a registry has no reason to send this much');
+      }
+      try {
+        return { res, bytes: await readAllCapped(res.body, limit, what) };
+      } catch (e) {
+        res.body.destroy();
+        if (!isNetworkError(e)) throw e;
+        if (attempt >= this.retryPolicy.attempts) throw new TransientTransferError(`${this.registry}: ${req.operation}: ${networkErrorText(e)}`, e);
+        await sleep(backoffDelay(this.retryPolicy, attempt));
+      }
+    }
+  }
 }
 
 /** Entry point: one session per registry host, sharing connection pools and options. */
@@ -358,8 +448,8 @@ export class RegistryClient {
 
   constructor(readonly options: RegistryClientOptions = {}) {
     this.dispatchers = new Dispatchers(options);
-    this.retryPolicy = { ...DEFAULT_RETRY, ...(options.retry ?? {}) };
-    this.userAgent = options.userAgent ?? 'kbundle/0.1.0';
+    this.retryPolicy = { ...DEFAULT_RETRY, attempts: this.dispatchers.limits.attempts, ...(options.retry ?? {}) };
+    this.userAgent = options.userAgent ?? `kbundle/${VERSION}`;
   }
 
   session(registry: string): RegistrySession {

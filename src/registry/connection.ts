@@ -1,11 +1,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { rootCertificates } from 'node:tls';
-import type { Agent } from 'undici';
+import type { Dispatcher } from 'undici';
 import { undici } from './undici-lazy.js';
 import { UserError } from '../errors.js';
-import { hostname, isLoopback } from './reference.js';
+import { minSpeed, resolveNetLimits, type NetLimits } from '../net/deadlines.js';
+import { DOCKER_HUB, hostname, isLoopback } from './reference.js';
 
-/** How to reach registries: which may use plain HTTP, which CA to trust, timeouts. */
+/** How to reach registries: which may use plain HTTP, which CA to trust, deadlines, where logins may go. */
 export interface ConnectionOptions {
   /** Use plain HTTP for every registry (like oras --plain-http). */
   plainHttp?: boolean;
@@ -14,11 +15,18 @@ export interface ConnectionOptions {
   /** Extra CA bundle (PEM) trusted besides the system roots. Default: `$SSL_CERT_FILE` when set. */
   caFile?: string;
   env?: NodeJS.ProcessEnv;
-  connectTimeoutMs?: number;
-  /** Time to wait for response headers. */
-  headersTimeoutMs?: number;
-  /** Longest silence while a response body streams. */
-  bodyTimeoutMs?: number;
+  /** Deadlines and retries (default: the KBUNDLE_* environment variables, then src/net/deadlines.ts defaults). */
+  limits?: Partial<NetLimits>;
+  /**
+   * Token servers (`host[:port]`, or a bare host name for any port) on another host than the
+   * registry that may receive its login. Also `KBUNDLE_TRUSTED_TOKEN_REALMS=a,b`.
+   */
+  trustedTokenRealms?: string[];
+}
+
+/** The deadlines of one client: the options over the environment over the defaults. */
+export function netLimits(opts: ConnectionOptions): NetLimits {
+  return { ...resolveNetLimits({}, opts.env ?? process.env), ...(opts.limits ?? {}) };
 }
 
 export type SchemePlan =
@@ -31,7 +39,11 @@ export type SchemePlan =
   | { kind: 'http' };
 
 export function isInsecureHost(registry: string, opts: ConnectionOptions): boolean {
-  const list = [...(opts.insecureRegistries ?? []), ...splitList((opts.env ?? process.env).KBUNDLE_INSECURE_REGISTRIES)];
+  return hostListed(registry, [...(opts.insecureRegistries ?? []), ...splitList((opts.env ?? process.env).KBUNDLE_INSECURE_REGISTRIES)]);
+}
+
+/** `host[:port]` is in a list of `host[:port]` entries (a bare host matches any port; a scheme or path is ignored). */
+function hostListed(registry: string, list: string[]): boolean {
   const host = hostname(registry).toLowerCase();
   return list.some((e) => {
     const v = e
@@ -54,9 +66,36 @@ export function schemePlan(registry: string, opts: ConnectionOptions): SchemePla
   return { kind: 'https' };
 }
 
-/** Whether a realm (token endpoint) may be contacted over plain HTTP. */
+/** Whether a realm (token endpoint) may be contacted over plain HTTP without a login. */
 export function plainHttpAllowed(host: string, opts: ConnectionOptions): boolean {
   return !!opts.plainHttp || isLoopback(host) || isInsecureHost(host, opts);
+}
+
+/**
+ * Whether a login (Basic credentials, a token bought with them, an identity token) may travel
+ * over plain HTTP to `host`: only to loopback, or to a host `--insecure-registry` names.
+ * `--plain-http` alone is not enough: it says how to talk, not that the network is trusted.
+ */
+export function loginOverHttpAllowed(host: string, opts: ConnectionOptions): boolean {
+  return isLoopback(host) || isInsecureHost(host, opts);
+}
+
+const DOCKER_HUB_HOSTS = new Set([DOCKER_HUB, 'registry-1.docker.io', 'index.docker.io']);
+
+/**
+ * Whether the token server at `realmHost` (host[:port]) may receive the login of `registry`.
+ * The rule (stricter than docker and containerd, which send it to any realm the registry names):
+ * - a realm on the registry's own host name, any port (Harbor, Quay, GHCR; GitLab's registry on
+ *   :5050 with its realm on :443);
+ * - Docker Hub's auth.docker.io for Docker Hub;
+ * - a host the user trusts with `--trust-token-realm` or `KBUNDLE_TRUSTED_TOKEN_REALMS`.
+ * Any other realm is asked for an anonymous token.
+ */
+export function realmGetsLogin(registry: string, realmHost: string, opts: ConnectionOptions): boolean {
+  const realmName = hostname(realmHost).toLowerCase();
+  if (realmName === hostname(registry).toLowerCase()) return true;
+  if (DOCKER_HUB_HOSTS.has(registry.toLowerCase()) && realmName === 'auth.docker.io') return true;
+  return hostListed(realmHost, [...(opts.trustedTokenRealms ?? []), ...splitList((opts.env ?? process.env).KBUNDLE_TRUSTED_TOKEN_REALMS)]);
 }
 
 /**
@@ -87,28 +126,36 @@ function loadCa(opts: ConnectionOptions): string[] | undefined {
   return [...rootCertificates, pem];
 }
 
-/** The two undici agents a client needs: verifying TLS, and (only if asked for) non-verifying. */
+/**
+ * The two undici agents a client needs: verifying TLS, and (only if asked for) non-verifying.
+ * Both bound every wait (src/net/deadlines.ts): connect, response headers, body silence, and a
+ * minimum body speed.
+ */
 export class Dispatchers {
-  private verifyingAgent?: Promise<Agent>;
-  private insecureAgent?: Promise<Agent>;
-  constructor(private readonly opts: ConnectionOptions) {}
-
-  private async make(rejectUnauthorized: boolean): Promise<Agent> {
-    const { Agent } = await undici();
-    return new Agent({
-      connect: { ca: rejectUnauthorized ? loadCa(this.opts) : undefined, rejectUnauthorized, timeout: this.opts.connectTimeoutMs ?? 15_000 },
-      headersTimeout: this.opts.headersTimeoutMs ?? 60_000,
-      bodyTimeout: this.opts.bodyTimeoutMs ?? 120_000,
-      keepAliveTimeout: 4_000,
-    });
+  private verifyingAgent?: Promise<Dispatcher>;
+  private insecureAgent?: Promise<Dispatcher>;
+  readonly limits: NetLimits;
+  constructor(private readonly opts: ConnectionOptions) {
+    this.limits = netLimits(opts);
   }
 
-  verifying(): Promise<Agent> {
+  private async make(rejectUnauthorized: boolean): Promise<Dispatcher> {
+    const { Agent } = await undici();
+    const l = this.limits;
+    return new Agent({
+      connect: { ca: rejectUnauthorized ? loadCa(this.opts) : undefined, rejectUnauthorized, timeout: l.connectTimeoutMs },
+      headersTimeout: l.headersTimeoutMs,
+      bodyTimeout: l.bodyTimeoutMs,
+      keepAliveTimeout: 4_000,
+    }).compose(minSpeed(l));
+  }
+
+  verifying(): Promise<Dispatcher> {
     this.verifyingAgent ??= this.make(true);
     return this.verifyingAgent;
   }
 
-  insecure(): Promise<Agent> {
+  insecure(): Promise<Dispatcher> {
     this.insecureAgent ??= this.make(false);
     return this.insecureAgent;
   }

@@ -83,6 +83,7 @@ const NETWORK_CODES = new Set([
   'UND_ERR_BODY_TIMEOUT',
   'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
   'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  'KB_SLOW_TRANSFER', // src/net/deadlines.ts: a body slower than the minimum speed
 ]);
 
 /** Connection-level failures (resets, timeouts, refused) — worth a retry, unlike HTTP 4xx. Decided by error codes along the cause chain (our own KbErrors are not network errors). */

@@ -1,5 +1,5 @@
 import { KbError, UserError } from '../errors.js';
-import { digestOf, isDigest, parseDigest, readAllCapped } from '../oci/digest.js';
+import { digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { MANIFEST_ACCEPT, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, parseAnyManifest, type Descriptor } from '../oci/types.js';
 import { header, unexpected, type RegistrySession } from './client.js';
@@ -49,24 +49,17 @@ export interface FetchedManifest {
  */
 export async function getManifest(ctx: ManifestContext, reference: string, expected?: Descriptor): Promise<FetchedManifest> {
   const what = `${ctx.name}:${reference}`.replace(/:sha256:/, '@sha256:');
-  const res = await ctx.session.send({ method: 'GET', path: manifestPath(ctx.repository, reference), headers: { accept: ACCEPT }, scopes: ctx.scopes, operation: `get manifest ${reference}` });
+  const { res, bytes } = await ctx.session.sendAndRead(
+    { method: 'GET', path: manifestPath(ctx.repository, reference), headers: { accept: ACCEPT }, scopes: ctx.scopes, operation: `get manifest ${reference}` },
+    MAX_MANIFEST_BYTES,
+    `${what}: manifest`,
+    (r) => r.status === 200,
+  );
   if (res.status === 404) {
     await res.body.dump();
     throw new KbError('NOT_FOUND', `${what}: manifest not found`, { hint: isDigest(reference) ? undefined : 'check the repository and tag (kbundle inspect shows what is there)' });
   }
-  if (res.status !== 200) throw await unexpected(ctx.session.registry, res, `get manifest ${reference}`);
-  const declared = Number(header(res, 'content-length') ?? NaN);
-  if (declared > MAX_MANIFEST_BYTES) {
-    await res.body.dump().catch(() => undefined);
-    throw new UserError(`${what}: manifest is ${declared} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`, 'refusing to read it; registries reject manifests this large');
-  }
-  let bytes: Buffer;
-  try {
-    bytes = await readAllCapped(res.body, MAX_MANIFEST_BYTES, `${what}: manifest`);
-  } catch (e) {
-    res.body.destroy();
-    throw e;
-  }
+  if (res.status !== 200 || !bytes) throw await unexpected(ctx.session.registry, res, `get manifest ${reference}`);
   const wanted = expected?.digest ?? (isDigest(reference) ? reference : undefined);
   const headerDigest = header(res, 'docker-content-digest');
   if (wanted) {

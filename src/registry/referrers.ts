@@ -1,6 +1,5 @@
-import { readAllCapped } from '../oci/digest.js';
 import { MediaType } from '../oci/mediatypes.js';
-import { IndexSchema, MAX_MANIFEST_BYTES, parseJson, type Descriptor } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES, parseIndex, type Descriptor } from '../oci/types.js';
 import { header, unexpected } from './client.js';
 import type { ManifestContext } from './manifests.js';
 
@@ -11,17 +10,21 @@ import type { ManifestContext } from './manifests.js';
  */
 export async function referrersFromApi(ctx: ManifestContext, subject: Descriptor, artifactType?: string): Promise<Descriptor[] | undefined> {
   const q = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : '';
-  const res = await ctx.session.send({
-    method: 'GET',
-    path: `/v2/${ctx.repository}/referrers/${subject.digest}${q}`,
-    headers: { accept: MediaType.OciIndex },
-    scopes: ctx.scopes,
-    operation: `list referrers of ${subject.digest}`,
-  });
-  const ct = header(res, 'content-type') ?? '';
-  if (res.status === 200 && ct.includes(MediaType.OciIndex)) {
-    const bytes = await readAllCapped(res.body, MAX_MANIFEST_BYTES, `${ctx.name}: referrers of ${subject.digest}`);
-    const index = parseJson(IndexSchema, bytes, `${ctx.name}: referrers of ${subject.digest}`);
+  const isIndex = (r: { status: number; headers: Record<string, string | string[] | undefined> }): boolean => r.status === 200 && (header(r, 'content-type') ?? '').includes(MediaType.OciIndex);
+  const { res, bytes } = await ctx.session.sendAndRead(
+    {
+      method: 'GET',
+      path: `/v2/${ctx.repository}/referrers/${subject.digest}${q}`,
+      headers: { accept: MediaType.OciIndex },
+      scopes: ctx.scopes,
+      operation: `list referrers of ${subject.digest}`,
+    },
+    MAX_MANIFEST_BYTES,
+    `${ctx.name}: referrers of ${subject.digest}`,
+    isIndex,
+  );
+  if (bytes) {
+    const index = parseIndex(bytes, MediaType.OciIndex, `${ctx.name}: referrers of ${subject.digest}`);
     // Filtering by artifactType is optional for registries: filter again here.
     return artifactType ? index.manifests.filter((d) => d.artifactType === artifactType) : index.manifests;
   }

@@ -1,6 +1,5 @@
 import { UserError } from '../errors.js';
-import { readAllCapped } from '../oci/digest.js';
-import { header, unexpected } from './client.js';
+import { header, locationUrl, unexpected } from './client.js';
 import type { ManifestContext } from './manifests.js';
 
 const PAGE_SIZE = 1000;
@@ -26,14 +25,14 @@ export async function listTags(ctx: ManifestContext, pageSize = PAGE_SIZE): Prom
   const visited = new Set<string>();
   let path: string | undefined = `/v2/${ctx.repository}/tags/list?n=${pageSize}`;
   for (let page = 0; path && page < MAX_PAGES; page++) {
-    const res = await ctx.session.send({ method: 'GET', path, scopes: ctx.scopes, operation: 'list tags' });
+    const { res, bytes } = await ctx.session.sendAndRead({ method: 'GET', path, scopes: ctx.scopes, operation: 'list tags' }, MAX_PAGE_BYTES, `${ctx.name}: tag list`, (r) => r.status === 200);
     if (res.status === 404) {
       const err = await unexpected(ctx.session.registry, res, 'list tags');
       if (err.hasCode('NAME_UNKNOWN') || err.codes.length === 0) return [];
       throw err;
     }
-    if (res.status !== 200) throw await unexpected(ctx.session.registry, res, 'list tags');
-    const text = (await readAllCapped(res.body, MAX_PAGE_BYTES, `${ctx.name}: tag list`)).toString('utf8');
+    if (res.status !== 200 || !bytes) throw await unexpected(ctx.session.registry, res, 'list tags');
+    const text = bytes.toString('utf8');
     let tags: unknown;
     try {
       tags = (JSON.parse(text) as { tags?: unknown }).tags;
@@ -50,7 +49,7 @@ export async function listTags(ctx: ManifestContext, pageSize = PAGE_SIZE): Prom
     }
     const next = nextLink(header(res, 'link'));
     if (!next || fresh === 0) break;
-    const abs = new URL(next, res.url).toString();
+    const abs = locationUrl(res, next, ctx.session.registry, 'list tags: Link');
     if (visited.has(abs)) break;
     visited.add(abs);
     path = abs;

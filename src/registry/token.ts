@@ -1,8 +1,9 @@
 import type { Dispatcher } from 'undici';
 import { undici } from './undici-lazy.js';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
+import { readAllCapped } from '../oci/digest.js';
 import type { Credentials } from './credentials.js';
-import { networkErrorText } from './errors.js';
+import { isNetworkError, networkErrorText } from './errors.js';
 import { backoffDelay, isRetryableStatus, sleep, type RetryPolicy } from './retry.js';
 
 /** A bearer token and when to stop using it. */
@@ -23,6 +24,8 @@ export interface TokenRequest {
 }
 
 const DEFAULT_TTL_SECONDS = 60;
+/** A token response is a small JSON object (containers/image caps it at 1 MiB too). */
+const MAX_TOKEN_RESPONSE_BYTES = 1 << 20;
 /** Stop using a token a little before the registry would (clock skew, slow requests). */
 const EXPIRY_MARGIN_MS = 5_000;
 
@@ -63,15 +66,28 @@ export async function fetchToken(req: TokenRequest): Promise<CachedToken> {
         await sleep(backoffDelay(req.retry, attempt));
         continue;
       }
-      throw new UserError(`${req.registry}: cannot reach the token server ${url.origin}${url.pathname}: ${networkErrorText(e)}`);
+      throw new KbError(isNetworkError(e) ? 'TRANSIENT' : 'INVALID_INPUT', `${req.registry}: cannot reach the token server ${url.origin}${url.pathname}: ${networkErrorText(e)}`, { cause: e });
     }
     if (res.statusCode === 200) {
+      let text: string;
+      try {
+        text = (await readAllCapped(res.body, MAX_TOKEN_RESPONSE_BYTES, `${req.registry}: the token server ${url.origin}${url.pathname}: response`)).toString('utf8');
+      } catch (e) {
+        res.body.destroy();
+        if (!isNetworkError(e)) throw e;
+        if (attempt < req.retry.attempts) {
+          await sleep(backoffDelay(req.retry, attempt));
+          continue;
+        }
+        throw new KbError('TRANSIENT', `${req.registry}: the token server ${url.origin}${url.pathname}: ${networkErrorText(e)}`, { cause: e });
+      }
       let parsed: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
       try {
-        parsed = (await res.body.json()) as typeof parsed;
+        parsed = JSON.parse(text) as typeof parsed;
       } catch {
         throw new UserError(`${req.registry}: the token server ${url.origin}${url.pathname} answered something that is not JSON`);
       }
+      if (typeof parsed !== 'object' || parsed === null) throw new UserError(`${req.registry}: the token server ${url.origin}${url.pathname} answered JSON that is not an object`);
       const token = typeof parsed.token === 'string' && parsed.token ? parsed.token : typeof parsed.access_token === 'string' ? parsed.access_token : '';
       if (!token) throw new UserError(`${req.registry}: the token server ${url.origin}${url.pathname} answered without a token`);
       const ttl = typeof parsed.expires_in === 'number' && parsed.expires_in > 0 ? parsed.expires_in : DEFAULT_TTL_SECONDS;
@@ -79,7 +95,7 @@ export async function fetchToken(req: TokenRequest): Promise<CachedToken> {
       const start = Number.isFinite(issued) && Math.abs(issued - Date.now()) < 60_000 ? issued : Date.now();
       return { token, expiresAt: start + ttl * 1000 - Math.min(EXPIRY_MARGIN_MS, (ttl * 1000) / 4) };
     }
-    await res.body.dump();
+    await res.body.dump().catch(() => undefined);
     if (isRetryableStatus(res.statusCode) && attempt < req.retry.attempts) {
       await sleep(backoffDelay(req.retry, attempt, res.headers['retry-after']));
       continue;

@@ -31,10 +31,3 @@ export function undici(): Promise<HttpApi> {
   });
   return core;
 }
-
-let full: Promise<typeof import('undici')> | undefined;
-/** The whole package, for fetch (pinned downloads at build time). */
-export function undiciFull(): Promise<typeof import('undici')> {
-  full ??= import('undici').then((m) => ((m as Partial<typeof import('undici')>).fetch ? m : cjs<typeof import('undici')>(m)));
-  return full;
-}

@@ -11,7 +11,7 @@ import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
 import { formatPlatform } from '../oci/platform.js';
 import { fetchBytes, type Target } from '../oci/target.js';
-import { ImageConfigSchema, IndexSchema, ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
+import { ImageConfigSchema, parseIndex, parseJson, parseManifest, type Descriptor } from '../oci/types.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import type { LoadedSpec } from '../builder/spec.js';
 import { cyclonedxDocument } from './cyclonedx.js';
@@ -72,10 +72,10 @@ function fileName(name: string, version: string, platform: string, format: SbomF
 export async function platformImages(target: Target, root: Descriptor): Promise<{ platform: string; manifest: Descriptor }[]> {
   const bytes = await fetchBytes(target, root);
   if (isIndexMediaType(root.mediaType)) {
-    const index = parseJson(IndexSchema, bytes, `${target.name}@${root.digest}`);
+    const index = parseIndex(bytes, root.mediaType, `${target.name}@${root.digest}`);
     return index.manifests.filter((m) => m.platform).map((m) => ({ platform: formatPlatform(m.platform!), manifest: { mediaType: m.mediaType, digest: m.digest, size: m.size } }));
   }
-  const m = parseJson(ManifestSchema, bytes, `${target.name}@${root.digest}`);
+  const m = parseManifest(bytes, root.mediaType, `${target.name}@${root.digest}`);
   const c = parseJson(ImageConfigSchema, await fetchBytes(target, m.config), `${target.name}@${m.config.digest}`);
   return [{ platform: formatPlatform({ os: c.os, architecture: c.architecture, ...(c.variant ? { variant: c.variant } : {}) }), manifest: root }];
 }

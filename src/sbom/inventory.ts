@@ -6,13 +6,13 @@
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { errorMessage, UserError } from '../errors.js';
 import { decompress } from '../layer/codec.js';
 import { readTar } from '../layer/tar.js';
 import { isManifestMediaType } from '../oci/mediatypes.js';
 import { fetchBytes, type Target } from '../oci/target.js';
-import { ImageConfigSchema, ManifestSchema, parseJson, type Descriptor } from '../oci/types.js';
+import { ImageConfigSchema, parseJson, parseManifest, type Descriptor } from '../oci/types.js';
+import { parseYamlDocuments } from '../util/yaml.js';
 
 /** YAML files larger than this are hashed but not parsed for image references. */
 const MAX_PARSED_YAML = 4 << 20;
@@ -140,14 +140,11 @@ function collectImages(node: unknown, out: Set<string>, depth = 0): void {
 
 /** Container images and charts named by the Kubernetes objects of one YAML file; undefined when it holds none. */
 export function parseKubernetesYaml(text: string, what: string): { images: string[]; charts: ReferencedChart[] } | undefined {
-  const docs = parseAllDocuments(text, { uniqueKeys: false });
-  const list = Array.isArray(docs) ? docs : [docs];
+  const list = parseYamlDocuments(text, what, { maxBytes: MAX_PARSED_YAML, uniqueKeys: false });
   const images = new Set<string>();
   const charts: ReferencedChart[] = [];
   let objects = 0;
-  for (const d of list) {
-    if (d.errors.length) throw new UserError(`${what}: not valid YAML: ${d.errors[0]!.message.split('\n')[0]}`);
-    const obj = d.toJS({ maxAliasCount: 100 }) as unknown;
+  for (const obj of list) {
     if (!obj || typeof obj !== 'object' || Array.isArray(obj)) continue;
     const o = obj as Record<string, unknown>;
     if (typeof o.apiVersion !== 'string' || typeof o.kind !== 'string') continue;
@@ -173,9 +170,7 @@ export function parseKubernetesYaml(text: string, what: string): { images: strin
 /** Helm values embedded as a YAML string: their `image:` entries are what the chart will run. */
 function collectValueImages(values: string, out: Set<string>): void {
   try {
-    for (const d of parseAllDocuments(values) as ReturnType<typeof parseAllDocuments> & unknown[]) {
-      if (!d.errors.length) collectImages(d.toJS({ maxAliasCount: 100 }), out);
-    }
+    for (const d of parseYamlDocuments(values, 'values', { maxBytes: MAX_PARSED_YAML, uniqueKeys: false })) collectImages(d, out);
   } catch {
     /* values that are not YAML name no images */
   }
@@ -189,7 +184,7 @@ function distroOf(path: string): string | undefined {
 /** Hash every file of every layer of the platform image `manifest` in `target`, and join the build facts. */
 export async function collectInventory(target: Target, manifest: Descriptor, platform: string, facts: BuildFacts): Promise<ImageInventory> {
   if (!isManifestMediaType(manifest.mediaType)) throw new UserError(`${target.name}@${manifest.digest}: ${manifest.mediaType} is not an image manifest`);
-  const m = parseJson(ManifestSchema, await fetchBytes(target, manifest), `${target.name}@${manifest.digest}`);
+  const m = parseManifest(await fetchBytes(target, manifest), manifest.mediaType, `${target.name}@${manifest.digest}`);
   const config = parseJson(ImageConfigSchema, await fetchBytes(target, m.config), `${target.name}@${m.config.digest}`);
   const diffIds = config.rootfs.diff_ids;
   const history = (config.history ?? []).filter((h) => !h.empty_layer);

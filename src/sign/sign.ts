@@ -9,7 +9,7 @@ import { DSSEBundleBuilder, FulcioSigner, InternalError, MessageSignatureBundleB
 import { codeForHttpStatus, KbError, UserError, type ErrorCode } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
-import { IndexSchema, parseJson, type Descriptor } from '../oci/types.js';
+import { parseIndex, type Descriptor } from '../oci/types.js';
 import { fetchBytes, type Target } from '../oci/target.js';
 import {
   Annotations,
@@ -317,7 +317,7 @@ export async function signImage(target: Target, root: Descriptor, opts: SignOpti
   const rootSigned = await signOne(target, root, session, formats, now);
   const children: SignedManifest[] = [];
   if (opts.recursive && isIndexMediaType(root.mediaType)) {
-    const index = parseJson(IndexSchema, bytes, `${target.name}@${root.digest}`);
+    const index = parseIndex(bytes, root.mediaType, `${target.name}@${root.digest}`);
     for (const m of index.manifests) {
       if (!isManifestMediaType(m.mediaType) && !isIndexMediaType(m.mediaType)) continue;
       children.push(await signOne(target, { mediaType: m.mediaType, digest: m.digest, size: m.size }, session, formats, now));

@@ -13,7 +13,7 @@ import { digestFile, digestOf, parseDigest } from '../oci/digest.js';
 import { MediaType, isIndexMediaType, layerCompression } from '../oci/mediatypes.js';
 import { formatPlatform } from '../oci/platform.js';
 import { fetchBytes, type ImageCapabilities, type Target } from '../oci/target.js';
-import { IndexSchema, ManifestSchema, parseJson, type Descriptor, type Manifest } from '../oci/types.js';
+import { parseIndex, parseManifest, type Descriptor, type Manifest } from '../oci/types.js';
 import { OciLayout } from './oci-layout.js';
 import { isGzipFile, stageFile, stagingLayout, unpackArchive, writeTar, type TarItem } from './tar.js';
 import type { ImageTransport, LocalImageLocation } from './types.js';
@@ -26,7 +26,7 @@ type DockerArchiveLocation = Extract<LocalImageLocation, { transport: 'docker-ar
 
 /** Write the image `manifestDesc` of `layout` as a docker archive naming it `repoTag`. */
 export async function writeDockerArchive(layout: OciLayout, manifestDesc: Descriptor, file: string, repoTag: string | undefined): Promise<void> {
-  const manifest = parseJson(ManifestSchema, await fetchBytes(layout, manifestDesc), `${layout.name}@${manifestDesc.digest}`);
+  const manifest = parseManifest(await fetchBytes(layout, manifestDesc), manifestDesc.mediaType, `${layout.name}@${manifestDesc.digest}`);
   const configBytes = await fetchBytes(layout, manifest.config);
   const config = JSON.parse(configBytes.toString('utf8')) as { rootfs: { diff_ids: string[] } };
   const items: TarItem[] = [];
@@ -81,7 +81,7 @@ function onePlatformError(where: string, list: Descriptor[]): UserError {
 /** The manifest a docker archive can hold for `root`: itself, or the one platform of an index. */
 export async function singleManifest(target: Target, root: Descriptor, where: string): Promise<Descriptor> {
   if (!isIndexMediaType(root.mediaType)) return root;
-  const list = images(parseJson(IndexSchema, await fetchBytes(target, root), `${target.name}@${root.digest}`).manifests);
+  const list = images(parseIndex(await fetchBytes(target, root), root.mediaType, `${target.name}@${root.digest}`).manifests);
   if (list.length === 1) return list[0]!;
   throw onePlatformError(where, list);
 }
@@ -89,7 +89,7 @@ export async function singleManifest(target: Target, root: Descriptor, where: st
 /** Refuse up front (before a transfer) an image with several platforms for a docker archive. */
 export async function requireSinglePlatform(target: Target, root: Descriptor, where: string): Promise<void> {
   if (!isIndexMediaType(root.mediaType)) return;
-  const list = images(parseJson(IndexSchema, await fetchBytes(target, root), `${target.name}@${root.digest}`).manifests);
+  const list = images(parseIndex(await fetchBytes(target, root), root.mediaType, `${target.name}@${root.digest}`).manifests);
   if (list.length > 1) throw onePlatformError(where, list);
 }
 

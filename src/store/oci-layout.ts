@@ -6,14 +6,18 @@ import { join, resolve as resolvePath } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { isAttachmentTag } from '../attach/tags.js';
-import { KbError, UserError } from '../errors.js';
+import { isKbError, KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { VerifyingStream, digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
-import { IndexSchema, OciLayoutFileSchema, parseAnyManifest, parseJson, type Descriptor, type Index } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES, OciLayoutFileSchema, parseAnyManifest, parseIndex, parseJson, type Descriptor, type Index } from '../oci/types.js';
+import { readFileCapped } from '../util/read-file.js';
 import type { ImageCapabilities, Target } from '../oci/target.js';
 import type { ImageTransport, LocalImageLocation } from './types.js';
+
+/** index.json of a layout: one entry per tag and platform; far below this even for a large catalog. */
+const MAX_INDEX_JSON_BYTES = 16 * 1024 * 1024;
 
 // Re-exported for the catalog modules that write their own files next to a layout.
 export { writeFileAtomic };
@@ -113,7 +117,7 @@ export class OciLayout implements Target {
 
   async readIndex(): Promise<Index> {
     const path = join(this.dir, 'index.json');
-    return parseJson(IndexSchema, await readFile(path), path);
+    return parseIndex(await readFileCapped(path, MAX_INDEX_JSON_BYTES), undefined, path);
   }
 
   private async writeIndex(index: Index): Promise<void> {
@@ -129,9 +133,10 @@ export class OciLayout implements Target {
       const path = this.blobPath(reference);
       let bytes: Buffer;
       try {
-        bytes = await readFile(path);
-      } catch {
-        throw new KbError('NOT_FOUND', `${this.name}: no manifest ${reference}`);
+        bytes = await readFileCapped(path, MAX_MANIFEST_BYTES, `${this.name}@${reference}`);
+      } catch (e) {
+        if (isKbError(e, 'NOT_FOUND')) throw new KbError('NOT_FOUND', `${this.name}: no manifest ${reference}`);
+        throw e;
       }
       if (digestOf(bytes, parseDigest(reference).algorithm) !== reference) throw new KbError('DIGEST_MISMATCH', `${this.name}: blob ${reference} is corrupt`);
       const parsed = parseAnyManifest(bytes, undefined, `${this.name}@${reference}`);

@@ -1,13 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import { resolveInRoot } from '../extract/secure-path.js';
 import { copyFile, lstat, mkdir, readdir, readlink, rename, rm, stat, symlink, chmod, unlink } from 'node:fs/promises';
 import { commitFile, withStagingDir } from '../util/atomic-write.js';
 import { basename, join, posix, resolve } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { fetch } from 'undici';
-import { codeForHttpStatus, errorMessage, KbError, UserError, writeError } from '../errors.js';
+import { KbError, UserError, writeError } from '../errors.js';
+import { downloadToFile } from '../net/download.js';
 import { withRootLock } from '../util/root-lock.js';
 import { resolveManifest, extractImage } from '../extract/extract-image.js';
 import { parsePlatform } from '../oci/platform.js';
@@ -323,15 +320,8 @@ async function stageFile(src: Source & { kind: 'file' }, staging: string): Promi
 
 async function stageHttp(src: Source & { kind: 'http' }, staging: string): Promise<string[]> {
   const name = fileNameFromUri(src.url);
-  let res;
-  try {
-    res = await fetch(src.url, { redirect: 'follow' });
-  } catch (e) {
-    const cause = (e as Error & { cause?: Error }).cause;
-    throw new KbError('TRANSIENT', `${src.url}: download failed: ${cause?.message ?? errorMessage(e)}`, { cause: e });
-  }
-  if (!res.ok || !res.body) throw new KbError(codeForHttpStatus(res.status), `${src.url}: download failed: HTTP ${res.status}`);
-  await pipeline(Readable.fromWeb(res.body as never), createWriteStream(join(staging, name), { mode: 0o644 }));
+  // Into the staging folder; installExtension checks it before anything is renamed into the store.
+  await downloadToFile({ url: src.url, dest: join(staging, name), what: src.url, mode: 0o644 });
   return [name];
 }
 

@@ -8,7 +8,7 @@
 import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { fetchBytes, fetchesManifests, tryResolve, type Target } from '../oci/target.js';
-import { ManifestSchema, MAX_MANIFEST_BYTES, parseJson, type Descriptor } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/types.js';
 import { Annotations, BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGN_PREDICATE_TYPE, DSSE_ENVELOPE_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION } from '../attach/formats.js';
 import { listReferrers } from '../attach/referrers.js';
 import { attachmentTag } from '../attach/tags.js';
@@ -75,7 +75,7 @@ async function discoverLegacy(target: Target, digest: string, type: string, d: D
   }
   let layers: Descriptor[];
   try {
-    layers = parseJson(ManifestSchema, bytes, 'the attestation manifest is unusable').layers;
+    layers = parseManifest(bytes, desc.mediaType, 'the attestation manifest is unusable').layers;
   } catch (e) {
     d.candidates.push({ format: 'legacy', location: tag, failure: errorMessage(e) });
     return;
@@ -130,7 +130,7 @@ async function readBundle(target: Target, c: Candidate, subject: Descriptor): Pr
   const bytes = await fetchCapped(target, desc, MAX_MANIFEST_BYTES, 'referrer manifest');
   let m;
   try {
-    m = parseJson(ManifestSchema, bytes, 'referrer manifest');
+    m = parseManifest(bytes, desc.mediaType, 'referrer manifest');
   } catch (e) {
     throw new Rejection(errorMessage(e));
   }

@@ -3,11 +3,11 @@
  * or keyless identities with a trusted root — plus required annotations. First matching entry
  * wins; an image no entry covers is refused. Relative paths resolve against the policy file.
  */
-import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { readTextFileCapped } from '../util/read-file.js';
+import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
 import { z } from 'zod';
-import { fsErrorCode, KbError, UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { loadPublicKeys, parsePublicKeys } from '../sign/keys.js';
 import { exactMatcher, regexpMatcher, type Matcher } from './identity.js';
 import type { AttestationRequirement, SignatureFormat, SignerRequirement, VerificationPolicy } from './requirements.js';
@@ -119,13 +119,7 @@ function describeZod(e: z.ZodError, what: string, prefix: (string | number)[] = 
 }
 
 export function parsePolicy(text: string, path: string): LoadedPolicy {
-  let raw: unknown;
-  try {
-    raw = parseYaml(text, { maxAliasCount: 100 });
-  } catch (e) {
-    const where = e instanceof YAMLParseError && e.linePos ? ` (line ${e.linePos[0].line})` : '';
-    throw new UserError(`${path}: not valid YAML${where}: ${(e as Error).message.split('\n')[0]}`);
-  }
+  const raw = parseYamlText(text, path, YAML_CAPS.policy).value;
   const r = PolicyFileSchema.safeParse(raw);
   if (!r.success) throw describeZod(r.error, path);
   const signer = (s: Record<string, unknown>, at: (string | number)[]): Signer => {
@@ -234,12 +228,6 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
 }
 
 export async function loadPolicy(path: string): Promise<LoadedPolicy> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new KbError(fsErrorCode(e), `${path}: cannot read the trust policy (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { cause: e });
-  }
-  if (text.length > 1 << 20) throw new UserError(`${path}: over 1 MiB; not a trust policy`);
+  const text = await readTextFileCapped(path, YAML_CAPS.policy.maxBytes, path, { noun: 'the trust policy' });
   return parsePolicy(text, path);
 }

@@ -10,7 +10,7 @@ import type { SignedEntity } from '@sigstore/verify';
 import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, digestOf, parseDigest, readAllCapped, SizeMismatchError } from '../oci/digest.js';
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.js';
-import { ManifestSchema, MAX_MANIFEST_BYTES, parseJson, type Descriptor } from '../oci/types.js';
+import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/types.js';
 import { fetchBytes, fetchesManifests, tryResolve, type Target } from '../oci/target.js';
 import { BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGN_PREDICATE_TYPE, Annotations, SIMPLE_SIGNING_MEDIA_TYPE, signatureTag } from '../attach/formats.js';
 import { keyFingerprint, keyHint } from '../sign/keys.js';
@@ -142,7 +142,7 @@ async function discoverLegacy(target: Target, digest: string): Promise<Candidate
     return [{ format: 'legacy', location: tag, failure: `cannot read the signature manifest (${errorMessage(e)})` }];
   }
   try {
-    layers = parseJson(ManifestSchema, bytes, 'the signature manifest is unusable').layers;
+    layers = parseManifest(bytes, desc.mediaType, 'the signature manifest is unusable').layers;
   } catch (e) {
     return [{ format: 'legacy', location: tag, failure: errorMessage(e) }];
   }
@@ -187,7 +187,7 @@ async function readBundle(target: Target, c: Candidate, subject: Descriptor): Pr
   const bytes = await fetchCapped(target, desc, MAX_MANIFEST_BYTES, 'referrer manifest');
   let m;
   try {
-    m = parseJson(ManifestSchema, bytes, 'referrer manifest');
+    m = parseManifest(bytes, desc.mediaType, 'referrer manifest');
   } catch (e) {
     throw new Rejection(errorMessage(e));
   }
