@@ -29,6 +29,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   policy: async () => (await import('./policy.js')).registerPolicy,
   image: async () => (await import('./image.js')).registerImage,
   '__kairos-agent': async () => (await import('./kairos-agent.js')).registerKairosAgent,
+  trust: async () => (await import('./trust.js')).registerTrust,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {
