@@ -29,6 +29,8 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   policy: async () => (await import('./policy.js')).registerPolicy,
   image: async () => (await import('./image.js')).registerImage,
   '__kairos-agent': async () => (await import('./kairos-agent.js')).registerKairosAgent,
+  'sign-blob': async () => (await import('./blob.js')).registerBlob,
+  'verify-blob': async () => (await import('./blob.js')).registerBlob,
   trust: async () => (await import('./trust.js')).registerTrust,
 };
 
