@@ -57,6 +57,18 @@ function dropCheckpointlessProofs(raw: Record<string, unknown>): void {
   }
 }
 
+/**
+ * @sigstore/verify checks the inclusion proof against the checkpoint's root hash and size and never
+ * reads the proof's own `rootHash` / `treeSize`; a proof that contradicts its checkpoint is refused here.
+ */
+function checkProofAgainstCheckpoint(proof: { rootHash?: string; treeSize?: string | number; checkpoint: { envelope: string } }): void {
+  const note = proof.checkpoint.envelope.split('\n\n')[0] ?? '';
+  const [, size, hash] = note.split('\n');
+  if (!size || !/^\d{1,20}$/.test(size) || !hash || !BASE64.test(hash)) reject("the inclusion proof's checkpoint is not a log checkpoint (origin, size, root hash)");
+  if (proof.rootHash !== undefined && !Buffer.from(proof.rootHash, 'base64').equals(Buffer.from(hash!, 'base64'))) reject("the inclusion proof's root hash is not the one its checkpoint signs");
+  if (proof.treeSize !== undefined && String(proof.treeSize) !== size) reject("the inclusion proof's tree size is not the one its checkpoint signs");
+}
+
 export async function parseBlobBundle(bytes: Buffer): Promise<BlobBundle> {
   if (bytes.length > Limits.maxSignatureBlob) reject(`the bundle is ${bytes.length} bytes, over the ${Limits.maxSignatureBlob}-byte limit`);
   let raw: unknown;
@@ -92,7 +104,11 @@ export async function parseBlobBundle(bytes: Buffer): Promise<BlobBundle> {
   }
   const vm = s.verificationMaterial;
   if ([vm.publicKey, vm.x509CertificateChain, vm.certificate].filter(Boolean).length !== 1) reject('bundle verification material must be exactly one of a public key, a certificate or a chain');
-  for (const e of vm.tlogEntries ?? []) if (e.inclusionProof) checkCheckpointNames(e.inclusionProof.checkpoint.envelope);
+  for (const e of vm.tlogEntries ?? []) {
+    if (!e.inclusionProof) continue;
+    checkCheckpointNames(e.inclusionProof.checkpoint.envelope);
+    checkProofAgainstCheckpoint(e.inclusionProof);
+  }
   dedupeTlog(vm.tlogEntries ?? []);
 
   const { bundleFromJSON, ValidationError } = await import('@sigstore/bundle');

@@ -153,6 +153,14 @@ function bindArtifact(parsed: BlobBundle, artifact: BlobArtifact, opts: VerifyBl
   return { digest, payloadType: env.payloadType, predicateType: st.predicateType };
 }
 
+/** explain()'s line, less the check's own name where it repeats it. */
+function reasonOf(e: unknown, facts: Parameters<typeof explain>[1] = {}): string {
+  if (isSigstoreError(e) && e.code === 'TIMESTAMP_ERROR' && facts.entity?.timestamps.some((t) => t.$case === 'timestamp-authority')) {
+    return `an RFC 3161 timestamp does not verify against the trusted root's timestamp authorities (${e.message})`;
+  }
+  return explain(e, facts);
+}
+
 /** The check a @sigstore/verify error code (or one of kbundle's own rejections) belongs to. */
 function checkOf(e: unknown, fallback: BlobCheck): BlobCheck {
   if (!isSigstoreError(e)) return fallback;
@@ -207,7 +215,7 @@ async function checkKey(parsed: BlobBundle, policy: BlobKeyPolicy, binding: Bind
   if (isSigstoreError(last) && last.code === 'SIGNATURE_ERROR') {
     return refuse('signature', hint && hinted.length === 0 ? `signed by an unknown key (hint ${hint.slice(0, 64)}), not ${policy.name}` : `not signed by ${policy.name}`);
   }
-  return refuse(checkOf(last, last instanceof Rejection ? 'transparency log' : 'bundle'), explain(last, { entity }));
+  return refuse(checkOf(last, last instanceof Rejection ? 'transparency log' : 'bundle'), reasonOf(last, { entity }));
 }
 
 async function checkKeyless(parsed: BlobBundle, policy: BlobKeylessPolicy, binding: Binding): Promise<Signer> {
@@ -239,7 +247,7 @@ async function checkKeyless(parsed: BlobBundle, policy: BlobKeylessPolicy, bindi
       policy.ctlog &&
       sctCount(entity) === 0 &&
       passesWithoutSct((ctlogThreshold) => new Verifier(trust(), { ...thresholds, ctlogThreshold }).verify(entity!));
-    return refuse(checkOf(e, 'bundle'), explain(e, { entity, sctMissing }));
+    return refuse(checkOf(e, 'bundle'), reasonOf(e, { entity, sctMissing }));
   }
   try {
     checkTlogKeyBinding(bundle, signer.key);
