@@ -183,7 +183,11 @@ export function registerBlob(program: Command, io: CliIo): void {
         const r = await verifyBlob(artifact, bundle, policy, { predicateType: o.predicateType });
         const who = r.kind === 'key' ? `key sha256:${r.keyFingerprint}` : `${r.identity} (issuer ${r.issuer})`;
         const ev = [r.tlog.length ? `tlog index ${r.tlog.map((t) => t.logIndex).join(',')}` : '', r.timestamps.length ? `signed ${r.timestamps[0]}` : ''].filter(Boolean).join(', ');
-        print(io, !!o.json, `Verified OK: ${arg} (${r.digest}) signed by ${who} — bundle v${r.bundleVersion} ${r.content}${ev ? `, ${ev}` : ''}`, { file: arg, bundle: o.bundle, ...r });
+        print(io, !!o.json, `Verified OK: ${arg}${artifact.kind === 'file' ? ` (${r.digest})` : ''} signed by ${who} — bundle v${r.bundleVersion} ${r.content}${ev ? `, ${ev}` : ''}`, {
+          file: arg,
+          bundle: o.bundle,
+          ...r,
+        });
       } catch (e) {
         if (e instanceof BlobVerificationError) {
           if (o.json) print(io, true, '', { verified: false, file: arg, bundle: o.bundle, check: e.check, error: e.reason });

@@ -79,6 +79,11 @@ function checkTufRoot(bytes: Buffer, what: string): void {
   }
 }
 
+// tuf-js and @tufjs/models are CommonJS: a dynamic import yields { default: exports } once esbuild
+// has bundled them (and, unbundled, the named exports too).
+const cjs = <T>(m: T): T => (m as { default?: T }).default ?? m;
+const loadTuf = () => Promise.all([import('tuf-js').then(cjs), import('tuf-js/dist/error.js').then(cjs), import('@tufjs/models/dist/error.js').then(cjs)]);
+
 type TufErrors = typeof import('tuf-js/dist/error.js');
 type ModelErrors = typeof import('@tufjs/models/dist/error.js');
 
@@ -104,7 +109,7 @@ type FetchOutcome = 'ok' | { code: ErrorCode };
  * the last outcome for `classify`. Lengths are capped by tuf-js (per role, from the metadata).
  */
 async function makeFetcher(timeoutMs: number): Promise<{ fetcher: import('tuf-js').BaseFetcher; last: () => FetchOutcome; close: () => Promise<void> }> {
-  const [{ BaseFetcher }, errors, http] = await Promise.all([import('tuf-js'), import('tuf-js/dist/error.js'), undici()]);
+  const [[{ BaseFetcher }, errors], http] = await Promise.all([loadTuf(), undici()]);
   const agent: Dispatcher = new http.Agent({ connect: { timeout: Math.min(timeoutMs, 15_000) }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   let last: FetchOutcome = 'ok';
   class KbFetcher extends BaseFetcher {
@@ -169,7 +174,7 @@ export async function updateTrustedRoot(opts: TrustUpdateOptions): Promise<Trust
     await writeFileAtomic(cachedTufRoot, JSON.stringify(PUBLIC_GOOD_TUF_ROOT));
   }
 
-  const [{ Updater }, tufErrors, modelErrors] = await Promise.all([import('tuf-js'), import('tuf-js/dist/error.js'), import('@tufjs/models/dist/error.js')]);
+  const [{ Updater }, tufErrors, modelErrors] = await loadTuf();
   const { fetcher, last, close } = await makeFetcher(timeoutMs);
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, rej) => {
