@@ -1,6 +1,6 @@
 /**
- * CI-native keyless signing: with no --identity-token and no SIGSTORE_ID_TOKEN, `sign-blob` and
- * `sign` ask the GitHub Actions OIDC endpoint for a token as cosign does (GET
+ * CI-native keyless signing: with no --identity-token and no SIGSTORE_ID_TOKEN, `sign-blob`,
+ * `sign` and `attest` ask the GitHub Actions OIDC endpoint for a token as cosign does (GET
  * $ACTIONS_ID_TOKEN_REQUEST_URL&audience=sigstore, `Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`,
  * answer `{"value": <jwt>}`), against a loopback stand-in of that endpoint and @sigstore/mock's Fulcio.
  */
@@ -82,8 +82,8 @@ describe('keyless signing in GitHub Actions', () => {
     expect(v.code, v.stderr).toBe(0);
   });
 
-  it('sign (an image) gets its token the same way', async () => {
-    const layout = await OciLayout.open(join(dir, 'oci'), { create: true });
+  async function image(name: string): Promise<string> {
+    const layout = await OciLayout.open(join(dir, name), { create: true });
     const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
     const c = { mediaType: MediaType.OciConfig, digest: digestOf(config), size: config.length };
     await layout.push(c, config);
@@ -91,13 +91,28 @@ describe('keyless signing in GitHub Actions', () => {
     const desc = { mediaType: MediaType.OciManifest, digest: digestOf(m), size: m.length };
     await layout.push(desc, m);
     await layout.tag(desc, 'v1');
-    const ref = `oci:${join(dir, 'oci')}:v1`;
+    return `oci:${join(dir, name)}:v1`;
+  }
+
+  it('sign (an image) gets its token the same way', async () => {
+    const ref = await image('oci');
     const s = await kbundleAsync(['sign', ref, '--fulcio-url', stack.url, '--rekor-url', stack.url], { env: ciEnv() });
     expect(s.code, s.stderr).toBe(0);
     expect(seen.length).toBeGreaterThanOrEqual(1);
     const v = await kbundleAsync(['verify', ref, '--trusted-root', stack.trustedRootFile, '--certificate-identity', WORKFLOW, '--certificate-oidc-issuer', ISSUER, '--json']);
     expect(v.code, v.stderr).toBe(0);
     expect(JSON.parse(v.stdout)).toMatchObject({ verified: true, signers: [{ identity: WORKFLOW }, { identity: WORKFLOW }] });
+  });
+
+  it('attest (an in-toto statement about an image) gets its token the same way', async () => {
+    const ref = await image('oci-att');
+    const predicate = join(dir, 'predicate.json');
+    writeFileSync(predicate, '{"built_by":"ci"}');
+    const a = await kbundleAsync(['attest', ref, '--predicate', predicate, '--type', 'custom', '--fulcio-url', stack.url, '--rekor-url', stack.url], { env: ciEnv() });
+    expect(a.code, a.stderr).toBe(0);
+    expect(seen.length).toBeGreaterThanOrEqual(1);
+    const v = await kbundleAsync(['verify-attestation', ref, '--type', 'custom', '--trusted-root', stack.trustedRootFile, '--certificate-identity', WORKFLOW, '--certificate-oidc-issuer', ISSUER]);
+    expect(v.code, v.stderr).toBe(0);
   });
 
   it('SIGSTORE_ID_TOKEN and --identity-token come first: the runner is not asked', async () => {
