@@ -56,7 +56,8 @@ describe('user errors are one clear line', () => {
   const cases: [string, string[], NodeJS.ProcessEnv | undefined, RegExp][] = [
     ['sign without key or token', ['sign', 'oci:/nonexistent:v1'], { ...process.env, SIGSTORE_ID_TOKEN: '' }, /give --key <file>, or an identity token/],
     ['verify without anyone to trust', ['verify', 'oci:/nonexistent:v1'], undefined, /say whom to trust/],
-    ['keyless verify without a trusted root', ['verify', 'oci:/x:v1', '--certificate-identity', 'a', '--certificate-oidc-issuer', 'b'], undefined, /needs --trusted-root/],
+    // No --trusted-root: the embedded public-good root applies, so the missing layout is what is reported.
+    ['keyless verify without a trusted root', ['verify', 'oci:/x:v1', '--certificate-identity', 'a', '--certificate-oidc-issuer', 'b'], undefined, /oci:\/x: not an OCI image layout/],
     [
       'both identity forms',
       ['verify', 'oci:/x:v1', '--certificate-identity', 'a', '--certificate-identity-regexp', 'b', '--certificate-oidc-issuer', 'c'],

@@ -11,7 +11,7 @@ import type { AttestationRequirement, SignerRequirement } from '../verify/requir
 import type { VerifiedAttestation } from '../verify/attestations.js';
 import type { CliIo } from './io.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
-import { collect, DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL, describeSigner, identityToken, imageName, keyPassword, openImage, parseFormats, policyFromFlags, type VerifyFlags } from './sign.js';
+import { collect, DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL, describeSigner, imageName, keylessToken, keyPassword, openImage, parseFormats, policyFromFlags, type VerifyFlags } from './sign.js';
 
 function print(io: CliIo, json: boolean, human: string, data: unknown): void {
   io.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
@@ -52,7 +52,7 @@ interface VerifyAttestationFlags extends VerifyFlags {
 }
 
 /** Whom to trust for `--type`: the policy entry's attestation requirement of that type, or its signers, or the flags. */
-async function requirementFromFlags(o: VerifyAttestationFlags, arg: string, predicateType: string): Promise<AttestationRequirement> {
+async function requirementFromFlags(o: VerifyAttestationFlags, arg: string, predicateType: string, env: NodeJS.ProcessEnv): Promise<AttestationRequirement> {
   const image = imageName(arg);
   const formats = parseFormats(o.format);
   const withFlags = (r: AttestationRequirement): AttestationRequirement => ({
@@ -77,7 +77,7 @@ async function requirementFromFlags(o: VerifyAttestationFlags, arg: string, pred
     if (signers.length === 0) throw new UserError(`${tp.path}: ${d.scope} names no signers (insecureAcceptAnything); attestations need someone to trust`);
     return withFlags({ predicateType, signers });
   }
-  const p = await policyFromFlags({ ...o, annotation: undefined }, image);
+  const p = await policyFromFlags({ ...o, annotation: undefined }, image, env);
   return withFlags({ predicateType, signers: p.signers });
 }
 
@@ -96,7 +96,7 @@ export function registerAttest(program: Command, io: CliIo): void {
       .option('--predicate <file>', 'the predicate: a JSON file, or - for standard input')
       .option('--type <type>', 'slsaprovenance|slsaprovenance02|slsaprovenance1|spdxjson|cyclonedx|vuln|openvex|custom, or a predicate type URI', 'custom')
       .option('--key <file>', 'private key (password from KBUNDLE_PASSWORD or COSIGN_PASSWORD)')
-      .option('--identity-token <token|file>', 'keyless: OIDC token (default $SIGSTORE_ID_TOKEN)')
+      .option('--identity-token <token|file>', 'keyless: OIDC token (default $SIGSTORE_ID_TOKEN, else the GitHub Actions OIDC token)')
       .option('--fulcio-url <url>', 'keyless: Fulcio URL', DEFAULT_FULCIO_URL)
       .option('--rekor-url <url>', 'Rekor URL (keyless default; keyed only when given)')
       .option('--no-tlog-upload', 'do not upload to a transparency log')
@@ -116,8 +116,7 @@ export function registerAttest(program: Command, io: CliIo): void {
     if (o.key && o.identityToken) throw new UserError('give either --key or --identity-token, not both');
     const { predicateFromFile } = await import('../attest/predicate.js');
     const predicate = predicateFromFile(await readPredicate(o.predicate, io), o.type, o.predicate === '-' ? 'standard input' : o.predicate, new Date());
-    const token = o.key ? undefined : identityToken(o.identityToken, io.env);
-    if (!o.key && !token) throw new UserError('attest: give --key <file>, or an identity token for keyless signing (--identity-token or SIGSTORE_ID_TOKEN)');
+    const token = o.key ? undefined : await keylessToken(o.identityToken, io.env);
     const { loadPrivateKey } = await import('../sign/keys.js');
     const key = o.key ? await loadPrivateKey(o.key, () => keyPassword(io, false)) : undefined;
     const loc = parseImageArgument(arg, 'image');
@@ -173,7 +172,7 @@ export function registerAttest(program: Command, io: CliIo): void {
     if (o.builderId !== undefined && predicateType !== PredicateTypes.slsaprovenance && predicateType !== PredicateTypes.slsaprovenance1) {
       throw new UserError('--builder-id applies to SLSA provenance (--type slsaprovenance or slsaprovenance1)');
     }
-    const req = await requirementFromFlags(o, arg, predicateType);
+    const req = await requirementFromFlags(o, arg, predicateType, io.env);
     const loc = parseImageArgument(arg, 'image');
     const client = isRegistryLocation(loc) ? await makeClient(o, io) : undefined;
     let digest: string | undefined;

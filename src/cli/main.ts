@@ -30,6 +30,9 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   policy: async () => (await import('./policy.js')).registerPolicy,
   image: async () => (await import('./image.js')).registerImage,
   '__kairos-agent': async () => (await import('./kairos-agent.js')).registerKairosAgent,
+  'sign-blob': async () => (await import('./blob.js')).registerBlob,
+  'verify-blob': async () => (await import('./blob.js')).registerBlob,
+  trust: async () => (await import('./trust.js')).registerTrust,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {

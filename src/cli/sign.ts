@@ -2,7 +2,6 @@
  * `kbundle key generate`, `kbundle sign`, `kbundle verify`: parse flags, call src/sign or
  * src/verify, print (human text or --json).
  */
-import { readFileSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import type { Command } from 'commander';
@@ -23,8 +22,8 @@ import { makeClient, registryOptions, type RegistryFlags } from './registry-flag
 // verifier, not the signing clients (make-fetch-happen & co.), the YAML parser or the registry
 // client when it verifies a local layout.
 
-export const DEFAULT_FULCIO_URL = 'https://fulcio.sigstore.dev';
-export const DEFAULT_REKOR_URL = 'https://rekor.sigstore.dev';
+import { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL } from '../sign/defaults.js';
+export { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL };
 
 /** Result printing as the other commands do it (cli/output.ts), without its progress-bar dependency. */
 function printResult(io: CliIo, json: boolean, human: string, data: unknown): void {
@@ -128,19 +127,6 @@ export function parseFormats(v: string): SignatureFormat[] {
   throw new UserError(`--format: "${v}" must be bundle, legacy or both`);
 }
 
-/** --identity-token takes a JWT or a file holding one (as cosign does). */
-export function identityToken(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
-  const v = (flag ?? env.SIGSTORE_ID_TOKEN ?? env.KBUNDLE_IDENTITY_TOKEN)?.trim();
-  if (!v) return undefined;
-  if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/.test(v)) return v;
-  try {
-    if (statSync(v).isFile()) return readFileSync(v, 'utf8').trim();
-  } catch {
-    /* not a file */
-  }
-  throw new UserError('the identity token is neither a JWT nor a readable file');
-}
-
 // ---------------------------------------------------------------------------------------------
 // Commands
 // ---------------------------------------------------------------------------------------------
@@ -177,7 +163,7 @@ export interface VerifyFlags extends RegistryFlags {
   json?: boolean;
 }
 
-export async function policyFromFlags(o: VerifyFlags, image: string): Promise<VerificationPolicy> {
+export async function policyFromFlags(o: VerifyFlags, image: string, env: NodeJS.ProcessEnv): Promise<VerificationPolicy> {
   const annotations = parseAnnotations(o.annotation, '--annotation');
   const formats = parseFormats(o.format);
   const identityGiven = o.certificateIdentity || o.certificateIdentityRegexp || o.certificateOidcIssuer || o.certificateOidcIssuerRegexp;
@@ -200,13 +186,21 @@ export async function policyFromFlags(o: VerifyFlags, image: string): Promise<Ve
   if (identityGiven) {
     if (!!o.certificateIdentity === !!o.certificateIdentityRegexp) throw new UserError('keyless verification needs exactly one of --certificate-identity or --certificate-identity-regexp');
     if (!!o.certificateOidcIssuer === !!o.certificateOidcIssuerRegexp) throw new UserError('keyless verification needs exactly one of --certificate-oidc-issuer or --certificate-oidc-issuer-regexp');
-    if (!root)
-      throw new UserError('keyless verification needs --trusted-root <trusted_root.json>', 'kbundle never fetches trust material; carry the root (signing/trust-roots/ has the public-good one)');
+    // Without --trusted-root: the one `kbundle trust update` cached, else the compiled-in public-good root.
+    const keylessRoot = root ?? (await (await import('../trust/store.js')).defaultTrustedRoot({ env })).root;
     const identity: Matcher = o.certificateIdentity ? exactMatcher(o.certificateIdentity, '--certificate-identity') : regexpMatcher(o.certificateIdentityRegexp!, '--certificate-identity-regexp');
     const issuer: Matcher = o.certificateOidcIssuer
       ? exactMatcher(o.certificateOidcIssuer, '--certificate-oidc-issuer')
       : regexpMatcher(o.certificateOidcIssuerRegexp!, '--certificate-oidc-issuer-regexp');
-    signers.push({ kind: 'keyless', name: o.certificateIdentity ?? `/${o.certificateIdentityRegexp}/`, identity, issuer, trustedRoot: root, tlog: !o.insecureIgnoreTlog, ctlog: !o.insecureIgnoreSct });
+    signers.push({
+      kind: 'keyless',
+      name: o.certificateIdentity ?? `/${o.certificateIdentityRegexp}/`,
+      identity,
+      issuer,
+      trustedRoot: keylessRoot,
+      tlog: !o.insecureIgnoreTlog,
+      ctlog: !o.insecureIgnoreSct,
+    });
   }
   if (signers.length === 0) throw new UserError('verify: say whom to trust: --key <pub>, --certificate-identity … --certificate-oidc-issuer … --trusted-root …, or --policy <file>');
   return { signers, require: 'any', annotations, formats };
@@ -216,6 +210,29 @@ export function describeSigner(s: VerifiedSigner): string {
   const who = s.kind === 'key' ? `key sha256:${s.keyFingerprint}` : `${s.identity} (issuer ${s.issuer})`;
   const ev = [s.tlog.length ? `tlog index ${s.tlog.map((t) => t.logIndex).join(',')}` : '', s.timestamps.length ? `signed ${s.timestamps[0]}` : ''].filter(Boolean).join(', ');
   return `  ${s.format} ${s.location}: ${who}${ev ? ` — ${ev}` : ''}`;
+}
+
+/**
+ * The keyless identity token, found the way cosign finds it (src/sign/oidc.ts), before anything is
+ * pushed or signed. A GitHub Actions token is fetched now (a missing `id-token: write` fails
+ * early) and again when Fulcio is called, so a long push does not outlive it.
+ */
+export async function keylessToken(flag: string | undefined, env: NodeJS.ProcessEnv): Promise<string | (() => Promise<string>)> {
+  const { githubActionsToken, resolveIdentityToken } = await import('../sign/oidc.js');
+  const found = await resolveIdentityToken(flag, env);
+  if (!found) {
+    throw new UserError(
+      'give --key <file>, or an identity token for keyless signing (--identity-token <jwt|file>, SIGSTORE_ID_TOKEN, or the GitHub Actions OIDC token)',
+      'in GitHub Actions, grant the job `permissions: id-token: write`',
+    );
+  }
+  if (found.source !== 'GitHub Actions') return found.token;
+  let first: string | undefined = found.token;
+  return async () => {
+    const t = first ?? (await githubActionsToken(env));
+    first = undefined;
+    return t;
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,8 +278,7 @@ export interface PreparedSigning {
 export async function prepareSigning(o: SigningFlags, io: CliIo): Promise<PreparedSigning> {
   const formats = parseFormats(o.signatureFormat ?? 'both');
   if (o.key && o.identityToken) throw new UserError('give either --key or --identity-token, not both');
-  const token = o.key ? undefined : identityToken(o.identityToken, io.env);
-  if (!o.key && !token) throw new UserError('sign: give --key <file>, or an identity token for keyless signing (--identity-token or SIGSTORE_ID_TOKEN)');
+  const token = o.key ? undefined : await keylessToken(o.identityToken, io.env);
   const entryType = o.rekorEntryType ?? 'dsse';
   if (entryType !== 'dsse' && entryType !== 'intoto') throw new UserError('--rekor-entry-type must be dsse or intoto');
   const annotations = parseAnnotations(o.annotation, '--annotation');
@@ -357,7 +373,7 @@ export function registerSigning(program: Command, io: CliIo): void {
       .option('--certificate-identity-regexp <re>', 'keyless: certificate identity, anchored regular expression')
       .option('--certificate-oidc-issuer <url>', 'keyless: exact OIDC issuer')
       .option('--certificate-oidc-issuer-regexp <re>', 'keyless: OIDC issuer, anchored regular expression')
-      .option('--trusted-root <file>', 'trusted_root.json (Fulcio CAs, Rekor, CT logs, TSAs)')
+      .option('--trusted-root <file>', 'trusted_root.json (Fulcio CAs, Rekor, CT logs, TSAs); default: the one `kbundle trust update` cached, else the embedded public-good root')
       .option('--policy <file>', 'trust policy: containers-policy.json(5) or kbundle YAML (see signing/policies/)')
       .option('--offline', 'use only carried trust material (kbundle never fetches any; accepted for cosign parity)')
       .option('--insecure-ignore-tlog', 'keyless: accept an RFC 3161 timestamp instead of a transparency-log entry')
@@ -383,7 +399,7 @@ export function registerSigning(program: Command, io: CliIo): void {
         return checkAgainstPolicy(arg, tp, o, io);
       }
     }
-    const policy = await policyFromFlags(o, imageName(arg));
+    const policy = await policyFromFlags(o, imageName(arg), io.env);
     const client = isRegistryLocation(loc) ? await makeClient(o, io) : undefined;
     let digest: string | undefined;
     try {

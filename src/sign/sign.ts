@@ -32,8 +32,8 @@ import { appendAttachedLayer } from '../attach/legacy.js';
 export type SignatureFormat = 'bundle' | 'legacy';
 
 export interface KeylessOptions {
-  /** OIDC identity token (JWT) presented to Fulcio. */
-  identityToken: string;
+  /** OIDC identity token (JWT) presented to Fulcio, or where to get one when Fulcio is called. */
+  identityToken: string | (() => Promise<string>);
   fulcioURL: string;
 }
 
@@ -83,7 +83,7 @@ export interface SignResult {
 }
 
 /** A pinned key as a @sigstore/sign Signer; the hint goes into the bundle afterwards (cosign leaves keyid empty). */
-class KeySigner implements Signer {
+export class KeySigner implements Signer {
   readonly pem: string;
   constructor(private readonly key: LoadedPrivateKey) {
     this.pem = publicKeyPem(key.publicKey);
@@ -102,12 +102,18 @@ class EphemeralKey implements Signer {
 }
 
 /** One Fulcio certificate per run, reused for every signature the run makes (like cosign). */
-class KeylessSigner implements Signer {
+export class KeylessSigner implements Signer {
   private readonly holder = new EphemeralKey();
   private readonly fulcio: FulcioSigner;
   private cert?: string;
   constructor(opts: KeylessOptions, timeoutMs: number) {
-    this.fulcio = new FulcioSigner({ fulcioBaseURL: opts.fulcioURL, identityProvider: { getToken: async () => opts.identityToken }, keyHolder: this.holder, timeout: timeoutMs, retry: 2 });
+    this.fulcio = new FulcioSigner({
+      fulcioBaseURL: opts.fulcioURL,
+      identityProvider: { getToken: async () => (typeof opts.identityToken === 'string' ? opts.identityToken : opts.identityToken()) },
+      keyHolder: this.holder,
+      timeout: timeoutMs,
+      retry: 2,
+    });
   }
   async sign(data: Buffer): Promise<Signature> {
     if (!this.cert) {
@@ -133,7 +139,7 @@ function signingServiceCode(cause: unknown): ErrorCode {
   return typeof status === 'number' ? codeForHttpStatus(status) : 'TRANSIENT';
 }
 
-function explainSigningError(e: unknown, what: string): unknown {
+export function explainSigningError(e: unknown, what: string): unknown {
   if (!(e instanceof InternalError)) return e;
   const cause = e.cause instanceof Error && e.cause.message ? `: ${e.cause.message}` : '';
   return new KbError(signingServiceCode(e.cause), `${what}: ${e.message}${cause}`, { hint: SIGNING_SERVICE_HINTS[e.code], cause: e });

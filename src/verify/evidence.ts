@@ -55,7 +55,7 @@ const TlogEntrySchema = z
   })
   .passthrough();
 
-const BundleShapeSchema = z
+export const BundleShapeSchema = z
   .object({
     mediaType: z.string().max(128),
     verificationMaterial: z
@@ -91,7 +91,7 @@ const BundleShapeSchema = z
   .passthrough();
 
 /** Checkpoint signer names end up in a RegExp inside @sigstore/verify 3.x; only plain host-like names pass. */
-function checkCheckpointNames(envelope: string): void {
+export function checkCheckpointNames(envelope: string): void {
   for (const m of envelope.matchAll(/\u2014 (\S+) /g)) {
     if (!/^[A-Za-z0-9._:/-]{1,253}$/.test(m[1]!)) reject(`checkpoint signer name "${m[1]!.slice(0, 40)}" is not a log name`);
   }
@@ -99,7 +99,7 @@ function checkCheckpointNames(envelope: string): void {
 
 type BundleShape = z.infer<typeof BundleShapeSchema>;
 
-function dedupeTlog(entries: NonNullable<BundleShape['verificationMaterial']['tlogEntries']>): void {
+export function dedupeTlog(entries: NonNullable<BundleShape['verificationMaterial']['tlogEntries']>): void {
   const seen = new Set<string>();
   for (const e of entries) {
     const keys = [
@@ -187,7 +187,7 @@ export function parseImageBundle(bytes: Buffer, limit: number = Limits.maxSignat
   };
 }
 
-const StatementSchema = z
+export const StatementSchema = z
   .object({
     _type: z.string(),
     subject: z

@@ -25,7 +25,12 @@ const b64 = z
   .string()
   .max(64 * 1024)
   .regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'not base64');
-const validFor = z.object({ start: z.string().optional(), end: z.string().optional() }).passthrough().optional();
+// A validity period must say when it starts (sigstore-go and sigstore-python refuse a root without
+// it; @sigstore/verify would read it as "since the beginning of time"); an open end may be null.
+const validFor = z
+  .object({ start: z.string({ required_error: 'a validity period needs its start' }), end: z.string().nullable().optional() })
+  .passthrough()
+  .optional();
 const publicKey = z.object({ rawBytes: b64, keyDetails: z.string().optional(), validFor }).passthrough();
 const logInstance = z
   .object({

@@ -37,10 +37,10 @@ import type { KeyRequirement, KeylessRequirement, SignatureFormat, SignerRequire
 let sigstoreVerify: Promise<typeof import('@sigstore/verify')> | undefined;
 /** Set once loaded: its error classes are what `explain` recognises. */
 let verifierLib: typeof import('@sigstore/verify') | undefined;
-const loadVerifier = () => (sigstoreVerify ??= import('@sigstore/verify').then((m) => (verifierLib = m)));
+export const loadVerifier = () => (sigstoreVerify ??= import('@sigstore/verify').then((m) => (verifierLib = m)));
 
 /** A failure reported by @sigstore/verify: its `code` says which check failed. */
-function isSigstoreError(e: unknown): e is { code: string; message: string } {
+export function isSigstoreError(e: unknown): e is { code: string; message: string } {
   return !!verifierLib && (e instanceof verifierLib.VerificationError || e instanceof verifierLib.PolicyError);
 }
 
@@ -214,7 +214,7 @@ async function readLegacy(target: Target, c: Candidate, digest: string, reposito
 // ---------------------------------------------------------------------------------------------
 
 /** What the signed entity itself shows, to tell apart failures sigstore-js reports under one code. */
-interface Facts {
+export interface Facts {
   entity?: SignedEntity;
   /** Verification passes once no SCT is required: the missing SCT is the failure. */
   sctMissing?: boolean;
@@ -225,7 +225,7 @@ function countableTimestamps(entity: SignedEntity): number {
   return entity.timestamps.filter((t) => t.$case === 'timestamp-authority' || !!t.tlogEntry.inclusionPromise).length;
 }
 
-function sctCount(entity: SignedEntity): number {
+export function sctCount(entity: SignedEntity): number {
   return entity.key.$case === 'certificate' ? (entity.key.certificate.extSCT?.signedCertificateTimestamps.length ?? 0) : 0;
 }
 
@@ -269,7 +269,7 @@ function tlogFacts(bundle: Bundle): { logIndex: string; integratedTime: string }
   return bundle.verificationMaterial.tlogEntries.map((e) => ({ logIndex: e.logIndex, integratedTime: e.integratedTime }));
 }
 
-function hintMatches(hint: string, key: KeyObject): boolean {
+export function hintMatches(hint: string, key: KeyObject): boolean {
   return hint === keyHint(key) || hint === keyFingerprint(key) || hint === `sha256:${keyFingerprint(key)}`;
 }
 
@@ -315,7 +315,7 @@ async function checkKeyed(req: KeyRequirement, ev: Evidence, base: Base): Promis
  * A certificate without SCTs failed with CERTIFICATE_ERROR: was it the chain, or only the missing
  * SCT? Verify once more with no SCT required to tell (failure path only).
  */
-function passesWithoutSct(verify: (ctlogThreshold: number) => void): boolean {
+export function passesWithoutSct(verify: (ctlogThreshold: number) => void): boolean {
   try {
     verify(0);
     return true;

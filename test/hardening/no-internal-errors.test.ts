@@ -50,6 +50,15 @@ const COMMANDS: string[][] = [
   ['sysext', 'install', 'file:X', '--root', join(work, 'root')],
   ['sysext', 'list', '--root', 'X'],
   ['catalog', 'build', '--catalog', 'X', '-o', `oci:${join(work, 'cat')}`],
+  ['sign-blob', 'X', '--bundle', join(work, 'b.json'), '--key', garbage],
+  ['sign-blob', garbage, '--bundle', join(work, 'b.json'), '--key', 'X'],
+  ['verify-blob', 'X', '--bundle', garbage, '--key', garbage],
+  ['verify-blob', garbage, '--bundle', 'X', '--certificate-identity', 'a', '--certificate-oidc-issuer', 'b'],
+  ['verify-blob', garbage, '--bundle', garbage, '--key', 'X'],
+  ['verify-blob', garbage, '--bundle', garbage, '--key', garbage, '--trusted-root', 'X'],
+  ['trust', 'update', '--mirror', 'http://127.0.0.1:1', '--tuf-root', 'X', '--cache-dir', join(work, 'trust')],
+  ['trust', 'update', '--mirror', 'http://127.0.0.1:1', '--cache-dir', 'X'],
+  ['trust', 'show', '--cache-dir', 'X'],
 ];
 
 describe('no internal errors for bad local input', () => {
