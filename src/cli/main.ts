@@ -30,6 +30,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   policy: async () => (await import('./policy.js')).registerPolicy,
   image: async () => (await import('./image.js')).registerImage,
   '__kairos-agent': async () => (await import('./kairos-agent.js')).registerKairosAgent,
+  status: async () => (await import('./status.js')).registerStatus,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {

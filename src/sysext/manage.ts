@@ -19,6 +19,7 @@ import type { ImageVerifier } from '../extract/install.js';
 import { withCheckTrust } from './node-trust.js';
 import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
 import { pathExists } from '../fs-util.js';
+import { checkRecordDir, imageIdentity, writeInstallRecord } from '../state/records.js';
 
 /**
  * kairos-agent's extension layout (pkg/action/sysext.go), under a root:
@@ -388,6 +389,7 @@ export function installExtension(node: Node, uri: string, opts: InstallOptions =
 async function installExtensionLocked(node: Node, uri: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const src = parseInstallUri(uri);
   const p = nodePaths(node);
+  await checkRecordDir(node.root); // refuse a planted symlink before anything is written
   await mkdir(p.store, { recursive: true });
   return withStagingDir(p.store, 'install', async (staging) => {
     if (opts.verify && src.kind !== 'image') {
@@ -429,6 +431,15 @@ async function installExtensionLocked(node: Node, uri: string, opts: InstallOpti
       });
     }
     for (const n of names) await commitFile(join(staging, n), join(p.store, n));
+    await writeInstallRecord(node.root, {
+      kind: node.kind,
+      target: uri,
+      scheme: src.kind === 'image' ? src.scheme : src.kind === 'file' ? 'file' : new URL(src.url).protocol.slice(0, -1),
+      image: src.kind === 'image' ? imageIdentity(src.ref) : src.kind === 'file' ? resolve(src.path) : src.url,
+      files: names,
+      ...(staged.digest ? { digest: staged.digest } : {}),
+      ...(staged.verified ? { signer: staged.verified } : {}),
+    });
     return { installed: names, checks, source: uri, ...(staged.digest ? { digest: staged.digest } : {}), ...(staged.verified ? { verified: staged.verified } : {}) };
   });
 }
