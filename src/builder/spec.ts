@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { KbError, UserError } from '../errors.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
+import { RequiresSchema } from '../requires/requires.js';
 
 /**
  * bundle.yaml — the spec of one Kairos bundle (docs: bundles/README.md).
@@ -107,6 +108,8 @@ export const BundleSpecSchema = z
     charts: z.array(chartSchema).default([]),
     /** extension-release settings for type: sysext | confext (src/sysext/README.md). */
     sysext: SysextSettingsSchema.optional(),
+    /** What a node must be to take this bundle (src/requires/requires.ts); stored as an annotation. */
+    requires: RequiresSchema.optional(),
   })
   .strict();
 

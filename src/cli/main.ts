@@ -31,6 +31,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   image: async () => (await import('./image.js')).registerImage,
   '__kairos-agent': async () => (await import('./kairos-agent.js')).registerKairosAgent,
   status: async () => (await import('./status.js')).registerStatus,
+  rollout: async () => (await import('./rollout.js')).registerRollout,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {

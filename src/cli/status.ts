@@ -11,6 +11,7 @@ interface StatusFlags {
   check?: string;
   kind: string;
   terminationLog?: string;
+  requires?: string;
 }
 
 /**
@@ -26,19 +27,32 @@ export function registerStatus(program: Command, io: CliIo): void {
     .option('--json', 'print JSON')
     .option('--check <target>', 'digest-pinned target (run://…@sha256:…, or oci:…@sha256:… with --kind sysext): is it already installed here?')
     .option('--kind <kind>', `what --check installs: ${INSTALLED_KINDS.join(', ')}`, 'bundle')
+    .option('--requires <json>', "with --check: the image's requires: as JSON (kbundle rollout passes them); a node that does not meet them is skipped")
     .option('--termination-log <file>', 'with --check: write the reason to skip here (a Kubernetes preflight passes /dev/termination-log); nothing is written to proceed')
     .action(async (o: StatusFlags) => {
       const out = makePrinter(!!o.json, io);
       const { nodeStatus, describeStatus, statusJson, parseWanted, alreadyInstalled } = await import('../state/status.js');
       if (!(INSTALLED_KINDS as readonly string[]).includes(o.kind)) throw new UserError(`--kind: "${o.kind}" must be one of ${INSTALLED_KINDS.join(', ')}`);
-      if (o.terminationLog && !o.check) throw new UserError('--termination-log goes with --check');
+      if ((o.terminationLog || o.requires) && !o.check) throw new UserError('--termination-log and --requires go with --check');
       const wanted = o.check ? parseWanted(o.check, o.kind as InstalledKind) : undefined;
+      const req = o.requires === undefined ? undefined : await import('../requires/requires.js');
+      let requires: import('../requires/requires.js').Requires | undefined;
+      if (req && o.requires !== undefined) {
+        let raw: unknown;
+        try {
+          raw = JSON.parse(o.requires);
+        } catch {
+          throw new UserError('--requires: not JSON', 'kbundle rollout writes it; e.g. {"flavor":["ubuntu"],"systemd":254}');
+        }
+        requires = req.parseRequires(raw, '--requires');
+      }
       const status = await nodeStatus(o.root);
       if (!wanted) {
         out.result(describeStatus(status), statusJson(status));
         return;
       }
-      const reasons = [alreadyInstalled(status, wanted)].filter((r): r is string => !!r);
+      const unmet = requires && req ? req.unmetRequires(requires, await req.readNodeFacts(status.root)) : [];
+      const reasons = [alreadyInstalled(status, wanted), unmet.length ? `does not meet the image's requires: ${unmet.join('; ')}` : undefined].filter((r): r is string => !!r);
       const skip = reasons.join('; ');
       if (skip && o.terminationLog) {
         try {

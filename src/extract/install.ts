@@ -20,6 +20,7 @@ import { onInterrupt } from '../util/interrupt.js';
 import { withRootLock, type LockOptions } from '../util/root-lock.js';
 import { InstallJournal, recoverJournals } from './journal.js';
 import { checkRecordDir, imageIdentity, writeInstallRecord } from '../state/records.js';
+import { enforceRequires, imageRequires } from '../requires/requires.js';
 
 /** Checks an image before anything is written; throws a UserError saying why it is refused. */
 export type ImageVerifier = (target: Target, top: Descriptor, display: string) => Promise<string | void>;
@@ -43,6 +44,9 @@ export interface InstallOptions extends ExtractOptions {
   lock?: LockOptions;
   /** The node root whose install records (src/state) get this install (default: `root`). */
   stateRoot?: string;
+  /** Install although the node does not meet the image's `requires:` (warned, and recorded). */
+  ignoreRequires?: boolean;
+  onWarning?: (message: string) => void;
 }
 
 export interface InstallResult {
@@ -72,6 +76,9 @@ export async function installBundle(raw: string, opts: InstallOptions): Promise<
     const top = await opened.target.resolve(opened.reference);
     const verified = opts.verify ? await opts.verify(opened.target, top, opened.display) : undefined;
     const manifest = await resolveManifest(opened.target, top.digest, opts.platform ?? hostPlatform());
+    // The node (the state root) must meet the image's constraints before anything is written.
+    const requires = await imageRequires(opened.target, top, manifest, `${opened.display}@${top.digest}`);
+    const ignoredRequires = await enforceRequires(requires, stateRoot, raw, { ignore: opts.ignoreRequires, onWarning: opts.onWarning });
     const base: InstallResult = { target: raw, scheme: t.scheme, digest: top.digest, manifest: manifest.digest, files: 0, ...(verified ? { verified } : {}) };
     await mkdir(root, { recursive: true });
     return await withRootLock(root, `install ${raw}`, opts.lock ?? {}, async () => {
@@ -86,6 +93,7 @@ export async function installBundle(raw: string, opts: InstallOptions): Promise<
         digest: r.digest,
         manifest: r.manifest,
         ...(r.verified ? { signer: r.verified } : {}),
+        ...(ignoredRequires.length ? { ignoredRequires } : {}),
       });
       return r;
     });

@@ -50,6 +50,8 @@ const RecordSchema = z.object({
   kbundleVersion: z.string().min(1),
   /** Extensions: the .raw files this install put into the store. */
   files: z.array(z.string()).optional(),
+  /** Constraints of the image the node did not meet, installed anyway with --ignore-requires. */
+  ignoredRequires: z.array(z.string()).optional(),
 });
 
 export type InstallRecord = z.infer<typeof RecordSchema>;

@@ -20,6 +20,7 @@ import { withCheckTrust } from './node-trust.js';
 import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
 import { pathExists } from '../fs-util.js';
 import { checkRecordDir, imageIdentity, writeInstallRecord } from '../state/records.js';
+import { enforceRequires, imageRequires } from '../requires/requires.js';
 
 /**
  * kairos-agent's extension layout (pkg/action/sysext.go), under a root:
@@ -269,6 +270,9 @@ export interface InstallOptions {
    * reference resolved to before anything is extracted; file: and http(s): sources have none.
    */
   verify?: ImageVerifier;
+  /** Install an OCI image although the node does not meet its `requires:` (warned, recorded). */
+  ignoreRequires?: boolean;
+  onWarning?: (message: string) => void;
 }
 
 export interface InstallResult {
@@ -340,9 +344,10 @@ interface Staged {
   names: string[];
   digest?: string;
   verified?: string;
+  ignoredRequires?: string[];
 }
 
-async function stageImage(src: Source & { kind: 'image' }, staging: string, opts: InstallOptions): Promise<Staged> {
+async function stageImage(src: Source & { kind: 'image' }, staging: string, opts: InstallOptions, nodeRoot: string): Promise<Staged> {
   const client = new RegistryClient(opts.registry ?? {});
   try {
     // kbundle spells OCI layouts oci:<dir>[:tag]; kairos-agent's oci:/docker:/container: are registry
@@ -356,6 +361,8 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
       const top = await opened.target.resolve(opened.reference);
       const verified = opts.verify ? ((await opts.verify(opened.target, top, opened.display)) ?? undefined) : undefined;
       const manifest = await resolveManifest(opened.target, top.digest, platform);
+      const requires = await imageRequires(opened.target, top, manifest, `${opened.display}@${top.digest}`);
+      const ignoredRequires = await enforceRequires(requires, nodeRoot, opened.display, { ignore: opts.ignoreRequires, onWarning: opts.onWarning });
       const root = join(staging, 'image');
       await extractImage(opened.target, manifest, root, { stagingDir: staging });
       const names: string[] = [];
@@ -368,7 +375,7 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
       if (names.length === 0) {
         throw new UserError(`${opened.display}: the image holds no .raw file at its root`, 'an extension image carries NAME.sysext.raw at /; build one with kbundle sysext build --image');
       }
-      return { names: names.sort(), digest: top.digest, ...(verified ? { verified } : {}) };
+      return { names: names.sort(), digest: top.digest, ...(verified ? { verified } : {}), ...(ignoredRequires.length ? { ignoredRequires } : {}) };
     } finally {
       await opened.close();
     }
@@ -398,7 +405,8 @@ async function installExtensionLocked(node: Node, uri: string, opts: InstallOpti
         "the image's own dm-verity signature is checked against --cert and the node's certificates instead; drop --key/--policy",
       );
     }
-    const staged: Staged = src.kind === 'file' ? { names: await stageFile(src, staging) } : src.kind === 'http' ? { names: await stageHttp(src, staging) } : await stageImage(src, staging, opts);
+    const staged: Staged =
+      src.kind === 'file' ? { names: await stageFile(src, staging) } : src.kind === 'http' ? { names: await stageHttp(src, staging) } : await stageImage(src, staging, opts, node.root);
     const names = staged.names;
     for (const n of names) {
       if (!n.endsWith('.raw') || n.startsWith('.')) throw new UserError(`${uri}: "${n}" is not a .raw file`, 'kairos-agent and systemd only use *.raw images; nothing was installed');
@@ -439,6 +447,7 @@ async function installExtensionLocked(node: Node, uri: string, opts: InstallOpti
       files: names,
       ...(staged.digest ? { digest: staged.digest } : {}),
       ...(staged.verified ? { signer: staged.verified } : {}),
+      ...(staged.ignoredRequires ? { ignoredRequires: staged.ignoredRequires } : {}),
     });
     return { installed: names, checks, source: uri, ...(staged.digest ? { digest: staged.digest } : {}), ...(staged.verified ? { verified: staged.verified } : {}) };
   });
