@@ -247,6 +247,8 @@ export class OperatorStandin {
     const hostMount: string = spec.hostMountPath ?? '/host';
     const env = { HOST_DIR: hostMount };
     const targets = nodes.filter((n) => matches(spec.nodeSelector, nodeLabels(n)));
+    // The API server lists nodes by name; the controller moves control-plane nodes first (stable).
+    targets.sort((a, b) => a.name.localeCompare(b.name));
     targets.sort((a, b) => Number(!!b.controlPlane) - Number(!!a.controlPlane));
     const statuses: Record<string, NodeOutcome> = {};
     const started: string[] = [];
