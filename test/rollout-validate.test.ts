@@ -11,7 +11,7 @@ import { readNodeFacts, requiresToSelector, unmetRequires, parseRequires } from 
 import { NODEOP_SCHEMA, NODEOPUPGRADE_SCHEMA } from '../src/rollout/crd-schemas.js';
 import { parseSelector } from '../src/rollout/selector.js';
 import { validateObject } from '../src/rollout/validate.js';
-import { kbundleInProcess } from './helpers/cli.js';
+import { kbundleInProcess, REPO_ROOT } from './helpers/cli.js';
 import { CRD_DIR, crdErrors, crdSchemas } from './helpers/crd-validator.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 
@@ -29,6 +29,13 @@ describe('the CRD schemas kbundle carries', () => {
     if (existsSync(SHARED)) {
       for (const f of ['operator.kairos.io_nodeops.yaml', 'operator.kairos.io_nodeopupgrades.yaml']) expect(readFileSync(join(CRD_DIR, f), 'utf8')).toBe(readFileSync(join(SHARED, f), 'utf8'));
     }
+  });
+
+  it('are the ones the catalog kairos-operator bundle installs (kubectl kustomize config/default of the release)', () => {
+    const upstream = crdSchemas();
+    const placed = crdSchemas(join(REPO_ROOT, 'bundles/kairos-operator/assets'));
+    for (const kind of ['NodeOp', 'NodeOpUpgrade']) expect(placed.get(kind)).toEqual(upstream.get(kind));
+    expect(placed.get('OSArtifact')).toMatchObject({ group: 'build.kairos.io', version: 'v1alpha2' });
   });
 
   it("kbundle's validator and ajv on the upstream files agree: good objects pass, bad ones fail on the same field", () => {

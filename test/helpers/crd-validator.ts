@@ -7,7 +7,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import AjvModule from 'ajv';
-import { parse } from 'yaml';
+import { parseAllDocuments } from 'yaml';
 import { REPO_ROOT } from './cli.js';
 
 export const CRD_DIR = join(REPO_ROOT, 'test/fixtures/kairos-operator/crd/bases');
@@ -25,12 +25,15 @@ function strict(s: any): any {
   return out;
 }
 
-/** kind → openAPIV3Schema of the served version, from the upstream CRD files. */
+/** kind → openAPIV3Schema of the served version, from the CRDs in a folder's YAML files. */
 export function crdSchemas(dir = CRD_DIR): Map<string, { group: string; version: string; schema: any }> {
   const out = new Map<string, { group: string; version: string; schema: any }>();
   for (const f of readdirSync(dir).filter((n) => n.endsWith('.yaml'))) {
-    const crd = parse(readFileSync(join(dir, f), 'utf8'));
-    for (const v of crd.spec.versions) if (v.served) out.set(crd.spec.names.kind, { group: crd.spec.group, version: v.name, schema: v.schema.openAPIV3Schema });
+    for (const doc of parseAllDocuments(readFileSync(join(dir, f), 'utf8'))) {
+      const crd = doc.toJS();
+      if (crd?.kind !== 'CustomResourceDefinition') continue;
+      for (const v of crd.spec.versions) if (v.served) out.set(crd.spec.names.kind, { group: crd.spec.group, version: v.name, schema: v.schema.openAPIV3Schema });
+    }
   }
   return out;
 }
