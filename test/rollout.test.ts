@@ -492,6 +492,9 @@ describe('--os: NodeOpUpgrade', () => {
     }
     expect(objs[0].spec).toMatchObject({ concurrency: 1, stopOnFailure: true });
     expect(objs[1].spec.concurrency).toBe(2);
+    const json = JSON.parse(await ok(['rollout', '--os', `${reg.host}/rt/kairos-os:v3.5.1`, '--key', join(keys, 'release.pub'), '--json']));
+    expect(json).toMatchObject({ pinned: `${reg.host}/rt/kairos-os@${digest}`, digest, signer: 'release.pub', output: null });
+    expect(json.objects.map((o: any) => o.kind)).toEqual(['NodeOpUpgrade']);
     const cordon = await kbundleAsync(['rollout', '--os', `${reg.host}/rt/kairos-os:v3.5.1`, '--key', join(keys, 'release.pub'), '--cordon'], { env });
     expect(cordon.code).toBe(EXIT_CODES.INVALID_INPUT);
     expect(cordon.stderr).toMatch(/--cordon is not a NodeOpUpgrade field/);

@@ -18,6 +18,10 @@
  *   hostMountPath. `$(VAR)` in commands is expanded as Kubernetes does, from the container env.
  *
  * Commands come from the object given (the YAML kbundle emitted), never from a copy.
+ * Simplified: a failing preflight is Failed at once (the real Pod restarts OnFailure until its
+ * activeDeadlineSeconds, then fails); drain evicts nothing (the simulated nodes run no Pods);
+ * target nodes are read once per run (the controller re-reads them on every reconcile, which the
+ * tests model by running an object again after changing labels).
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
