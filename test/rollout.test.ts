@@ -347,6 +347,11 @@ describe('system extensions', () => {
 });
 
 describe('refusals: nothing is written for an image that fails verification', () => {
+  beforeAll(async () => {
+    // Reproducible builds: the same digest (and one more signature) if the first suite pushed it.
+    await publish(DEMO_SPEC('v1'), 'rt/demo', 'v1', 'release');
+    await publish(DEMO_SPEC('unsigned'), 'rt/unsigned', 'v1');
+  }, 120_000);
   const rollout = async (args: string[]) => {
     const file = join(tempDir(), 'out.yaml');
     const r = await kbundleAsync(['rollout', ...args, '--kbundle-image', kbundleImage, '-o', file], { env });
@@ -354,7 +359,6 @@ describe('refusals: nothing is written for an image that fails verification', ()
   };
 
   it('unsigned, re-pushed after signing, or signed by another key: refused on the workstation', async () => {
-    await publish(DEMO_SPEC('unsigned'), 'rt/unsigned', 'v1');
     await publish(DEMO_SPEC('signed'), 'rt/tampered', 'v1', 'release');
     await publish(DEMO_SPEC('swapped'), 'rt/tampered', 'v1'); // same tag, new digest, no signature
     for (const [ref, key] of [
@@ -368,6 +372,22 @@ describe('refusals: nothing is written for an image that fails verification', ()
       expect(r.stdout).toBe('');
       expect(r.written).toBe(false);
     }
+  });
+
+  it('signatures swapped in the registry after the rollout was written: every node refuses, nothing lands', async () => {
+    const digest = await publish(DEMO_SPEC('late'), 'rt/late', 'v1', 'release');
+    const file = join(tempDir(), 'late.yaml');
+    await ok(['rollout', `container://${reg.host}/rt/late:v1`, '--key', join(keys, 'release.pub'), '--kbundle-image', kbundleImage, '--backoff-limit', '0', '-o', file]);
+    // Both places signatures are found (cosign's sha256-<hex>.sig tag and the referrers fallback
+    // tag sha256-<hex>) now hold an unrelated image: the workstation's check no longer holds.
+    for (const tag of [`sha256-${digest.slice(7)}.sig`, `sha256-${digest.slice(7)}`]) await ok(['copy', `${reg.host}/rt/unsigned:v1`, `${reg.host}/rt/late:${tag}`]);
+    const [op] = objectsOf(readFileSync(file, 'utf8'));
+    const n = node('late-node', { release: kairos('ubuntu', 'v3.5.0') });
+    const run = await operator.runNodeOp(op, [n]);
+    expect(run.statuses['late-node']).toMatchObject({ phase: 'Failed' });
+    expect(run.statuses['late-node']!.attempts[0]!.code).toBe(EXIT_CODES.REFUSED);
+    expect(existsSync(join(n.root, 'etc/demo'))).toBe(false);
+    expect(existsSync(join(n.root, 'var/lib/kbundle'))).toBe(false);
   });
 
   it('--node-policy: each node verifies with its own policy; a node that trusts another key, or has none, fails and keeps nothing', async () => {

@@ -94,11 +94,35 @@ function stages(input: ObjectsInput, make: (name: string, selector: LabelSelecto
   return [make(`${input.name}-canary`, canary, true), make(input.name, rest, false)];
 }
 
+/** Flags that do not fit the object kind, or each other: refused before anything is fetched. */
+export function checkCrdFlags(kind: 'nodeop' | 'upgrade', c: CrdFlags): void {
+  if (kind === 'nodeop') {
+    if (c.upgradeActive !== undefined || c.upgradeRecovery !== undefined || c.force !== undefined) throw new UserError('--upgrade-active, --upgrade-recovery and --force are for --os (NodeOpUpgrade)');
+    if (c.drain && !c.cordon) throw new UserError('--drain needs --cordon: the operator drains only nodes it cordoned (drainOptions requires cordon)');
+    if (c.uncordonOnFailure && !c.cordon) throw new UserError('--uncordon-on-failure needs --cordon');
+    return;
+  }
+  const notHere = (
+    [
+      ['--cordon', c.cordon],
+      ['--drain', c.drain],
+      ['--reboot', c.reboot],
+      ['--backoff-limit', c.backoffLimit],
+      ['--host-mount-path', c.hostMountPath],
+      ['--preflight-deadline', c.preflightDeadlineSeconds],
+    ] as const
+  ).filter(([, v]) => v !== undefined);
+  if (notHere.length) {
+    throw new UserError(
+      `--os: ${notHere.map(([f]) => f).join(', ')} ${notHere.length > 1 ? 'are' : 'is'} not a NodeOpUpgrade field`,
+      'the operator always cordons, drains and reboots for an OS upgrade; its NodeOpUpgrade takes --selector, --concurrency, --stop-on-failure, --uncordon-on-failure, --image-pull-secret, --upgrade-active, --upgrade-recovery, --force',
+    );
+  }
+}
+
 export function nodeOpObjects(input: NodeOpInput): KubeObject[] {
   const c = input.crd;
-  if (c.upgradeActive !== undefined || c.upgradeRecovery !== undefined || c.force !== undefined) throw new UserError('--upgrade-active, --upgrade-recovery and --force are for --os (NodeOpUpgrade)');
-  if (c.drain && !c.cordon) throw new UserError('--drain needs --cordon: the operator drains only nodes it cordoned (drainOptions requires cordon)');
-  if (c.uncordonOnFailure && !c.cordon) throw new UserError('--uncordon-on-failure needs --cordon');
+  checkCrdFlags('nodeop', c);
   return stages(input, (name, selector, canary) => ({
     apiVersion: OPERATOR_API_VERSION,
     kind: 'NodeOp',
@@ -129,22 +153,7 @@ export interface UpgradeInput extends ObjectsInput {
 
 export function nodeOpUpgradeObjects(input: UpgradeInput): KubeObject[] {
   const c = input.crd;
-  const notHere = (
-    [
-      ['--cordon', c.cordon],
-      ['--drain', c.drain],
-      ['--reboot', c.reboot],
-      ['--backoff-limit', c.backoffLimit],
-      ['--host-mount-path', c.hostMountPath],
-      ['--preflight-deadline', c.preflightDeadlineSeconds],
-    ] as const
-  ).filter(([, v]) => v !== undefined);
-  if (notHere.length) {
-    throw new UserError(
-      `--os: ${notHere.map(([f]) => f).join(', ')} ${notHere.length > 1 ? 'are' : 'is'} not a NodeOpUpgrade field`,
-      'the operator always cordons, drains and reboots for an OS upgrade; its NodeOpUpgrade takes --selector, --concurrency, --stop-on-failure, --uncordon-on-failure, --image-pull-secret, --upgrade-active, --upgrade-recovery, --force',
-    );
-  }
+  checkCrdFlags('upgrade', c);
   return stages(input, (name, selector, canary) => ({
     apiVersion: OPERATOR_API_VERSION,
     kind: 'NodeOpUpgrade',

@@ -26,6 +26,7 @@ import type { BootState, ExtensionKind } from '../sysext/types.js';
 import { verifierFromFlags } from '../cli/verify-flags.js';
 import {
   ANNOTATION_PREFIX,
+  checkCrdFlags,
   dnsLabel,
   formatSelector,
   KBUNDLE_IN_IMAGE,
@@ -166,6 +167,20 @@ export async function planRollout(req: RolloutRequest): Promise<RolloutPlan> {
     refText = t.ref;
   } else refText = req.target.replace(/^(oci|docker|container):(\/\/)?/, '');
   const parsed = parseReference(refText, 'rollout');
+  // Everything that needs no network is checked before the registry is asked anything.
+  checkCrdFlags(req.kind === 'os' ? 'upgrade' : 'nodeop', req.crd);
+  if (req.canary !== undefined && (!Number.isInteger(req.canary) || req.canary < 1)) throw new UserError(`--canary: ${req.canary} must be a whole number of nodes, at least 1`);
+  if (req.kind === 'os' && (req.kbundleImage || req.nodePolicy || req.bootState || req.now || req.ignoreRequires))
+    throw new UserError(
+      '--os: --kbundle-image, --node-policy, --boot-state, --now and --ignore-requires are for bundles and extensions',
+      'the operator upgrades with kairos-agent from the OS image itself',
+    );
+  if (req.kind !== 'os' && !req.kbundleImage) {
+    throw new UserError(
+      'rollout: name the kbundle image the nodes run: --kbundle-image <registry>/<repo>:<tag> (or set KBUNDLE_IMAGE)',
+      'build it with kbundle image -o oci:out/kbundle-image:kbundle, then kbundle push it',
+    );
+  }
   const repository = `${parsed.registry}/${parsed.repository}`;
   const policy = shippedPolicy(req, repository);
   const v = await verifyOnWorkstation(refText, policy, req.client);
@@ -187,8 +202,6 @@ export async function planRollout(req: RolloutRequest): Promise<RolloutPlan> {
 
   let objects: KubeObject[];
   if (req.kind === 'os') {
-    if (req.kbundleImage) throw new UserError('--os: --kbundle-image is not used (the operator runs kairos-agent from the OS image itself)');
-    if (req.nodePolicy || req.bootState || req.now || req.ignoreRequires) throw new UserError('--os: --node-policy, --boot-state, --now and --ignore-requires are for bundles and extensions');
     objects = nodeOpUpgradeObjects({ name, namespace: req.namespace, annotations, crd, canary: req.canary, image: v.pinned });
     notes.push('the OS image is verified here only: the operator upgrades with kairos-agent, which does not check kbundle signatures on the node');
   } else {
