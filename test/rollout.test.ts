@@ -211,7 +211,7 @@ describe('kbundle rollout of a bundle through the operator stand-in', () => {
     expect(st['node-done']).toMatchObject({ phase: 'Completed', skipped: true });
     expect(st['node-done']!.message).toMatch(new RegExp(`already installed: ${reg.host}/rt/demo@${digest}`));
     expect(st['node-planted']).toMatchObject({ phase: 'Failed', skipped: false });
-    expect(st['node-planted']!.preflight!.stderr).toMatch(/var\/lib\/kbundle is a symlink/);
+    expect(st['node-planted']!.preflight!.stderr).toMatch(/var\/lib\/kbundle is a symbolic link/);
     expect(readdirSync(elsewhere)).toEqual([]);
     for (const n of ['node-old', 'node-sd250', 'node-alpine', 'plain-debian', 'node-planted']) expect(existsSync(join(byName[n]!.root, 'etc/demo')), n).toBe(false);
     // The skipped node's record is untouched: the preflight ran on a read-only root.

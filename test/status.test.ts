@@ -144,7 +144,7 @@ describe('install records and kbundle status', () => {
     expect(readFileSync(join(root, 'usr/local/sub/etc/tools.conf'), 'utf8')).toBe('one');
     const s = JSON.parse(await ok(['status', '--root', root, '--json'])) as StatusJson;
     expect(s.bundles.map((b) => b.digest)).toEqual([toolsV1]);
-    expect(existsSync(join(root, 'usr/local/sub/var'))).toBe(false);
+    expect(existsSync(join(root, 'usr/local/sub/var/lib/kbundle/installed'))).toBe(false);
   });
 
   it('--check: skip (reason in the termination log) only at the same digest, else proceed and write nothing', async () => {
@@ -187,14 +187,14 @@ describe('install records and kbundle status', () => {
         ['sysext', 'install', `oci:${reg.host}/st/sysext-example:1`],
       ]) {
         const r = await kbundleAsync([...args, '--root', root]);
-        expect(r.code, r.stderr).toBe(EXIT_CODES.CONFLICT);
-        expect(r.stderr).toContain(`${join(root, planted)} is a symlink`);
+        expect(r.code, r.stderr).toBe(EXIT_CODES.REFUSED);
+        expect(r.stderr).toContain(`${join(root, planted)} is a symbolic link`);
       }
       expect(readdirSync(elsewhere)).toEqual([]);
       expect(existsSync(join(root, 'etc/tools.conf'))).toBe(false);
       expect(existsSync(join(root, 'var/lib/kairos'))).toBe(false);
       const st = await kbundleAsync(['status', '--root', root]);
-      expect(st.code).toBe(EXIT_CODES.CONFLICT);
+      expect(st.code).toBe(EXIT_CODES.REFUSED);
     }
   });
 

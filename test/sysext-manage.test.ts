@@ -111,12 +111,11 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
       'usr/lib/systemd/libsystemd-shared-256.so': 'f644',
       var: 'd',
       'var/lib': 'd',
-      // kbundle's own install record (src/state), the one addition to kairos-agent's tree
+      // kbundle's own state (the root's lock, and the install record of src/state); the rest is kairos-agent's tree
       'var/lib/kbundle': 'd',
       'var/lib/kbundle/installed': 'd',
       [`var/lib/kbundle/installed/${recordFileName(recordKey('sysext', 'file', raw))}`]: 'f644',
       'var/lib/kairos': 'd',
-      'var/lib/kbundle': 'd', // kbundle's own state (the root's lock); the rest is kairos-agent's tree
       [store]: 'd',
       [`${store}/active`]: 'd',
       [`${store}/active/demo.sysext.raw`]: `l -> /${store}/demo.sysext.raw`,

@@ -11,20 +11,22 @@
  *
  * The node root is trusted but what bundles extracted into it is not: a container:// bundle may
  * have planted a symlink at var/lib/kbundle to get kbundle (root) to write elsewhere. Every
- * component of the state path must be a real directory; a symlink is refused. All writes go
- * through `writeInstallRecord`, so a root-confined file layer can replace it in one place.
+ * component of the state path must be a real folder; a symlink is refused (REFUSED, as for the
+ * root's lock). All writes go through `writeInstallRecord`, so a root-confined file layer can
+ * replace it in one place.
  */
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile } from 'node:fs/promises';
+import { lstat, readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { errorMessage, KbError } from '../errors.js';
 import { parseReference } from '../registry/reference.js';
 import { isStagingName, writeFileAtomic } from '../util/atomic-write.js';
+import { STATE_PATH, stateDir } from '../util/state-dir.js';
 import { VERSION } from '../version.js';
 
-/** Where records live, relative to the node root; persists across Kairos reboots and upgrades. */
-export const STATE_PATH = ['var', 'lib', 'kbundle', 'installed'] as const;
+/** Records live in `<root>/var/lib/kbundle/installed/`: persists across Kairos reboots and upgrades. */
+export const RECORDS_DIR = 'installed';
 /** A record file is small; anything larger is not one of ours. */
 const MAX_RECORD_BYTES = 64 * 1024;
 
@@ -88,33 +90,28 @@ export function recordFileName(key: string): string {
 }
 
 /**
- * The record directory under `root`, each component checked to be a directory and not a
- * symlink. With `create`, missing components are made (one at a time, so a symlink planted in
- * between is seen). Without it, returns undefined when the directory does not exist yet.
+ * The record directory under `root`. Written through `stateDir` (src/util/state-dir.ts: each
+ * component created without following links, a symlink or non-folder refused), as the root's lock
+ * and install journals are. Read-only callers (status, a preflight on a read-only root) walk the
+ * same components without creating anything: undefined when the folder does not exist yet.
  */
 async function recordDir(root: string, create: boolean): Promise<string | undefined> {
+  if (create) return stateDir(resolve(root), RECORDS_DIR);
   let dir = resolve(root);
-  for (const part of STATE_PATH) {
+  for (const part of [...STATE_PATH, RECORDS_DIR]) {
     dir = join(dir, part);
     let st;
     try {
       st = await lstat(dir);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new KbError('INVALID_INPUT', `${dir}: cannot read the install state (${errorMessage(e)})`, { cause: e });
-      if (!create) return undefined;
-      try {
-        await mkdir(dir, { mode: 0o755 });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new KbError('INVALID_INPUT', `${dir}: cannot create the install state folder (${errorMessage(err)})`, { cause: err });
-      }
-      st = await lstat(dir);
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new KbError('INVALID_INPUT', `${dir}: cannot read the install state (${errorMessage(e)})`, { cause: e });
     }
-    if (st.isSymbolicLink()) {
-      throw new KbError('CONFLICT', `${dir} is a symlink; kbundle keeps its install records only in a real directory`, {
-        hint: `something on the node (a bundle?) planted it; inspect it and replace it with a directory (${STATE_PATH.join('/')} under the root)`,
+    if (st.isSymbolicLink() || !st.isDirectory()) {
+      throw new KbError('REFUSED', `${dir} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a folder'}; kbundle keeps its state there and does not follow it`, {
+        hint: `remove ${dir} (something other than kbundle put it there) and run again`,
       });
     }
-    if (!st.isDirectory()) throw new KbError('CONFLICT', `${dir} is not a directory`, { hint: 'kbundle keeps its install records there; move the file away' });
   }
   return dir;
 }

@@ -225,6 +225,8 @@ export class OperatorStandin {
     const script = [
       'set -e',
       `R=${q(R)}`,
+      // A container's root is a mount point (the runtime pivots into it): so is this one.
+      'mount --bind "$R" "$R"',
       'mount --rbind /usr "$R/usr"',
       'mount -o remount,bind,ro "$R/usr"',
       `mount --bind ${q(this.bin)} "$R/usr/local/bin"`,
