@@ -241,7 +241,7 @@ const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect | ToolE
   'kairos-operator': {
     type: 'run',
     key: 'kairos_operator',
-    defaults: { version: 'v0.0.6' },
+    defaults: { version: 'v0.1.3' },
     charts: [],
     manifests: {
       'kairos-operator-crds.yaml': {
@@ -250,38 +250,60 @@ const CATALOG: Record<string, RunExpect | ContainerExpect | SysextExpect | ToolE
           { apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', name: 'nodeopupgrades.operator.kairos.io' },
           { apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', name: 'osartifacts.build.kairos.io' },
         ],
-        check: (d) =>
+        check: (d) => {
           expect(d.map((x) => `${x.spec.group}/${x.spec.versions[0].name}/${x.spec.names.kind}`)).toEqual([
             'operator.kairos.io/v1alpha1/NodeOp',
             'operator.kairos.io/v1alpha1/NodeOpUpgrade',
             'build.kairos.io/v1alpha2/OSArtifact',
-          ]),
+          ]);
+          // The release's typed schemas (what kbundle rollout validates against), not open ones.
+          const nodeOp = d[0]!.spec.versions[0].schema.openAPIV3Schema.properties.spec;
+          expect(nodeOp.required).toEqual(['command']);
+          expect(nodeOp.properties.concurrency).toMatchObject({ type: 'integer', minimum: 0 });
+          expect(nodeOp['x-kubernetes-preserve-unknown-fields']).toBeUndefined();
+        },
       },
       'kairos-operator.yaml': {
         docs: [
           { apiVersion: 'v1', kind: 'Namespace', name: 'operator-system' },
           { apiVersion: 'v1', kind: 'ServiceAccount', name: 'operator-kairos-operator', namespace: 'operator-system' },
-          { apiVersion: 'v1', kind: 'ServiceAccount', name: 'operator-kairos-node-labeler', namespace: 'operator-system' },
-          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-manager-role' },
-          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', name: 'operator-manager-rolebinding' },
           { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', name: 'operator-leader-election-role', namespace: 'operator-system' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-manager-role' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-metrics-auth-role' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-metrics-reader' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-nodeop-admin-role' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-nodeop-editor-role' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-nodeop-viewer-role' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-osartifact-editor-role' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-osartifact-viewer-role' },
           { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', name: 'operator-leader-election-rolebinding', namespace: 'operator-system' },
-          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', name: 'operator-kairos-node-labeler' },
-          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', name: 'operator-kairos-node-labeler' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', name: 'operator-kairos-operator-rolebinding' },
+          { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', name: 'operator-metrics-auth-rolebinding' },
+          { apiVersion: 'v1', kind: 'Service', name: 'operator-kairos-operator-metrics-service', namespace: 'operator-system' },
           { apiVersion: 'apps/v1', kind: 'Deployment', name: 'operator-kairos-operator', namespace: 'operator-system' },
         ],
         check: (d, c) => {
           const ctr = d.find((x) => x.kind === 'Deployment')!.spec.template.spec.containers[0];
           expect(ctr.image).toBe(`quay.io/kairos/operator:${c.version}`);
           const env = Object.fromEntries(ctr.env.filter((e: any) => 'value' in e).map((e: any) => [e.name, e.value]));
-          expect(env).toEqual({ OPERATOR_IMAGE: `quay.io/kairos/operator:${c.version}`, NODE_LABELER_IMAGE: `quay.io/kairos/operator-node-labeler:${c.version}` });
-          // The node labeler (which sets kairos.io/managed=true) may patch nodes.
-          const labeler = d.find((x) => x.kind === 'ClusterRole' && x.metadata.name === 'operator-kairos-node-labeler')!;
-          expect(labeler.rules).toEqual([{ apiGroups: [''], resources: ['nodes'], verbs: ['get', 'patch'] }]);
+          expect(env).toEqual({
+            OPERATOR_IMAGE: `quay.io/kairos/operator:${c.version}`,
+            NODE_LABELER_IMAGE: `quay.io/kairos/operator-node-labeler:${c.version}`,
+            SENTINEL_IMAGE: '',
+            NODEOP_DEFAULT_IMAGE: 'busybox:latest',
+          });
+          // The operator runs the node labeler (kairos.io/managed=true, …) as a DaemonSet of its own.
+          const rules = d.find((x) => x.kind === 'ClusterRole' && x.metadata.name === 'operator-manager-role')!.rules;
+          expect(rules).toEqual(
+            expect.arrayContaining([
+              { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'patch', 'update', 'watch'] },
+              { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'] },
+            ]),
+          );
         },
       },
     },
-    override: { version: 'v0.0.5' },
+    override: { version: 'v0.1.2' },
   },
   // Own run.sh, behaviour ported from upstream's Go tests in test/catalog-upstream.test.ts.
   edgevpn: { type: 'run-script', key: 'edgevpn' },

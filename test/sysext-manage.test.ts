@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildSysext, type SysextBuildResult } from '../src/sysext/build.js';
 import { guidToBytes } from '../src/sysext/gpt.js';
 import { EXIT_CODES } from '../src/cli/exit-codes.js';
+import { recordFileName, recordKey } from '../src/state/records.js';
 import { cliShellCommand, kbundle, kbundleAsync } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
@@ -110,8 +111,11 @@ describe('sysext install/list/enable/disable/remove with kairos-agent layout', (
       'usr/lib/systemd/libsystemd-shared-256.so': 'f644',
       var: 'd',
       'var/lib': 'd',
+      // kbundle's own state (the root's lock, and the install record of src/state); the rest is kairos-agent's tree
+      'var/lib/kbundle': 'd',
+      'var/lib/kbundle/installed': 'd',
+      [`var/lib/kbundle/installed/${recordFileName(recordKey('sysext', 'file', raw))}`]: 'f644',
       'var/lib/kairos': 'd',
-      'var/lib/kbundle': 'd', // kbundle's own state (the root's lock); the rest is kairos-agent's tree
       [store]: 'd',
       [`${store}/active`]: 'd',
       [`${store}/active/demo.sysext.raw`]: `l -> /${store}/demo.sysext.raw`,

@@ -1,6 +1,7 @@
 import { sourceDateEpochFromEnv } from './epoch.js';
 import { UserError } from '../errors.js';
 import { Annotation } from '../oci/mediatypes.js';
+import { REQUIRES_ANNOTATION, requiresJson } from '../requires/requires.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
 import { planEntries } from './entries.js';
@@ -108,6 +109,7 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
   if (spec.source) annotations[Annotation.Source] = spec.source;
   if (spec.license) annotations[Annotation.Licenses] = spec.license;
   if (opts.revision) annotations[Annotation.Revision] = opts.revision;
+  if (spec.requires) annotations[REQUIRES_ANNOTATION] = requiresJson(spec.requires);
 
   // Platforms are independent layers: building them concurrently keeps both cores busy.
   const images = await Promise.all(

@@ -6,6 +6,7 @@ import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
 import { SourceFolder } from './source-path.js';
+import { RequiresSchema } from '../requires/requires.js';
 
 /**
  * bundle.yaml — the spec of one Kairos bundle (docs: bundles/README.md).
@@ -117,6 +118,8 @@ export const BundleSpecSchema = z
     charts: z.array(chartSchema).default([]),
     /** extension-release settings for type: sysext | confext (src/sysext/README.md). */
     sysext: SysextSettingsSchema.optional(),
+    /** What a node must be to take this bundle (src/requires/requires.ts); stored as an annotation. */
+    requires: RequiresSchema.optional(),
   })
   .strict();
 

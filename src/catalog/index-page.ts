@@ -1,6 +1,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadBundleSpec } from '../builder/spec.js';
+import type { Requires } from '../requires/requires.js';
 import { writeFileAtomic } from '../store/oci-layout.js';
 import type { CatalogEntryState } from './build.js';
 import { discoverBundles } from './discover.js';
@@ -21,6 +22,8 @@ export interface CatalogIndexEntry {
   config: Record<string, string>;
   readme: string;
   snippet: string;
+  /** What a node must be (bundle.yaml requires:), when the bundle says. */
+  requires?: Requires;
 }
 
 /** The first prose paragraph of a README (after the title). */
@@ -78,6 +81,7 @@ export async function catalogIndex(
       config: spec.config.values,
       readme,
       snippet: '',
+      ...(spec.requires ? { requires: spec.requires } : {}),
     };
     entry.snippet = cloudConfigSnippet(entry);
     out.push(entry);
@@ -112,6 +116,7 @@ export function renderCatalogPage(entries: CatalogIndexEntry[]): string {
   pre { background: #f0f2f5; padding: .6rem; border-radius: 6px; overflow-x: auto; font-size: .8rem; }
   button { cursor: pointer; border: 1px solid #c5cad3; background: #fff; border-radius: 6px; padding: .25rem .6rem; }
   .empty { padding: 2rem; color: #5b6475; }
+  .requires { font-size: .85rem; color: #7a4b00; }
   code.digest { font-size: .75rem; word-break: break-all; }
 </style>
 </head>
@@ -128,6 +133,15 @@ export function renderCatalogPage(entries: CatalogIndexEntry[]): string {
   const bundles = JSON.parse(document.getElementById('catalog-data').textContent);
   const list = document.getElementById('list');
   const el = (tag, attrs, ...kids) => { const e = document.createElement(tag); Object.assign(e, attrs || {}); for (const k of kids) e.append(k); return e; };
+  function requiresText(r) {
+    const p = [];
+    if (r.kairos) p.push('Kairos ' + r.kairos);
+    for (const k of ['flavor', 'family', 'arch']) if (r[k]) p.push(k + ' ' + r[k].join(', '));
+    if (r.k8s) p.push([(r.k8s.distribution || []).join(' or ') || 'Kubernetes', r.k8s.version || ''].join(' ').trim());
+    if (r.systemd) p.push('systemd >= ' + r.systemd);
+    if (r.trustedBoot !== undefined) p.push(r.trustedBoot ? 'Trusted Boot' : 'no Trusted Boot');
+    return p.join('; ');
+  }
   function card(b) {
     const pre = el('pre', { className: 'snippet' }, b.snippet);
     const copy = el('button', { type: 'button', className: 'copy', textContent: 'Copy cloud-config' });
@@ -140,6 +154,7 @@ export function renderCatalogPage(entries: CatalogIndexEntry[]): string {
     art.dataset.name = b.name;
     art.dataset.type = b.type;
     if (b.readme) art.append(el('p', { className: 'meta', textContent: b.readme }));
+    if (b.requires) art.append(el('p', { className: 'requires', textContent: 'Requires: ' + requiresText(b.requires) }));
     if (b.digest) art.append(el('code', { className: 'digest', textContent: b.digest }));
     art.append(pre, copy);
     return art;

@@ -20,6 +20,7 @@ interface InstallFlags extends RegistryFlags, VerifyFlags {
   scriptTimeout?: string;
   unconfinedScripts?: boolean;
   lockTimeout?: string;
+  ignoreRequires?: boolean;
 }
 
 export function registerInstall(program: Command, io: CliIo): void {
@@ -37,7 +38,8 @@ export function registerInstall(program: Command, io: CliIo): void {
     .option('--no-xattrs', 'do not apply extended attributes recorded in the layers')
     .option('--script-timeout <seconds>', 'stop a run.sh that runs longer than this (default 1800, or KBUNDLE_SCRIPT_TIMEOUT)')
     .option('--lock-timeout <seconds>', 'wait this long for another install into the same root to finish (default 300; 0: fail at once)')
-    .option('--unconfined-scripts', 'under --root, run run.sh on this host with KBUNDLE_ROOT set instead of confined to the root (trusted bundles only)');
+    .option('--unconfined-scripts', 'under --root, run run.sh on this host with KBUNDLE_ROOT set instead of confined to the root (trusted bundles only)')
+    .option('--ignore-requires', "install even when the node does not meet the image's requires: (warned, and kept in the install record)");
   registryOptions(cmd);
   addVerifyOptions(cmd);
   cmd.action(async (target: string | undefined, o: InstallFlags) => {
@@ -60,6 +62,8 @@ export function registerInstall(program: Command, io: CliIo): void {
         timeoutMs: seconds(o.lockTimeout, '--lock-timeout', true),
         onWait: (holder: string) => io.stderr.write(`kbundle: waiting for the install into ${o.root} that holds its lock (${holder})\n`),
       },
+      ignoreRequires: o.ignoreRequires,
+      onWarning: (m: string) => out.warn(m),
     };
     try {
       if (target) {
@@ -106,5 +110,6 @@ function addVerifyOptions(cmd: Command): void {
       '--policy <file>',
       'require signatures as this trust policy says before installing (containers-policy.json or kbundle YAML; default: the node policy <root>/usr/local/etc/kbundle/policy.json when it exists)',
     )
+    .option('--policy-base64 <data>', 'a self-contained trust policy, base64 (what kbundle rollout puts in a NodeOp command)')
     .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)');
 }

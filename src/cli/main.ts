@@ -33,6 +33,8 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   'sign-blob': async () => (await import('./blob.js')).registerBlob,
   'verify-blob': async () => (await import('./blob.js')).registerBlob,
   trust: async () => (await import('./trust.js')).registerTrust,
+  status: async () => (await import('./status.js')).registerStatus,
+  rollout: async () => (await import('./rollout.js')).registerRollout,
 };
 
 export async function createProgram(argv: string[] = [], io: CliIo = processIo()): Promise<Command> {

@@ -6,7 +6,7 @@ import { pathExists } from '../fs-util.js';
 import { capabilitiesOf, hasTransportPrefix, parseImageArgument } from '../store/transport.js';
 import type { Node } from '../sysext/manage.js';
 import { KAIROS_POLICY } from '../sysext/policy.js';
-import { hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../sysext/types.js';
+import { BOOT_STATES, hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../sysext/types.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { verifierFromFlags } from './verify-flags.js';
@@ -267,7 +267,11 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
       .option('--hierarchies <list>', HIERARCHIES_HELP)
       .option('--key <pub.pem>', 'OCI sources: require a cosign signature by this public key before anything is extracted')
       .option('--policy <file>', 'OCI sources: require signatures as this trust policy says (containers-policy.json or kbundle YAML; default: the node policy under --root when it exists)')
+      .option('--policy-base64 <data>', 'OCI sources: a self-contained trust policy, base64 (what kbundle rollout puts in a NodeOp command)')
       .option('--require-signature', 'refuse images without a valid signature (needs --key or --policy)')
+      .option('--ignore-requires', "OCI sources: install even when the node does not meet the image's requires: (warned, and kept in the install record)")
+      .option('--enable <state>', 'then enable what was installed for this boot state (active, passive, recovery or common)')
+      .option('--now', 'with --enable: also link into /run and restart the unit when booted in that state (as sysext enable --now)')
       .option('--plain-http', 'talk plain HTTP to registries')
       .option('--json', 'print a JSON summary'),
   ).action(
@@ -285,14 +289,20 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
         hierarchies?: string;
         key?: string;
         policy?: string;
+        policyBase64?: string;
         requireSignature?: boolean;
+        enable?: string;
+        now?: boolean;
+        ignoreRequires?: boolean;
         plainHttp?: boolean;
         json?: boolean;
       },
     ) => {
       const out = makePrinter(!!o.json, io);
       const node: Node = { root: o.root, kind };
-      const { installExtension } = await lazy.manage();
+      const { installExtension, enableExtension } = await lazy.manage();
+      if (o.enable !== undefined && !(BOOT_STATES as readonly string[]).includes(o.enable)) throw new UserError(`--enable: "${o.enable}" must be one of ${BOOT_STATES.join(', ')}`);
+      if (o.now && o.enable === undefined) throw new UserError('--now goes with --enable <state>');
       const r = await installExtension(node, uri, {
         check: o.check,
         policy: o.imagePolicy,
@@ -304,16 +314,21 @@ function registerKind(program: Command, io: CliIo, kind: ExtensionKind): void {
         platform: o.platform,
         registry: { plainHttp: o.plainHttp },
         verify: await verifierFromFlags(o),
+        ignoreRequires: o.ignoreRequires,
+        onWarning: (m: string) => out.warn(m),
       });
       for (const c of r.checks) for (const w of c.info.warnings) out.warn(`${c.info.fileName}: ${w}`);
       const from = r.digest ? ` from ${r.digest}${r.verified ? `, signed by ${r.verified}` : ''}` : '';
-      out.result(r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}${from}`).join('\n'), {
+      const enabled: string[] = [];
+      if (o.enable) for (const n of r.installed) enabled.push(...(await enableExtension(node, n, o.enable as BootState, !!o.now)).messages);
+      out.result([...r.installed.map((n) => `installed ${n} into /${k.storeDir}${r.checks.length ? ' (checked)' : ''}${from}`), ...enabled].join('\n'), {
         installed: r.installed,
         checked: r.checks.length > 0,
         source: r.source,
         digest: r.digest,
         verified: r.verified,
         warnings: r.checks.flatMap((c) => c.info.warnings),
+        ...(o.enable ? { enabled: enabled } : {}),
       });
     },
   );

@@ -5,6 +5,8 @@ import type { ImageVerifier } from '../extract/install.js';
 export interface VerifyFlags {
   key?: string;
   policy?: string;
+  /** A self-contained policy given inline (what `kbundle rollout` puts in a NodeOp command). */
+  policyBase64?: string;
   requireSignature?: boolean;
   /** The node root: its usr/local/etc/kbundle/policy.json applies when neither --key nor --policy is given. */
   root?: string;
@@ -16,10 +18,10 @@ export interface VerifyFlags {
  * resolved to must satisfy it.
  */
 export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier | undefined> {
-  if (o.key && o.policy) throw new UserError('give --key or --policy, not both');
-  const { loadTrustPolicy, enforce, nodePolicyPath } = await import('../policy/index.js');
-  const policyPath = o.policy ?? (o.key ? undefined : nodePolicyPath(o.root));
-  if (!o.key && !policyPath) {
+  if ([o.key, o.policy, o.policyBase64].filter(Boolean).length > 1) throw new UserError('give one of --key, --policy or --policy-base64');
+  const { loadTrustPolicy, parseTrustPolicy, enforce, nodePolicyPath } = await import('../policy/index.js');
+  const policyPath = o.policy ?? (o.key || o.policyBase64 ? undefined : nodePolicyPath(o.root));
+  if (!o.key && !policyPath && !o.policyBase64) {
     if (o.requireSignature)
       throw new UserError('--require-signature needs --key <pub.pem> or --policy <file>', `or put the node's trust policy at ${resolve(o.root ?? '/', 'usr/local/etc/kbundle/policy.json')}`);
     return undefined;
@@ -33,7 +35,7 @@ export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier |
       return s.identity ? `${s.identity} (${s.issuer})` : s.signer;
     };
   }
-  const policy = loadTrustPolicy(policyPath!);
+  const policy = o.policyBase64 ? parseTrustPolicy((await import('../rollout/policy.js')).decodePolicyBase64(o.policyBase64), '--policy-base64') : loadTrustPolicy(policyPath!);
   return async (target, top, display) => {
     // Registries are judged by the reference as written (containers-policy signedIdentity needs
     // its tag or digest); layouts by absolute path (oci:/srv/bundles).

@@ -19,6 +19,8 @@ import { onInterrupt } from '../util/interrupt.js';
 import { withRootLock, type LockOptions } from '../util/root-lock.js';
 import { InstallJournal, recoverJournals } from './journal.js';
 import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
+import { checkRecordDir, imageIdentity, writeInstallRecord } from '../state/records.js';
+import { enforceRequires, imageRequires } from '../requires/requires.js';
 
 /** Checks an image before anything is written; throws a UserError saying why it is refused. */
 export type ImageVerifier = (target: Target, top: Descriptor, display: string) => Promise<string | void>;
@@ -40,6 +42,11 @@ export interface InstallOptions extends ExtractOptions {
   cloudConfig?: string;
   /** Waiting for another install into the same root. */
   lock?: LockOptions;
+  /** The node root whose install records (src/state) get this install (default: `root`). */
+  stateRoot?: string;
+  /** Install although the node does not meet the image's `requires:` (warned, and recorded). */
+  ignoreRequires?: boolean;
+  onWarning?: (message: string) => void;
 }
 
 export interface InstallResult {
@@ -60,6 +67,8 @@ export interface InstallResult {
 export async function installBundle(raw: string, opts: InstallOptions): Promise<InstallResult> {
   const t = parseBundleTarget(raw);
   const root = resolve(opts.root ?? '/');
+  const stateRoot = resolve(opts.stateRoot ?? root);
+  await checkRecordDir(stateRoot); // refuse a planted symlink before anything is written
   const loc: ImageLocation = opts.localFile ? await localImageLocation(t.ref, raw) : { transport: 'docker', ref: t.ref };
   const opened = await openSource(loc, { client: opts.client });
   try {
@@ -67,12 +76,26 @@ export async function installBundle(raw: string, opts: InstallOptions): Promise<
     const top = await opened.target.resolve(opened.reference);
     const verified = opts.verify ? await opts.verify(opened.target, top, opened.display) : undefined;
     const manifest = await resolveManifest(opened.target, top.digest, opts.platform ?? hostPlatform());
+    // The node (the state root) must meet the image's constraints before anything is written.
+    const requires = await imageRequires(opened.target, top, manifest, `${opened.display}@${top.digest}`);
+    const ignoredRequires = await enforceRequires(requires, stateRoot, raw, { ignore: opts.ignoreRequires, onWarning: opts.onWarning });
     const base: InstallResult = { target: raw, scheme: t.scheme, digest: top.digest, manifest: manifest.digest, files: 0, ...(verified ? { verified } : {}) };
     await mkdir(root, { recursive: true });
     return await withRootLock(root, `install ${raw}`, opts.lock ?? {}, async () => {
       // An install stopped part way (killed, power cut) is finished or undone before anything else.
       recoverJournals(root);
-      return t.scheme === 'run' ? runBundle(raw, t, root, opened.target, manifest, base, opts) : extractBundle(raw, root, opened.target, manifest, base, opts);
+      const r = t.scheme === 'run' ? await runBundle(raw, t, root, opened.target, manifest, base, opts) : await extractBundle(raw, root, opened.target, manifest, base, opts);
+      await writeInstallRecord(stateRoot, {
+        kind: 'bundle',
+        target: raw,
+        scheme: t.scheme,
+        image: opts.localFile ? resolve(t.ref) : imageIdentity(t.ref),
+        digest: r.digest,
+        manifest: r.manifest,
+        ...(r.verified ? { signer: r.verified } : {}),
+        ...(ignoredRequires.length ? { ignoredRequires } : {}),
+      });
+      return r;
     });
   } catch (e) {
     throw writeError(e, root);
@@ -191,7 +214,7 @@ export async function installFromConfig(targets: ConfigTarget[], opts: InstallOp
   for (const t of targets) {
     try {
       const root = join(resolve(opts.root ?? '/'), t.rootfsPath);
-      const result = await installBundle(t.target, { ...opts, root, localFile: t.localFile, verify: verifierFor(t) ?? opts.verify });
+      const result = await installBundle(t.target, { ...opts, root, stateRoot: opts.stateRoot ?? opts.root, localFile: t.localFile, verify: verifierFor(t) ?? opts.verify });
       outcomes.push({ target: t.target, ok: true, result });
     } catch (e) {
       outcomes.push({ target: t.target, ok: false, error: errorMessage(e), code: e instanceof KbError ? e.code : 'INTERNAL' });

@@ -16,6 +16,8 @@ import type { ImageVerifier } from '../extract/install.js';
 import { withCheckTrust } from './node-trust.js';
 import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
 import { pathExists } from '../fs-util.js';
+import { checkRecordDir, imageIdentity, writeInstallRecord } from '../state/records.js';
+import { enforceRequires, imageRequires } from '../requires/requires.js';
 
 /**
  * kairos-agent's extension layout (pkg/action/sysext.go), under a root:
@@ -265,6 +267,9 @@ export interface InstallOptions {
    * reference resolved to before anything is extracted; file: and http(s): sources have none.
    */
   verify?: ImageVerifier;
+  /** Install an OCI image although the node does not meet its `requires:` (warned, recorded). */
+  ignoreRequires?: boolean;
+  onWarning?: (message: string) => void;
 }
 
 export interface InstallResult {
@@ -329,9 +334,10 @@ interface Staged {
   names: string[];
   digest?: string;
   verified?: string;
+  ignoredRequires?: string[];
 }
 
-async function stageImage(src: Source & { kind: 'image' }, staging: string, opts: InstallOptions): Promise<Staged> {
+async function stageImage(src: Source & { kind: 'image' }, staging: string, opts: InstallOptions, nodeRoot: string): Promise<Staged> {
   const client = new RegistryClient(opts.registry ?? {});
   try {
     // kbundle spells OCI layouts oci:<dir>[:tag]; kairos-agent's oci:/docker:/container: are registry
@@ -345,6 +351,8 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
       const top = await opened.target.resolve(opened.reference);
       const verified = opts.verify ? ((await opts.verify(opened.target, top, opened.display)) ?? undefined) : undefined;
       const manifest = await resolveManifest(opened.target, top.digest, platform);
+      const requires = await imageRequires(opened.target, top, manifest, `${opened.display}@${top.digest}`);
+      const ignoredRequires = await enforceRequires(requires, nodeRoot, opened.display, { ignore: opts.ignoreRequires, onWarning: opts.onWarning });
       const root = join(staging, 'image');
       await extractImage(opened.target, manifest, root, { stagingDir: staging });
       const names: string[] = [];
@@ -357,7 +365,7 @@ async function stageImage(src: Source & { kind: 'image' }, staging: string, opts
       if (names.length === 0) {
         throw new UserError(`${opened.display}: the image holds no .raw file at its root`, 'an extension image carries NAME.sysext.raw at /; build one with kbundle sysext build --image');
       }
-      return { names: names.sort(), digest: top.digest, ...(verified ? { verified } : {}) };
+      return { names: names.sort(), digest: top.digest, ...(verified ? { verified } : {}), ...(ignoredRequires.length ? { ignoredRequires } : {}) };
     } finally {
       await opened.close();
     }
@@ -378,6 +386,7 @@ export function installExtension(node: Node, uri: string, opts: InstallOptions =
 async function installExtensionLocked(node: Node, uri: string, opts: InstallOptions = {}): Promise<InstallResult> {
   const src = parseInstallUri(uri);
   const p = nodePaths(node);
+  await checkRecordDir(node.root); // refuse a planted symlink before anything is written
   await mkdir(p.store, { recursive: true });
   return withStagingDir(p.store, 'install', async (staging) => {
     if (opts.verify && src.kind !== 'image') {
@@ -386,7 +395,8 @@ async function installExtensionLocked(node: Node, uri: string, opts: InstallOpti
         "the image's own dm-verity signature is checked against --cert and the node's certificates instead; drop --key/--policy",
       );
     }
-    const staged: Staged = src.kind === 'file' ? { names: await stageFile(src, staging) } : src.kind === 'http' ? { names: await stageHttp(src, staging) } : await stageImage(src, staging, opts);
+    const staged: Staged =
+      src.kind === 'file' ? { names: await stageFile(src, staging) } : src.kind === 'http' ? { names: await stageHttp(src, staging) } : await stageImage(src, staging, opts, node.root);
     const names = staged.names;
     for (const n of names) {
       if (!n.endsWith('.raw') || n.startsWith('.')) throw new UserError(`${uri}: "${n}" is not a .raw file`, 'kairos-agent and systemd only use *.raw images; nothing was installed');
@@ -421,6 +431,16 @@ async function installExtensionLocked(node: Node, uri: string, opts: InstallOpti
       });
     }
     for (const n of names) await commitFile(join(staging, n), join(p.store, n));
+    await writeInstallRecord(node.root, {
+      kind: node.kind,
+      target: uri,
+      scheme: src.kind === 'image' ? src.scheme : src.kind === 'file' ? 'file' : new URL(src.url).protocol.slice(0, -1),
+      image: src.kind === 'image' ? imageIdentity(src.ref) : src.kind === 'file' ? resolve(src.path) : src.url,
+      files: names,
+      ...(staged.digest ? { digest: staged.digest } : {}),
+      ...(staged.verified ? { signer: staged.verified } : {}),
+      ...(staged.ignoredRequires ? { ignoredRequires: staged.ignoredRequires } : {}),
+    });
     return { installed: names, checks, source: uri, ...(staged.digest ? { digest: staged.digest } : {}), ...(staged.verified ? { verified: staged.verified } : {}) };
   });
 }

@@ -9,6 +9,7 @@ import { planEntries } from '../builder/entries.js';
 import type { LoadedSpec } from '../builder/spec.js';
 import { writeIndexIfNeeded, writeLayerBlob, writeSingleLayerImage } from '../layer/image.js';
 import { Annotation } from '../oci/mediatypes.js';
+import { REQUIRES_ANNOTATION, requiresJson } from '../requires/requires.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
 import { buildSysext, type FsType, type ImageFormat, type SysextBuildResult } from './build.js';
@@ -202,6 +203,7 @@ export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayo
             ...(spec.source ? { [Annotation.Source]: spec.source } : {}),
             ...(spec.license ? { [Annotation.Licenses]: spec.license } : {}),
             ...(opts.revision ? { [Annotation.Revision]: opts.revision } : {}),
+            ...(spec.requires ? { [REQUIRES_ANNOTATION]: requiresJson(spec.requires) } : {}),
           },
         }),
       );
@@ -209,6 +211,7 @@ export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayo
       await rm(work, { recursive: true, force: true });
     }
   }
-  const root = await indexOf(images, layout);
+  // The constraints go on the index too: a check then needs only the manifest it resolves.
+  const root = await indexOf(images, layout, spec.requires ? { [REQUIRES_ANNOTATION]: requiresJson(spec.requires) } : undefined);
   return { loaded, root, images };
 }
