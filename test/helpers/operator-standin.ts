@@ -236,6 +236,8 @@ export class OperatorStandin {
       `mount --bind ${q(log)} "$R/dev/termination-log"`,
       'mount --rbind /proc "$R/proc"',
       'mount -t tmpfs tmpfs "$R/tmp"',
+      // Again after the tmpfs: a checkout under /tmp (CI clones) has its mount point hidden by it.
+      `mkdir -p "$R"${q(REPO_ROOT)}`,
       `mount --bind ${q(REPO_ROOT)} "$R"${q(REPO_ROOT)}`,
       `mount -o remount,bind,ro "$R"${q(REPO_ROOT)}`,
       `mkdir -p "$R"${q(hostMount)}`,
