@@ -55,6 +55,7 @@ export async function planEntries(loaded: LoadedSpec, platform: string): Promise
   const addFileSpec = async (f: FileSpec, field: string) => {
     const dst = normaliseDestination(f.dst, specPath, `${field}.dst`);
     if (f.url) {
+      if (f.signature) throw new UserError(`${specPath}: ${field}.signature: download signatures are not checked by this build yet; refusing rather than ignoring it`);
       const archive = await fetchPinned(f.url, f.sha256!, `${specPath}: ${field}`);
       const cached = f.extract ? await extractPinnedMember(archive, f.sha256!, f.extract, `${specPath}: ${field}`) : archive;
       const st = await lstat(cached);

@@ -2,12 +2,13 @@ import { spawnSync } from 'node:child_process';
 import { mapPool } from '../util/pool.js';
 import { readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
-import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../builder/builder.js';
+import { buildBundle, defaultTag, planBuild, type BuildOptions, type BuildPlan } from '../builder/builder.js';
 import { KbError, UserError } from '../errors.js';
 import { OciLayout, writeFileAtomic } from '../store/oci-layout.js';
 import { bundleInputDigest, discoverBundles, type CatalogBundle } from './discover.js';
 import type { SbomRequest } from '../builder/output.js';
 import type { WrittenSbom } from '../sbom/index.js';
+import { gitCheckout, provenanceFacts, type ProvenanceFacts } from './provenance.js';
 
 export const CATALOG_STATE_FILE = 'kbundle-catalog.json';
 const BUILDER_VERSION = `kbundle-0.1/node-${process.versions.node.split('.')[0]}`;
@@ -20,6 +21,8 @@ export interface CatalogEntryState {
   mediaType: string;
   size: number;
   inputs: string;
+  /** What `catalog publish --attest` puts into the SBOM and provenance of this build. */
+  provenance?: ProvenanceFacts;
 }
 
 export interface CatalogBuildResult {
@@ -94,6 +97,8 @@ export async function buildCatalog(
   const salt = `${BUILDER_VERSION}\0${opts.sourceDateEpoch ?? 0}\0${(opts.platforms ?? []).join(',')}\0${opts.uid ?? 0}:${opts.gid ?? 0}\0${opts.gzipLevel ?? 6}\0${opts.revision ?? ''}`;
   const built: CatalogEntryState[] = [];
   const skipped: CatalogEntryState[] = [];
+  const checkout = plans.length ? gitCheckout(catalogDir) : { changed: [] };
+  const facts = (plan: BuildPlan) => provenanceFacts(plan, checkout, opts.sourceDateEpoch ?? 0, opts.revision);
 
   const one = async ({ b, plan }: { b: CatalogBundle; plan: Awaited<ReturnType<typeof planBuild>> }) => {
     const inputs = await bundleInputDigest(b.dir, salt);
@@ -101,7 +106,8 @@ export async function buildCatalog(
     if (prev && prev.inputs === inputs && (await layout.exists({ mediaType: prev.mediaType, digest: prev.digest, size: prev.size }))) {
       try {
         if ((await layout.resolve(prev.tag)).digest === prev.digest) {
-          skipped.push(prev);
+          // An image built by an older kbundle gets its facts now (same inputs, same facts).
+          skipped.push(prev.provenance ? prev : { ...prev, provenance: await facts(plan) });
           opts.onBundle?.(b.name, 'skipped');
           return;
         }
@@ -111,7 +117,16 @@ export async function buildCatalog(
     }
     const result = await buildBundle(plan, layout, opts);
     const tag = defaultTag(result);
-    const entry: CatalogEntryState = { name: b.name, version: result.loaded.spec.version, tag, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, inputs };
+    const entry: CatalogEntryState = {
+      name: b.name,
+      version: result.loaded.spec.version,
+      tag,
+      digest: result.root.digest,
+      mediaType: result.root.mediaType,
+      size: result.root.size,
+      inputs,
+      provenance: await facts(plan),
+    };
     built.push(entry);
     opts.onBundle?.(b.name, 'built');
   };
