@@ -37,7 +37,12 @@ interface Planned {
  * Only the executable bit is taken from the source files, so checkouts with another umask,
  * owner or mtime produce the same layer.
  */
-export async function planEntries(loaded: LoadedSpec, platform: string): Promise<LayerEntry[]> {
+export interface PlanOptions {
+  /** trusted_root.json for keyless `signature:` pins of downloads (default KBUNDLE_TRUSTED_ROOT). */
+  trustedRoot?: string;
+}
+
+export async function planEntries(loaded: LoadedSpec, platform: string, opts: PlanOptions = {}): Promise<LayerEntry[]> {
   const { dir, specPath, spec } = loaded;
   const planned = new Map<string, Planned>();
   const add = (entry: LayerEntry, origin: string) => {
@@ -55,8 +60,11 @@ export async function planEntries(loaded: LoadedSpec, platform: string): Promise
   const addFileSpec = async (f: FileSpec, field: string) => {
     const dst = normaliseDestination(f.dst, specPath, `${field}.dst`);
     if (f.url) {
-      if (f.signature) throw new UserError(`${specPath}: ${field}.signature: download signatures are not checked by this build yet; refusing rather than ignoring it`);
       const archive = await fetchPinned(f.url, f.sha256!, `${specPath}: ${field}`);
+      if (f.signature) {
+        const { verifyDownloadSignature } = await import('./download-signature.js');
+        await verifyDownloadSignature(archive, f.sha256!, f.signature, { dir, specPath, field, url: f.url, trustedRoot: opts.trustedRoot });
+      }
       const cached = f.extract ? await extractPinnedMember(archive, f.sha256!, f.extract, `${specPath}: ${field}`) : archive;
       const st = await lstat(cached);
       add({ type: 'file', path: dst, mode: f.mode ?? 0o644, size: st.size, open: () => createReadStream(cached, { highWaterMark: READ_CHUNK }) }, field);

@@ -45,28 +45,43 @@ export function registerCatalog(program: Command, io: CliIo): void {
     .option('-j, --jobs <n>', 'bundles built at once', '2')
     .option('--sbom <format>', 'also write an SBOM of each platform image: spdx or cyclonedx')
     .option('--sbom-dir <dir>', 'where --sbom writes (default: a sbom folder beside the layout)')
+    .option('--trusted-root <file>', 'trusted_root.json for keyless signature: pins of url downloads (default $KBUNDLE_TRUSTED_ROOT)')
     .option('--json', 'print a JSON summary')
-    .action(async (o: { catalog: string; output: string; changedSince?: string; bundle?: string[]; exclude?: string[]; jobs: string; sbom?: string; sbomDir?: string; json?: boolean }) => {
-      const out = makePrinter(!!o.json, io);
-      const { sbomRequest } = await import('./build.js');
-      const sbom = await sbomRequest(o.sbom, o.sbomDir, parseImageArgument(o.output, '-o', { bare: false }));
-      const layout = await OciLayout.open(layoutDir(o.output), { create: true });
-      const r = await buildCatalog(o.catalog, layout, {
-        changedSince: o.changedSince,
-        only: o.bundle,
-        exclude: o.exclude,
-        concurrency: Math.max(1, Number(o.jobs) || 1),
-        sourceDateEpoch: sourceDateEpochFromEnv(io.env),
-        sbom,
-        onWarning: (m) => out.warn(m),
-        // Progress on a terminal only: the summary below lists every bundle once.
-        onBundle: (name, action) => out.tty && out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
-      });
-      const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
-      lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${layout.name}`);
-      if (r.sboms) lines.push(`${r.sboms.length} SBOM(s) → ${sbom!.dir}`);
-      out.result(lines.join('\n'), { layout: layout.dir, built: r.built, skipped: r.skipped, ...(r.sboms ? { sboms: r.sboms } : {}) });
-    });
+    .action(
+      async (o: {
+        catalog: string;
+        output: string;
+        changedSince?: string;
+        bundle?: string[];
+        exclude?: string[];
+        jobs: string;
+        sbom?: string;
+        sbomDir?: string;
+        trustedRoot?: string;
+        json?: boolean;
+      }) => {
+        const out = makePrinter(!!o.json, io);
+        const { sbomRequest } = await import('./build.js');
+        const sbom = await sbomRequest(o.sbom, o.sbomDir, parseImageArgument(o.output, '-o', { bare: false }));
+        const layout = await OciLayout.open(layoutDir(o.output), { create: true });
+        const r = await buildCatalog(o.catalog, layout, {
+          changedSince: o.changedSince,
+          only: o.bundle,
+          exclude: o.exclude,
+          concurrency: Math.max(1, Number(o.jobs) || 1),
+          sourceDateEpoch: sourceDateEpochFromEnv(io.env),
+          sbom,
+          trustedRoot: o.trustedRoot ?? io.env.KBUNDLE_TRUSTED_ROOT,
+          onWarning: (m) => out.warn(m),
+          // Progress on a terminal only: the summary below lists every bundle once.
+          onBundle: (name, action) => out.tty && out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
+        });
+        const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
+        lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${layout.name}`);
+        if (r.sboms) lines.push(`${r.sboms.length} SBOM(s) → ${sbom!.dir}`);
+        out.result(lines.join('\n'), { layout: layout.dir, built: r.built, skipped: r.skipped, ...(r.sboms ? { sboms: r.sboms } : {}) });
+      },
+    );
 
   catalog
     .command('lint')
