@@ -271,6 +271,23 @@ describe('.github/workflows/catalog.yml', () => {
       ]);
       expect(other.code).toBe(10);
     }
+    // The node policy written for this workflow accepts what it published (registry and root substituted).
+    const policy = join(tempDir(), 'policy.yaml');
+    writeFileSync(
+      policy,
+      readFileSync(join(REPO_ROOT, 'signing/policies/catalog-workflow.yaml'), 'utf8')
+        .replace('ghcr.io/kairos-io/bundles/**', `${ns}/**`)
+        .replace('../trust-roots/public-good.json', stack.trustedRootFile),
+    );
+    for (const b of published) {
+      const v = await kbundleAsync(['verify', `${ns}/${b.name}:${b.version}`, '--policy', policy]);
+      expect(v.code, v.stderr).toBe(0);
+    }
+    // … and it does check the provenance: another builder id is refused.
+    writeFileSync(policy, readFileSync(policy, 'utf8').replace('builderId: https://github.com/kairos-io/kbundle/', 'builderId: https://github.com/someone/else/'));
+    const refused = await kbundleAsync(['verify', `${ns}/k9s:${published[0]!.version}`, '--policy', policy]);
+    expect(refused.code).toBe(10);
+    expect(refused.stderr).toContain('provenance builder id');
     const index = JSON.parse(readFileSync(join(repo, 'out/site/index.json'), 'utf8')) as { bundles: { name: string; digest?: string; reference?: string }[] };
     expect(index.bundles.find((b) => b.name === 'k9s')).toMatchObject({ digest: published[0]!.digest, reference: `${ns}/k9s:${published[0]!.version}` });
 
