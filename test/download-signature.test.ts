@@ -120,6 +120,8 @@ describe('url downloads pinned to a signer', () => {
     const cb = await kbundleAsync(['catalog', 'build', '-C', catalog, '-o', `oci:${layout}`], { env: { ...process.env, KBUNDLE_CACHE_DIR: tempDir() } });
     expect(cb.code, cb.stderr).toBe(0);
     const state = JSON.parse(readFileSync(join(layout, 'kbundle-catalog.json'), 'utf8'));
+    // Outside git: the folder from the catalog's parent, no absolute path, no source.
+    expect(state['signed-tool'].provenance).toMatchObject({ path: 'bundles/signed-tool', source: {} });
     expect(state['signed-tool'].provenance.downloads).toEqual([
       { url: `${server.url}/tool`, sha256: sha(TOOL), dst: 'usr/local/bin/tool', platforms: ['linux/amd64'], signature: 'key keys/upstream.pub' },
     ]);

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { mapPool } from '../util/pool.js';
 import { readFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { buildBundle, defaultTag, planBuild, type BuildOptions, type BuildPlan } from '../builder/builder.js';
 import { KbError, UserError } from '../errors.js';
 import { OciLayout, writeFileAtomic } from '../store/oci-layout.js';
@@ -98,7 +98,9 @@ export async function buildCatalog(
   const built: CatalogEntryState[] = [];
   const skipped: CatalogEntryState[] = [];
   const checkout = plans.length ? gitCheckout(catalogDir) : { changed: [] };
-  const facts = (plan: BuildPlan) => provenanceFacts(plan, checkout, opts.sourceDateEpoch ?? 0, opts.revision);
+  // Outside git, bundle folders are named from the catalog's parent (bundles/<name>), never by absolute path.
+  const base = checkout.top ?? dirname(resolve(catalogDir));
+  const facts = (plan: BuildPlan) => provenanceFacts(plan, checkout, base, opts.sourceDateEpoch ?? 0, opts.revision);
 
   const one = async ({ b, plan }: { b: CatalogBundle; plan: Awaited<ReturnType<typeof planBuild>> }) => {
     const inputs = await bundleInputDigest(b.dir, salt);
@@ -106,8 +108,8 @@ export async function buildCatalog(
     if (prev && prev.inputs === inputs && (await layout.exists({ mediaType: prev.mediaType, digest: prev.digest, size: prev.size }))) {
       try {
         if ((await layout.resolve(prev.tag)).digest === prev.digest) {
-          // An image built by an older kbundle gets its facts now (same inputs, same facts).
-          skipped.push(prev.provenance ? prev : { ...prev, provenance: await facts(plan) });
+          // Facts of the checkout as it is now (same inputs as the build's): the state does not depend on earlier runs.
+          skipped.push({ ...prev, provenance: await facts(plan) });
           opts.onBundle?.(b.name, 'skipped');
           return;
         }

@@ -6,8 +6,8 @@
  */
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
-import { relative, resolve } from 'node:path';
+import { readFile, realpath } from 'node:fs/promises';
+import { relative, resolve, sep } from 'node:path';
 import { UserError } from '../errors.js';
 import type { BuildPlan } from '../builder/builder.js';
 import type { FileSpec } from '../builder/spec.js';
@@ -39,7 +39,7 @@ export interface GitSource {
 }
 
 export interface ProvenanceFacts {
-  /** The bundle folder, relative to the repository top (or as given when not in git). */
+  /** The bundle folder, relative to the repository top (outside git: to the catalog folder's parent). */
   path: string;
   /** sha256 of bundle.yaml as built. */
   specDigest: string;
@@ -100,7 +100,7 @@ function describeSignature(f: FileSpec): string | undefined {
 }
 
 /** The provenance facts of one planned bundle build. */
-export async function provenanceFacts(plan: BuildPlan, checkout: GitCheckout, sourceDateEpoch: number, revision?: string): Promise<ProvenanceFacts> {
+export async function provenanceFacts(plan: BuildPlan, checkout: GitCheckout, base: string, sourceDateEpoch: number, revision?: string): Promise<ProvenanceFacts> {
   const { loaded } = plan;
   const specBytes = await readFile(resolve(loaded.dir, 'bundle.yaml'));
   const platforms = plan.plans.map((p) => p.platform);
@@ -122,7 +122,10 @@ export async function provenanceFacts(plan: BuildPlan, checkout: GitCheckout, so
         });
     }
   }
-  const path = checkout.top ? relative(checkout.top, loaded.dir) : loaded.dir;
+  // git prints its top with symlinks resolved; compare real paths.
+  const path = relative(await realpath(base), await realpath(loaded.dir))
+    .split(sep)
+    .join('/');
   const dirty = checkout.changed.some((c) => c === path || c.startsWith(`${path}/`));
   const sbom: ProvenanceFacts['sbom'] = {};
   for (const p of platforms) {
