@@ -184,13 +184,25 @@ export function dsseEnvelopeJson(env: { payload: Buffer; payloadType: string; si
   return Buffer.from(`{"payload":"${env.payload.toString('base64')}","payloadType":${goJsonString(env.payloadType)},"signatures":[${sigs}]}`, 'utf8');
 }
 
+/** One more subject of a statement (e.g. the platform images of an index), with in-toto ResourceDescriptor annotations. */
+export interface StatementSubject {
+  name?: string;
+  digest: string;
+  annotations?: Record<string, string>;
+}
+
+function statementSubject(s: StatementSubject): string {
+  const { algorithm, hex } = parseDigest(s.digest, 'statement digest');
+  const annotations = s.annotations && Object.keys(s.annotations).length ? `,"annotations":${goStringMap(s.annotations, false)}` : '';
+  return `{${s.name ? `"name":${goJsonString(s.name)},` : ''}"digest":{"${algorithm}":"${hex}"}${annotations}}`;
+}
+
 /**
  * An in-toto v1 statement about one image: subject `name` (the repository, as cosign names it)
  * with the image digest, the predicate type URI, and the predicate given as JSON text (kept as it
- * is, so what was attested is what is signed, byte for byte).
+ * is, so what was attested is what is signed, byte for byte). `more` subjects follow the image's.
  */
-export function attestationStatement(digest: string, name: string, predicateType: string, predicateJson: string): Buffer {
-  const { algorithm, hex } = parseDigest(digest, 'statement digest');
-  const subject = `{${name ? `"name":${goJsonString(name)},` : ''}"digest":{"${algorithm}":"${hex}"}}`;
-  return Buffer.from(`{"_type":"${INTOTO_STATEMENT_V1}","subject":[${subject}],"predicateType":${goJsonString(predicateType)},"predicate":${predicateJson.trim()}}`, 'utf8');
+export function attestationStatement(digest: string, name: string, predicateType: string, predicateJson: string, more: StatementSubject[] = []): Buffer {
+  const subjects = [{ name, digest }, ...more].map(statementSubject).join(',');
+  return Buffer.from(`{"_type":"${INTOTO_STATEMENT_V1}","subject":[${subjects}],"predicateType":${goJsonString(predicateType)},"predicate":${predicateJson.trim()}}`, 'utf8');
 }

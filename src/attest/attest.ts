@@ -8,7 +8,7 @@ import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType } from '../oci/mediatypes.js';
 import { fetchBytes, type Target } from '../oci/target.js';
 import type { Descriptor } from '../oci/types.js';
-import { Annotations, attestationStatement, DSSE_ENVELOPE_MEDIA_TYPE, dsseEnvelopeJson, PREDICATE_TYPE_ANNOTATION } from '../attach/formats.js';
+import { Annotations, attestationStatement, type StatementSubject, DSSE_ENVELOPE_MEDIA_TYPE, dsseEnvelopeJson, PREDICATE_TYPE_ANNOTATION } from '../attach/formats.js';
 import { appendAttachedLayer } from '../attach/legacy.js';
 import { attachmentTag } from '../attach/tags.js';
 import { KbError, UserError } from '../errors.js';
@@ -19,6 +19,8 @@ export interface AttestOptions extends Omit<SignOptions, 'formats' | 'annotation
   predicate: Predicate;
   /** Statement subject name (cosign: the repository, e.g. `host/repo`). */
   subjectName?: string;
+  /** Further subjects of the statement (e.g. the platform image an SBOM describes). */
+  moreSubjects?: StatementSubject[];
   /** Where to store it (default both). */
   formats?: SignatureFormat[];
   /** Legacy: drop the `.att` layers with the same predicate type first (cosign `--replace`). */
@@ -51,7 +53,7 @@ export async function attestImage(target: Target, root: Descriptor, opts: Attest
   const subject: Descriptor = { mediaType: root.mediaType, digest: root.digest, size: bytes.length };
   const session = new SigningSession({ ...opts, formats });
   const now = (opts.now ?? (() => new Date()))();
-  const statement = attestationStatement(subject.digest, opts.subjectName ?? '', opts.predicate.type, opts.predicate.json);
+  const statement = attestationStatement(subject.digest, opts.subjectName ?? '', opts.predicate.type, opts.predicate.json, opts.moreSubjects);
   const type = opts.predicate.type;
 
   const out: WrittenAttestation[] = [];

@@ -27,6 +27,8 @@ export interface BuildOptions {
   onProgress?: (event: BuildProgress) => void;
   /** Things the build went ahead with but the user should know (e.g. sysext files a Kairos node does not merge). */
   onWarning?: (msg: string) => void;
+  /** trusted_root.json for keyless `signature:` pins of downloads (default KBUNDLE_TRUSTED_ROOT). */
+  trustedRoot?: string;
 }
 
 export type BuildProgress =
@@ -67,7 +69,7 @@ export async function planBuild(bundleDir: string, opts: BuildOptions = {}): Pro
   for (const p of platforms) {
     if (!spec.platforms.includes(p)) throw new UserError(`--platform ${p}: ${loaded.specPath} does not list it (platforms: ${spec.platforms.join(', ')})`);
   }
-  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p) })));
+  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p, { trustedRoot: opts.trustedRoot }) })));
   return { loaded, plans };
 }
 
@@ -93,6 +95,7 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
       key: opts.sysextKey,
       cert: opts.sysextCert,
       onWarning,
+      trustedRoot: opts.trustedRoot,
     });
     return { loaded, root: r.root, images: r.images };
   }

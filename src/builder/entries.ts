@@ -26,6 +26,8 @@ interface Planned {
 export interface PlanOptions {
   /** Fetch pinned `url:` downloads (default); `validate` leaves them out and plans the bundle's own files. */
   downloads?: boolean;
+  /** trusted_root.json for keyless `signature:` pins of downloads (default KBUNDLE_TRUSTED_ROOT). */
+  trustedRoot?: string;
 }
 
 /**
@@ -35,7 +37,7 @@ export interface PlanOptions {
  * SourceFolder: nothing outside the bundle folder, no FIFO or device (source-path.ts).
  */
 export async function planEntries(loaded: LoadedSpec, platform: string, opts: PlanOptions = {}): Promise<LayerEntry[]> {
-  const { specPath, spec } = loaded;
+  const { dir, specPath, spec } = loaded;
   const folder = sourceFolderOf(loaded);
   const planned = new Map<string, Planned>();
   const add = (entry: LayerEntry, origin: string) => {
@@ -55,6 +57,10 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
     if (f.url) {
       if (opts.downloads === false) return;
       const archive = await fetchPinned(f.url, f.sha256!, `${specPath}: ${field}`);
+      if (f.signature) {
+        const { verifyDownloadSignature } = await import('./download-signature.js');
+        await verifyDownloadSignature(archive, f.sha256!, f.signature, { dir, specPath, field, url: f.url, trustedRoot: opts.trustedRoot });
+      }
       const cached = f.extract ? await extractPinnedMember(archive, f.sha256!, f.extract, `${specPath}: ${field}`) : archive;
       const st = await lstat(cached);
       add({ type: 'file', path: dst, mode: f.mode ?? 0o644, size: st.size, open: () => createReadStream(cached, { highWaterMark: READ_CHUNK }) }, field);

@@ -30,6 +30,43 @@ const modeSchema = z
   .transform((m) => (typeof m === 'number' ? m : parseInt(m, 8)))
   .refine((m) => m >= 0 && m <= 0o7777, 'must be between 0000 and 7777');
 
+/**
+ * `signature:` of a url download: who must have signed the pinned file. Keyless: a Sigstore bundle
+ * (`cosign sign-blob --bundle`) whose certificate carries this identity and issuer; keyed: a public
+ * key in the bundle folder and a raw signature (`--output-signature`) or a bundle.
+ */
+const signatureSchema = z
+  .object({
+    bundle: z.string().url().optional(),
+    sig: z.string().url().optional(),
+    key: z.string().min(1).optional(),
+    'certificate-identity': z.string().min(1).optional(),
+    'certificate-identity-regexp': z.string().min(1).optional(),
+    'certificate-oidc-issuer': z.string().min(1).optional(),
+    'certificate-oidc-issuer-regexp': z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    const identity = s['certificate-identity'] !== undefined || s['certificate-identity-regexp'] !== undefined;
+    const issuer = s['certificate-oidc-issuer'] !== undefined || s['certificate-oidc-issuer-regexp'] !== undefined;
+    const issue = (message: string, path: string[] = []) => ctx.addIssue({ code: 'custom', path, message });
+    for (const u of ['bundle', 'sig'] as const) if (s[u] && !/^https?:\/\//.test(s[u])) issue('must be an http(s) URL', [u]);
+    if (s.key) {
+      if (identity || issuer) issue('give either key (a public key) or certificate-identity + certificate-oidc-issuer (keyless), not both');
+      if (!!s.sig === !!s.bundle) issue('with key, give exactly one of sig (a raw signature, cosign sign-blob --output-signature) or bundle (a Sigstore bundle)');
+      return;
+    }
+    if (s.sig) issue('sig (a raw signature) needs key; keyless signatures come as a Sigstore bundle', ['sig']);
+    if (!identity && !issuer) return issue('say who signed: key (a public key in the bundle folder), or certificate-identity + certificate-oidc-issuer with bundle');
+    if (s['certificate-identity'] !== undefined && s['certificate-identity-regexp'] !== undefined) issue('give one of certificate-identity or certificate-identity-regexp');
+    if (s['certificate-oidc-issuer'] !== undefined && s['certificate-oidc-issuer-regexp'] !== undefined) issue('give one of certificate-oidc-issuer or certificate-oidc-issuer-regexp');
+    if (!identity) issue('keyless needs certificate-identity (or certificate-identity-regexp)');
+    if (!issuer) issue('keyless needs certificate-oidc-issuer (or certificate-oidc-issuer-regexp)');
+    if (!s.bundle) issue('keyless needs bundle: the URL of the Sigstore bundle (cosign sign-blob --bundle)', ['bundle']);
+  });
+
+export type SignatureSpec = z.infer<typeof signatureSchema>;
+
 const fileSchema = z
   .object({
     src: z.string().min(1).optional(),
@@ -50,6 +87,8 @@ const fileSchema = z
     mode: modeSchema.optional(),
     /** With url: the SPDX licence expression of the download (recorded in SBOMs). */
     license: z.string().regex(SPDX_EXPRESSION_RE, 'must be an SPDX licence expression, e.g. Apache-2.0 or MIT OR GPL-2.0-only').optional(),
+    /** With url: the signature the download must carry besides its sha256. */
+    signature: signatureSchema.optional(),
   })
   .strict()
   .superRefine((f, ctx) => {
@@ -57,6 +96,7 @@ const fileSchema = z
     if (f.url && !f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'a url download needs its sha256 pinned' });
     if (f.src && f.sha256) ctx.addIssue({ code: 'custom', path: ['sha256'], message: 'sha256 is only for url downloads' });
     if (f.license && !f.url) ctx.addIssue({ code: 'custom', path: ['license'], message: 'license is declared for url downloads; the bundle-level license: covers its own files' });
+    if (f.signature && !f.url) ctx.addIssue({ code: 'custom', path: ['signature'], message: 'signature is checked on url downloads; a bundle file is trusted as it is' });
     if (f.extract && !f.url) ctx.addIssue({ code: 'custom', path: ['extract'], message: 'extract names a member of a url download (an archive); a bundle file is used as it is' });
   });
 
@@ -239,6 +279,16 @@ function validateSemantics(folder: SourceFolder, specPath: string, spec: BundleS
     for (const [i, f] of files.entries()) {
       normaliseDestination(f.dst, specPath, `${field}.${i}.dst`);
       if (f.src) mustExist(folder, bundlePath(folder, f.src, specPath, `${field}.${i}.src`), specPath, `${field}.${i}.src`, f.src);
+      const sig = f.signature;
+      if (sig?.key) mustExist(folder, bundlePath(folder, sig.key, specPath, `${field}.${i}.signature.key`, true), specPath, `${field}.${i}.signature.key`, sig.key);
+      for (const k of ['certificate-identity-regexp', 'certificate-oidc-issuer-regexp'] as const) {
+        if (sig?.[k] === undefined) continue;
+        try {
+          new RegExp(sig[k], 'u');
+        } catch {
+          throw specError(specPath, `${field}.${i}.signature.${k}`, `"${sig[k]}" is not a valid regular expression`);
+        }
+      }
     }
   };
   checkFiles(spec.files, 'files');

@@ -1,13 +1,14 @@
 import { spawnSync } from 'node:child_process';
 import { mapPool } from '../util/pool.js';
 import { readFile } from 'node:fs/promises';
-import { join, relative, resolve } from 'node:path';
-import { buildBundle, defaultTag, planBuild, type BuildOptions } from '../builder/builder.js';
+import { dirname, join, relative, resolve } from 'node:path';
+import { buildBundle, defaultTag, planBuild, type BuildOptions, type BuildPlan } from '../builder/builder.js';
 import { KbError, UserError } from '../errors.js';
 import { OciLayout, writeFileAtomic } from '../store/oci-layout.js';
 import { bundleInputDigest, discoverBundles, type CatalogBundle } from './discover.js';
 import type { SbomRequest } from '../builder/output.js';
 import type { WrittenSbom } from '../sbom/index.js';
+import { gitCheckout, provenanceFacts, type ProvenanceFacts } from './provenance.js';
 
 export const CATALOG_STATE_FILE = 'kbundle-catalog.json';
 const BUILDER_VERSION = `kbundle-0.1/node-${process.versions.node.split('.')[0]}`;
@@ -20,6 +21,8 @@ export interface CatalogEntryState {
   mediaType: string;
   size: number;
   inputs: string;
+  /** What `catalog publish --attest` puts into the SBOM and provenance of this build. */
+  provenance?: ProvenanceFacts;
 }
 
 export interface CatalogBuildResult {
@@ -97,6 +100,10 @@ export async function buildCatalog(
   const salt = `${BUILDER_VERSION}\0${opts.sourceDateEpoch ?? 0}\0${(opts.platforms ?? []).join(',')}\0${opts.uid ?? 0}:${opts.gid ?? 0}\0${opts.gzipLevel ?? 6}\0${opts.revision ?? ''}`;
   const built: CatalogEntryState[] = [];
   const skipped: CatalogEntryState[] = [];
+  const checkout = plans.length ? gitCheckout(catalogDir) : { changed: [] };
+  // Outside git, bundle folders are named from the catalog's parent (bundles/<name>), never by absolute path.
+  const base = checkout.top ?? dirname(resolve(catalogDir));
+  const facts = (plan: BuildPlan) => provenanceFacts(plan, checkout, base, opts.sourceDateEpoch ?? 0, opts.revision);
 
   const one = async ({ b, plan }: { b: CatalogBundle; plan: Awaited<ReturnType<typeof planBuild>> }) => {
     const inputs = await bundleInputDigest(b.dir, salt);
@@ -104,7 +111,8 @@ export async function buildCatalog(
     if (prev && prev.inputs === inputs && (await layout.exists({ mediaType: prev.mediaType, digest: prev.digest, size: prev.size }))) {
       try {
         if ((await layout.resolve(prev.tag)).digest === prev.digest) {
-          skipped.push(prev);
+          // Facts of the checkout as it is now (same inputs as the build's): the state does not depend on earlier runs.
+          skipped.push({ ...prev, provenance: await facts(plan) });
           opts.onBundle?.(b.name, 'skipped');
           return;
         }
@@ -114,7 +122,16 @@ export async function buildCatalog(
     }
     const result = await buildBundle(plan, layout, opts);
     const tag = defaultTag(result);
-    const entry: CatalogEntryState = { name: b.name, version: result.loaded.spec.version, tag, digest: result.root.digest, mediaType: result.root.mediaType, size: result.root.size, inputs };
+    const entry: CatalogEntryState = {
+      name: b.name,
+      version: result.loaded.spec.version,
+      tag,
+      digest: result.root.digest,
+      mediaType: result.root.mediaType,
+      size: result.root.size,
+      inputs,
+      provenance: await facts(plan),
+    };
     built.push(entry);
     opts.onBundle?.(b.name, 'built');
   };

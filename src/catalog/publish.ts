@@ -9,13 +9,14 @@ import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../store/oci-layout.js';
 import { readCatalogState } from './build.js';
+import type { CatalogAttestOptions, PublishedAttestation } from './attest.js';
 
 /** Written next to the catalog layout by publish, read by `catalog index`. */
 export const PUBLISHED_STATE_FILE = 'kbundle-published.json';
 
 export interface PublishedState {
   registry: string;
-  bundles: Record<string, { version: string; digest: string; references: string[]; signatures: string[] }>;
+  bundles: Record<string, { version: string; digest: string; references: string[]; signatures: string[]; attestations?: string[] }>;
 }
 
 export async function readPublishedState(layout: OciLayout): Promise<PublishedState | undefined> {
@@ -36,6 +37,8 @@ export interface PublishOptions {
   only?: string[];
   /** Sign each pushed digest; returns where the signature went (for the summary). */
   sign?: (target: RegistryTarget, desc: Descriptor, reference: string) => Promise<string>;
+  /** Attach an SBOM of each platform image and a SLSA v1 provenance to every bundle (pushed or not: what is there already is kept). */
+  attest?: CatalogAttestOptions;
   onBundle?: (name: string, status: string) => void;
 }
 
@@ -47,6 +50,7 @@ export interface PublishedBundle {
   status: 'pushed' | 'unchanged';
   blobsCopied: number;
   signature?: string;
+  attestations?: PublishedAttestation[];
 }
 
 /**
@@ -85,6 +89,7 @@ export async function publishCatalog(layout: OciLayout, opts: PublishOptions): P
     const status = copied > 0 ? 'pushed' : 'unchanged';
     const pub: PublishedBundle = { name: e.name, version: e.version, digest: first.root.digest, references, status, blobsCopied: first.blobsCopied };
     if (opts.sign && status === 'pushed') pub.signature = await opts.sign(target, first.root, references[0]!);
+    if (opts.attest) pub.attestations = await (await import('./attest.js')).attestBundle(layout, target, first.root, e, `${probe.registry}/${repo}`, opts.attest);
     opts.onBundle?.(e.name, status);
     out.push(pub);
   }
@@ -93,8 +98,16 @@ export async function publishCatalog(layout: OciLayout, opts: PublishOptions): P
   const published: PublishedState = { registry: ns, bundles: prev?.registry === ns ? { ...prev.bundles } : {} };
   for (const p of out) {
     const before = published.bundles[p.name];
-    const keep = before && before.digest === p.digest ? before.signatures : [];
-    published.bundles[p.name] = { version: p.version, digest: p.digest, references: p.references, signatures: p.signature ? [...new Set([...keep, ...p.signature.split(', ')])] : keep };
+    const same = before && before.digest === p.digest;
+    const keep = same ? before.signatures : [];
+    const attestations = [...new Set([...(same ? (before.attestations ?? []) : []), ...(p.attestations ?? []).map((a) => a.location)])];
+    published.bundles[p.name] = {
+      version: p.version,
+      digest: p.digest,
+      references: p.references,
+      signatures: p.signature ? [...new Set([...keep, ...p.signature.split(', ')])] : keep,
+      ...(attestations.length ? { attestations } : {}),
+    };
   }
   await writeFileAtomic(join(layout.dir, PUBLISHED_STATE_FILE), JSON.stringify(published, null, 2));
   return out;

@@ -45,6 +45,7 @@ export function registerBuild(program: Command, io: CliIo): void {
     .option('--sysext-cert <pem>', 'sysext/confext bundles: the certificate for --sysext-key')
     .option('--sbom <format>', 'also write an SBOM of each platform image: spdx (SPDX 2.3 JSON) or cyclonedx (CycloneDX 1.6 JSON)')
     .option('--sbom-dir <dir>', 'where --sbom writes (default: a sbom folder beside the output)')
+    .option('--trusted-root <file>', 'trusted_root.json for keyless signature: pins of url downloads (default $KBUNDLE_TRUSTED_ROOT)')
     .option('--json', 'print a JSON summary')
     .action(
       async (
@@ -61,6 +62,7 @@ export function registerBuild(program: Command, io: CliIo): void {
           sysextCert?: string;
           sbom?: string;
           sbomDir?: string;
+          trustedRoot?: string;
           json?: boolean;
         },
       ) => {
@@ -108,6 +110,7 @@ export function registerBuild(program: Command, io: CliIo): void {
           sysextCert: o.sysextCert,
           sourceDateEpoch: sourceDateEpochFromEnv(io.env),
           sbom,
+          trustedRoot: o.trustedRoot ?? io.env.KBUNDLE_TRUSTED_ROOT,
           onWarning: (m) => out.warn(m),
           onProgress: (e) => {
             if (e.kind === 'layer-start') bars.set(e.platform, out.progress(e.bytes, e.platform));

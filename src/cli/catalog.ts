@@ -11,6 +11,20 @@ import { makePrinter } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
 import { addSigningFlags, prepareSigning, type SigningFlags } from './sign.js';
 
+interface PublishFlags {
+  registry: string;
+  layout: string;
+  bundle?: string[];
+  latest: boolean;
+  communityRepo: string;
+  sign?: boolean;
+  attest?: boolean;
+  sbomFormat: string;
+  builderId?: string;
+  sourceRepo?: string;
+  sourceCommit?: string;
+}
+
 function layoutDir(output: string): string {
   const loc = parseImageArgument(output, '-o', { bare: false });
   if (!isLayoutLocation(loc) || loc.ref) throw new UserError(`-o ${output}: the catalog is built into an OCI layout directory`, 'write it as oci:<dir>, e.g. -o oci:out/catalog');
@@ -31,28 +45,43 @@ export function registerCatalog(program: Command, io: CliIo): void {
     .option('-j, --jobs <n>', 'bundles built at once', '2')
     .option('--sbom <format>', 'also write an SBOM of each platform image: spdx or cyclonedx')
     .option('--sbom-dir <dir>', 'where --sbom writes (default: a sbom folder beside the layout)')
+    .option('--trusted-root <file>', 'trusted_root.json for keyless signature: pins of url downloads (default $KBUNDLE_TRUSTED_ROOT)')
     .option('--json', 'print a JSON summary')
-    .action(async (o: { catalog: string; output: string; changedSince?: string; bundle?: string[]; exclude?: string[]; jobs: string; sbom?: string; sbomDir?: string; json?: boolean }) => {
-      const out = makePrinter(!!o.json, io);
-      const { sbomRequest } = await import('./build.js');
-      const sbom = await sbomRequest(o.sbom, o.sbomDir, parseImageArgument(o.output, '-o', { bare: false }));
-      const dir = layoutDir(o.output);
-      const r = await buildCatalog(o.catalog, () => OciLayout.open(dir, { create: true }), {
-        changedSince: o.changedSince,
-        only: o.bundle,
-        exclude: o.exclude,
-        concurrency: Math.max(1, Number(o.jobs) || 1),
-        sourceDateEpoch: sourceDateEpochFromEnv(io.env),
-        sbom,
-        onWarning: (m) => out.warn(m),
-        // Progress on a terminal only: the summary below lists every bundle once.
-        onBundle: (name, action) => out.tty && out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
-      });
-      const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
-      lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${r.layout.name}`);
-      if (r.sboms) lines.push(`${r.sboms.length} SBOM(s) → ${sbom!.dir}`);
-      out.result(lines.join('\n'), { layout: r.layout.dir, built: r.built, skipped: r.skipped, ...(r.sboms ? { sboms: r.sboms } : {}) });
-    });
+    .action(
+      async (o: {
+        catalog: string;
+        output: string;
+        changedSince?: string;
+        bundle?: string[];
+        exclude?: string[];
+        jobs: string;
+        sbom?: string;
+        sbomDir?: string;
+        trustedRoot?: string;
+        json?: boolean;
+      }) => {
+        const out = makePrinter(!!o.json, io);
+        const { sbomRequest } = await import('./build.js');
+        const sbom = await sbomRequest(o.sbom, o.sbomDir, parseImageArgument(o.output, '-o', { bare: false }));
+        const dir = layoutDir(o.output);
+        const r = await buildCatalog(o.catalog, () => OciLayout.open(dir, { create: true }), {
+          changedSince: o.changedSince,
+          only: o.bundle,
+          exclude: o.exclude,
+          concurrency: Math.max(1, Number(o.jobs) || 1),
+          sourceDateEpoch: sourceDateEpochFromEnv(io.env),
+          sbom,
+          trustedRoot: o.trustedRoot ?? io.env.KBUNDLE_TRUSTED_ROOT,
+          onWarning: (m) => out.warn(m),
+          // Progress on a terminal only: the summary below lists every bundle once.
+          onBundle: (name, action) => out.tty && out.info(`${action === 'built' ? 'built  ' : 'skipped'} ${name}`),
+        });
+        const lines = r.entries.map((e) => `${r.built.includes(e) ? 'built  ' : 'cached '} ${e.tag.padEnd(40)} ${e.digest}`);
+        lines.push(`${r.built.length} built, ${r.skipped.length} unchanged → ${r.layout.name}`);
+        if (r.sboms) lines.push(`${r.sboms.length} SBOM(s) → ${sbom!.dir}`);
+        out.result(lines.join('\n'), { layout: r.layout.dir, built: r.built, skipped: r.skipped, ...(r.sboms ? { sboms: r.sboms } : {}) });
+      },
+    );
 
   catalog
     .command('lint')
@@ -96,14 +125,28 @@ export function registerCatalog(program: Command, io: CliIo): void {
     .option('--layout <dir>', 'the catalog OCI layout (from catalog build)', 'out/catalog')
     .option('--bundle <name...>', 'only these bundles')
     .option('--no-latest', 'do not move the :latest tag')
-    .option('--community-repo <repo>', 'also tag <namespace>/<repo>:<name>_latest, as kairos-io/community-bundles names them (empty: off)', 'community-bundles');
+    .option('--community-repo <repo>', 'also tag <namespace>/<repo>:<name>_latest, as kairos-io/community-bundles names them (empty: off)', 'community-bundles')
+    .option('--attest', 'attach a signed SBOM of each platform image and a SLSA v1 provenance to every bundle (same key or keyless flags as --sign)')
+    .option('--sbom-format <f>', 'with --attest: spdx or cyclonedx', 'spdx')
+    .option('--builder-id <uri>', 'with --attest: the provenance builder id (default $KBUNDLE_BUILDER_ID, or the GitHub Actions workflow)')
+    .option('--source-repo <url>', 'with --attest: source repository (default: the git origin at build time, or GitHub Actions)')
+    .option('--source-commit <sha>', 'with --attest: source commit (default: git HEAD at build time, or $GITHUB_SHA)');
   registryOptions(publish);
   addSigningFlags(publish);
-  publish.action(async (o: RegistryFlags & SigningFlags & { registry: string; layout: string; bundle?: string[]; latest: boolean; communityRepo: string; sign?: boolean }) => {
+  publish.action(async (o: RegistryFlags & SigningFlags & PublishFlags) => {
     const out = makePrinter(!!o.json, io);
     const { publishCatalog } = await import('../catalog/publish.js');
-    // Unlock the key before pushing anything: a wrong password must not leave unsigned bundles behind.
-    const signer = o.sign ? await prepareSigning(o, io) : undefined;
+    // Check every flag and unlock the key before pushing anything: a wrong password must not leave
+    // unsigned bundles behind.
+    let attest: Omit<import('../catalog/attest.js').CatalogAttestOptions, 'signing' | 'formats'> | undefined;
+    if (o.attest) {
+      const [{ parseSbomFormat }, { provenanceContext }] = await Promise.all([import('../sbom/index.js'), import('../catalog/provenance.js')]);
+      attest = { sbomFormat: parseSbomFormat(o.sbomFormat, '--sbom-format'), context: provenanceContext(o, io.env) };
+    } else if (o.builderId || o.sourceRepo || o.sourceCommit) {
+      throw new UserError('--builder-id, --source-repo and --source-commit describe the provenance of --attest');
+    }
+    const prepared = o.sign || o.attest ? await prepareSigning(o, io) : undefined;
+    const signer = o.sign ? prepared : undefined;
     const layout = await OciLayout.open(o.layout);
     const client = await makeClient(o, io);
     try {
@@ -120,8 +163,14 @@ export function registerCatalog(program: Command, io: CliIo): void {
               return r.root.signatures.map((x) => x.location).join(', ');
             }
           : undefined,
+        attest: attest && prepared ? { ...attest, signing: prepared.options, formats: prepared.formats } : undefined,
       });
-      const rows = published.map((p) => `${p.status.padEnd(9)} ${p.name.padEnd(28)} ${p.version.padEnd(10)} ${p.digest}${p.signature ? '  signed' : ''}`);
+      const attested = (p: (typeof published)[number]) => {
+        if (!p.attestations) return '';
+        const added = p.attestations.filter((a) => a.added).length;
+        return `  attested${added ? ` (+${added})` : ''}`;
+      };
+      const rows = published.map((p) => `${p.status.padEnd(9)} ${p.name.padEnd(28)} ${p.version.padEnd(10)} ${p.digest}${p.signature ? '  signed' : ''}${attested(p)}`);
       rows.unshift(`${'status'.padEnd(9)} ${'bundle'.padEnd(28)} ${'version'.padEnd(10)} digest`);
       out.result(rows.join('\n'), { registry: o.registry, bundles: published });
     } finally {

@@ -269,6 +269,9 @@ export function addSigningFlags(cmd: Command): Command {
 export interface PreparedSigning {
   /** Sign `root` (a digest that was just pushed) in `target`. */
   sign(target: Target, root: Descriptor, opts: { dockerReference?: string; recursive?: boolean }): Promise<import('../sign/sign.js').SignResult>;
+  /** The same key or identity, logs and timestamps, for other signed things (attestations). */
+  options: Pick<import('../sign/sign.js').SignOptions, 'key' | 'keyless' | 'rekorURL' | 'rekorEntryType' | 'tsaURL'>;
+  formats: SignatureFormat[];
 }
 
 /**
@@ -286,11 +289,14 @@ export async function prepareSigning(o: SigningFlags, io: CliIo): Promise<Prepar
   const key = o.key ? await loadPrivateKey(o.key, () => keyPassword(io, false)) : undefined;
   const upload = o.tlogUpload !== false;
   const rekorURL = upload ? (o.rekorUrl ?? (o.key ? undefined : DEFAULT_REKOR_URL)) : undefined;
+  const keyless = token ? { identityToken: token, fulcioURL: o.fulcioUrl ?? DEFAULT_FULCIO_URL } : undefined;
   return {
+    options: { key, keyless, rekorURL, rekorEntryType: entryType, tsaURL: o.tsaUrl },
+    formats,
     sign: (target, root, extra) =>
       signImage(target, root, {
         key,
-        keyless: token ? { identityToken: token, fulcioURL: o.fulcioUrl ?? DEFAULT_FULCIO_URL } : undefined,
+        keyless,
         formats,
         rekorURL,
         rekorEntryType: entryType,

@@ -78,6 +78,8 @@ export interface SysextBundleOptions {
   cert?: string;
   revision?: string;
   onWarning?: (msg: string) => void;
+  /** trusted_root.json for keyless `signature:` pins of downloads. */
+  trustedRoot?: string;
 }
 
 export interface SysextBundleResult {
@@ -116,6 +118,8 @@ export interface BundleSysextOverrides {
   compatRelease?: boolean;
   sourceDateEpoch?: number;
   onWarning?: (msg: string) => void;
+  /** trusted_root.json for keyless `signature:` pins of downloads. */
+  trustedRoot?: string;
 }
 
 /** The `sysext:` settings of a sysext/confext bundle (of the `expected` kind, if given), validated. */
@@ -141,7 +145,7 @@ export async function buildBundleExtension(loaded: LoadedSpec, platform: string,
   const { kind, settings: s } = bundleSettings(loaded, o.kind);
   const spec = loaded.spec;
   if (!spec.platforms.includes(platform)) throw new UserError(`${loaded.specPath}: ${platform} is not among its platforms (${spec.platforms.join(', ')})`, 'pick one with --arch');
-  const entries = await planEntries(loaded, platform);
+  const entries = await planEntries(loaded, platform, { trustedRoot: o.trustedRoot });
   const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-bundle-'));
   try {
     const tree = join(work, 'tree');
@@ -190,7 +194,7 @@ export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayo
   for (const platform of opts.platforms ?? spec.platforms) {
     const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-out-'));
     try {
-      const raw = await buildBundleExtension(loaded, platform, work, { key: opts.key, cert: opts.cert, sourceDateEpoch: epoch, onWarning: opts.onWarning });
+      const raw = await buildBundleExtension(loaded, platform, work, { key: opts.key, cert: opts.cert, sourceDateEpoch: epoch, onWarning: opts.onWarning, trustedRoot: opts.trustedRoot });
       images.push(
         await packageRaw(raw, layout, {
           platform,

@@ -228,3 +228,34 @@ export async function verifyAttestations(target: Target, subject: Descriptor, re
       : '';
   throw new KbError('REFUSED', `${display}: attestation verification failed for type ${typeName}${unmet}: ${parts.join(' | ') || 'no attestation verified'}`);
 }
+
+/** A statement attached to an image, read but not verified. */
+export interface AttachedStatement {
+  format: SignatureFormat;
+  location: string;
+  evidence: ParsedBundle;
+  statement: Record<string, unknown>;
+}
+
+/**
+ * The statements of `predicateType` attached to `subject` that parse and name its digest, with
+ * their signatures NOT checked: for writers deciding whether an attestation is already there
+ * (`catalog publish --attest`), never for trusting one.
+ */
+export async function readAttachedStatements(target: Target, subject: Descriptor, predicateType: string, formats: SignatureFormat[] = ['bundle', 'legacy']): Promise<AttachedStatement[]> {
+  const d: Discovery = { candidates: [], others: new Set() };
+  await Promise.all([
+    formats.includes('bundle') ? discoverBundles(target, subject, predicateType, d) : undefined,
+    formats.includes('legacy') ? discoverLegacy(target, subject.digest, predicateType, d) : undefined,
+  ]);
+  const out: AttachedStatement[] = [];
+  await mapPool(d.candidates.filter((c) => !c.failure).slice(0, Limits.maxAttestations), 4, async (c) => {
+    try {
+      const r = await read(target, c, subject, { predicateType, signers: [] });
+      out.push({ format: c.format, location: c.location, evidence: r.parsed, statement: r.statement });
+    } catch {
+      /* unreadable or for another digest: not one of ours */
+    }
+  });
+  return out;
+}
