@@ -10,7 +10,7 @@
  */
 import { createHash, createVerify, type KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -18,7 +18,7 @@ import type { Bundle } from '@sigstore/bundle';
 import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
 import { downloadToFile } from '../net/download.js';
 import { loadPublicKeys } from '../sign/keys.js';
-import { writeFileAtomic } from '../util/atomic-write.js';
+import { withStagingDir, writeFileAtomic } from '../util/atomic-write.js';
 import { exactMatcher, regexpMatcher } from '../verify/identity.js';
 import { Limits } from '../verify/limits.js';
 import type { KeylessRequirement, KeyRequirement, SignerRequirement } from '../verify/requirements.js';
@@ -56,15 +56,13 @@ function refused(ctx: DownloadSignatureContext, reason: string, hint?: string): 
  * as a signature.
  */
 async function fetchSignatureFile(url: string, ctx: DownloadSignatureContext, what: string): Promise<Buffer> {
-  const dir = await mkdtemp(join(tmpdir(), 'kbundle-sig-'));
-  try {
+  // A staging folder (pid-named, swept if kbundle is killed), removed afterwards.
+  return withStagingDir(tmpdir(), 'sig', async (dir) => {
     const dest = join(dir, 'sig');
     await downloadToFile({ url, dest, what: `${ctx.specPath}: ${ctx.field}: the ${what}`, maxBytes: 16 * MAX_SIGNATURE_BYTES });
     if ((await stat(dest)).size > MAX_SIGNATURE_BYTES) throw refused(ctx, `the ${what} is over the ${MAX_SIGNATURE_BYTES}-byte limit`);
-    return await readFile(dest);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+    return readFile(dest);
+  });
 }
 
 /** A raw signature over the file with a pinned key, streamed (ECDSA/RSA over SHA-256; Ed25519 reads the file). */

@@ -11,7 +11,20 @@ import type { AttestationRequirement, SignerRequirement } from '../verify/requir
 import type { VerifiedAttestation } from '../verify/attestations.js';
 import type { CliIo } from './io.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
-import { collect, DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL, describeSigner, imageName, keylessToken, keyPassword, openImage, parseFormats, policyFromFlags, type VerifyFlags } from './sign.js';
+import {
+  collect,
+  DEFAULT_FULCIO_URL,
+  DEFAULT_REKOR_URL,
+  describeSigner,
+  imageName,
+  keylessToken,
+  keyPassword,
+  openImage,
+  parseFormats,
+  policyFromFlags,
+  type SigningFlags,
+  type VerifyFlags,
+} from './sign.js';
 
 function print(io: CliIo, json: boolean, human: string, data: unknown): void {
   io.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
@@ -30,15 +43,10 @@ async function readPredicate(path: string, io: CliIo): Promise<string> {
   }
 }
 
-interface AttestFlags extends RegistryFlags {
+interface AttestFlags extends RegistryFlags, SigningFlags {
+  fulcioUrl: string;
   predicate?: string;
   type: string;
-  key?: string;
-  identityToken?: string;
-  fulcioUrl: string;
-  rekorUrl?: string;
-  tlogUpload?: boolean;
-  tsaUrl?: string;
   rekorEntryType: string;
   format: string;
   newBundleFormat?: boolean;

@@ -7,6 +7,7 @@ import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { fsErrorCode, KbError, UserError } from '../errors.js';
 import type { CliIo } from './io.js';
+import type { SigningFlags } from './sign.js';
 import { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL } from '../sign/defaults.js';
 
 /** sign-blob and verify-blob hold the file in memory (@sigstore/sign and @sigstore/verify take it as one buffer). */
@@ -42,14 +43,9 @@ async function readStdin(io: CliIo, limit: number): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-interface SignBlobFlags {
-  bundle: string;
-  key?: string;
-  identityToken?: string;
+interface SignBlobFlags extends SigningFlags {
   fulcioUrl: string;
-  rekorUrl?: string;
-  tlogUpload?: boolean;
-  tsaUrl?: string;
+  bundle: string;
   timestampServerUrl?: string;
   dsse?: boolean;
   rekorEntryType: string;

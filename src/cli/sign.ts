@@ -131,13 +131,8 @@ export function parseFormats(v: string): SignatureFormat[] {
 // Commands
 // ---------------------------------------------------------------------------------------------
 
-interface SignFlags extends RegistryFlags {
-  key?: string;
-  identityToken?: string;
+interface SignFlags extends RegistryFlags, SigningFlags {
   fulcioUrl: string;
-  rekorUrl?: string;
-  tlogUpload?: boolean;
-  tsaUrl?: string;
   format: string;
   recursive?: boolean;
   annotation?: string[];
@@ -239,7 +234,7 @@ export async function keylessToken(flag: string | undefined, env: NodeJS.Process
 // Signing from other commands (`kbundle push --sign`, `kbundle build … --push --sign`)
 // ---------------------------------------------------------------------------------------------
 
-/** The signing flags shared by `sign` and the `--sign` of other commands. */
+/** The signing flags shared by `sign`, `attest`, `sign-blob` and the `--sign` of other commands. */
 export interface SigningFlags {
   key?: string;
   identityToken?: string;
