@@ -280,7 +280,7 @@ describe('sysext build: reproducible GPT images with dm-verity', () => {
 
 describe('default file system: erofs where the build host makes DDIs itself', () => {
   it('picks erofs for systemd >= 255 (its --make-ddi formats erofs, as AuroraBoot builds there), squashfs before', async () => {
-    const { defaultFilesystem, MAKE_DDI_SINCE } = await import('../src/sysext/systemd-version.js');
+    const { defaultFilesystem, MAKE_DDI_SINCE } = await import('../src/kairos/systemd-version.js');
     expect(MAKE_DDI_SINCE).toBe(255);
     const host = (lib: string | undefined, dir = 'usr/lib/systemd') => {
       const root = tempDir();

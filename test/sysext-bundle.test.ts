@@ -6,7 +6,7 @@ import type { LoadedSpec } from '../src/builder/spec.js';
 import { extractImage, resolveManifest } from '../src/extract/extract-image.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { checkImage } from '../src/sysext/check.js';
-import { buildSysextBundleImage, checkSysextBundleSpec } from '../src/sysext/package.js';
+import { buildSysextBundleImage, checkSysextBundleSpec } from '../src/builder/sysext-image.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
 import { kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, mustRun, REPO_ROOT, tempDir } from './helpers/exec.js';

@@ -7,7 +7,7 @@ import { checkImage } from '../src/sysext/check.js';
 import { x509FromSignatureLists } from '../src/sysext/node-trust.js';
 import { parseImagePolicy, partitionUse, policyFor } from '../src/sysext/policy.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
-import { hostSystemdArch } from '../src/sysext/types.js';
+import { hostSystemdArch } from '../src/kairos/extensions.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { makeCert, makeTree, requireTools } from './fixtures/sysext/helpers.js';
 

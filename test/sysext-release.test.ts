@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseImagePolicy, policyFor } from '../src/sysext/policy.js';
 import { formatExtensionRelease, imageNameFromFile, matchExtensionRelease, parseReleaseFile, validateExtensionName } from '../src/sysext/release.js';
 import { pickExtension, fileNameFromUri, parseInstallUri } from '../src/sysext/manage.js';
-import { systemdArch } from '../src/sysext/types.js';
+import { systemdArch } from '../src/kairos/extensions.js';
 import { uuidV5, defaultSeed } from '../src/sysext/build.js';
 
 const host = (text: string, systemdVersion = 252, architecture = 'x86-64', scope = 'system') => ({ fields: parseReleaseFile(text), architecture, scope, systemdVersion });

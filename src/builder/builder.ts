@@ -78,7 +78,7 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
   const { spec } = loaded;
   const epoch = opts.sourceDateEpoch ?? sourceDateEpochFromEnv();
   if (spec.type === 'sysext' || spec.type === 'confext') {
-    const { buildSysextBundleImage } = await import('../sysext/package.js');
+    const { buildSysextBundleImage } = await import('./sysext-image.js');
     // One warning per message, not one per platform: every platform builds the same tree.
     const said = new Set<string>();
     const warn = opts.onWarning;

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Bundle } from '@sigstore/bundle';
 import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
-import { downloadToFile } from '../net/download.js';
+import { downloadToFile } from '../registry/download.js';
 import { loadPublicKeys } from '../sign/keys.js';
 import { withStagingDir, writeFileAtomic } from '../util/atomic-write.js';
 import { exactMatcher, regexpMatcher } from '../verify/identity.js';

@@ -4,7 +4,7 @@ import { mkdir, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { downloadToFile } from '../net/download.js';
+import { downloadToFile } from '../registry/download.js';
 import { errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
 import { stageAndRename } from '../util/atomic-write.js';

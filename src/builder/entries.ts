@@ -6,7 +6,7 @@ import { UserError } from '../errors.js';
 import { extractPinnedMember, fetchPinned } from './download.js';
 import { chartManifest, placeManifestsScript } from './generate.js';
 import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
-import type { SourceEntry } from './source-path.js';
+import type { SourceEntry } from '../layer/source-folder.js';
 import { bundlePath, normaliseDestination, sourceFolderOf, type FileSpec, type LoadedSpec } from './spec.js';
 
 const DIR_MODE = 0o755;

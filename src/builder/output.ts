@@ -43,7 +43,8 @@ export async function buildTo(bundleDir: string, out: ImageLocation, opts: Build
     // SBOMs are read from the built image while its layout is still open (archives are packed on close).
     let sboms: WrittenSbom[] | undefined;
     if (opts.sbom) {
-      const { factsFromSpec, writeSboms } = await import('../sbom/index.js');
+      const { writeSboms } = await import('../sbom/index.js');
+      const { factsFromSpec } = await import('./sbom-facts.js');
       const epoch = opts.sourceDateEpoch ?? sourceDateEpochFromEnv();
       sboms = await writeSboms(layout, result.images, (p) => factsFromSpec(plan.loaded, p, epoch, opts.revision, opts.onWarning), opts.sbom.format, opts.sbom.dir);
     }

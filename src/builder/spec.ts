@@ -5,7 +5,7 @@ import { checkUrl } from '../net/url.js';
 import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
 import { isKnownPlatform, KNOWN_PLATFORMS } from '../oci/platform.js';
 import { checkSysextBundleSpec, SysextSettingsSchema } from '../sysext/spec.js';
-import { SourceFolder } from './source-path.js';
+import { SourceFolder } from '../layer/source-folder.js';
 import { RequiresSchema } from '../requires/requires.js';
 
 /**

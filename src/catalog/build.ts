@@ -153,7 +153,8 @@ export async function buildCatalog(
   const entries = [...built, ...skipped].sort(byName);
   let sboms: WrittenSbom[] | undefined;
   if (opts.sbom) {
-    const { factsFromSpec, platformImages, writeSboms } = await import('../sbom/index.js');
+    const { platformImages, writeSboms } = await import('../sbom/index.js');
+    const { factsFromSpec } = await import('../builder/sbom-facts.js');
     sboms = [];
     for (const e of entries) {
       const plan = plans.find((p) => p.b.name === e.name)!.plan;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SourceFolder } from '../builder/source-path.js';
+import { SourceFolder } from '../layer/source-folder.js';
 
 export interface CatalogBundle {
   name: string;

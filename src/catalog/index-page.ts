@@ -5,7 +5,7 @@ import type { Requires } from '../requires/requires.js';
 import { writeFileAtomic } from '../store/oci-layout.js';
 import type { CatalogEntryState } from './build.js';
 import { discoverBundles } from './discover.js';
-import { SourceFolder } from '../builder/source-path.js';
+import { SourceFolder } from '../layer/source-folder.js';
 
 export interface CatalogIndexEntry {
   name: string;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { bundlePath, loadBundleSpec, PLACEHOLDER_RE } from '../builder/spec.js';
 import { errorMessage } from '../errors.js';
 import { discoverBundles } from './discover.js';
-import { SourceFolder } from '../builder/source-path.js';
+import { SourceFolder } from '../layer/source-folder.js';
 import { insideHierarchies, KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from '../sysext/hierarchies.js';
 
 export interface LintProblem {

@@ -11,7 +11,7 @@ import { relative, resolve, sep } from 'node:path';
 import { UserError } from '../errors.js';
 import type { BuildPlan } from '../builder/builder.js';
 import type { FileSpec } from '../builder/spec.js';
-import { factsFromSpec } from '../sbom/index.js';
+import { factsFromSpec } from '../builder/sbom-facts.js';
 import type { BuildFacts } from '../sbom/inventory.js';
 import { TOOL_VERSION } from '../sbom/common.js';
 

@@ -7,7 +7,7 @@ import { parsePlatform } from '../oci/platform.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
-import { verifierFromFlags, type VerifyFlags } from './verify-flags.js';
+import { verifierFromFlags, type VerifyFlags } from '../policy/verifier.js';
 
 interface InstallFlags extends RegistryFlags, VerifyFlags {
   root: string;

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { parseAllDocuments, stringify } from 'yaml';
 import { errorMessage, fsErrorCode, KbError, UserError } from '../errors.js';
-import { BOOT_STATES, type BootState } from '../sysext/types.js';
+import { BOOT_STATES, type BootState } from '../kairos/extensions.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';

@@ -6,10 +6,10 @@ import { pathExists } from '../fs-util.js';
 import { capabilitiesOf, hasTransportPrefix, parseImageArgument } from '../store/transport.js';
 import type { Node } from '../sysext/manage.js';
 import { KAIROS_POLICY } from '../sysext/policy.js';
-import { BOOT_STATES, hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../sysext/types.js';
+import { BOOT_STATES, hostSystemdArch, KINDS, systemdArch, type BootState, type ExtensionKind } from '../kairos/extensions.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
-import { verifierFromFlags } from './verify-flags.js';
+import { verifierFromFlags } from '../policy/verifier.js';
 
 // Heavy modules (registry client, OCI store, extraction) load only in the actions that need them,
 // so `kbundle sysext build` starts fast.
@@ -17,7 +17,7 @@ const lazy = {
   build: () => import('../sysext/build.js'),
   check: () => import('../sysext/check.js'),
   manage: () => import('../sysext/manage.js'),
-  pack: () => import('../sysext/package.js'),
+  pack: () => import('../builder/sysext-image.js'),
   open: () => import('../store/open.js'),
   spec: () => import('../builder/spec.js'),
   trust: () => import('../sysext/node-trust.js'),

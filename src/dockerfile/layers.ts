@@ -1,7 +1,7 @@
 import { basename, posix } from 'node:path';
 import { UserError } from '../errors.js';
 import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
-import type { SourceFolder } from '../builder/source-path.js';
+import type { SourceFolder } from '../layer/source-folder.js';
 import type { CopyStep, Translation } from './translate.js';
 
 /**

@@ -2,7 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { isAbsolute, join, posix, resolve } from 'node:path';
 import { UserError } from '../errors.js';
-import { SourceFolder } from '../builder/source-path.js';
+import { SourceFolder } from '../layer/source-folder.js';
 import { parseDockerfile, type Dockerfile, type Instruction, type Stage } from './parse.js';
 
 /**

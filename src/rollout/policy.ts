@@ -125,9 +125,3 @@ export function shipKeyPolicy(keyFiles: string[], repository: string): ShippedPo
   };
   return shipped(stringifyYaml(doc), `--key ${keyFiles.join(', ')}`);
 }
-
-/** Decode `--policy-base64` (what a rollout's command carries). */
-export function decodePolicyBase64(b64: string): string {
-  if (!/^[A-Za-z0-9+/]+=*$/.test(b64)) throw new UserError('--policy-base64: not base64');
-  return Buffer.from(b64, 'base64').toString('utf8');
-}

@@ -22,8 +22,8 @@ import { isIndexMediaType } from '../oci/mediatypes.js';
 import type { RegistryClient } from '../registry/client.js';
 import { parseReference, pinnedReference, type ImageReference } from '../registry/reference.js';
 import { openSource } from '../store/open.js';
-import type { BootState, ExtensionKind } from '../sysext/types.js';
-import { verifierFromFlags } from '../cli/verify-flags.js';
+import type { BootState, ExtensionKind } from '../kairos/extensions.js';
+import { verifierFromFlags } from '../policy/verifier.js';
 import {
   ANNOTATION_PREFIX,
   checkCrdFlags,
@@ -40,7 +40,8 @@ import {
 } from './objects.js';
 import { shipKeyPolicy, shipPolicyFile, type ShippedPolicy } from './policy.js';
 import { validateObjects } from './validate.js';
-import { REQUIRES_ANNOTATION, requiresFromAnnotations, requiresToSelector, type Requires } from '../requires/requires.js';
+import { REQUIRES_ANNOTATION, requiresFromAnnotations, type Requires } from '../requires/requires.js';
+import { requiresToSelector } from './requires-selector.js';
 import { andSelectors } from './selector.js';
 
 export type RolloutKind = 'bundle' | 'sysext' | 'os';

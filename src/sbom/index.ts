@@ -13,9 +13,8 @@ import { formatPlatform } from '../oci/platform.js';
 import { fetchBytes, type Target } from '../oci/target.js';
 import { ImageConfigSchema, parseIndex, parseJson, parseManifest, type Descriptor } from '../oci/types.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import type { LoadedSpec } from '../builder/spec.js';
 import { cyclonedxDocument } from './cyclonedx.js';
-import { collectInventory, type BuildFacts, type InventoryDownload } from './inventory.js';
+import { collectInventory, type BuildFacts } from './inventory.js';
 import { spdxDocument } from './spdx.js';
 
 export type SbomFormat = 'spdx' | 'cyclonedx';
@@ -41,27 +40,6 @@ export interface WrittenSbom {
 /** Serialised document: 2-space JSON and a final newline. */
 export function renderSbom(doc: Record<string, unknown>): Buffer {
   return Buffer.from(`${JSON.stringify(doc, null, 2)}\n`, 'utf8');
-}
-
-/** Build facts of a bundle.yaml build for one platform. */
-export function factsFromSpec(loaded: LoadedSpec, platform: string, epoch: number, revision?: string, onWarning?: (m: string) => void): BuildFacts {
-  const { spec } = loaded;
-  const downloads: InventoryDownload[] = [...spec.files, ...(spec.platform_files[platform] ?? [])]
-    .filter((f) => f.url)
-    .map((f) => ({ url: f.url!, sha256: f.sha256!, path: f.dst.replace(/^\/+/, '').replace(/\/+$/, ''), ...(f.extract ? { extract: f.extract } : {}), ...(f.license ? { license: f.license } : {}) }));
-  return {
-    name: spec.name,
-    version: spec.version,
-    type: spec.type,
-    description: spec.description,
-    license: spec.license,
-    source: spec.source,
-    revision,
-    epoch,
-    downloads,
-    placeholders: spec.config.values,
-    onWarning,
-  };
 }
 
 function fileName(name: string, version: string, platform: string, format: SbomFormat): string {
@@ -101,6 +79,6 @@ export async function writeSboms(
   return out;
 }
 
-export { collectInventory, parseKubernetesYaml, type BuildFacts, type ImageInventory } from './inventory.js';
+export { collectInventory, parseKubernetesYaml, type BuildFacts, type ImageInventory, type InventoryDownload } from './inventory.js';
 export { spdxDocument } from './spdx.js';
 export { cyclonedxDocument } from './cyclonedx.js';

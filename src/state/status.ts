@@ -9,7 +9,7 @@ import { lstat, readdir } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { KbError, UserError } from '../errors.js';
 import { parseReference } from '../registry/reference.js';
-import { BOOT_STATES, KINDS, type BootState, type ExtensionKind } from '../sysext/types.js';
+import { BOOT_STATES, KINDS, type BootState, type ExtensionKind } from '../kairos/extensions.js';
 import { findRecord, imageIdentity, readInstallRecords, type InstallRecord, type InstalledKind } from './records.js';
 
 export interface InstalledExtension {

@@ -9,11 +9,11 @@ import { KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from './hierarchies.js';
 import { formatExtensionRelease, imageNameFromFile, MODERN_NAMES_SINCE, validateExtensionName, type ReleaseSpec } from './release.js';
 import { signRootHash } from './sign.js';
 import { lastLines, runTool } from './tools.js';
-import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from './types.js';
-import { defaultFilesystem } from './systemd-version.js';
+import { hostSystemdArch, KINDS, systemdArch, type ExtensionKind } from '../kairos/extensions.js';
+import { defaultFilesystem } from '../kairos/systemd-version.js';
 import { computeVerity, LeafHashers, VERITY_BLOCK, verityHashSize } from './verity.js';
 import { pathExists } from '../fs-util.js';
-import { SourceFolder } from '../builder/source-path.js';
+import { SourceFolder } from '../layer/source-folder.js';
 
 export type ImageFormat = 'ddi' | 'plain';
 

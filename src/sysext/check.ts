@@ -6,7 +6,7 @@ import { inspectImage, STRICT_XATTR, type ImageInfo } from './inspect.js';
 import { formatFlags, parseImagePolicy, partitionUse, policyFor, KAIROS_POLICY, type ImagePolicy, type PolicyFlag } from './policy.js';
 import { imageNameFromFile, matchExtensionRelease, MODERN_NAMES_SINCE, parseReleaseFile, type ReleaseFields } from './release.js';
 import { verifySignature, type TrustedCert } from './sign.js';
-import { hostSystemdArch, KINDS, type ExtensionKind } from './types.js';
+import { hostSystemdArch, KINDS, type ExtensionKind } from '../kairos/extensions.js';
 
 export interface CheckOptions {
   kind?: ExtensionKind;
@@ -243,4 +243,4 @@ export async function readOsReleaseFile(path: string): Promise<ReleaseFields> {
   }
 }
 
-export { detectSystemdVersion } from './systemd-version.js';
+export { detectSystemdVersion } from '../kairos/systemd-version.js';

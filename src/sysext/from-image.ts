@@ -10,7 +10,7 @@ import { RegistryClient } from '../registry/client.js';
 import { openSource, type OpenedImage } from '../store/open.js';
 import { parseImageArgument } from '../store/transport.js';
 import { buildSysext, type SysextBuildOptions, type SysextBuildResult } from './build.js';
-import { KINDS, type ExtensionKind } from './types.js';
+import { KINDS, type ExtensionKind } from '../kairos/extensions.js';
 
 export interface ExtensionLayer {
   /** The manifest the platform resolved to. */

@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { UserError } from '../errors.js';
-import { KINDS, type ExtensionKind } from './types.js';
+import { KINDS, type ExtensionKind } from '../kairos/extensions.js';
 
 /**
  * The directories systemd-sysext overlays on a Kairos node. Kairos's systemd-sysext.service drop-in

@@ -5,7 +5,7 @@ import { openFilesystem, type FsView } from './fsread.js';
 import { probeFilesystem, readAt, readGpt, type Designator, type GptPartition } from './gpt.js';
 import { parseReleaseFile, type ReleaseFields } from './release.js';
 import { parseSignaturePartition, type VeritySignature } from './sign.js';
-import { KINDS, type ExtensionKind } from './types.js';
+import { KINDS, type ExtensionKind } from '../kairos/extensions.js';
 import { checkVerity, type VerityCheck } from './verity.js';
 
 /** What an extension image holds, read from the file itself (no loop device, no mount). */

@@ -4,7 +4,7 @@ import { copyFile, lstat, mkdir, readdir, readlink, rename, rm, stat, symlink, c
 import { commitFile, withStagingDir } from '../util/atomic-write.js';
 import { basename, join, posix, resolve } from 'node:path';
 import { KbError, UserError, writeError } from '../errors.js';
-import { downloadToFile } from '../net/download.js';
+import { downloadToFile } from '../registry/download.js';
 import { withRootLock } from '../util/root-lock.js';
 import { resolveManifest, extractImage } from '../extract/extract-image.js';
 import { parsePlatform } from '../oci/platform.js';
@@ -14,7 +14,7 @@ import { nodeImageLocation } from '../store/transport.js';
 import { checkImage, detectSystemdVersion, readOsRelease, readOsReleaseFile, type CheckResult } from './check.js';
 import type { ImageVerifier } from '../extract/install.js';
 import { withCheckTrust } from './node-trust.js';
-import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from './types.js';
+import { hostSystemdArch, KINDS, BOOT_STATES, systemdArch, type BootState, type ExtensionKind } from '../kairos/extensions.js';
 import { pathExists } from '../fs-util.js';
 import { checkRecordDir, imageIdentity, writeInstallRecord } from '../state/records.js';
 import { enforceRequires, imageRequires } from '../requires/requires.js';

@@ -7,7 +7,7 @@ import { guidToString } from './gpt.js';
 import { KAIROS_POLICY, KAIROS_TRUSTED_BOOT_POLICY } from './policy.js';
 import { kairosHierarchies, readUnitSettings } from './hierarchies.js';
 import type { TrustedCert } from './sign.js';
-import type { ExtensionKind } from './types.js';
+import type { ExtensionKind } from '../kairos/extensions.js';
 
 /**
  * What a Kairos node trusts when it merges extension images, read from its root file system:

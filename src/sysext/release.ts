@@ -1,5 +1,5 @@
 import { UserError } from '../errors.js';
-import { KINDS, type ExtensionKind } from './types.js';
+import { KINDS, type ExtensionKind } from '../kairos/extensions.js';
 
 /** os-release(5) / extension-release fields, in file order. */
 export type ReleaseFields = Map<string, string>;

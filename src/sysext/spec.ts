@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { validateExtensionName } from './release.js';
-import { KINDS, type ExtensionKind } from './types.js';
+import { KINDS, type ExtensionKind } from '../kairos/extensions.js';
 
 /**
  * The `sysext:` section of a `type: sysext|confext` bundle.yaml and its semantic checks. A leaf

@@ -1,6 +1,19 @@
 import { spawn } from 'node:child_process';
 import { UserError } from '../errors.js';
-import { TOOL_PACKAGES } from './types.js';
+
+/** Debian package that ships a tool, for "missing tool" errors. */
+export const TOOL_PACKAGES: Record<string, string> = {
+  mksquashfs: 'squashfs-tools',
+  unsquashfs: 'squashfs-tools',
+  'mkfs.erofs': 'erofs-utils',
+  'fsck.erofs': 'erofs-utils',
+  'systemd-repart': 'systemd (systemd-repart; Debian 12 ships it in the systemd package)',
+  'systemd-dissect': 'systemd-container',
+  'systemd-sysext': 'systemd',
+  openssl: 'openssl',
+  getfattr: 'attr',
+  systemctl: 'systemd',
+};
 
 export interface ToolResult {
   code: number;

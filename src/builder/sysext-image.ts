@@ -5,17 +5,17 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '../errors.js';
 import type { LayerEntry, WrittenLayer } from '../layer/tar.js';
-import { planEntries } from '../builder/entries.js';
-import type { LoadedSpec } from '../builder/spec.js';
+import { planEntries } from './entries.js';
+import type { LoadedSpec } from './spec.js';
 import { writeIndexIfNeeded, writeLayerBlob, writeSingleLayerImage } from '../layer/image.js';
 import { Annotation } from '../oci/mediatypes.js';
 import { REQUIRES_ANNOTATION, requiresJson } from '../requires/requires.js';
 import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
-import { buildSysext, type FsType, type ImageFormat, type SysextBuildResult } from './build.js';
-import type { ReleaseSpec } from './release.js';
-import { SysextSettingsSchema, type SysextSettings } from './spec.js';
-import { systemdArch, type ExtensionKind } from './types.js';
+import { buildSysext, type FsType, type ImageFormat, type SysextBuildResult } from '../sysext/build.js';
+import type { ReleaseSpec } from '../sysext/release.js';
+import { SysextSettingsSchema, type SysextSettings } from '../sysext/spec.js';
+import { systemdArch, type ExtensionKind } from '../kairos/extensions.js';
 
 /** Annotation naming the extension file an image carries at its root. */
 export const RAW_FILE_ANNOTATION = 'io.kairos.sysext.file';
@@ -68,7 +68,7 @@ export async function indexOf(images: PackagedImage[], layout: OciLayout, annota
 // bundle.yaml `type: sysext` / `type: confext` (the `sysext:` section is in ./spec.ts)
 // ---------------------------------------------------------------------------------------------
 
-export { SysextSettingsSchema, checkSysextBundleSpec, type SysextSettings } from './spec.js';
+export { SysextSettingsSchema, checkSysextBundleSpec, type SysextSettings } from '../sysext/spec.js';
 
 export interface SysextBundleOptions {
   sourceDateEpoch?: number;

@@ -12,6 +12,12 @@ export interface VerifyFlags {
   root?: string;
 }
 
+/** Decode `--policy-base64` (what a rollout's command carries). */
+export function decodePolicyBase64(b64: string): string {
+  if (!/^[A-Za-z0-9+/]+=*$/.test(b64)) throw new UserError('--policy-base64: not base64');
+  return Buffer.from(b64, 'base64').toString('utf8');
+}
+
 /**
  * The signature check `install` and `sysext install` run before writing anything: --key, or a
  * trust policy (--policy, else the node's own policy under --root): the digest the reference
@@ -19,7 +25,7 @@ export interface VerifyFlags {
  */
 export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier | undefined> {
   if ([o.key, o.policy, o.policyBase64].filter(Boolean).length > 1) throw new UserError('give one of --key, --policy or --policy-base64');
-  const { loadTrustPolicy, parseTrustPolicy, enforce, nodePolicyPath } = await import('../policy/index.js');
+  const { loadTrustPolicy, parseTrustPolicy, enforce, nodePolicyPath } = await import('./index.js');
   const policyPath = o.policy ?? (o.key || o.policyBase64 ? undefined : nodePolicyPath(o.root));
   if (!o.key && !policyPath && !o.policyBase64) {
     if (o.requireSignature)
@@ -35,7 +41,7 @@ export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier |
       return s.identity ? `${s.identity} (${s.issuer})` : s.signer;
     };
   }
-  const policy = o.policyBase64 ? parseTrustPolicy((await import('../rollout/policy.js')).decodePolicyBase64(o.policyBase64), '--policy-base64') : loadTrustPolicy(policyPath!);
+  const policy = o.policyBase64 ? parseTrustPolicy(decodePolicyBase64(o.policyBase64), '--policy-base64') : loadTrustPolicy(policyPath!);
   return async (target, top, display) => {
     // Registries are judged by the reference as written (containers-policy signedIdentity needs
     // its tag or digest); layouts by absolute path (oci:/srv/bundles).

@@ -83,17 +83,3 @@ export function systemdArch(input: string, where = '--arch'): string {
 export function hostSystemdArch(): string {
   return NODE_TO_SYSTEMD[process.arch] ?? process.arch;
 }
-
-/** Debian package that ships a tool, for "missing tool" errors. */
-export const TOOL_PACKAGES: Record<string, string> = {
-  mksquashfs: 'squashfs-tools',
-  unsquashfs: 'squashfs-tools',
-  'mkfs.erofs': 'erofs-utils',
-  'fsck.erofs': 'erofs-utils',
-  'systemd-repart': 'systemd (systemd-repart; Debian 12 ships it in the systemd package)',
-  'systemd-dissect': 'systemd-container',
-  'systemd-sysext': 'systemd',
-  openssl: 'openssl',
-  getfattr: 'attr',
-  systemctl: 'systemd',
-};

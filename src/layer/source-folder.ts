@@ -2,7 +2,7 @@ import { closeSync, constants, createReadStream, fstatSync, lstatSync, openSync,
 import { isAbsolute, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { errorMessage, fsErrorCode, KbError, UserError } from '../errors.js';
-import { compareEntryPaths } from '../layer/tar.js';
+import { compareEntryPaths } from './tar.js';
 
 /**
  * The one way build sources are read: a folder (a bundle folder, a Dockerfile's folder, a sysext

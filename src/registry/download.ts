@@ -12,13 +12,13 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
 import { codeForHttpStatus, KbError, UserError } from '../errors.js';
-import { Dispatchers } from '../registry/connection.js';
-import { isNetworkError, networkErrorText } from '../registry/errors.js';
-import { isLoopback } from '../registry/reference.js';
-import { backoffDelay, DEFAULT_RETRY, isRetryableStatus, sleep } from '../registry/retry.js';
-import { undici } from '../registry/undici-lazy.js';
+import { Dispatchers } from './connection.js';
+import { isNetworkError, networkErrorText } from './errors.js';
+import { isLoopback } from './reference.js';
+import { backoffDelay, DEFAULT_RETRY, isRetryableStatus, sleep } from './retry.js';
+import { undici } from './undici-lazy.js';
 import { VERSION } from '../version.js';
-import { checkUrl } from './url.js';
+import { checkUrl } from '../net/url.js';
 
 export const MAX_DOWNLOAD_ENV = 'KBUNDLE_MAX_DOWNLOAD';
 /** Large enough for any sysext image or release archive kbundle expects; a cap, not a quota. */
