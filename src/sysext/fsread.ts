@@ -1,9 +1,10 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, lstat } from 'node:fs/promises';
+import { readdir, readFile, rm, lstat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '../errors.js';
+import { makeStagingDir } from '../util/atomic-write.js';
 import { lastLines, runTool } from './tools.js';
 
 /**
@@ -28,10 +29,11 @@ export interface FsView {
  * unsquashfs lists no xattrs, so extract the one file with its user xattrs into a scratch folder
  * and ask getfattr (package attr). null when the scratch file system or the tools cannot say.
  */
-async function squashfsUserXattr(image: string, offset: number, path: string, name: string): Promise<string | undefined | null> {
-  const dir = await mkdtemp(join(tmpdir(), 'kbundle-xattr-'));
+async function squashfsUserXattr(image: string, offset: number, path: string, name: string, what: string): Promise<string | undefined | null> {
+  const dir = await makeStagingDir(tmpdir(), 'xattr');
   try {
-    const x = await runTool('unsquashfs', ['-o', String(offset), '-u', '-no-progress', '-d', join(dir, 'root'), image, path]);
+    const x = await runTool('unsquashfs', ['-o', String(offset), '-u', '-no-progress', '-d', join(dir, 'root'), image, path], { diskCap: { dir, bytes: XATTR_FILE_CAP, entries: 64 } });
+    if (x.diskOverflow) throw new UserError(`${what}: ${path} unpacks to more than ${XATTR_FILE_CAP} bytes`, 'a release file is a few lines; the image may be hostile');
     if (x.code !== 0) return null;
     let g;
     try {
@@ -47,6 +49,13 @@ async function squashfsUserXattr(image: string, offset: number, path: string, na
 }
 
 const MAX_CAT = 64 * 1024;
+/** Disk the one-file extraction for an xattr may use (the release file, and the folders above it). */
+const XATTR_FILE_CAP = 1024 * 1024;
+/**
+ * Disk an erofs unpack may use: compressed erofs (lz4, lzma) of real extensions expands a few
+ * times; a hostile image of zeros expands hundreds of times and would fill the scratch disk.
+ */
+const erofsUnpackCap = (regionSize: number) => ({ bytes: 8 * regionSize + 64 * 1024 * 1024, entries: 1_000_000 });
 /** A file list longer than this (about a million paths) is not an extension kbundle inspects. */
 const MAX_LISTING = 64 * 1024 * 1024;
 
@@ -72,17 +81,23 @@ export async function openFilesystem(image: string, fsType: string, offset: numb
         if (c.stdout.length > MAX_CAT) throw new UserError(`${what}: ${p} is larger than ${MAX_CAT} bytes`);
         return c.stdout;
       },
-      userXattr: (p, name) => (paths.includes(p) ? squashfsUserXattr(image, offset, p, name) : Promise.resolve(undefined)),
+      userXattr: (p, name) => (paths.includes(p) ? squashfsUserXattr(image, offset, p, name, what) : Promise.resolve(undefined)),
       async close() {},
     };
   }
   if (fsType === 'erofs') {
-    const dir = await mkdtemp(join(tmpdir(), 'kbundle-erofs-'));
+    const dir = await makeStagingDir(tmpdir(), 'erofs');
     try {
       const img = join(dir, 'fs.img');
       await pipeline(createReadStream(image, { start: offset, end: offset + size - 1 }), createWriteStream(img));
       const root = join(dir, 'root');
-      const r = await runTool('fsck.erofs', [`--extract=${root}`, '--no-preserve', img]);
+      const cap = erofsUnpackCap(size);
+      const r = await runTool('fsck.erofs', [`--extract=${root}`, '--no-preserve', img], { diskCap: { dir: root, ...cap } });
+      if (r.diskOverflow)
+        throw new UserError(
+          `${what}: the erofs image unpacks to more than ${cap.bytes} bytes or ${cap.entries} files (${size} bytes packed)`,
+          'kbundle does not inspect an extension that large; the image may be hostile',
+        );
       if (r.code !== 0) throw new UserError(`${what}: fsck.erofs cannot read the erofs image: ${lastLines(r.stderr || r.stdout.toString())}`);
       const paths: string[] = [];
       const walk = async (rel: string): Promise<void> => {

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { UserError } from '../errors.js';
 
 /** Debian package that ships a tool, for "missing tool" errors. */
@@ -21,6 +23,8 @@ export interface ToolResult {
   stderr: string;
   /** The tool wrote more than `maxStdout` bytes and was killed; `stdout` holds the first `maxStdout`. */
   overflow?: boolean;
+  /** The tool's files passed `diskCap` and it was killed. */
+  diskOverflow?: boolean;
 }
 
 export interface ToolOptions {
@@ -30,6 +34,39 @@ export interface ToolOptions {
   cwd?: string;
   /** Kill the tool once its output passes this many bytes (it reads a hostile image). */
   maxStdout?: number;
+  /**
+   * Kill the tool once the files it writes under `dir` take more than `bytes` of disk (allocated
+   * blocks, so sparse files count what they use) or more than `entries` names: a tool unpacking a
+   * hostile image must not fill the disk or the inode table. Checked every 100 ms, so the overshoot
+   * is what the tool writes in that time.
+   */
+  diskCap?: { dir: string; bytes: number; entries: number };
+}
+
+/** Allocated bytes and entries under `dir`, stopping early once past the caps. */
+async function diskUse(dir: string, cap: { bytes: number; entries: number }): Promise<{ bytes: number; entries: number }> {
+  const use = { bytes: 0, entries: 0 };
+  const walk = async (d: string): Promise<void> => {
+    let names: string[];
+    try {
+      names = await readdir(d);
+    } catch {
+      return; // not created yet, or removed under us
+    }
+    for (const n of names) {
+      if (use.bytes > cap.bytes || use.entries > cap.entries) return;
+      use.entries++;
+      try {
+        const st = await lstat(join(d, n));
+        use.bytes += st.blocks * 512;
+        if (st.isDirectory()) await walk(join(d, n));
+      } catch {
+        // raced with the tool: counted at the next check
+      }
+    }
+  };
+  await walk(dir);
+  return use;
 }
 
 /**
@@ -63,9 +100,29 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
     });
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
+    let diskOverflow = false;
+    let watchdog: NodeJS.Timeout | undefined;
+    const cap = opts.diskCap;
+    if (cap) {
+      let checking = false;
+      watchdog = setInterval(() => {
+        if (checking) return;
+        checking = true;
+        void diskUse(cap.dir, cap)
+          .then((use) => {
+            if (use.bytes > cap.bytes || use.entries > cap.entries) {
+              diskOverflow = true;
+              child.kill('SIGKILL');
+            }
+          })
+          .finally(() => (checking = false));
+      }, 100);
+    }
     child.on('close', (code) => {
+      if (watchdog) clearInterval(watchdog);
       const stdout = Buffer.concat(out);
       const r: ToolResult = overflow ? { code: code ?? -1, stdout: stdout.subarray(0, opts.maxStdout), stderr: err, overflow } : { code: code ?? -1, stdout, stderr: err };
+      if (diskOverflow) r.diskOverflow = true;
       if (opts.check && r.code !== 0) {
         reject(new UserError(`${opts.check}: ${cmd} failed (exit ${r.code}): ${lastLines(r.stderr || r.stdout.toString('utf8'))}`));
         return;

@@ -145,12 +145,21 @@ export function writeFileAtomic(path: string, data: string | Buffer, opts: Stage
  * afterwards whatever happens. What `fn` wants to keep it moves out with `commitFile`.
  */
 export async function withStagingDir<T>(parent: string, label: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  if (!/^[a-z0-9-]+$/.test(label)) throw new Error(`staging label "${label}" must be lowercase letters, digits and "-"`);
-  await removeStaleStaging(parent);
-  const dir = await mkdtemp(join(parent, `.kbundle-${label}-${process.pid}-`));
+  const dir = await makeStagingDir(parent, label);
   try {
     return await fn(dir);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * A fresh staging folder `.kbundle-<label>-<pid>-XXXXXX` in `parent` whose lifetime the caller
+ * manages (removing it when done); leftovers of dead processes in `parent` are swept first.
+ * withStagingDir is the scoped form.
+ */
+export async function makeStagingDir(parent: string, label: string): Promise<string> {
+  if (!/^[a-z0-9-]+$/.test(label)) throw new Error(`staging label "${label}" must be lowercase letters, digits and "-"`);
+  await removeStaleStaging(parent);
+  return mkdtemp(join(parent, `.kbundle-${label}-${process.pid}-`));
 }
