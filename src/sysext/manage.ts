@@ -387,7 +387,18 @@ async function installExtensionLocked(node: Node, uri: string, opts: InstallOpti
   const src = parseInstallUri(uri);
   const p = nodePaths(node);
   await checkRecordDir(node.root); // refuse a planted symlink before anything is written
-  await mkdir(p.store, { recursive: true });
+  // The staging folder sits in the store (the final rename stays on one file system); a store
+  // folder made for an install that is then refused goes again, so a refusal leaves no trace.
+  const madeStore = await mkdir(p.store, { recursive: true });
+  try {
+    return await stageAndInstall(node, uri, src, p, opts);
+  } catch (e) {
+    if (madeStore) await rm(madeStore, { recursive: true, force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+async function stageAndInstall(node: Node, uri: string, src: Source, p: ReturnType<typeof nodePaths>, opts: InstallOptions): Promise<InstallResult> {
   return withStagingDir(p.store, 'install', async (staging) => {
     if (opts.verify && src.kind !== 'image') {
       throw new UserError(
