@@ -1,5 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { chmod, mkdir, symlink } from 'node:fs/promises';
+import { withStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -146,8 +147,7 @@ export async function buildBundleExtension(loaded: LoadedSpec, platform: string,
   const spec = loaded.spec;
   if (!spec.platforms.includes(platform)) throw new UserError(`${loaded.specPath}: ${platform} is not among its platforms (${spec.platforms.join(', ')})`, 'pick one with --arch');
   const entries = await planEntries(loaded, platform, { trustedRoot: o.trustedRoot });
-  const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-bundle-'));
-  try {
+  return withStagingDir(tmpdir(), 'sysext-bundle', async (work) => {
     const tree = join(work, 'tree');
     await mkdir(tree);
     await materialize(entries, tree);
@@ -176,9 +176,7 @@ export async function buildBundleExtension(loaded: LoadedSpec, platform: string,
       sourceDateEpoch: o.sourceDateEpoch ?? 0,
       onWarning: o.onWarning,
     });
-  } finally {
-    await rm(work, { recursive: true, force: true });
-  }
+  });
 }
 
 /**
@@ -192,8 +190,7 @@ export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayo
   const epoch = opts.sourceDateEpoch ?? 0;
   const images: PackagedImage[] = [];
   for (const platform of opts.platforms ?? spec.platforms) {
-    const work = await mkdtemp(join(tmpdir(), 'kbundle-sysext-out-'));
-    try {
+    await withStagingDir(tmpdir(), 'sysext-out', async (work) => {
       const raw = await buildBundleExtension(loaded, platform, work, { key: opts.key, cert: opts.cert, sourceDateEpoch: epoch, onWarning: opts.onWarning, trustedRoot: opts.trustedRoot });
       images.push(
         await packageRaw(raw, layout, {
@@ -211,9 +208,7 @@ export async function buildSysextBundleImage(loaded: LoadedSpec, layout: OciLayo
           },
         }),
       );
-    } finally {
-      await rm(work, { recursive: true, force: true });
-    }
+    });
   }
   // The constraints go on the index too: a check then needs only the manifest it resolves.
   const root = await indexOf(images, layout, spec.requires ? { [REQUIRES_ANNOTATION]: requiresJson(spec.requires) } : undefined);
