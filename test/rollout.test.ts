@@ -15,6 +15,7 @@ import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { writeBundle } from './helpers/fixture-bundle.js';
 import { nodeLabels, objectsOf, OperatorStandin, type SimNode } from './helpers/operator-standin.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
+import { buildSea } from './helpers/sea.js';
 
 let reg: RegistryHandle;
 let keys: string;
@@ -102,17 +103,15 @@ beforeAll(async () => {
   keys = tempDir();
   await ok(['key', 'generate', '--out', join(keys, 'release')]);
   await ok(['key', 'generate', '--out', join(keys, 'other')]);
-  // Stands for the kbundle image (kbundle image, pushed): the stand-in "pulls" it by digest and
-  // runs the built CLI as its entrypoint.
-  const img = writeBundle(
-    join(tempDir(), 'kb'),
-    'name: kbundle-image\nversion: 1.0.0\ndescription: k\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: k\n    dst: usr/local/bin/kbundle\n',
-    [{ path: 'k', content: '#!/bin/sh\n', mode: 0o755 }],
-  );
-  await publish(img, 'rt/kbundle', 'test');
+  // The real kbundle image (`kbundle image` from the node executable, pushed): the stand-in pulls
+  // it by digest and runs every Pod in its root alone.
+  const layout = join(tempDir(), 'kbundle-image');
+  const sea = buildSea(['linux/amd64']);
+  await ok(['image', '-o', `oci:${layout}:kbundle`, '--executable', `linux/amd64=${sea}/kbundle-linux-amd64`]);
+  await ok(['push', `oci:${layout}:kbundle`, `${reg.host}/rt/kbundle:test`]);
   kbundleImage = `${reg.host}/rt/kbundle:test`;
   operator = new OperatorStandin(reg.host);
-}, 120_000);
+}, 600_000);
 afterAll(async () => {
   await reg?.stop();
   cleanupTempDirs();

@@ -1,9 +1,11 @@
 /**
  * `kbundle image`: the container image a Kairos operator NodeOp runs with the host at /host, and
- * the way onto musl nodes. One layer per platform holding the node executable, the shared
- * libraries it loads (read from its ELF NEEDED entries and interpreter, resolved in a sysroot:
- * `/` for this machine's architecture, an unpacked Debian sysroot for another), a CA bundle and
- * /tmp. Entrypoint /usr/local/bin/kbundle. Reproducible: fixed mtimes, owners and order.
+ * the way onto musl nodes. One layer per platform holding the node executable, the programs
+ * kbundle itself runs on a node (NODE_TOOLS: the confinement of run.sh, reading extension
+ * images, zstd layers), the shared libraries all of them load (read from their ELF NEEDED entries
+ * and interpreters, resolved in a sysroot: `/` for this machine's architecture, an unpacked Debian
+ * sysroot for another), a CA bundle and /tmp. Entrypoint /usr/local/bin/kbundle. Reproducible:
+ * fixed mtimes, owners and order.
  */
 import { execFileSync } from 'node:child_process';
 import { createReadStream, existsSync, lstatSync, readlinkSync, statSync } from 'node:fs';
@@ -28,6 +30,34 @@ export interface NodeImageOptions {
   epoch: number;
   version: string;
 }
+
+/**
+ * The external programs kbundle runs on a node (grep src for spawn/runTool), taken from the
+ * sysroot's Debian packages. `file` is the program's own name when it differs (sh is dash).
+ * Not here: systemctl (only `sysext --now` with root `/`, never in a container), systemd-sysext,
+ * mkfs tools and openssl signing (workstation side), git and credential helpers.
+ */
+export const NODE_TOOLS: { name: string; file?: string; pkg: string; why: string }[] = [
+  { name: 'sh', file: 'dash', pkg: 'dash', why: 'run.sh and the confinement script' },
+  { name: 'unshare', pkg: 'util-linux', why: 'confined run.sh under --root (src/extract/confine.ts)' },
+  { name: 'mount', pkg: 'mount', why: 'confined run.sh: bind mounts, tmpfs, proc' },
+  { name: 'chroot', pkg: 'coreutils', why: 'confined run.sh' },
+  { name: 'mkdir', pkg: 'coreutils', why: 'confinement script' },
+  { name: 'ln', pkg: 'coreutils', why: 'confinement script' },
+  { name: 'readlink', pkg: 'coreutils', why: 'confinement script' },
+  { name: 'basename', pkg: 'coreutils', why: 'confinement script' },
+  { name: 'env', pkg: 'coreutils', why: 'the kairos-agent stand-in inside the confinement' },
+  { name: 'mknod', pkg: 'coreutils', why: 'device nodes with --allow-devices' },
+  { name: 'unsquashfs', pkg: 'squashfs-tools', why: 'sysext check/install of squashfs images' },
+  { name: 'fsck.erofs', pkg: 'erofs-utils', why: 'sysext check/install of erofs images' },
+  { name: 'getfattr', pkg: 'attr', why: 'sysext: extended attributes of image files' },
+  { name: 'setfattr', pkg: 'attr', why: 'extended attributes of extracted layer files' },
+  { name: 'zstd', pkg: 'zstd', why: 'zstd-compressed layers' },
+  { name: 'openssl', pkg: 'openssl', why: 'sysext: PKCS#7 signatures over the verity root hash' },
+];
+
+/** Where programs are looked up in a sysroot (Debian's bookworm packages still ship /bin and /sbin). */
+const PROGRAM_DIRS = ['/usr/bin', '/usr/sbin', '/bin', '/sbin'];
 
 const LIB_DIRS: Record<string, string[]> = {
   amd64: ['/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/usr/lib64', '/lib', '/usr/lib'],
@@ -73,8 +103,20 @@ function resolveIn(sysroot: string, path: string, depth = 0): string | undefined
   return cur;
 }
 
-/** The executable's library closure: image path → real file on this machine. */
-export function libraryClosure(p: NodeImagePlatform): Map<string, string> {
+/** A program of NODE_TOOLS in the sysroot: the real file on this machine. */
+export function findProgram(p: NodeImagePlatform, tool: (typeof NODE_TOOLS)[number]): string {
+  const file = tool.file ?? tool.name;
+  for (const d of PROGRAM_DIRS) {
+    const real = resolveIn(p.sysroot, posix.join(d, file));
+    if (real && statSync(join(p.sysroot, real)).isFile()) return join(p.sysroot, real);
+  }
+  throw new KbError('NOT_FOUND', `${p.platform}: ${file} (Debian package ${tool.pkg}; kbundle needs it on a node for ${tool.why}) is in none of ${PROGRAM_DIRS.join(', ')} under ${p.sysroot}`, {
+    hint: p.sysroot === '/' ? `install it: apt-get install -y ${tool.pkg}` : `unpack ${tool.pkg} for that architecture into the sysroot (see test/setup-arm64.sh)`,
+  });
+}
+
+/** The library closure of `elfs` (the executable and the tools): image path → real file on this machine. */
+export function libraryClosure(p: NodeImagePlatform, elfs: string[] = [p.executable]): Map<string, string> {
   const arch = p.platform.split('/')[1]!;
   const dirs = LIB_DIRS[arch];
   if (!dirs) throw new UserError(`--platform ${p.platform}: kbundle image knows linux/amd64 and linux/arm64`);
@@ -88,7 +130,7 @@ export function libraryClosure(p: NodeImagePlatform): Map<string, string> {
     files.set(imagePath, join(p.sysroot, real));
     return join(p.sysroot, real);
   };
-  const queue = [p.executable];
+  const queue = [...elfs];
   const seen = new Set<string>();
   while (queue.length) {
     const file = queue.shift()!;
@@ -108,10 +150,19 @@ export function libraryClosure(p: NodeImagePlatform): Map<string, string> {
 function entriesFor(p: NodeImagePlatform, caFile: string): LayerEntry[] {
   const file = (path: string, src: string, mode: number): LayerEntry => ({ type: 'file', path, mode, size: statSync(src).size, open: () => createReadStream(src, { highWaterMark: 1 << 20 }) });
   const files: LayerEntry[] = [file('usr/local/bin/kbundle', p.executable, 0o755), file('etc/ssl/certs/ca-certificates.crt', caFile, 0o644)];
-  for (const [imagePath, real] of libraryClosure(p)) files.push(file(imagePath.slice(1), real, 0o755));
+  // Every tool in /usr/bin, /bin pointing there (merged /usr, as Debian 12): `/bin/sh` is what
+  // run.sh and the confinement start, PATH finds the rest.
+  const links: LayerEntry[] = [{ type: 'symlink', path: 'bin', target: 'usr/bin' }];
+  const tools = NODE_TOOLS.map((t) => ({ t, real: findProgram(p, t) }));
+  for (const { t, real } of tools) {
+    const name = t.file ?? t.name;
+    if (!files.some((f) => f.path === `usr/bin/${name}`)) files.push(file(`usr/bin/${name}`, real, 0o755));
+    if (t.file) links.push({ type: 'symlink', path: `usr/bin/${t.name}`, target: t.file });
+  }
+  for (const [imagePath, real] of libraryClosure(p, [p.executable, ...tools.map((x) => x.real)])) files.push(file(imagePath.slice(1), real, 0o755));
   const dirs = new Set<string>(['tmp']);
   for (const f of files) for (let d = dirname(f.path); d !== '.'; d = dirname(d)) dirs.add(d);
-  const entries: LayerEntry[] = [...[...dirs].map((d): LayerEntry => ({ type: 'directory', path: d, mode: d === 'tmp' ? 0o1777 : 0o755 })), ...files];
+  const entries: LayerEntry[] = [...[...dirs].map((d): LayerEntry => ({ type: 'directory', path: d, mode: d === 'tmp' ? 0o1777 : 0o755 })), ...files, ...links];
   return entries.sort((a, b) => compareEntryPaths(a.path, b.path));
 }
 
@@ -137,7 +188,7 @@ export async function buildNodeImage(layout: OciLayout, opts: NodeImageOptions):
       createdBy: `kbundle image (${p.platform})`,
       annotations,
       layer,
-      run: { Entrypoint: ['/usr/local/bin/kbundle'], Env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'], WorkingDir: '/' },
+      run: { Entrypoint: ['/usr/local/bin/kbundle'], Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'], WorkingDir: '/' },
     });
     manifests.push(image.manifest);
   }

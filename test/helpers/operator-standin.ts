@@ -12,10 +12,12 @@
  *   /dev/termination-log captured (non-empty: skipped, Completed; non-zero exit: Failed), then the
  *   Job: spec.command with the root read-write, HOST_DIR set, retried up to spec.backoffLimit
  *   (default 6) times; cordon before and uncordon after (uncordonOnFailure), reboot on success.
- * - each Pod is a private mount namespace (`unshare -m`) chrooted into a container root that has
- *   this machine's /usr (read-only), a /usr/local/bin/kbundle that starts the built CLI (the
- *   kbundle image's entrypoint path), tmpfs /tmp and /dev, and the node root bind-mounted at
- *   hostMountPath. `$(VAR)` in commands is expanded as Kubernetes does, from the container env.
+ * - each Pod runs spec.image as its container, as the kubelet would: the image is pulled by digest
+ *   (skopeo copy, this machine's architecture) and unpacked (umoci); the Pod is a private mount
+ *   namespace (`unshare -m`) chrooted into that image root alone (read-only, nothing of this
+ *   machine in it), with tmpfs /tmp and /dev, /proc, and the node root bind-mounted at
+ *   hostMountPath; its environment is the image's `Env` plus HOST_DIR. `$(VAR)` in commands is
+ *   expanded as Kubernetes does, from the container env.
  *
  * Commands come from the object given (the YAML kbundle emitted), never from a copy.
  * Simplified: a failing preflight is Failed at once (the real Pod restarts OnFailure until its
@@ -24,10 +26,9 @@
  * tests model by running an object again after changing labels).
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { cliCommand, REPO_ROOT } from './cli.js';
 import { tempDir } from './exec.js';
 
 export interface SimNode {
@@ -190,60 +191,69 @@ export function expand(arg: string, env: Record<string, string>): string {
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** A pulled and unpacked image: what a Pod's container runs from. */
+export interface Container {
+  image: string;
+  rootfs: string;
+  /** The image config's Env (umoci writes it into the runtime spec). */
+  env: string[];
+}
+
+const ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64' };
+
 export class OperatorStandin {
-  private readonly rootfs: string;
-  private readonly bin: string;
-  private pulled = new Map<string, boolean>();
+  private pulled = new Map<string, Promise<Container | string>>();
 
-  constructor(private readonly registryHost: string) {
-    // The container root: mount points only; everything is bind-mounted per Pod.
-    this.rootfs = tempDir('kbundle-container-');
-    for (const d of ['usr', 'etc', 'dev', 'proc', 'tmp', REPO_ROOT.slice(1)]) mkdirSync(join(this.rootfs, d), { recursive: true });
-    for (const l of ['bin', 'lib', 'lib64', 'sbin']) if (existsSync(`/usr/${l}`)) symlinkSync(`usr/${l}`, join(this.rootfs, l));
-    this.bin = tempDir('kbundle-image-bin-');
-    const { file, args } = cliCommand();
-    writeFileSync(join(this.bin, 'kbundle'), `#!/bin/sh\nexec ${[file, ...args].map(q).join(' ')} "$@"\n`);
-    chmodSync(join(this.bin, 'kbundle'), 0o755);
-  }
+  constructor(private readonly registryHost: string) {}
 
-  /** Is `image` pullable (digest-pinned and present in the loopback registry)? */
-  private async pull(image: string): Promise<string | undefined> {
-    if (!/@sha256:[0-9a-f]{64}$/.test(image)) return `image ${image} is not pinned to a digest`;
-    if (!image.startsWith(`${this.registryHost}/`)) return `image ${image} is not in the test registry`;
-    if (!this.pulled.has(image)) {
-      const r = await runProcess('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${image}`]);
-      this.pulled.set(image, r.code === 0);
+  /** Pull `image` as the kubelet would: by digest, from the registry, for this machine; an error text when it cannot. */
+  pull(image: string): Promise<Container | string> {
+    if (!/@sha256:[0-9a-f]{64}$/.test(image)) return Promise.resolve(`image ${image} is not pinned to a digest`);
+    if (!image.startsWith(`${this.registryHost}/`)) return Promise.resolve(`image ${image} is not in the test registry`);
+    let got = this.pulled.get(image);
+    if (!got) {
+      got = (async () => {
+        const dir = tempDir('kbundle-pulled-');
+        const copy = await runProcess('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--override-os', 'linux', '--override-arch', ARCH[process.arch]!, `docker://${image}`, `oci:${dir}/layout:image`]);
+        if (copy.code !== 0) return `ErrImagePull: ${image}: ${copy.stderr.trim()}`;
+        const unpack = await runProcess('umoci', ['unpack', '--image', `${dir}/layout:image`, `${dir}/bundle`]);
+        if (unpack.code !== 0) return `CreateContainerError: ${image}: ${unpack.stderr.trim()}`;
+        const spec = JSON.parse(readFileSync(`${dir}/bundle/config.json`, 'utf8')) as { process: { env?: string[] } };
+        return { image, rootfs: `${dir}/bundle/rootfs`, env: spec.process.env ?? [] };
+      })();
+      this.pulled.set(image, got);
     }
-    return this.pulled.get(image) ? undefined : `ErrImagePull: ${image}`;
+    return got;
   }
 
-  /** One container run: `argv` (already expanded) inside the container root, the node root at hostMount. */
-  async runPod(node: SimNode, hostMount: string, argv: string[], opts: { readOnly: boolean; terminationLog?: string }): Promise<PodRun> {
-    const R = this.rootfs;
+  /**
+   * One container run: `argv` (already expanded) inside the image root, the node root at
+   * hostMount. The root is read-only and holds nothing but the image; the runtime makes the mount
+   * points (/dev, /proc, /tmp, hostMount) in it, as runc does.
+   */
+  async runPod(container: Container, node: SimNode, hostMount: string, argv: string[], opts: { readOnly: boolean; terminationLog?: string }): Promise<PodRun> {
+    const R = container.rootfs;
     const log = opts.terminationLog ?? join(tempDir(), 'termination-log');
     if (!existsSync(log)) writeFileSync(log, '');
+    const env = [...container.env.filter((e) => !e.startsWith('HOST_DIR=')), `HOST_DIR=${hostMount}`];
     const script = [
       'set -e',
       `R=${q(R)}`,
+      `mkdir -p "$R/dev" "$R/proc" "$R/tmp" "$R"${q(hostMount)}`,
       // A container's root is a mount point (the runtime pivots into it): so is this one.
       'mount --bind "$R" "$R"',
-      'mount --rbind /usr "$R/usr"',
-      'mount -o remount,bind,ro "$R/usr"',
-      `mount --bind ${q(this.bin)} "$R/usr/local/bin"`,
       'mount -t tmpfs tmpfs "$R/dev"',
-      'for d in null zero random urandom full; do touch "$R/dev/$d"; mount --bind /dev/$d "$R/dev/$d"; done',
+      'for d in null zero random urandom full tty; do touch "$R/dev/$d"; mount --bind /dev/$d "$R/dev/$d"; done',
       'touch "$R/dev/termination-log"',
       `mount --bind ${q(log)} "$R/dev/termination-log"`,
       'mount --rbind /proc "$R/proc"',
       'mount -t tmpfs tmpfs "$R/tmp"',
-      // Again after the tmpfs: a checkout under /tmp (CI clones) has its mount point hidden by it.
-      `mkdir -p "$R"${q(REPO_ROOT)}`,
-      `mount --bind ${q(REPO_ROOT)} "$R"${q(REPO_ROOT)}`,
-      `mount -o remount,bind,ro "$R"${q(REPO_ROOT)}`,
-      `mkdir -p "$R"${q(hostMount)}`,
       `mount --bind ${q(node.root)} "$R"${q(hostMount)}`,
       ...(opts.readOnly ? [`mount -o remount,bind,ro "$R"${q(hostMount)}`] : []),
-      `exec chroot "$R" /usr/bin/env -i HOST_DIR=${q(hostMount)} PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp "$@"`,
+      'mount -o remount,bind,ro "$R"',
+      // The environment is the container's alone; chroot (this machine's) starts argv[0] found on
+      // the image's PATH inside the image root.
+      `exec /usr/bin/env -i ${env.map(q).join(' ')} /usr/sbin/chroot "$R" "$@"`,
     ].join('\n');
     return runProcess('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'pod', ...argv]);
   }
@@ -266,14 +276,15 @@ export class OperatorStandin {
     let maxParallel = 0;
 
     const work = async (node: SimNode): Promise<NodeOutcome> => {
-      const pullError = await this.pull(spec.image);
+      const container = await this.pull(spec.image);
       if (spec.preflight) {
         const pfImage = spec.preflight.image ?? spec.image;
-        const pfPull = await this.pull(pfImage);
-        if (pfPull) return { phase: 'Failed', message: `Preflight failed: ${pfPull}`, skipped: false, attempts: [] };
+        const pf = await this.pull(pfImage);
+        if (typeof pf === 'string') return { phase: 'Failed', message: `Preflight failed: ${pf}`, skipped: false, attempts: [] };
         const terminationLog = join(tempDir(), 'termination-log');
         writeFileSync(terminationLog, '');
         const r = await this.runPod(
+          pf,
           node,
           hostMount,
           spec.preflight.command.map((a: string) => expand(a, env)),
@@ -283,9 +294,9 @@ export class OperatorStandin {
         const preflight = { ...r, terminationLog: msg };
         if (r.code !== 0) return { phase: 'Failed', message: `Preflight failed: exit ${r.code}`, skipped: false, preflight, attempts: [] };
         if (msg !== '') return { phase: 'Completed', message: `Skipped by preflight: ${msg}`, skipped: true, preflight, attempts: [] };
-        return this.job(node, spec, hostMount, env, backoffLimit, pullError, preflight);
+        return this.job(node, spec, hostMount, env, backoffLimit, container, preflight);
       }
-      return this.job(node, spec, hostMount, env, backoffLimit, pullError);
+      return this.job(node, spec, hostMount, env, backoffLimit, container);
     };
 
     const inflight = new Set<Promise<void>>();
@@ -312,12 +323,13 @@ export class OperatorStandin {
     return { phase, started, statuses, maxParallel };
   }
 
-  private async job(node: SimNode, spec: any, hostMount: string, env: Record<string, string>, backoffLimit: number, pullError?: string, preflight?: NodeOutcome['preflight']): Promise<NodeOutcome> {
+  private async job(node: SimNode, spec: any, hostMount: string, env: Record<string, string>, backoffLimit: number, container: Container | string, preflight?: NodeOutcome['preflight']): Promise<NodeOutcome> {
     if (spec.cordon) node.cordoned = true; // (drain: the simulated nodes run no pods to evict)
     const attempts: PodRun[] = [];
-    if (pullError) return { phase: 'Failed', message: pullError, skipped: false, preflight, attempts };
+    if (typeof container === 'string') return { phase: 'Failed', message: container, skipped: false, preflight, attempts };
     for (let i = 0; i <= backoffLimit; i++) {
       const r = await this.runPod(
+        container,
         node,
         hostMount,
         spec.command.map((a: string) => expand(a, env)),
