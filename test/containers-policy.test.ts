@@ -230,9 +230,14 @@ describe('containers-policy.json enforced by verify, policy check and install', 
   it("install applies the node's own policy under --root: refused ones write nothing", async () => {
     const root = tempDir();
     mkdirSync(join(root, 'usr/local/etc/kbundle'), { recursive: true });
+    // The node's policy names node paths: its keyPath is read under --root (test/node-policy-paths.test.ts).
+    writeFileSync(join(root, 'usr/local/etc/kbundle/release.pub'), readFileSync(join(keys, 'release.pub')));
     writeFileSync(
       join(root, 'usr/local/etc/kbundle/policy.json'),
-      JSON.stringify({ default: REJECT, transports: { docker: { [`${reg.host}/kairos`]: keyed({ signedIdentity: { type: 'matchRepository' } }) } } }),
+      JSON.stringify({
+        default: REJECT,
+        transports: { docker: { [`${reg.host}/kairos`]: [{ type: 'sigstoreSigned', keyPath: '/usr/local/etc/kbundle/release.pub', signedIdentity: { type: 'matchRepository' } }] } },
+      }),
     );
     const before = readdirSync(root, { recursive: true }).sort();
     const refused = await cli(['install', `container://${reg.host}/other/app:1.0`, '--root', root]);

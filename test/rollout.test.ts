@@ -16,11 +16,13 @@ import { writeBundle } from './helpers/fixture-bundle.js';
 import { nodeLabels, objectsOf, OperatorStandin, type SimNode } from './helpers/operator-standin.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 import { buildSea } from './helpers/sea.js';
+import { NODE_TOOLS } from '../src/sea/image.js';
 
 let reg: RegistryHandle;
 let keys: string;
 let operator: OperatorStandin;
 let kbundleImage: string;
+let kbundlePinned: string;
 const env = { ...process.env, KBUNDLE_PASSWORD: 'rollout' };
 
 async function ok(args: string[]): Promise<string> {
@@ -107,14 +109,38 @@ beforeAll(async () => {
   // it by digest and runs every Pod in its root alone.
   const layout = join(tempDir(), 'kbundle-image');
   const sea = buildSea(['linux/amd64']);
-  await ok(['image', '-o', `oci:${layout}:kbundle`, '--executable', `linux/amd64=${sea}/kbundle-linux-amd64`]);
+  const built = JSON.parse(await ok(['image', '-o', `oci:${layout}:kbundle`, '--executable', `linux/amd64=${sea}/kbundle-linux-amd64`, '--json'])) as { digest: string };
   await ok(['push', `oci:${layout}:kbundle`, `${reg.host}/rt/kbundle:test`]);
   kbundleImage = `${reg.host}/rt/kbundle:test`;
+  kbundlePinned = `${reg.host}/rt/kbundle@${built.digest}`;
   operator = new OperatorStandin(reg.host);
 }, 600_000);
 afterAll(async () => {
   await reg?.stop();
   cleanupTempDirs();
+});
+
+describe('the container is the kbundle image alone', () => {
+  it('a Pod sees the image root (executable, node tools, their libraries) and nothing of this machine', async () => {
+    const container = await operator.pull(kbundlePinned);
+    if (typeof container === 'string') throw new Error(container);
+    const n = node('look', { release: kairos('ubuntu', 'v3.5.0') });
+    const r = await operator.runPod(
+      container,
+      n,
+      '/host',
+      ['/bin/sh', '-c', 'for f in /* /usr/bin/* /usr/local/bin/*; do echo "$f"; done; for t in node skopeo umoci python3 perl apt-get systemctl; do command -v "$t" && exit 9; done; exit 0'],
+      {
+        readOnly: true,
+      },
+    );
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const seen = r.stdout.trim().split('\n');
+    expect(seen.filter((f) => f.split('/').length === 2)).toEqual(['/bin', '/dev', '/etc', '/host', '/lib', '/lib64', '/proc', '/tmp', '/usr']);
+    const tools = NODE_TOOLS.flatMap((t) => (t.file ? [t.file, t.name] : [t.name])).map((t) => `/usr/bin/${t}`);
+    expect(seen.filter((f) => f.startsWith('/usr/bin/')).sort()).toEqual([...new Set(tools)].sort());
+    expect(seen.filter((f) => f.startsWith('/usr/local/bin/'))).toEqual(['/usr/local/bin/kbundle']);
+  });
 });
 
 describe('kbundle rollout of a bundle through the operator stand-in', () => {
@@ -176,7 +202,7 @@ describe('kbundle rollout of a bundle through the operator stand-in', () => {
     for (const o of objs) expect(crdErrors(o)).toEqual([]);
     const op = objs[0];
     expect(op.kind).toBe('NodeOp');
-    expect(op.spec.image).toMatch(new RegExp(`^${reg.host}/rt/kbundle@sha256:[0-9a-f]{64}$`));
+    expect(op.spec.image).toBe(kbundlePinned);
     expect(op.spec.command).toContain(`container://${reg.host}/rt/demo@${digest}`);
     expect(op.spec.command).toContain('$(HOST_DIR)');
     expect(op.spec.nodeSelector).toEqual({
@@ -281,7 +307,7 @@ describe('canary: two objects gated by labels', () => {
     // 1. label two canaries (the arm64 node too: the selector still keeps it out).
     for (const n of [arm, nodes[0]!, nodes[1]!]) n.extraLabels = { 'kbundle.kairos.io/canary': 'runner-v1' };
     const c = await operator.runNodeOp(canary, all);
-    expect(c).toMatchObject({ phase: 'Completed', started: ['n1', 'n2'], maxParallel: 1 });
+    expect(c, JSON.stringify(c.statuses, null, 1)).toMatchObject({ phase: 'Completed', started: ['n1', 'n2'], maxParallel: 1 });
     expect(readFileSync(join(nodes[0]!.root, 'var/lib/runner/done'), 'utf8')).toBe(`${reg.host}/rt/runner@${digest}\n`);
     expect(done(arm)).toBe(false);
 
@@ -389,40 +415,60 @@ describe('refusals: nothing is written for an image that fails verification', ()
     expect(existsSync(join(n.root, 'var/lib/kbundle'))).toBe(false);
   });
 
-  it('--node-policy: each node verifies with its own policy; a node that trusts another key, or has none, fails and keeps nothing', async () => {
+  it('--node-policy: each node verifies with its own policy, whose key paths are node paths; a node that trusts another key, has none, or points out of its root fails and keeps nothing', async () => {
     const file = join(tempDir(), 'np.yaml');
     await ok(['rollout', `container://${reg.host}/rt/demo:v1`, '--key', join(keys, 'release.pub'), '--node-policy', '--backoff-limit', '0', '--kbundle-image', kbundleImage, '-o', file]);
     const [op] = objectsOf(readFileSync(file, 'utf8'));
     expect(op.spec.command).toContain('--require-signature');
     expect(op.spec.command.join(' ')).not.toContain('--policy-base64');
-    const withPolicy = (name: string, key?: string) => {
+    // The trusted key on this machine (not on any node): a policy must not reach it.
+    const hostKey = join(tempDir('kbundle-host-key-'), 'trusted.pub');
+    writeFileSync(hostKey, readFileSync(join(keys, 'release.pub')));
+    const withPolicy = (name: string, key?: string, keyPath = 'trusted.pub') => {
       const n = node(name, { release: kairos('ubuntu', 'v3.5.0') });
       if (key) {
         const dir = join(n.root, 'usr/local/etc/kbundle');
         mkdirSync(dir, { recursive: true });
         writeFileSync(join(dir, 'trusted.pub'), readFileSync(join(keys, `${key}.pub`)));
-        // keyPath relative to the policy: an absolute one would name the container's file system.
         writeFileSync(
           join(dir, 'policy.json'),
           JSON.stringify({
             default: [{ type: 'reject' }],
-            transports: { docker: { [`${reg.host}/rt`]: [{ type: 'sigstoreSigned', keyPath: 'trusted.pub', signedIdentity: { type: 'matchRepository' } }] } },
+            transports: { docker: { [`${reg.host}/rt`]: [{ type: 'sigstoreSigned', keyPath, signedIdentity: { type: 'matchRepository' } }] } },
           }),
         );
       }
       return n;
     };
-    const nodes = [withPolicy('p-good', 'release'), withPolicy('p-other', 'other'), withPolicy('p-none')];
+    const escaping = withPolicy('p-escape', 'release', '/etc/kbundle/trusted.pub');
+    mkdirSync(join(escaping.root, 'etc/kbundle'), { recursive: true });
+    symlinkSync(hostKey, join(escaping.root, 'etc/kbundle/trusted.pub'));
+    const nodes = [
+      withPolicy('p-good', 'release'),
+      // An absolute keyPath is the node's file (under $HOST_DIR), not the container's.
+      withPolicy('p-abs', 'release', '/usr/local/etc/kbundle/trusted.pub'),
+      withPolicy('p-other', 'other'),
+      withPolicy('p-none'),
+      withPolicy('p-host', 'release', hostKey),
+      escaping,
+    ];
     const run = await operator.runNodeOp(op, nodes);
-    expect(run.statuses['p-good']).toMatchObject({ phase: 'Completed', skipped: false });
-    expect(readFileSync(join(nodes[0]!.root, 'etc/demo/demo.conf'), 'utf8')).toBe('v1');
+    for (const n of ['p-good', 'p-abs']) {
+      expect(run.statuses[n], n).toMatchObject({ phase: 'Completed', skipped: false });
+      expect(readFileSync(join(nodes.find((x) => x.name === n)!.root, 'etc/demo/demo.conf'), 'utf8')).toBe('v1');
+    }
     expect(run.statuses['p-other']).toMatchObject({ phase: 'Failed' });
     expect(run.statuses['p-other']!.attempts[0]!.code).toBe(EXIT_CODES.REFUSED);
     expect(run.statuses['p-none']).toMatchObject({ phase: 'Failed' });
     expect(run.statuses['p-none']!.attempts[0]!.stderr).toMatch(/--require-signature needs --key <pub.pem> or --policy <file>/);
-    for (const n of nodes.slice(1)) {
-      expect(existsSync(join(n.root, 'etc/demo'))).toBe(false);
-      expect(existsSync(join(n.root, 'var/lib/kbundle'))).toBe(false);
+    for (const n of ['p-host', 'p-escape']) {
+      expect(run.statuses[n], n).toMatchObject({ phase: 'Failed' });
+      expect(run.statuses[n]!.attempts[0]!.code, n).toBe(EXIT_CODES.NOT_FOUND);
+      expect(run.statuses[n]!.attempts[0]!.stderr, n).toMatch(/keyPath: cannot read .*ENOENT/);
+    }
+    for (const n of nodes.slice(2)) {
+      expect(existsSync(join(n.root, 'etc/demo')), n.name).toBe(false);
+      expect(existsSync(join(n.root, 'var/lib/kbundle')), n.name).toBe(false);
     }
   });
 

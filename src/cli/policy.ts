@@ -58,13 +58,13 @@ export function registerPolicy(program: Command, io: CliIo): void {
     .option('--root <dir>', 'the node root whose policy applies', '/');
   registryOptions(check);
   check.action(async (arg: string, o: PolicyCheckFlags) => {
-    const { loadTrustPolicy, nodePolicyPath, NODE_POLICY_PATH } = await import('../policy/index.js');
+    const { loadTrustPolicy, loadNodePolicy, nodePolicyPath, NODE_POLICY_PATH } = await import('../policy/index.js');
     const path = o.policy ?? nodePolicyPath(o.root);
     if (!path)
       throw new UserError(
         `no --policy given and the node has no ${NODE_POLICY_PATH} under ${o.root}`,
         'write the node trust policy there (see signing/policies/node-policy.json) or pass --policy <file>',
       );
-    await checkAgainstPolicy(arg, loadTrustPolicy(path), o, io);
+    await checkAgainstPolicy(arg, o.policy ? loadTrustPolicy(o.policy) : loadNodePolicy(o.root, path), o, io);
   });
 }

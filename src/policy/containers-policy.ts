@@ -14,7 +14,6 @@
  */
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { fsErrorCode, KbError, UserError } from '../errors.js';
 import { jsonErrorOffset } from '../util/json-error-offset.js';
@@ -23,6 +22,7 @@ import { parsePublicKeys } from '../sign/keys.js';
 import { exactMatcher } from '../verify/identity.js';
 import type { SignerRequirement, VerificationPolicy } from '../verify/requirements.js';
 import { parseTrustedRoot, type TrustedRoot } from '../verify/trust.js';
+import { localPolicyPaths, type PolicyPaths } from './files.js';
 
 // ---- schema ---------------------------------------------------------------------------------
 
@@ -260,12 +260,14 @@ export function checkSignedIdentity(identity: SignedIdentity, image: ImageRefere
 
 // ---- sigstoreSigned → verification policy ----------------------------------------------------
 
-function readData(path: string, base: string, field: string): string {
-  const p = isAbsolute(path) ? path : resolve(base, path);
+function readData(path: string, paths: PolicyPaths, field: string): string {
+  const p = paths.resolve(path);
   try {
     return readFileSync(p, 'utf8');
   } catch (e) {
-    throw new KbError(fsErrorCode(e), `${field}: cannot read ${p} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    throw new KbError(fsErrorCode(e), `${field}: cannot read ${path}${p === path ? '' : ` (${p})`}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+      hint: `paths in this policy are read ${paths.describe}`,
+    });
   }
 }
 
@@ -317,8 +319,13 @@ function trustedRootOf(rekorPems: string[], caPem: string | undefined, what: str
 }
 
 /** The verification one sigstoreSigned requirement asks for, for one image. */
-export function sigstoreVerification(req: Extract<PolicyRequirement, { type: 'sigstoreSigned' }>, image: ImageReference, policyPath: string, label: string): VerificationPolicy {
-  const base = dirname(resolve(policyPath));
+export function sigstoreVerification(
+  req: Extract<PolicyRequirement, { type: 'sigstoreSigned' }>,
+  image: ImageReference,
+  policyPath: string,
+  label: string,
+  base: PolicyPaths = localPolicyPaths(policyPath),
+): VerificationPolicy {
   const rekor = [
     ...(req.rekorPublicKeyPath ? [readData(req.rekorPublicKeyPath, base, `${label}.rekorPublicKeyPath`)] : []),
     ...(req.rekorPublicKeyPaths ?? []).map((p, i) => readData(p, base, `${label}.rekorPublicKeyPaths[${i}]`)),

@@ -11,7 +11,9 @@
 import { existsSync } from 'node:fs';
 import { readTextFileCappedSync } from '../util/read-file.js';
 import { YAML_CAPS } from '../util/yaml.js';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
+import { resolveInRoot } from '../extract/secure-path.js';
+import { localPolicyPaths, nodePolicyPaths, type PolicyPaths } from './files.js';
 import { KbError } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import type { Target } from '../oci/target.js';
@@ -24,7 +26,7 @@ import { dockerIdentity, parseContainersPolicy, referenceString, repositoryName,
 /** Where a node keeps its trust policy: /usr/local persists across Kairos upgrades and reboots. */
 export const NODE_POLICY_PATH = 'usr/local/etc/kbundle/policy.json';
 
-export type TrustPolicy = { format: 'containers-policy'; path: string; policy: ContainersPolicy } | { format: 'kbundle-yaml'; path: string; policy: LoadedPolicy };
+export type TrustPolicy = { format: 'containers-policy'; path: string; policy: ContainersPolicy; paths: PolicyPaths } | { format: 'kbundle-yaml'; path: string; policy: LoadedPolicy };
 
 /** The image being judged: a registry reference as the user wrote it, or a local layout. */
 export type ImageSubject = { kind: 'registry'; reference: string } | { kind: 'local'; name: string };
@@ -44,19 +46,32 @@ export interface Enforced extends Decision {
   signers: VerifiedSigner[];
 }
 
-export function parseTrustPolicy(text: string, path: string): TrustPolicy {
+/** `paths`: how the files the policy names are found (src/policy/files.ts); default relative to `path`. */
+export function parseTrustPolicy(text: string, path: string, paths: PolicyPaths = localPolicyPaths(path)): TrustPolicy {
   // containers-policy.json is JSON (an object); kbundle's format is YAML with `version: 1`.
-  return text.trimStart().startsWith('{') ? { format: 'containers-policy', path, policy: parseContainersPolicy(text, path) } : { format: 'kbundle-yaml', path, policy: parsePolicy(text, path) };
+  return text.trimStart().startsWith('{')
+    ? { format: 'containers-policy', path, policy: parseContainersPolicy(text, path), paths }
+    : { format: 'kbundle-yaml', path, policy: parsePolicy(text, path, paths) };
 }
 
+/** A policy file of this machine (`--policy FILE`): the paths in it are this machine's. */
 export function loadTrustPolicy(path: string): TrustPolicy {
   return parseTrustPolicy(readTextFileCappedSync(path, YAML_CAPS.policy.maxBytes, path, { noun: 'the trust policy' }), path);
 }
 
-/** The node's own policy under `root`, if it has one. */
+/**
+ * The node's own policy under `root` (NODE_POLICY_PATH, found as the node would: symlinks on the
+ * way resolve inside `root`), if it has one. Absolute paths are what a symlinked
+ * /usr/local/etc/kbundle means on the node, not in the container kbundle may run in.
+ */
 export function nodePolicyPath(root = '/'): string | undefined {
-  const p = join(resolve(root), NODE_POLICY_PATH);
+  const p = resolveInRoot(resolve(root), NODE_POLICY_PATH.split('/'), true);
   return existsSync(p) ? p : undefined;
+}
+
+/** The node's own policy under `root`: the files it names are node paths, read under `root` (nodePolicyPaths). */
+export function loadNodePolicy(root: string, path: string): TrustPolicy {
+  return parseTrustPolicy(readTextFileCappedSync(path, YAML_CAPS.policy.maxBytes, path, { noun: 'the trust policy' }), path, nodePolicyPaths(root, path));
 }
 
 function describeRequirement(r: ContainersPolicy['default'][number]): string {
@@ -96,7 +111,7 @@ export async function decide(tp: TrustPolicy, subject: ImageSubject): Promise<De
       hint: 'verify the image in its registry, or give --key for a local layout',
     });
   }
-  return { ...base, verdict: 'verify', checks: signed.map(({ r, i }) => sigstoreVerification(r, image, tp.path, `${match.scope}[${i}]`)) };
+  return { ...base, verdict: 'verify', checks: signed.map(({ r, i }) => sigstoreVerification(r, image, tp.path, `${match.scope}[${i}]`, tp.paths)) };
 }
 
 /**

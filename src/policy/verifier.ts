@@ -25,7 +25,7 @@ export function decodePolicyBase64(b64: string): string {
  */
 export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier | undefined> {
   if ([o.key, o.policy, o.policyBase64].filter(Boolean).length > 1) throw new UserError('give one of --key, --policy or --policy-base64');
-  const { loadTrustPolicy, parseTrustPolicy, enforce, nodePolicyPath } = await import('./index.js');
+  const { loadTrustPolicy, loadNodePolicy, parseTrustPolicy, enforce, nodePolicyPath } = await import('./index.js');
   const policyPath = o.policy ?? (o.key || o.policyBase64 ? undefined : nodePolicyPath(o.root));
   if (!o.key && !policyPath && !o.policyBase64) {
     if (o.requireSignature)
@@ -41,7 +41,12 @@ export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier |
       return s.identity ? `${s.identity} (${s.issuer})` : s.signer;
     };
   }
-  const policy = o.policyBase64 ? parseTrustPolicy(decodePolicyBase64(o.policyBase64), '--policy-base64') : loadTrustPolicy(policyPath!);
+  // --policy is a file of this machine; the node's own policy names node paths (read under --root).
+  const policy = o.policyBase64
+    ? parseTrustPolicy(decodePolicyBase64(o.policyBase64), '--policy-base64')
+    : o.policy
+      ? loadTrustPolicy(o.policy)
+      : loadNodePolicy(o.root ?? '/', policyPath!);
   return async (target, top, display) => {
     // Registries are judged by the reference as written (containers-policy signedIdentity needs
     // its tag or digest); layouts by absolute path (oci:/srv/bundles).

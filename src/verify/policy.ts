@@ -3,7 +3,6 @@
  * or keyless identities with a trusted root — plus required annotations. First matching entry
  * wins; an image no entry covers is refused. Relative paths resolve against the policy file.
  */
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { readTextFileCapped } from '../util/read-file.js';
 import { parseYamlText, YAML_CAPS } from '../util/yaml.js';
 import { z } from 'zod';
@@ -13,6 +12,7 @@ import { exactMatcher, regexpMatcher, type Matcher } from './identity.js';
 import type { AttestationRequirement, SignatureFormat, SignerRequirement, VerificationPolicy } from './requirements.js';
 import { PredicateTypes, predicateTypeUri } from '../attest/predicate.js';
 import { loadTrustedRoot, type TrustedRoot } from './trust.js';
+import { localPolicyPaths, type PolicyPaths } from '../policy/files.js';
 
 const KeySignerSchema = z
   .object({
@@ -118,7 +118,8 @@ function describeZod(e: z.ZodError, what: string, prefix: (string | number)[] = 
   return new UserError(`${what}: invalid trust policy at ${path}: ${msg}`, 'see signing/policies/ for examples');
 }
 
-export function parsePolicy(text: string, path: string): LoadedPolicy {
+/** `paths`: how the file paths in it are read (src/policy/files.ts); default relative to `path`. */
+export function parsePolicy(text: string, path: string, paths: PolicyPaths = localPolicyPaths(path)): LoadedPolicy {
   const raw = parseYamlText(text, path, YAML_CAPS.policy).value;
   const r = PolicyFileSchema.safeParse(raw);
   if (!r.success) throw describeZod(r.error, path);
@@ -148,8 +149,7 @@ export function parsePolicy(text: string, path: string): LoadedPolicy {
       }),
     })),
   };
-  const base = dirname(resolve(path));
-  const rel = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
+  const rel = (p: string): string => paths.resolve(p);
   for (const [i, e] of file.policies.entries()) {
     for (const g of e.images) {
       if (/[[\]{}]/.test(g)) throw new UserError(`${path}: invalid trust policy at policies.${i}.images: "${g}": only * ** and ? are glob characters`);

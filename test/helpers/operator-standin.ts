@@ -214,7 +214,17 @@ export class OperatorStandin {
     if (!got) {
       got = (async () => {
         const dir = tempDir('kbundle-pulled-');
-        const copy = await runProcess('skopeo', ['copy', '--quiet', '--src-tls-verify=false', '--override-os', 'linux', '--override-arch', ARCH[process.arch]!, `docker://${image}`, `oci:${dir}/layout:image`]);
+        const copy = await runProcess('skopeo', [
+          'copy',
+          '--quiet',
+          '--src-tls-verify=false',
+          '--override-os',
+          'linux',
+          '--override-arch',
+          ARCH[process.arch]!,
+          `docker://${image}`,
+          `oci:${dir}/layout:image`,
+        ]);
         if (copy.code !== 0) return `ErrImagePull: ${image}: ${copy.stderr.trim()}`;
         const unpack = await runProcess('umoci', ['unpack', '--image', `${dir}/layout:image`, `${dir}/bundle`]);
         if (unpack.code !== 0) return `CreateContainerError: ${image}: ${unpack.stderr.trim()}`;
@@ -323,7 +333,15 @@ export class OperatorStandin {
     return { phase, started, statuses, maxParallel };
   }
 
-  private async job(node: SimNode, spec: any, hostMount: string, env: Record<string, string>, backoffLimit: number, container: Container | string, preflight?: NodeOutcome['preflight']): Promise<NodeOutcome> {
+  private async job(
+    node: SimNode,
+    spec: any,
+    hostMount: string,
+    env: Record<string, string>,
+    backoffLimit: number,
+    container: Container | string,
+    preflight?: NodeOutcome['preflight'],
+  ): Promise<NodeOutcome> {
     if (spec.cordon) node.cordoned = true; // (drain: the simulated nodes run no pods to evict)
     const attempts: PodRun[] = [];
     if (typeof container === 'string') return { phase: 'Failed', message: container, skipped: false, preflight, attempts };
