@@ -1,8 +1,9 @@
 /**
- * `kbundle image`: the container image holding the node executable, its library closure and CA
- * certificates. Unpacked by umoci, its root runs kbundle with nothing from this machine (chroot
- * for amd64, qemu-aarch64-static with the image root as the only library path for arm64), and two
- * builds give the same digest.
+ * `kbundle image`: the container image holding the node executable, the programs kbundle runs on
+ * a node (NODE_TOOLS), their library closure and CA certificates. Unpacked by umoci, its root runs
+ * kbundle and every tool with nothing from this machine (chroot for amd64, qemu-aarch64-static
+ * with the image root as the only library path for arm64), and two builds give the same digest.
+ * That the tools do their job in a Pod (confined run.sh, extension images) is test/rollout.test.ts.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -12,6 +13,37 @@ import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { kbundle, REPO_ROOT } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { buildSea, canChroot } from './helpers/sea.js';
+import { NODE_TOOLS } from '../src/sea/image.js';
+
+/** A harmless run of each tool: it starts (all its libraries are there) and prints what it is. */
+const PROBES: Record<string, { args: string[]; says: RegExp }> = {
+  sh: { args: ['-c', 'echo dash'], says: /^dash/ },
+  unshare: { args: ['--version'], says: /util-linux/ },
+  mount: { args: ['--version'], says: /util-linux/ },
+  chroot: { args: ['--version'], says: /coreutils/ },
+  mkdir: { args: ['--version'], says: /coreutils/ },
+  ln: { args: ['--version'], says: /coreutils/ },
+  readlink: { args: ['--version'], says: /coreutils/ },
+  basename: { args: ['--version'], says: /coreutils/ },
+  env: { args: ['--version'], says: /coreutils/ },
+  mknod: { args: ['--version'], says: /coreutils/ },
+  unsquashfs: { args: ['-version'], says: /unsquashfs version/ }, // exits 1 after printing it
+  'fsck.erofs': { args: ['-V'], says: /fsck\.erofs/ },
+  getfattr: { args: ['--version'], says: /getfattr/ },
+  setfattr: { args: ['--version'], says: /setfattr/ },
+  zstd: { args: ['--version'], says: /Zstandard/ },
+  openssl: { args: ['version'], says: /OpenSSL 3/ },
+};
+
+function probeTools(run: (tool: string, args: string[]) => { status: number | null; stdout: string; stderr: string }): void {
+  expect(Object.keys(PROBES).sort()).toEqual(NODE_TOOLS.map((t) => t.name).sort());
+  for (const [tool, p] of Object.entries(PROBES)) {
+    const r = run(tool, p.args);
+    expect(r.stderr, tool).not.toMatch(/error while loading shared libraries|No such file|Exec format/);
+    expect(`${r.stdout}${r.stderr}`, tool).toMatch(p.says);
+    if (tool !== 'unsquashfs') expect(r.status, `${tool}\n${r.stderr}`).toBe(0);
+  }
+}
 
 const run = (cmd: string, args: string[]) => {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
@@ -76,6 +108,11 @@ describe.runIf(canChroot())('kbundle image', () => {
     const v = spawnSync('/usr/sbin/chroot', [rootfs, '/usr/local/bin/kbundle', '--version'], { encoding: 'utf8', env: { PATH: '/usr/local/bin' } });
     expect(v.status, v.stderr).toBe(0);
     expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(readdirSync(join(rootfs, 'usr/bin')).sort()).toEqual([...new Set(NODE_TOOLS.flatMap((t) => (t.file ? [t.file, t.name] : [t.name])))].sort());
+    probeTools((tool, a) => spawnSync('/usr/sbin/chroot', [rootfs, `/usr/bin/${tool}`, ...a], { encoding: 'utf8', env: { PATH: '/usr/bin' } }));
+    // /bin/sh is what run.sh and the confinement start.
+    const sh = spawnSync('/usr/sbin/chroot', [rootfs, '/bin/sh', '-c', 'echo ok'], { encoding: 'utf8', env: {} });
+    expect(sh.stdout).toBe('ok\n');
   });
 
   it('arm64: runs under qemu with the image root as its only library path', () => {
@@ -87,6 +124,9 @@ describe.runIf(canChroot())('kbundle image', () => {
     expect(existsSync(join(rootfs, 'lib/ld-linux-aarch64.so.1'))).toBe(true);
     const v = spawnSync('/usr/bin/qemu-aarch64-static', ['-L', rootfs, join(rootfs, 'usr/local/bin/kbundle'), '--version'], { encoding: 'utf8' });
     expect(v.status, v.stderr).toBe(0);
+    // The tools are Debian's arm64 builds (ELF machine AArch64), complete with their libraries.
+    expect(run('readelf', ['-h', join(rootfs, 'usr/bin/unshare')])).toMatch(/Machine:\s+AArch64/);
+    probeTools((tool, a) => spawnSync('/usr/bin/qemu-aarch64-static', ['-L', rootfs, join(rootfs, 'usr/bin', NODE_TOOLS.find((t) => t.name === tool)!.file ?? tool), ...a], { encoding: 'utf8' }));
   });
 
   it('bad input: a missing executable, a foreign platform without sysroot, a non-layout output', () => {
@@ -96,6 +136,20 @@ describe.runIf(canChroot())('kbundle image', () => {
     const foreign = kbundle(['image', '-o', `oci:${join(tempDir(), 'x')}`, '--platform', 'linux/arm64']);
     expect(foreign.code).toBe(EXIT_CODES.INVALID_INPUT);
     expect(foreign.stderr).toMatch(/--sysroot linux\/arm64=<dir>/);
+    const bare = kbundle([
+      'image',
+      '-o',
+      `oci:${join(tempDir(), 'x')}`,
+      '--platform',
+      'linux/arm64',
+      '--executable',
+      `linux/arm64=${sea}/kbundle-linux-arm64`,
+      '--sysroot',
+      `linux/arm64=${tempDir()}`,
+    ]);
+    expect(bare.code).toBe(EXIT_CODES.NOT_FOUND);
+    expect(bare.stderr).toMatch(/linux\/arm64: dash \(Debian package dash; kbundle needs it on a node for run\.sh and the confinement script\)/);
+    expect(bare.stderr).toMatch(/unpack dash for that architecture into the sysroot/);
     const archive = kbundle(['image', '-o', `docker-archive:${join(tempDir(), 'x.tar')}`]);
     expect(archive.code).toBe(EXIT_CODES.INVALID_INPUT);
   });
