@@ -4,8 +4,8 @@
  * command on simulated Kairos nodes (node roots in folders, the built CLI as the container),
  * against a real loopback registry. Everything asserted is on disk or in the registry.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTo } from '../src/builder/output.js';
 import { EXIT_CODES } from '../src/cli/exit-codes.js';
@@ -15,7 +15,7 @@ import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { writeBundle } from './helpers/fixture-bundle.js';
 import { nodeLabels, objectsOf, OperatorStandin, type SimNode } from './helpers/operator-standin.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
-import { buildSea } from './helpers/sea.js';
+import { buildSea, lddClosure } from './helpers/sea.js';
 import { NODE_TOOLS } from '../src/sea/image.js';
 
 let reg: RegistryHandle;
@@ -62,6 +62,17 @@ function node(name: string, spec: NodeSpec): SimNode {
     writeFileSync(join(root, 'etc/os-release'), `ID=${spec.release.FLAVOR ?? 'linux'}\nVERSION_ID=1\n`);
   } else writeFileSync(join(root, 'etc/os-release'), 'ID=debian\nVERSION_ID=12\n');
   return { name, root, controlPlane: spec.controlPlane, cmdline: 'BOOT_IMAGE=/cOS/active.img root=LABEL=COS_STATE COS_ACTIVE' };
+}
+
+/** Give a node root its own /bin/sh and mkdir with their libraries (this machine's), so it is a whole OS to the confinement. */
+function osTree(root: string): void {
+  for (const tool of ['/bin/sh', '/usr/bin/mkdir']) {
+    for (const f of [tool, ...lddClosure(tool)]) {
+      mkdirSync(join(root, dirname(f)), { recursive: true });
+      copyFileSync(realpathSync(f), join(root, f));
+      chmodSync(join(root, f), 0o755);
+    }
+  }
 }
 
 const kairos = (flavor: string, version: string, arch = 'amd64', k8s = 'k3s') => ({
@@ -297,6 +308,9 @@ describe('canary: two objects gated by labels', () => {
     const nodes = ['n1', 'n2', 'n3', 'n4', 'n5'].map((n) => node(n, { release: kairos('ubuntu', 'v3.5.0') }));
     const arm = node('n0-arm', { release: kairos('ubuntu', 'v3.5.0', 'arm64') });
     writeFileSync(join(nodes[2]!.root, 'etc/fail-here'), '');
+    // n2 is a whole OS, as a real Kairos node is: the confined run.sh runs with its own /bin/sh
+    // and mkdir (src/extract/confine.ts), not the image's.
+    osTree(nodes[1]!.root);
     const all = [arm, ...nodes];
     const done = (n: SimNode) => existsSync(join(n.root, 'var/lib/runner/done'));
 
