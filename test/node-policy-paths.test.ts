@@ -1,7 +1,7 @@
 /**
  * The node's own trust policy (`<root>/usr/local/etc/kbundle/policy.json`) names node paths: its
  * keyPath, fulcio.caPath, rekorPublicKeyPath and the YAML `key:` are read under --root, as if the
- * root were `/` (src/policy/files.ts). In a kbundle image Pod the container is `/` and the node is
+ * root were `/` (src/verify/policy-paths.ts). In a kbundle image Pod the container is `/` and the node is
  * at $HOST_DIR, so an absolute keyPath must not name the container's (or this machine's) file, a
  * symlink must not lead out of the root and `..` must stop at it. Asserted by installs into node
  * roots from a real loopback registry: what landed on disk, and what did not.
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTo } from '../src/builder/output.js';
 import { EXIT_CODES } from '../src/cli/exit-codes.js';
-import { nodePolicyPaths } from '../src/policy/files.js';
+import { nodePolicyPaths } from '../src/verify/policy-paths.js';
 import { kbundleAsync } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { writeBundle } from './helpers/fixture-bundle.js';

@@ -22,7 +22,7 @@ import { parsePublicKeys } from '../sign/keys.js';
 import { exactMatcher } from '../verify/identity.js';
 import type { SignerRequirement, VerificationPolicy } from '../verify/requirements.js';
 import { parseTrustedRoot, type TrustedRoot } from '../verify/trust.js';
-import { localPolicyPaths, type PolicyPaths } from './files.js';
+import { localPolicyPaths, type PolicyPaths } from '../verify/policy-paths.js';
 
 // ---- schema ---------------------------------------------------------------------------------
 

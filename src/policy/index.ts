@@ -13,7 +13,7 @@ import { readTextFileCappedSync } from '../util/read-file.js';
 import { YAML_CAPS } from '../util/yaml.js';
 import { resolve } from 'node:path';
 import { resolveInRoot } from '../extract/secure-path.js';
-import { localPolicyPaths, nodePolicyPaths, type PolicyPaths } from './files.js';
+import { localPolicyPaths, nodePolicyPaths, type PolicyPaths } from '../verify/policy-paths.js';
 import { KbError } from '../errors.js';
 import type { Descriptor } from '../oci/types.js';
 import type { Target } from '../oci/target.js';
@@ -46,7 +46,7 @@ export interface Enforced extends Decision {
   signers: VerifiedSigner[];
 }
 
-/** `paths`: how the files the policy names are found (src/policy/files.ts); default relative to `path`. */
+/** `paths`: how the files the policy names are found (src/verify/policy-paths.ts); default relative to `path`. */
 export function parseTrustPolicy(text: string, path: string, paths: PolicyPaths = localPolicyPaths(path)): TrustPolicy {
   // containers-policy.json is JSON (an object); kbundle's format is YAML with `version: 1`.
   return text.trimStart().startsWith('{')

@@ -42,11 +42,7 @@ export async function verifierFromFlags(o: VerifyFlags): Promise<ImageVerifier |
     };
   }
   // --policy is a file of this machine; the node's own policy names node paths (read under --root).
-  const policy = o.policyBase64
-    ? parseTrustPolicy(decodePolicyBase64(o.policyBase64), '--policy-base64')
-    : o.policy
-      ? loadTrustPolicy(o.policy)
-      : loadNodePolicy(o.root ?? '/', policyPath!);
+  const policy = o.policyBase64 ? parseTrustPolicy(decodePolicyBase64(o.policyBase64), '--policy-base64') : o.policy ? loadTrustPolicy(o.policy) : loadNodePolicy(o.root ?? '/', policyPath!);
   return async (target, top, display) => {
     // Registries are judged by the reference as written (containers-policy signedIdentity needs
     // its tag or digest); layouts by absolute path (oci:/srv/bundles).

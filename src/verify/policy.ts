@@ -12,7 +12,7 @@ import { exactMatcher, regexpMatcher, type Matcher } from './identity.js';
 import type { AttestationRequirement, SignatureFormat, SignerRequirement, VerificationPolicy } from './requirements.js';
 import { PredicateTypes, predicateTypeUri } from '../attest/predicate.js';
 import { loadTrustedRoot, type TrustedRoot } from './trust.js';
-import { localPolicyPaths, type PolicyPaths } from '../policy/files.js';
+import { localPolicyPaths, type PolicyPaths } from './policy-paths.js';
 
 const KeySignerSchema = z
   .object({
@@ -118,7 +118,7 @@ function describeZod(e: z.ZodError, what: string, prefix: (string | number)[] = 
   return new UserError(`${what}: invalid trust policy at ${path}: ${msg}`, 'see signing/policies/ for examples');
 }
 
-/** `paths`: how the file paths in it are read (src/policy/files.ts); default relative to `path`. */
+/** `paths`: how the file paths in it are read (src/verify/policy-paths.ts); default relative to `path`. */
 export function parsePolicy(text: string, path: string, paths: PolicyPaths = localPolicyPaths(path)): LoadedPolicy {
   const raw = parseYamlText(text, path, YAML_CAPS.policy).value;
   const r = PolicyFileSchema.safeParse(raw);
