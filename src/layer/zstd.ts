@@ -1,19 +1,50 @@
 import { spawn } from 'node:child_process';
-import { Duplex, PassThrough, type Readable } from 'node:stream';
+import { accessSync, constants as fsConstants } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { Duplex, PassThrough, type Readable, type Transform } from 'node:stream';
+import * as zlib from 'node:zlib';
 import { KbError, UserError } from '../errors.js';
 
 /** What the zstd program says, on stderr, when its input ends inside a frame (it exits 1 for every error). */
 const ZSTD_TRUNCATED = /premature end|unexpected end of file/i;
 const STDERR_KEPT = 4096;
 
+/** `--compression zstd` without a level: zstd's own default, and what containerd and buildkit use. */
+export const ZSTD_DEFAULT_LEVEL = 3;
+/** zstd's levels without `--ultra` (20-22 need a decoder window of 128 MiB and more). */
+export const ZSTD_MAX_LEVEL = 19;
+/** The zstd program refuses more (ZSTDMT_NBWORKERS_MAX on 64-bit). */
+const MAX_THREADS = 256;
+
 /**
- * A zstd compressor stream backed by the `zstd` program (Debian package zstd): Node 20's zlib has
- * no zstd. One thread (`-T1`) and no file name or time in the frame, so the same tar and the same
- * zstd version give the same bytes; the level is `-1`…`-19`.
+ * Compression threads: KBUNDLE_ZSTD_THREADS, else one per core. The output does not depend on
+ * it (see zstdCompressor); it only trades memory for speed.
  */
-export function zstdCompressor(level: number): Duplex {
-  if (!Number.isInteger(level) || level < 1 || level > 19) throw new UserError(`zstd level ${level} must be 1-19`);
-  const child = spawn('zstd', ['-q', '-c', '-T1', `-${level}`], { stdio: ['pipe', 'pipe', 'pipe'] });
+export function zstdThreads(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.KBUNDLE_ZSTD_THREADS;
+  if (v === undefined || v === '') return Math.min(availableParallelism(), MAX_THREADS);
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw new UserError(`KBUNDLE_ZSTD_THREADS: "${v}" must be 1-${MAX_THREADS}`);
+  return n;
+}
+
+/**
+ * A zstd compressor stream backed by the `zstd` program (Debian package zstd). Its streaming
+ * multi-threaded mode (`-T<n>`, n >= 1) cuts the input into jobs whose size depends on the level
+ * only, so the bytes are the same for any n: zstd's maintainers support that for streaming input
+ * (facebook/zstd#2327), and test/layer-codec.test.ts checks it. `--single-thread` (no worker)
+ * would give other bytes, so it is never used. Input always arrives on stdin (unknown size: no
+ * content size in the frame, no size-tuned parameters); the level and thread count are explicit
+ * arguments, so ZSTD_CLEVEL and ZSTD_NBTHREADS in the environment change nothing. Same tar and
+ * same zstd version, same bytes.
+ *
+ * Not Node's zlib zstd (Node >= 22.15): its bytes come from its own libzstd (1.5.7 in Node 24,
+ * not the distribution's), and with ZSTD_c_nbWorkers it truncates the stream (nodejs/node#59899).
+ */
+export function zstdCompressor(level: number, threads = zstdThreads()): Duplex {
+  if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) throw new UserError(`zstd level ${level} must be 1-${ZSTD_MAX_LEVEL}`);
+  const child = spawn('zstd', ['-q', '-c', `-T${threads}`, `-${level}`], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => {
     if (stderr.length < STDERR_KEPT) stderr += d.toString('utf8');
@@ -29,12 +60,60 @@ export function zstdCompressor(level: number): Duplex {
   return duplex;
 }
 
+let programFound: boolean | undefined;
+
+/** Whether an executable `zstd` is on PATH (looked up once: decompressing picks its way by it). */
+export function zstdProgramAvailable(): boolean {
+  programFound ??= (process.env.PATH ?? '').split(delimiter).some((dir) => {
+    if (!dir) return false;
+    try {
+      accessSync(join(dir, 'zstd'), fsConstants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  return programFound;
+}
+
+type ZstdDecompressFactory = () => Transform;
+/** Node's zlib zstd decoder (Node >= 22.15 and 24, so the node executable has it; Node 20 and its types do not). */
+const zlibZstd = (zlib as { createZstdDecompress?: ZstdDecompressFactory }).createZstdDecompress;
+
 /**
- * Decompress a zstd stream through `zstd -dc`. A stream that ends inside a frame fails with code
- * TRUNCATED, other bad input with INVALID_INPUT, both naming `what`; a missing program is
- * UNSUPPORTED with the package to install.
+ * Decompress a zstd stream: with the `zstd` program where there is one (another process, so the
+ * event loop keeps hashing and writing), else with Node's zlib zstd (the node executable on a
+ * Kairos node without zstd). A stream that ends inside a frame fails with code TRUNCATED, other
+ * bad input with INVALID_INPUT, both naming `what`; neither way available is UNSUPPORTED with the
+ * package to install. `via` forces a way (tests).
  */
-export function zstdDecompress(src: Readable, what: string): Readable {
+export function zstdDecompress(src: Readable, what: string, via: 'program' | 'zlib' = zstdProgramAvailable() || !zlibZstd ? 'program' : 'zlib'): Readable {
+  return via === 'zlib' ? zlibDecompress(src, what) : programDecompress(src, what);
+}
+
+function zlibDecompress(src: Readable, what: string): Readable {
+  if (!zlibZstd) throw new KbError('UNSUPPORTED', `${what}: zstd data, but this Node.js has no zstd decoder`, { hint: 'install the zstd program: apt-get install -y zstd' });
+  const dec = zlibZstd();
+  const out = new PassThrough({ highWaterMark: 256 * 1024 });
+  // Node's zlib says Z_BUF_ERROR when the input ends inside a frame, ZSTD_error_* for bad data.
+  dec.on('error', (e: NodeJS.ErrnoException) => {
+    out.destroy(
+      e.code === 'Z_BUF_ERROR'
+        ? new KbError('TRUNCATED', `${what}: the zstd stream ends early`, { cause: e, hint: 'the blob is incomplete; fetch or rebuild it' })
+        : e.code?.startsWith('ZSTD_') || e.code?.startsWith('Z_')
+          ? new KbError('INVALID_INPUT', `${what}: zstd failed to decompress (${e.message})`, { cause: e })
+          : e,
+    );
+  });
+  src.on('error', (e) => dec.destroy(e));
+  out.on('close', () => {
+    if (!dec.destroyed) dec.destroy();
+    if (!src.destroyed) src.destroy();
+  });
+  return src.pipe(dec).pipe(out);
+}
+
+function programDecompress(src: Readable, what: string): Readable {
   const child = spawn('zstd', ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'] });
   const out = new PassThrough();
   let stderr = '';
