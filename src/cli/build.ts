@@ -6,6 +6,7 @@ import { sourceDateEpochFromEnv } from '../builder/epoch.js';
 import { loadBundleSpec } from '../builder/spec.js';
 import { UserError } from '../errors.js';
 import { GZIP_DEFAULT_LEVEL, parseCompression } from '../layer/codec.js';
+import { zstdThreads } from '../layer/zstd.js';
 import { isRegistryLocation, parseImageArgument, type ImageLocation } from '../store/transport.js';
 import type { SbomRequest } from '../builder/output.js';
 import type { CliIo } from './io.js';
@@ -78,6 +79,7 @@ export function registerBuild(program: Command, io: CliIo): void {
         // The other codec's level flag is checked too, though unused: a typo there should not pass.
         if (compression.codec === 'zstd' && o.gzipLevel !== undefined) parseCompression('gzip', { gzip: o.gzipLevel });
         if (compression.codec === 'gzip' && o.zstdLevel !== undefined) parseCompression('zstd', { zstd: o.zstdLevel });
+        if (compression.codec === 'zstd') zstdThreads(io.env); // a bad KBUNDLE_ZSTD_THREADS fails before any output
         const level = compression.codec === 'gzip' ? compression.level : GZIP_DEFAULT_LEVEL;
         const owner = parseOwner(o.owner);
         if (!existsSync(join(dir, 'bundle.yaml')) && existsSync(join(dir, 'Dockerfile'))) {
