@@ -61,7 +61,7 @@ describe('zstd compression is reproducible whatever the thread count', () => {
     const seen = new Set<string>();
     for (const [threads, chunk] of [
       [1, 4 * 1024 * 1024],
-      [2, 512],
+      [2, 4096],
       [4, 65536],
       [2, 1024 * 1024],
     ] as const) {
