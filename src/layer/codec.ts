@@ -49,7 +49,7 @@ export function parseCompression(spec: string, levels: { gzip?: string; zstd?: s
   if (given === undefined) return { codec, level: LEVELS[codec].default };
   const level = /^\d+$/.test(given) ? Number(given) : NaN;
   const where = m[2] !== undefined ? `--compression ${spec}` : `--${codec}-level`;
-  if (!(level >= 1 && level <= LEVELS[codec].max)) throw new UserError(`${where}: "${given}" must be a ${codec} level 1-${LEVELS[codec].max}`);
+  if (!(level >= 1 && level <= LEVELS[codec].max)) throw new UserError(`${where}: "${given}" must be 1-${LEVELS[codec].max}`);
   return { codec, level };
 }
 
