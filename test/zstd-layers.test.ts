@@ -84,6 +84,50 @@ describe('zstd compression is reproducible whatever the thread count', () => {
   });
 });
 
+describe('the zstd program as a stream', () => {
+  it('a zstd that dies (SIGKILL) fails the stream with the signal; a reader that stops early stops the source', async () => {
+    const { zstdCompressor } = await import('../src/layer/zstd.js');
+    // Input that never ends: only the program's death can end this.
+    const endless = new Readable({
+      read() {
+        this.push(Buffer.alloc(64 * 1024, 1));
+      },
+    });
+    const z = zstdCompressor(3, 1);
+    const failed = pipeline(endless, z, async (src: AsyncIterable<Buffer>) => {
+      for await (const c of src) void c;
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    let pid = '';
+    for (let i = 0; i < 100 && !pid; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      pid =
+        spawnSync('ps', ['--ppid', String(process.pid), '-o', 'pid=,comm='], { encoding: 'utf8' })
+          .stdout.split('\n')
+          .find((l) => /\bzstd$/.test(l))
+          ?.trim()
+          .split(/\s+/)[0] ?? '';
+    }
+    expect(pid).not.toBe('');
+    process.kill(Number(pid), 'SIGKILL');
+    const e = await failed;
+    expect(e).toBeInstanceOf(UserError);
+    expect((e as Error).message).toMatch(/^zstd failed \(killed by SIGKILL\)/);
+    expect(endless.destroyed).toBe(true);
+
+    const blob = await compress(sample(4), 3, 2, 1 << 20);
+    const src = Readable.from([blob.subarray(0, blob.length >> 1), blob.subarray(blob.length >> 1)]);
+    for await (const c of zstdDecompress(src, 'layer 0')) {
+      expect((c as Buffer).length).toBeGreaterThan(0);
+      break; // leaving the loop destroys the decoder, which stops the source and the program
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    expect(src.destroyed).toBe(true);
+  });
+});
+
 describe('--compression parsing', () => {
   it('takes gzip|zstd with an optional level, or the older level flags, and refuses the rest', () => {
     expect(parseCompression('zstd')).toEqual({ codec: 'zstd', level: 3 });

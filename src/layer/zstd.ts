@@ -106,8 +106,16 @@ class ProgramStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    const stdin = this.child.stdin!;
+    // The program is gone: its exit (close, above) fails this stream. Writing on would spin, each
+    // failed write calling back at once, and starve the event loop of that very close.
+    if (stdin.destroyed) {
+      this.waiting = () => cb();
+      return;
+    }
     this.unflushed += chunk.length;
-    this.child.stdin!.write(chunk, () => {
+    stdin.write(chunk, (err) => {
+      if (err) return;
       this.unflushed -= chunk.length;
       if (this.unflushed < AHEAD && this.waiting) {
         const go = this.waiting;
