@@ -28,6 +28,7 @@ describe.runIf(canChroot())('node executable in a root without Node.js', () => {
   let root: NodelessRoot;
   let signedRef: string;
   let containerRef: string;
+  let zstdRef: string;
   let tamperedRef: string;
   const PW = 'node-test';
 
@@ -40,9 +41,9 @@ describe.runIf(canChroot())('node executable in a root without Node.js', () => {
       expect(r.code, r.stderr).toBe(0);
       return r.stdout;
     };
-    const publish = async (dir: string, repo: string, tag: string) => {
+    const publish = async (dir: string, repo: string, tag: string, compression: 'gzip' | 'zstd' = 'gzip') => {
       const out = join(tempDir(), 'oci');
-      await buildTo(dir, { transport: 'oci', path: out, ref: 'b' }, { sourceDateEpoch: 0 });
+      await buildTo(dir, { transport: 'oci', path: out, ref: 'b' }, { sourceDateEpoch: 0, compression });
       await ok(['push', `oci:${out}:b`, `${reg.host}/${repo}:${tag}`]);
       return `${reg.host}/${repo}:${tag}`;
     };
@@ -50,8 +51,9 @@ describe.runIf(canChroot())('node executable in a root without Node.js', () => {
     await ok(['key', 'generate', '--out', join(keys, 'release')]);
     signedRef = await publish(writeBundle(join(tempDir(), 'hello'), RUN_SPEC, [{ path: 'run.sh', content: RUN_SH, mode: 0o755 }]), 'kairos/hello', '1.0.0');
     containerRef = await publish(writeBundle(join(tempDir(), 'tools'), CONTAINER_SPEC, CONTAINER_FILES), 'kairos/tools', '1.0.0');
+    zstdRef = await publish(writeBundle(join(tempDir(), 'tools-zstd'), CONTAINER_SPEC, CONTAINER_FILES), 'kairos/tools-zstd', '1.0.0', 'zstd');
     tamperedRef = await publish(writeBundle(join(tempDir(), 'hello2'), RUN_SPEC, [{ path: 'run.sh', content: RUN_SH, mode: 0o755 }]), 'kairos/tampered', '1.0.0');
-    for (const ref of [signedRef, containerRef, tamperedRef]) await ok(['sign', ref, '--key', join(keys, 'release.key')]);
+    for (const ref of [signedRef, containerRef, zstdRef, tamperedRef]) await ok(['sign', ref, '--key', join(keys, 'release.key')]);
     // Tamper: the signed tag now names other content (what a hostile registry or mirror serves).
     const other = writeBundle(join(tempDir(), 'evil'), RUN_SPEC.replace('writes a file', 'evil'), [{ path: 'run.sh', content: `${RUN_SH}echo owned\n`, mode: 0o755 }]);
     await publish(other, 'kairos/tampered', '1.0.0');
@@ -102,6 +104,14 @@ describe.runIf(canChroot())('node executable in a root without Node.js', () => {
     const bad = root.run(['install', `run://${tamperedRef}`, '--root', '/node-bad', '--key', '/keys/release.pub']);
     expect(bad.code).toBe(EXIT_CODES.REFUSED);
     expect(existsSync(join(root.dir, 'node-bad'))).toBe(false);
+  });
+
+  it('installs a bundle with tar+zstd layers though the root has no zstd program (Node 24 zlib decodes)', () => {
+    expect(readdirSync(root.dir, { recursive: true }) as string[]).not.toContainEqual(expect.stringMatching(/(^|\/)zstd$/));
+    const r = root.run(['install', `container://${zstdRef}`, '--root', '/node-zstd', '--key', '/keys/release.pub']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(join(root.dir, 'node-zstd/usr/local/share/demo/sub/deeper/c.bin'), 'utf8')).toBe('x'.repeat(70_000));
+    expect(readFileSync(join(root.dir, 'node-zstd/usr/local/share/arch.txt'), 'utf8')).toMatch(/amd64/);
   });
 
   it('checks and installs a sysext', () => {

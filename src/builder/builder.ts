@@ -6,6 +6,7 @@ import type { Descriptor } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
 import { planEntries } from './entries.js';
 import { writeIndexIfNeeded, writeLayerBlob, writeSingleLayerImage } from '../layer/image.js';
+import { ZSTD_DEFAULT_LEVEL } from '../layer/zstd.js';
 import type { LayerEntry, WrittenLayer } from '../layer/tar.js';
 import { loadBundleSpec, type LoadedSpec } from './spec.js';
 
@@ -15,7 +16,7 @@ export interface BuildOptions {
   uid?: number;
   gid?: number;
   gzipLevel?: number;
-  /** Layer compression: gzip (default) or zstd (needs the zstd program; level `zstdLevel`, default 9). */
+  /** Layer compression: gzip (default) or zstd (needs the zstd program; level `zstdLevel`, default 3). */
   compression?: 'gzip' | 'zstd';
   zstdLevel?: number;
   revision?: string;
@@ -123,7 +124,7 @@ export async function buildBundle(bundleDir: string | BuildPlan, layout: OciLayo
         uid: opts.uid ?? 0,
         gid: opts.gid ?? 0,
         compression: opts.compression,
-        level: opts.compression === 'zstd' ? (opts.zstdLevel ?? 9) : (opts.gzipLevel ?? 6),
+        level: opts.compression === 'zstd' ? (opts.zstdLevel ?? ZSTD_DEFAULT_LEVEL) : (opts.gzipLevel ?? 6),
         onBytes: opts.onProgress ? (n) => opts.onProgress!({ kind: 'layer-bytes', platform, bytes: n }) : undefined,
       });
       opts.onProgress?.({ kind: 'layer-done', platform, layer });

@@ -1,14 +1,15 @@
 /**
  * Layer codecs: which compression a layer media type uses, and the one place compressing and
  * decompressing streams are made (umoci's casext/blobcompress plays this part). gzip is Node's
- * zlib (written in parallel chunks, see parallel-gzip.ts); zstd is the zstd program.
+ * zlib (written in parallel chunks, see parallel-gzip.ts); zstd is the zstd program, multi-threaded
+ * (see zstd.ts), read back by the program or, where there is none, Node's zlib zstd.
  */
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { KbError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { ParallelGzip } from './parallel-gzip.js';
-import { zstdCompressor, zstdDecompress } from './zstd.js';
+import { ZSTD_DEFAULT_LEVEL, ZSTD_MAX_LEVEL, zstdCompressor, zstdDecompress } from './zstd.js';
 
 export type LayerCodec = 'gzip' | 'zstd' | 'none';
 
@@ -24,9 +25,38 @@ export function mediaTypeOfCodec(codec: LayerCodec): string {
   return codec === 'gzip' ? MediaType.OciLayerGzip : codec === 'zstd' ? MediaType.OciLayerZstd : MediaType.OciLayer;
 }
 
+export const GZIP_DEFAULT_LEVEL = 6;
+
+/** A layer compression and its level, as `--compression gzip|zstd[:level]` names it. */
+export interface Compression {
+  codec: 'gzip' | 'zstd';
+  level: number;
+}
+
+const LEVELS = { gzip: { max: 9, default: GZIP_DEFAULT_LEVEL }, zstd: { max: ZSTD_MAX_LEVEL, default: ZSTD_DEFAULT_LEVEL } } as const;
+
+/**
+ * `--compression gzip|zstd[:level]`; `levels` are the older per-codec flags (--gzip-level,
+ * --zstd-level), still accepted when the level is not also given after the colon.
+ */
+export function parseCompression(spec: string, levels: { gzip?: string; zstd?: string } = {}): Compression {
+  const m = /^(gzip|zstd)(?::(.*))?$/.exec(spec);
+  if (!m) throw new UserError(`--compression: "${spec}" must be gzip or zstd, optionally with a level (gzip:1-9, zstd:1-${ZSTD_MAX_LEVEL})`);
+  const codec = m[1] as Compression['codec'];
+  const flag = levels[codec];
+  if (m[2] !== undefined && flag !== undefined) throw new UserError(`--compression ${spec} and --${codec}-level ${flag}: give the level once`, `e.g. --compression ${codec}:${m[2]}`);
+  const given = m[2] ?? flag;
+  if (given === undefined) return { codec, level: LEVELS[codec].default };
+  const level = /^\d+$/.test(given) ? Number(given) : NaN;
+  const where = m[2] !== undefined ? `--compression ${spec}` : `--${codec}-level`;
+  if (!(level >= 1 && level <= LEVELS[codec].max)) throw new UserError(`${where}: "${given}" must be 1-${LEVELS[codec].max}`);
+  return { codec, level };
+}
+
 /**
  * A compressing stream, reproducible: gzip with no name and time 0 in its header and fixed
- * chunking (level 1-9), zstd single-threaded with no name or time in the frame (level 1-19).
+ * chunking (level 1-9), zstd in streaming multi-threaded mode whose bytes do not depend on the
+ * thread count, with no name or time in the frame (level 1-19).
  */
 export function compressor(codec: Exclude<LayerCodec, 'none'>, level: number): Duplex {
   return codec === 'zstd' ? zstdCompressor(level) : new ParallelGzip(level);
