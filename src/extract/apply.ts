@@ -1,6 +1,26 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, createWriteStream, existsSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync, type Stats } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  createWriteStream,
+  existsSync,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
 import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { KbError, UserError, writeError } from '../errors.js';
@@ -80,6 +100,19 @@ async function readSmall(body: FlatEntry['body'], size: number): Promise<Buffer>
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
 }
 
+/** Create `path` with `data`, then its owner (when given), mode and times, all through the one descriptor. */
+function writeSmallFile(path: string, data: Buffer, mode: number, mtime: Date, owner: FlatEntry['header'] | undefined): void {
+  const fd = openSync(path, 'wx', 0o600);
+  try {
+    for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off);
+    if (owner) fchownSync(fd, owner.uid ?? 0, owner.gid ?? 0);
+    fchmodSync(fd, mode);
+    futimesSync(fd, mtime, mtime);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * Write one flattened entry under `root`. Every path is resolved inside the root (symlinks
  * followed as if root were `/`), files are written to a temp name and renamed into place, so an
@@ -150,11 +183,15 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       journal?.stage(tmp, final);
       const size = h.size ?? 0;
       try {
-        if (size <= SMALL_FILE) writeFileSync(tmp, await readSmall(e.body, size), { mode: 0o600 });
-        else await pipeline(e.body, createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
-        chmodSync(tmp, mode);
-        utimesSync(tmp, mtime, mtime);
-        chownIfWanted(tmp, h, opts);
+        if (size <= SMALL_FILE) {
+          // Most files of an image: one open, and the metadata set through it (no path lookups).
+          writeSmallFile(tmp, await readSmall(e.body, size), mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
+        } else {
+          await pipeline(e.body, createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
+          chownIfWanted(tmp, h, opts); // before chmod: a chown clears setuid/setgid bits
+          chmodSync(tmp, mode);
+          utimesSync(tmp, mtime, mtime);
+        }
         settle(tmp, final, e.path, state, opts);
       } catch (err) {
         if (!journal) rmSync(tmp, { force: true });

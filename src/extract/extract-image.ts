@@ -2,6 +2,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { limiter } from '../util/pool.js';
 import { KbError, UserError } from '../errors.js';
 import { verifyFiles } from '../oci/file-digest-worker.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
@@ -52,9 +54,12 @@ export async function resolveManifest(target: Target, reference: string, platfor
 const MAX_INDEX_NESTING = 4;
 
 /**
- * Verify every layer of the image, then flatten and apply it onto `root`. No layer byte reaches
- * the root before that layer's digest and size were checked: local layout blobs are hashed in
- * place first, remote ones are downloaded (verified) into a staging directory.
+ * Verify the image's layers, then flatten and apply it onto `root`. No layer byte reaches the root
+ * before that layer's digest and size were checked: local layout blobs are hashed in place (on
+ * worker threads), remote ones are downloaded (verified) into a staging directory, several at a
+ * time. A journaled install (all or nothing: a later layer's failure rolls everything back) starts
+ * on the top layer as soon as that one is verified while the others are still being hashed or
+ * downloaded; otherwise every layer is verified before anything is written.
  */
 export async function extractImage(target: Target, manifestDesc: Descriptor, root: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const what = `${target.name}@${manifestDesc.digest}`;
@@ -66,35 +71,45 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
   if (declared > limits.maxTotalBytes) throw new UserError(`${what}: layers total ${declared} bytes, over the ${limits.maxTotalBytes}-byte limit`);
 
   let staging: string | undefined;
-  const layerPaths: string[] = [];
+  let ready: Promise<string>[] = [];
   try {
     if (target instanceof OciLayout) {
-      // Local blobs: hash them in place, in parallel, before anything is extracted.
       const items = layers.map((layer) => ({ path: target.blobPath(layer.digest), digest: layer.digest, size: layer.size, what: `${target.name}: blob ${layer.digest}` }));
       for (const it of items) {
         if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size })))
           throw new KbError('NOT_FOUND', `${it.what} is missing or has the wrong size`, { hint: 'the layout is incomplete; rebuild or pull it again' });
       }
-      await verifyFiles(items, Math.max(1, Math.min(4, availableParallelism())));
-      for (const [i, layer] of layers.entries()) {
-        layerPaths.push(items[i]!.path);
-        opts.onLayerVerified?.(layer);
-      }
+      const slots = limiter(Math.max(1, Math.min(4, availableParallelism())));
+      ready = topFirst(layers.length, (i) => slots(() => verifyFiles([items[i]!], 1)).then(() => items[i]!.path));
     } else {
-      for (const layer of layers) {
-        staging ??= await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'kbundle-layers-'));
-        const local = await OciLayout.open(staging, { create: true });
-        await local.push(layer, await target.fetch(layer));
-        layerPaths.push(local.blobPath(layer.digest));
-        opts.onLayerVerified?.(layer);
-      }
+      staging = await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'kbundle-layers-'));
+      const local = await OciLayout.open(staging, { create: true });
+      const slots = limiter(PARALLEL_DOWNLOADS);
+      ready = topFirst(layers.length, (i) =>
+        slots(async () => {
+          await local.push(layers[i]!, await target.fetch(layers[i]!));
+          return local.blobPath(layers[i]!.digest);
+        }),
+      );
     }
+    for (const p of ready) p.catch(() => undefined); // awaited below (or settled in finally)
+    const told = new Set<number>();
+    const verified = async (i: number): Promise<string> => {
+      const path = await ready[i]!;
+      if (!told.has(i)) opts.onLayerVerified?.(layers[i]!);
+      told.add(i);
+      return path;
+    };
+    if (!opts.journal) for (let i = 0; i < layers.length; i++) await verified(i);
 
+    await mkdir(root, { recursive: true });
     await mkdir(root, { recursive: true });
     const state = newApplyState();
     let files = 0;
     let bytes = 0;
-    const open = async (i: number) => decompress(createReadStream(layerPaths[i]!, { highWaterMark: 1024 * 1024 }), layers[i]!.mediaType, `${what} layer ${i}`);
+    // The read-ahead lets inflating (zlib on the thread pool) run on while a run of small files
+    // keeps the main thread busy with file system calls.
+    const open = async (i: number) => readAhead(decompress(createReadStream(await verified(i), { highWaterMark: 1024 * 1024 }), layers[i]!.mediaType, `${what} layer ${i}`));
     for await (const entry of flattenLayers(open, layers.length, limits, what, opts.onWhiteout)) {
       if (opts.select && !opts.select(entry)) continue; // flattenLayers skips an unread body
       await applyEntry(root, entry, opts, state, what);
@@ -108,6 +123,30 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     if (!opts.journal) await finish();
     return { manifest, files, bytes, warnings: state.warnings, finish: opts.journal ? finish : async () => undefined };
   } finally {
+    // Nothing may run on after this returns (and the staged blobs must be closed before removal).
+    await Promise.allSettled(ready);
     if (staging) await rm(staging, { recursive: true, force: true });
   }
+}
+
+/** Parallel layer downloads for an install (as skopeo and containerd do; one connection each). */
+const PARALLEL_DOWNLOADS = 4;
+/** Inflated bytes buffered ahead of the tar reader. */
+const READ_AHEAD = 8 * 1024 * 1024;
+
+/** `src` through a READ_AHEAD buffer; errors pass on, and closing the buffer closes `src`. */
+function readAhead(src: Readable): Readable {
+  const buffer = new PassThrough({ highWaterMark: READ_AHEAD });
+  src.on('error', (e) => buffer.destroy(e));
+  buffer.on('close', () => {
+    if (!src.destroyed) src.destroy();
+  });
+  return src.pipe(buffer);
+}
+
+/** Start `run` for every layer, the top one (extracted first) first; the promises keep layer order. */
+function topFirst<T>(count: number, run: (i: number) => Promise<T>): Promise<T>[] {
+  const out: Promise<T>[] = new Array(count);
+  for (let i = count - 1; i >= 0; i--) out[i] = run(i);
+  return out;
 }

@@ -113,6 +113,13 @@ export class InstallJournal {
 function rollForward(records: JournalRecord[], record: (r: JournalRecord) => void): void {
   for (const r of [...records]) {
     if (r.t === 'stage') {
+      // The usual case in one call; the checks below only when the rename says something is in the way.
+      try {
+        renameSync(r.tmp, r.final);
+        continue;
+      } catch {
+        /* looked at below */
+      }
       const tmp = lstatOrUndefined(r.tmp);
       if (!tmp) continue; // renamed before the crash
       const dst = lstatOrUndefined(r.final);

@@ -6,6 +6,7 @@
  */
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { isKbError } from '../errors.js';
+import { carriesVerification } from './digest.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from './mediatypes.js';
 import { canMount, fetchBytes, type Target } from './target.js';
 import { parseAnyManifest, type Descriptor } from './types.js';
@@ -30,7 +31,7 @@ export interface CopyGraphOptions {
   hooks?: CopyHooks;
   /** Extra repositories on the destination registry that may already hold the blobs (cross-repo mount). */
   mountFrom?: string[];
-  /** Parallel blob transfers (default 4: on 2 cores one stream parses while others wait on I/O). */
+  /** Parallel blob transfers (default 4: on 2 cores one stream parses while others wait on I/O), and as many of blobs up to 1 MiB. */
   concurrency?: number;
   /** Times one blob transfer is started again after a TRANSIENT failure (default 3 attempts). */
   blobAttempts?: number;
@@ -45,6 +46,9 @@ export interface CopyStats {
   manifestsCopied: number;
   bytesCopied: number;
 }
+
+/** Blobs up to this size (configs, small layers) take turns among themselves, not with the large ones. */
+const SMALL_BLOB = 1024 * 1024;
 
 /** A small counting semaphore: at most `n` tasks run at once. */
 export function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
@@ -105,6 +109,7 @@ export class GraphCopier {
   readonly stats: CopyStats = { blobsCopied: 0, blobsSkipped: 0, blobsMounted: 0, manifestsCopied: 0, bytesCopied: 0 };
   private readonly hooks: CopyHooks;
   private readonly limit: <T>(task: () => Promise<T>) => Promise<T>;
+  private readonly smallLimit: <T>(task: () => Promise<T>) => Promise<T>;
   private readonly attempts: number;
   private readonly mountFrom: string[];
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -115,7 +120,9 @@ export class GraphCopier {
     opts: Omit<CopyGraphOptions, 'rootBytes'> = {},
   ) {
     this.hooks = opts.hooks ?? {};
-    this.limit = limiter(Math.max(1, opts.concurrency ?? 4));
+    const n = Math.max(1, opts.concurrency ?? 4);
+    this.limit = limiter(n);
+    this.smallLimit = n > 1 ? limiter(n) : this.limit; // concurrency 1 means one blob at a time
     this.attempts = Math.max(1, opts.blobAttempts ?? 3);
     this.mountFrom = [...(opts.mountFrom ?? [])];
     const same = canMount(dst) ? dst.mountSourceOf(src) : undefined;
@@ -143,7 +150,10 @@ export class GraphCopier {
   }
 
   private node(desc: Descriptor, bytes?: Buffer): Promise<void> {
-    if (!isManifestDescriptor(desc)) return this.once(desc, () => this.limit(() => this.blob(desc)));
+    // A config (a few hundred bytes) must not hold one of the layers' slots: with 4 layers and
+    // 4 slots the last layer would start only after the config, and finish alone.
+    const slots = desc.size <= SMALL_BLOB ? this.smallLimit : this.limit;
+    if (!isManifestDescriptor(desc)) return this.once(desc, () => slots(() => this.blob(desc)));
     return this.once(desc, async () => {
       if (await this.dst.exists(desc)) {
         this.hooks.onCopySkipped?.(desc);
@@ -177,13 +187,16 @@ export class GraphCopier {
     for (let attempt = 1; ; attempt++) {
       hooks.preCopy?.(desc);
       const stream: Readable = await src.fetch(desc);
-      const counted = stream.pipe(
+      // The counter passes the source's verified bytes on unchanged: the destination need not hash them again.
+      const counted = carriesVerification(
         new Counter((n) => {
           stats.bytesCopied += n;
           hooks.onBytes?.(desc, n);
         }),
+        stream,
       );
       stream.on('error', (e) => counted.destroy(e));
+      stream.pipe(counted);
       // A Target may await before it reads; an early source error must wait for it, not crash the process.
       counted.on('error', () => undefined);
       try {

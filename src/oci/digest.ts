@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { KbError, UserError } from '../errors.js';
 
@@ -91,6 +91,33 @@ export class SizeMismatchError extends UserError {
   }
 }
 
+const VERIFIED = Symbol('kbundle.verifiedContent');
+
+interface VerifiedContent {
+  digest: string;
+  size: number | undefined;
+}
+
+/**
+ * Mark `derived` as passing on `source`'s bytes unchanged (a byte counter, say), so it keeps the
+ * promise of the VerifyingStream it came from: `source`'s error is forwarded, so `derived` too
+ * errors instead of ending cleanly on a mismatch. Consumers then need not hash the bytes again.
+ */
+export function carriesVerification<T extends Readable>(derived: T, source: Readable): T {
+  const v = (source as { [VERIFIED]?: VerifiedContent })[VERIFIED];
+  if (v) {
+    (derived as { [VERIFIED]?: VerifiedContent })[VERIFIED] = v;
+    source.on('error', (e) => derived.destroy(e));
+  }
+  return derived;
+}
+
+/** True when `stream` is (or passes on unchanged) a VerifyingStream checking exactly `digest` and `size`. */
+export function isVerifiedAs(stream: unknown, digest: string, size: number): boolean {
+  const v = (stream as { [VERIFIED]?: VerifiedContent } | undefined)?.[VERIFIED];
+  return v !== undefined && v.digest === digest && v.size === size;
+}
+
 /**
  * Verifies bytes against a descriptor while they stream: fails as soon as more than `size`
  * bytes arrive, and at the end if the digest or size differ. The error surfaces before the
@@ -111,6 +138,7 @@ export class VerifyingStream extends Transform {
     this.algorithm = p.algorithm;
     this.hex = p.hex;
     this.hash = createHash(p.algorithm);
+    (this as { [VERIFIED]?: VerifiedContent })[VERIFIED] = { digest: expectedDigest, size: expectedSize };
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { KbError, UserError } from '../errors.js';
-import { VerifyingStream } from '../oci/digest.js';
+import { VerifyingStream, isVerifiedAs } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
 import { header, locationUrl, unexpected, type RegistryResponse, type RegistrySession } from './client.js';
 import { TransientTransferError, isNetworkError, networkErrorText } from './errors.js';
@@ -204,13 +204,19 @@ async function sendChunk(ctx: UploadContext, desc: Descriptor, source: ChunkedSo
  */
 export async function uploadBlob(ctx: UploadContext, desc: Descriptor, content: Readable | Buffer, location?: string): Promise<void> {
   const what = `${ctx.name}: blob ${desc.digest}`;
-  const verify = new VerifyingStream(desc.digest, desc.size, what);
-  if (Buffer.isBuffer(content)) verify.end(content);
-  else {
-    content.on('error', (e) => verify.destroy(e));
-    content.pipe(verify);
+  let checked: Readable;
+  if (!Buffer.isBuffer(content) && isVerifiedAs(content, desc.digest, desc.size)) {
+    checked = content; // verified on its way out of the source (a layout or registry fetch): hash once
+  } else {
+    const verify = new VerifyingStream(desc.digest, desc.size, what);
+    if (Buffer.isBuffer(content)) verify.end(content);
+    else {
+      content.on('error', (e) => verify.destroy(e));
+      content.pipe(verify);
+    }
+    checked = verify;
   }
-  const source = new ChunkedSource(verify);
+  const source = new ChunkedSource(checked);
   const noTrailingBytes = async (): Promise<void> => {
     // Reading past the declared size lets the verifier report a wrong digest or extra bytes.
     if (await source.read(1)) throw new UserError(`${what}: the source is longer than the ${desc.size} bytes its descriptor declares`, 'the source is corrupt; nothing was stored');
