@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
+import { makeStagingDir } from '../util/atomic-write.js';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { limiter } from '../util/pool.js';
 import { KbError, UserError } from '../errors.js';
@@ -82,7 +82,7 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
       const slots = limiter(Math.max(1, Math.min(4, availableParallelism())));
       ready = topFirst(layers.length, (i) => slots(() => verifyFiles([items[i]!], 1)).then(() => items[i]!.path));
     } else {
-      staging = await mkdtemp(join(opts.stagingDir ?? tmpdir(), 'kbundle-layers-'));
+      staging = await makeStagingDir(opts.stagingDir ?? tmpdir(), 'layers');
       const local = await OciLayout.open(staging, { create: true });
       const slots = limiter(PARALLEL_DOWNLOADS);
       ready = topFirst(layers.length, (i) =>
@@ -102,7 +102,6 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     };
     if (!opts.journal) for (let i = 0; i < layers.length; i++) await verified(i);
 
-    await mkdir(root, { recursive: true });
     await mkdir(root, { recursive: true });
     const state = newApplyState();
     let files = 0;

@@ -1,6 +1,6 @@
 /** Tar reading and writing shared by the archive transports (oci-archive, docker-archive). */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, open as openFile, rm } from 'node:fs/promises';
+import { mkdir, open as openFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { removeStaleStaging, stageAndRename } from '../util/atomic-write.js';
+import { makeStagingDir, stageAndRename } from '../util/atomic-write.js';
 import { OciLayout } from './oci-layout.js';
 
 const EPOCH = new Date(0);
@@ -93,7 +93,7 @@ export async function isGzipFile(path: string): Promise<boolean> {
 
 /** An unpacked archive in a temporary directory: `raw/` holds its files; `close` removes it all. */
 export async function unpackArchive(file: string, what: string): Promise<{ dir: string; raw: string; isOciLayout: boolean; close(): Promise<void> }> {
-  const dir = await mkdtemp(join(tmpdir(), 'kbundle-src-'));
+  const dir = await makeStagingDir(tmpdir(), 'src');
   const close = async (): Promise<void> => rm(dir, { recursive: true, force: true });
   try {
     const raw = join(dir, 'raw');
@@ -114,8 +114,7 @@ export async function unpackArchive(file: string, what: string): Promise<{ dir: 
 export async function stagingLayout(file: string, display: string): Promise<{ layout: OciLayout; remove(): Promise<void> }> {
   const dir = dirname(resolve(file));
   if (!(await pathExists(dir, { follow: true }))) throw new UserError(`${display}: directory ${dir} does not exist`);
-  // Named like util/atomic-write's staging folders, so a killed process's leftover is swept.
-  await removeStaleStaging(dir);
-  const tmp = await mkdtemp(join(dir, `.kbundle-copy-${process.pid}-`));
+  // A staging folder (pid-named): a killed process's leftover is swept by the next one.
+  const tmp = await makeStagingDir(dir, 'copy');
   return { layout: await OciLayout.open(tmp, { create: true }), remove: () => rm(tmp, { recursive: true, force: true }) };
 }

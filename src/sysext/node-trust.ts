@@ -1,4 +1,5 @@
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { makeStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
@@ -88,7 +89,7 @@ export async function nodeTrust(root: string, kind: ExtensionKind = 'sysext'): P
       // efivarfs files start with the variable's 4-byte attributes.
       const ders = x509FromSignatureLists(raw.subarray(4), file);
       for (const [i, der] of ders.entries()) {
-        scratch ??= await mkdtemp(join(tmpdir(), 'kbundle-node-certs-'));
+        scratch ??= await makeStagingDir(tmpdir(), 'node-certs');
         const pem = join(scratch, `firmware-${name}-${i + 1}.pem`);
         await writeFile(pem, toPem(der));
         certs.push({ path: pem, label: `firmware ${name} entry ${i + 1}` });

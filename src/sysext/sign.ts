@@ -1,5 +1,6 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { withStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fsErrorCode, KbError, UserError } from '../errors.js';
@@ -38,14 +39,7 @@ export function certificateFingerprint(cert: X509Certificate): string {
   return createHash('sha256').update(cert.raw).digest('hex');
 }
 
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'kbundle-sig-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+const withTemp = <T>(fn: (dir: string) => Promise<T>): Promise<T> => withStagingDir(tmpdir(), 'sig', fn);
 
 /** Sign a root hash; returns the signature partition content (JSON, NUL-padded to 4096). */
 export async function signRootHash(rootHashHex: string, keyPath: string, certPath: string): Promise<{ json: VeritySignature; partition: Buffer }> {
