@@ -6,7 +6,8 @@
  * must be byte-reproducible.
  *
  * The blob's main script is src/sea/loader.ts, a few lines; the CLI itself is a SEA asset it
- * compiles only when a command needs it (`--version` does not).
+ * compiles only when a command needs it (`--version` does not), with the V8 code cache that
+ * `kbundle --write-code-cache` writes next to the executable on the node (src/sea/code-cache.ts).
  *
  * Usage: node dist/src/sea/build.js [--out dist/sea] [--platform linux/amd64 ...]
  */
@@ -66,11 +67,13 @@ async function nodeBinary(platform: SeaPlatform): Promise<string> {
 /** The CLI (SEA asset `cli.cjs`) and the small main script that loads it (src/sea/loader.ts). */
 async function bundleCli(work: string): Promise<{ cli: string; loader: string }> {
   const cli = await bundle(join(ROOT, 'dist/src/sea/entry.js'), join(work, 'cli.cjs'));
-  const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'));
+  // The loader accepts a code cache only if it was made from this very CLI script (code-cache.ts).
+  const cliSha256 = await sha256File(cli);
+  const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'), { KBUNDLE_CLI_SHA256: JSON.stringify(cliSha256) });
   return { cli, loader };
 }
 
-async function bundle(entry: string, outfile: string): Promise<string> {
+async function bundle(entry: string, outfile: string, define: Record<string, string> = {}): Promise<string> {
   const esbuild = await import('esbuild');
   await esbuild.build({
     entryPoints: [entry],
@@ -82,6 +85,7 @@ async function bundle(entry: string, outfile: string): Promise<string> {
     // Only trust.ts reads import.meta, on the ESM path the bundle never takes (it has `require`).
     logOverride: { 'empty-import-meta': 'silent' },
     legalComments: 'none',
+    define,
     logLevel: 'warning',
   });
   return outfile;
