@@ -67,6 +67,9 @@ async function nodeBinary(platform: SeaPlatform): Promise<string> {
 /** The CLI (SEA asset `cli.cjs`) and the small main script that loads it (src/sea/loader.ts). */
 async function bundleCli(work: string): Promise<{ cli: string; loader: string }> {
   const cli = await bundle(join(ROOT, 'dist/src/sea/entry.js'), join(work, 'cli.cjs'));
+  // The loader reads it as Latin-1, which is only right for ASCII (esbuild's charset escapes the rest).
+  const nonAscii = readFileSync(cli).findIndex((b) => b > 0x7f);
+  if (nonAscii >= 0) throw new Error(`${cli}: byte ${nonAscii} is not ASCII; the loader reads the CLI as Latin-1`);
   // The loader accepts a code cache only if it was made from this very CLI script (code-cache.ts).
   const cliSha256 = await sha256File(cli);
   const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'), { KBUNDLE_CLI_SHA256: JSON.stringify(cliSha256) });
@@ -85,6 +88,11 @@ async function bundle(entry: string, outfile: string, define: Record<string, str
     // Only trust.ts reads import.meta, on the ESM path the bundle never takes (it has `require`).
     logOverride: { 'empty-import-meta': 'silent' },
     legalComments: 'none',
+    // ASCII only (the loader decodes it as Latin-1) and without comments and blank space: V8 scans
+    // every byte of the script on each compile without a code cache. Names stay, for stack traces.
+    charset: 'ascii',
+    minifyWhitespace: true,
+    minifySyntax: true,
     define,
     logLevel: 'warning',
   });
