@@ -19,6 +19,7 @@ import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { commitFile, writeFileAtomic } from '../util/atomic-write.js';
+import type { Plugin } from 'esbuild';
 import { NODE_RELEASE, executableName, type SeaPlatform } from './release.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -76,9 +77,30 @@ async function bundleCli(work: string): Promise<{ cli: string; loader: string }>
   return { cli, loader };
 }
 
+/**
+ * Built-ins a dependency requires when it is loaded but kbundle never uses through it: commander
+ * loads node:child_process (one of the costlier built-ins to start) for executable subcommands,
+ * which kbundle has none of. Such a require gets an object that loads the module on first use.
+ */
+const LAZY_BUILTINS = [{ importer: /[\\/]node_modules[\\/]commander[\\/]/, module: /^(node:)?child_process$/ }];
+
+const lazyBuiltins: Plugin = {
+  name: 'lazy-builtins',
+  setup(build) {
+    for (const { importer, module } of LAZY_BUILTINS) {
+      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'lazy-builtin' } : undefined));
+    }
+    build.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+      contents: `let m;\nmodule.exports = new Proxy({}, { get: (_t, key) => (m ??= require(${JSON.stringify(args.path)}))[key] });\n`,
+      loader: 'js',
+    }));
+  },
+};
+
 async function bundle(entry: string, outfile: string, define: Record<string, string> = {}): Promise<string> {
   const esbuild = await import('esbuild');
   await esbuild.build({
+    plugins: [lazyBuiltins],
     entryPoints: [entry],
     outfile,
     bundle: true,

@@ -21,5 +21,5 @@ export async function warm(): Promise<void> {
   const { createProgram } = await import('../cli/main.js');
   const { processIo } = await import('../cli/io.js');
   const silent = { write: () => true };
-  await createProgram(['kbundle', 'kbundle'], { ...processIo(), stdout: silent, stderr: silent });
+  await createProgram(['kbundle', 'kbundle'], Object.assign(processIo(), { stdout: silent, stderr: silent }));
 }
