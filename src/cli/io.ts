@@ -15,9 +15,16 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
 }
 
-/** The real process. */
+/** The real process. Standard input is opened on first use: most commands never read it. */
 export function processIo(): CliIo {
-  return { stdout: process.stdout, stderr: process.stderr, stdin: process.stdin, env: process.env };
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    get stdin() {
+      return process.stdin;
+    },
+    env: process.env,
+  };
 }
 
 /** Thrown by a command that has printed everything itself and only sets the exit status. */

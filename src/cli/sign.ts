@@ -2,7 +2,6 @@
  * `kbundle key generate`, `kbundle sign`, `kbundle verify`: parse flags, call src/sign or
  * src/verify, print (human text or --json).
  */
-import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { KbError, UserError } from '../errors.js';
@@ -41,6 +40,7 @@ async function promptHidden(io: CliIo, question: string): Promise<string> {
     },
   });
   io.stderr.write(question);
+  const { createInterface } = await import('node:readline');
   const rl = createInterface({ input: io.stdin, output: muted, terminal: true });
   try {
     return await new Promise<string>((res) => rl.question('', res));

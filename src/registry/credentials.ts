@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -58,8 +57,11 @@ async function readDockerConfig(dir: string): Promise<{ file: string; config: Do
 }
 
 /** Run `docker-credential-<helper> get` with the server URL on stdin (docker-credential-helpers protocol). */
-export function runCredentialHelper(helper: string, serverUrl: string, env: NodeJS.ProcessEnv): Promise<Credentials | undefined> {
+export async function runCredentialHelper(helper: string, serverUrl: string, env: NodeJS.ProcessEnv): Promise<Credentials | undefined> {
   const bin = `docker-credential-${helper}`;
+  // Loaded here, not at import: every registry command imports this module, few run a helper,
+  // and node:child_process is one of the costlier built-ins to load at start-up.
+  const { execFile } = await import('node:child_process');
   return new Promise((resolve, reject) => {
     const child = execFile(bin, ['get'], { env, timeout: 30_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       if (err) {

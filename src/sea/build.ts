@@ -6,7 +6,8 @@
  * must be byte-reproducible.
  *
  * The blob's main script is src/sea/loader.ts, a few lines; the CLI itself is a SEA asset it
- * compiles only when a command needs it (`--version` does not).
+ * compiles only when a command needs it (`--version` does not), with the V8 code cache that
+ * `kbundle --write-code-cache` writes next to the executable on the node (src/sea/code-cache.ts).
  *
  * Usage: node dist/src/sea/build.js [--out dist/sea] [--platform linux/amd64 ...]
  */
@@ -18,6 +19,7 @@ import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { commitFile, writeFileAtomic } from '../util/atomic-write.js';
+import type { Plugin } from 'esbuild';
 import { NODE_RELEASE, executableName, type SeaPlatform } from './release.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -66,13 +68,39 @@ async function nodeBinary(platform: SeaPlatform): Promise<string> {
 /** The CLI (SEA asset `cli.cjs`) and the small main script that loads it (src/sea/loader.ts). */
 async function bundleCli(work: string): Promise<{ cli: string; loader: string }> {
   const cli = await bundle(join(ROOT, 'dist/src/sea/entry.js'), join(work, 'cli.cjs'));
-  const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'));
+  // The loader reads it as Latin-1, which is only right for ASCII (esbuild's charset escapes the rest).
+  const nonAscii = readFileSync(cli).findIndex((b) => b > 0x7f);
+  if (nonAscii >= 0) throw new Error(`${cli}: byte ${nonAscii} is not ASCII; the loader reads the CLI as Latin-1`);
+  // The loader accepts a code cache only if it was made from this very CLI script (code-cache.ts).
+  const cliSha256 = await sha256File(cli);
+  const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'), { KBUNDLE_CLI_SHA256: JSON.stringify(cliSha256) });
   return { cli, loader };
 }
 
-async function bundle(entry: string, outfile: string): Promise<string> {
+/**
+ * Built-ins a dependency requires when it is loaded but kbundle never uses through it: commander
+ * loads node:child_process (one of the costlier built-ins to start) for executable subcommands,
+ * which kbundle has none of. Such a require gets an object that loads the module on first use.
+ */
+const LAZY_BUILTINS = [{ importer: /[\\/]node_modules[\\/]commander[\\/]/, module: /^(node:)?child_process$/ }];
+
+const lazyBuiltins: Plugin = {
+  name: 'lazy-builtins',
+  setup(build) {
+    for (const { importer, module } of LAZY_BUILTINS) {
+      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'lazy-builtin' } : undefined));
+    }
+    build.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+      contents: `let m;\nmodule.exports = new Proxy({}, { get: (_t, key) => (m ??= require(${JSON.stringify(args.path)}))[key] });\n`,
+      loader: 'js',
+    }));
+  },
+};
+
+async function bundle(entry: string, outfile: string, define: Record<string, string> = {}): Promise<string> {
   const esbuild = await import('esbuild');
   await esbuild.build({
+    plugins: [lazyBuiltins],
     entryPoints: [entry],
     outfile,
     bundle: true,
@@ -82,6 +110,12 @@ async function bundle(entry: string, outfile: string): Promise<string> {
     // Only trust.ts reads import.meta, on the ESM path the bundle never takes (it has `require`).
     logOverride: { 'empty-import-meta': 'silent' },
     legalComments: 'none',
+    // ASCII only (the loader decodes it as Latin-1) and without comments and blank space: V8 scans
+    // every byte of the script on each compile without a code cache. Names stay, for stack traces.
+    charset: 'ascii',
+    minifyWhitespace: true,
+    minifySyntax: true,
+    define,
     logLevel: 'warning',
   });
   return outfile;
