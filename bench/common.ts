@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -65,4 +65,22 @@ export function generateTree(root: string, totalMiB: number): string {
 export function printTable(rows: string[][]): void {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
   for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
+}
+
+/**
+ * A tree for memory measurements: `totalMiB` in files of 64 MiB, each half random (crypto, not
+ * reproducible: only the size matters here) and half text. Generated once per size.
+ */
+export function generateLargeTree(root: string, totalMiB: number): string {
+  const dir = join(root, `large-tree-${totalMiB}m`);
+  if (existsSync(join(dir, '.done'))) return dir;
+  mkdirSync(dir, { recursive: true });
+  const fileMiB = 64;
+  for (let i = 0; i * fileMiB < totalMiB; i++) {
+    const size = Math.min(fileMiB, totalMiB - i * fileMiB) * 1048576;
+    const half = Math.floor(size / 2);
+    writeFileSync(join(dir, `part-${String(i).padStart(3, '0')}.bin`), Buffer.concat([randomBytes(half), Buffer.alloc(size - half, `line ${i} of text\n`)]));
+  }
+  writeFileSync(join(dir, '.done'), '');
+  return dir;
 }

@@ -1,13 +1,16 @@
 /**
  * bench/sysext: `kbundle sysext build` of a ~300 MB tree (GPT + dm-verity DDI, and plain) vs a
  * plain `mksquashfs` of the same tree with the same reproducibility flags, side by side in one run
- * (medians of N runs). Target: kbundle's DDI ≤ 1.1× mksquashfs.
+ * (medians of N runs), and against the same verity work done by the C tools (mksquashfs +
+ * veritysetup format). Target: kbundle's DDI ≤ 1.0× mksquashfs + veritysetup, wall and CPU.
+ * Prints `RESULT {json}` lines (bench/result.ts).
  * Run: npx tsc -p . && node dist/bench/sysext.js   (BENCH_RUNS, BENCH_SIZE_MIB, BENCH_DIR)
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { generateTree, median, printTable } from './common.js';
+import { emitResult, loadNow } from './result.js';
 
 interface Timed {
   seconds: number;
@@ -118,3 +121,15 @@ console.log(
   `overhead over mksquashfs (medians): ddi ${ms(med(ddi, 'seconds') - med(sq, 'seconds'))}, plain ${ms(med(plain, 'seconds') - med(sq, 'seconds'))}; ` +
     `of it, a bare \`node -e 0\` takes ${ms(med(nodeStart, 'seconds'))}${caEnv ? ` (${ms(med(nodeStartNoCa, 'seconds'))} without NODE_EXTRA_CA_CERTS)` : ''}`,
 );
+const ddiWork = `sysext DDI (squashfs + dm-verity), ${sizeMiB} MiB tree`;
+const ddiPeer = 'mksquashfs + veritysetup format';
+const num = (x: string) => Number(x);
+emitResult({ work: ddiWork, peer: ddiPeer, ratioWall: num(paired(ddi, sqVerity, 'seconds')), target: '<= 1.0x', load: loadNow() });
+emitResult({
+  work: ddiWork,
+  peer: ddiPeer,
+  ratioCpu: num(paired(ddi, sqVerity, 'cpu')),
+  rssMiB: Math.round(Math.max(...ddi.map((x) => x.maxRssMiB))),
+  target: '<= 1.0x cpu',
+  load: loadNow(),
+});

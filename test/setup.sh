@@ -16,6 +16,7 @@ command -v systemd-dissect >/dev/null || need+=(systemd-container)
 command -v veritysetup >/dev/null || need+=(cryptsetup-bin)
 command -v sfdisk >/dev/null || need+=(fdisk)
 command -v zstd >/dev/null || need+=(zstd)
+command -v pigz >/dev/null || need+=(pigz)
 command -v setfattr >/dev/null || need+=(attr)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

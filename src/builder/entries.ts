@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, openSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { basename, posix } from 'node:path';
 import { Readable } from 'node:stream';
@@ -49,7 +49,7 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
   };
   const addBytes = (path: string, data: Buffer | string, mode: number, origin: string) => {
     const buf = Buffer.from(data);
-    add({ type: 'file', path, mode, size: buf.length, open: () => Readable.from([buf]) }, origin);
+    add({ type: 'file', path, mode, size: buf.length, open: () => Readable.from([buf]), data: buf }, origin);
   };
 
   const addFileSpec = async (f: FileSpec, field: string) => {
@@ -63,7 +63,7 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
       }
       const cached = f.extract ? await extractPinnedMember(archive, f.sha256!, f.extract, `${specPath}: ${field}`) : archive;
       const st = await lstat(cached);
-      add({ type: 'file', path: dst, mode: f.mode ?? 0o644, size: st.size, open: () => createReadStream(cached, { highWaterMark: READ_CHUNK }) }, field);
+      add({ type: 'file', path: dst, mode: f.mode ?? 0o644, size: st.size, open: () => createReadStream(cached, { highWaterMark: READ_CHUNK }), openFd: () => openSync(cached, 'r') }, field);
       return;
     }
     const what = `${specPath}: ${field}.src`;
@@ -79,7 +79,7 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
       for (const child of folder.list(e.path, what)) addPath(child, posix.join(dst, basename(child.path)), mode, origin, what);
     } else {
       const m = mode ?? (e.stats.mode & 0o111 ? 0o755 : 0o644);
-      add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(e.path, what) }, origin);
+      add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(e.path, what), openFd: () => folder.openFd(e.path, what) }, origin);
     }
   };
 

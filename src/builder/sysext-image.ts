@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, openSync } from 'node:fs';
 import { chmod, mkdir, symlink } from 'node:fs/promises';
 import { withStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
@@ -41,7 +41,14 @@ export async function packageRaw(
 ): Promise<PackagedImage> {
   const mtime = new Date(opts.epoch * 1000);
   const created = mtime.toISOString().replace(/\.000Z$/, 'Z');
-  const entry: LayerEntry = { type: 'file', path: raw.fileName, mode: 0o644, size: raw.size, open: () => createReadStream(raw.path, { highWaterMark: 1024 * 1024 }) };
+  const entry: LayerEntry = {
+    type: 'file',
+    path: raw.fileName,
+    mode: 0o644,
+    size: raw.size,
+    open: () => createReadStream(raw.path, { highWaterMark: 1024 * 1024 }),
+    openFd: () => openSync(raw.path, 'r'),
+  };
   const layer = await writeLayerBlob(layout, [entry], { mtime, uid: 0, gid: 0, level: 6 });
   const annotations: Record<string, string> = {
     [Annotation.Created]: created,

@@ -237,6 +237,14 @@ export class SourceFolder {
     }
   }
 
+  /**
+   * The checked descriptor of a regular file (opened as `stream` opens it), for a reader that
+   * reads it in place (the layer writer); the caller closes it.
+   */
+  openFd(path: string, what: string): number {
+    return this.open(path, what).fd;
+  }
+
   /** The whole content of a regular file in the folder. */
   readFile(path: string, what: string): Buffer {
     const { fd, stats } = this.open(path, what);

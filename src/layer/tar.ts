@@ -1,13 +1,31 @@
-import { createWriteStream } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { closeSync, createWriteStream, readSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { extract as tarExtract, pack as tarPack, type Header as Headers } from 'tar-stream';
-import { errorMessage, KbError } from '../errors.js';
+import { extract as tarExtract, type Header as Headers } from 'tar-stream';
+import { errorMessage, fsErrorCode, KbError } from '../errors.js';
 import { DigestingStream } from '../oci/digest.js';
 import { compressor, mediaTypeOfCodec } from './codec.js';
+import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
+import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
 
 export type LayerEntry =
-  { type: 'directory'; path: string; mode: number } | { type: 'file'; path: string; mode: number; size: number; open: () => Readable } | { type: 'symlink'; path: string; target: string };
+  | { type: 'directory'; path: string; mode: number }
+  | {
+      type: 'file';
+      path: string;
+      mode: number;
+      size: number;
+      /** The content as a stream (the general way). */
+      open: () => Readable;
+      /** Faster, when the content is a file: open it and give its descriptor (the writer reads it in place and closes it). */
+      openFd?: () => number;
+      /** Faster, when the content is already in memory. */
+      data?: Buffer;
+    }
+  | { type: 'symlink'; path: string; target: string };
 
 export interface LayerOptions {
   /** Every entry's mtime (SOURCE_DATE_EPOCH); atime/ctime are never written. */
@@ -38,35 +56,198 @@ export function compareEntryPaths(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
+const BLOCK = 512;
+const END_OF_TAR = Buffer.alloc(2 * BLOCK);
+
 /**
- * Stream entries (already sorted, parents first) into a compressed tar at `outFile`, hashing both
- * the tar and the gzip bytes on the way. Memory stays flat: one file is read at a time and
- * flows straight through tar → compressor → disk.
+ * The tar, cut into pieces of one fixed size: bytes are copied (headers, in-memory files) or read
+ * (files) straight into the current piece; a full piece goes to `full` and the next comes from
+ * `take`. Only a full piece awaits anything, so small files cost no promise or stream each.
  */
-export async function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
-  const tar = tarPack();
+class PieceWriter {
+  private piece: Buffer;
+  private filled = 0;
+  constructor(
+    private readonly take: () => Buffer,
+    private readonly full: (piece: Buffer) => Promise<void>,
+  ) {
+    this.piece = take();
+  }
+
+  async put(bytes: Buffer): Promise<void> {
+    let off = 0;
+    while (off < bytes.length) {
+      const n = bytes.copy(this.piece, this.filled, off);
+      off += n;
+      await this.advance(n);
+    }
+  }
+
+  /** The free part of the current piece, to read into (then `advance` by what was read). */
+  space(): { buf: Buffer; off: number; len: number } {
+    return { buf: this.piece, off: this.filled, len: this.piece.length - this.filled };
+  }
+
+  async advance(n: number): Promise<void> {
+    this.filled += n;
+    if (this.filled < this.piece.length) return;
+    await this.full(this.piece);
+    this.piece = this.take();
+    this.filled = 0;
+  }
+
+  /** The last, partial piece (possibly empty). */
+  rest(): Buffer {
+    return this.piece.subarray(0, this.filled);
+  }
+}
+
+function changed(e: { path: string }, size: number, got: string): KbError {
+  return new KbError('INVALID_INPUT', `layer file ${e.path}: its source changed while the layer was written (${size} bytes when planned, ${got} now)`, {
+    hint: 'do not change the sources during a build, then build again',
+  });
+}
+
+const probe = Buffer.alloc(1);
+
+/** The body of a file entry from its descriptor: read in place into the pieces, exactly `size` bytes. */
+async function readFd(w: PieceWriter, e: { path: string; size: number }, fd: number, onBytes?: (n: number) => void): Promise<void> {
+  const read = (buf: Buffer, off: number, len: number, pos: number): number => {
+    try {
+      return readSync(fd, buf, off, len, pos);
+    } catch (err) {
+      throw new KbError(fsErrorCode(err), `layer file ${e.path}: cannot read its source (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`, { cause: err });
+    }
+  };
+  let pos = 0;
+  while (pos < e.size) {
+    const { buf, off, len } = w.space();
+    const n = read(buf, off, Math.min(len, e.size - pos), pos);
+    if (n === 0) throw changed(e, e.size, `${pos}`);
+    pos += n;
+    onBytes?.(n);
+    await w.advance(n);
+  }
+  if (read(probe, 0, 1, pos) !== 0) throw changed(e, e.size, 'more');
+}
+
+async function readStream(w: PieceWriter, e: { path: string; size: number }, src: Readable, onBytes?: (n: number) => void): Promise<void> {
+  let got = 0;
+  try {
+    for await (const chunk of src as AsyncIterable<Buffer>) {
+      got += chunk.length;
+      if (got > e.size) throw changed(e, e.size, 'more');
+      onBytes?.(chunk.length);
+      await w.put(chunk);
+    }
+  } finally {
+    if (!src.destroyed) src.destroy();
+  }
+  if (got !== e.size) throw changed(e, e.size, `${got}`);
+}
+
+/** Every entry as tar (tar-stream's bytes, see tar-header.ts), then the end-of-archive blocks. */
+async function packTar(w: PieceWriter, entries: readonly LayerEntry[], opts: LayerOptions): Promise<void> {
+  const base = { uid: opts.uid || 0, gid: opts.gid || 0, mtime: opts.mtime.getTime() / 1000 };
+  for (const e of entries) {
+    let h: TarHeaderFields;
+    if (e.type === 'directory') h = { ...base, name: `${e.path}/`, type: 'directory', mode: e.mode || 0o755, size: 0 };
+    else if (e.type === 'symlink') h = { ...base, name: e.path, type: 'symlink', mode: 0o777, size: 0, linkname: e.target };
+    else h = { ...base, name: e.path, type: 'file', mode: e.mode || 0o644, size: e.size };
+    await w.put(encodeTarHeader(h));
+    if (e.type !== 'file') continue;
+    if (e.data) {
+      if (e.data.length !== e.size) throw changed(e, e.size, `${e.data.length}`);
+      await w.put(e.data);
+      opts.onBytes?.(e.size);
+    } else if (e.openFd) {
+      const fd = e.openFd();
+      try {
+        await readFd(w, e, fd, opts.onBytes);
+      } finally {
+        closeSync(fd);
+      }
+    } else {
+      await readStream(w, e, e.open(), opts.onBytes);
+    }
+    const pad = (BLOCK - (e.size % BLOCK)) % BLOCK;
+    if (pad) await w.put(END_OF_TAR.subarray(0, pad));
+  }
+  await w.put(END_OF_TAR);
+}
+
+/** Writes in order, one write running and at most one waiting: callers await the returned promise. */
+class OrderedWrites {
+  private last: Promise<void> = Promise.resolve();
+  constructor(private readonly fh: FileHandle) {}
+  write(bytes: Buffer): Promise<void> {
+    const before = this.last;
+    this.last = before.then(async () => {
+      let off = 0;
+      while (off < bytes.length) off += (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
+    });
+    this.last.catch(() => undefined); // reported through the awaited promises
+    return before;
+  }
+  done(): Promise<void> {
+    return this.last;
+  }
+}
+
+/**
+ * gzip: the tar pieces are hashed (diff_id) and deflated in parallel (parallel-gzip.ts) as they
+ * fill; the gzip bytes are hashed (digest) and written in order. No stream, no copy between tar
+ * and deflate; memory is the pieces in flight.
+ */
+async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
+  const diff = createHash('sha256');
+  const blob = createHash('sha256');
+  let size = 0;
+  let uncompressedSize = 0;
+  const fh = await open(outFile, 'w');
+  const writes = new OrderedWrites(fh);
+  try {
+    const deflate = new ParallelDeflate(opts.level, (bytes) => {
+      blob.update(bytes);
+      size += bytes.length;
+      return writes.write(bytes);
+    });
+    const hashed = (piece: Buffer) => {
+      diff.update(piece);
+      uncompressedSize += piece.length;
+      return piece;
+    };
+    const w = new PieceWriter(
+      () => deflate.buffer(),
+      (piece) => deflate.push(hashed(piece)),
+    );
+    await packTar(w, entries, opts);
+    await deflate.push(hashed(w.rest()), true);
+    await deflate.end();
+    await writes.done();
+  } finally {
+    await writes.done().catch(() => undefined); // nothing may write to fh once closed
+    await fh.close();
+  }
+  return { mediaType: mediaTypeOfCodec('gzip'), digest: `sha256:${blob.digest('hex')}`, size, diffId: `sha256:${diff.digest('hex')}`, uncompressedSize };
+}
+
+/** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides. */
+async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions, codec: 'zstd'): Promise<WrittenLayer> {
+  const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
   const diff = new DigestingStream('sha256');
-  const codec = opts.compression ?? 'gzip';
   const blob = new DigestingStream('sha256');
   const done = pipeline(tar, diff, compressor(codec, opts.level), blob, createWriteStream(outFile));
-
-  const base = { mtime: opts.mtime, uid: opts.uid, gid: opts.gid, uname: '', gname: '' };
+  done.catch(() => undefined); // awaited below
+  const w = new PieceWriter(
+    () => Buffer.allocUnsafe(GZIP_CHUNK),
+    async (piece) => {
+      if (!tar.write(piece)) await Promise.race([once(tar, 'drain'), done]);
+    },
+  );
   try {
-    for (const e of entries) {
-      if (e.type === 'directory') {
-        await addEntry(tar, { ...base, name: `${e.path}/`, type: 'directory', mode: e.mode });
-      } else if (e.type === 'symlink') {
-        await addEntry(tar, { ...base, name: e.path, type: 'symlink', linkname: e.target, mode: 0o777 });
-      } else {
-        await new Promise<void>((resolve, reject) => {
-          const sink = tar.entry({ ...base, name: e.path, type: 'file', mode: e.mode, size: e.size }, (err) => (err ? reject(err) : resolve()));
-          const src = e.open();
-          if (opts.onBytes) src.on('data', (c: Buffer) => opts.onBytes!(c.length));
-          pipeline(src, sink).catch(reject);
-        });
-      }
-    }
-    tar.finalize();
+    await packTar(w, entries, opts);
+    tar.end(w.rest());
   } catch (err) {
     tar.destroy(err as Error);
     await done.catch(() => undefined);
@@ -76,10 +257,13 @@ export async function writeLayer(entries: readonly LayerEntry[], outFile: string
   return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
 }
 
-function addEntry(tar: ReturnType<typeof tarPack>, header: Partial<Headers> & { name: string }): Promise<void> {
-  return new Promise((resolve, reject) => {
-    tar.entry(header, (err) => (err ? reject(err) : resolve()));
-  });
+/**
+ * Write entries (already sorted, parents first) as a compressed tar at `outFile`, hashing both the
+ * tar and the compressed bytes on the way. Memory stays flat: files are read piece by piece.
+ */
+export function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
+  const codec = opts.compression ?? 'gzip';
+  return codec === 'gzip' ? writeGzipLayer(entries, outFile, opts) : writeStreamedLayer(entries, outFile, opts, codec);
 }
 
 /** One entry of a tar being read: its header and its body (consume or resume it before the next). */
