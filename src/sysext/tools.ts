@@ -120,14 +120,18 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
     }
     child.on('close', (code) => {
       if (watchdog) clearInterval(watchdog);
-      const stdout = Buffer.concat(out);
-      const r: ToolResult = overflow ? { code: code ?? -1, stdout: stdout.subarray(0, opts.maxStdout), stderr: err, overflow } : { code: code ?? -1, stdout, stderr: err };
-      if (diskOverflow) r.diskOverflow = true;
-      if (opts.check && r.code !== 0) {
-        reject(new UserError(`${opts.check}: ${cmd} failed (exit ${r.code}): ${lastLines(r.stderr || r.stdout.toString('utf8'))}`));
-        return;
-      }
-      resolve(r);
+      // A tool that finishes between two checks is measured once more: the cap holds however fast it was.
+      const measured = cap && !diskOverflow ? diskUse(cap.dir, cap).then((use) => use.bytes > cap.bytes || use.entries > cap.entries) : Promise.resolve(diskOverflow);
+      void measured.then((over) => {
+        const stdout = Buffer.concat(out);
+        const r: ToolResult = overflow ? { code: code ?? -1, stdout: stdout.subarray(0, opts.maxStdout), stderr: err, overflow } : { code: code ?? -1, stdout, stderr: err };
+        if (over) r.diskOverflow = true;
+        if (opts.check && r.code !== 0) {
+          reject(new UserError(`${opts.check}: ${cmd} failed (exit ${r.code}): ${lastLines(r.stderr || r.stdout.toString('utf8'))}`));
+          return;
+        }
+        resolve(r);
+      }, reject);
     });
   });
 }
