@@ -98,6 +98,6 @@ console.log(
     sizeMiB,
     load: round(load),
     sameDigestOn1Thread,
-    target: 'ratioWall <= 1.0',
+    target: '<= 1.0x',
   })}`,
 );
