@@ -1,22 +1,12 @@
-import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { timeProcess, type ProcessTime } from './result.js';
 
-export interface Timed {
-  seconds: number;
-  maxRssMiB: number;
-}
+export type Timed = ProcessTime;
 
-/** Run a shell command under /usr/bin/time -v: wall time and peak RSS of the whole command. */
-export function timeCommand(cmd: string, env: NodeJS.ProcessEnv = process.env): Timed {
-  const start = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-v', 'sh', '-c', cmd], { encoding: 'utf8', env, maxBuffer: 256 * 1024 * 1024 });
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${cmd}\n${r.stderr}`);
-  const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(r.stderr);
-  return { seconds, maxRssMiB: m ? Number(m[1]) / 1024 : NaN };
-}
+/** Run a shell command under /usr/bin/time -v (bench/result.ts timeProcess). */
+export const timeCommand = timeProcess;
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -10,23 +10,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { generateTree, median, printTable } from './common.js';
-import { emitResult, loadNow } from './result.js';
+import { emitResult, loadNow, timeProcess, type ProcessTime } from './result.js';
 
-interface Timed {
-  seconds: number;
-  /** user + system CPU seconds of the whole command: steadier than wall time on a shared machine. */
-  cpu: number;
-  maxRssMiB: number;
-}
-
-function timeCommand(cmd: string, env: NodeJS.ProcessEnv): Timed {
-  const start = process.hrtime.bigint();
-  const r = spawnSync('/usr/bin/time', ['-v', 'sh', '-c', cmd], { encoding: 'utf8', env, maxBuffer: 64 * 1024 * 1024 });
-  const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  if (r.status !== 0) throw new Error(`benchmark command failed (${r.status}): ${cmd}\n${r.stderr}`);
-  const num = (re: RegExp) => Number(re.exec(r.stderr)?.[1] ?? NaN);
-  return { seconds, cpu: num(/User time \(seconds\): ([\d.]+)/) + num(/System time \(seconds\): ([\d.]+)/), maxRssMiB: num(/Maximum resident set size \(kbytes\): (\d+)/) / 1024 };
-}
+type Timed = ProcessTime;
 
 const runs = Number(process.env.BENCH_RUNS ?? 7);
 const sizeMiB = Number(process.env.BENCH_SIZE_MIB ?? 300);
@@ -58,32 +44,32 @@ const steps: Array<() => void> = [
   () => {
     rmSync(out, { recursive: true, force: true });
     flush();
-    ddi.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out}`, env));
+    ddi.push(timeProcess(`node ${cli} sysext build ${tree} --name bench -o ${out}`, env));
   },
   ...(caEnv
     ? [
         () => {
           rmSync(out, { recursive: true, force: true });
           flush();
-          ddiNoCa.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out}`, caEnv));
+          ddiNoCa.push(timeProcess(`node ${cli} sysext build ${tree} --name bench -o ${out}`, caEnv));
         },
       ]
     : []),
   () => {
     rmSync(out, { recursive: true, force: true });
     flush();
-    plain.push(timeCommand(`node ${cli} sysext build ${tree} --name bench -o ${out} --format plain 2>/dev/null`, env));
+    plain.push(timeProcess(`node ${cli} sysext build ${tree} --name bench -o ${out} --format plain 2>/dev/null`, env));
   },
   () => {
     rmSync(join(work, 'plain.sqfs'), { force: true });
     flush();
-    sq.push(timeCommand(mksquashfs, env));
+    sq.push(timeProcess(mksquashfs, env));
   },
   () => {
     rmSync(join(work, 'plain.sqfs'), { force: true });
     rmSync(join(work, 'plain.verity'), { force: true });
     flush();
-    sqVerity.push(timeCommand(`${mksquashfs} && ${veritysetup}`, env));
+    sqVerity.push(timeProcess(`${mksquashfs} && ${veritysetup}`, env));
   },
 ];
 // Each round starts with a different command, so that no row always runs first (right after the
@@ -94,11 +80,11 @@ for (let i = 0; i < runs; i++) for (let j = 0; j < steps.length; j++) steps[(i +
 const nodeStart: Timed[] = [];
 const nodeStartNoCa: Timed[] = [];
 for (let i = 0; i < runs; i++) {
-  nodeStart.push(timeCommand('node -e 0', env));
-  if (caEnv) nodeStartNoCa.push(timeCommand('node -e 0', caEnv));
+  nodeStart.push(timeProcess('node -e 0', env));
+  if (caEnv) nodeStartNoCa.push(timeProcess('node -e 0', caEnv));
 }
-const med = (xs: Timed[], k: 'seconds' | 'cpu') => median(xs.map((t) => t[k]));
-const row = (name: string, xs: Timed[]) => [name, med(xs, 'seconds').toFixed(2), med(xs, 'cpu').toFixed(2), Math.max(...xs.map((x) => x.maxRssMiB)).toFixed(0)];
+const med = (xs: Timed[], k: 'seconds' | 'cpuSeconds') => median(xs.map((t) => t[k]));
+const row = (name: string, xs: Timed[]) => [name, med(xs, 'seconds').toFixed(2), med(xs, 'cpuSeconds').toFixed(2), Math.max(...xs.map((x) => x.maxRssMiB)).toFixed(0)];
 console.log(`bench/sysext: ${sizeMiB} MiB tree, ${runs} runs each, medians`);
 printTable([
   ['tool', 'wall s', 'cpu s', 'peak RSS MiB'],
@@ -110,12 +96,12 @@ printTable([
 ]);
 // Ratios per round (each kbundle run against the mksquashfs run next to it), then the median: a
 // shared machine drifts over a benchmark, and pairing neighbours keeps that drift out of the ratio.
-const paired = (a: Timed[], b: Timed[], k: 'seconds' | 'cpu') => median(a.map((x, i) => x[k] / b[i]![k])).toFixed(3);
-const ratio = (a: Timed[], k: 'seconds' | 'cpu') => (med(a, k) / med(sq, k)).toFixed(3);
+const paired = (a: Timed[], b: Timed[], k: 'seconds' | 'cpuSeconds') => median(a.map((x, i) => x[k] / b[i]![k])).toFixed(3);
+const ratio = (a: Timed[], k: 'seconds' | 'cpuSeconds') => (med(a, k) / med(sq, k)).toFixed(3);
 console.log(`wall ratio vs mksquashfs (median of per-round ratios): ddi ${paired(ddi, sq, 'seconds')}x, plain ${paired(plain, sq, 'seconds')}x (target <= 1.10x)`);
 if (caEnv) console.log(`  ddi without NODE_EXTRA_CA_CERTS (set here: ${env.NODE_EXTRA_CA_CERTS}): ${paired(ddiNoCa, sq, 'seconds')}x`);
-console.log(`  ratio of medians: wall ddi ${ratio(ddi, 'seconds')}x, plain ${ratio(plain, 'seconds')}x; cpu ddi ${ratio(ddi, 'cpu')}x, plain ${ratio(plain, 'cpu')}x`);
-console.log(`ddi vs the same verity work by C tools (mksquashfs + veritysetup format): wall ${paired(ddi, sqVerity, 'seconds')}x, cpu ${paired(ddi, sqVerity, 'cpu')}x`);
+console.log(`  ratio of medians: wall ddi ${ratio(ddi, 'seconds')}x, plain ${ratio(plain, 'seconds')}x; cpu ddi ${ratio(ddi, 'cpuSeconds')}x, plain ${ratio(plain, 'cpuSeconds')}x`);
+console.log(`ddi vs the same verity work by C tools (mksquashfs + veritysetup format): wall ${paired(ddi, sqVerity, 'seconds')}x, cpu ${paired(ddi, sqVerity, 'cpuSeconds')}x`);
 const ms = (x: number) => `${Math.round(x * 1000)} ms`;
 console.log(
   `overhead over mksquashfs (medians): ddi ${ms(med(ddi, 'seconds') - med(sq, 'seconds'))}, plain ${ms(med(plain, 'seconds') - med(sq, 'seconds'))}; ` +
@@ -128,7 +114,7 @@ emitResult({ work: ddiWork, peer: ddiPeer, ratioWall: num(paired(ddi, sqVerity, 
 emitResult({
   work: ddiWork,
   peer: ddiPeer,
-  ratioCpu: num(paired(ddi, sqVerity, 'cpu')),
+  ratioCpu: num(paired(ddi, sqVerity, 'cpuSeconds')),
   rssMiB: Math.round(Math.max(...ddi.map((x) => x.maxRssMiB))),
   target: '<= 1.0x cpu',
   load: loadNow(),
