@@ -37,8 +37,8 @@ export interface ToolOptions {
   /**
    * Kill the tool once the files it writes under `dir` take more than `bytes` of disk (allocated
    * blocks, so sparse files count what they use) or more than `entries` names: a tool unpacking a
-   * hostile image must not fill the disk or the inode table. Checked every 100 ms, so the overshoot
-   * is what the tool writes in that time.
+   * hostile image must not fill the disk or the inode table. Checked every 100 ms (less often when
+   * the walk itself grows long), so the overshoot is what the tool writes in that time.
    */
   diskCap?: { dir: string; bytes: number; entries: number };
 }
@@ -102,24 +102,25 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
     child.stdin.end(opts.input ?? '');
     let diskOverflow = false;
     let watchdog: NodeJS.Timeout | undefined;
+    let closed = false;
     const cap = opts.diskCap;
     if (cap) {
-      let checking = false;
-      watchdog = setInterval(() => {
-        if (checking) return;
-        checking = true;
-        void diskUse(cap.dir, cap)
-          .then((use) => {
-            if (use.bytes > cap.bytes || use.entries > cap.entries) {
-              diskOverflow = true;
-              child.kill('SIGKILL');
-            }
-          })
-          .finally(() => (checking = false));
-      }, 100);
+      // Each walk costs time in proportion to what the tool wrote; the next one waits at least 4×
+      // as long as the last took, so the watchdog never takes more than a fifth of a core.
+      const check = (): void => {
+        const started = performance.now();
+        void diskUse(cap.dir, cap).then((use) => {
+          if (use.bytes > cap.bytes || use.entries > cap.entries) {
+            diskOverflow = true;
+            child.kill('SIGKILL');
+          } else if (!closed) watchdog = setTimeout(check, Math.max(100, 4 * (performance.now() - started)));
+        });
+      };
+      watchdog = setTimeout(check, 100);
     }
     child.on('close', (code) => {
-      if (watchdog) clearInterval(watchdog);
+      closed = true;
+      if (watchdog) clearTimeout(watchdog);
       // A tool that finishes between two checks is measured once more: the cap holds however fast it was.
       const measured = cap && !diskOverflow ? diskUse(cap.dir, cap).then((use) => use.bytes > cap.bytes || use.entries > cap.entries) : Promise.resolve(diskOverflow);
       void measured.then((over) => {
