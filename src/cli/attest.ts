@@ -11,20 +11,8 @@ import type { AttestationRequirement, SignerRequirement } from '../verify/requir
 import type { VerifiedAttestation } from '../verify/attestations.js';
 import type { CliIo } from './io.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
-import {
-  collect,
-  DEFAULT_FULCIO_URL,
-  DEFAULT_REKOR_URL,
-  describeSigner,
-  imageName,
-  keylessToken,
-  keyPassword,
-  openImage,
-  parseFormats,
-  policyFromFlags,
-  type SigningFlags,
-  type VerifyFlags,
-} from './sign.js';
+import { addSignerOptions, type SigningFlags } from './signing-options.js';
+import { collect, DEFAULT_REKOR_URL, describeSigner, imageName, keylessToken, keyPassword, openImage, parseFormats, policyFromFlags, type VerifyFlags } from './sign.js';
 
 function print(io: CliIo, json: boolean, human: string, data: unknown): void {
   io.stdout.write(json ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
@@ -97,18 +85,14 @@ function describeAttestation(a: VerifiedAttestation): string {
 
 export function registerAttest(program: Command, io: CliIo): void {
   registryOptions(
-    program
-      .command('attest')
-      .description('sign an in-toto statement about an image (SBOM, provenance, scan…) and attach it as cosign does: sha256-<hex>.att and a Sigstore bundle referrer')
-      .argument('<image>', 'docker://host/repo:tag | host/repo@sha256:… | oci:<dir>[:tag]')
-      .option('--predicate <file>', 'the predicate: a JSON file, or - for standard input')
-      .option('--type <type>', 'slsaprovenance|slsaprovenance02|slsaprovenance1|spdxjson|cyclonedx|vuln|openvex|custom, or a predicate type URI', 'custom')
-      .option('--key <file>', 'private key (password from KBUNDLE_PASSWORD or COSIGN_PASSWORD)')
-      .option('--identity-token <token|file>', 'keyless: OIDC token (default $SIGSTORE_ID_TOKEN, else the GitHub Actions OIDC token)')
-      .option('--fulcio-url <url>', 'keyless: Fulcio URL', DEFAULT_FULCIO_URL)
-      .option('--rekor-url <url>', 'Rekor URL (keyless default; keyed only when given)')
-      .option('--no-tlog-upload', 'do not upload to a transparency log')
-      .option('--tsa-url <url>', 'RFC 3161 timestamp authority')
+    addSignerOptions(
+      program
+        .command('attest')
+        .description('sign an in-toto statement about an image (SBOM, provenance, scan…) and attach it as cosign does: sha256-<hex>.att and a Sigstore bundle referrer')
+        .argument('<image>', 'docker://host/repo:tag | host/repo@sha256:… | oci:<dir>[:tag]')
+        .option('--predicate <file>', 'the predicate: a JSON file, or - for standard input')
+        .option('--type <type>', 'slsaprovenance|slsaprovenance02|slsaprovenance1|spdxjson|cyclonedx|vuln|openvex|custom, or a predicate type URI', 'custom'),
+    )
       .option('--rekor-entry-type <type>', 'dsse or intoto', 'dsse')
       .option('--format <f>', 'where to store it: bundle (referrer), legacy (sha256-<hex>.att) or both', 'both')
       .option('--new-bundle-format', "cosign's flag: store only the Sigstore bundle referrer (same as --format bundle)")

@@ -7,8 +7,8 @@ import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { fsErrorCode, KbError, UserError } from '../errors.js';
 import type { CliIo } from './io.js';
-import type { SigningFlags } from './sign.js';
-import { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL } from '../sign/defaults.js';
+import { addSignerOptions, type SigningFlags } from './signing-options.js';
+import { DEFAULT_REKOR_URL } from '../sign/defaults.js';
 
 /** sign-blob and verify-blob hold the file in memory (@sigstore/sign and @sigstore/verify take it as one buffer). */
 export const MAX_BLOB_BYTES = 1 << 30;
@@ -71,17 +71,13 @@ interface VerifyBlobFlags {
 }
 
 export function registerBlob(program: Command, io: CliIo): void {
-  program
-    .command('sign-blob')
-    .description('sign a file and write a Sigstore bundle (v0.3; a message signature, or with --dsse an in-toto statement) as cosign sign-blob does')
-    .argument('<file>', 'the file to sign (- for standard input)')
-    .requiredOption('--bundle <file>', 'where to write the Sigstore bundle')
-    .option('--key <file>', 'private key (kbundle or cosign format); password from KBUNDLE_PASSWORD or COSIGN_PASSWORD')
-    .option('--identity-token <token|file>', 'keyless: OIDC token (default $SIGSTORE_ID_TOKEN, else the GitHub Actions OIDC token)')
-    .option('--fulcio-url <url>', 'keyless: Fulcio URL', DEFAULT_FULCIO_URL)
-    .option('--rekor-url <url>', `Rekor URL (keyless default ${DEFAULT_REKOR_URL}; keyed signatures are uploaded only when given)`)
-    .option('--no-tlog-upload', 'do not upload to a transparency log')
-    .option('--tsa-url <url>', 'RFC 3161 timestamp authority URL')
+  addSignerOptions(
+    program
+      .command('sign-blob')
+      .description('sign a file and write a Sigstore bundle (v0.3; a message signature, or with --dsse an in-toto statement) as cosign sign-blob does')
+      .argument('<file>', 'the file to sign (- for standard input)')
+      .requiredOption('--bundle <file>', 'where to write the Sigstore bundle'),
+  )
     .option('--timestamp-server-url <url>', 'cosign\u2019s name for --tsa-url')
     .option('--dsse', 'sign an in-toto statement naming the file\u2019s sha256 (DSSE envelope) instead of the file itself')
     .option('--rekor-entry-type <type>', 'Rekor entry type with --dsse: dsse or intoto', 'dsse')

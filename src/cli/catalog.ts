@@ -9,7 +9,8 @@ import { isLayoutLocation, parseImageArgument } from '../store/transport.js';
 import type { CliIo } from './io.js';
 import { makePrinter } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
-import { addSigningFlags, prepareSigning, type SigningFlags } from './sign.js';
+import { prepareSigning } from './sign.js';
+import { addSigningFlags, type SigningFlags } from './signing-options.js';
 
 interface PublishFlags {
   registry: string;

@@ -22,7 +22,9 @@ import { makeClient, registryOptions, type RegistryFlags } from './registry-flag
 // client when it verifies a local layout.
 
 import { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL } from '../sign/defaults.js';
+import { addSignerOptions, collect, type SigningFlags } from './signing-options.js';
 export { DEFAULT_FULCIO_URL, DEFAULT_REKOR_URL };
+export { collect } from './signing-options.js';
 
 /** Result printing as the other commands do it (cli/output.ts), without its progress-bar dependency. */
 function printResult(io: CliIo, json: boolean, human: string, data: unknown): void {
@@ -63,10 +65,6 @@ export async function keyPassword(io: CliIo, confirm: boolean): Promise<string> 
 // ---------------------------------------------------------------------------------------------
 // Registry flags and image arguments
 // ---------------------------------------------------------------------------------------------
-
-export function collect(v: string, prev: string[] = []): string[] {
-  return [...prev, v];
-}
 
 export interface OpenedForSigning {
   target: Target;
@@ -234,33 +232,6 @@ export async function keylessToken(flag: string | undefined, env: NodeJS.Process
 // Signing from other commands (`kbundle push --sign`, `kbundle build … --push --sign`)
 // ---------------------------------------------------------------------------------------------
 
-/** The signing flags shared by `sign`, `attest`, `sign-blob` and the `--sign` of other commands. */
-export interface SigningFlags {
-  key?: string;
-  identityToken?: string;
-  fulcioUrl?: string;
-  rekorUrl?: string;
-  tlogUpload?: boolean;
-  tsaUrl?: string;
-  signatureFormat?: string;
-  annotation?: string[];
-  rekorEntryType?: string;
-}
-
-/** Add `--sign` and the signing flags to another command (push, build --push). */
-export function addSigningFlags(cmd: Command): Command {
-  return cmd
-    .option('--sign', 'sign the pushed digest (both cosign formats by default)')
-    .option('--key <file>', 'with --sign: private key (password from KBUNDLE_PASSWORD or COSIGN_PASSWORD)')
-    .option('--identity-token <token|file>', 'with --sign: keyless OIDC token (default $SIGSTORE_ID_TOKEN)')
-    .option('--fulcio-url <url>', 'with --sign: Fulcio URL', DEFAULT_FULCIO_URL)
-    .option('--rekor-url <url>', 'with --sign: Rekor URL (keyless default; keyed only when given)')
-    .option('--no-tlog-upload', 'with --sign: no transparency log')
-    .option('--tsa-url <url>', 'with --sign: RFC 3161 timestamp authority')
-    .option('--signature-format <f>', 'with --sign: bundle, legacy or both', 'both')
-    .option('-a, --annotation <key=value>', 'with --sign: signed annotation (repeatable)', collect);
-}
-
 export interface PreparedSigning {
   /** Sign `root` (a digest that was just pushed) in `target`. */
   sign(target: Target, root: Descriptor, opts: { dockerReference?: string; recursive?: boolean }): Promise<import('../sign/sign.js').SignResult>;
@@ -327,16 +298,12 @@ export function registerSigning(program: Command, io: CliIo): void {
     });
 
   registryOptions(
-    program
-      .command('sign')
-      .description('sign an image by digest (a tag is resolved once) and store the signature as cosign does')
-      .argument('<image>', 'docker://host/repo:tag | host/repo@sha256:… | oci:<dir>[:tag]')
-      .option('--key <file>', 'private key (kbundle or cosign format); password from KBUNDLE_PASSWORD or COSIGN_PASSWORD')
-      .option('--identity-token <token|file>', 'keyless: OIDC token for Fulcio (default $SIGSTORE_ID_TOKEN)')
-      .option('--fulcio-url <url>', 'keyless: Fulcio URL', DEFAULT_FULCIO_URL)
-      .option('--rekor-url <url>', `Rekor URL (keyless default ${DEFAULT_REKOR_URL}; keyed signatures are uploaded only when given)`)
-      .option('--no-tlog-upload', 'do not upload to a transparency log')
-      .option('--tsa-url <url>', 'RFC 3161 timestamp authority URL')
+    addSignerOptions(
+      program
+        .command('sign')
+        .description('sign an image by digest (a tag is resolved once) and store the signature as cosign does')
+        .argument('<image>', 'docker://host/repo:tag | host/repo@sha256:… | oci:<dir>[:tag]'),
+    )
       .option('--format <f>', 'bundle (Sigstore bundle referrer), legacy (sha256-<hex>.sig) or both', 'both')
       .option('--recursive', 'also sign every manifest of a multi-platform index')
       .option('-a, --annotation <key=value>', 'signed annotation (repeatable)', collect)

@@ -13,7 +13,8 @@ import { isRegistryLocation, parseImageArgument, type ImageLocation } from '../s
 import type { CliIo } from './io.js';
 import { makePrinter, type Printer } from './output.js';
 import { makeClient, registryOptions, type RegistryFlags } from './registry-flags.js';
-import { addSigningFlags, describeSigned, prepareSigning, type SigningFlags } from './sign.js';
+import { describeSigned, prepareSigning } from './sign.js';
+import { addSigningFlags, type SigningFlags } from './signing-options.js';
 
 function platformOf(o: RegistryFlags): Platform | undefined {
   return o.platform ? parsePlatform(o.platform, '--platform') : undefined;
