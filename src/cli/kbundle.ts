@@ -5,11 +5,7 @@
 process.env.UV_THREADPOOL_SIZE ??= '8';
 // dist/cli is the esbuild bundle of dist/src/cli/main.js (npm run build): one module graph
 // instead of ~150 files, which halves start-up for short commands like `kbundle verify`.
-const { main, V8_FLAGS } = (await import('../../cli/main.js' as string)) as typeof import('./main.js');
-// Before any command compiles WebAssembly (src/cli/v8-flags.ts says why); the node executable
-// starts with the same flags (its SEA execArgv).
-const { setFlagsFromString } = await import('node:v8');
-for (const flag of V8_FLAGS) setFlagsFromString(flag);
+const { main } = (await import('../../cli/main.js' as string)) as typeof import('./main.js');
 // Exit as soon as the command is done: idle keep-alive sockets must not hold a node for ~100 ms.
 // (stdout/stderr writes to pipes and files are synchronous on Linux, so nothing is lost.)
 process.exit(await main(process.argv));

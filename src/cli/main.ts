@@ -4,8 +4,6 @@ import { VERSION } from '../version.js';
 import { EXIT_INTERNAL, EXIT_USAGE, exitCodeOf } from './exit-codes.js';
 import { processIo, QuietExit, type CliIo } from './io.js';
 
-export { V8_FLAGS } from './v8-flags.js';
-
 type Register = (program: Command, io: CliIo) => void;
 
 /**

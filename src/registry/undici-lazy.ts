@@ -1,4 +1,5 @@
 import type { Agent as AgentType, Dispatcher } from 'undici';
+import { withLlhttpTiering } from './llhttp-tiering.js';
 
 /**
  * undici, loaded only when a command talks HTTP, and only the parts the registry client uses:
@@ -25,7 +26,7 @@ export function undici(): Promise<HttpApi> {
       Agent,
       request(url, { dispatcher, ...rest }) {
         const u = new URL(url);
-        return apiRequest.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}` } as Dispatcher.RequestOptions);
+        return withLlhttpTiering(() => apiRequest.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}` } as Dispatcher.RequestOptions));
       },
     };
   });

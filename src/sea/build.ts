@@ -20,7 +20,6 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { commitFile, writeFileAtomic } from '../util/atomic-write.js';
 import type { Plugin } from 'esbuild';
-import { V8_FLAGS } from '../cli/v8-flags.js';
 import { NODE_RELEASE, executableName, type SeaPlatform } from './release.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -149,8 +148,6 @@ async function main(argv: string[]): Promise<void> {
       disableExperimentalSEAWarning: true,
       useCodeCache: false,
       useSnapshot: false,
-      // Node and V8 options the executable starts with (src/cli/v8-flags.ts); NODE_OPTIONS still adds to them.
-      execArgv: V8_FLAGS,
     }),
   );
   execFileSync(hostNode, ['--experimental-sea-config', basename(config)], { cwd: work, stdio: 'pipe' });
