@@ -67,7 +67,7 @@ async function nodeBinary(platform: SeaPlatform): Promise<string> {
 
 /** The CLI (SEA asset `cli.cjs`) and the small main script that loads it (src/sea/loader.ts). */
 async function bundleCli(work: string): Promise<{ cli: string; loader: string }> {
-  const cli = await bundle(join(ROOT, 'dist/src/sea/entry.js'), join(work, 'cli.cjs'));
+  const cli = await bundle(join(ROOT, 'dist/src/sea/entry.js'), join(work, 'cli.cjs'), {}, true);
   // The loader reads it as Latin-1, which is only right for ASCII (esbuild's charset escapes the rest).
   const nonAscii = readFileSync(cli).findIndex((b) => b > 0x7f);
   if (nonAscii >= 0) throw new Error(`${cli}: byte ${nonAscii} is not ASCII; the loader reads the CLI as Latin-1`);
@@ -97,10 +97,39 @@ const lazyBuiltins: Plugin = {
   },
 };
 
-async function bundle(entry: string, outfile: string, define: Record<string, string> = {}): Promise<string> {
+/**
+ * Optional dependencies a dependency loads inside try/catch and kbundle never uses through it:
+ * minipass-fetch (make-fetch-happen, for keyless signing) loads iconv-lite (0.5 MB, a sixth of the
+ * CLI script) only for `textConverted()`, which nothing calls. Left out, its require throws as if
+ * the package were not installed, which minipass-fetch handles.
+ */
+const LEFT_OUT = [{ importer: /[\\/]node_modules[\\/]minipass-fetch[\\/]/, module: /^iconv-lite$/ }];
+
+const leftOut: Plugin = {
+  name: 'left-out-optional-dependencies',
+  setup(build) {
+    for (const { importer, module } of LEFT_OUT) {
+      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'left-out' } : undefined));
+    }
+    build.onLoad({ filter: /.*/, namespace: 'left-out' }, (args) => ({
+      contents: `throw Object.assign(new Error(${JSON.stringify(`${args.path} is not in the kbundle executable`)}), { code: 'MODULE_NOT_FOUND' });\n`,
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * The CLI script is wrapped as a CommonJS module function here, at build time: src/sea/launch.ts
+ * compiles the asset as it is, instead of concatenating the wrapper at run time, which made V8
+ * flatten a second copy of the 3 MB source on every start.
+ */
+const CLI_WRAPPER = { head: '(function (exports, require, module, __filename, __dirname) {', tail: '})' };
+
+async function bundle(entry: string, outfile: string, define: Record<string, string> = {}, wrap = false): Promise<string> {
   const esbuild = await import('esbuild');
   await esbuild.build({
-    plugins: [lazyBuiltins],
+    plugins: [lazyBuiltins, leftOut],
+    ...(wrap ? { banner: { js: CLI_WRAPPER.head }, footer: { js: CLI_WRAPPER.tail } } : {}),
     entryPoints: [entry],
     outfile,
     bundle: true,

@@ -20,9 +20,10 @@ interface Cli {
 /** The CLI as a CommonJS module function, given the executable's require (built-ins only). */
 function compileCli(cachedData: Buffer | undefined): { script: Script; cli: Cli } {
   // The script is ASCII (src/sea/build.ts checks): read in place and copied once as Latin-1, which
-  // is much cheaper than getAsset's copy plus UTF-8 decoding of 3 MB.
+  // is much cheaper than getAsset's copy plus UTF-8 decoding of 3 MB. It is already wrapped as a
+  // CommonJS module function (build.ts), so V8 compiles this one copy.
   const source = Buffer.from(getRawAsset('cli.cjs') as ArrayBuffer).toString('latin1');
-  const script = new Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+  const script = new Script(source, {
     filename: 'kbundle-cli.cjs',
     cachedData,
     importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
