@@ -1,5 +1,5 @@
 import type { Agent as AgentType, Dispatcher } from 'undici';
-import { withLlhttpTiering } from './llhttp-tiering.js';
+import { raiseLlhttpTieringBudget } from './llhttp-tiering.js';
 
 /**
  * undici, loaded only when a command talks HTTP, and only the parts the registry client uses:
@@ -19,6 +19,7 @@ const cjs = <T>(m: unknown): T => (m as { default?: T }).default ?? (m as T);
 
 let core: Promise<HttpApi> | undefined;
 export function undici(): Promise<HttpApi> {
+  raiseLlhttpTieringBudget();
   core ??= Promise.all([import('undici/lib/dispatcher/agent.js'), import('undici/lib/api/api-request.js')]).then(([agentModule, requestModule]) => {
     const Agent = cjs<typeof AgentType>(agentModule);
     const apiRequest = cjs<(this: Dispatcher, o: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>>(requestModule);
@@ -26,7 +27,7 @@ export function undici(): Promise<HttpApi> {
       Agent,
       request(url, { dispatcher, ...rest }) {
         const u = new URL(url);
-        return withLlhttpTiering(() => apiRequest.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}` } as Dispatcher.RequestOptions));
+        return apiRequest.call(dispatcher, { ...rest, origin: u.origin, path: `${u.pathname}${u.search}` } as Dispatcher.RequestOptions);
       },
     };
   });
