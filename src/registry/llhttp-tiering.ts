@@ -14,7 +14,9 @@ import { setFlagsFromString } from 'node:v8';
  * not as a command-line flag (e.g. the executable's SEA `execArgv`): V8 accepts a code cache only
  * under the flags the process started with, and a start-up flag made it reject Node's own cache
  * of its built-in modules, which then all compiled from source (+25 ms per `verify`). Set later,
- * V8 keeps accepting them (test/llhttp-tiering.test.ts checks that).
+ * V8 keeps accepting them (test/llhttp-tiering.test.ts checks that). A code cache *created* after
+ * the raise carries it, though, and is rejected by the next process: the node executable's
+ * `--write-code-cache` (src/sea/entry.ts `warm`) therefore never loads the HTTP client.
  */
 export const RAISED_TIERING_BUDGET = 1_000_000_000;
 

@@ -15,7 +15,9 @@ export async function run(argv: string[]): Promise<void> {
 
 /**
  * Evaluates every command module and registers every command, running none: what the code cache
- * written by `--write-code-cache` should hold compiled. Prints nothing.
+ * written by `--write-code-cache` should hold compiled. Prints nothing. It must not load the HTTP
+ * client: that raises a V8 flag at run time (src/registry/llhttp-tiering.ts), and a cache created
+ * after it is rejected by every later start (test/sea-code-cache.test.ts would see it unused).
  */
 export async function warm(): Promise<void> {
   const { createProgram } = await import('../cli/main.js');
