@@ -99,6 +99,15 @@ interface VerifiedContent {
 }
 
 /**
+ * Mark a stream that checks `digest` and `size` itself, erroring before it ends on any mismatch
+ * (as a VerifyingStream does; e.g. a registry download hashing as it receives), as verified content.
+ */
+export function declareVerified<T extends Readable>(stream: T, digest: string, size: number): T {
+  (stream as { [VERIFIED]?: VerifiedContent })[VERIFIED] = { digest, size };
+  return stream;
+}
+
+/**
  * Mark `derived` as passing on `source`'s bytes unchanged (a byte counter, say), so it keeps the
  * promise of the VerifyingStream it came from: `source`'s error is forwarded, so `derived` too
  * errors instead of ending cleanly on a mismatch. Consumers then need not hash the bytes again.

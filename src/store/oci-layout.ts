@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join, resolve as resolvePath } from 'node:path';
@@ -9,6 +9,7 @@ import { isAttachmentTag } from '../attach/tags.js';
 import { isKbError, KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { FileSink } from '../util/file-sink.js';
 import { VerifyingStream, digestOf, isDigest, isVerifiedAs, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, OciLayoutFileSchema, parseAnyManifest, parseIndex, parseJson, type Descriptor, type Index } from '../oci/types.js';
@@ -23,7 +24,7 @@ const MAX_INDEX_JSON_BYTES = 16 * 1024 * 1024;
 export { writeFileAtomic };
 
 const LAYOUT_VERSION = '1.0.0';
-/** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
+/** Let small network chunks pile up into fewer, larger writes (src/util/file-sink.ts). */
 const WRITE_BUFFER = 1024 * 1024;
 const READ_BUFFER = 1024 * 1024;
 
@@ -91,7 +92,7 @@ export class OciLayout implements Target {
     await mkdir(join(final, '..'), { recursive: true });
     const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
     const src = content instanceof Readable ? content : Readable.from([content]);
-    const sink = createWriteStream(tmp, { highWaterMark: WRITE_BUFFER });
+    const sink = new FileSink(tmp, { batch: WRITE_BUFFER });
     try {
       // A stream that already verifies this very digest and size (a registry or layout fetch)
       // errors before it ends on any mismatch, so hashing it a second time buys nothing.
