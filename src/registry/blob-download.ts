@@ -1,7 +1,7 @@
-import { createHash, type Hash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { KbError } from '../errors.js';
 import { DigestMismatchError, SizeMismatchError, declareVerified, parseDigest } from '../oci/digest.js';
+import { OffThreadHash } from '../util/hash-worker.js';
 import type { Descriptor } from '../oci/types.js';
 import { header, unexpected, type RegistryResponse, type RegistrySession } from './client.js';
 import { TransientTransferError, isNetworkError, networkErrorText } from './errors.js';
@@ -50,8 +50,14 @@ export async function downloadBlob(ctx: DownloadContext, desc: Descriptor): Prom
   return declareVerified(new BlobBody(ctx, desc, first), desc.digest, desc.size);
 }
 
+/** Blobs from this size on are hashed on the worker thread (src/util/hash-worker.ts). */
+const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
+
 class BlobBody extends Readable {
-  private readonly hash: Hash;
+  private readonly hash: OffThreadHash;
+  /** The consumer wants no more for now / the hash has all its staging buffers out. */
+  private readHeld = false;
+  private hashHeld = false;
   private readonly hex: string;
   private readonly what: string;
   private offset = 0;
@@ -64,7 +70,7 @@ class BlobBody extends Readable {
   ) {
     super({ highWaterMark: 1024 * 1024 });
     const p = parseDigest(desc.digest, `${ctx.name}: blob ${desc.digest}`);
-    this.hash = createHash(p.algorithm);
+    this.hash = new OffThreadHash(p.algorithm, { local: desc.size < OFF_THREAD_HASH_BYTES });
     this.hex = p.hex;
     this.what = `${ctx.name}: blob ${desc.digest}`;
     this.run(first).then(
@@ -74,11 +80,17 @@ class BlobBody extends Readable {
   }
 
   override _read(): void {
-    this.current?.resume();
+    this.readHeld = false;
+    this.resumeBody();
+  }
+
+  private resumeBody(): void {
+    if (!this.readHeld && !this.hashHeld) this.current?.resume();
   }
 
   override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
     this.current?.destroy();
+    this.hash.dispose();
     cb(err);
   }
 
@@ -120,7 +132,7 @@ class BlobBody extends Readable {
       }
     }
     if (this.offset !== desc.size) throw new SizeMismatchError(desc.size, this.offset, this.what);
-    const hex = this.hash.digest('hex');
+    const hex = await this.hash.digest();
     if (hex !== this.hex) throw new DigestMismatchError(desc.digest, `${desc.digest.split(':')[0]}:${hex}`, this.what);
   }
 
@@ -153,8 +165,15 @@ class BlobBody extends Readable {
           settle(new SizeMismatchError(this.desc.size, this.offset, this.what));
           return;
         }
-        this.hash.update(chunk);
-        if (!this.push(chunk)) body.pause();
+        if (!this.hash.update(chunk)) {
+          this.hashHeld = true;
+          this.hash.onDrain(() => {
+            this.hashHeld = false;
+            this.resumeBody();
+          });
+        }
+        if (!this.push(chunk)) this.readHeld = true;
+        if (this.readHeld || this.hashHeld) body.pause();
       };
       body.on('data', onData);
       body.once('end', () => settle());

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join, resolve as resolvePath } from 'node:path';
@@ -9,7 +9,6 @@ import { isAttachmentTag } from '../attach/tags.js';
 import { isKbError, KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import { FileSink } from '../util/file-sink.js';
 import { VerifyingStream, digestOf, isDigest, isVerifiedAs, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, OciLayoutFileSchema, parseAnyManifest, parseIndex, parseJson, type Descriptor, type Index } from '../oci/types.js';
@@ -24,9 +23,11 @@ const MAX_INDEX_JSON_BYTES = 16 * 1024 * 1024;
 export { writeFileAtomic };
 
 const LAYOUT_VERSION = '1.0.0';
-/** Let small network chunks pile up into fewer, larger writes (src/util/file-sink.ts). */
+/** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
 const WRITE_BUFFER = 1024 * 1024;
 const READ_BUFFER = 1024 * 1024;
+/** Blobs from this size on are hashed on the worker thread (src/util/hash-worker.ts). */
+const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
 
 /** An OCI image layout directory (image-spec image-layout.md): oci-layout, index.json, blobs/. */
 export class OciLayout implements Target {
@@ -76,7 +77,8 @@ export class OciLayout implements Target {
     } catch {
       throw new KbError('NOT_FOUND', `${this.name}: blob ${desc.digest} is missing`, { hint: 'the layout is incomplete; rebuild or pull it again' });
     }
-    const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`);
+    // Large blobs are hashed on the worker thread while this one reads and sends (a push).
+    const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`, { offThread: desc.size >= OFF_THREAD_HASH_BYTES });
     // Large reads: one thread-pool round trip per MiB instead of per 64 KiB.
     const src = createReadStream(path, { highWaterMark: READ_BUFFER });
     src.on('error', (e) => verify.destroy(e));
@@ -92,7 +94,7 @@ export class OciLayout implements Target {
     await mkdir(join(final, '..'), { recursive: true });
     const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
     const src = content instanceof Readable ? content : Readable.from([content]);
-    const sink = new FileSink(tmp, { batch: WRITE_BUFFER });
+    const sink = createWriteStream(tmp, { highWaterMark: WRITE_BUFFER });
     try {
       // A stream that already verifies this very digest and size (a registry or layout fetch)
       // errors before it ends on any mismatch, so hashing it a second time buys nothing.
