@@ -3,7 +3,6 @@ import { createReadStream } from 'node:fs';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { KbError, UserError } from '../errors.js';
-import { OffThreadHash } from '../util/hash-worker.js';
 
 export type DigestAlgorithm = 'sha256' | 'sha512';
 
@@ -134,9 +133,7 @@ export function isVerifiedAs(stream: unknown, digest: string, size: number): boo
  * consumer sees end-of-stream, so a caller that stages then renames never commits bad bytes.
  */
 export class VerifyingStream extends Transform {
-  private readonly hash?: Hash;
-  /** Large contents: hashed on the worker thread (src/util/hash-worker.ts). */
-  private readonly offThread?: OffThreadHash;
+  private readonly hash: Hash;
   private seen = 0;
   private readonly algorithm: DigestAlgorithm;
   private readonly hex: string;
@@ -144,14 +141,12 @@ export class VerifyingStream extends Transform {
     readonly expectedDigest: string,
     readonly expectedSize: number | undefined,
     readonly what: string,
-    opts: { offThread?: boolean } = {},
   ) {
     super();
     const p = parseDigest(expectedDigest, what);
     this.algorithm = p.algorithm;
     this.hex = p.hex;
-    if (opts.offThread) this.offThread = new OffThreadHash(p.algorithm);
-    else this.hash = createHash(p.algorithm);
+    this.hash = createHash(p.algorithm);
     (this as { [VERIFIED]?: VerifiedContent })[VERIFIED] = { digest: expectedDigest, size: expectedSize };
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -160,13 +155,7 @@ export class VerifyingStream extends Transform {
       cb(new SizeMismatchError(this.expectedSize, this.seen, this.what));
       return;
     }
-    if (this.offThread && !this.offThread.update(chunk)) {
-      // The worker is behind: pass the bytes on, but take no more until it has caught up.
-      this.push(chunk);
-      this.offThread.onDrain(() => cb());
-      return;
-    }
-    this.hash?.update(chunk);
+    this.hash.update(chunk);
     cb(null, chunk);
   }
   override _flush(cb: TransformCallback): void {
@@ -174,14 +163,7 @@ export class VerifyingStream extends Transform {
       cb(new SizeMismatchError(this.expectedSize, this.seen, this.what));
       return;
     }
-    if (this.offThread) this.offThread.digest().then((hex) => this.check(hex, cb), cb);
-    else this.check(this.hash!.digest('hex'), cb);
-  }
-  override _destroy(err: Error | null, cb: (e?: Error | null) => void): void {
-    this.offThread?.dispose();
-    cb(err);
-  }
-  private check(hex: string, cb: TransformCallback): void {
+    const hex = this.hash.digest('hex');
     if (hex !== this.hex) {
       cb(new DigestMismatchError(this.expectedDigest, `${this.algorithm}:${hex}`, this.what));
       return;

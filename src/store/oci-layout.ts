@@ -26,8 +26,6 @@ const LAYOUT_VERSION = '1.0.0';
 /** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
 const WRITE_BUFFER = 1024 * 1024;
 const READ_BUFFER = 1024 * 1024;
-/** Blobs from this size on are hashed on the worker thread (src/util/hash-worker.ts). */
-const OFF_THREAD_HASH_BYTES = 4 * 1024 * 1024;
 
 /** An OCI image layout directory (image-spec image-layout.md): oci-layout, index.json, blobs/. */
 export class OciLayout implements Target {
@@ -77,8 +75,7 @@ export class OciLayout implements Target {
     } catch {
       throw new KbError('NOT_FOUND', `${this.name}: blob ${desc.digest} is missing`, { hint: 'the layout is incomplete; rebuild or pull it again' });
     }
-    // Large blobs are hashed on the worker thread while this one reads and sends (a push).
-    const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`, { offThread: desc.size >= OFF_THREAD_HASH_BYTES });
+    const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`);
     // Large reads: one thread-pool round trip per MiB instead of per 64 KiB.
     const src = createReadStream(path, { highWaterMark: READ_BUFFER });
     src.on('error', (e) => verify.destroy(e));
