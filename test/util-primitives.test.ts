@@ -3,6 +3,7 @@
  * left after a failure, even a SIGKILL mid-write leaves the old content) and the bounded pool.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { commitFile, isStagingName, resetStaleSweep, stageAndRename, stageThenName, withStagingDir, writeFileAtomic } from '../src/util/atomic-write.js';
 import { limiter, mapPool } from '../src/util/pool.js';
+import { OffThreadHash, stopHashWorker } from '../src/util/hash-worker.js';
 import { cleanupTempDirs, REPO_ROOT, tempDir } from './helpers/exec.js';
 
 afterAll(cleanupTempDirs);
@@ -246,5 +248,23 @@ describe('limiter', () => {
     const limit = limiter(1);
     await expect(limit(async () => Promise.reject(new Error('no')))).rejects.toThrow('no');
     await expect(limit(async () => 42)).resolves.toBe(42);
+  });
+});
+
+describe('hash worker', () => {
+  it('hashes as createHash does; a worker that stops fails the waiting hash with INTERNAL and later hashes run here', async () => {
+    const data = randomBytes(5 * 1024 * 1024 + 17);
+    const expected = createHash('sha256').update(data).digest('hex');
+    const whole = new OffThreadHash('sha256');
+    for (let at = 0; at < data.length; at += 300_000) whole.update(data.subarray(at, at + 300_000));
+    expect(await whole.digest()).toBe(expected);
+
+    const cut = new OffThreadHash('sha256');
+    cut.update(data);
+    await stopHashWorker();
+    await expect(cut.digest()).rejects.toMatchObject({ name: 'KbError', code: 'INTERNAL' });
+    const after = new OffThreadHash('sha256');
+    after.update(data);
+    expect(await after.digest()).toBe(expected);
   });
 });

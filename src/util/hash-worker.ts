@@ -1,5 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import { KbError } from '../errors.js';
 
 /**
  * SHA-256/512 of a large stream on a worker thread, so the main thread (which also parses the
@@ -72,14 +73,24 @@ function worker(): { worker: Worker; pending: Map<number, Pending> } | null {
       pending.clear();
       w.unref();
     };
-    w.on('error', fail);
-    w.on('exit', () => fail(new Error('the hashing worker exited')));
+    // A worker that fails (out of memory, killed) fails every hash waiting on it with a clear error.
+    w.on('error', (e) => fail(new KbError('INTERNAL', `the hashing worker thread failed: ${e.message}`, { cause: e, hint: 'run the command again; if it keeps failing, check free memory' })));
+    w.on('exit', (code) => fail(new KbError('INTERNAL', `the hashing worker thread stopped (exit ${code})`, { hint: 'run the command again; if it keeps failing, check free memory' })));
     w.unref();
     shared = { worker: w, pending };
   } catch {
     shared = null;
   }
   return shared;
+}
+
+/**
+ * Stop the worker thread: hashes waiting on it fail (INTERNAL), later ones are computed on this
+ * thread. What a worker that dies does; for tests of that path.
+ */
+export async function stopHashWorker(): Promise<void> {
+  const w = worker();
+  if (w) await w.worker.terminate();
 }
 
 /** An incremental hash computed on the worker thread (or here, if there is none). */
