@@ -41,7 +41,8 @@ export function generateTree(root: string, totalMiB: number): string {
     writeFileSync(join(sub, `file-${i}.yaml`), `apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-${i}\ndata:\n${body}\n`);
   }
   const bigCount = 20;
-  const bigSize = Math.floor(((totalMiB - 4) * 1048576) / bigCount);
+  // The small files take about 4 MiB; a smaller tree keeps them and has empty blobs (never a negative size).
+  const bigSize = Math.max(0, Math.floor(((totalMiB - 4) * 1048576) / bigCount));
   mkdirSync(join(dir, 'blobs'), { recursive: true });
   for (let i = 0; i < bigCount; i++) {
     const half = Math.floor(bigSize / 2);

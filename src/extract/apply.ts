@@ -1,5 +1,4 @@
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   closeSync,
@@ -25,7 +24,7 @@ import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { KbError, UserError, writeError } from '../errors.js';
 import type { FlatEntry } from './flatten.js';
-import { asideName, type InstallJournal } from './journal.js';
+import { asideName, TMP_PREFIX, type InstallJournal } from './journal.js';
 import { entryComponents, resolveInRoot, ResolvedDirs } from './secure-path.js';
 
 export interface ApplyOptions {
@@ -68,8 +67,7 @@ const SMALL_FILE = 1024 * 1024;
 
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
-// Unique per process run; a counter is enough after it (random bytes per file cost measurably).
-const TMP_PREFIX = `.kbundle-tmp-${process.pid}-${randomBytes(4).toString('hex')}-`;
+// The journal finds a crashed install's temps by this prefix (see InstallJournal.stage).
 let tmpCounter = 0;
 function tmpName(dir: string): string {
   return posix.join(dir, `${TMP_PREFIX}${tmpCounter++}`);
@@ -136,7 +134,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
   if (journal) {
     state.staged ??= new Map();
     state.stagedLinks ??= new Set();
-    for (let i = e.path.indexOf('/'); i > 0; i = e.path.indexOf('/', i + 1)) {
+    for (let i = state.stagedLinks.size ? e.path.indexOf('/') : -1; i > 0; i = e.path.indexOf('/', i + 1)) {
       if (state.stagedLinks.has(e.path.slice(0, i))) {
         throw new KbError('UNSUPPORTED', `${what}: "${e.path}" lies below "${e.path.slice(0, i)}", a symbolic link the same image creates`, {
           hint: 'an image that writes through its own symlinks cannot be installed all-or-nothing; put the files at the link target',

@@ -9,14 +9,19 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { stateDir } from '../util/state-dir.js';
 
 type JournalRecord =
   | { t: 'begin'; pid: number; what: string }
   /** A folder created for the image (removed on roll back when empty). */
   | { t: 'mkdir'; p: string }
-  /** A temp about to be created; `final` is where it goes at commit. */
+  /**
+   * Temps named `prefix` + a counter may be created in folder `p` from now on (written before the
+   * first one is): a roll back removes them all, whether or not their `stage` records made it.
+   */
+  | { t: 'tmpdir'; p: string; prefix: string }
+  /** A temp that goes to `final` at commit (buffered: all of them are on disk before the commit record). */
   | { t: 'stage'; tmp: string; final: string }
   /** Something that was at `from` was moved to `to` to make room (restored on roll back). */
   | { t: 'moved'; from: string; to: string }
@@ -38,6 +43,16 @@ export function asideName(path: string): string {
 }
 
 /**
+ * The name of every temp this process stages starts with this (unique per run: the pid and random
+ * bytes); a counter after it is enough (random bytes per file cost measurably).
+ */
+export const TMP_PREFIX = `.kbundle-tmp-${process.pid}-${randomBytes(4).toString('hex')}-`;
+const TMP_PREFIX_SHAPE = /^\.kbundle-tmp-\d+-[0-9a-f]+-$/;
+
+/** Buffered records are written once this many bytes are waiting (or before any unbuffered record). */
+const BUFFER_BYTES = 64 * 1024;
+
+/**
  * Fault injection for the crash tests (test/hardening/installs.test.ts): `N[:SIGNAL]` sends the
  * signal (default SIGKILL) to this process right after the N-th journal record is written.
  */
@@ -45,6 +60,10 @@ const SIGNAL_AT = /^(\d+)(?::(SIG[A-Z]+))?$/.exec(process.env.KBUNDLE_TEST_SIGNA
 
 export class InstallJournal {
   private readonly records: JournalRecord[] = [];
+  /** Records kept in `records` but not yet written (stage and chmod: only a commit needs them). */
+  private pending = '';
+  private written = 0;
+  private readonly tmpDirs = new Set<string>();
   private committed = false;
   private finished = false;
 
@@ -63,25 +82,52 @@ export class InstallJournal {
     return j;
   }
 
+  /** Write `r` (and everything buffered before it) now: the step it announces may follow at once. */
   private append(r: JournalRecord): void {
+    this.buffer(r);
+    this.flush();
+  }
+
+  /** Keep `r` for the next write: for records a crash before the commit does not need. */
+  private buffer(r: JournalRecord): void {
     this.records.push(r);
-    writeSync(this.fd, `${JSON.stringify(r)}\n`);
-    if (SIGNAL_AT && this.records.length === Number(SIGNAL_AT[1])) process.kill(process.pid, (SIGNAL_AT[2] ?? 'SIGKILL') as NodeJS.Signals);
+    this.pending += `${JSON.stringify(r)}\n`;
+    if (this.pending.length >= BUFFER_BYTES) this.flush();
+  }
+
+  private flush(): void {
+    if (!this.pending) return;
+    for (let off = 0, b = Buffer.from(this.pending); off < b.length;) off += writeSync(this.fd, b, off);
+    this.pending = '';
+    const before = this.written;
+    this.written = this.records.length;
+    if (SIGNAL_AT && before < Number(SIGNAL_AT[1]) && this.written >= Number(SIGNAL_AT[1])) process.kill(process.pid, (SIGNAL_AT[2] ?? 'SIGKILL') as NodeJS.Signals);
   }
 
   mkdir(p: string): void {
     this.append({ t: 'mkdir', p });
   }
-  /** Call before creating `tmp`, so a crash right after leaves a journal that names it. */
+  /**
+   * Call before creating `tmp` (named TMP_PREFIX + anything, in its final folder). The first temp
+   * of a folder writes a `tmpdir` record at once, so a crash right after leaves a journal from which
+   * every temp is found; the `stage` record itself (tmp → final) is buffered until the commit.
+   */
   stage(tmp: string, final: string): void {
-    this.append({ t: 'stage', tmp, final });
+    const slash = tmp.lastIndexOf('/');
+    const dir = tmp.slice(0, slash);
+    if (!tmp.startsWith(TMP_PREFIX, slash + 1)) throw new Error(`internal: temp ${tmp} is not named ${TMP_PREFIX}*`);
+    if (!this.tmpDirs.has(dir)) {
+      this.tmpDirs.add(dir);
+      this.append({ t: 'tmpdir', p: dir, prefix: TMP_PREFIX });
+    }
+    this.buffer({ t: 'stage', tmp, final });
   }
   /** Call before moving `from` to `to`. */
   moved(from: string, to: string): void {
     this.append({ t: 'moved', from, to });
   }
   chmod(p: string, mode: number): void {
-    this.append({ t: 'chmod', p, mode });
+    this.buffer({ t: 'chmod', p, mode });
   }
 
   /** Make the install happen: record the commit durably, then rename everything into place. */
@@ -146,7 +192,9 @@ function rollBack(records: JournalRecord[]): void {
   for (const r of [...records].reverse()) {
     try {
       if (r.t === 'stage') rmSync(r.tmp, { recursive: true, force: true });
-      else if (r.t === 'mkdir') rmdirSync(r.p);
+      else if (r.t === 'tmpdir') {
+        for (const name of readdirSync(r.p)) if (name.startsWith(r.prefix)) rmSync(posix.join(r.p, name), { recursive: true, force: true });
+      } else if (r.t === 'mkdir') rmdirSync(r.p);
       else if (r.t === 'moved' && lstatOrUndefined(r.to)) {
         if (lstatOrUndefined(r.from)) rmSync(r.from, { recursive: true, force: true });
         renameSync(r.to, r.from);
@@ -173,7 +221,17 @@ function parseJournal(text: string): JournalRecord[] {
 /** Every path of a journal must lie inside the root it was found in. */
 function insideRoot(records: JournalRecord[], root: string): boolean {
   const ok = (p: unknown) => typeof p === 'string' && (p === root || p.startsWith(`${root}/`)) && !p.split('/').includes('..');
-  return records.every((r) => (r.t === 'stage' ? ok(r.tmp) && ok(r.final) : r.t === 'moved' ? ok(r.from) && ok(r.to) : r.t === 'mkdir' || r.t === 'chmod' ? ok(r.p) : true));
+  return records.every((r) =>
+    r.t === 'stage'
+      ? ok(r.tmp) && ok(r.final)
+      : r.t === 'moved'
+        ? ok(r.from) && ok(r.to)
+        : r.t === 'tmpdir'
+          ? ok(r.p) && typeof r.prefix === 'string' && TMP_PREFIX_SHAPE.test(r.prefix)
+          : r.t === 'mkdir' || r.t === 'chmod'
+            ? ok(r.p)
+            : true,
+  );
 }
 
 export interface Recovery {
