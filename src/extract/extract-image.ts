@@ -1,11 +1,11 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { makeStagingDir } from '../util/atomic-write.js';
-import { availableParallelism, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { PassThrough, type Readable } from 'node:stream';
 import { limiter } from '../util/pool.js';
 import { KbError, UserError } from '../errors.js';
-import { verifyFiles } from '../oci/file-digest-worker.js';
+import { verifyFilesInOrder } from '../oci/file-digest-worker.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
 import { decompress } from '../layer/codec.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
@@ -79,8 +79,9 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
         if (!(await target.exists({ mediaType: '', digest: it.digest, size: it.size })))
           throw new KbError('NOT_FOUND', `${it.what} is missing or has the wrong size`, { hint: 'the layout is incomplete; rebuild or pull it again' });
       }
-      const slots = limiter(Math.max(1, Math.min(4, availableParallelism())));
-      ready = topFirst(layers.length, (i) => slots(() => verifyFiles([items[i]!], 1)).then(() => items[i]!.path));
+      // One worker, top layer first (applied first): it is verified before the lower ones are read.
+      const hashed = verifyFilesInOrder([...items].reverse()).reverse();
+      ready = items.map((it, i) => hashed[i]!.then(() => it.path));
     } else {
       staging = await makeStagingDir(opts.stagingDir ?? tmpdir(), 'layers');
       const local = await OciLayout.open(staging, { create: true });

@@ -10,7 +10,7 @@ import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTo } from '../../src/builder/output.js';
 import { EXIT_CODES } from '../../src/cli/exit-codes.js';
-import { recoverJournals } from '../../src/extract/journal.js';
+import { InstallJournal, recoverJournals, TMP_PREFIX } from '../../src/extract/journal.js';
 import { kbundle, kbundleAsync } from '../helpers/cli.js';
 import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
 import { writeBundle } from '../helpers/fixture-bundle.js';
@@ -125,6 +125,23 @@ describe('container:// installs are all-or-nothing', () => {
     expect(snapshot(root)).toEqual(before);
     expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
     expect(existsSync(join(root, 'var/lib/kbundle/lock'))).toBe(false);
+  });
+  it('a crash before buffered stage records reach the disk still rolls back every temp (found by the folder record and its prefix)', () => {
+    const root = oldRoot();
+    const before = snapshot(root);
+    const journal = InstallJournal.begin(root, 'test');
+    const dir = join(root, 'etc/app');
+    const temps = [0, 1, 2].map((i) => join(dir, `${TMP_PREFIX}test-${i}`));
+    for (const t of temps) {
+      journal.stage(t, join(dir, 'config'));
+      writeFileSync(t, 'staged');
+    }
+    const written = readFileSync(journal.file, 'utf8');
+    expect(written).toContain('"t":"tmpdir"');
+    expect(written).not.toContain('"t":"stage"'); // still buffered: what a SIGKILL here leaves on disk
+    expect(recoverJournals(root)).toEqual({ rolledBack: 1, rolledForward: 0 });
+    expect(snapshot(root)).toEqual(before);
+    expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
   });
 });
 
