@@ -24,6 +24,7 @@ import { posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { KbError, UserError, writeError } from '../errors.js';
 import type { FlatEntry } from './flatten.js';
+import type { FileWriter } from './file-writer.js';
 import { asideName, TMP_PREFIX, type InstallJournal } from './journal.js';
 import { entryComponents, resolveInRoot, ResolvedDirs } from './secure-path.js';
 
@@ -56,6 +57,8 @@ export interface ApplyState {
   staged?: Map<string, string>;
   /** Journaled installs: symlinks this image stages (later entries must not go through them). */
   stagedLinks?: Set<string>;
+  /** Journaled installs: creates small files on a worker thread (see file-writer.ts). */
+  writer?: FileWriter;
 }
 
 export function newApplyState(): ApplyState {
@@ -181,7 +184,10 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       journal?.stage(tmp, final);
       const size = h.size ?? 0;
       try {
-        if (size <= SMALL_FILE) {
+        if (size <= SMALL_FILE && journal && state.writer) {
+          // Journaled: the temp is created on the writer's thread while this one goes on.
+          await state.writer.write(tmp, await readSmall(e.body, size), mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
+        } else if (size <= SMALL_FILE) {
           // Most files of an image: one open, and the metadata set through it (no path lookups).
           writeSmallFile(tmp, await readSmall(e.body, size), mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
         } else {
@@ -223,6 +229,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       if (!state.written.has(targetRel)) {
         throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a file of this image`, 'hard links may only join files the image itself contains');
       }
+      await state.writer?.drain(); // the target may still be queued
       const target = state.staged?.get(targetRel) ?? resolveInRoot(root, targetParts, false);
       if (!lstatOrUndefined(target)?.isFile()) throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a regular file`);
       const tmp = tmpName(parent);
@@ -251,7 +258,10 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
   }
   state.written.add(e.path);
   // Journaled: the content is still at its temp name (rename keeps xattrs).
-  if (opts.xattrs !== false && h.pax) applyXattrs(state.staged?.get(e.path) ?? final, h.pax as Record<string, string>, state, what);
+  if (opts.xattrs !== false && h.pax && Object.keys(h.pax).some((k) => k.startsWith('SCHILY.xattr.'))) {
+    await state.writer?.drain(); // the file must exist
+    applyXattrs(state.staged?.get(e.path) ?? final, h.pax as Record<string, string>, state, what);
+  }
 }
 
 /** Put a written temp at its final path now, or (journaled) leave it for the commit. */

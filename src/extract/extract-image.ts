@@ -13,6 +13,7 @@ import { parseIndex, parseManifest, type Descriptor, type Manifest, type Platfor
 import { OciLayout } from '../store/oci-layout.js';
 import { fetchBytes, type Target } from '../oci/target.js';
 import { applyEntry, finishApply, newApplyState, type ApplyOptions } from './apply.js';
+import { FileWriter } from './file-writer.js';
 import { DEFAULT_LIMITS, flattenLayers, type ExtractLimits, type FlatEntry } from './flatten.js';
 
 export interface ExtractOptions extends ApplyOptions {
@@ -72,6 +73,8 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
 
   let staging: string | undefined;
   let ready: Promise<string>[] = [];
+  let writer: FileWriter | undefined;
+  const stopWriter = () => writer?.stopSync();
   try {
     if (target instanceof OciLayout) {
       const items = layers.map((layer) => ({ path: target.blobPath(layer.digest), digest: layer.digest, size: layer.size, what: `${target.name}: blob ${layer.digest}` }));
@@ -105,6 +108,10 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
 
     await mkdir(root, { recursive: true });
     const state = newApplyState();
+    if (opts.journal) {
+      state.writer = writer = new FileWriter();
+      opts.journal.beforeAbort.add(stopWriter);
+    }
     let files = 0;
     let bytes = 0;
     // The read-ahead lets inflating (zlib on the thread pool) run on while a run of small files
@@ -118,11 +125,15 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
         bytes += entry.header.size ?? 0;
       }
     }
+    await writer?.drain(); // every temp on disk before the caller commits
     // Folder times go last (writing children changes them); journaled, after the commit.
     const finish = () => finishApply(state);
     if (!opts.journal) await finish();
     return { manifest, files, bytes, warnings: state.warnings, finish: opts.journal ? finish : async () => undefined };
   } finally {
+    // No temp may be created after this returns (the caller commits or rolls back next).
+    stopWriter();
+    opts.journal?.beforeAbort.delete(stopWriter);
     // Nothing may run on after this returns (and the staged blobs must be closed before removal).
     await Promise.allSettled(ready);
     if (staging) await rm(staging, { recursive: true, force: true });

@@ -140,9 +140,16 @@ export class InstallJournal {
     this.close();
   }
 
+  /**
+   * Synchronous stops run before a roll back (also from a signal handler): whatever still creates
+   * staged temps on another thread (file-writer.ts) must have stopped before they are removed.
+   */
+  readonly beforeAbort = new Set<() => void>();
+
   /** Undo everything (before commit), or finish it (once the commit record is written). */
   abortSync(): void {
     if (this.finished) return;
+    for (const stop of this.beforeAbort) stop();
     if (this.committed) rollForward(this.records, (r) => this.append(r));
     else rollBack(this.records);
     this.close();
