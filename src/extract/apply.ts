@@ -57,8 +57,11 @@ export interface ApplyState {
   staged?: Map<string, string>;
   /** Journaled installs: symlinks this image stages (later entries must not go through them). */
   stagedLinks?: Set<string>;
-  /** Journaled installs: creates small files on a worker thread (see file-writer.ts). */
+  /** Journaled installs: creates small files on a worker thread (see file-writer.ts)... */
   writer?: FileWriter;
+  /** ...started by this once the image has more than WRITER_AFTER small files (a thread's start costs ~0.1 s). */
+  startWriter?: () => FileWriter;
+  smallFiles?: number;
 }
 
 export function newApplyState(): ApplyState {
@@ -67,6 +70,8 @@ export function newApplyState(): ApplyState {
 
 /** Files up to this size are read into memory and written with one call. */
 const SMALL_FILE = 1024 * 1024;
+/** Small files written on this thread before a journaled install starts its writer thread. */
+const WRITER_AFTER = 256;
 
 const isRoot = () => typeof process.getuid === 'function' && process.getuid() === 0;
 
@@ -184,6 +189,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       journal?.stage(tmp, final);
       const size = h.size ?? 0;
       try {
+        if (size <= SMALL_FILE && state.startWriter && (state.smallFiles = (state.smallFiles ?? 0) + 1) > WRITER_AFTER) state.writer ??= state.startWriter();
         if (size <= SMALL_FILE && journal && state.writer) {
           // Journaled: the temp is created on the writer's thread while this one goes on.
           await state.writer.write(tmp, await readSmall(e.body, size), mode, mtime, opts.sameOwner && isRoot() ? h : undefined);

@@ -109,8 +109,8 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     await mkdir(root, { recursive: true });
     const state = newApplyState();
     if (opts.journal) {
-      state.writer = writer = new FileWriter();
       opts.journal.beforeAbort.add(stopWriter);
+      state.startWriter = () => (writer = new FileWriter());
     }
     let files = 0;
     let bytes = 0;

@@ -179,6 +179,43 @@ describe.runIf(isRoot)('a full or read-only file system is a clean IO error and 
   });
 });
 
+describe('images with many small files (created on the writer thread after the first 256)', () => {
+  let many: string;
+  const manyFiles = Array.from({ length: 600 }, (_, i) => ({ path: `many/f-${String(i).padStart(3, '0')}`, content: `${i}:${'y'.repeat(2000)}`, mode: i % 2 ? 0o755 : 0o644 }));
+  beforeAll(async () => {
+    const spec = 'name: many\nversion: 1.0.0\ndescription: many\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: many\n    dst: opt/many\n';
+    const dir = writeBundle(join(tempDir(), 'many'), spec, manyFiles);
+    many = join(tempDir(), 'oci');
+    await buildTo(dir, { transport: 'oci', path: many, ref: 'many' }, { platforms: ['linux/amd64'] });
+  });
+
+  it('every file lands with its content and mode, and no temp file is left', () => {
+    const root = oldRoot();
+    const r = kbundle(['install', `container://${many}:many`, '--local-file', '--root', root]);
+    expect(r.code, r.stderr).toBe(0);
+    const snap = snapshot(root);
+    expect(litter(snap)).toEqual([]);
+    for (const f of manyFiles) expect(snap[`opt/${f.path}`]).toBe(`file:${f.mode.toString(8)}:${f.content}`);
+    expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
+  });
+
+  it.runIf(isRoot)('ENOSPC on the writer thread: exit IO naming the path, the root as it was, no temp files', () => {
+    const root = oldRoot();
+    const small = tempDir();
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1600k', 'kbundle-full', small]).status).toBe(0);
+    try {
+      cpSync(root, small, { recursive: true });
+      const before = snapshot(small);
+      const r = kbundle(['install', `container://${many}:many`, '--local-file', '--root', small]);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
+      expect(r.stderr).toMatch(new RegExp(`kbundle: error: ${small}/\\S+: no space left on the device \\(ENOSPC\\)`));
+      expect(snapshot(small)).toEqual(before);
+    } finally {
+      spawnSync('umount', [small]);
+    }
+  });
+});
+
 describe('state writes stay in the root; concurrent installs are serialised', () => {
   it('a symlink planted at var/lib/kbundle is refused, and nothing is written where it points', () => {
     const root = oldRoot();
