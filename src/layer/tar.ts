@@ -1,13 +1,12 @@
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, createWriteStream, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
-import { DigestingStream } from '../oci/digest.js';
 import { compressor, mediaTypeOfCodec } from './codec.js';
+import { LayerHasher, type StreamDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
 import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
 
@@ -195,66 +194,101 @@ class OrderedWrites {
 }
 
 /**
- * gzip: the tar pieces are hashed (diff_id) and deflated in parallel (parallel-gzip.ts) as they
- * fill; the gzip bytes are hashed (digest) and written in order. No stream, no copy between tar
- * and deflate; memory is the pieces in flight.
+ * gzip: the tar pieces are deflated in parallel (parallel-gzip.ts) and hashed (diff_id, CRC-32) on
+ * the hash worker as they fill; the gzip bytes are hashed there too (digest) and written in order.
+ * No stream, no copy between tar and deflate; memory is the pieces in flight.
  */
 async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
-  const diff = createHash('sha256');
-  const blob = createHash('sha256');
-  let size = 0;
-  let uncompressedSize = 0;
-  const fh = await open(outFile, 'w');
-  const writes = new OrderedWrites(fh);
+  const hasher = new LayerHasher();
+  let tar: StreamDigest | undefined;
   try {
-    const deflate = new ParallelDeflate(opts.level, (bytes) => {
-      blob.update(bytes);
-      size += bytes.length;
-      return writes.write(bytes);
-    });
-    const hashed = (piece: Buffer) => {
-      diff.update(piece);
-      uncompressedSize += piece.length;
-      return piece;
-    };
-    const w = new PieceWriter(
-      () => deflate.buffer(),
-      (piece) => deflate.push(hashed(piece)),
-    );
-    await packTar(w, entries, opts);
-    await deflate.push(hashed(w.rest()), true);
-    await deflate.end();
-    await writes.done();
+    const fh = await open(outFile, 'w');
+    const writes = new OrderedWrites(fh);
+    try {
+      const deflate = new ParallelDeflate(
+        opts.level,
+        async (bytes) => {
+          await Promise.all([hasher.update('blob', bytes), writes.write(bytes)]);
+        },
+        undefined,
+        {
+          read: (piece) => hasher.update('tar', piece),
+          crc32: async () => (tar = await hasher.finish('tar')).crc,
+        },
+      );
+      const w = new PieceWriter(
+        () => deflate.buffer(),
+        (piece) => deflate.push(piece),
+      );
+      await packTar(w, entries, opts);
+      await deflate.push(w.rest(), true);
+      await deflate.end();
+      await writes.done();
+    } finally {
+      await writes.done().catch(() => undefined); // nothing may write to fh once closed
+      await fh.close();
+    }
+    const blob = await hasher.finish('blob');
+    if (!tar) throw new Error('writeGzipLayer: the tar was never finished');
+    return { mediaType: mediaTypeOfCodec('gzip'), digest: blob.digest, size: blob.size, diffId: tar.digest, uncompressedSize: tar.size };
   } finally {
-    await writes.done().catch(() => undefined); // nothing may write to fh once closed
-    await fh.close();
+    await hasher.close();
   }
-  return { mediaType: mediaTypeOfCodec('gzip'), digest: `sha256:${blob.digest('hex')}`, size, diffId: `sha256:${diff.digest('hex')}`, uncompressedSize };
 }
 
-/** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides. */
-async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions, codec: 'zstd'): Promise<WrittenLayer> {
-  const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
-  const diff = new DigestingStream('sha256');
-  const blob = new DigestingStream('sha256');
-  const done = pipeline(tar, diff, compressor(codec, opts.level), blob, createWriteStream(outFile));
-  done.catch(() => undefined); // awaited below
-  const w = new PieceWriter(
-    () => Buffer.allocUnsafe(GZIP_CHUNK),
-    async (piece) => {
-      if (!tar.write(piece)) await Promise.race([once(tar, 'drain'), done]);
-    },
-  );
-  try {
-    await packTar(w, entries, opts);
-    tar.end(w.rest());
-  } catch (err) {
-    tar.destroy(err as Error);
-    await done.catch(() => undefined);
-    throw err;
+/** Tar pieces the hash worker may lag behind the compressor (each a fresh piece of shared memory). */
+const TAR_HASH_AHEAD = 4;
+
+/** Passes bytes on unchanged, hashing them on the hash worker as the blob. */
+class BlobHashTap extends Transform {
+  constructor(private readonly hasher: LayerHasher) {
+    super();
   }
-  await done;
-  return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hasher.update('blob', chunk).then(() => cb(null, chunk), cb);
+  }
+}
+
+/** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides by the hash worker. */
+async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions, codec: 'zstd'): Promise<WrittenLayer> {
+  const hasher = new LayerHasher();
+  try {
+    const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
+    const done = pipeline(tar, compressor(codec, opts.level), new BlobHashTap(hasher), createWriteStream(outFile));
+    done.catch(() => undefined); // awaited below
+    const hashing: Promise<void>[] = [];
+    const send = async (piece: Buffer) => {
+      const hashed = hasher.update('tar', piece);
+      hashed.catch(() => undefined); // awaited below
+      hashing.push(hashed);
+      if (hashing.length > TAR_HASH_AHEAD) await hashing.shift();
+    };
+    const w = new PieceWriter(
+      () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)),
+      async (piece) => {
+        const hashed = send(piece);
+        if (!tar.write(piece)) await Promise.race([once(tar, 'drain'), done]);
+        await hashed;
+      },
+    );
+    try {
+      await packTar(w, entries, opts);
+      const rest = w.rest();
+      await send(rest);
+      tar.end(rest);
+    } catch (err) {
+      tar.destroy(err as Error);
+      await done.catch(() => undefined);
+      throw err;
+    }
+    await done;
+    await Promise.all(hashing);
+    const diff = await hasher.finish('tar');
+    const blob = await hasher.finish('blob');
+    return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest, size: blob.size, diffId: diff.digest, uncompressedSize: diff.size };
+  } finally {
+    await hasher.close();
+  }
 }
 
 /**
