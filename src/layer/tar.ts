@@ -1,10 +1,12 @@
 import { once } from 'node:events';
 import { closeSync, createWriteStream, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
+import { createHash } from 'node:crypto';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
+import { DigestingStream } from '../oci/digest.js';
 import { compressor, mediaTypeOfCodec } from './codec.js';
 import { LayerHasher, type StreamDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
@@ -200,6 +202,10 @@ class OrderedWrites {
  */
 async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const hasher = new LayerHasher();
+  // The compressed bytes are hashed here: a third of the tar's size, and copying them to the worker
+  // cost more than hashing them (SHA-NI).
+  const blob = createHash('sha256');
+  let size = 0;
   let tar: StreamDigest | undefined;
   try {
     const fh = await open(outFile, 'w');
@@ -207,8 +213,10 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
     try {
       const deflate = new ParallelDeflate(
         opts.level,
-        async (bytes) => {
-          await Promise.all([hasher.update('blob', bytes), writes.write(bytes)]);
+        (bytes) => {
+          blob.update(bytes);
+          size += bytes.length;
+          return writes.write(bytes);
         },
         undefined,
         {
@@ -228,9 +236,8 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
       await writes.done().catch(() => undefined); // nothing may write to fh once closed
       await fh.close();
     }
-    const blob = await hasher.finish('blob');
     if (!tar) throw new Error('writeGzipLayer: the tar was never finished');
-    return { mediaType: mediaTypeOfCodec('gzip'), digest: blob.digest, size: blob.size, diffId: tar.digest, uncompressedSize: tar.size };
+    return { mediaType: mediaTypeOfCodec('gzip'), digest: `sha256:${blob.digest('hex')}`, size, diffId: tar.digest, uncompressedSize: tar.size };
   } finally {
     await hasher.close();
   }
@@ -239,22 +246,13 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
 /** Tar pieces the hash worker may lag behind the compressor (each a fresh piece of shared memory). */
 const TAR_HASH_AHEAD = 4;
 
-/** Passes bytes on unchanged, hashing them on the hash worker as the blob. */
-class BlobHashTap extends Transform {
-  constructor(private readonly hasher: LayerHasher) {
-    super();
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hasher.update('blob', chunk).then(() => cb(null, chunk), cb);
-  }
-}
-
 /** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides by the hash worker. */
 async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions, codec: 'zstd'): Promise<WrittenLayer> {
   const hasher = new LayerHasher();
   try {
     const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
-    const done = pipeline(tar, compressor(codec, opts.level), new BlobHashTap(hasher), createWriteStream(outFile));
+    const blob = new DigestingStream('sha256');
+    const done = pipeline(tar, compressor(codec, opts.level), blob, createWriteStream(outFile));
     done.catch(() => undefined); // awaited below
     const hashing: Promise<void>[] = [];
     const send = async (piece: Buffer) => {
@@ -284,8 +282,7 @@ async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: strin
     await done;
     await Promise.all(hashing);
     const diff = await hasher.finish('tar');
-    const blob = await hasher.finish('blob');
-    return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest, size: blob.size, diffId: diff.digest, uncompressedSize: diff.size };
+    return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest, uncompressedSize: diff.size };
   } finally {
     await hasher.close();
   }
