@@ -121,15 +121,21 @@ async function readFd(w: PieceWriter, e: { path: string; size: number }, fd: num
     }
   };
   let pos = 0;
+  let probed = false;
   while (pos < e.size) {
     const { buf, off, len } = w.space();
-    const n = read(buf, off, Math.min(len, e.size - pos), pos);
+    // Asking for one byte more than is left (when the piece has room) tells in the same call
+    // whether the file grew: the usual small file costs one read, not two. The extra byte lands
+    // in the piece's free part, which the padding or the next header overwrites.
+    probed = len > e.size - pos;
+    const n = read(buf, off, probed ? e.size - pos + 1 : len, pos);
     if (n === 0) throw changed(e, e.size, `${pos}`);
+    if (pos + n > e.size) throw changed(e, e.size, 'more');
     pos += n;
     onBytes?.(n);
     await w.advance(n);
   }
-  if (read(probe, 0, 1, pos) !== 0) throw changed(e, e.size, 'more');
+  if (!probed && read(probe, 0, 1, pos) !== 0) throw changed(e, e.size, 'more');
 }
 
 async function readStream(w: PieceWriter, e: { path: string; size: number }, src: Readable, onBytes?: (n: number) => void): Promise<void> {
