@@ -271,6 +271,7 @@ async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: strin
       () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)),
       async (piece) => {
         const hashed = send(piece);
+        hashed.catch(() => undefined); // awaited below, after a drain that may fail first
         if (!tar.write(piece)) await Promise.race([once(tar, 'drain'), done]);
         await hashed;
       },
