@@ -14,7 +14,7 @@ import { KbError } from '../errors.js';
  * single executable.
  */
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const { crc32 } = require('node:zlib');
 const streams = [
@@ -31,7 +31,7 @@ parentPort.on('message', (m) => {
     const s = streams[m.stream];
     const bytes = new Uint8Array(m.buffer, m.offset, m.length);
     s.hash.update(bytes);
-    if (m.stream === 0) s.crc = crc32(bytes, s.crc);
+    if (m.stream === 0 && workerData.crc) s.crc = crc32(bytes, s.crc);
     s.size += m.length;
     parentPort.postMessage({ ack: m.seq });
   } catch (e) {
@@ -47,7 +47,7 @@ export interface StreamDigest {
   /** sha256:<hex> */
   digest: string;
   size: number;
-  /** CRC-32 of the bytes (the tar stream only). */
+  /** CRC-32 of the bytes (the tar stream only, when asked for; else 0). */
   crc: number;
 }
 
@@ -74,9 +74,10 @@ export class LayerHasher {
   /** A waiter for copied bytes to drain below MAX_AHEAD. */
   private drained?: () => void;
 
-  constructor() {
+  /** `crc`: also the CRC-32 of the tar (gzip's trailer needs it, zstd does not). */
+  constructor(opts: { crc: boolean } = { crc: true }) {
     // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { crc: opts.crc } });
     this.worker.on('message', (m: { ack?: number; result?: { hex: string; size: number; crc: number }; error?: string }) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(new KbError('INTERNAL', `layer hashing failed: ${e.message}`, { cause: e })));
     this.worker.on('exit', (code) => this.fail(new KbError('INTERNAL', `layer hashing stopped (worker exit ${code})`, { hint: 'run the build again; if it keeps failing, report it' })));

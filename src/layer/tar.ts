@@ -249,26 +249,36 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
   }
 }
 
-/** Tar pieces the hash worker may lag behind the compressor (each a fresh piece of shared memory). */
+/** Tar pieces the hash worker may lag behind the compressor. */
 const TAR_HASH_AHEAD = 4;
 
 /** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides by the hash worker. */
 async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions, codec: 'zstd'): Promise<WrittenLayer> {
-  const hasher = new LayerHasher();
+  const hasher = new LayerHasher({ crc: false });
   try {
     const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
     const blob = new DigestingStream('sha256');
     const done = pipeline(tar, compressor(codec, opts.level), blob, createWriteStream(outFile));
     done.catch(() => undefined); // awaited below
-    const hashing: Promise<void>[] = [];
+    // The compressor holds on to a piece for an unknown time, so the worker hashes a copy, in shared
+    // pieces recycled once hashed (a fresh SharedArrayBuffer per piece stayed alive until the
+    // worker's garbage collector ran, which it hardly does: RSS grew with the layer).
+    const hashing: { done: Promise<void>; copy: Buffer }[] = [];
+    const free: Buffer[] = [];
     const send = async (piece: Buffer) => {
-      const hashed = hasher.update('tar', piece);
-      hashed.catch(() => undefined); // awaited below
-      hashing.push(hashed);
-      if (hashing.length > TAR_HASH_AHEAD) await hashing.shift();
+      const copy = free.pop() ?? Buffer.from(new SharedArrayBuffer(GZIP_CHUNK));
+      piece.copy(copy);
+      const done = hasher.update('tar', copy.subarray(0, piece.length));
+      done.catch(() => undefined); // awaited below
+      hashing.push({ done, copy });
+      if (hashing.length > TAR_HASH_AHEAD) {
+        const oldest = hashing.shift()!;
+        await oldest.done;
+        free.push(oldest.copy);
+      }
     };
     const w = new PieceWriter(
-      () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)),
+      () => Buffer.allocUnsafe(GZIP_CHUNK),
       async (piece) => {
         const hashed = send(piece);
         hashed.catch(() => undefined); // awaited below, after a drain that may fail first
@@ -287,7 +297,7 @@ async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: strin
       throw err;
     }
     await done;
-    await Promise.all(hashing);
+    await Promise.all(hashing.map((h) => h.done));
     const diff = await hasher.finish('tar');
     return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest, uncompressedSize: diff.size };
   } finally {
