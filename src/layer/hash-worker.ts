@@ -2,37 +2,32 @@ import { Worker } from 'node:worker_threads';
 import { KbError } from '../errors.js';
 
 /**
- * The layer writer's digests on a worker thread: SHA-256 of the tar (diff_id) with its CRC-32 (the
- * gzip trailer), and SHA-256 of the compressed blob. On the main thread they sat on the critical
- * path next to the tar encoding; here they run beside it on the other core.
+ * The gzip layer writer's tar digest on a worker thread: SHA-256 (the diff_id) and CRC-32 (the
+ * gzip trailer) of the tar pieces, read in place from shared memory while deflate reads them too.
+ * On the main thread they sat on the critical path next to the tar encoding.
  *
- * Bytes in a SharedArrayBuffer (the tar pieces) are read in place: their `update` resolves once
- * the worker is done with them, and only then may the caller refill them. Other bytes (the
- * compressor's output) are copied and the copy moved to the worker; their `update` resolves at
- * once unless more than MAX_AHEAD bytes wait, which keeps memory flat when the worker falls behind.
+ * Only shared pieces are taken: copying bytes over cost as much as hashing them (measured for the
+ * compressed output and for zstd's tar pieces, which therefore stay hashed on the main thread).
  * Inline source (eval), like file-digest-worker.ts, so it also runs from the bundled CLI and the
  * single executable.
  */
 const WORKER_SOURCE = `
-const { parentPort, workerData } = require('node:worker_threads');
+const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const { crc32 } = require('node:zlib');
-const streams = [
-  { hash: createHash('sha256'), size: 0, crc: 0 },
-  { hash: createHash('sha256'), size: 0, crc: 0 },
-];
+const hash = createHash('sha256');
+let size = 0;
+let crc = 0;
 parentPort.on('message', (m) => {
   try {
-    if (m.end !== undefined) {
-      const s = streams[m.end];
-      parentPort.postMessage({ result: { hex: s.hash.digest('hex'), size: s.size, crc: s.crc >>> 0 } });
+    if (m.end) {
+      parentPort.postMessage({ result: { hex: hash.digest('hex'), size, crc: crc >>> 0 } });
       return;
     }
-    const s = streams[m.stream];
     const bytes = new Uint8Array(m.buffer, m.offset, m.length);
-    s.hash.update(bytes);
-    if (m.stream === 0 && workerData.crc) s.crc = crc32(bytes, s.crc);
-    s.size += m.length;
+    hash.update(bytes);
+    crc = crc32(bytes, crc);
+    size += m.length;
     parentPort.postMessage({ ack: m.seq });
   } catch (e) {
     parentPort.postMessage({ error: String((e && e.message) || e) });
@@ -40,91 +35,58 @@ parentPort.on('message', (m) => {
 });
 `;
 
-/** Which digest bytes go to: the tar (diff_id, CRC-32) or the compressed blob (digest). */
-export type HashStream = 'tar' | 'blob';
-
-export interface StreamDigest {
+export interface TarDigest {
   /** sha256:<hex> */
   digest: string;
   size: number;
-  /** CRC-32 of the bytes (the tar stream only, when asked for; else 0). */
   crc: number;
 }
 
-/** Copied bytes allowed to wait for the worker before `update` waits too. */
-const MAX_AHEAD = 16 * 1024 * 1024;
 /** No answer from the worker for this long while it has work: it is stuck, fail the build. */
 const DEADLINE_MS = 120_000;
 
-interface Pending {
+type WorkerMessage = { ack?: number; result?: { hex: string; size: number; crc: number }; error?: string };
+
+interface Waiter<T> {
   seq: number;
-  copied: number;
-  resolve: () => void;
+  resolve: (v: T) => void;
   reject: (e: Error) => void;
 }
 
-export class LayerHasher {
+export class TarHasher {
   private readonly worker: Worker;
-  private readonly pending: Pending[] = [];
+  private readonly pending: Waiter<void>[] = [];
+  private final?: Waiter<TarDigest>;
   private seq = 0;
-  private copiedAhead = 0;
   private failure?: Error;
   private timer?: NodeJS.Timeout;
-  private readonly finals: { resolve: (r: StreamDigest) => void; reject: (e: Error) => void }[] = [];
-  /** A waiter for copied bytes to drain below MAX_AHEAD. */
-  private drained?: () => void;
 
-  /** `crc`: also the CRC-32 of the tar (gzip's trailer needs it, zstd does not). */
-  constructor(opts: { crc: boolean } = { crc: true }) {
+  constructor() {
     // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { crc: opts.crc } });
-    this.worker.on('message', (m: { ack?: number; result?: { hex: string; size: number; crc: number }; error?: string }) => this.onMessage(m));
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+    this.worker.on('message', (m: WorkerMessage) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(new KbError('INTERNAL', `layer hashing failed: ${e.message}`, { cause: e })));
     this.worker.on('exit', (code) => this.fail(new KbError('INTERNAL', `layer hashing stopped (worker exit ${code})`, { hint: 'run the build again; if it keeps failing, report it' })));
   }
 
   /**
-   * Hash `bytes` as the next bytes of `stream`. Shared bytes must stay unchanged until the promise
-   * resolves; other bytes are copied, and the promise only holds the caller back when the worker
-   * is far behind.
+   * Hash `piece` (in a SharedArrayBuffer) as the next bytes of the tar. It must stay unchanged
+   * until the promise resolves.
    */
-  update(stream: HashStream, bytes: Buffer): Promise<void> {
+  update(piece: Buffer): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    const shared = bytes.buffer instanceof SharedArrayBuffer;
+    if (!(piece.buffer instanceof SharedArrayBuffer)) return Promise.reject(new Error('TarHasher: pieces must be in shared memory'));
     const seq = ++this.seq;
-    let message: { stream: number; seq: number; buffer: ArrayBufferLike; offset: number; length: number };
-    const n = shared ? 0 : bytes.length;
-    if (shared) {
-      message = { stream: stream === 'tar' ? 0 : 1, seq, buffer: bytes.buffer, offset: bytes.byteOffset, length: bytes.length };
-      this.worker.postMessage(message);
-    } else {
-      // Exactly these bytes, in a buffer of their own to move (not pooled; `new Uint8Array(buffer)`
-      // copied byte by byte: 4 ns a byte in profiles, against memcpy here).
-      const copy = Buffer.allocUnsafeSlow(bytes.length);
-      bytes.copy(copy);
-      message = { stream: stream === 'tar' ? 0 : 1, seq, buffer: copy.buffer, offset: 0, length: copy.length };
-      this.worker.postMessage(message, [copy.buffer]);
-    }
-    this.copiedAhead += n;
-    const done = new Promise<void>((resolve, reject) => this.pending.push({ seq, copied: n, resolve, reject }));
-    this.arm();
-    if (shared) return done;
-    done.catch(() => undefined); // a failure reaches the caller through the next update or digests()
-    if (this.copiedAhead <= MAX_AHEAD) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.drained = resolve;
-      done.catch(reject);
-    });
+    this.worker.postMessage({ seq, buffer: piece.buffer, offset: piece.byteOffset, length: piece.length });
+    return this.wait((resolve, reject) => this.pending.push({ seq, resolve, reject }));
   }
 
-  /** The digest of `stream`, once every update before this call was hashed; nothing may follow for it. */
-  finish(stream: HashStream): Promise<StreamDigest> {
+  /** The digest, size and CRC-32, once every piece given before was hashed; nothing may follow. */
+  finish(): Promise<TarDigest> {
     if (this.failure) return Promise.reject(this.failure);
-    return new Promise<StreamDigest>((resolve, reject) => {
-      this.finals.push({ resolve, reject });
-      this.worker.postMessage({ end: stream === 'tar' ? 0 : 1 });
-      this.arm();
-    });
+    if (this.final) return Promise.reject(new Error('TarHasher: finished twice'));
+    this.worker.postMessage({ end: true });
+    return this.wait<TarDigest>((resolve, reject) => (this.final = { seq: 0, resolve, reject }));
   }
 
   /** Stop the worker (always call it, also after a failure). */
@@ -133,21 +95,22 @@ export class LayerHasher {
     await this.worker.terminate();
   }
 
-  private onMessage(m: { ack?: number; result?: { hex: string; size: number; crc: number }; error?: string }): void {
+  private wait<T>(register: (resolve: (v: T) => void, reject: (e: Error) => void) => void): Promise<T> {
+    const p = new Promise<T>(register);
+    this.arm();
+    return p;
+  }
+
+  private onMessage(m: WorkerMessage): void {
     if (m.error !== undefined) return this.fail(new KbError('INTERNAL', `layer hashing failed: ${m.error}`));
     if (m.ack !== undefined) {
       const p = this.pending.shift();
       if (!p || p.seq !== m.ack) return this.fail(new KbError('INTERNAL', `layer hashing: answer ${m.ack} out of order`));
-      this.copiedAhead -= p.copied;
       p.resolve();
-      if (this.drained && this.copiedAhead <= MAX_AHEAD) {
-        const go = this.drained;
-        this.drained = undefined;
-        go();
-      }
     } else if (m.result) {
-      const r = m.result;
-      this.finals.shift()?.resolve({ digest: `sha256:${r.hex}`, size: r.size, crc: r.crc });
+      const f = this.final;
+      this.final = undefined;
+      f?.resolve({ digest: `sha256:${m.result.hex}`, size: m.result.size, crc: m.result.crc });
     }
     this.arm();
   }
@@ -156,7 +119,7 @@ export class LayerHasher {
   private arm(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.failure || (!this.pending.length && !this.finals.length)) return;
+    if (this.failure || (!this.pending.length && !this.final)) return;
     this.timer = setTimeout(
       () => this.fail(new KbError('TIMEOUT', `layer hashing: no progress for ${DEADLINE_MS / 1000} s`, { hint: 'the machine is overloaded or the worker is stuck; run the build again' })),
       DEADLINE_MS,
@@ -170,6 +133,7 @@ export class LayerHasher {
     if (this.failure) return;
     this.failure = e;
     for (const p of this.pending.splice(0)) p.reject(e);
-    for (const f of this.finals.splice(0)) f.reject(e);
+    this.final?.reject(e);
+    this.final = undefined;
   }
 }

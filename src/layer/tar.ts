@@ -1,14 +1,14 @@
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { closeSync, createWriteStream, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
-import { createHash } from 'node:crypto';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
 import { DigestingStream } from '../oci/digest.js';
 import { compressor, mediaTypeOfCodec } from './codec.js';
-import { LayerHasher, type StreamDigest } from './hash-worker.js';
+import { TarHasher, type TarDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
 import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
 
@@ -203,16 +203,17 @@ class OrderedWrites {
 
 /**
  * gzip: the tar pieces are deflated in parallel (parallel-gzip.ts) and hashed (diff_id, CRC-32) on
- * the hash worker as they fill; the gzip bytes are hashed there too (digest) and written in order.
- * No stream, no copy between tar and deflate; memory is the pieces in flight.
+ * the hash worker (hash-worker.ts) as they fill, both reading them in place; the gzip bytes are
+ * hashed here (digest) and written in order. No stream, no copy of the tar; memory is the pieces
+ * in flight.
  */
 async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
-  const hasher = new LayerHasher();
-  // The compressed bytes are hashed here: a third of the tar's size, and copying them to the worker
-  // cost more than hashing them (SHA-NI).
+  const hasher = new TarHasher();
+  // The compressed bytes (a third of the tar's size) are hashed here: copying them to the worker
+  // cost more than hashing them.
   const blob = createHash('sha256');
   let size = 0;
-  let tar: StreamDigest | undefined;
+  let tar: TarDigest | undefined;
   try {
     const fh = await open(outFile, 'w');
     const writes = new OrderedWrites(fh);
@@ -226,8 +227,8 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
         },
         undefined,
         {
-          read: (piece) => hasher.update('tar', piece),
-          crc32: async () => (tar = await hasher.finish('tar')).crc,
+          read: (piece) => hasher.update(piece),
+          crc32: async () => (tar = await hasher.finish()).crc,
         },
       );
       const w = new PieceWriter(
@@ -249,60 +250,29 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
   }
 }
 
-/** Tar pieces the hash worker may lag behind the compressor. */
-const TAR_HASH_AHEAD = 4;
-
-/** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides by the hash worker. */
+/** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides. */
 async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions, codec: 'zstd'): Promise<WrittenLayer> {
-  const hasher = new LayerHasher({ crc: false });
+  const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
+  const diff = new DigestingStream('sha256');
+  const blob = new DigestingStream('sha256');
+  const done = pipeline(tar, diff, compressor(codec, opts.level), blob, createWriteStream(outFile));
+  done.catch(() => undefined); // awaited below
+  const w = new PieceWriter(
+    () => Buffer.allocUnsafe(GZIP_CHUNK),
+    async (piece) => {
+      if (!tar.write(piece)) await Promise.race([once(tar, 'drain'), done]);
+    },
+  );
   try {
-    const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
-    const blob = new DigestingStream('sha256');
-    const done = pipeline(tar, compressor(codec, opts.level), blob, createWriteStream(outFile));
-    done.catch(() => undefined); // awaited below
-    // The compressor holds on to a piece for an unknown time, so the worker hashes a copy, in shared
-    // pieces recycled once hashed (a fresh SharedArrayBuffer per piece stayed alive until the
-    // worker's garbage collector ran, which it hardly does: RSS grew with the layer).
-    const hashing: { done: Promise<void>; copy: Buffer }[] = [];
-    const free: Buffer[] = [];
-    const send = async (piece: Buffer) => {
-      const copy = free.pop() ?? Buffer.from(new SharedArrayBuffer(GZIP_CHUNK));
-      piece.copy(copy);
-      const done = hasher.update('tar', copy.subarray(0, piece.length));
-      done.catch(() => undefined); // awaited below
-      hashing.push({ done, copy });
-      if (hashing.length > TAR_HASH_AHEAD) {
-        const oldest = hashing.shift()!;
-        await oldest.done;
-        free.push(oldest.copy);
-      }
-    };
-    const w = new PieceWriter(
-      () => Buffer.allocUnsafe(GZIP_CHUNK),
-      async (piece) => {
-        const hashed = send(piece);
-        hashed.catch(() => undefined); // awaited below, after a drain that may fail first
-        if (!tar.write(piece)) await Promise.race([once(tar, 'drain'), done]);
-        await hashed;
-      },
-    );
-    try {
-      await packTar(w, entries, opts);
-      const rest = w.rest();
-      await send(rest);
-      tar.end(rest);
-    } catch (err) {
-      tar.destroy(err as Error);
-      await done.catch(() => undefined);
-      throw err;
-    }
-    await done;
-    await Promise.all(hashing.map((h) => h.done));
-    const diff = await hasher.finish('tar');
-    return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest, uncompressedSize: diff.size };
-  } finally {
-    await hasher.close();
+    await packTar(w, entries, opts);
+    tar.end(w.rest());
+  } catch (err) {
+    tar.destroy(err as Error);
+    await done.catch(() => undefined);
+    throw err;
   }
+  await done;
+  return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
 }
 
 /**
