@@ -79,7 +79,7 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
       for (const child of folder.list(e.path, what)) addPath(child, posix.join(dst, basename(child.path)), mode, origin, what);
     } else {
       const m = mode ?? (e.stats.mode & 0o111 ? 0o755 : 0o644);
-      add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(e.path, what), openFd: () => folder.openFd(e.path, what) }, origin);
+      add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(e.path, what), openFd: () => folder.openFd(e.path, what, e) }, origin);
     }
   };
 

@@ -14,19 +14,38 @@ const MAX_IN_FLIGHT = 4;
 const GZIP_HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
 
 /**
- * Deflate one piece on the thread pool. The stream API hands back the output in the slices zlib
- * wrote (no concatenated copy, as deflateRaw's callback makes); its output buffer is sized so one
- * pass holds a piece's worst case (deflate adds 5 bytes per 16 KiB stored block).
+ * Deflate one piece on the thread pool, in ONE zlib call: the piece is written with its final
+ * flush as the write's own flush flag, and the stream is closed without `end()` (which would run
+ * a second, empty pass: another thread-pool round trip and Writable's end-of-stream machinery on
+ * the main thread for every MiB). zlib's bytes do not depend on how the input was split between
+ * calls, so they are the same as deflate-then-flush. The stream API hands back the output in the
+ * slices zlib wrote (no concatenated copy, as deflateRaw's callback makes); its output buffer is
+ * sized so one pass holds a piece's worst case (deflate adds 5 bytes per 16 KiB stored block).
  */
-function deflatePiece(piece: Buffer, opts: ZlibOptions): Promise<Buffer[]> {
+function deflatePiece(piece: Buffer, opts: ZlibOptions, flush: number): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
-    const z = createDeflateRaw({ ...opts, chunkSize: OUT_CHUNK });
+    const z = createDeflateRaw({ ...opts, flush, finishFlush: flush, chunkSize: OUT_CHUNK });
     const out: Buffer[] = [];
     z.on('data', (b: Buffer) => out.push(b));
     z.on('error', reject);
-    z.on('end', () => resolve(out));
-    z.end(piece);
+    // The write's callback runs once zlib consumed the whole piece, after its output was pushed.
+    z.write(piece, (err) => {
+      z.close();
+      if (err) reject(err);
+      else resolve(out);
+    });
   });
+}
+
+/**
+ * Someone else reading every piece (layer-writer hashing on a worker thread, hash-worker.ts): it
+ * also computes the CRC-32, so this thread does not. Pieces then live in shared memory.
+ */
+export interface PieceReader {
+  /** Read `piece` (the next bytes); resolves once it may be refilled. */
+  read(piece: Buffer): Promise<void>;
+  /** The CRC-32 of every piece read, once all were. */
+  crc32(): Promise<number>;
 }
 
 interface Job {
@@ -60,11 +79,12 @@ export class ParallelDeflate {
     private readonly level: number,
     private readonly onOutput: (gzipBytes: Buffer) => void | Promise<void>,
     private readonly maxInFlight = MAX_IN_FLIGHT,
+    private readonly reader?: PieceReader,
   ) {}
 
-  /** An input buffer of GZIP_CHUNK bytes to fill (contents undefined). */
+  /** An input buffer of GZIP_CHUNK bytes to fill (contents undefined; shared memory when a reader takes them). */
   buffer(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(GZIP_CHUNK);
+    return this.free.pop() ?? (this.reader ? Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)) : Buffer.allocUnsafeSlow(GZIP_CHUNK));
   }
 
   /**
@@ -75,11 +95,15 @@ export class ParallelDeflate {
     if (this.ended) throw new Error('ParallelDeflate: push after the last piece');
     if (!last && data.length !== GZIP_CHUNK) throw new Error(`ParallelDeflate: pieces are ${GZIP_CHUNK} bytes, got ${data.length}`);
     this.ended = last;
-    this.crc = crc32(data, this.crc);
+    const read = this.reader?.read(data);
+    if (!this.reader) this.crc = crc32(data, this.crc);
     this.total += data.length;
-    const opts: ZlibOptions = { level: this.level, memLevel: 9, finishFlush: last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH };
+    const opts: ZlibOptions = { level: this.level, memLevel: 9 };
     if (this.dict) opts.dictionary = this.dict; // copied by zlib when the job is created
-    const output = deflatePiece(data, opts);
+    const deflated = deflatePiece(data, opts, last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH);
+    // The piece is done (and its buffer reusable) once deflated and read.
+    const output = read ? Promise.all([deflated, read]).then(([out]) => out) : deflated;
+    deflated.catch(() => undefined);
     output.catch(() => undefined); // a failure is reported where the job is awaited, never as unhandled
     this.jobs.push({ input: data, output });
     // The previous piece's buffer has served as dictionary; it is free once its own job is done too.
@@ -94,8 +118,9 @@ export class ParallelDeflate {
   async end(): Promise<void> {
     if (!this.ended) await this.push(Buffer.alloc(0), true);
     while (this.jobs.length) await this.takeOldest();
+    const crc = this.reader ? await this.reader.crc32() : this.crc;
     const trailer = Buffer.alloc(8);
-    trailer.writeUInt32LE(this.crc >>> 0, 0);
+    trailer.writeUInt32LE(crc >>> 0, 0);
     trailer.writeUInt32LE(this.total % 2 ** 32, 4);
     await this.emit(trailer);
   }

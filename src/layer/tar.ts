@@ -8,6 +8,7 @@ import { extract as tarExtract, type Header as Headers } from 'tar-stream';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
 import { DigestingStream } from '../oci/digest.js';
 import { compressor, mediaTypeOfCodec } from './codec.js';
+import { TarHasher, type TarDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
 import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
 
@@ -120,15 +121,21 @@ async function readFd(w: PieceWriter, e: { path: string; size: number }, fd: num
     }
   };
   let pos = 0;
+  let probed = false;
   while (pos < e.size) {
     const { buf, off, len } = w.space();
-    const n = read(buf, off, Math.min(len, e.size - pos), pos);
+    // Asking for one byte more than is left (when the piece has room) tells in the same call
+    // whether the file grew: the usual small file costs one read, not two. The extra byte lands
+    // in the piece's free part, which the padding or the next header overwrites.
+    probed = len > e.size - pos;
+    const n = read(buf, off, probed ? e.size - pos + 1 : len, pos);
     if (n === 0) throw changed(e, e.size, `${pos}`);
+    if (pos + n > e.size) throw changed(e, e.size, 'more');
     pos += n;
     onBytes?.(n);
     await w.advance(n);
   }
-  if (read(probe, 0, 1, pos) !== 0) throw changed(e, e.size, 'more');
+  if (!probed && read(probe, 0, 1, pos) !== 0) throw changed(e, e.size, 'more');
 }
 
 async function readStream(w: PieceWriter, e: { path: string; size: number }, src: Readable, onBytes?: (n: number) => void): Promise<void> {
@@ -195,41 +202,52 @@ class OrderedWrites {
 }
 
 /**
- * gzip: the tar pieces are hashed (diff_id) and deflated in parallel (parallel-gzip.ts) as they
- * fill; the gzip bytes are hashed (digest) and written in order. No stream, no copy between tar
- * and deflate; memory is the pieces in flight.
+ * gzip: the tar pieces are deflated in parallel (parallel-gzip.ts) and hashed (diff_id, CRC-32) on
+ * the hash worker (hash-worker.ts) as they fill, both reading them in place; the gzip bytes are
+ * hashed here (digest) and written in order. No stream, no copy of the tar; memory is the pieces
+ * in flight.
  */
 async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
-  const diff = createHash('sha256');
+  const hasher = new TarHasher();
+  // The compressed bytes (a third of the tar's size) are hashed here: copying them to the worker
+  // cost more than hashing them.
   const blob = createHash('sha256');
   let size = 0;
-  let uncompressedSize = 0;
-  const fh = await open(outFile, 'w');
-  const writes = new OrderedWrites(fh);
+  let tar: TarDigest | undefined;
   try {
-    const deflate = new ParallelDeflate(opts.level, (bytes) => {
-      blob.update(bytes);
-      size += bytes.length;
-      return writes.write(bytes);
-    });
-    const hashed = (piece: Buffer) => {
-      diff.update(piece);
-      uncompressedSize += piece.length;
-      return piece;
-    };
-    const w = new PieceWriter(
-      () => deflate.buffer(),
-      (piece) => deflate.push(hashed(piece)),
-    );
-    await packTar(w, entries, opts);
-    await deflate.push(hashed(w.rest()), true);
-    await deflate.end();
-    await writes.done();
+    const fh = await open(outFile, 'w');
+    const writes = new OrderedWrites(fh);
+    try {
+      const deflate = new ParallelDeflate(
+        opts.level,
+        (bytes) => {
+          blob.update(bytes);
+          size += bytes.length;
+          return writes.write(bytes);
+        },
+        undefined,
+        {
+          read: (piece) => hasher.update(piece),
+          crc32: async () => (tar = await hasher.finish()).crc,
+        },
+      );
+      const w = new PieceWriter(
+        () => deflate.buffer(),
+        (piece) => deflate.push(piece),
+      );
+      await packTar(w, entries, opts);
+      await deflate.push(w.rest(), true);
+      await deflate.end();
+      await writes.done();
+    } finally {
+      await writes.done().catch(() => undefined); // nothing may write to fh once closed
+      await fh.close();
+    }
+    if (!tar) throw new Error('writeGzipLayer: the tar was never finished');
+    return { mediaType: mediaTypeOfCodec('gzip'), digest: `sha256:${blob.digest('hex')}`, size, diffId: tar.digest, uncompressedSize: tar.size };
   } finally {
-    await writes.done().catch(() => undefined); // nothing may write to fh once closed
-    await fh.close();
+    await hasher.close();
   }
-  return { mediaType: mediaTypeOfCodec('gzip'), digest: `sha256:${blob.digest('hex')}`, size, diffId: `sha256:${diff.digest('hex')}`, uncompressedSize };
 }
 
 /** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides. */

@@ -1,0 +1,139 @@
+import { Worker } from 'node:worker_threads';
+import { KbError } from '../errors.js';
+
+/**
+ * The gzip layer writer's tar digest on a worker thread: SHA-256 (the diff_id) and CRC-32 (the
+ * gzip trailer) of the tar pieces, read in place from shared memory while deflate reads them too.
+ * On the main thread they sat on the critical path next to the tar encoding.
+ *
+ * Only shared pieces are taken: copying bytes over cost as much as hashing them (measured for the
+ * compressed output and for zstd's tar pieces, which therefore stay hashed on the main thread).
+ * Inline source (eval), like file-digest-worker.ts, so it also runs from the bundled CLI and the
+ * single executable.
+ */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const { crc32 } = require('node:zlib');
+const hash = createHash('sha256');
+let size = 0;
+let crc = 0;
+parentPort.on('message', (m) => {
+  try {
+    if (m.end) {
+      parentPort.postMessage({ result: { hex: hash.digest('hex'), size, crc: crc >>> 0 } });
+      return;
+    }
+    const bytes = new Uint8Array(m.buffer, m.offset, m.length);
+    hash.update(bytes);
+    crc = crc32(bytes, crc);
+    size += m.length;
+    parentPort.postMessage({ ack: m.seq });
+  } catch (e) {
+    parentPort.postMessage({ error: String((e && e.message) || e) });
+  }
+});
+`;
+
+export interface TarDigest {
+  /** sha256:<hex> */
+  digest: string;
+  size: number;
+  crc: number;
+}
+
+/** No answer from the worker for this long while it has work: it is stuck, fail the build. */
+const DEADLINE_MS = 120_000;
+
+type WorkerMessage = { ack?: number; result?: { hex: string; size: number; crc: number }; error?: string };
+
+interface Waiter<T> {
+  seq: number;
+  resolve: (v: T) => void;
+  reject: (e: Error) => void;
+}
+
+export class TarHasher {
+  private readonly worker: Worker;
+  private readonly pending: Waiter<void>[] = [];
+  private final?: Waiter<TarDigest>;
+  private seq = 0;
+  private failure?: Error;
+  private timer?: NodeJS.Timeout;
+
+  constructor() {
+    // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+    this.worker.on('message', (m: WorkerMessage) => this.onMessage(m));
+    this.worker.on('error', (e) => this.fail(new KbError('INTERNAL', `layer hashing failed: ${e.message}`, { cause: e })));
+    this.worker.on('exit', (code) => this.fail(new KbError('INTERNAL', `layer hashing stopped (worker exit ${code})`, { hint: 'run the build again; if it keeps failing, report it' })));
+  }
+
+  /**
+   * Hash `piece` (in a SharedArrayBuffer) as the next bytes of the tar. It must stay unchanged
+   * until the promise resolves.
+   */
+  update(piece: Buffer): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (!(piece.buffer instanceof SharedArrayBuffer)) return Promise.reject(new Error('TarHasher: pieces must be in shared memory'));
+    const seq = ++this.seq;
+    this.worker.postMessage({ seq, buffer: piece.buffer, offset: piece.byteOffset, length: piece.length });
+    return this.wait((resolve, reject) => this.pending.push({ seq, resolve, reject }));
+  }
+
+  /** The digest, size and CRC-32, once every piece given before was hashed; nothing may follow. */
+  finish(): Promise<TarDigest> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.final) return Promise.reject(new Error('TarHasher: finished twice'));
+    this.worker.postMessage({ end: true });
+    return this.wait<TarDigest>((resolve, reject) => (this.final = { seq: 0, resolve, reject }));
+  }
+
+  /** Stop the worker (always call it, also after a failure). */
+  async close(): Promise<void> {
+    this.fail(new KbError('INTERNAL', 'layer hashing was closed'));
+    await this.worker.terminate();
+  }
+
+  private wait<T>(register: (resolve: (v: T) => void, reject: (e: Error) => void) => void): Promise<T> {
+    const p = new Promise<T>(register);
+    this.arm();
+    return p;
+  }
+
+  private onMessage(m: WorkerMessage): void {
+    if (m.error !== undefined) return this.fail(new KbError('INTERNAL', `layer hashing failed: ${m.error}`));
+    if (m.ack !== undefined) {
+      const p = this.pending.shift();
+      if (!p || p.seq !== m.ack) return this.fail(new KbError('INTERNAL', `layer hashing: answer ${m.ack} out of order`));
+      p.resolve();
+    } else if (m.result) {
+      const f = this.final;
+      this.final = undefined;
+      f?.resolve({ digest: `sha256:${m.result.hex}`, size: m.result.size, crc: m.result.crc });
+    }
+    this.arm();
+  }
+
+  /** (Re)start the deadline while the worker owes an answer; clear it when it owes none. */
+  private arm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.failure || (!this.pending.length && !this.final)) return;
+    this.timer = setTimeout(
+      () => this.fail(new KbError('TIMEOUT', `layer hashing: no progress for ${DEADLINE_MS / 1000} s`, { hint: 'the machine is overloaded or the worker is stuck; run the build again' })),
+      DEADLINE_MS,
+    );
+    this.timer.unref();
+  }
+
+  private fail(e: Error): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.failure) return;
+    this.failure = e;
+    for (const p of this.pending.splice(0)) p.reject(e);
+    this.final?.reject(e);
+    this.final = undefined;
+  }
+}

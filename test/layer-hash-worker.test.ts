@@ -1,0 +1,65 @@
+/**
+ * The gzip layer writer's hash worker (src/layer/hash-worker.ts): the digest and CRC-32 it gives
+ * are Node's own for the same bytes; a worker that dies fails every waiting and later call with a
+ * KbError instead of leaving it hanging.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Worker } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { isKbError } from '../src/errors.js';
+import { TarHasher } from '../src/layer/hash-worker.js';
+
+/** The worker is private; a test that kills it reaches in. */
+const workerOf = (h: TarHasher) => (h as unknown as { worker: Worker }).worker;
+const shared = (b: Buffer) => {
+  const s = Buffer.from(new SharedArrayBuffer(b.length + 10), 5, b.length); // a view inside a larger buffer
+  b.copy(s);
+  return s;
+};
+
+describe('TarHasher', () => {
+  it("gives Node's SHA-256 and CRC-32 of the pieces, in order", async () => {
+    const h = new TarHasher();
+    try {
+      const pieces = [randomBytes(1 << 20), randomBytes(12345), Buffer.alloc(0), randomBytes(777)];
+      await Promise.all(pieces.map((p) => h.update(shared(p))));
+      const all = Buffer.concat(pieces);
+      expect(await h.finish()).toEqual({ digest: `sha256:${createHash('sha256').update(all).digest('hex')}`, size: all.length, crc: crc32(all) });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('refuses pieces outside shared memory', async () => {
+    const h = new TarHasher();
+    try {
+      await expect(h.update(Buffer.alloc(10))).rejects.toThrow(/shared memory/);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('fails waiting and later calls with a KbError when the worker dies', async () => {
+    const h = new TarHasher();
+    try {
+      const waiting = [h.update(shared(randomBytes(1 << 24))), h.update(shared(randomBytes(1 << 24)))];
+      const settled = Promise.allSettled(waiting);
+      await workerOf(h).terminate();
+      for (const r of await settled) {
+        // A piece hashed before the worker stopped may have resolved; one still waiting must fail.
+        if (r.status === 'rejected') expect(isKbError(r.reason, 'INTERNAL'), String(r.reason)).toBe(true);
+      }
+      for (const late of [h.update(shared(Buffer.alloc(1))), h.finish()]) {
+        const err = await late.then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(isKbError(err, 'INTERNAL'), String(err)).toBe(true);
+        expect((err as Error).message).toMatch(/layer hashing stopped/);
+      }
+    } finally {
+      await h.close();
+    }
+  });
+});
