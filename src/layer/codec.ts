@@ -4,11 +4,12 @@
  * zlib (written in parallel chunks, see parallel-gzip.ts); zstd is the zstd program, multi-threaded
  * (see zstd.ts), read back by the program or, where there is none, Node's zlib zstd.
  */
-import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
-import { KbError, UserError } from '../errors.js';
+import { UserError } from '../errors.js';
 import { MediaType } from '../oci/mediatypes.js';
 import { ParallelGzip } from './parallel-gzip.js';
+import { decodeThrough } from './zlib-decode.js';
 import { ZSTD_DEFAULT_LEVEL, ZSTD_MAX_LEVEL, zstdCompressor, zstdDecompress } from './zstd.js';
 
 export type LayerCodec = 'gzip' | 'zstd' | 'none';
@@ -62,9 +63,6 @@ export function compressor(codec: Exclude<LayerCodec, 'none'>, level: number): D
   return codec === 'zstd' ? zstdCompressor(level) : new ParallelGzip(level);
 }
 
-/** zlib says Z_BUF_ERROR when the input ends before the gzip trailer. */
-const ZLIB_TRUNCATED = 'Z_BUF_ERROR';
-
 /**
  * The decompressed bytes of `src`, by codec or media type. Failures are KbErrors naming `what`:
  * TRUNCATED when the stream ends early, INVALID_INPUT when it is not valid data of its codec.
@@ -73,22 +71,5 @@ export function decompress(src: Readable, codecOrMediaType: LayerCodec | string,
   const codec = codecOrMediaType === 'gzip' || codecOrMediaType === 'zstd' || codecOrMediaType === 'none' ? codecOrMediaType : codecOfMediaType(codecOrMediaType);
   if (codec === 'none') return src;
   if (codec === 'zstd') return zstdDecompress(src, what);
-  const gunzip = createGunzip({ chunkSize: 256 * 1024 });
-  const out = new PassThrough({ highWaterMark: 256 * 1024 });
-  // zlib errors become KbErrors with the blob's name; the source's own errors pass as they are.
-  gunzip.on('error', (e: NodeJS.ErrnoException) => {
-    out.destroy(
-      e.code === ZLIB_TRUNCATED
-        ? new KbError('TRUNCATED', `${what}: the gzip stream ends early`, { cause: e, hint: 'the blob is incomplete; fetch or rebuild it' })
-        : e.code?.startsWith('Z_')
-          ? new KbError('INVALID_INPUT', `${what}: not valid gzip data (${e.message})`, { cause: e })
-          : e,
-    );
-  });
-  src.on('error', (e) => gunzip.destroy(e));
-  out.on('close', () => {
-    if (!gunzip.destroyed) gunzip.destroy();
-    if (!src.destroyed) src.destroy();
-  });
-  return src.pipe(gunzip).pipe(out);
+  return decodeThrough(src, createGunzip({ chunkSize: 256 * 1024 }), 'gzip', what);
 }

@@ -2,9 +2,10 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { delimiter, join } from 'node:path';
-import { Duplex, PassThrough, type Readable, type Transform } from 'node:stream';
+import { Duplex, type Readable, type Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { KbError, UserError } from '../errors.js';
+import { decodeThrough } from './zlib-decode.js';
 
 /** What the zstd program says, on stderr, when its input ends inside a frame (it exits 1 for every error). */
 const ZSTD_TRUNCATED = /premature end|unexpected end of file/i;
@@ -174,24 +175,7 @@ export function zstdDecompress(src: Readable, what: string, via: 'program' | 'zl
 
 function zlibDecompress(src: Readable, what: string): Readable {
   if (!zlibZstd) throw new KbError('UNSUPPORTED', `${what}: zstd data, but this Node.js has no zstd decoder`, { hint: 'install the zstd program: apt-get install -y zstd' });
-  const dec = zlibZstd();
-  const out = new PassThrough({ highWaterMark: 256 * 1024 });
-  // Node's zlib says Z_BUF_ERROR when the input ends inside a frame, ZSTD_error_* for bad data.
-  dec.on('error', (e: NodeJS.ErrnoException) => {
-    out.destroy(
-      e.code === 'Z_BUF_ERROR'
-        ? new KbError('TRUNCATED', `${what}: the zstd stream ends early`, { cause: e, hint: 'the blob is incomplete; fetch or rebuild it' })
-        : e.code?.startsWith('ZSTD_') || e.code?.startsWith('Z_')
-          ? new KbError('INVALID_INPUT', `${what}: zstd failed to decompress (${e.message})`, { cause: e })
-          : e,
-    );
-  });
-  src.on('error', (e) => dec.destroy(e));
-  out.on('close', () => {
-    if (!dec.destroyed) dec.destroy();
-    if (!src.destroyed) src.destroy();
-  });
-  return src.pipe(dec).pipe(out);
+  return decodeThrough(src, zlibZstd(), 'zstd', what);
 }
 
 function programDecompress(src: Readable, what: string): Readable {
@@ -201,7 +185,7 @@ function programDecompress(src: Readable, what: string): Readable {
       const detail = stderr.trim().replace(/^zstd: /, '') || status;
       return ZSTD_TRUNCATED.test(stderr)
         ? new KbError('TRUNCATED', `${what}: the zstd stream ends early (${detail})`, { hint: 'the blob is incomplete; fetch or rebuild it' })
-        : new KbError('INVALID_INPUT', `${what}: zstd failed to decompress (${detail})`);
+        : new KbError('INVALID_INPUT', `${what}: not valid zstd data (${detail})`);
     },
   });
   // The source's own errors pass as they are; a reader that stops early stops the source too.
