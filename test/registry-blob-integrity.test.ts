@@ -5,36 +5,21 @@
  * end to end; a push of a corrupt layout blob fails and no manifest refers to it.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { writeRandomImage } from '../bench/transfer.js';
-import { isolatedEnv, resetAfter, runKbundle, serveImage, sha256, startHostileServer, type HostileServer } from './helpers/hostile-registry.js';
+import { isolatedEnv, resetAfter, runKbundle, serveImage, sha256, useHostileServers } from './helpers/hostile-registry.js';
 
 /** Above the worker threshold (4 MiB), and several staging buffers (1 MiB) of it. */
 const LARGE = 9 * 1024 * 1024 + 12345;
 
-let tmp: string;
-let servers: HostileServer[] = [];
-beforeAll(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'kb-blob-integrity-'));
-});
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
-
-async function server(): Promise<HostileServer> {
-  const s = await startHostileServer();
-  servers.push(s);
-  return s;
-}
+const hostile = useHostileServers('kb-blob-integrity-');
+const server = hostile.server;
 
 function run(args: string[]): ReturnType<typeof runKbundle> {
-  return runKbundle(args, { env: isolatedEnv(join(tmp, 'no-docker-config'), { KBUNDLE_RETRIES: '1', KBUNDLE_CACHE_DIR: join(tmp, 'cache') }), killAfterMs: 60_000 });
+  return runKbundle(args, { env: isolatedEnv(join(hostile.tmp, 'no-docker-config'), { KBUNDLE_RETRIES: '1', KBUNDLE_CACHE_DIR: join(hostile.tmp, 'cache') }), killAfterMs: 60_000 });
 }
 
 /** Every file under `dir` (relative paths). */
@@ -57,7 +42,7 @@ describe('large blobs, hashed off the main thread', () => {
       res.writeHead(200, { 'content-length': bad.length });
       res.end(bad);
     });
-    const out = mkdtempSync(join(tmp, 'out-'));
+    const out = mkdtempSync(join(hostile.tmp, 'out-'));
     const r = await run(['pull', `${reg.host}/kairos/app:v1`, '-o', `oci:${out}`, '--no-signatures']);
     expect(r.code, r.stderr).toBe(EXIT_CODES.DIGEST_MISMATCH);
     expect(r.stderr).toContain(`blob ${sha256(layer)}`);
@@ -77,7 +62,7 @@ describe('large blobs, hashed off the main thread', () => {
       res.writeHead(200, { 'content-length': longer.length });
       res.end(longer);
     });
-    const out = mkdtempSync(join(tmp, 'out-'));
+    const out = mkdtempSync(join(hostile.tmp, 'out-'));
     const r = await run(['pull', `${reg.host}/kairos/app:v1`, '-o', `oci:${out}`, '--no-signatures']);
     expect(r.code, r.stderr).toBe(EXIT_CODES.DIGEST_MISMATCH);
     expect(r.stderr).toMatch(/size \d+ does not match the descriptor size/);
@@ -96,7 +81,7 @@ describe('large blobs, hashed off the main thread', () => {
       res.writeHead(from > 0 ? 206 : 200, { 'content-length': layer.length - from, ...(from > 0 ? { 'content-range': `bytes ${from}-${layer.length - 1}/${layer.length}` } : {}) });
       res.end(layer.subarray(from));
     });
-    const out = mkdtempSync(join(tmp, 'out-'));
+    const out = mkdtempSync(join(hostile.tmp, 'out-'));
     const r = await run(['pull', `${reg.host}/kairos/app:v1`, '-o', `oci:${out}`, '--no-signatures']);
     expect(r.code, r.stderr).toBe(0);
     expect(ranges.length).toBe(2);
@@ -107,7 +92,7 @@ describe('large blobs, hashed off the main thread', () => {
   });
 
   it('push refuses a large layout blob whose bytes no longer match its digest, and pushes no manifest', async () => {
-    const src = join(tmp, 'src-corrupt');
+    const src = join(hostile.tmp, 'src-corrupt');
     const img = await writeRandomImage(src, [LARGE]);
     const path = img.layout.blobPath(img.layers[0]!.digest);
     const bytes = readFileSync(path);

@@ -3,35 +3,19 @@
  * stand-in on 127.0.0.1 and a "foreign host" on [::1] record every request and its
  * Authorization header; each case asserts who got credentials, the message and the exit code.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/cli/exit-codes.js';
 import { kbundleAsync } from '../helpers/cli.js';
-import { basic, isolatedEnv, json, redirect, serveImage, sha256, startHostileServer, type HostileServer } from '../helpers/hostile-registry.js';
+import { basic, type HostileServer, isolatedEnv, json, redirect, serveImage, sha256, useHostileServers } from '../helpers/hostile-registry.js';
 
 const USER = 'alice';
 const PASS = 's3cret-for-registry-a';
 const GOOD = basic(USER, PASS);
 
-let tmp: string;
-let servers: HostileServer[] = [];
-
-beforeAll(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'kb-harden-creds-'));
-});
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
-
-async function server(address?: '127.0.0.1' | '::1'): Promise<HostileServer> {
-  const s = await startHostileServer({ address });
-  servers.push(s);
-  return s;
-}
+const hostile = useHostileServers('kb-harden-creds-');
+const server = hostile.server;
 
 /** A token endpoint that answers any request with a token (and records who asked). */
 function tokenEndpoint(srv: HostileServer, path = '/token'): string {
@@ -40,10 +24,10 @@ function tokenEndpoint(srv: HostileServer, path = '/token'): string {
 }
 
 function pull(ref: string, extra: string[] = [], env: Record<string, string> = {}): ReturnType<typeof kbundleAsync> {
-  const out = mkdtempSync(join(tmp, 'out-'));
+  const out = mkdtempSync(join(hostile.tmp, 'out-'));
   return kbundleAsync(['pull', ref, '-o', `oci:${out}`, '--no-signatures', '--username', USER, '--password-stdin', ...extra], {
     input: PASS,
-    env: isolatedEnv(join(tmp, 'no-docker-config'), env),
+    env: isolatedEnv(join(hostile.tmp, 'no-docker-config'), env),
   });
 }
 
@@ -142,8 +126,8 @@ describe('credential scoping', () => {
     // sessions live on a foreign host.
     const src = await server();
     const img = serveImage(src, 'kairos/app', 'v1');
-    const layout = mkdtempSync(join(tmp, 'layout-'));
-    const pulled = await kbundleAsync(['pull', `${src.host}/kairos/app:v1`, '-o', `oci:${layout}:v1`, '--no-signatures'], { env: isolatedEnv(join(tmp, 'none')) });
+    const layout = mkdtempSync(join(hostile.tmp, 'layout-'));
+    const pulled = await kbundleAsync(['pull', `${src.host}/kairos/app:v1`, '-o', `oci:${layout}:v1`, '--no-signatures'], { env: isolatedEnv(join(hostile.tmp, 'none')) });
     expect(pulled.code).toBe(0);
 
     const reg = await server();
@@ -170,7 +154,7 @@ describe('credential scoping', () => {
     });
     const r = await kbundleAsync(['push', `oci:${layout}:v1`, `${reg.host}/kairos/app:v1`, '--no-signatures', '--username', USER, '--password-stdin'], {
       input: PASS,
-      env: isolatedEnv(join(tmp, 'none')),
+      env: isolatedEnv(join(hostile.tmp, 'none')),
     });
     expect(r.stderr).not.toMatch(/error/i);
     expect(r.code).toBe(0);

@@ -5,12 +5,11 @@
  * error (exit 8) and the number of attempts the retry budget allows. The deadlines are tuned
  * down through the documented environment variables so the cases run in seconds.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/cli/exit-codes.js';
-import { isolatedEnv, resetAfter, runKbundle, serveImage, sha256, stall, startHostileServer, trickle, trickleHeaders, type HostileServer } from '../helpers/hostile-registry.js';
+import { isolatedEnv, resetAfter, runKbundle, serveImage, sha256, stall, trickle, trickleHeaders, useHostileServers } from '../helpers/hostile-registry.js';
 
 /** Deadlines of a second, one retry: each case needs a few seconds when bounded. */
 const FAST = {
@@ -26,25 +25,11 @@ const BOUND_MS = 25_000;
 /** When the run is killed: a missing deadline shows up as a kill, not a test timeout. */
 const KILL_MS = 45_000;
 
-let tmp: string;
-let servers: HostileServer[] = [];
-beforeAll(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'kb-harden-deadlines-'));
-});
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
-
-async function server(): Promise<HostileServer> {
-  const s = await startHostileServer();
-  servers.push(s);
-  return s;
-}
+const hostile = useHostileServers('kb-harden-deadlines-');
+const server = hostile.server;
 
 function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return isolatedEnv(join(tmp, 'no-docker-config'), { ...FAST, KBUNDLE_CACHE_DIR: join(tmp, 'cache'), ...extra });
+  return isolatedEnv(join(hostile.tmp, 'no-docker-config'), { ...FAST, KBUNDLE_CACHE_DIR: join(hostile.tmp, 'cache'), ...extra });
 }
 
 function run(args: string[], extra: Record<string, string> = {}): ReturnType<typeof runKbundle> {
@@ -52,7 +37,7 @@ function run(args: string[], extra: Record<string, string> = {}): ReturnType<typ
 }
 
 function pullArgs(ref: string): string[] {
-  return ['pull', ref, '-o', `oci:${mkdtempSync(join(tmp, 'out-'))}`, '--no-signatures'];
+  return ['pull', ref, '-o', `oci:${mkdtempSync(join(hostile.tmp, 'out-'))}`, '--no-signatures'];
 }
 
 function expectTransient(r: Awaited<ReturnType<typeof runKbundle>>, text: RegExp): void {
@@ -180,7 +165,7 @@ describe('every network wait is bounded', () => {
 
 describe('HTTP downloads are bounded in time and size, and staged', () => {
   function nodeRoot(): string {
-    const root = mkdtempSync(join(tmp, 'root-'));
+    const root = mkdtempSync(join(hostile.tmp, 'root-'));
     mkdirSync(join(root, 'etc'), { recursive: true });
     writeFileSync(join(root, 'etc/os-release'), 'ID=kairos\nVERSION_ID=1\n');
     return root;
@@ -237,20 +222,20 @@ describe('HTTP downloads are bounded in time and size, and staged', () => {
     srv.route('GET', '/slow', (_req, res) => trickle(res, 200, {}, payload, 64, 100));
     srv.route('GET', '/stall', stall);
     const bundle = (path: string): string => {
-      const dir = mkdtempSync(join(tmp, 'bundle-'));
+      const dir = mkdtempSync(join(hostile.tmp, 'bundle-'));
       writeFileSync(
         join(dir, 'bundle.yaml'),
         `name: dl\nversion: 1.0.0\ndescription: d\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - url: ${srv.url}${path}\n    sha256: ${sha256(payload).slice(7)}\n    dst: usr/local/bin/dl\n    mode: "0755"\n`,
       );
       return dir;
     };
-    const cache = join(tmp, 'cache');
-    const big = await run(['build', bundle('/big'), '-o', `oci:${join(tmp, 'o1')}`], { KBUNDLE_MAX_DOWNLOAD: '1M' });
+    const cache = join(hostile.tmp, 'cache');
+    const big = await run(['build', bundle('/big'), '-o', `oci:${join(hostile.tmp, 'o1')}`], { KBUNDLE_MAX_DOWNLOAD: '1M' });
     expect(big.stderr).toMatch(/larger than the 1048576-byte limit/);
     expect(big.code).toBe(EXIT_CODES.INVALID_INPUT);
-    const slow = await run(['build', bundle('/slow'), '-o', `oci:${join(tmp, 'o2')}`]);
+    const slow = await run(['build', bundle('/slow'), '-o', `oci:${join(hostile.tmp, 'o2')}`]);
     expectTransient(slow, /below the minimum of 4096 bytes\/s/);
-    const stalled = await run(['build', bundle('/stall'), '-o', `oci:${join(tmp, 'o3')}`]);
+    const stalled = await run(['build', bundle('/stall'), '-o', `oci:${join(hostile.tmp, 'o3')}`]);
     expectTransient(stalled, /HEADERS_TIMEOUT/i);
     expect(existsSync(cache) ? readdirSync(cache) : []).toEqual([]);
   });

@@ -5,39 +5,24 @@
  * way by every command that reads them.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type * as http from 'node:http';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../../src/cli/exit-codes.js';
-import { isolatedEnv, json, redirect, runKbundle, serveImage, sha256, startHostileServer, type HostileServer, type TimedResult } from '../helpers/hostile-registry.js';
+import { type HostileServer, isolatedEnv, json, redirect, runKbundle, serveImage, sha256, type TimedResult, useHostileServers } from '../helpers/hostile-registry.js';
 
 const BOUND_MS = 20_000;
 const KILL_MS = 60_000;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
 
-let tmp: string;
-let servers: HostileServer[] = [];
-beforeAll(() => {
-  tmp = mkdtempSync(join(tmpdir(), 'kb-harden-input-'));
-});
-afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-afterEach(async () => {
-  await Promise.all(servers.map((s) => s.close()));
-  servers = [];
-});
-
-async function server(): Promise<HostileServer> {
-  const s = await startHostileServer();
-  servers.push(s);
-  return s;
-}
+const hostile = useHostileServers('kb-harden-input-');
+const server = hostile.server;
 
 function run(args: string[], extra: Record<string, string> = {}): Promise<TimedResult> {
   return runKbundle(args, {
-    env: isolatedEnv(join(tmp, 'no-docker-config'), { KBUNDLE_RESPONSE_TIMEOUT: '5', KBUNDLE_RETRIES: '1', KBUNDLE_CACHE_DIR: join(tmp, 'cache'), ...extra }),
+    env: isolatedEnv(join(hostile.tmp, 'no-docker-config'), { KBUNDLE_RESPONSE_TIMEOUT: '5', KBUNDLE_RETRIES: '1', KBUNDLE_CACHE_DIR: join(hostile.tmp, 'cache'), ...extra }),
     killAfterMs: KILL_MS,
   });
 }
@@ -69,7 +54,7 @@ function wideAliases(): string {
 }
 
 function bundleDir(yaml: string): string {
-  const dir = mkdtempSync(join(tmp, 'bundle-'));
+  const dir = mkdtempSync(join(hostile.tmp, 'bundle-'));
   writeFileSync(join(dir, 'bundle.yaml'), yaml);
   return dir;
 }
@@ -86,21 +71,21 @@ describe('YAML is bounded', () => {
   });
 
   it('cloud-config (install --config): bombs refused; a FIFO is refused without blocking', async () => {
-    const root = mkdtempSync(join(tmp, 'root-'));
-    const bomb = join(tmp, 'bomb.yaml');
+    const root = mkdtempSync(join(hostile.tmp, 'root-'));
+    const bomb = join(hostile.tmp, 'bomb.yaml');
     writeFileSync(bomb, `#cloud-config\n${billionLaughs()}bundles:\n  - targets: [run://127.0.0.1:1/x:y]\n`);
     refused(await run(['install', '--config', bomb, '--root', root]), EXIT_CODES.INVALID_INPUT, `${bomb}: the YAML uses aliases (*name) too many times`);
-    const wide = join(tmp, 'wide.yaml');
+    const wide = join(hostile.tmp, 'wide.yaml');
     writeFileSync(wide, `#cloud-config\n${wideAliases()}`);
     refused(await run(['install', '--config', wide, '--root', root]), EXIT_CODES.INVALID_INPUT, `${wide}: the YAML expands to more than 1000000 values`);
-    const fifo = join(tmp, 'config.fifo');
+    const fifo = join(hostile.tmp, 'config.fifo');
     execFileSync('mkfifo', [fifo]);
     refused(await run(['install', '--config', fifo, '--root', root]), EXIT_CODES.INVALID_INPUT, `${fifo}: not a regular file`);
     expect(readdirSync(root)).toEqual([]);
   });
 
   it('trust policy: a bomb is refused before any image is looked at', async () => {
-    const policy = join(tmp, 'policy.yaml');
+    const policy = join(hostile.tmp, 'policy.yaml');
     writeFileSync(policy, `version: 1\n${billionLaughs('p')}policies: []\n`);
     const r = await run(['policy', 'check', 'oci:/nonexistent-layout:x', '--policy', policy]);
     refused(r, EXIT_CODES.INVALID_INPUT, `${policy}: the YAML uses aliases (*name) too many times`);
@@ -126,7 +111,7 @@ describe('URLs are checked', () => {
   it('sysext install: a URL with dot segments is refused before any request', async () => {
     const srv = await server();
     srv.route('GET', /.*/, (_req, res) => json(res, 200, {}));
-    const root = mkdtempSync(join(tmp, 'root-'));
+    const root = mkdtempSync(join(hostile.tmp, 'root-'));
     const r = await run(['sysext', 'install', `${srv.url}/ext/../../x.sysext.raw`, '--root', root, '--no-check']);
     refused(r, EXIT_CODES.INVALID_INPUT, 'has a "." or ".." path segment');
     expect(srv.requests).toEqual([]);
@@ -136,10 +121,10 @@ describe('URLs are checked', () => {
     const reg = await server();
     const img = serveImage(reg, 'kairos/app', 'v1');
     reg.route('GET', new RegExp(`/blobs/${sha256(img.layer)}$`), (_req, res) => redirect(res, 'file:///etc/passwd'));
-    const out = mkdtempSync(join(tmp, 'out-'));
+    const out = mkdtempSync(join(hostile.tmp, 'out-'));
     refused(await run(['pull', `${reg.host}/kairos/app:v1`, '-o', `oci:${out}`, '--no-signatures']), EXIT_CODES.REFUSED, 'redirect: "file:///etc/passwd" uses the scheme "file:"');
 
-    const layout = mkdtempSync(join(tmp, 'layout-'));
+    const layout = mkdtempSync(join(hostile.tmp, 'layout-'));
     const src = await server();
     serveImage(src, 'kairos/app', 'v1');
     expect((await run(['pull', `${src.host}/kairos/app:v1`, '-o', `oci:${layout}:v1`, '--no-signatures'])).code).toBe(0);
@@ -225,8 +210,8 @@ describe('what a registry sends is capped', () => {
     );
     serveManifest(reg, 'kairos/app', 'bigentry', index, OCI_INDEX);
     for (const args of [
-      ['pull', `${reg.host}/kairos/app:bigentry`, '-o', `oci:${mkdtempSync(join(tmp, 'out-'))}`, '--no-signatures'],
-      ['install', `container://${reg.host}/kairos/app:bigentry`, '--root', mkdtempSync(join(tmp, 'root-'))],
+      ['pull', `${reg.host}/kairos/app:bigentry`, '-o', `oci:${mkdtempSync(join(hostile.tmp, 'out-'))}`, '--no-signatures'],
+      ['install', `container://${reg.host}/kairos/app:bigentry`, '--root', mkdtempSync(join(hostile.tmp, 'root-'))],
     ]) {
       const before = reg.requests.length;
       refused(await run(args), EXIT_CODES.INVALID_INPUT, `${img.digest}: 67108864 bytes, over the 4194304-byte limit`);
@@ -247,7 +232,7 @@ describe('what a registry sends is capped', () => {
     const served = serveImage(big, 'kairos/app', 'v1', { layer: img.layer });
     served.blobs.set(sha256(config), config);
     serveManifest(big, 'kairos/app', 'bigconfig', manifest, OCI_MANIFEST);
-    const out = join(mkdtempSync(join(tmp, 'arch-')), 'x.tar');
+    const out = join(mkdtempSync(join(hostile.tmp, 'arch-')), 'x.tar');
     refused(await run(['copy', `${big.host}/kairos/app:bigconfig`, `docker-archive:${out}:x:y`]), EXIT_CODES.INVALID_INPUT, `${sha256(config)}: ${config.length} bytes, over the 4194304-byte limit`);
   });
 
@@ -273,7 +258,7 @@ function serveManifest(srv: HostileServer, repo: string, tag: string, bytes: Buf
 describe('a media type that lies about its content is refused the same way by every command', () => {
   /** Every command that reads an image from a registry, each in a fresh place. */
   function commands(ref: string): Array<{ name: string; args: string[] }> {
-    const dir = (p: string): string => mkdtempSync(join(tmp, p));
+    const dir = (p: string): string => mkdtempSync(join(hostile.tmp, p));
     return [
       { name: 'inspect', args: ['inspect', ref] },
       { name: 'pull', args: ['pull', ref, '-o', `oci:${dir('pull-')}`, '--no-signatures'] },

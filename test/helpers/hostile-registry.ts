@@ -20,6 +20,10 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 import { cliCommand, type CliResult } from './cli.js';
 
 export interface RecordedRequest {
@@ -106,6 +110,35 @@ export async function startHostileServer(opts: { address?: '127.0.0.1' | '::1' }
     },
     authorized: () => requests.filter((r) => r.authorization !== undefined),
     close,
+  };
+}
+
+/**
+ * A test file's scratch folder and hostile servers: `tmp` is made before the file's tests and
+ * removed after them, every server is closed after each test. Call at the top level of the file
+ * (it registers vitest hooks).
+ */
+export function useHostileServers(prefix: string): { readonly tmp: string; server(address?: '127.0.0.1' | '::1'): Promise<HostileServer> } {
+  let tmp: string | undefined;
+  let servers: HostileServer[] = [];
+  beforeAll(() => {
+    tmp = mkdtempSync(join(tmpdir(), prefix));
+  });
+  afterAll(() => rmSync(tmp!, { recursive: true, force: true }));
+  afterEach(async () => {
+    await Promise.all(servers.map((s) => s.close()));
+    servers = [];
+  });
+  return {
+    get tmp() {
+      if (!tmp) throw new Error('useHostileServers: tmp is made in beforeAll');
+      return tmp;
+    },
+    async server(address) {
+      const s = await startHostileServer({ address });
+      servers.push(s);
+      return s;
+    },
   };
 }
 
