@@ -76,30 +76,48 @@ beforeAll(async () => {
   await buildTo(dir, { transport: 'oci', path: layout, ref: 'new' }, { platforms: ['linux/amd64'] });
 });
 
-describe('container:// installs are all-or-nothing', () => {
-  it('a SIGKILL after any journal record leaves, once recovered, the old tree or the new one and no temp files', () => {
-    const before = snapshot(oldRoot());
-    const done = oldRoot();
-    expect(kbundle(['install', target(), '--local-file', '--root', done]).code).toBe(0);
-    const after = snapshot(done);
-    expect(after).not.toEqual(before);
-    expect(after['etc/was-a-folder']).toBe('file:644:now a file');
-    const seen = { before: 0, after: 0 };
-    for (let n = 1; n < 200; n++) {
-      const root = oldRoot();
-      const r = kbundle(['install', target(), '--local-file', '--root', root], { env: { ...process.env, KBUNDLE_TEST_SIGNAL_AT: String(n) } });
-      if (r.code === 0) break; // the install has fewer records than n: every step was covered
+/**
+ * Install `image` onto fresh old roots, stopped by `signal(n)` right after journal record n for
+ * each n of `records`, until an install has fewer records than n. Each time the root must end up
+ * (after the journal pass a SIGKILL leaves to the next run) as the old tree or the new one, with
+ * no temp files and no journal. Counts which it was.
+ */
+function interruptAtRecords(image: string, records: Iterable<number>, signal: (n: number) => 'SIGKILL' | 'SIGTERM') {
+  const before = snapshot(oldRoot());
+  const done = oldRoot();
+  expect(kbundle(['install', image, '--local-file', '--root', done]).code).toBe(0);
+  const after = snapshot(done);
+  expect(after).not.toEqual(before);
+  const seen = { before: 0, after: 0, terminated: 0 };
+  for (const n of records) {
+    const sig = signal(n);
+    const root = oldRoot();
+    const r = kbundle(['install', image, '--local-file', '--root', root], { env: { ...process.env, KBUNDLE_TEST_SIGNAL_AT: `${n}:${sig}` } });
+    if (r.code === 0) break; // the install has fewer records than n: every step was covered
+    if (sig === 'SIGKILL') {
       expect(r.code, r.stderr).toBe(-1); // killed (spawnSync reports no status)
       recoverJournals(root);
-      const now = snapshot(root);
-      expect(litter(now)).toEqual([]);
-      if (JSON.stringify(now) === JSON.stringify(before)) seen.before++;
-      else {
-        expect(now).toEqual(after);
-        seen.after++;
-      }
-      expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
+    } else if (r.code === 143) seen.terminated++;
+    const now = snapshot(root);
+    expect(litter(now)).toEqual([]);
+    if (JSON.stringify(now) === JSON.stringify(before)) seen.before++;
+    else {
+      expect(now).toEqual(after);
+      seen.after++;
     }
+    expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
+  }
+  return { seen, after };
+}
+
+describe('container:// installs are all-or-nothing', () => {
+  it('a SIGKILL after any journal record leaves, once recovered, the old tree or the new one and no temp files', () => {
+    const { seen, after } = interruptAtRecords(
+      target(),
+      Array.from({ length: 199 }, (_, i) => i + 1),
+      () => 'SIGKILL',
+    );
+    expect(after['etc/was-a-folder']).toBe('file:644:now a file');
     // Kills before the commit record roll back, kills after it roll forward: both happened.
     expect(seen.before).toBeGreaterThan(3);
     expect(seen.after).toBeGreaterThan(0);
@@ -200,32 +218,13 @@ describe('images with many small files (created on the writer thread after the f
   });
 
   it('a SIGKILL or SIGTERM after any journal record, with the writer thread busy, leaves the old tree or the new one and no temp files', () => {
-    const before = snapshot(oldRoot());
-    const done = oldRoot();
-    expect(kbundle(['install', `container://${many}:many`, '--local-file', '--root', done]).code).toBe(0);
-    const after = snapshot(done);
-    const seen = { before: 0, after: 0, terminated: 0 };
     // Every journal record counts, also stage records still buffered in memory (~600 here): the
     // first records one by one, then a stride, which lands before and after the commit record.
-    for (let n = 1; n < 2000; n += n < 12 ? 1 : 41) {
-      // Odd records: SIGKILL (recovered by the next run's journal pass); even ones: SIGTERM (undone at once).
-      const signal = n % 2 ? 'SIGKILL' : 'SIGTERM';
-      const root = oldRoot();
-      const r = kbundle(['install', `container://${many}:many`, '--local-file', '--root', root], { env: { ...process.env, KBUNDLE_TEST_SIGNAL_AT: `${n}:${signal}` } });
-      if (r.code === 0) break; // fewer records than n: every step was covered
-      if (signal === 'SIGKILL') {
-        expect(r.code, r.stderr).toBe(-1);
-        recoverJournals(root);
-      } else if (r.code === 143) seen.terminated++;
-      const now = snapshot(root);
-      expect(litter(now)).toEqual([]);
-      if (JSON.stringify(now) === JSON.stringify(before)) seen.before++;
-      else {
-        expect(now).toEqual(after);
-        seen.after++;
-      }
-      expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
-    }
+    const records = function* () {
+      for (let n = 1; n < 2000; n += n < 12 ? 1 : 41) yield n;
+    };
+    // Odd records: SIGKILL (recovered by the next run's journal pass); even ones: SIGTERM (undone at once).
+    const { seen } = interruptAtRecords(`container://${many}:many`, records(), (n) => (n % 2 ? 'SIGKILL' : 'SIGTERM'));
     expect(seen.before).toBeGreaterThan(2);
     expect(seen.after).toBeGreaterThan(0);
     expect(seen.terminated).toBeGreaterThan(0);
