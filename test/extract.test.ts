@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KbError } from '../src/errors.js';
 import { extractImage } from '../src/extract/extract-image.js';
+import { FileWriter } from '../src/extract/file-writer.js';
 import { cleanupTempDirs, mustRun, REPO_ROOT, run, tempDir } from './helpers/exec.js';
 import { craftImage, type CraftEntry } from './helpers/craft-image.js';
 import { snapshotTree } from './helpers/tree.js';
@@ -239,5 +240,21 @@ describe('interrupted extraction', () => {
     expect(present.length).toBeGreaterThan(0);
     expect(present.length).toBeLessThan(20);
     for (const n of present) expect(statSync(join(root, 'data', n)).size).toBe(big.length);
+  });
+});
+
+describe('the file-writing thread of journaled installs', () => {
+  it('writes queued files with content and mode; a thread that stops fails the next call with INTERNAL', async () => {
+    const dir = tempDir();
+    const writer = new FileWriter();
+    await writer.write(join(dir, 'a'), Buffer.from('alpha'), 0o640, new Date(0));
+    await writer.drain();
+    expect(readFileSync(join(dir, 'a'), 'utf8')).toBe('alpha');
+    expect(statSync(join(dir, 'a')).mode & 0o777).toBe(0o640);
+    // What a crashed thread looks like to the install: its worker is gone.
+    await (writer as unknown as { threads: { worker: { terminate(): Promise<number> } }[] }).threads[0]!.worker.terminate();
+    await expect(writer.write(join(dir, 'b'), Buffer.from('beta'), 0o644, new Date(0)).then(() => writer.drain())).rejects.toMatchObject({ name: 'KbError', code: 'INTERNAL' });
+    expect(existsSync(join(dir, 'b'))).toBe(false);
+    writer.stopSync();
   });
 });

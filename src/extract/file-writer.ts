@@ -9,6 +9,7 @@
  * before anything that needs one to exist (a hard link to it, its xattrs, the commit).
  */
 import { Worker } from 'node:worker_threads';
+import { KbError } from '../errors.js';
 
 /** Files queued before a batch is posted, and bytes. */
 const BATCH_FILES = 64;
@@ -108,12 +109,15 @@ export class FileWriter {
       }
       this.wake();
     });
+    // A thread that fails (out of memory, killed) fails the install with a clear error; the
+    // journal then rolls back as for any other failure.
+    const hint = 'nothing was changed; run the install again, and check free memory if it keeps failing';
     worker.on('error', (e) => {
-      this.failure ??= e;
+      this.failure ??= new KbError('INTERNAL', `the file-writing thread failed: ${e.message}`, { cause: e, hint });
       this.wake();
     });
-    worker.on('exit', () => {
-      if (!this.stopped) this.failure ??= new Error('a file-writing worker exited');
+    worker.on('exit', (code) => {
+      if (!this.stopped) this.failure ??= new KbError('INTERNAL', `the file-writing thread stopped (exit ${code})`, { hint });
       this.wake();
     });
     return t;
