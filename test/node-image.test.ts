@@ -13,6 +13,7 @@ import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { kbundle, REPO_ROOT } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { buildSea, canChroot } from './helpers/sea.js';
+import { APT_DEADLINE_MS } from './helpers/spawn-deadline.js';
 import { NODE_TOOLS } from '../src/sea/image.js';
 
 /** A harmless run of each tool: it starts (all its libraries are there) and prints what it is. */
@@ -45,8 +46,8 @@ function probeTools(run: (tool: string, args: string[]) => { status: number | nu
   }
 }
 
-const run = (cmd: string, args: string[]) => {
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+const run = (cmd: string, args: string[], timeout?: number) => {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout });
   expect(r.status, `${cmd} ${args.join(' ')}\n${r.stderr}`).toBe(0);
   return r.stdout;
 };
@@ -72,7 +73,7 @@ describe.runIf(canChroot())('kbundle image', () => {
 
   beforeAll(() => {
     sea = buildSea(['linux/amd64', 'linux/arm64']);
-    sysroot = run('bash', [join(REPO_ROOT, 'test/setup-arm64.sh')])
+    sysroot = run('bash', [join(REPO_ROOT, 'test/setup-arm64.sh')], APT_DEADLINE_MS)
       .trim()
       .split('\n')
       .pop()!;

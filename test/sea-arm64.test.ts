@@ -13,12 +13,13 @@ import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 import { buildSea } from './helpers/sea.js';
+import { APT_DEADLINE_MS } from './helpers/spawn-deadline.js';
 
 const QEMU = '/usr/bin/qemu-aarch64-static';
 
 /** Installs what is missing (as test/setup.sh does for the other peers) and returns the sysroot. */
 function arm64Sysroot(): string {
-  const r = spawnSync('bash', [join(REPO_ROOT, 'test/setup-arm64.sh')], { encoding: 'utf8' });
+  const r = spawnSync('bash', [join(REPO_ROOT, 'test/setup-arm64.sh')], { encoding: 'utf8', timeout: APT_DEADLINE_MS });
   if (r.status !== 0) throw new Error(`test/setup-arm64.sh failed:\n${r.stderr}`);
   return r.stdout.trim().split('\n').pop()!;
 }

@@ -6,6 +6,8 @@ export default defineConfig({
   root: resolve(import.meta.dirname, '..'),
   test: {
     include: ['test/**/*.test.ts'],
+    // Every synchronous child process gets a deadline below the test timeout (see the file).
+    setupFiles: ['test/helpers/spawn-deadline.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     // Suites start real registries and write real layouts; two cores, so keep forks modest.

@@ -8,6 +8,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathS
 import { dirname, join } from 'node:path';
 import { REPO_ROOT } from './cli.js';
 import { tempDir } from './exec.js';
+import { APT_DEADLINE_MS } from './spawn-deadline.js';
 
 export type SeaPlatform = 'linux/amd64' | 'linux/arm64';
 
@@ -21,7 +22,7 @@ export function buildSea(platforms: SeaPlatform[], opts: { fresh?: boolean } = {
   if (!opts.fresh && platforms.every((p) => existsSync(join(built, `kbundle-${p.replace('/', '-')}`)))) return built;
   const out = tempDir('kbundle-sea-');
   const args = [join(REPO_ROOT, 'dist/src/sea/build.js'), '--out', out, ...platforms.flatMap((p) => ['--platform', p])];
-  const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: REPO_ROOT });
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', cwd: REPO_ROOT, timeout: APT_DEADLINE_MS });
   if (r.status !== 0) throw new Error(`npm run sea failed:\n${r.stdout}\n${r.stderr}`);
   return out;
 }
