@@ -7,7 +7,7 @@
  * node executable).
  */
 import { spawnSync } from 'node:child_process';
-import { createCipheriv, createHash } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, lstatSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError, UserError } from '../src/errors.js';
 import { compressor, parseCompression } from '../src/layer/codec.js';
+import { type LayerEntry, writeLayer } from '../src/layer/tar.js';
 import { zstdDecompress } from '../src/layer/zstd.js';
 import { REPO_ROOT, kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
@@ -128,6 +129,82 @@ describe('the zstd program as a stream', () => {
   });
 });
 
+describe('the zstd layer writer when the program or the disk fails', () => {
+  const opts = { compression: 'zstd' as const, level: 3, mtime: new Date(0), uid: 0, gid: 0 };
+  /** One file entry whose content never ends before its 1 GiB (only a failure can end the build). */
+  const endless = (): LayerEntry[] => [
+    {
+      type: 'file',
+      path: 'big',
+      mode: 0o644,
+      size: 1 << 30,
+      open: () =>
+        new Readable({
+          read() {
+            this.push(Buffer.alloc(64 * 1024, 7));
+          },
+        }),
+    },
+  ];
+  const zstdChildren = () =>
+    spawnSync('ps', ['--ppid', String(process.pid), '-o', 'pid=,comm='], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter((l) => /\bzstd$/.test(l))
+      .map((l) => Number(l.trim().split(/\s+/)[0]));
+
+  it('a zstd killed mid-layer fails the build with the signal, and no zstd is left running', async () => {
+    const out = join(tempDir(), 'layer.zst');
+    const built = writeLayer(endless(), out, opts).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    let pids: number[] = [];
+    for (let i = 0; i < 100 && pids.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      pids = zstdChildren();
+    }
+    expect(pids).toHaveLength(1);
+    process.kill(pids[0]!, 'SIGKILL');
+    const e = await built;
+    expect(e).toBeInstanceOf(UserError);
+    expect((e as Error).message).toMatch(/^zstd failed \(killed by SIGKILL\)/);
+    expect(zstdChildren()).toEqual([]);
+  });
+
+  it('without a zstd program: UserError naming the package (and the gzip way)', async () => {
+    const path = process.env.PATH;
+    process.env.PATH = '/nonexistent';
+    try {
+      const e = await writeLayer(endless(), join(tempDir(), 'layer.zst'), opts).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(e).toBeInstanceOf(UserError);
+      expect((e as UserError).message).toBe('zstd is not installed');
+      expect((e as UserError).hint).toMatch(/apt-get install -y zstd, or build with --compression gzip/);
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+
+  it.runIf(process.getuid?.() === 0)('a full disk fails the build with ENOSPC, and no zstd is left running', async () => {
+    const small = tempDir();
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'kbundle-full', small]).status).toBe(0);
+    try {
+      // Random bytes do not shrink: 2 MiB of output comes soon.
+      const random: LayerEntry[] = [{ type: 'file', path: 'r', mode: 0o644, size: 64 << 20, open: () => Readable.from([randomBytes(64 << 20)]) }];
+      const e = await writeLayer(random, join(small, 'layer.zst'), opts).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
+      expect(zstdChildren()).toEqual([]);
+    } finally {
+      spawnSync('umount', [small]);
+    }
+  });
+});
+
 describe('--compression parsing', () => {
   it('takes gzip|zstd with an optional level, or the older level flags, and refuses the rest', () => {
     expect(parseCompression('zstd')).toEqual({ codec: 'zstd', level: 3 });
@@ -175,6 +252,8 @@ describe('kbundle build --compression zstd', () => {
     // The layer is the zstd program's own output for the tar inside it.
     const blob = join(ref.out, 'blobs/sha256', ref.summary.platforms[0]!.layer.slice(7));
     expect(mustRun('sh', ['-c', 'zstd -dc "$1" | zstd -q -c -T1 -3 | sha256sum', 'sh', blob]).split(' ')[0]).toBe(ref.summary.platforms[0]!.layer.slice(7));
+    // The diff_id (hashed on the worker thread) is the digest of that tar.
+    expect(`sha256:${mustRun('sh', ['-c', 'zstd -dc "$1" | sha256sum', 'sh', blob]).split(' ')[0]}`).toBe(ref.summary.platforms[0]!.diffId);
     const nine = build(dir, ['--compression', 'zstd:9']);
     expect(nine.summary.digest).not.toBe(ref.summary.digest);
     expect(nine.summary.platforms[0]!.diffId).toBe(ref.summary.platforms[0]!.diffId);

@@ -12,9 +12,9 @@ import { KbError } from '../errors.js';
  * single executable.
  */
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
-const { crc32 } = require('node:zlib');
+const crc32 = workerData.crc32 ? require('node:zlib').crc32 : () => 0;
 const hash = createHash('sha256');
 let size = 0;
 let crc = 0;
@@ -61,9 +61,10 @@ export class TarHasher {
   private failure?: Error;
   private timer?: NodeJS.Timeout;
 
-  constructor() {
+  /** `crc32: false` when no gzip trailer needs it (zstd): the CRC then reads 0. */
+  constructor(opts: { crc32?: boolean } = {}) {
     // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { crc32: opts.crc32 ?? true } });
     this.worker.on('message', (m: WorkerMessage) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(new KbError('INTERNAL', `layer hashing failed: ${e.message}`, { cause: e })));
     this.worker.on('exit', (code) => this.fail(new KbError('INTERNAL', `layer hashing stopped (worker exit ${code})`, { hint: 'run the build again; if it keeps failing, report it' })));

@@ -1,16 +1,14 @@
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
-import { closeSync, createWriteStream, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { PassThrough, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
-import { DigestingStream } from '../oci/digest.js';
-import { compressor, mediaTypeOfCodec } from './codec.js';
+import { mediaTypeOfCodec } from './codec.js';
 import { TarHasher, type TarDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
 import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
+import { ZstdFileWriter } from './zstd.js';
 
 export type LayerEntry =
   | { type: 'directory'; path: string; mode: number }
@@ -250,29 +248,63 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
   }
 }
 
-/** Other codecs: the tar pieces flow through the codec's compressor stream, hashed on both sides. */
-async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions, codec: 'zstd'): Promise<WrittenLayer> {
-  const tar = new PassThrough({ highWaterMark: GZIP_CHUNK });
-  const diff = new DigestingStream('sha256');
-  const blob = new DigestingStream('sha256');
-  const done = pipeline(tar, diff, compressor(codec, opts.level), blob, createWriteStream(outFile));
-  done.catch(() => undefined); // awaited below
-  const w = new PieceWriter(
-    () => Buffer.allocUnsafe(GZIP_CHUNK),
-    async (piece) => {
-      if (!tar.write(piece)) await Promise.race([once(tar, 'drain'), done]);
-    },
-  );
+/** Tar pieces in flight to the zstd program and the hash worker (each is reused once both are done). */
+const ZSTD_PIECES = 8;
+
+/**
+ * zstd: the tar pieces (shared memory, reused) go to the zstd program's stdin and to the hash
+ * worker (diff_id), both reading them in place; the program's output is hashed (digest) and
+ * written to the file without a stream stage (zstd.ts ZstdFileWriter). Memory: ZSTD_PIECES pieces
+ * and the program's own buffers.
+ */
+async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
+  const hasher = new TarHasher({ crc32: false });
+  const fh = await open(outFile, 'w');
+  let zstd: ZstdFileWriter | undefined;
   try {
+    zstd = new ZstdFileWriter(fh, opts.level);
+    const z = zstd;
+    const free: Buffer[] = Array.from({ length: ZSTD_PIECES }, () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)));
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    let wake: (() => void) | undefined;
+    const send = (piece: Buffer, reuse: boolean): void => {
+      const done = Promise.all([hasher.update(piece), z.write(piece)]).then(
+        () => {
+          if (reuse) free.push(piece);
+        },
+        (e: unknown) => {
+          failure ??= e;
+        },
+      );
+      inFlight.add(done);
+      void done.then(() => {
+        inFlight.delete(done);
+        wake?.();
+      });
+    };
+    const w = new PieceWriter(
+      () => free.pop()!,
+      async (piece) => {
+        send(piece, true);
+        while (free.length === 0 && failure === undefined) await new Promise<void>((r) => (wake = r));
+        if (failure !== undefined) throw failure;
+      },
+    );
     await packTar(w, entries, opts);
-    tar.end(w.rest());
-  } catch (err) {
-    tar.destroy(err as Error);
-    await done.catch(() => undefined);
-    throw err;
+    send(w.rest(), false);
+    await Promise.all(inFlight);
+    if (failure !== undefined) throw failure;
+    const tar = await hasher.finish();
+    const blob = await z.end();
+    return { mediaType: mediaTypeOfCodec('zstd'), digest: blob.digest, size: blob.size, diffId: tar.digest, uncompressedSize: tar.size };
+  } catch (e) {
+    await zstd?.abort();
+    throw e;
+  } finally {
+    await fh.close();
+    await hasher.close();
   }
-  await done;
-  return { mediaType: mediaTypeOfCodec(codec), digest: blob.digest(), size: blob.size, diffId: diff.digest(), uncompressedSize: diff.size };
 }
 
 /**
@@ -281,7 +313,7 @@ async function writeStreamedLayer(entries: readonly LayerEntry[], outFile: strin
  */
 export function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const codec = opts.compression ?? 'gzip';
-  return codec === 'gzip' ? writeGzipLayer(entries, outFile, opts) : writeStreamedLayer(entries, outFile, opts, codec);
+  return codec === 'gzip' ? writeGzipLayer(entries, outFile, opts) : writeZstdLayer(entries, outFile, opts);
 }
 
 /** One entry of a tar being read: its header and its body (consume or resume it before the next). */
