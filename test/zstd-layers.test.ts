@@ -171,6 +171,15 @@ describe('the zstd layer writer when the program or the disk fails', () => {
     expect(zstdChildren()).toEqual([]);
   });
 
+  it('an output file that cannot be made fails with its errno, and no zstd is started', async () => {
+    const e = await writeLayer(endless(), join(tempDir(), 'missing', 'layer.zst'), opts).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect((e as NodeJS.ErrnoException).code).toBe('ENOENT');
+    expect(zstdChildren()).toEqual([]);
+  });
+
   it('without a zstd program: UserError naming the package (and the gzip way)', async () => {
     const path = process.env.PATH;
     process.env.PATH = '/nonexistent';

@@ -259,9 +259,10 @@ const ZSTD_PIECES = 8;
  */
 async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const hasher = new TarHasher({ crc32: false });
-  const fh = await open(outFile, 'w');
+  let fh: FileHandle | undefined;
   let zstd: ZstdFileWriter | undefined;
   try {
+    fh = await open(outFile, 'w');
     zstd = new ZstdFileWriter(fh, opts.level);
     const z = zstd;
     const free: Buffer[] = Array.from({ length: ZSTD_PIECES }, () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)));
@@ -302,7 +303,7 @@ async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, o
     await zstd?.abort();
     throw e;
   } finally {
-    await fh.close();
+    await fh?.close();
     await hasher.close();
   }
 }
