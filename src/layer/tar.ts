@@ -8,7 +8,7 @@ import { mediaTypeOfCodec } from './codec.js';
 import { TarHasher, type TarDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
 import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
-import { ZstdFileWriter } from './zstd.js';
+import { ZstdProgram } from './zstd.js';
 
 export type LayerEntry =
   | { type: 'directory'; path: string; mode: number }
@@ -181,22 +181,53 @@ async function packTar(w: PieceWriter, entries: readonly LayerEntry[], opts: Lay
   await w.put(END_OF_TAR);
 }
 
-/** Writes in order, one write running and at most one waiting: callers await the returned promise. */
-class OrderedWrites {
+/**
+ * The layer blob being written: bytes in order (one write running, at most one waiting; callers
+ * await what `write` returns), hashed (the descriptor digest) and counted on the way.
+ */
+class BlobFile {
   private last: Promise<void> = Promise.resolve();
+  private readonly hash = createHash('sha256');
+  size = 0;
   constructor(private readonly fh: FileHandle) {}
-  write(bytes: Buffer): Promise<void> {
+
+  /** Queue `bytes` (a batch goes in one writev, no copy); resolves once the write before it is done. */
+  write(bytes: Buffer | Buffer[]): Promise<void> {
+    const bufs = Array.isArray(bytes) ? bytes : [bytes];
+    let n = 0;
+    for (const b of bufs) {
+      this.hash.update(b);
+      n += b.length;
+    }
+    this.size += n;
     const before = this.last;
     this.last = before.then(async () => {
-      let off = 0;
-      while (off < bytes.length) off += (await this.fh.write(bytes, off, bytes.length - off)).bytesWritten;
+      for (let off = 0; off < n;) off += (await this.fh.writev(off ? unwritten(bufs, off) : bufs)).bytesWritten;
     });
     this.last.catch(() => undefined); // reported through the awaited promises
     return before;
   }
+
   done(): Promise<void> {
     return this.last;
   }
+
+  digest(): string {
+    return `sha256:${this.hash.digest('hex')}`;
+  }
+}
+
+/** `bufs` without their first `skip` bytes (after a short write). */
+function unwritten(bufs: Buffer[], skip: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of bufs) {
+    if (skip >= b.length) skip -= b.length;
+    else {
+      out.push(skip ? b.subarray(skip) : b);
+      skip = 0;
+    }
+  }
+  return out;
 }
 
 /**
@@ -207,28 +238,17 @@ class OrderedWrites {
  */
 async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const hasher = new TarHasher();
-  // The compressed bytes (a third of the tar's size) are hashed here: copying them to the worker
-  // cost more than hashing them.
-  const blob = createHash('sha256');
-  let size = 0;
   let tar: TarDigest | undefined;
   try {
     const fh = await open(outFile, 'w');
-    const writes = new OrderedWrites(fh);
+    // The compressed bytes (a third of the tar's size) are hashed here: copying them to the worker
+    // cost more than hashing them.
+    const blob = new BlobFile(fh);
     try {
-      const deflate = new ParallelDeflate(
-        opts.level,
-        (bytes) => {
-          blob.update(bytes);
-          size += bytes.length;
-          return writes.write(bytes);
-        },
-        undefined,
-        {
-          read: (piece) => hasher.update(piece),
-          crc32: async () => (tar = await hasher.finish()).crc,
-        },
-      );
+      const deflate = new ParallelDeflate(opts.level, (bytes) => blob.write(bytes), undefined, {
+        read: (piece) => hasher.update(piece),
+        crc32: async () => (tar = await hasher.finish()).crc,
+      });
       const w = new PieceWriter(
         () => deflate.buffer(),
         (piece) => deflate.push(piece),
@@ -236,13 +256,13 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
       await packTar(w, entries, opts);
       await deflate.push(w.rest(), true);
       await deflate.end();
-      await writes.done();
+      await blob.done();
     } finally {
-      await writes.done().catch(() => undefined); // nothing may write to fh once closed
+      await blob.done().catch(() => undefined); // nothing may write to fh once closed
       await fh.close();
     }
     if (!tar) throw new Error('writeGzipLayer: the tar was never finished');
-    return { mediaType: mediaTypeOfCodec('gzip'), digest: `sha256:${blob.digest('hex')}`, size, diffId: tar.digest, uncompressedSize: tar.size };
+    return { mediaType: mediaTypeOfCodec('gzip'), digest: blob.digest(), size: blob.size, diffId: tar.digest, uncompressedSize: tar.size };
   } finally {
     await hasher.close();
   }
@@ -253,56 +273,45 @@ const ZSTD_PIECES = 8;
 
 /**
  * zstd: the tar pieces (shared memory, reused) go to the zstd program's stdin and to the hash
- * worker (diff_id), both reading them in place; the program's output is hashed (digest) and
- * written to the file without a stream stage (zstd.ts ZstdFileWriter). Memory: ZSTD_PIECES pieces
- * and the program's own buffers.
+ * worker (diff_id), both reading them in place; the program's output is hashed and written like
+ * gzip's (BlobFile), in batches. Both take the pieces in order, so the oldest piece in flight is
+ * always the next to come free. Memory: ZSTD_PIECES pieces and the program's own buffers.
  */
 async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const hasher = new TarHasher({ crc32: false });
   let fh: FileHandle | undefined;
-  let zstd: ZstdFileWriter | undefined;
+  let blob: BlobFile | undefined;
+  let zstd: ZstdProgram | undefined;
   try {
     fh = await open(outFile, 'w');
-    zstd = new ZstdFileWriter(fh, opts.level);
-    const z = zstd;
+    const file = (blob = new BlobFile(fh));
+    const z = (zstd = new ZstdProgram(opts.level, (bytes) => file.write(bytes)));
     const free: Buffer[] = Array.from({ length: ZSTD_PIECES }, () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)));
-    const inFlight = new Set<Promise<void>>();
-    let failure: unknown;
-    let wake: (() => void) | undefined;
-    const send = (piece: Buffer, reuse: boolean): void => {
-      const done = Promise.all([hasher.update(piece), z.write(piece)]).then(
-        () => {
-          if (reuse) free.push(piece);
-        },
-        (e: unknown) => {
-          failure ??= e;
-        },
-      );
-      inFlight.add(done);
-      void done.then(() => {
-        inFlight.delete(done);
-        wake?.();
-      });
+    const inFlight: Promise<Buffer>[] = [];
+    const send = (piece: Buffer): void => {
+      const done = Promise.all([hasher.update(piece), z.write(piece)]).then(() => piece);
+      done.catch(() => undefined); // a failure is thrown where the piece is awaited
+      inFlight.push(done);
     };
     const w = new PieceWriter(
       () => free.pop()!,
       async (piece) => {
-        send(piece, true);
-        while (free.length === 0 && failure === undefined) await new Promise<void>((r) => (wake = r));
-        if (failure !== undefined) throw failure;
+        send(piece);
+        if (free.length === 0) free.push(await inFlight.shift()!);
       },
     );
     await packTar(w, entries, opts);
-    send(w.rest(), false);
+    send(w.rest());
     await Promise.all(inFlight);
-    if (failure !== undefined) throw failure;
     const tar = await hasher.finish();
-    const blob = await z.end();
-    return { mediaType: mediaTypeOfCodec('zstd'), digest: blob.digest, size: blob.size, diffId: tar.digest, uncompressedSize: tar.size };
+    await z.end();
+    await file.done();
+    return { mediaType: mediaTypeOfCodec('zstd'), digest: file.digest(), size: file.size, diffId: tar.digest, uncompressedSize: tar.size };
   } catch (e) {
     await zstd?.abort();
     throw e;
   } finally {
+    await blob?.done().catch(() => undefined); // nothing may write to fh once closed
     await fh?.close();
     await hasher.close();
   }

@@ -1,7 +1,5 @@
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { Duplex, type Readable, type Transform } from 'node:stream';
@@ -55,99 +53,53 @@ export function zstdCompressor(level: number, threads = zstdThreads()): Duplex {
   return new ProgramStream('zstd', compressArgs(level, threads), COMPRESS_ERRORS);
 }
 
-/** The zstd command line for `level` and `threads` (one place, so both writers give the same bytes). */
+/** The zstd command line for `level` and `threads` (one place, so both ways give the same bytes). */
 function compressArgs(level: number, threads: number): string[] {
   if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) throw new UserError(`zstd level ${level} must be 1-${ZSTD_MAX_LEVEL}`);
   return ['-q', '-c', `-T${threads}`, `-${level}`];
 }
 
-const COMPRESS_ERRORS = {
-  spawnError: (e: NodeJS.ErrnoException): Error => (e.code === 'ENOENT' ? new UserError('zstd is not installed', 'install it: apt-get install -y zstd, or build with --compression gzip') : e),
-  exitError: (status: string, stderr: string): Error => new UserError(`zstd failed (${status}): ${stderr.trim()}`),
+const COMPRESS_ERRORS: ProgramErrors = {
+  spawnError: (e) => (e.code === 'ENOENT' ? new UserError('zstd is not installed', 'install it: apt-get install -y zstd, or build with --compression gzip') : e),
+  exitError: (status, stderr) => new UserError(`zstd failed (${status}): ${stderr.trim()}`),
 };
 
-/** Compressed bytes gathered before one file write (writev: no copy), and the most left unwritten. */
-const FILE_BATCH = 1024 * 1024;
-const FILE_AHEAD = 8 * 1024 * 1024;
-
 /**
- * The zstd program fed with buffers and writing straight to a file: what a layer build uses (the
- * same bytes as zstdCompressor). No stream stage on either side: `write` hands a buffer to the
- * program's stdin and resolves once the pipe has taken it (then the caller may reuse it); the
- * output is hashed (the blob digest) and written with writev in batches. `end` resolves once the
- * program exited 0 and every byte is in the file; a failure of the program or of a write fails
- * `write` and `end`. `abort` stops the program.
+ * The zstd program fed with buffers, for the layer writer (the same bytes as zstdCompressor),
+ * without a stream stage: `write` hands a buffer to the program's stdin and resolves once the pipe
+ * has taken it (the caller may then reuse it); the output goes to `onOutput` in batches, the
+ * program held back until the promise it returns settles. `end` resolves once the program exited
+ * 0 and `onOutput` had every byte; a failure of the program or of `onOutput` fails `write` and
+ * `end`. `abort` stops the program.
  */
-export class ZstdFileWriter {
-  private readonly child: ReturnType<typeof spawn>;
-  private readonly hash = createHash('sha256');
-  private stderr = '';
-  private failure: Error | undefined;
-  private size = 0;
-  private held: Buffer[] = [];
-  private heldBytes = 0;
-  private unwritten = 0;
-  private writes: Promise<void> = Promise.resolve();
+export class ZstdProgram {
+  private readonly child: ChildProcess;
   private readonly exited: Promise<void>;
+  private delivered: Promise<void> = Promise.resolve();
+  private failure: Error | undefined;
 
-  constructor(
-    private readonly fh: FileHandle,
-    level: number,
-    threads = zstdThreads(),
-  ) {
-    const child = spawn('zstd', compressArgs(level, threads), { stdio: ['pipe', 'pipe', 'pipe'] });
+  constructor(level: number, onOutput: (bytes: Buffer[]) => Promise<void>, threads = zstdThreads()) {
+    const { child, exited } = startProgram('zstd', compressArgs(level, threads), COMPRESS_ERRORS, (bytes) => {
+      const out = child.stdout!;
+      out.pause();
+      this.delivered = onOutput(bytes).then(
+        () => void out.resume(),
+        (e: unknown) => {
+          this.fail(e as Error);
+          child.kill();
+        },
+      );
+    });
     this.child = child;
-    child.stderr!.on('data', (d: Buffer) => {
-      if (this.stderr.length < STDERR_KEPT) this.stderr += d.toString('utf8');
+    this.exited = exited.catch((e: Error) => {
+      throw this.fail(e); // the first failure wins (a write error, then the kill it caused)
     });
-    child.stdin!.on('error', () => undefined); // the program quit early: its exit says why
-    child.stdout!.on('data', (c: Buffer) => {
-      this.hash.update(c);
-      this.size += c.length;
-      this.held.push(c);
-      this.heldBytes += c.length;
-      if (this.heldBytes >= FILE_BATCH) this.flush();
-    });
-    this.exited = new Promise<void>((resolve, reject) => {
-      child.on('error', (e: NodeJS.ErrnoException) => reject(this.fail(COMPRESS_ERRORS.spawnError(e))));
-      child.on('close', (code, signal) => {
-        // 'close' comes after the output ended: every byte has been seen by then.
-        if (code === 0) resolve();
-        else reject(this.fail(COMPRESS_ERRORS.exitError(code !== null ? `exit ${code}` : `killed by ${signal}`, this.stderr)));
-      });
-    });
-    this.exited.catch(() => undefined); // awaited in end()
+    this.exited.catch(() => undefined); // awaited in write, end and abort
   }
 
   private fail(e: Error): Error {
     this.failure ??= e;
     return this.failure;
-  }
-
-  /** Write the held output (in order, one writev); hold the program back while much is unwritten. */
-  private flush(): void {
-    if (!this.heldBytes) return;
-    const bufs = this.held;
-    const n = this.heldBytes;
-    this.held = [];
-    this.heldBytes = 0;
-    this.unwritten += n;
-    if (this.unwritten >= FILE_AHEAD) this.child.stdout!.pause();
-    this.writes = this.writes.then(async () => {
-      if (this.failure) return;
-      try {
-        for (let done = 0; done < n;) {
-          const { bytesWritten } = await this.fh.writev(done === 0 ? bufs : remaining(bufs, done));
-          done += bytesWritten;
-        }
-      } catch (e) {
-        this.fail(e as Error);
-        this.child.kill();
-        return;
-      }
-      this.unwritten -= n;
-      if (this.unwritten < FILE_AHEAD) this.child.stdout!.resume();
-    });
   }
 
   /** Give `piece` to the program; resolves when the pipe has taken it (the piece is free again). */
@@ -159,40 +111,70 @@ export class ZstdFileWriter {
     throw this.failure ?? err;
   }
 
-  /** Close the program's input; the blob digest and size once it exited 0 and the file has every byte. */
-  async end(): Promise<{ digest: string; size: number }> {
+  /** Close the program's input; resolves once it exited 0 and `onOutput` took the last bytes. */
+  async end(): Promise<void> {
     this.child.stdin!.end();
     await this.exited;
-    this.flush();
-    await this.writes;
+    await this.delivered;
     if (this.failure) throw this.failure;
-    return { digest: `sha256:${this.hash.digest('hex')}`, size: this.size };
   }
 
   /** Stop the program (after a failure elsewhere); waits until it is gone. */
   async abort(): Promise<void> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill();
     await this.exited.catch(() => undefined);
-    await this.writes;
+    await this.delivered;
   }
 }
 
-/** `bufs` without their first `skip` bytes (after a short writev). */
-function remaining(bufs: Buffer[], skip: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (const b of bufs) {
-    if (skip >= b.length) skip -= b.length;
-    else {
-      out.push(skip ? b.subarray(skip) : b);
-      skip = 0;
-    }
-  }
-  return out;
+interface ProgramErrors {
+  spawnError: (e: NodeJS.ErrnoException) => Error;
+  exitError: (status: string, stderr: string) => Error;
+}
+
+/** The program writes 64 KiB at a time; passed on in batches of OUT_PIECE, what follows takes a sixteenth of the calls. */
+const OUT_PIECE = 1024 * 1024;
+
+/**
+ * Start `program` with piped stdio. Its output arrives at `onOutput` in batches of about OUT_PIECE
+ * bytes (the rest when it ends); pausing stdout holds the program back. `exited` resolves when it
+ * closed after exit 0, and otherwise rejects with `errors` (its stderr, up to STDERR_KEPT, in the
+ * message). A write to a program that quit fails quietly: `exited` says why.
+ */
+function startProgram(program: string, args: string[], errors: ProgramErrors, onOutput: (bytes: Buffer[], n: number) => void): { child: ChildProcess; exited: Promise<void> } {
+  const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    if (stderr.length < STDERR_KEPT) stderr += d.toString('utf8');
+  });
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  const pass = (): void => {
+    const bytes = held;
+    const n = heldBytes;
+    held = [];
+    heldBytes = 0;
+    onOutput(bytes, n);
+  };
+  child.stdout!.on('data', (c: Buffer) => {
+    held.push(c);
+    heldBytes += c.length;
+    if (heldBytes >= OUT_PIECE) pass();
+  });
+  child.stdout!.on('end', () => {
+    if (heldBytes) pass();
+  });
+  child.stdin!.on('error', () => undefined);
+  const exited = new Promise<void>((resolve, reject) => {
+    child.on('error', (e: NodeJS.ErrnoException) => reject(errors.spawnError(e)));
+    // 'close' comes after the output ended: every byte has been passed on by then.
+    child.on('close', (code, signal) => (code === 0 ? resolve() : reject(errors.exitError(code !== null ? `exit ${code}` : `killed by ${signal}`, stderr))));
+  });
+  return { child, exited };
 }
 
 /** Bytes let ahead of the program on either side: half a zstd job at level 3, so its threads rarely starve. */
 const AHEAD = 4 * 1024 * 1024;
-const OUT_PIECE = 1024 * 1024;
 
 /**
  * A program's stdin and stdout as one Duplex, with room for AHEAD bytes each way. The child's own
@@ -201,42 +183,22 @@ const OUT_PIECE = 1024 * 1024;
  * The output ends only once the program exited 0; any other exit fails the stream with `exitError`.
  */
 class ProgramStream extends Duplex {
-  private readonly child: ReturnType<typeof spawn>;
-  private stderr = '';
+  private readonly child: ChildProcess;
   private unflushed = 0;
   private waiting?: () => void;
 
-  constructor(program: string, args: string[], errors: { spawnError: (e: NodeJS.ErrnoException) => Error; exitError: (status: string, stderr: string) => Error }) {
+  constructor(program: string, args: string[], errors: ProgramErrors) {
     super({ writableHighWaterMark: AHEAD, readableHighWaterMark: AHEAD });
-    const child = spawn(program, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const { child, exited } = startProgram(program, args, errors, (bytes, n) => {
+      if (!this.push(bytes.length === 1 ? bytes[0]! : Buffer.concat(bytes, n))) child.stdout!.pause();
+    });
     this.child = child;
-    child.stderr!.on('data', (d: Buffer) => {
-      if (this.stderr.length < STDERR_KEPT) this.stderr += d.toString('utf8');
-    });
-    // The program writes 64 KiB at a time; passed on in pieces of OUT_PIECE, the hashing and the
-    // file writes after it take a sixteenth of the calls (each fs.write costs ~0.1 ms here).
-    let held: Buffer[] = [];
-    let heldBytes = 0;
-    const flush = (): boolean => {
-      const piece = held.length === 1 ? held[0]! : Buffer.concat(held, heldBytes);
-      held = [];
-      heldBytes = 0;
-      return this.push(piece);
-    };
-    child.stdout!.on('data', (c: Buffer) => {
-      held.push(c);
-      heldBytes += c.length;
-      if (heldBytes >= OUT_PIECE && !flush()) child.stdout!.pause();
-    });
-    child.stdout!.on('end', () => {
-      if (heldBytes) flush();
-    });
-    child.stdin!.on('error', () => undefined); // the program quit early: reported through close below
-    child.on('error', (e: NodeJS.ErrnoException) => this.destroy(errors.spawnError(e)));
-    child.on('close', (code, signal) => {
-      if (code === 0) this.push(null);
-      else if (!this.destroyed) this.destroy(errors.exitError(code !== null ? `exit ${code}` : `killed by ${signal}`, this.stderr));
-    });
+    exited.then(
+      () => this.push(null),
+      (e: Error) => {
+        if (!this.destroyed) this.destroy(e);
+      },
+    );
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
