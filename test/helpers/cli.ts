@@ -11,7 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import type { CliIo, OutStream } from '../../src/cli/io.js';
-import { SYNC_CHILD_DEADLINE_MS } from './spawn-deadline.js';
+import { deadlineError, SYNC_CHILD_DEADLINE_MS } from './spawn-deadline.js';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 /** The built CLI script (what `node` runs unless KBUNDLE_BIN names another executable). */
@@ -28,12 +28,9 @@ export interface CliOptions {
   env?: NodeJS.ProcessEnv;
   /** Standard input (e.g. for --password-stdin). */
   input?: string;
-  /** Kill the process after this many milliseconds and fail (default CLI_DEADLINE_MS). */
+  /** Kill the process after this many milliseconds and fail (default SYNC_CHILD_DEADLINE_MS). */
   timeoutMs?: number;
 }
-
-/** A CLI run is killed at this deadline (below vitest's test timeout) and the test fails naming it. */
-const CLI_DEADLINE_MS = SYNC_CHILD_DEADLINE_MS;
 
 /** The program and leading arguments that start kbundle. */
 export function cliCommand(): { file: string; args: string[] } {
@@ -56,12 +53,11 @@ export function kbundle(args: string[], opts: CliOptions = {}): CliResult {
     input: opts.input,
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
-    timeout: opts.timeoutMs ?? CLI_DEADLINE_MS,
+    timeout: opts.timeoutMs ?? SYNC_CHILD_DEADLINE_MS,
     killSignal: 'SIGKILL',
   });
   // ETIMEDOUT tells our kill from the process's own (the crash tests make it SIGKILL itself).
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT')
-    throw new Error(`kbundle ${args.join(' ')} did not finish within ${opts.timeoutMs ?? CLI_DEADLINE_MS} ms (killed)\n${r.stderr}`);
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') throw deadlineError(`kbundle ${args.join(' ')}`, opts.timeoutMs ?? SYNC_CHILD_DEADLINE_MS, r.stderr);
   if (r.error) throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
@@ -73,7 +69,7 @@ export function kbundleAsync(args: string[], opts: CliOptions = {}): Promise<Cli
     const p = spawn(file, [...lead, ...args], { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    const ms = opts.timeoutMs ?? CLI_DEADLINE_MS;
+    const ms = opts.timeoutMs ?? SYNC_CHILD_DEADLINE_MS;
     let late = false;
     const deadline = setTimeout(() => {
       late = true;
@@ -84,7 +80,7 @@ export function kbundleAsync(args: string[], opts: CliOptions = {}): Promise<Cli
     p.on('error', rej);
     p.on('close', (code, signal) => {
       clearTimeout(deadline);
-      if (late) rej(new Error(`kbundle ${args.join(' ')} did not finish within ${ms} ms (killed)\n${stderr}`));
+      if (late) rej(deadlineError(`kbundle ${args.join(' ')}`, ms, stderr));
       else res({ code: code ?? (signal ? 128 : -1), stdout, stderr });
     });
     p.stdin.end(opts.input);

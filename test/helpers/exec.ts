@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { SYNC_CHILD_DEADLINE_MS } from './spawn-deadline.js';
+import { deadlineError, SYNC_CHILD_DEADLINE_MS } from './spawn-deadline.js';
 
 export { REPO_ROOT } from './cli.js';
 
@@ -17,7 +17,7 @@ export interface RunResult {
 export function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {}): RunResult {
   const ms = opts.timeoutMs ?? SYNC_CHILD_DEADLINE_MS;
   const r = spawnSync(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, input: opts.input, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: ms, killSignal: 'SIGKILL' });
-  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') throw new Error(`${cmd} ${args.join(' ')} did not finish within ${ms} ms (killed)\n${r.stderr}`);
+  if ((r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT') throw deadlineError(`${cmd} ${args.join(' ')}`, ms, r.stderr);
   if (r.error) throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }

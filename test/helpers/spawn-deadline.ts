@@ -13,6 +13,11 @@ export const SYNC_CHILD_DEADLINE_MS = 100_000;
 /** Downloads on a cold cache (apt packages of the arm64 sysroot, npm's node packages). */
 export const APT_DEADLINE_MS = 15 * 60_000;
 
+/** What a test reports when it killed a child at its deadline (`what`: the command line). */
+export function deadlineError(what: string, ms: number, stderr: string): Error {
+  return new Error(`${what} did not finish within ${ms} ms (killed)\n${stderr}`);
+}
+
 type Sync = (file: string, ...rest: unknown[]) => unknown;
 
 /** Marks a wrapped function (the test of this file checks the global ones carry it). */
