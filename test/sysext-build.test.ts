@@ -6,6 +6,7 @@ import { buildSysext } from '../src/sysext/build.js';
 import { checkImage } from '../src/sysext/check.js';
 import { readGpt } from '../src/sysext/gpt.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
+import { runTool } from '../src/sysext/tools.js';
 import { EXIT_CODES } from '../src/cli/exit-codes.js';
 import { kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
@@ -298,5 +299,36 @@ describe('default file system: erofs where the build host makes DDIs itself', ()
     const auto = await buildSysext({ name: 'auto', tree, outDir: tempDir() });
     expect(auto.fs).toBe((await defaultFilesystem()).fs);
     expect((await buildSysext({ name: 'auto', tree, outDir: tempDir(), fs: 'erofs' })).fs).toBe('erofs');
+  });
+});
+
+describe('runTool with an abort signal (the sysext build kills mksquashfs when the tree check fails)', () => {
+  it('kills the tool, and rejects with the reason only once it has exited', async () => {
+    const dir = tempDir();
+    const pidFile = join(dir, 'pid');
+    const stop = new AbortController();
+    const running = runTool('sh', ['-c', `echo $$ > ${pidFile}; exec sleep 60`], { signal: stop.signal });
+    for (let i = 0; i < 200 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 25));
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    const reason = new Error('the tree check failed');
+    const started = performance.now();
+    stop.abort(reason);
+    await expect(running).rejects.toBe(reason);
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
+  });
+
+  it('does not leave a tool running when the signal was aborted before the start', async () => {
+    const dir = tempDir();
+    const pidFile = join(dir, 'pid');
+    const reason = new Error('already failed');
+    await expect(runTool('sh', ['-c', `echo $$ > ${pidFile}; exec sleep 60`], { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
+    if (existsSync(pidFile)) expect(() => process.kill(Number(readFileSync(pidFile, 'utf8')), 0)).toThrow(/ESRCH/);
+  });
+
+  it('runs to the end when the signal is never aborted', async () => {
+    const r = await runTool('sh', ['-c', 'echo done'], { signal: new AbortController().signal });
+    expect(r.code).toBe(0);
+    expect(r.stdout.toString()).toBe('done\n');
   });
 });

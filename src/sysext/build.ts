@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { copyFile, link, lstat, mkdir, open, readdir, readlink, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
-import { commitFile, withStagingDir } from '../util/atomic-write.js';
-import { join, resolve } from 'node:path';
+import { copyFile, link, lstat, mkdir, open, readdir, readlink, rmdir, stat, symlink, truncate, writeFile, chmod } from 'node:fs/promises';
+import { commitFile, flushEarly, withStagingDir } from '../util/atomic-write.js';
+import { dirname, join, resolve } from 'node:path';
 import { KbError, UserError } from '../errors.js';
 import { dpsTypeUuid, readGpt, setPartitionUuids, type GptPartition } from './gpt.js';
 import { KAIROS_SYSEXT_HIERARCHIES, uncoveredInTree } from './hierarchies.js';
@@ -200,9 +200,10 @@ async function validateTree(tree: string, kind: ExtensionKind, name: string): Pr
 }
 
 /**
- * mksquashfs and mkfs.erofs pack the tree as it is: walk it first through the one source
- * mechanism (src/builder/source-path.ts), so a FIFO, socket or device, or a file hard-linked to one
- * outside the tree, is refused with its path. Symlinks are packed as symlinks, never followed.
+ * mksquashfs and mkfs.erofs pack the tree as it is: walk it through the one source mechanism
+ * (src/layer/source-folder.ts), so a FIFO, socket or device, or a file hard-linked to one outside
+ * the tree, is refused with its path, and the build fails before any image leaves its private
+ * (0700) staging folder. Symlinks are packed as symlinks, never followed.
  */
 function checkTreeSources(tree: string, present: string[], shown: string): void {
   const folder = new SourceFolder(tree, 'the tree');
@@ -240,7 +241,7 @@ async function buildSquashfs(
   release: string,
   epoch: number,
   offset: number,
-  whileRunning: () => void,
+  whileRunning: () => Promise<void>,
 ): Promise<void> {
   const k = KINDS[kind];
   const relFile = join(work, 'extension-release');
@@ -260,8 +261,15 @@ async function buildSquashfs(
   args.push(...pseudo);
   const env = { ...process.env };
   delete env.SOURCE_DATE_EPOCH; // mksquashfs refuses it together with -all-time/-mkfs-time
-  const running = runTool('mksquashfs', args, { env });
-  whileRunning();
+  const stop = new AbortController();
+  const running = runTool('mksquashfs', args, { env, signal: stop.signal });
+  try {
+    await whileRunning();
+  } catch (e) {
+    stop.abort(e);
+    await running.catch(() => undefined); // gone before its folder is removed
+    throw e;
+  }
   const r = await running;
   if (r.code !== 0) throw new UserError(`mksquashfs failed: ${lastLines(r.stderr || r.stdout.toString())}`);
 }
@@ -317,15 +325,18 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   const epoch = opts.sourceDateEpoch ?? 0;
   const tree = resolve(opts.tree);
   const present = await validateTree(tree, kind, opts.name);
-  checkTreeSources(tree, present, opts.tree);
-  if (kind === 'sysext') {
+  // Walks every entry of the tree: run while mksquashfs packs it (a refused entry kills mksquashfs
+  // before anything leaves the private staging folder), before mkfs.erofs, which links the tree.
+  const checkSources = async (): Promise<void> => {
+    checkTreeSources(tree, present, opts.tree);
+    if (kind !== 'sysext') return;
     const outside = await uncoveredInTree(tree, KAIROS_SYSEXT_HIERARCHIES);
     if (outside.length) {
       opts.onWarning?.(
         `${opts.name}: ${outside.map((p) => `/${p}`).join(', ')} ${outside.length > 1 ? 'are' : 'is'} outside the directories a Kairos node merges (its systemd-sysext drop-in sets SYSTEMD_SYSEXT_HIERARCHIES=${KAIROS_SYSEXT_HIERARCHIES.join(':')}); only nodes that add ${outside.length > 1 ? 'them' : 'it'} to that list will see ${outside.length > 1 ? 'those files' : 'that'}`,
       );
     }
-  }
+  };
   const fileName = opts.fileName ?? `${opts.name}${k.suffix}`;
   if (!fileName.endsWith('.raw') || fileName.includes('/')) throw new UserError(`output name "${fileName}" must be a file name ending in .raw`);
   // systemd < 256 (Debian 12: 252, Ubuntu 24.04: 255) names an image by its file name without
@@ -335,7 +346,7 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
   const releaseNames = opts.compatRelease !== false && oldName !== opts.name ? [opts.name, oldName] : [opts.name];
 
   const outDir = resolve(opts.outDir);
-  await mkdir(outDir, { recursive: true });
+  const madeOutDir = await mkdir(outDir, { recursive: true });
   // The verity hashing threads boot while the file system is built, so they are ready when it is
   // done (created once mksquashfs has started: creating a thread costs this thread a few ms).
   let hashers: LeafHashers | undefined;
@@ -349,12 +360,18 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
       let rootHash: string | undefined;
       let partitions: GptPartition[] = [];
       let tmpOut: string;
+      let flushing: Promise<void> | undefined;
       // squashfs DDIs: mksquashfs writes the file system straight into the image at the offset where
       // systemd-repart places the first partition, so its bytes are never copied again.
       const inPlace = format === 'ddi' && fsType === 'squashfs';
       const image = join(work, 'image.raw');
-      if (fsType === 'squashfs') await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, releaseNames, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0, bootHashers);
-      else if (fsType === 'erofs') {
+      if (fsType === 'squashfs') {
+        await buildSquashfs(tree, present, inPlace ? image : fsImg, work, kind, releaseNames, release, epoch, inPlace ? FIRST_PARTITION_OFFSET : 0, async () => {
+          bootHashers();
+          await checkSources();
+        });
+      } else if (fsType === 'erofs') {
+        await checkSources();
         bootHashers();
         await buildErofs(tree, present, fsImg, work, kind, releaseNames, release, epoch, seed);
       } else throw new UserError(`--fs: "${fsType as string}" must be squashfs or erofs`);
@@ -366,6 +383,9 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
         tmpOut = fsImg;
       } else {
         const dataFile = inPlace ? image : fsImg;
+        // The file system is the bulk of the image: on its way to disk while it is hashed and the
+        // partition table is laid out.
+        flushing = inPlace ? flushEarly(image) : undefined;
         const dataOffset = inPlace ? FIRST_PARTITION_OFFSET : 0;
         const fsSize = (await stat(dataFile)).size - dataOffset;
         // At least two blocks: a one-block verity tree has no hash level, an edge case best avoided.
@@ -434,11 +454,27 @@ export async function buildSysext(opts: SysextBuildOptions): Promise<SysextBuild
         partitions = gpt.partitions.map((p) => ({ ...p, uuid: uuids.get(p.index) ?? p.uuid }));
       }
       await chmod(tmpOut, 0o644);
+      await flushing;
       await commitFile(tmpOut, finalPath);
       const st = await stat(finalPath);
       return { name: opts.name, path: finalPath, fileName, format, fs: fsType, size: st.size, release, rootHash, signed: !!opts.key, partitions, seed };
     });
+  } catch (e) {
+    if (madeOutDir) await removeEmptyDirs(outDir, madeOutDir);
+    throw e;
   } finally {
     await hashers?.close();
+  }
+}
+
+/** After a failed build: the output folders this run created, from `dir` up to `top`, if still empty. */
+async function removeEmptyDirs(dir: string, top: string): Promise<void> {
+  for (let d = dir; ; d = dirname(d)) {
+    try {
+      await rmdir(d);
+    } catch {
+      return; // not empty (someone else's files), or gone
+    }
+    if (d === top || dirname(d) === d) return;
   }
 }

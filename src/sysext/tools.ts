@@ -41,6 +41,11 @@ export interface ToolOptions {
    * the walk itself grows long), so the overshoot is what the tool writes in that time.
    */
   diskCap?: { dir: string; bytes: number; entries: number };
+  /**
+   * Aborting kills the tool (SIGKILL); the promise then rejects with the abort reason, and only
+   * once the tool has exited, so the caller may remove its files at once.
+   */
+  signal?: AbortSignal;
 }
 
 /** Allocated bytes and entries under `dir`, stopping early once past the caps. */
@@ -100,6 +105,10 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
     });
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
+    const signal = opts.signal;
+    const kill = () => child.kill('SIGKILL');
+    if (signal?.aborted) kill();
+    else signal?.addEventListener('abort', kill, { once: true });
     let diskOverflow = false;
     let watchdog: NodeJS.Timeout | undefined;
     let closed = false;
@@ -121,6 +130,11 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
     child.on('close', (code) => {
       closed = true;
       if (watchdog) clearTimeout(watchdog);
+      signal?.removeEventListener('abort', kill);
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
       // A tool that finishes between two checks is measured once more: the cap holds however fast it was.
       const measured = cap && !diskOverflow ? diskUse(cap.dir, cap).then((use) => use.bytes > cap.bytes || use.entries > cap.entries) : Promise.resolve(diskOverflow);
       void measured.then((over) => {

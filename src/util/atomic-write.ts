@@ -94,6 +94,17 @@ async function fsyncPath(path: string): Promise<void> {
 }
 
 /**
+ * Start writing a staged file's bytes to disk now, while other work runs (a large file whose
+ * last changes are small: commitFile's own flush then has little left to write). Await the
+ * result before committing; a failure is reported there.
+ */
+export function flushEarly(path: string): Promise<void> {
+  const flushing = fsyncPath(path);
+  flushing.catch(() => undefined); // reported where it is awaited
+  return flushing;
+}
+
+/**
  * Move a complete staged file to `to` (same file system): flush it, rename, flush the directory.
  * For content staged where its final name is only known afterwards (a blob named by its digest).
  */

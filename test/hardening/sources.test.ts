@@ -7,6 +7,7 @@
  * symlink (its target is never read).
  */
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -305,14 +306,30 @@ describe('sysext build', () => {
     const { top } = tree((t) => mkfifo(join(t, 'usr/share/demo/pipe')));
     const r = sysext(top, 'tree');
     expectRefused(r, 'tree: usr/share/demo/pipe is a FIFO; only regular files, folders and symlinks can be sources');
-    expect(existsSync(join(top, 'out/demo.sysext.raw'))).toBe(false);
+    // mksquashfs packs while the tree is checked: it is killed, and its staging folder and the
+    // output folder this run made are gone.
+    expect(existsSync(join(top, 'out'))).toBe(false);
   });
 
   it('refuses a hard link to a file outside the tree', () => {
     const { top } = tree((t, top) => linkSync(join(top, 'outside.txt'), join(t, 'usr/share/demo/hl')));
     const r = sysext(top, 'tree');
     expectRefused(r, 'tree: usr/share/demo/hl is a hard link to a file outside the tree');
-    expect(existsSync(join(top, 'out/demo.sysext.raw'))).toBe(false);
+    expect(existsSync(join(top, 'out'))).toBe(false);
+  });
+
+  it('refuses a FIFO deep in a large tree while mksquashfs packs it, into an existing output folder: nothing added there', () => {
+    const { top } = tree((t) => {
+      // 32 MiB of incompressible files before the FIFO: mksquashfs is still packing when the walk refuses it.
+      for (let i = 0; i < 32; i++) writeFileSync(join(t, `usr/share/demo/blob-${String(i).padStart(2, '0')}`), randomBytes(1024 * 1024));
+      mkdirSync(join(t, 'usr/share/zz'));
+      mkfifo(join(t, 'usr/share/zz/pipe'));
+    });
+    mkdirSync(join(top, 'out'));
+    writeFileSync(join(top, 'out/keep.txt'), 'mine\n');
+    const r = sysext(top, 'tree');
+    expectRefused(r, 'tree: usr/share/zz/pipe is a FIFO; only regular files, folders and symlinks can be sources');
+    expect(readdirSync(join(top, 'out'))).toEqual(['keep.txt']);
   });
 
   it('keeps a symlink out of the tree as a symlink (nothing read from outside)', () => {
