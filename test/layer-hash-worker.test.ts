@@ -1,14 +1,14 @@
 /**
  * The gzip layer writer's hash worker (src/layer/hash-worker.ts): the digest and CRC-32 it gives
  * are Node's own for the same bytes; a worker that dies fails every waiting and later call with a
- * KbError instead of leaving it hanging.
+ * KbError instead of leaving it hanging; small tars are hashed on the calling thread, to the same result.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
-import { TarHasher } from '../src/layer/hash-worker.js';
+import { HASH_ON_WORKER_FROM, TarHasher, tarDigester } from '../src/layer/hash-worker.js';
 
 /** The worker is private; a test that kills it reaches in. */
 const workerOf = (h: TarHasher) => (h as unknown as { worker: Worker }).worker;
@@ -60,6 +60,41 @@ describe('TarHasher', () => {
       }
     } finally {
       await h.close();
+    }
+  });
+});
+
+describe('tarDigester', () => {
+  const pieces = [randomBytes(1 << 20), randomBytes(12345), Buffer.alloc(0), randomBytes(777)];
+  const all = Buffer.concat(pieces);
+  const expected = { digest: `sha256:${createHash('sha256').update(all).digest('hex')}`, size: all.length, crc: crc32(all) };
+
+  it('hashes a small tar on this thread and a large one on the worker, with the same result', async () => {
+    for (const [planned, onWorker] of [
+      [HASH_ON_WORKER_FROM - 1, false],
+      [HASH_ON_WORKER_FROM, true],
+    ] as const) {
+      const h = tarDigester(planned);
+      try {
+        expect(h instanceof TarHasher).toBe(onWorker);
+        for (const p of pieces) await h.update(shared(p));
+        expect(await h.finish()).toEqual(expected);
+        await expect(h.finish()).rejects.toThrow(/finished twice/);
+      } finally {
+        await h.close();
+      }
+    }
+  });
+
+  it('leaves the CRC-32 at 0 when it is not asked for (zstd), on either thread', async () => {
+    for (const planned of [0, HASH_ON_WORKER_FROM]) {
+      const h = tarDigester(planned, { crc32: false });
+      try {
+        for (const p of pieces) await h.update(shared(p));
+        expect(await h.finish()).toEqual({ ...expected, crc: 0 });
+      } finally {
+        await h.close();
+      }
     }
   });
 });

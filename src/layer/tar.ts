@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { extract as tarExtract, type Header as Headers } from 'tar-stream';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
 import { mediaTypeOfCodec } from './codec.js';
-import { TarHasher, type TarDigest } from './hash-worker.js';
+import { tarDigester, type TarDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
 import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
 import { ZstdProgram } from './zstd.js';
@@ -151,6 +151,13 @@ async function readStream(w: PieceWriter, e: { path: string; size: number }, src
   if (got !== e.size) throw changed(e, e.size, `${got}`);
 }
 
+/** About how many bytes packTar writes for `entries` (long names add a little). */
+function plannedTarBytes(entries: readonly LayerEntry[]): number {
+  let n = END_OF_TAR.length;
+  for (const e of entries) n += BLOCK + (e.type === 'file' ? Math.ceil(e.size / BLOCK) * BLOCK : 0);
+  return n;
+}
+
 /** Every entry as tar (tar-stream's bytes, see tar-header.ts), then the end-of-archive blocks. */
 async function packTar(w: PieceWriter, entries: readonly LayerEntry[], opts: LayerOptions): Promise<void> {
   const base = { uid: opts.uid || 0, gid: opts.gid || 0, mtime: opts.mtime.getTime() / 1000 };
@@ -232,12 +239,12 @@ function unwritten(bufs: Buffer[], skip: number): Buffer[] {
 
 /**
  * gzip: the tar pieces are deflated in parallel (parallel-gzip.ts) and hashed (diff_id, CRC-32) on
- * the hash worker (hash-worker.ts) as they fill, both reading them in place; the gzip bytes are
+ * the hash worker (hash-worker.ts; on this thread for a small layer) as they fill, both reading them in place; the gzip bytes are
  * hashed here (digest) and written in order. No stream, no copy of the tar; memory is the pieces
  * in flight.
  */
 async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
-  const hasher = new TarHasher();
+  const hasher = tarDigester(plannedTarBytes(entries));
   let tar: TarDigest | undefined;
   try {
     const fh = await open(outFile, 'w');
@@ -278,7 +285,7 @@ const ZSTD_PIECES = 8;
  * always the next to come free. Memory: ZSTD_PIECES pieces and the program's own buffers.
  */
 async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
-  const hasher = new TarHasher({ crc32: false });
+  const hasher = tarDigester(plannedTarBytes(entries), { crc32: false });
   let fh: FileHandle | undefined;
   let blob: BlobFile | undefined;
   let zstd: ZstdProgram | undefined;
