@@ -9,13 +9,16 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomImage, type RandomImage } from '../bench/transfer.js';
+import { isKbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { RegistryClient } from '../src/registry/client.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
+import { ChunkedSource, OneShotChunk } from '../src/registry/replayable-chunks.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { kbundleInProcess as kbundle } from './helpers/cli.js';
@@ -28,7 +31,8 @@ let seq = 0;
 const fresh = (name: string) => join(work, `${name}-${++seq}`);
 const MiB = 1 << 20;
 const fastRetry = { retry: { attempts: 5, baseDelayMs: 10, maxDelayMs: 100 } };
-const smallChunks = { chunkSize: MiB, monolithicMax: MiB };
+/** PATCH chunks of 1 MiB, also for a layout's blobs (which otherwise go in one streamed PUT). */
+const smallChunks = { chunkSize: MiB, monolithicMax: MiB, streamLocal: false };
 
 function sameBlobs(a: OciLayout, b: OciLayout, descs: Descriptor[]): void {
   for (const d of descs) expect(readFileSync(a.blobPath(d.digest)).equals(readFileSync(b.blobPath(d.digest))), d.digest).toBe(true);
@@ -121,6 +125,49 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     proxy.clearRules();
   });
 
+  it('pushes a large blob from a layout in one streamed PUT; a reset mid-body or a 503 makes the copy read the file again; the result is byte-identical', async () => {
+    proxy.clearLog();
+    const commitOf = (d: Descriptor) => new RegExp(`/blobs/uploads/.*digest=${encodeURIComponent(d.digest)}`);
+    const [big, other] = image.layers.filter((l) => l.size > MiB);
+    const rules = [
+      proxy.addRule({ action: 'reset-request', afterBytes: 2 * MiB, method: 'PUT', path: commitOf(big!), times: 1 }),
+      proxy.addRule({ action: 'status', status: 503, method: 'PUT', path: commitOf(other!), times: 1 }),
+    ];
+    const client = new RegistryClient(fastRetry);
+    const retries: string[] = [];
+    try {
+      // The default tuning: blobs over 1 MiB from the layout are streamed (no PATCH, nothing held).
+      const dst = new RegistryTarget(client, 'faults/streamed', proxy.host, { access: 'push', upload: { monolithicMax: MiB } });
+      const r = await copyImage(image.layout, 'v1', dst, 'v1', { concurrency: 1, hooks: { onRetry: (_desc, e) => retries.push(String(e)) } });
+      expect(r.blobsCopied).toBe(4);
+    } finally {
+      await client.close();
+    }
+    await proxy.idle();
+    for (const rule of rules) expect(rule.fired, JSON.stringify(rule.rule)).toBe(1);
+    expect(proxy.log.filter((e) => e.method === 'PATCH')).toEqual([]);
+    // Each fault made the copy start that blob again from the layout: two retries, both TRANSIENT.
+    expect(retries).toHaveLength(2);
+    for (const e of retries) expect(e).toMatch(/TransientTransferError|TRANSIENT|reset|503/i);
+    // The two layers over 1 MiB each went in one PUT carrying the whole blob (the faulted attempts aside).
+    for (const layer of image.layers.filter((l) => l.size > MiB)) {
+      const puts = proxy.log.filter((e) => e.method === 'PUT' && e.url.includes(encodeURIComponent(layer.digest)) && e.status === 201);
+      expect(puts, layer.digest).toHaveLength(1);
+      expect(puts[0]!.requestBytes).toBe(layer.size);
+    }
+    proxy.clearRules();
+
+    const direct = new RegistryClient({});
+    try {
+      const back = await OciLayout.open(fresh('streamed-back'), { create: true });
+      await copyImage(new RegistryTarget(direct, 'faults/streamed', reg.host), 'v1', back, 'v1');
+      expect((await back.resolve('v1')).digest).toBe(image.manifest.digest);
+      sameBlobs(back, image.layout, [image.config, ...image.layers]);
+    } finally {
+      await direct.close();
+    }
+  });
+
   it('gives up after a bounded number of retries with a clear error', async () => {
     proxy.addRule({ action: 'status', status: 503, method: /PUT|PATCH/, times: Infinity });
     const client = new RegistryClient(fastRetry);
@@ -139,6 +186,32 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
       proxy.clearRules();
       await client.close();
     }
+  });
+});
+
+describe('a streamed upload body (OneShotChunk)', () => {
+  const drain = async (r: Readable) => {
+    const parts: Buffer[] = [];
+    for await (const c of r as AsyncIterable<Buffer>) parts.push(c);
+    return Buffer.concat(parts);
+  };
+
+  it('sends the source once; a second request for it is TRANSIENT (the copy reads the source again)', async () => {
+    const bytes = Buffer.from('0123456789'.repeat(1000));
+    const chunk = new OneShotChunk(new ChunkedSource(Readable.from([bytes.subarray(0, 4000), bytes.subarray(4000)])), bytes.length, 'blob x');
+    expect((await drain(chunk.open())).equals(bytes)).toBe(true);
+    let err: unknown;
+    try {
+      chunk.open();
+    } catch (e) {
+      err = e;
+    }
+    expect(isKbError(err, 'TRANSIENT'), String(err)).toBe(true);
+  });
+
+  it('fails TRUNCATED when the source ends early', async () => {
+    const chunk = new OneShotChunk(new ChunkedSource(Readable.from([Buffer.alloc(100)])), 150, 'blob y');
+    await expect(drain(chunk.open())).rejects.toThrow(/blob y: the source ended after 100 bytes/);
   });
 });
 

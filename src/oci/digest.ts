@@ -96,6 +96,8 @@ const VERIFIED = Symbol('kbundle.verifiedContent');
 interface VerifiedContent {
   digest: string;
   size: number | undefined;
+  /** Read from a local file: starting it again costs a re-read, not a new download. */
+  local?: boolean;
 }
 
 /**
@@ -119,6 +121,22 @@ export function carriesVerification<T extends Readable>(derived: T, source: Read
     source.on('error', (e) => derived.destroy(e));
   }
   return derived;
+}
+
+/**
+ * Mark verified content (a VerifyingStream, or a stream declared verified) as read from a local
+ * file: a consumer that fails half-way may fetch it again rather than keep what it sent.
+ */
+export function declareLocal<T extends Readable>(stream: T): T {
+  const v = (stream as { [VERIFIED]?: VerifiedContent })[VERIFIED];
+  if (!v) throw new Error('declareLocal: the stream is not verified content');
+  v.local = true;
+  return stream;
+}
+
+/** True when `stream` is verified content read from a local file (declareLocal), directly or passed on. */
+export function isLocalContent(stream: unknown): boolean {
+  return (stream as { [VERIFIED]?: VerifiedContent } | undefined)?.[VERIFIED]?.local === true;
 }
 
 /** True when `stream` is (or passes on unchanged) a VerifyingStream checking exactly `digest` and `size`. */

@@ -1,10 +1,10 @@
 import type { Readable } from 'node:stream';
 import { KbError, UserError } from '../errors.js';
-import { VerifyingStream, isVerifiedAs } from '../oci/digest.js';
+import { VerifyingStream, isLocalContent, isVerifiedAs } from '../oci/digest.js';
 import type { Descriptor } from '../oci/types.js';
 import { header, locationUrl, unexpected, type RegistryResponse, type RegistrySession } from './client.js';
 import { TransientTransferError, isNetworkError, networkErrorText } from './errors.js';
-import { ChunkedSource, ReplayableChunk } from './replayable-chunks.js';
+import { ChunkedSource, OneShotChunk, ReplayableChunk, type UploadBody } from './replayable-chunks.js';
 import { backoffDelay, isRetryableStatus, sleep } from './retry.js';
 
 export interface UploadTuning {
@@ -14,9 +14,14 @@ export interface UploadTuning {
   chunkSize: number;
   /** How many times one chunk may fail before the upload is given up as transient (default 5). */
   chunkAttempts: number;
+  /**
+   * Larger blobs read from a local file go in one streamed PUT, kept nowhere (default true): a
+   * failure makes the copy read the file again. False: PATCH chunks, as for other sources.
+   */
+  streamLocal: boolean;
 }
 
-export const DEFAULT_UPLOAD: UploadTuning = { monolithicMax: 16 << 20, chunkSize: 16 << 20, chunkAttempts: 5 };
+export const DEFAULT_UPLOAD: UploadTuning = { monolithicMax: 16 << 20, chunkSize: 16 << 20, chunkAttempts: 5, streamLocal: true };
 
 export interface UploadContext {
   session: RegistrySession;
@@ -94,8 +99,11 @@ async function blobExists(ctx: UploadContext, desc: Descriptor): Promise<boolean
   return res.status === 200;
 }
 
-/** PUT …&digest= — commits the upload, with `body` (monolithic) or empty (after PATCHes). */
-async function commitUpload(ctx: UploadContext, desc: Descriptor, location: string, chunk: ReplayableChunk | undefined): Promise<void> {
+/**
+ * PUT …&digest= — commits the upload, with `body` (monolithic) or empty (after PATCHes). A body
+ * that can be sent only once (OneShotChunk) goes without the client's own retries.
+ */
+async function commitUpload(ctx: UploadContext, desc: Descriptor, location: string, chunk: UploadBody | undefined): Promise<void> {
   const res = await ctx.session.send({
     method: 'PUT',
     path: withDigest(location, desc.digest),
@@ -103,6 +111,7 @@ async function commitUpload(ctx: UploadContext, desc: Descriptor, location: stri
     body: chunk ? () => chunk.open() : Buffer.alloc(0),
     scopes: ctx.scopes,
     operation: `push blob ${desc.digest}`,
+    ...(chunk instanceof OneShotChunk ? { retry: false } : {}),
   });
   if (res.status === 201 || res.status === 204) {
     await res.body.dump();
@@ -199,8 +208,20 @@ async function sendChunk(ctx: UploadContext, desc: Descriptor, source: ChunkedSo
 }
 
 /**
- * Push one blob: a single PUT for small blobs, 16 MiB PATCH chunks for large ones. The content
- * is verified against `desc` on the way (the registry checks the digest again on commit).
+ * A large blob read from a local file, in one PUT streamed from the file and kept nowhere. Against
+ * 16 MiB PATCH chunks kept for replay (300 MiB in 4 layers to registry 2.8 on loopback) this
+ * spends about a fifth less CPU here (nothing held for replay) and in the registry (which flushes
+ * each PATCH to disk before it answers). A broken connection or a retryable status is TRANSIENT
+ * (the client does not retry a body it cannot replay): the copy reads the file again.
+ */
+async function streamUpload(ctx: UploadContext, desc: Descriptor, source: ChunkedSource, location: string, what: string): Promise<void> {
+  await commitUpload(ctx, desc, location, new OneShotChunk(source, desc.size, what));
+}
+
+/**
+ * Push one blob: a single PUT for small blobs and for large ones read from a local file, 16 MiB
+ * PATCH chunks for other large ones. The content is verified against `desc` on the way (the
+ * registry checks the digest again on commit).
  */
 export async function uploadBlob(ctx: UploadContext, desc: Descriptor, content: Readable | Buffer, location?: string): Promise<void> {
   const what = `${ctx.name}: blob ${desc.digest}`;
@@ -236,6 +257,12 @@ export async function uploadBlob(ctx: UploadContext, desc: Descriptor, content: 
           state.location = await startUpload(ctx, desc);
         }
       }
+      ctx.onBytes?.(desc.size);
+      await noTrailingBytes();
+      return;
+    }
+    if (ctx.tuning.streamLocal && isLocalContent(checked)) {
+      await streamUpload(ctx, desc, source, state.location, what);
       ctx.onBytes?.(desc.size);
       await noTrailingBytes();
       return;

@@ -1,4 +1,5 @@
 import { KbError } from '../errors.js';
+import { TransientTransferError } from './errors.js';
 import { Readable } from 'node:stream';
 
 /**
@@ -60,12 +61,55 @@ export class ChunkedSource {
   }
 }
 
+/** What a chunk sends: `length` bytes from `open(from)` (from 0 unless the chunk can be resumed). */
+export interface UploadBody {
+  readonly length: number;
+  open(from?: number): Readable;
+}
+
+function truncated(source: ChunkedSource, what: string): KbError {
+  return new KbError('TRUNCATED', `${what}: the source ended after ${source.consumed} bytes, before the size its descriptor declares`, {
+    hint: 'the source is truncated or corrupt; nothing was stored',
+  });
+}
+
+/**
+ * `length` bytes of a ChunkedSource sent once and kept nowhere: for a source that is cheaper to
+ * read again than to hold (a local file). A second `open` (a request sent again) is TRANSIENT.
+ */
+export class OneShotChunk implements UploadBody {
+  private opened = false;
+  constructor(
+    private readonly source: ChunkedSource,
+    readonly length: number,
+    readonly what: string,
+  ) {}
+
+  open(from = 0): Readable {
+    // Asked again: the request is being resent (a login the registry wanted mid-upload).
+    if (this.opened || from !== 0) throw new TransientTransferError(`${this.what}: the upload has to start again from the source`);
+    this.opened = true;
+    const { source, length, what } = this;
+    return Readable.from(
+      (async function* () {
+        for (let sent = 0; sent < length;) {
+          const b = await source.read(length - sent);
+          if (!b) throw truncated(source, what);
+          sent += b.length;
+          yield b;
+        }
+      })(),
+      { objectMode: false },
+    );
+  }
+}
+
 /**
  * `length` bytes of a ChunkedSource, kept in memory until the chunk has been accepted, so the
  * chunk (or its tail from any offset) can be sent again after a failed request. Bytes are
  * pulled from the source lazily: the first attempt streams while it reads.
  */
-export class ReplayableChunk {
+export class ReplayableChunk implements UploadBody {
   private readonly parts: Buffer[] = [];
   private filled = 0;
   private fill: Promise<void> = Promise.resolve();
@@ -82,10 +126,7 @@ export class ReplayableChunk {
     const run = this.fill.then(async () => {
       if (this.parts.length > before || this.filled >= this.length) return;
       const b = await this.source.read(this.length - this.filled);
-      if (!b)
-        throw new KbError('TRUNCATED', `${this.what}: the source ended after ${this.source.consumed} bytes, before the size its descriptor declares`, {
-          hint: 'the source is truncated or corrupt; nothing was stored',
-        });
+      if (!b) throw truncated(this.source, this.what);
       this.parts.push(b);
       this.filled += b.length;
     });

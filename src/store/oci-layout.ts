@@ -9,7 +9,7 @@ import { isAttachmentTag } from '../attach/tags.js';
 import { isKbError, KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
-import { VerifyingStream, digestOf, isDigest, isVerifiedAs, parseDigest } from '../oci/digest.js';
+import { VerifyingStream, declareLocal, digestOf, isDigest, isVerifiedAs, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, OciLayoutFileSchema, parseAnyManifest, parseIndex, parseJson, type Descriptor, type Index } from '../oci/types.js';
 import { readFileCapped } from '../util/read-file.js';
@@ -79,7 +79,7 @@ export class OciLayout implements Target {
     // Large reads: one thread-pool round trip per MiB instead of per 64 KiB.
     const src = createReadStream(path, { highWaterMark: READ_BUFFER });
     src.on('error', (e) => verify.destroy(e));
-    return src.pipe(verify);
+    return declareLocal(src.pipe(verify));
   }
 
   async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {
