@@ -7,11 +7,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
-import { codecOfMediaType, compressor, decompress, mediaTypeOfCodec } from '../src/layer/codec.js';
+import { codecOfMediaType, decompress, mediaTypeOfCodec } from '../src/layer/codec.js';
+import { GZIP_CHUNK, ParallelDeflate } from '../src/layer/parallel-gzip.js';
+import { ZstdProgram } from '../src/layer/zstd.js';
 import { readTar, writeLayer, type LayerEntry } from '../src/layer/tar.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
@@ -31,8 +31,23 @@ async function readAll(s: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** `data` compressed the way the layer writer compresses a tar: ParallelDeflate's pieces, or the zstd program. */
 async function compressToFile(codec: 'gzip' | 'zstd', data: Buffer, file: string): Promise<void> {
-  await pipeline(Readable.from([data]), compressor(codec, codec === 'gzip' ? 6 : 3), createWriteStream(file));
+  const out: Buffer[] = [];
+  if (codec === 'gzip') {
+    const deflate = new ParallelDeflate(6, (b) => void out.push(Buffer.from(b)));
+    for (let at = 0; at < data.length; at += GZIP_CHUNK) {
+      const piece = deflate.buffer();
+      const n = data.copy(piece, 0, at, at + GZIP_CHUNK);
+      await deflate.push(piece.subarray(0, n), at + GZIP_CHUNK >= data.length);
+    }
+    await deflate.end();
+  } else {
+    const z = new ZstdProgram(3, async (bytes) => void out.push(...bytes));
+    await z.write(data);
+    await z.end();
+  }
+  writeFileSync(file, Buffer.concat(out));
 }
 
 async function failure(s: Readable): Promise<unknown> {

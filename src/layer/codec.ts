@@ -1,16 +1,16 @@
 /**
- * Layer codecs: which compression a layer media type uses, and the one place compressing and
- * decompressing streams are made (umoci's casext/blobcompress plays this part). gzip is Node's
- * zlib (written in parallel chunks, see parallel-gzip.ts); zstd is the zstd program, multi-threaded
- * (see zstd.ts), read back by the program or, where there is none, Node's zlib zstd.
+ * Layer codecs: which compression a layer media type uses, the `--compression` flag, and the one
+ * place decompressing streams are made (umoci's casext/blobcompress plays this part). Layers are
+ * compressed by the layer writer (tar.ts): gzip with Node's zlib in parallel pieces
+ * (parallel-gzip.ts), zstd with the zstd program, multi-threaded (zstd.ts); zstd is read back by
+ * the program or, where there is none, Node's zlib zstd.
  */
-import type { Duplex, Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { UserError } from '../errors.js';
 import { MediaType } from '../oci/mediatypes.js';
-import { ParallelGzip } from './parallel-gzip.js';
 import { decodeThrough } from './zlib-decode.js';
-import { ZSTD_DEFAULT_LEVEL, ZSTD_MAX_LEVEL, zstdCompressor, zstdDecompress } from './zstd.js';
+import { ZSTD_DEFAULT_LEVEL, ZSTD_MAX_LEVEL, zstdDecompress } from './zstd.js';
 
 export type LayerCodec = 'gzip' | 'zstd' | 'none';
 
@@ -52,15 +52,6 @@ export function parseCompression(spec: string, levels: { gzip?: string; zstd?: s
   const where = m[2] !== undefined ? `--compression ${spec}` : `--${codec}-level`;
   if (!(level >= 1 && level <= LEVELS[codec].max)) throw new UserError(`${where}: "${given}" must be 1-${LEVELS[codec].max}`);
   return { codec, level };
-}
-
-/**
- * A compressing stream, reproducible: gzip with no name and time 0 in its header and fixed
- * chunking (level 1-9), zstd in streaming multi-threaded mode whose bytes do not depend on the
- * thread count, with no name or time in the frame (level 1-19).
- */
-export function compressor(codec: Exclude<LayerCodec, 'none'>, level: number): Duplex {
-  return codec === 'zstd' ? zstdCompressor(level) : new ParallelGzip(level);
 }
 
 /**

@@ -1,4 +1,3 @@
-import { Transform, type TransformCallback } from 'node:stream';
 import { constants, crc32, createDeflateRaw, type ZlibOptions } from 'node:zlib';
 
 const DICT_SIZE = 32 * 1024;
@@ -138,46 +137,5 @@ export class ParallelDeflate {
       await this.onOutput(GZIP_HEADER);
     }
     await this.onOutput(bytes);
-  }
-}
-
-/**
- * ParallelDeflate as a Transform stream, for callers that have a stream of any chunking
- * (codec.ts `compressor`): the same bytes as the layer writer's direct use.
- */
-export class ParallelGzip extends Transform {
-  private readonly deflate: ParallelDeflate;
-  private piece: Buffer;
-  private filled = 0;
-
-  constructor(level = 6) {
-    super();
-    this.deflate = new ParallelDeflate(level, (b) => void this.push(b));
-    this.piece = this.deflate.buffer();
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.consume(chunk).then(() => cb(), cb);
-  }
-
-  override _flush(cb: TransformCallback): void {
-    (async () => {
-      await this.deflate.push(this.piece.subarray(0, this.filled), true);
-      await this.deflate.end();
-    })().then(() => cb(), cb);
-  }
-
-  private async consume(chunk: Buffer): Promise<void> {
-    let off = 0;
-    while (off < chunk.length) {
-      const n = chunk.copy(this.piece, this.filled, off);
-      off += n;
-      this.filled += n;
-      if (this.filled === GZIP_CHUNK) {
-        await this.deflate.push(this.piece);
-        this.piece = this.deflate.buffer();
-        this.filled = 0;
-      }
-    }
   }
 }

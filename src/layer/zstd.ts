@@ -26,7 +26,7 @@ const DEFAULT_MAX_THREADS = 4;
 
 /**
  * Compression threads: KBUNDLE_ZSTD_THREADS, else one per core up to 4. The output does not
- * depend on it (see zstdCompressor); it only trades memory for speed.
+ * depend on it (see compressArgs); it only trades memory for speed.
  */
 export function zstdThreads(env: NodeJS.ProcessEnv = process.env): number {
   const v = env.KBUNDLE_ZSTD_THREADS;
@@ -37,23 +37,17 @@ export function zstdThreads(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /**
- * A zstd compressor stream backed by the `zstd` program (Debian package zstd). Its streaming
- * multi-threaded mode (`-T<n>`, n >= 1) cuts the input into jobs whose size depends on the level
- * only, so the bytes are the same for any n: zstd's maintainers support that for streaming input
- * (facebook/zstd#2327), and test/layer-codec.test.ts checks it. `--single-thread` (no worker)
- * would give other bytes, so it is never used. Input always arrives on stdin (unknown size: no
- * content size in the frame, no size-tuned parameters); the level and thread count are explicit
- * arguments, so ZSTD_CLEVEL and ZSTD_NBTHREADS in the environment change nothing. Same tar and
- * same zstd version, same bytes.
+ * The zstd command line for `level` and `threads`. Streaming multi-threaded mode (`-T<n>`,
+ * n >= 1) cuts the input into jobs whose size depends on the level only, so the bytes are the
+ * same for any n: zstd's maintainers support that for streaming input (facebook/zstd#2327), and
+ * test/zstd-layers.test.ts checks it. `--single-thread` (no worker) would give other bytes, so it
+ * is never used. Input always arrives on stdin (unknown size: no content size in the frame, no
+ * size-tuned parameters); the level and thread count are explicit arguments, so ZSTD_CLEVEL and
+ * ZSTD_NBTHREADS in the environment change nothing. Same tar and same zstd version, same bytes.
  *
  * Not Node's zlib zstd (Node >= 22.15): its bytes come from its own libzstd (1.5.7 in Node 24,
  * not the distribution's), and with ZSTD_c_nbWorkers it truncates the stream (nodejs/node#59899).
  */
-export function zstdCompressor(level: number, threads = zstdThreads()): Duplex {
-  return new ProgramStream('zstd', compressArgs(level, threads), COMPRESS_ERRORS);
-}
-
-/** The zstd command line for `level` and `threads` (one place, so both ways give the same bytes). */
 function compressArgs(level: number, threads: number): string[] {
   if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) throw new UserError(`zstd level ${level} must be 1-${ZSTD_MAX_LEVEL}`);
   return ['-q', '-c', `-T${threads}`, `-${level}`];
@@ -65,8 +59,8 @@ const COMPRESS_ERRORS: ProgramErrors = {
 };
 
 /**
- * The zstd program fed with buffers, for the layer writer (the same bytes as zstdCompressor),
- * without a stream stage: `write` hands a buffer to the program's stdin and resolves once the pipe
+ * The zstd program (Debian package zstd) fed with buffers, for the layer writer, without a stream
+ * stage: `write` hands a buffer to the program's stdin and resolves once the pipe
  * has taken it (the caller may then reuse it); the output goes to `onOutput` in batches, the
  * program held back until the promise it returns settles. `end` resolves once the program exited
  * 0 and `onOutput` had every byte; a failure of the program or of `onOutput` fails `write` and
@@ -177,9 +171,10 @@ function startProgram(program: string, args: string[], errors: ProgramErrors, on
 const AHEAD = 4 * 1024 * 1024;
 
 /**
- * A program's stdin and stdout as one Duplex, with room for AHEAD bytes each way. The child's own
- * streams hold 16-64 KiB, so through Duplex.from the tar writer, zstd and the hashing of its output
- * ran in lock step (in profiles, writes to its stdin took 0.5 s of the main thread for 200 MiB).
+ * A program's stdin and stdout as one Duplex (the zstd decoder), with room for AHEAD bytes each
+ * way. The child's own streams hold 16-64 KiB, so through Duplex.from the producer, zstd and the
+ * consumer ran in lock step (when the compressor ran this way, writes to its stdin took 0.5 s of
+ * the main thread for a 200 MiB tar).
  * The output ends only once the program exited 0; any other exit fails the stream with `exitError`.
  */
 class ProgramStream extends Duplex {
@@ -277,6 +272,8 @@ function programDecompress(src: Readable, what: string): Readable {
   const out = new ProgramStream('zstd', ['-dc'], {
     spawnError: (e) => (e.code === 'ENOENT' ? new KbError('UNSUPPORTED', `${what}: zstd data, but the zstd program is missing`, { hint: 'install it: apt-get install -y zstd' }) : e),
     exitError: (status, stderr) => {
+      // Killed (the OOM killer, an operator): says nothing about the data.
+      if (status.startsWith('killed by')) return new KbError('IO', `${what}: the zstd program was stopped (${status})`, { hint: 'run the command again; if it keeps failing, check free memory' });
       const detail = stderr.trim().replace(/^zstd: /, '') || status;
       return ZSTD_TRUNCATED.test(stderr)
         ? new KbError('TRUNCATED', `${what}: the zstd stream ends early (${detail})`, { hint: 'the blob is incomplete; fetch or rebuild it' })
