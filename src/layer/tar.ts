@@ -239,9 +239,9 @@ function unwritten(bufs: Buffer[], skip: number): Buffer[] {
 
 /**
  * gzip: the tar pieces are deflated in parallel (parallel-gzip.ts) and hashed (diff_id, CRC-32) on
- * the hash worker (hash-worker.ts; on this thread for a small layer) as they fill, both reading them in place; the gzip bytes are
- * hashed here (digest) and written in order. No stream, no copy of the tar; memory is the pieces
- * in flight.
+ * the hash worker (hash-worker.ts; on this thread for a small layer) as they fill, both reading
+ * them in place; the gzip bytes are hashed here (digest) and written in order. No stream, no copy
+ * of the tar; memory is the pieces in flight.
  */
 async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const hasher = tarDigester(plannedTarBytes(entries));
