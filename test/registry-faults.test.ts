@@ -56,6 +56,19 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     await reg?.stop();
   });
 
+  /** Read `repository` back straight from the registry (not through the proxy): the image, byte for byte. */
+  async function expectStoredIntact(repository: string): Promise<void> {
+    const direct = new RegistryClient({});
+    try {
+      const back = await OciLayout.open(fresh(`${repository.replace('/', '-')}-back`), { create: true });
+      await copyImage(new RegistryTarget(direct, repository, reg.host), 'v1', back, 'v1');
+      expect((await back.resolve('v1')).digest).toBe(image.manifest.digest);
+      sameBlobs(back, image.layout, [image.config, ...image.layers]);
+    } finally {
+      await direct.close();
+    }
+  }
+
   it('push survives resets mid-upload (first and later chunks, monolithic PUT) and 503s; the result is byte-identical', async () => {
     const rules = [
       proxy.addRule({ action: 'status', status: 503, method: 'POST', path: /\/blobs\/uploads\/$/, times: 2 }),
@@ -84,16 +97,7 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     expect(retries.length).toBeGreaterThanOrEqual(1);
     proxy.clearRules();
 
-    // Read back straight from the registry (not through the proxy) and compare bytes.
-    const direct = new RegistryClient({});
-    try {
-      const back = await OciLayout.open(fresh('push-back'), { create: true });
-      await copyImage(new RegistryTarget(direct, 'faults/push', reg.host), 'v1', back, 'v1');
-      expect((await back.resolve('v1')).digest).toBe(image.manifest.digest);
-      sameBlobs(back, image.layout, [image.config, ...image.layers]);
-    } finally {
-      await direct.close();
-    }
+    await expectStoredIntact('faults/push');
   });
 
   it('pull survives resets mid-download (resumed with Range) and 503s on manifests; the result is byte-identical', async () => {
@@ -157,15 +161,7 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     }
     proxy.clearRules();
 
-    const direct = new RegistryClient({});
-    try {
-      const back = await OciLayout.open(fresh('streamed-back'), { create: true });
-      await copyImage(new RegistryTarget(direct, 'faults/streamed', reg.host), 'v1', back, 'v1');
-      expect((await back.resolve('v1')).digest).toBe(image.manifest.digest);
-      sameBlobs(back, image.layout, [image.config, ...image.layers]);
-    } finally {
-      await direct.close();
-    }
+    await expectStoredIntact('faults/streamed');
   });
 
   it('gives up after a bounded number of retries with a clear error', async () => {
