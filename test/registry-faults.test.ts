@@ -17,6 +17,7 @@ import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { RegistryClient } from '../src/registry/client.js';
+import type { UploadTuning } from '../src/registry/blob-upload.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
 import { ChunkedSource, OneShotChunk } from '../src/registry/replayable-chunks.js';
 import { copyImage } from '../src/store/copy.js';
@@ -56,6 +57,24 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     await reg?.stop();
   });
 
+  /**
+   * Push the image through the proxy, one blob at a time (so the rules' request counts land on the
+   * same requests every run); the copy's retries, once the proxy is idle.
+   */
+  async function pushThroughProxy(repository: string, upload: Partial<UploadTuning>): Promise<string[]> {
+    const client = new RegistryClient(fastRetry);
+    const retries: string[] = [];
+    try {
+      const dst = new RegistryTarget(client, repository, proxy.host, { access: 'push', upload });
+      const r = await copyImage(image.layout, 'v1', dst, 'v1', { concurrency: 1, hooks: { onRetry: (_desc, e) => retries.push(String(e)) } });
+      expect(r.blobsCopied).toBe(4);
+    } finally {
+      await client.close();
+    }
+    await proxy.idle();
+    return retries;
+  }
+
   /** Read `repository` back straight from the registry (not through the proxy): the image, byte for byte. */
   async function expectStoredIntact(repository: string): Promise<void> {
     const direct = new RegistryClient({});
@@ -81,17 +100,7 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
       proxy.addRule({ action: 'status', status: 503, method: 'PUT', path: /\/manifests\//, times: 1 }),
       proxy.addRule({ action: 'status', status: 429, method: 'HEAD', path: /\/blobs\//, headers: { 'retry-after': '0' }, times: 1 }),
     ];
-    const client = new RegistryClient(fastRetry);
-    const retries: string[] = [];
-    try {
-      const dst = new RegistryTarget(client, 'faults/push', proxy.host, { access: 'push', upload: smallChunks });
-      // One blob at a time, so the rules' request counts land on the same requests every run.
-      const r = await copyImage(image.layout, 'v1', dst, 'v1', { concurrency: 1, hooks: { onRetry: (_desc, e) => retries.push(String(e)) } });
-      expect(r.blobsCopied).toBe(4);
-    } finally {
-      await client.close();
-    }
-    await proxy.idle();
+    const retries = await pushThroughProxy('faults/push', smallChunks);
     for (const rule of rules) expect(rule.fired, JSON.stringify(rule.rule)).toBeGreaterThan(0);
     // Registry 2.8 kills an upload session once a PATCH broke mid-body: that blob started over from its source.
     expect(retries.length).toBeGreaterThanOrEqual(1);
@@ -137,17 +146,8 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
       proxy.addRule({ action: 'reset-request', afterBytes: 2 * MiB, method: 'PUT', path: commitOf(big!), times: 1 }),
       proxy.addRule({ action: 'status', status: 503, method: 'PUT', path: commitOf(other!), times: 1 }),
     ];
-    const client = new RegistryClient(fastRetry);
-    const retries: string[] = [];
-    try {
-      // The default tuning: blobs over 1 MiB from the layout are streamed (no PATCH, nothing held).
-      const dst = new RegistryTarget(client, 'faults/streamed', proxy.host, { access: 'push', upload: { monolithicMax: MiB } });
-      const r = await copyImage(image.layout, 'v1', dst, 'v1', { concurrency: 1, hooks: { onRetry: (_desc, e) => retries.push(String(e)) } });
-      expect(r.blobsCopied).toBe(4);
-    } finally {
-      await client.close();
-    }
-    await proxy.idle();
+    // The default tuning: blobs over 1 MiB from the layout are streamed (no PATCH, nothing held).
+    const retries = await pushThroughProxy('faults/streamed', { monolithicMax: MiB });
     for (const rule of rules) expect(rule.fired, JSON.stringify(rule.rule)).toBe(1);
     expect(proxy.log.filter((e) => e.method === 'PATCH')).toEqual([]);
     // Each fault made the copy start that blob again from the layout: two retries, both TRANSIENT.
