@@ -15,9 +15,11 @@ import { writeRandomImage, type RandomImage } from '../bench/transfer.js';
 import { isKbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
+import type { Target } from '../src/oci/target.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { RegistryClient } from '../src/registry/client.js';
 import type { UploadTuning } from '../src/registry/blob-upload.js';
+import { TransientTransferError } from '../src/registry/errors.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
 import { ChunkedSource, OneShotChunk } from '../src/registry/replayable-chunks.js';
 import { copyImage } from '../src/store/copy.js';
@@ -182,6 +184,40 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
       proxy.clearRules();
       await client.close();
     }
+  });
+});
+
+describe('a destination that fails TRANSIENT', () => {
+  it('starts the blob again after a growing pause, and the copy completes byte-identical', async () => {
+    const src = await writeRandomImage(fresh('flaky-src'), [2 * MiB], 'v1');
+    const out = await OciLayout.open(fresh('flaky-dst'), { create: true });
+    let failures = 2;
+    const pushedAt: number[] = [];
+    const flaky: Target = {
+      name: 'flaky',
+      exists: (d) => out.exists(d),
+      fetch: (d) => out.fetch(d),
+      resolve: (r) => out.resolve(r),
+      tag: (d, r) => out.tag(d, r),
+      async push(d, content) {
+        if (d.digest === src.layers[0]!.digest) {
+          pushedAt.push(performance.now());
+          if (failures-- > 0) {
+            if (content instanceof Readable) content.destroy();
+            throw new TransientTransferError('flaky: connection reset');
+          }
+        }
+        return out.push(d, content);
+      },
+    };
+    const retries: string[] = [];
+    const r = await copyImage(src.layout, 'v1', flaky, 'v1', { blobRetryDelayMs: 100, hooks: { onRetry: (_d, e) => retries.push(String(e)) } });
+    expect(r.blobsCopied).toBe(2); // the config and the layer
+    expect(retries).toHaveLength(2);
+    // 100 ms before the second attempt, 200 ms before the third.
+    expect(pushedAt[1]! - pushedAt[0]!).toBeGreaterThanOrEqual(95);
+    expect(pushedAt[2]! - pushedAt[1]!).toBeGreaterThanOrEqual(195);
+    sameBlobs(out, src.layout, [src.config, ...src.layers]);
   });
 });
 

@@ -5,6 +5,7 @@
  * moved once, progress reported through hooks. No tags are written here (see store/copy.ts).
  */
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import { isKbError } from '../errors.js';
 import { carriesVerification } from './digest.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from './mediatypes.js';
@@ -35,6 +36,8 @@ export interface CopyGraphOptions {
   concurrency?: number;
   /** Times one blob transfer is started again after a TRANSIENT failure (default 3 attempts). */
   blobAttempts?: number;
+  /** Wait before a blob transfer starts again: this, doubled at each further attempt (default 250 ms). */
+  blobRetryDelayMs?: number;
   /** Bytes of `root`, when the caller has already read them. */
   rootBytes?: Buffer;
 }
@@ -111,6 +114,7 @@ export class GraphCopier {
   private readonly limit: <T>(task: () => Promise<T>) => Promise<T>;
   private readonly smallLimit: <T>(task: () => Promise<T>) => Promise<T>;
   private readonly attempts: number;
+  private readonly retryDelayMs: number;
   private readonly mountFrom: string[];
   private readonly inFlight = new Map<string, Promise<void>>();
 
@@ -124,6 +128,7 @@ export class GraphCopier {
     this.limit = limiter(n);
     this.smallLimit = n > 1 ? limiter(n) : this.limit; // concurrency 1 means one blob at a time
     this.attempts = Math.max(1, opts.blobAttempts ?? 3);
+    this.retryDelayMs = Math.max(0, opts.blobRetryDelayMs ?? 250);
     this.mountFrom = [...(opts.mountFrom ?? [])];
     const same = canMount(dst) ? dst.mountSourceOf(src) : undefined;
     if (same) this.mountFrom.push(same);
@@ -207,6 +212,8 @@ export class GraphCopier {
         // Transports report retryable failures as KbError TRANSIENT at the source.
         if (attempt < this.attempts && isKbError(e, 'TRANSIENT')) {
           hooks.onRetry?.(desc, e);
+          // A registry that just failed (503, a reset) gets a moment before the blob starts again.
+          await delay(this.retryDelayMs * 2 ** (attempt - 1));
           continue;
         }
         throw e;
