@@ -8,6 +8,7 @@ import { readGpt } from '../src/sysext/gpt.js';
 import { parseReleaseFile } from '../src/sysext/release.js';
 import { runTool } from '../src/sysext/tools.js';
 import { EXIT_CODES } from '../src/cli/exit-codes.js';
+import { isKbError } from '../src/errors.js';
 import { kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 import { makeCert, makeTree, mergeAndRun, requireTools } from './fixtures/sysext/helpers.js';
@@ -302,7 +303,7 @@ describe('default file system: erofs where the build host makes DDIs itself', ()
   });
 });
 
-describe('runTool with an abort signal (the sysext build kills mksquashfs when the tree check fails)', () => {
+describe('runTool: an abort signal (the sysext build kills mksquashfs when the tree check fails) and a deadline', () => {
   it('kills the tool, and rejects with the reason only once it has exited', async () => {
     const dir = tempDir();
     const pidFile = join(dir, 'pid');
@@ -324,6 +325,18 @@ describe('runTool with an abort signal (the sysext build kills mksquashfs when t
     const reason = new Error('already failed');
     await expect(runTool('sh', ['-c', `echo $$ > ${pidFile}; exec sleep 60`], { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
     if (existsSync(pidFile)) expect(() => process.kill(Number(readFileSync(pidFile, 'utf8')), 0)).toThrow(/ESRCH/);
+  });
+
+  it('stops a tool at its deadline: TIMEOUT naming the tool, and the tool is gone', async () => {
+    const dir = tempDir();
+    const pidFile = join(dir, 'pid');
+    const err = await runTool('sh', ['-c', `echo $$ > ${pidFile}; exec sleep 60`], { deadlineMs: 300 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isKbError(err, 'TIMEOUT'), String(err)).toBe(true);
+    expect((err as Error).message).toBe('sh did not finish within 300 ms; it was stopped');
+    expect(() => process.kill(Number(readFileSync(pidFile, 'utf8')), 0)).toThrow(/ESRCH/);
   });
 
   it('runs to the end when the signal is never aborted', async () => {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { UserError } from '../errors.js';
+import { KbError, UserError } from '../errors.js';
 
 /** Debian package that ships a tool, for "missing tool" errors. */
 export const TOOL_PACKAGES: Record<string, string> = {
@@ -46,7 +46,12 @@ export interface ToolOptions {
    * once the tool has exited, so the caller may remove its files at once.
    */
   signal?: AbortSignal;
+  /** Kill the tool (SIGKILL) when it has not finished after this long: a TIMEOUT error (default 30 minutes). */
+  deadlineMs?: number;
 }
+
+/** Longer than any legitimate run of these tools on a node or a build host (mksquashfs of a few GiB). */
+const TOOL_DEADLINE_MS = 30 * 60 * 1000;
 
 /** Allocated bytes and entries under `dir`, stopping early once past the caps. */
 async function diskUse(dir: string, cap: { bytes: number; entries: number }): Promise<{ bytes: number; entries: number }> {
@@ -98,6 +103,7 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
       if (err.length < 64 * 1024) err += b.toString('utf8');
     });
     child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(deadline);
       if (e.code === 'ENOENT') {
         const pkg = TOOL_PACKAGES[cmd] ?? cmd;
         reject(new UserError(`${cmd} is not installed`, `install it: apt-get install -y ${pkg.split(' ')[0]}${pkg.includes(' ') ? ` (${pkg})` : ''}`));
@@ -109,6 +115,13 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
     const kill = () => child.kill('SIGKILL');
     if (signal?.aborted) kill();
     else signal?.addEventListener('abort', kill, { once: true });
+    const deadlineMs = opts.deadlineMs ?? TOOL_DEADLINE_MS;
+    let timedOut = false;
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, deadlineMs);
+    deadline.unref(); // the child holds the process open while it runs, never this timer
     let diskOverflow = false;
     let watchdog: NodeJS.Timeout | undefined;
     let closed = false;
@@ -131,8 +144,17 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
       closed = true;
       if (watchdog) clearTimeout(watchdog);
       signal?.removeEventListener('abort', kill);
+      clearTimeout(deadline);
       if (signal?.aborted) {
         reject(signal.reason);
+        return;
+      }
+      if (timedOut) {
+        reject(
+          new KbError('TIMEOUT', `${cmd} did not finish within ${formatDuration(deadlineMs)}; it was stopped`, {
+            hint: 'the input may be far larger than expected, or the tool is stuck; run the command again',
+          }),
+        );
         return;
       }
       // A tool that finishes between two checks is measured once more: the cap holds however fast it was.
@@ -149,6 +171,10 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
       }, reject);
     });
   });
+}
+
+function formatDuration(ms: number): string {
+  return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : ms >= 1000 ? `${Math.round(ms / 1000)} s` : `${ms} ms`;
 }
 
 export function lastLines(s: string, n = 4): string {
