@@ -101,7 +101,7 @@ async function blobExists(ctx: UploadContext, desc: Descriptor): Promise<boolean
 
 /**
  * PUT …&digest= — commits the upload, with `body` (monolithic) or empty (after PATCHes). A body
- * that can be sent only once (OneShotChunk) goes without the client's own retries.
+ * that can be sent only once (not `replayable`) goes without the client's own retries.
  */
 async function commitUpload(ctx: UploadContext, desc: Descriptor, location: string, chunk: UploadBody | undefined): Promise<void> {
   const res = await ctx.session.send({
@@ -111,7 +111,7 @@ async function commitUpload(ctx: UploadContext, desc: Descriptor, location: stri
     body: chunk ? () => chunk.open() : Buffer.alloc(0),
     scopes: ctx.scopes,
     operation: `push blob ${desc.digest}`,
-    ...(chunk instanceof OneShotChunk ? { retry: false } : {}),
+    ...(chunk?.replayable === false ? { retry: false } : {}),
   });
   if (res.status === 201 || res.status === 204) {
     await res.body.dump();

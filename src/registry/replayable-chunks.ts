@@ -64,6 +64,8 @@ export class ChunkedSource {
 /** What a chunk sends: `length` bytes from `open(from)` (from 0 unless the chunk can be resumed). */
 export interface UploadBody {
   readonly length: number;
+  /** False: `open` works once, so a request carrying it must not be resent. */
+  readonly replayable: boolean;
   open(from?: number): Readable;
 }
 
@@ -78,6 +80,7 @@ function truncated(source: ChunkedSource, what: string): KbError {
  * read again than to hold (a local file). A second `open` (a request sent again) is TRANSIENT.
  */
 export class OneShotChunk implements UploadBody {
+  readonly replayable = false;
   private opened = false;
   constructor(
     private readonly source: ChunkedSource,
@@ -110,6 +113,7 @@ export class OneShotChunk implements UploadBody {
  * pulled from the source lazily: the first attempt streams while it reads.
  */
 export class ReplayableChunk implements UploadBody {
+  readonly replayable = true;
   private readonly parts: Buffer[] = [];
   private filled = 0;
   private fill: Promise<void> = Promise.resolve();

@@ -86,6 +86,18 @@ async function diskUse(dir: string, cap: { bytes: number; entries: number }): Pr
 export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    // Every way the tool is stopped early (abort, deadline, output or disk cap) is this one kill.
+    const kill = () => child.kill('SIGKILL');
+    const signal = opts.signal;
+    if (signal?.aborted) kill();
+    else signal?.addEventListener('abort', kill, { once: true });
+    const deadlineMs = opts.deadlineMs ?? TOOL_DEADLINE_MS;
+    let timedOut = false;
+    const deadline = setTimeout(() => {
+      timedOut = true;
+      kill();
+    }, deadlineMs);
+    deadline.unref(); // the child holds the process open while it runs, never this timer
     const out: Buffer[] = [];
     let size = 0;
     let overflow = false;
@@ -96,7 +108,7 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
       out.push(b);
       if (opts.maxStdout !== undefined && size > opts.maxStdout) {
         overflow = true;
-        child.kill('SIGKILL');
+        kill();
       }
     });
     child.stderr.on('data', (b: Buffer) => {
@@ -111,17 +123,6 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
     });
     child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
-    const signal = opts.signal;
-    const kill = () => child.kill('SIGKILL');
-    if (signal?.aborted) kill();
-    else signal?.addEventListener('abort', kill, { once: true });
-    const deadlineMs = opts.deadlineMs ?? TOOL_DEADLINE_MS;
-    let timedOut = false;
-    const deadline = setTimeout(() => {
-      timedOut = true;
-      kill();
-    }, deadlineMs);
-    deadline.unref(); // the child holds the process open while it runs, never this timer
     let diskOverflow = false;
     let watchdog: NodeJS.Timeout | undefined;
     let closed = false;
@@ -134,7 +135,7 @@ export function runTool(cmd: string, args: string[], opts: ToolOptions = {}): Pr
         void diskUse(cap.dir, cap).then((use) => {
           if (use.bytes > cap.bytes || use.entries > cap.entries) {
             diskOverflow = true;
-            child.kill('SIGKILL');
+            kill();
           } else if (!closed) watchdog = setTimeout(check, Math.max(100, 4 * (performance.now() - started)));
         });
       };
