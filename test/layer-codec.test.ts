@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
 import { codecOfMediaType, decompress, mediaTypeOfCodec } from '../src/layer/codec.js';
@@ -97,6 +98,36 @@ describe('layer codec', () => {
       expect(isKbError(e, 'INVALID_INPUT'), String(e)).toBe(true);
     });
   }
+
+  it('gzip: recycles its output buffers, but never while onOutput may still read them', async () => {
+    const pieces = 12;
+    const data = Buffer.concat(Array.from({ length: pieces }, (_, i) => (i % 2 ? randomBytes(GZIP_CHUNK) : Buffer.alloc(GZIP_CHUNK, `line ${i} of text\n`))));
+    const copies: Buffer[] = [];
+    const backing = new Set<ArrayBufferLike>();
+    let held: { bytes: Buffer; copy: Buffer } | undefined;
+    let intact = true;
+    // Like BlobFile.write: the bytes of one call are used (written) only during the next call, and
+    // slowly, so deflates of later pieces run meanwhile and would overwrite a buffer freed too early.
+    const deflate = new ParallelDeflate(6, async (bytes) => {
+      if (held && !held.bytes.equals(held.copy)) intact = false;
+      held = { bytes, copy: Buffer.from(bytes) };
+      copies.push(held.copy);
+      backing.add(bytes.buffer);
+      await new Promise((r) => setTimeout(r, 20));
+    });
+    for (let at = 0; at < data.length; at += GZIP_CHUNK) {
+      const piece = deflate.buffer();
+      data.copy(piece, 0, at, at + GZIP_CHUNK);
+      await deflate.push(piece);
+    }
+    await deflate.end();
+    if (held && !held.bytes.equals(held.copy)) intact = false;
+    expect(intact).toBe(true);
+    expect(gunzipSync(Buffer.concat(copies)).equals(data)).toBe(true);
+    // 13 deflated pieces (the last one empty) + header + trailer; a fresh buffer each would be 15.
+    expect(copies.length).toBeGreaterThanOrEqual(pieces + 3);
+    expect(backing.size).toBeLessThanOrEqual(8);
+  });
 
   it('passes the source error through unchanged', async () => {
     const boom = new Error('connection reset');

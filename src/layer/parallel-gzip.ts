@@ -20,10 +20,18 @@ const GZIP_HEADER = Buffer.from([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
  * calls, so they are the same as deflate-then-flush. The stream API hands back the output in the
  * slices zlib wrote (no concatenated copy, as deflateRaw's callback makes); its output buffer is
  * sized so one pass holds a piece's worst case (deflate adds 5 bytes per 16 KiB stored block).
+ *
+ * `into`, when given, becomes that output buffer: a recycled one instead of the fresh MiB Node
+ * allocates per stream, whose first touch page-faults on a thread-pool thread (0.15-0.2 s of
+ * system time per 224 MiB layer, and GC pressure). Node has no option for it; its zlib streams
+ * (20 to 24) keep the buffer in `_outBuffer`, and it is swapped only when that field looks as
+ * expected, else Node's own buffer is used: the same bytes either way.
  */
-function deflatePiece(piece: Buffer, opts: ZlibOptions, flush: number): Promise<Buffer[]> {
+function deflatePiece(piece: Buffer, opts: ZlibOptions, flush: number, into?: Buffer): Promise<Buffer[]> {
   return new Promise((resolve, reject) => {
     const z = createDeflateRaw({ ...opts, flush, finishFlush: flush, chunkSize: OUT_CHUNK });
+    const internals = z as unknown as { _outBuffer?: unknown; _outOffset?: unknown };
+    if (into && Buffer.isBuffer(internals._outBuffer) && internals._outBuffer.length === into.length && internals._outOffset === 0) internals._outBuffer = into;
     const out: Buffer[] = [];
     z.on('data', (b: Buffer) => out.push(b));
     z.on('error', reject);
@@ -50,6 +58,8 @@ export interface PieceReader {
 interface Job {
   input: Buffer;
   output: Promise<Buffer[]>;
+  /** The recycled buffer zlib writes this piece's output into. */
+  outBuffer: Buffer;
 }
 
 /**
@@ -61,11 +71,16 @@ interface Job {
  *
  * The caller fills input buffers got from `buffer()` (recycled once deflated, so a long layer
  * allocates a handful of buffers, not one per MiB) and hands them to `push`; `onOutput` receives
- * the gzip bytes in order and may be async (its promise is awaited before the next output).
+ * the gzip bytes in order and may be async (its promise is awaited before the next output). The
+ * bytes it gets live in recycled buffers: they must stay readable until the promise of a LATER
+ * onOutput call resolves (a synchronous onOutput: until it is called again), then they may change.
  */
 export class ParallelDeflate {
   private readonly jobs: Job[] = [];
   private readonly free: Buffer[] = [];
+  private readonly freeOutput: Buffer[] = [];
+  /** The output buffer of the piece emitted last: reusable once a later output was taken (below). */
+  private lastOutput?: Buffer;
   /** The buffer the last pushed piece lives in: the next piece's dictionary, not reusable before that. */
   private dictSource?: Buffer;
   private dict?: Buffer;
@@ -99,12 +114,13 @@ export class ParallelDeflate {
     this.total += data.length;
     const opts: ZlibOptions = { level: this.level, memLevel: 9 };
     if (this.dict) opts.dictionary = this.dict; // copied by zlib when the job is created
-    const deflated = deflatePiece(data, opts, last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH);
+    const outBuffer = this.freeOutput.pop() ?? Buffer.allocUnsafeSlow(OUT_CHUNK);
+    const deflated = deflatePiece(data, opts, last ? constants.Z_FINISH : constants.Z_SYNC_FLUSH, outBuffer);
     // The piece is done (and its buffer reusable) once deflated and read.
     const output = read ? Promise.all([deflated, read]).then(([out]) => out) : deflated;
     deflated.catch(() => undefined);
     output.catch(() => undefined); // a failure is reported where the job is awaited, never as unhandled
-    this.jobs.push({ input: data, output });
+    this.jobs.push({ input: data, output, outBuffer });
     // The previous piece's buffer has served as dictionary; it is free once its own job is done too.
     const previous = this.dictSource;
     if (previous && !this.jobs.some((j) => j.input === previous)) this.free.push(previous);
@@ -128,7 +144,12 @@ export class ParallelDeflate {
     const job = this.jobs.shift()!;
     const out = await job.output;
     if (job.input !== this.dictSource && job.input.length === GZIP_CHUNK) this.free.push(job.input);
+    if (!out.length) return void this.freeOutput.push(job.outBuffer); // nothing of it was handed on
     for (const b of out) await this.emit(b);
+    // onOutput's promise for this piece's bytes has resolved, so it is done with every earlier
+    // output (BlobFile.write resolves once the write before it is on disk): that buffer is free.
+    if (this.lastOutput) this.freeOutput.push(this.lastOutput);
+    this.lastOutput = job.outBuffer;
   }
 
   private async emit(bytes: Buffer): Promise<void> {
