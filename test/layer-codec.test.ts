@@ -13,7 +13,7 @@ import { isKbError } from '../src/errors.js';
 import { codecOfMediaType, decompress, mediaTypeOfCodec } from '../src/layer/codec.js';
 import { GZIP_CHUNK, ParallelDeflate } from '../src/layer/parallel-gzip.js';
 import { ZstdProgram } from '../src/layer/zstd.js';
-import { readTar, writeLayer, type LayerEntry } from '../src/layer/tar.js';
+import { compareEntryPaths, readTar, writeLayer, type LayerEntry } from '../src/layer/tar.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 
@@ -127,6 +127,25 @@ describe('layer codec', () => {
     // 13 deflated pieces (the last one empty) + header + trailer; a fresh buffer each would be 15.
     expect(copies.length).toBeGreaterThanOrEqual(pieces + 3);
     expect(backing.size).toBeLessThanOrEqual(8);
+  });
+
+  it('orders entry paths by the bytes of their UTF-8, as tar --sort=name does', () => {
+    // ASCII, Latin, the BMP above the surrogates (U+E000-U+FFFF), astral characters (surrogate
+    // pairs), lone surrogates and prefixes: UTF-16 order differs from UTF-8 order for some pairs.
+    const alphabet = ['a', 'b', '/', '.', '-', '\u00e9', '\u4e2d', '\ue000', '\uffee', '\u{1f600}', '\u{10000}', '\ud83d', '\ude00'];
+    const words: string[] = [];
+    for (let i = 0; i < 600; i++) {
+      const n = 1 + (i % 5);
+      words.push(Array.from({ length: n }, (_, j) => alphabet[(i * 7 + j * 13 + ((i * j) % 11)) % alphabet.length]).join(''));
+    }
+    const sign = (x: number) => Math.sign(x);
+    let mixed = 0;
+    for (const a of words)
+      for (const b of words.slice(0, 80)) {
+        expect(sign(compareEntryPaths(a, b)), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`).toBe(sign(Buffer.compare(Buffer.from(a), Buffer.from(b))));
+        if (sign(a < b ? -1 : a > b ? 1 : 0) !== sign(Buffer.compare(Buffer.from(a), Buffer.from(b)))) mixed++;
+      }
+    expect(mixed).toBeGreaterThan(0); // the sample holds pairs where plain string order is wrong
   });
 
   it('passes the source error through unchanged', async () => {

@@ -50,9 +50,24 @@ export interface WrittenLayer {
   uncompressedSize: number;
 }
 
-/** Sort the way `tar --sort=name` does: byte order of the full path. */
+/**
+ * Sort the way `tar --sort=name` does: byte order of the full path's UTF-8. Compared code unit by
+ * code unit without encoding (a build sorts every entry: two Buffers per comparison were most of
+ * the young-generation garbage of planning 2,000 files). Below the surrogates (U+D800), UTF-16
+ * order is UTF-8 order; a difference at a surrogate or above goes to the exact comparison.
+ */
 export function compareEntryPaths(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x < 0xd800 && y < 0xd800) return x - y;
+    return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  }
+  // One is a prefix of the other: shorter first (also when the cut splits a pair: the lone
+  // surrogate becomes EF BF BD, below the pair's F0).
+  return a.length - b.length;
 }
 
 const BLOCK = 512;
