@@ -204,12 +204,22 @@ async function packTar(w: PieceWriter, entries: readonly LayerEntry[], opts: Lay
 }
 
 /**
+ * Bytes written between two background flushes. The blob is fsynced when it is committed; flushing
+ * it while the layer is still being made leaves that fsync little to write (all 110 MiB of a
+ * 224 MiB build's blob took 70 ms at the end, with both cores idle).
+ */
+const FLUSH_EVERY = 32 * 1024 * 1024;
+
+/**
  * The layer blob being written: bytes in order (one write running, at most one waiting; callers
- * await what `write` returns), hashed (the descriptor digest) and counted on the way.
+ * await what `write` returns), hashed (the descriptor digest) and counted on the way, and written
+ * back to disk in the background as it grows (one `fdatasync` at a time, beside the writes).
  */
 class BlobFile {
   private last: Promise<void> = Promise.resolve();
   private readonly hash = createHash('sha256');
+  private flushing?: Promise<void>;
+  private unflushed = 0;
   size = 0;
   constructor(private readonly fh: FileHandle) {}
 
@@ -225,13 +235,29 @@ class BlobFile {
     const before = this.last;
     this.last = before.then(async () => {
       for (let off = 0; off < n;) off += (await this.fh.writev(off ? unwritten(bufs, off) : bufs)).bytesWritten;
+      if ((this.unflushed += n) >= FLUSH_EVERY && !this.flushing) this.flushInBackground();
     });
     this.last.catch(() => undefined); // reported through the awaited promises
     return before;
   }
 
-  done(): Promise<void> {
-    return this.last;
+  private flushInBackground(): void {
+    this.unflushed = 0;
+    const flushing = this.fh.datasync();
+    this.flushing = flushing;
+    // Done: the next one may start. Failed: it stays, and done() reports it (no flush after it).
+    flushing.then(
+      () => {
+        if (this.flushing === flushing) this.flushing = undefined;
+      },
+      () => undefined,
+    );
+  }
+
+  /** Every write done and no flush running (the file may be closed); rejects with either's failure. */
+  async done(): Promise<void> {
+    await this.last;
+    await this.flushing;
   }
 
   digest(): string {
