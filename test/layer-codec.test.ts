@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
@@ -213,5 +213,12 @@ describe('layer tar', () => {
     const bad = await drain(Readable.from([randomBytes(2048)]));
     expect(isKbError(bad, 'INVALID_INPUT'), String(bad)).toBe(true);
     expect(await drain(Readable.from([tar]))).toBeUndefined();
+    // A source failing while the tar parser is still being loaded (the reader has started): that
+    // error, never an unhandled 'error' event.
+    const reset = new Error('connection reset');
+    const early = new PassThrough();
+    const first = readTar(early, 'layer 1').next();
+    early.emit('error', reset);
+    await expect(first).rejects.toBe(reset);
   });
 });
