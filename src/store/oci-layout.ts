@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
 import { join, resolve as resolvePath } from 'node:path';
 import { Readable } from 'node:stream';
@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { isAttachmentTag } from '../attach/tags.js';
 import { isKbError, KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { writeFileAtomic } from '../util/atomic-write.js';
+import { commitFile, writeFileAtomic } from '../util/atomic-write.js';
 import { VerifyingStream, declareLocal, digestOf, isDigest, isVerifiedAs, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, OciLayoutFileSchema, parseAnyManifest, parseIndex, parseJson, type Descriptor, type Index } from '../oci/types.js';
@@ -97,7 +97,9 @@ export class OciLayout implements Target {
       // errors before it ends on any mismatch, so hashing it a second time buys nothing.
       if (isVerifiedAs(src, desc.digest, desc.size)) await pipeline(src, sink);
       else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), sink);
-      await rename(tmp, final);
+      // On disk before it has its digest name (as containers/image's layout does): after a power
+      // loss a blob is whole or absent, never an empty file that index.json already refers to.
+      await commitFile(tmp, final);
     } catch (e) {
       // The file may still be being opened when the source fails: remove it only once closed.
       if (!sink.closed) await once(sink, 'close').catch(() => undefined);
@@ -113,7 +115,7 @@ export class OciLayout implements Target {
   async adoptBlob(tmpPath: string, digest: string): Promise<void> {
     const final = this.blobPath(digest);
     await mkdir(join(final, '..'), { recursive: true });
-    await rename(tmpPath, final);
+    await commitFile(tmpPath, final);
   }
 
   async readIndex(): Promise<Index> {
