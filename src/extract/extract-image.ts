@@ -87,7 +87,7 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
       ready = items.map((it, i) => hashed[i]!.then(() => it.path));
     } else {
       staging = await makeStagingDir(opts.stagingDir ?? tmpdir(), 'layers');
-      const local = await OciLayout.open(staging, { create: true });
+      const local = await OciLayout.open(staging, { create: true, durable: false });
       const slots = limiter(PARALLEL_DOWNLOADS);
       ready = topFirst(layers.length, (i) =>
         slots(async () => {

@@ -140,7 +140,7 @@ async function dockerArchiveToLayout(rawDir: string, layoutDir: string, ref: str
     if (!abs.startsWith(resolve(rawDir) + sep)) throw new UserError(`${what}: manifest.json names "${p}" outside the archive`);
     return abs;
   };
-  const layout = await OciLayout.open(layoutDir, { create: true });
+  const layout = await OciLayout.open(layoutDir, { create: true, durable: false });
   const configBytes = await readFile(inside(entry.Config)).catch(() => {
     throw new UserError(`${what}: config ${entry.Config} is missing`);
   });

@@ -30,12 +30,19 @@ const READ_BUFFER = 1024 * 1024;
 /** An OCI image layout directory (image-spec image-layout.md): oci-layout, index.json, blobs/. */
 export class OciLayout implements Target {
   readonly name: string;
-  private constructor(readonly dir: string) {
+  private constructor(
+    readonly dir: string,
+    /** Blobs are fsynced before they get their digest name; not for a layout removed after the command. */
+    private readonly durable: boolean,
+  ) {
     this.name = `oci:${dir}`;
   }
 
-  /** Open an existing layout, or create an empty one when `create` is set. */
-  static async open(dir: string, opts: { create?: boolean } = {}): Promise<OciLayout> {
+  /**
+   * Open an existing layout, or create an empty one when `create` is set. `durable: false` for a
+   * scratch layout the command removes (staged downloads, an archive being assembled).
+   */
+  static async open(dir: string, opts: { create?: boolean; durable?: boolean } = {}): Promise<OciLayout> {
     const layoutFile = join(dir, 'oci-layout');
     let text: string | undefined;
     try {
@@ -51,7 +58,7 @@ export class OciLayout implements Target {
     } else {
       parseJson(OciLayoutFileSchema, text, layoutFile);
     }
-    return new OciLayout(dir);
+    return new OciLayout(dir, opts.durable ?? true);
   }
 
   blobPath(digest: string): string {
@@ -99,7 +106,7 @@ export class OciLayout implements Target {
       else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), sink);
       // On disk before it has its digest name (as containers/image's layout does): after a power
       // loss a blob is whole or absent, never an empty file that index.json already refers to.
-      await commitFile(tmp, final);
+      await commitFile(tmp, final, { durable: this.durable });
     } catch (e) {
       // The file may still be being opened when the source fails: remove it only once closed.
       if (!sink.closed) await once(sink, 'close').catch(() => undefined);
@@ -115,7 +122,7 @@ export class OciLayout implements Target {
   async adoptBlob(tmpPath: string, digest: string): Promise<void> {
     const final = this.blobPath(digest);
     await mkdir(join(final, '..'), { recursive: true });
-    await commitFile(tmpPath, final);
+    await commitFile(tmpPath, final, { durable: this.durable });
   }
 
   async readIndex(): Promise<Index> {

@@ -115,5 +115,5 @@ export async function stagingLayout(file: string, display: string): Promise<{ la
   if (!(await pathExists(dir, { follow: true }))) throw new UserError(`${display}: directory ${dir} does not exist`);
   // A staging folder (pid-named): a killed process's leftover is swept by the next one.
   const tmp = await makeStagingDir(dir, 'copy');
-  return { layout: await OciLayout.open(tmp, { create: true }), remove: () => rm(tmp, { recursive: true, force: true }) };
+  return { layout: await OciLayout.open(tmp, { create: true, durable: false }), remove: () => rm(tmp, { recursive: true, force: true }) };
 }
