@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import type { Extract, Header as Headers } from 'tar-stream';
+import { extract as tarExtract, type Header as Headers } from 'tar-stream';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
 import { mediaTypeOfCodec } from './codec.js';
 import { tarDigester, type TarDigest } from './hash-worker.js';
@@ -386,27 +386,23 @@ export interface TarEntry {
  * cleanly is a KbError TRUNCATED naming `what`. Leaving the loop early stops reading `src`.
  */
 export async function* readTar(src: Readable, what: string): AsyncGenerator<TarEntry> {
+  const tar = tarExtract();
+  // _final (streams' documented end hook) runs once every byte written was parsed; tar-stream fails
+  // it when the archive stops inside an entry or header. Any earlier failure is a bad header.
+  let atEnd = false;
+  const final = tar._final.bind(tar);
+  tar._final = (cb) => {
+    atEnd = true;
+    final(cb);
+  };
   let sourceError: unknown;
-  let tar: Extract | undefined;
-  // Listening before anything is awaited: an error of `src` meanwhile must not go unhandled.
   src.on('error', (e) => {
     sourceError = e;
-    tar?.destroy(e);
+    tar.destroy(e);
   });
-  let atEnd = false;
+  src.pipe(tar);
   try {
-    // Loaded here, by the commands that read a tar: not by verify, push or pull.
-    const parser = (tar = (await import('tar-stream')).default.extract());
-    if (sourceError) throw sourceError;
-    // _final (streams' documented end hook) runs once every byte written was parsed; tar-stream fails
-    // it when the archive stops inside an entry or header. Any earlier failure is a bad header.
-    const final = parser._final.bind(parser);
-    parser._final = (cb) => {
-      atEnd = true;
-      final(cb);
-    };
-    src.pipe(parser);
-    for await (const entry of parser) yield { header: entry.header, body: entry as unknown as Readable };
+    for await (const entry of tar) yield { header: entry.header, body: entry as unknown as Readable };
   } catch (e) {
     if (e === sourceError || e instanceof KbError) throw e;
     if (atEnd) throw new KbError('TRUNCATED', `${what}: the tar archive ends inside an entry`, { cause: e, hint: 'the blob is incomplete; fetch or rebuild it' });

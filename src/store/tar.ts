@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, normalize, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { makeStagingDir, stageAndRename } from '../util/atomic-write.js';
@@ -20,7 +21,7 @@ export type TarItem = { name: string; size: number; open: () => Readable };
 
 /** A tar of `items` in order, parent directories added, fixed times and modes. */
 export async function writeTar(items: TarItem[], out: string): Promise<void> {
-  const tar = (await import('tar-stream')).default.pack();
+  const tar = tarPack();
   const done = pipeline(tar, createWriteStream(out));
   const dirs = new Set<string>();
   try {
@@ -49,7 +50,7 @@ export async function writeTar(items: TarItem[], out: string): Promise<void> {
 /** Unpack the regular files of a tar into `dir`; names that would escape it are refused. */
 export async function extractFiles(file: string, dir: string, what: string): Promise<void> {
   const root = resolve(dir);
-  const ex = (await import('tar-stream')).default.extract();
+  const ex = tarExtract();
   let entries = 0;
   ex.on('entry', (headers, stream, next) => {
     const fail = (e: unknown): void => {
