@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { downloadToFile } from '../registry/download.js';
 import { errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
-import { stageAndRename } from '../util/atomic-write.js';
+import { STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
 import { decompress } from '../layer/codec.js';
 import { readTar } from '../layer/tar.js';
 
@@ -86,7 +86,7 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
           target ? `name the file it points to: extract: ${header.linkname}` : 'name a regular file of the archive',
         );
       }
-      await stageAndRename(final, (tmp) => pipeline(body, createWriteStream(tmp)));
+      await stageAndRename(final, (tmp) => pipeline(body, createWriteStream(tmp, { flags: STAGED_TEMP_FLAGS })));
       return final; // leaving the loop stops reading the archive
     }
   } catch (e) {

@@ -5,7 +5,7 @@ import { MediaType } from '../oci/mediatypes.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { Descriptor, ImageConfig, Index, Manifest } from '../oci/types.js';
 import type { OciLayout } from '../store/oci-layout.js';
-import { stageThenName } from '../util/atomic-write.js';
+import { STAGED_TEMP_FLAGS, stageThenName } from '../util/atomic-write.js';
 import { writeLayer, type LayerEntry, type LayerOptions, type WrittenLayer } from './tar.js';
 
 /** Objects are built in a fixed key order, so JSON.stringify is stable: same input, same digest. */
@@ -79,7 +79,7 @@ export async function writeLayerBlob(layout: OciLayout, entries: readonly LayerE
   await mkdir(dir, { recursive: true });
   return stageThenName(
     dir,
-    (tmp) => writeLayer(entries, tmp, opts),
+    (tmp) => writeLayer(entries, tmp, { ...opts, outputFlags: STAGED_TEMP_FLAGS }),
     (layer) => layout.blobPath(layer.digest),
   );
 }

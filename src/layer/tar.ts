@@ -37,6 +37,8 @@ export interface LayerOptions {
   level: number;
   /** Called with the number of file bytes read, for progress bars. */
   onBytes?: (n: number) => void;
+  /** How the output file is opened: 'w' (default), or STAGED_TEMP_FLAGS for a temp stage() made. */
+  outputFlags?: string;
 }
 
 export interface WrittenLayer {
@@ -288,7 +290,7 @@ async function writeGzipLayer(entries: readonly LayerEntry[], outFile: string, o
   const hasher = tarDigester(plannedTarBytes(entries));
   let tar: TarDigest | undefined;
   try {
-    const fh = await open(outFile, 'w');
+    const fh = await open(outFile, opts.outputFlags ?? 'w');
     // The compressed bytes (a third of the tar's size) are hashed here: copying them to the worker
     // cost more than hashing them.
     const blob = new BlobFile(fh);
@@ -331,7 +333,7 @@ async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, o
   let blob: BlobFile | undefined;
   let zstd: ZstdProgram | undefined;
   try {
-    fh = await open(outFile, 'w');
+    fh = await open(outFile, opts.outputFlags ?? 'w');
     const file = (blob = new BlobFile(fh));
     const z = (zstd = new ZstdProgram(opts.level, (bytes) => file.write(bytes)));
     const free: Buffer[] = Array.from({ length: ZSTD_PIECES }, () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)));

@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { makeStagingDir, stageAndRename } from '../util/atomic-write.js';
+import { makeStagingDir, STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
 import { OciLayout } from './oci-layout.js';
 
 const EPOCH = new Date(0);
@@ -22,7 +22,7 @@ export type TarItem = { name: string; size: number; open: () => Readable };
 /** A tar of `items` in order, parent directories added, fixed times and modes. */
 export async function writeTar(items: TarItem[], out: string): Promise<void> {
   const tar = tarPack();
-  const done = pipeline(tar, createWriteStream(out));
+  const done = pipeline(tar, createWriteStream(out, { flags: STAGED_TEMP_FLAGS }));
   const dirs = new Set<string>();
   try {
     for (const it of items) {

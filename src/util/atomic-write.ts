@@ -5,13 +5,16 @@
  * temp is removed on any failure. A reader, or the next boot after a power cut, sees the old file
  * or the complete new one, never a partial one.
  *
- * A process killed between creating and renaming its temp cannot remove it. Temp names carry the
+ * SIGINT and SIGTERM remove a temp (and a scoped staging folder) before the process exits. A
+ * process killed otherwise between creating and renaming its temp cannot remove it. Temp names carry the
  * writer's pid (`<name>.tmp-<pid>-<hex>`, staging folders `.kbundle-<label>-<pid>-<random>`), so
  * the first staged write into a directory removes leftovers whose process is gone.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { onInterrupt } from './interrupt.js';
 
 const TEMP_FILE_RE = /\.tmp-(\d+)-[0-9a-f]{12}$/;
 const STAGING_DIR_RE = /^\.kbundle-[a-z0-9-]+?-(\d+)-[A-Za-z0-9]{6}$/;
@@ -24,6 +27,13 @@ export interface StageOptions {
   /** The temp file's mode from its creation on, set exactly (not masked by the umask). */
   mode?: number;
 }
+
+/**
+ * How a `write` callback opens the temp that stage() created for it: without O_CREAT. On SIGINT or
+ * SIGTERM the temp is removed at once, and an open still running on the thread pool with O_CREAT
+ * would make it again just before the process exits; this one fails instead.
+ */
+export const STAGED_TEMP_FLAGS = 'r+';
 
 /** The temp sibling of `path`: recognisable (`.tmp-<pid>-<hex>`) so leftovers can be found. */
 export function stagingPath(path: string): string {
@@ -133,8 +143,10 @@ export function stageThenName<T>(dir: string, write: (tmp: string) => Promise<T>
 async function stage<T>(near: string, write: (tmp: string) => Promise<T>, finalPath: (result: T) => string, opts: StageOptions): Promise<T> {
   await removeStaleStaging(dirname(near));
   const tmp = stagingPath(near);
-  await (await open(tmp, 'wx', opts.mode ?? 0o666)).close();
+  // Registered before the temp exists: a signal in between finds nothing to remove, never a leftover.
+  const off = onInterrupt(() => rmSync(tmp, { force: true }));
   try {
+    await (await open(tmp, 'wx', opts.mode ?? 0o666)).close();
     if (opts.mode !== undefined) await chmod(tmp, opts.mode);
     const r = await write(tmp);
     await commitFile(tmp, finalPath(r), opts);
@@ -142,12 +154,14 @@ async function stage<T>(near: string, write: (tmp: string) => Promise<T>, finalP
   } catch (e) {
     await rm(tmp, { force: true });
     throw e;
+  } finally {
+    off();
   }
 }
 
 /** Writes `data` to `path` atomically; `mode` is set exactly (not masked by the umask). */
 export function writeFileAtomic(path: string, data: string | Buffer, opts: StageOptions = {}): Promise<void> {
-  return stageAndRename(path, (tmp) => writeFile(tmp, data), opts);
+  return stageAndRename(path, (tmp) => writeFile(tmp, data, { flag: STAGED_TEMP_FLAGS }), opts);
 }
 
 /**
@@ -157,10 +171,12 @@ export function writeFileAtomic(path: string, data: string | Buffer, opts: Stage
  */
 export async function withStagingDir<T>(parent: string, label: string, fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await makeStagingDir(parent, label);
+  const off = onInterrupt(() => rmSync(dir, { recursive: true, force: true }));
   try {
     return await fn(dir);
   } finally {
     await rm(dir, { recursive: true, force: true });
+    off();
   }
 }
 

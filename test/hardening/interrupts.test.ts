@@ -1,0 +1,70 @@
+/**
+ * A command stopped by SIGTERM or SIGINT while it stages a file leaves no temp file behind: the
+ * staged write (src/util/atomic-write.ts, the one way kbundle puts a file in place) removes its
+ * temp before the process exits with 128 + the signal number. Here: a build stopped while its
+ * layer blob is being written into the output layout.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { cliCommand } from '../helpers/cli.js';
+import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
+
+afterAll(cleanupTempDirs);
+
+/** A bundle whose layer takes a while to compress: 128 MiB of random bytes. */
+function slowBundle(): string {
+  const dir = tempDir();
+  mkdirSync(join(dir, 'data'));
+  for (let i = 0; i < 4; i++) writeFileSync(join(dir, 'data', `blob-${i}`), randomBytes(32 * 1024 * 1024));
+  writeFileSync(join(dir, 'bundle.yaml'), 'name: slow\nversion: 1.0.0\ndescription: slow to build\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: data\n    dst: data\n');
+  return dir;
+}
+
+const staged = (blobs: string) => (existsSync(blobs) ? readdirSync(blobs).filter((n) => n.includes('.tmp-')) : []);
+
+/** Start a build into `out`; once its layer blob is being staged, send `signal`; resolve with the exit. */
+function interruptBuild(bundle: string, out: string, signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null; sawStaged: boolean }> {
+  const { file, args } = cliCommand();
+  const child = spawn(file, [...args, 'build', bundle, '-o', `oci:${out}:slow`], { stdio: 'ignore' });
+  const blobs = join(out, 'blobs', 'sha256');
+  return new Promise((resolve, reject) => {
+    let sawStaged = false;
+    const deadline = Date.now() + 30_000;
+    const poll = setInterval(() => {
+      if (staged(blobs).length) {
+        sawStaged = true;
+        clearInterval(poll);
+        child.kill(signal);
+      } else if (Date.now() > deadline) {
+        clearInterval(poll);
+        child.kill('SIGKILL');
+        reject(new Error('the build never staged its layer within 30 s'));
+      }
+    }, 5);
+    child.on('exit', (code, sig) => {
+      clearInterval(poll);
+      resolve({ code, signal: sig, sawStaged });
+    });
+  });
+}
+
+describe('interrupted commands', () => {
+  const bundle = slowBundle();
+
+  for (const [signal, code] of [
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const) {
+    it(`a build stopped by ${signal} while it writes its layer exits ${code} and leaves no temp file`, async () => {
+      const out = join(tempDir(), 'layout');
+      const r = await interruptBuild(bundle, out, signal);
+      expect(r.sawStaged).toBe(true);
+      expect(r).toMatchObject({ code, signal: null });
+      expect(staged(join(out, 'blobs', 'sha256'))).toEqual([]);
+      expect(readdirSync(out).filter((n) => n.includes('.tmp-'))).toEqual([]);
+    });
+  }
+});
