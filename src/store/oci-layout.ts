@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
@@ -8,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { isAttachmentTag } from '../attach/tags.js';
 import { isKbError, KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { commitFile, writeFileAtomic } from '../util/atomic-write.js';
+import { commitFile, STAGED_TEMP_FLAGS, stageAndRename, writeFileAtomic } from '../util/atomic-write.js';
 import { VerifyingStream, declareLocal, digestOf, isDigest, isVerifiedAs, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, OciLayoutFileSchema, parseAnyManifest, parseIndex, parseJson, type Descriptor, type Index } from '../oci/types.js';
@@ -95,22 +94,30 @@ export class OciLayout implements Target {
       return;
     }
     const final = this.blobPath(desc.digest);
-    await mkdir(join(final, '..'), { recursive: true });
-    const tmp = `${final}.tmp-${randomBytes(6).toString('hex')}`;
     const src = content instanceof Readable ? content : Readable.from([content]);
-    const sink = createWriteStream(tmp, { highWaterMark: WRITE_BUFFER });
     try {
-      // A stream that already verifies this very digest and size (a registry or layout fetch)
-      // errors before it ends on any mismatch, so hashing it a second time buys nothing.
-      if (isVerifiedAs(src, desc.digest, desc.size)) await pipeline(src, sink);
-      else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), sink);
-      // On disk before it has its digest name (as containers/image's layout does): after a power
-      // loss a blob is whole or absent, never an empty file that index.json already refers to.
-      await commitFile(tmp, final, { durable: this.durable });
+      await mkdir(join(final, '..'), { recursive: true });
+      // Staged and flushed to disk before it has its digest name (as containers/image's layout
+      // does): after a power loss a blob is whole or absent, never an empty file that index.json
+      // already refers to. A scratch layout skips the flush.
+      await stageAndRename(
+        final,
+        async (tmp) => {
+          const sink = createWriteStream(tmp, { highWaterMark: WRITE_BUFFER, flags: STAGED_TEMP_FLAGS });
+          try {
+            // A stream that already verifies this very digest and size (a registry or layout fetch)
+            // errors before it ends on any mismatch, so hashing it a second time buys nothing.
+            if (isVerifiedAs(src, desc.digest, desc.size)) await pipeline(src, sink);
+            else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), sink);
+          } finally {
+            // The file may still be being opened when the source fails: the temp goes once it is closed.
+            if (!sink.closed) await once(sink, 'close').catch(() => undefined);
+          }
+        },
+        { durable: this.durable },
+      );
     } catch (e) {
-      // The file may still be being opened when the source fails: remove it only once closed.
-      if (!sink.closed) await once(sink, 'close').catch(() => undefined);
-      await rm(tmp, { force: true });
+      src.destroy(); // a failure before the copy started must not leave the source (a response) open
       throw e;
     }
   }
