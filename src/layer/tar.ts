@@ -54,8 +54,8 @@ export interface WrittenLayer {
 
 /**
  * Sort the way `tar --sort=name` does: byte order of the full path's UTF-8. Compared code unit by
- * code unit without encoding (a build sorts every entry: two Buffers per comparison were most of
- * the young-generation garbage of planning 2,000 files). Below the surrogates (U+D800), UTF-16
+ * code unit without encoding: a build sorts every entry (~34,000 comparisons for 2,000 files),
+ * and encoding both paths made two Buffers per comparison. Below the surrogates (U+D800), UTF-16
  * order is UTF-8 order; a difference at a surrogate or above goes to the exact comparison.
  */
 export function compareEntryPaths(a: string, b: string): number {

@@ -143,16 +143,21 @@ export function stageThenName<T>(dir: string, write: (tmp: string) => Promise<T>
 async function stage<T>(near: string, write: (tmp: string) => Promise<T>, finalPath: (result: T) => string, opts: StageOptions): Promise<T> {
   await removeStaleStaging(dirname(near));
   const tmp = stagingPath(near);
-  // Registered before the temp exists: a signal in between finds nothing to remove, never a leftover.
-  const off = onInterrupt(() => rmSync(tmp, { force: true }));
+  let created = false;
+  // Set up before the temp is made; it removes only a temp this call made (O_EXCL: ours).
+  const off = onInterrupt(() => {
+    if (created) rmSync(tmp, { force: true });
+  });
   try {
-    await (await open(tmp, 'wx', opts.mode ?? 0o666)).close();
+    const fh = await open(tmp, 'wx', opts.mode ?? 0o666);
+    created = true;
+    await fh.close();
     if (opts.mode !== undefined) await chmod(tmp, opts.mode);
     const r = await write(tmp);
     await commitFile(tmp, finalPath(r), opts);
     return r;
   } catch (e) {
-    await rm(tmp, { force: true });
+    if (created) await rm(tmp, { force: true });
     throw e;
   } finally {
     off();
