@@ -213,8 +213,8 @@ describe('layer tar', () => {
     const bad = await drain(Readable.from([randomBytes(2048)]));
     expect(isKbError(bad, 'INVALID_INPUT'), String(bad)).toBe(true);
     expect(await drain(Readable.from([tar]))).toBeUndefined();
-    // A source failing while the tar parser is still being loaded (the reader has started): that
-    // error, never an unhandled 'error' event.
+    // A source failing as soon as the reader has started, before any byte was parsed: that error,
+    // never an unhandled 'error' event.
     const reset = new Error('connection reset');
     const early = new PassThrough();
     const first = readTar(early, 'layer 1').next();
