@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
-import { makeStagingDir } from '../util/atomic-write.js';
+import { mkdir } from 'node:fs/promises';
+import { makeStagingDir, removeStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
 import { PassThrough, type Readable } from 'node:stream';
 import { limiter } from '../util/pool.js';
@@ -136,7 +136,7 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     opts.journal?.beforeAbort.delete(stopWriter);
     // Nothing may run on after this returns (and the staged blobs must be closed before removal).
     await Promise.allSettled(ready);
-    if (staging) await rm(staging, { recursive: true, force: true });
+    if (staging) await removeStagingDir(staging);
   }
 }
 

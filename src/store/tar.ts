@@ -1,6 +1,6 @@
 /** Tar reading and writing shared by the archive transports (oci-archive, docker-archive). */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open as openFile, rm } from 'node:fs/promises';
+import { mkdir, open as openFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { extract as tarExtract, pack as tarPack } from 'tar-stream';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
-import { makeStagingDir, STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
+import { makeStagingDir, removeStagingDir, STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
 import { OciLayout } from './oci-layout.js';
 
 const EPOCH = new Date(0);
@@ -94,7 +94,7 @@ export async function isGzipFile(path: string): Promise<boolean> {
 /** An unpacked archive in a temporary directory: `raw/` holds its files; `close` removes it all. */
 export async function unpackArchive(file: string, what: string): Promise<{ dir: string; raw: string; isOciLayout: boolean; close(): Promise<void> }> {
   const dir = await makeStagingDir(tmpdir(), 'src');
-  const close = async (): Promise<void> => rm(dir, { recursive: true, force: true });
+  const close = (): Promise<void> => removeStagingDir(dir);
   try {
     const raw = join(dir, 'raw');
     await mkdir(raw);
@@ -116,5 +116,5 @@ export async function stagingLayout(file: string, display: string): Promise<{ la
   if (!(await pathExists(dir, { follow: true }))) throw new UserError(`${display}: directory ${dir} does not exist`);
   // A staging folder (pid-named): a killed process's leftover is swept by the next one.
   const tmp = await makeStagingDir(dir, 'copy');
-  return { layout: await OciLayout.open(tmp, { create: true, durable: false }), remove: () => rm(tmp, { recursive: true, force: true }) };
+  return { layout: await OciLayout.open(tmp, { create: true, durable: false }), remove: () => removeStagingDir(tmp) };
 }

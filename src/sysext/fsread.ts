@@ -1,10 +1,10 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, readFile, rm, lstat } from 'node:fs/promises';
+import { readdir, readFile, lstat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { UserError } from '../errors.js';
-import { makeStagingDir } from '../util/atomic-write.js';
+import { makeStagingDir, removeStagingDir } from '../util/atomic-write.js';
 import { lastLines, runTool } from './tools.js';
 
 /**
@@ -44,7 +44,7 @@ async function squashfsUserXattr(image: string, offset: number, path: string, na
     if (g.code === 0) return g.stdout.toString('utf8');
     return /No such attribute/i.test(g.stderr) ? undefined : null;
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await removeStagingDir(dir);
   }
 }
 
@@ -118,10 +118,10 @@ export async function openFilesystem(image: string, fsType: string, offset: numb
           return readFile(join(root, p));
         },
         userXattr: async () => null,
-        close: () => rm(dir, { recursive: true, force: true }),
+        close: () => removeStagingDir(dir),
       };
     } catch (e) {
-      await rm(dir, { recursive: true, force: true });
+      await removeStagingDir(dir);
       throw e;
     }
   }

@@ -1,5 +1,5 @@
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { makeStagingDir } from '../util/atomic-write.js';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { makeStagingDir, removeStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
@@ -109,7 +109,7 @@ export async function nodeTrust(root: string, kind: ExtensionKind = 'sysext'): P
       if (names.length) sources.push(`/${dir}`);
     }
   } catch (e) {
-    if (scratch) await rm(scratch, { recursive: true, force: true });
+    if (scratch) await removeStagingDir(scratch);
     throw e;
   }
   const fallback = trustedBoot ? KAIROS_TRUSTED_BOOT_POLICY : KAIROS_POLICY;
@@ -121,7 +121,7 @@ export async function nodeTrust(root: string, kind: ExtensionKind = 'sysext'): P
     certs,
     sources,
     close: async () => {
-      if (scratch) await rm(scratch, { recursive: true, force: true });
+      if (scratch) await removeStagingDir(scratch);
     },
   };
 }

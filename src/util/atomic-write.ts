@@ -5,7 +5,7 @@
  * temp is removed on any failure. A reader, or the next boot after a power cut, sees the old file
  * or the complete new one, never a partial one.
  *
- * SIGINT and SIGTERM remove a temp (and a scoped staging folder) before the process exits. A
+ * SIGINT and SIGTERM remove a temp (and a staging folder not yet removed) before the process exits. A
  * process killed otherwise between creating and renaming its temp cannot remove it. Temp names carry the
  * writer's pid (`<name>.tmp-<pid>-<hex>`, staging folders `.kbundle-<label>-<pid>-<random>`), so
  * the first staged write into a directory removes leftovers whose process is gone.
@@ -176,22 +176,36 @@ export function writeFileAtomic(path: string, data: string | Buffer, opts: Stage
  */
 export async function withStagingDir<T>(parent: string, label: string, fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await makeStagingDir(parent, label);
-  const off = onInterrupt(() => rmSync(dir, { recursive: true, force: true }));
   try {
     return await fn(dir);
   } finally {
-    await rm(dir, { recursive: true, force: true });
-    off();
+    await removeStagingDir(dir);
   }
 }
 
 /**
  * A fresh staging folder `.kbundle-<label>-<pid>-XXXXXX` in `parent` whose lifetime the caller
- * manages (removing it when done); leftovers of dead processes in `parent` are swept first.
- * withStagingDir is the scoped form.
+ * manages, ending it with removeStagingDir; leftovers of dead processes in `parent` are swept
+ * first. Until then SIGINT or SIGTERM removes it before the process exits. withStagingDir is the
+ * scoped form.
  */
 export async function makeStagingDir(parent: string, label: string): Promise<string> {
   if (!/^[a-z0-9-]+$/.test(label)) throw new Error(`staging label "${label}" must be lowercase letters, digits and "-"`);
   await removeStaleStaging(parent);
-  return mkdtemp(join(parent, `.kbundle-${label}-${process.pid}-`));
+  const dir = await mkdtemp(join(parent, `.kbundle-${label}-${process.pid}-`));
+  stagingDirs.set(
+    dir,
+    onInterrupt(() => rmSync(dir, { recursive: true, force: true })),
+  );
+  return dir;
+}
+
+/** Staging folders made by makeStagingDir and not yet removed → their signal cleanup's off switch. */
+const stagingDirs = new Map<string, () => void>();
+
+/** Remove a folder made by makeStagingDir (never throws for one already gone). */
+export async function removeStagingDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  stagingDirs.get(dir)?.();
+  stagingDirs.delete(dir);
 }

@@ -1,18 +1,27 @@
 /**
  * A command stopped by SIGTERM or SIGINT while it stages a file leaves no temp file behind: the
  * staged write (src/util/atomic-write.ts, the one way kbundle puts a file in place) removes its
- * temp before the process exits with 128 + the signal number. Here: a build stopped while its
- * layer blob is being written into the output layout.
+ * temp, and a staging folder made there is removed too, before the process exits with 128 + the
+ * signal number. Here: a build stopped while its layer blob is being written into the output
+ * layout, and an install from a registry stopped while its downloaded layers sit in a staging folder.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { cliCommand } from '../helpers/cli.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cliCommand, kbundle } from '../helpers/cli.js';
 import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
+import { startRegistry, type RegistryHandle } from '../helpers/registry.js';
 
-afterAll(cleanupTempDirs);
+let reg: RegistryHandle;
+beforeAll(async () => {
+  reg = await startRegistry({ variant: 'open' });
+});
+afterAll(async () => {
+  await reg.stop();
+  cleanupTempDirs();
+});
 
 /** A bundle whose layer takes a while to compress: 128 MiB of random bytes. */
 function slowBundle(): string {
@@ -67,4 +76,22 @@ describe('interrupted commands', () => {
       expect(readdirSync(out).filter((n) => n.includes('.tmp-'))).toEqual([]);
     });
   }
+});
+
+describe('an interrupted install from a registry', () => {
+  it('removes the staging folder of its downloaded layers before it exits 143', () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'b', 'files'), { recursive: true });
+    for (let i = 0; i < 40; i++) writeFileSync(join(dir, 'b', 'files', `f-${i}`), `file ${i}\n`);
+    writeFileSync(join(dir, 'b', 'bundle.yaml'), 'name: app\nversion: 1.0.0\ndescription: app\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: files\n    dst: opt/app\n');
+    expect(kbundle(['build', join(dir, 'b'), '-o', `oci:${join(dir, 'oci')}:app`]).code).toBe(0);
+    const ref = `${reg.host}/interrupt/app:1`;
+    expect(kbundle(['push', `oci:${join(dir, 'oci')}:app`, ref]).code).toBe(0);
+    // The layers are downloaded into a staging folder under TMPDIR; SIGTERM after the 3rd journal record, while they are there.
+    const tmp = join(dir, 'tmp');
+    mkdirSync(tmp);
+    const r = kbundle(['install', `container://${ref}`, '--root', join(dir, 'root')], { env: { ...process.env, TMPDIR: tmp, KBUNDLE_TEST_SIGNAL_AT: '3:SIGTERM' } });
+    expect(r.code, r.stderr).toBe(143);
+    expect(readdirSync(tmp)).toEqual([]);
+  });
 });
