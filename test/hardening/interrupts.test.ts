@@ -14,14 +14,7 @@ import { cliCommand, kbundle } from '../helpers/cli.js';
 import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
 import { startRegistry, type RegistryHandle } from '../helpers/registry.js';
 
-let reg: RegistryHandle;
-beforeAll(async () => {
-  reg = await startRegistry({ variant: 'open' });
-});
-afterAll(async () => {
-  await reg.stop();
-  cleanupTempDirs();
-});
+afterAll(cleanupTempDirs);
 
 /** A bundle whose layer takes a while to compress: 128 MiB of random bytes. */
 function slowBundle(): string {
@@ -79,6 +72,11 @@ describe('interrupted commands', () => {
 });
 
 describe('an interrupted install from a registry', () => {
+  // Only this suite needs a registry.
+  let reg: RegistryHandle;
+  beforeAll(async () => void (reg = await startRegistry({ variant: 'open' })));
+  afterAll(() => reg.stop());
+
   it('removes the staging folder of its downloaded layers before it exits 143', () => {
     const dir = tempDir();
     mkdirSync(join(dir, 'b', 'files'), { recursive: true });
