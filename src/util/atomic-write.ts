@@ -183,6 +183,9 @@ export async function withStagingDir<T>(parent: string, label: string, fn: (dir:
   }
 }
 
+/** Staging folders made by makeStagingDir and not yet removed → their signal cleanup's off switch. */
+const stagingDirs = new Map<string, () => void>();
+
 /**
  * A fresh staging folder `.kbundle-<label>-<pid>-XXXXXX` in `parent` whose lifetime the caller
  * manages, ending it with removeStagingDir; leftovers of dead processes in `parent` are swept
@@ -199,9 +202,6 @@ export async function makeStagingDir(parent: string, label: string): Promise<str
   );
   return dir;
 }
-
-/** Staging folders made by makeStagingDir and not yet removed → their signal cleanup's off switch. */
-const stagingDirs = new Map<string, () => void>();
 
 /** Remove a folder made by makeStagingDir (never throws for one already gone). */
 export async function removeStagingDir(dir: string): Promise<void> {
