@@ -207,6 +207,20 @@ async function sendChunk(ctx: UploadContext, desc: Descriptor, source: ChunkedSo
   }
 }
 
+/** PUT the whole (small) blob, held in memory: a transient failure starts a new upload session and sends it again. */
+async function putHeld(ctx: UploadContext, desc: Descriptor, source: ChunkedSource, state: ChunkState, what: string): Promise<void> {
+  const chunk = new ReplayableChunk(source, desc.size, what);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await commitUpload(ctx, desc, state.location, chunk);
+    } catch (e) {
+      if (source.failure !== undefined || !(e instanceof TransientTransferError) || attempt >= ctx.tuning.chunkAttempts) throw e;
+      await sleep(backoffDelay(ctx.session.retryPolicy, attempt));
+      state.location = await startUpload(ctx, desc);
+    }
+  }
+}
+
 /**
  * Push one blob: a single PUT for small blobs and for large ones read from a local file, 16 MiB
  * PATCH chunks for other large ones. The content is verified against `desc` on the way (the
@@ -233,30 +247,16 @@ export async function uploadBlob(ctx: UploadContext, desc: Descriptor, content: 
   };
   try {
     const state: ChunkState = { location: location ?? (await startUpload(ctx, desc)), offset: 0 };
-    if (desc.size <= ctx.tuning.monolithicMax) {
-      const chunk = new ReplayableChunk(source, desc.size, what);
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await commitUpload(ctx, desc, state.location, chunk);
-          break;
-        } catch (e) {
-          // The bytes are still held: a lost session costs a new POST, not a new read of the source.
-          if (source.failure !== undefined || !(e instanceof TransientTransferError) || attempt >= ctx.tuning.chunkAttempts) throw e;
-          await sleep(backoffDelay(ctx.session.retryPolicy, attempt));
-          state.location = await startUpload(ctx, desc);
-        }
-      }
-      ctx.onBytes?.(desc.size);
-      await noTrailingBytes();
-      return;
-    }
-    if (ctx.tuning.streamLocal && isLocalContent(checked)) {
-      // Read from a local file: one PUT streamed from it, kept nowhere. Against 16 MiB PATCH chunks
-      // kept for replay this spends a seventh to a fifth less CPU here and in registry 2.8 (which
-      // flushes each PATCH to disk before it answers); src/registry/README.md, Transfers. A broken
-      // connection or a retryable status is TRANSIENT (the client does not resend a body it cannot
-      // replay): the copy reads the file again.
-      await commitUpload(ctx, desc, state.location, new OneShotChunk(source, desc.size, what));
+    const small = desc.size <= ctx.tuning.monolithicMax;
+    if (small || (ctx.tuning.streamLocal && isLocalContent(checked))) {
+      // One PUT with the whole blob. A small one is held, so a lost session costs a new POST, not
+      // a new read of the source. A large one read from a local file is streamed from it and kept
+      // nowhere: against 16 MiB PATCH chunks kept for replay this spends a seventh to a fifth less
+      // CPU here and in registry 2.8 (which flushes each PATCH to disk before it answers);
+      // src/registry/README.md, Transfers. A broken connection or a retryable status is then
+      // TRANSIENT (the client does not resend a body it cannot replay): the copy reads the file again.
+      if (small) await putHeld(ctx, desc, source, state, what);
+      else await commitUpload(ctx, desc, state.location, new OneShotChunk(source, desc.size, what));
       ctx.onBytes?.(desc.size);
       await noTrailingBytes();
       return;
