@@ -13,7 +13,8 @@ import { isKbError } from '../src/errors.js';
 import { codecOfMediaType, decompress, mediaTypeOfCodec } from '../src/layer/codec.js';
 import { GZIP_CHUNK, ParallelDeflate } from '../src/layer/parallel-gzip.js';
 import { ZstdProgram } from '../src/layer/zstd.js';
-import { compareEntryPaths, readTar, writeLayer, type LayerEntry } from '../src/layer/tar.js';
+import { compareEntryPaths, writeLayer, type LayerEntry } from '../src/layer/tar.js';
+import { readTar } from '../src/layer/tar-reader.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 
@@ -26,7 +27,7 @@ function sample(): Buffer {
   return Buffer.concat(parts);
 }
 
-async function readAll(s: Readable): Promise<Buffer> {
+async function readAll(s: AsyncIterable<unknown> | Iterable<unknown>): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of s) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
@@ -186,8 +187,8 @@ describe('layer tar', () => {
       // The diff_id is the sha256 of the tar the real decompressor produces.
       expect(a.diffId).toBe(`sha256:${mustRun('sh', ['-c', `${compression} -dc < "$1" | sha256sum`, 'sh', join(dir, 'a')]).split(' ')[0]}`);
       const seen: string[] = [];
-      for await (const { header, body } of readTar(decompress(createReadStream(join(dir, 'a')), a.mediaType, 'layer'), 'layer')) {
-        const content = await readAll(body);
+      for await (const { header, chunks } of readTar(decompress(createReadStream(join(dir, 'a')), a.mediaType, 'layer'), 'layer', 64 * 1024)) {
+        const content = await readAll(chunks);
         seen.push(`${header.type} ${header.name} ${(header.mode ?? 0).toString(8)} ${content.length} ${header.linkname ?? ''}`.trim());
       }
       expect(seen).toEqual(['directory usr/ 755 0', 'directory usr/bin/ 755 0', 'file usr/bin/tool 755 200000', 'symlink usr/bin/t 777 0 tool']);
@@ -200,7 +201,7 @@ describe('layer tar', () => {
     const tar = await readAll(decompress(createReadStream(join(dir, 'l')), layer.mediaType, 'l'));
     const drain = async (src: Readable) => {
       try {
-        for await (const { body } of readTar(src, 'layer 1')) body.resume();
+        for await (const entry of readTar(src, 'layer 1')) void entry;
         return undefined;
       } catch (e) {
         return e;

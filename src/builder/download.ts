@@ -3,13 +3,14 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { downloadToFile } from '../registry/download.js';
 import { errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
 import { STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
 import { decompress } from '../layer/codec.js';
-import { readTar } from '../layer/tar.js';
+import { readTar } from '../layer/tar-reader.js';
 
 export function downloadCacheDir(): string {
   return process.env.KBUNDLE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kbundle', 'downloads');
@@ -71,22 +72,20 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
   const label = 'the download';
   const seen: string[] = [];
   try {
-    for await (const { header, body } of readTar(decompress(createReadStream(archive), gzipped ? 'gzip' : 'none', label), label)) {
+    for await (const { header, chunks } of readTar(decompress(createReadStream(archive), gzipped ? 'gzip' : 'none', label), label)) {
       const name = header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
       if (name !== want) {
         if (header.type === 'file' && seen.length <= LISTED_MEMBERS) seen.push(name);
-        body.resume();
         continue;
       }
       if (header.type !== 'file' && header.type !== 'contiguous-file') {
-        body.resume();
         const target = header.linkname ? ` to ${header.linkname}` : '';
         throw new UserError(
           `${what}: extract: "${member}" is a ${header.type}${target} in the archive, not a regular file`,
           target ? `name the file it points to: extract: ${header.linkname}` : 'name a regular file of the archive',
         );
       }
-      await stageAndRename(final, (tmp) => pipeline(body, createWriteStream(tmp, { flags: STAGED_TEMP_FLAGS })));
+      await stageAndRename(final, (tmp) => pipeline(Readable.from(chunks), createWriteStream(tmp, { flags: STAGED_TEMP_FLAGS })));
       return final; // leaving the loop stops reading the archive
     }
   } catch (e) {

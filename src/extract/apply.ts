@@ -21,6 +21,7 @@ import {
   type Stats,
 } from 'node:fs';
 import { posix } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { KbError, UserError, writeError } from '../errors.js';
 import type { FlatEntry } from './flatten.js';
@@ -68,8 +69,6 @@ export function newApplyState(): ApplyState {
   return { written: new Set(), dirTimes: [], warnings: [] };
 }
 
-/** Files up to this size are read into memory and written with one call. */
-const SMALL_FILE = 1024 * 1024;
 /** Small files written on this thread before a journaled install starts its writer thread. */
 const WRITER_AFTER = 256;
 
@@ -98,12 +97,6 @@ function replaceWith(tmp: string, final: string, rel: string, state: ApplyState)
     state.existing?.clear();
   } else if (st?.isSymbolicLink()) state.dirs?.invalidate(rel);
   renameSync(tmp, final);
-}
-
-async function readSmall(body: FlatEntry['body'], size: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of body) parts.push(c as Buffer);
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts, size);
 }
 
 /** Create `path` with `data`, then its owner (when given), mode and times, all through the one descriptor. */
@@ -187,17 +180,18 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
     case 'contiguous-file': {
       const tmp = tmpName(parent);
       journal?.stage(tmp, final);
-      const size = h.size ?? 0;
+      const size = h.size;
+      const data = e.data;
       try {
-        if (size <= SMALL_FILE && state.startWriter && (state.smallFiles = (state.smallFiles ?? 0) + 1) > WRITER_AFTER) state.writer ??= state.startWriter();
-        if (size <= SMALL_FILE && journal && state.writer) {
+        if (data && state.startWriter && (state.smallFiles = (state.smallFiles ?? 0) + 1) > WRITER_AFTER) state.writer ??= state.startWriter();
+        if (data && journal && state.writer) {
           // Journaled: the temp is created on the writer's thread while this one goes on.
-          await state.writer.write(tmp, await readSmall(e.body, size), mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
-        } else if (size <= SMALL_FILE) {
+          await state.writer.write(tmp, data, mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
+        } else if (data) {
           // Most files of an image: one open, and the metadata set through it (no path lookups).
-          writeSmallFile(tmp, await readSmall(e.body, size), mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
+          writeSmallFile(tmp, data, mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
         } else {
-          await pipeline(e.body, createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
+          await pipeline(Readable.from(e.chunks), createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
           chownIfWanted(tmp, h, opts); // before chmod: a chown clears setuid/setgid bits
           chmodSync(tmp, mode);
           utimesSync(tmp, mtime, mtime);

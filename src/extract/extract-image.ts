@@ -2,8 +2,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { makeStagingDir, removeStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
-import { PassThrough, type Readable } from 'node:stream';
 import { limiter } from '../util/pool.js';
+import { chunksOf } from '../util/chunks.js';
 import { KbError, UserError } from '../errors.js';
 import { verifyFilesInOrder } from '../oci/file-digest-worker.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
@@ -116,7 +116,7 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     let bytes = 0;
     // The read-ahead lets inflating (zlib on the thread pool) run on while a run of small files
     // keeps the main thread busy with file system calls.
-    const open = async (i: number) => readAhead(decompress(createReadStream(await verified(i), { highWaterMark: 1024 * 1024 }), layers[i]!.mediaType, `${what} layer ${i}`));
+    const open = async (i: number) => chunksOf(decompress(createReadStream(await verified(i), { highWaterMark: 1024 * 1024 }), layers[i]!.mediaType, `${what} layer ${i}`), READ_AHEAD);
     for await (const entry of flattenLayers(open, layers.length, limits, what, opts.onWhiteout)) {
       if (opts.select && !opts.select(entry)) continue; // flattenLayers skips an unread body
       await applyEntry(root, entry, opts, state, what);
@@ -144,16 +144,6 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
 const PARALLEL_DOWNLOADS = 4;
 /** Inflated bytes buffered ahead of the tar reader. */
 const READ_AHEAD = 8 * 1024 * 1024;
-
-/** `src` through a READ_AHEAD buffer; errors pass on, and closing the buffer closes `src`. */
-function readAhead(src: Readable): Readable {
-  const buffer = new PassThrough({ highWaterMark: READ_AHEAD });
-  src.on('error', (e) => buffer.destroy(e));
-  buffer.on('close', () => {
-    if (!src.destroyed) src.destroy();
-  });
-  return src.pipe(buffer);
-}
 
 /** Start `run` for every layer, the top one (extracted first) first; the promises keep layer order. */
 function topFirst<T>(count: number, run: (i: number) => Promise<T>): Promise<T>[] {

@@ -1,6 +1,4 @@
-import type { Readable } from 'node:stream';
-import type { Header as Headers } from 'tar-stream';
-import { readTar } from '../layer/tar.js';
+import { readTar, type TarHeader } from '../layer/tar-reader.js';
 import { UserError } from '../errors.js';
 import { entryComponents } from './secure-path.js';
 
@@ -24,13 +22,15 @@ export const DEFAULT_LIMITS: ExtractLimits = {
 export interface FlatEntry {
   /** Root-relative, cleaned path. */
   path: string;
-  header: Headers;
-  /** File content (regular files only); must be consumed or resumed before the next entry. */
-  body: Readable;
+  header: TarHeader;
+  /** The whole content when it is at most 1 MiB (tar-reader.ts INLINE_BODY). */
+  data: Buffer | undefined;
+  /** The content piece by piece; read it before asking for the next entry (else it is skipped). */
+  chunks: AsyncIterable<Buffer> | Iterable<Buffer>;
   layer: number;
 }
 
-function isDir(h: Headers): boolean {
+function isDir(h: TarHeader): boolean {
   return h.type === 'directory';
 }
 
@@ -43,7 +43,7 @@ function isDir(h: Headers): boolean {
  * Hard links are held back and emitted last, after every file they may point at exists.
  */
 export async function* flattenLayers(
-  openLayer: (index: number) => Promise<Readable>,
+  openLayer: (index: number) => Promise<AsyncIterable<Buffer>>,
   layerCount: number,
   limits: ExtractLimits = DEFAULT_LIMITS,
   what = 'image',
@@ -68,21 +68,17 @@ export async function* flattenLayers(
 
   for (let layer = layerCount - 1; layer >= 0; layer--) {
     const layerOpaque: string[] = [];
-    for await (const { header: h, body: entry } of readTar(await openLayer(layer), `${what}: layer ${layer}`)) {
+    for await (const { header: h, data, chunks } of readTar(await openLayer(layer), `${what}: layer ${layer}`)) {
       if (++entries > limits.maxEntries) throw new UserError(`${what}: more than ${limits.maxEntries} entries`, 'raise --max-entries if this image is legitimate');
       if (Buffer.byteLength(h.name) > limits.maxNameLength) throw new UserError(`${what}: layer ${layer}: entry name longer than ${limits.maxNameLength} bytes`);
       const parts = entryComponents(h.name, `${what}: layer ${layer}`);
       if (parts.length > limits.maxDepth) throw new UserError(`${what}: layer ${layer}: "${h.name}" is nested deeper than ${limits.maxDepth} levels`);
-      if (parts.length === 0) {
-        entry.resume();
-        continue; // the root itself ("./")
-      }
+      if (parts.length === 0) continue; // the root itself ("./")
       let base = parts[parts.length - 1]!;
       const dir = parts.slice(0, -1).join('/');
       if (base === OPAQUE_MARKER) {
         if (dir) layerOpaque.push(dir);
         onWhiteout?.(`${dir}/`, layer);
-        entry.resume();
         continue;
       }
       const tombstone = base.startsWith(WHITEOUT_PREFIX);
@@ -91,27 +87,21 @@ export async function* flattenLayers(
         if (base === '' || base === '.' || base === '..') throw new UserError(`${what}: layer ${layer}: whiteout "${h.name}" names no file inside the root`, 'the image is malformed or hostile');
       }
       const path = dir ? `${dir}/${base}` : base;
-      if (seen.has(path) || hiddenByAncestor(path)) {
-        entry.resume();
-        continue;
-      }
+      if (seen.has(path) || hiddenByAncestor(path)) continue;
       seen.set(path, tombstone || !isDir(h));
       if (tombstone) {
         onWhiteout?.(path, layer);
-        entry.resume();
         continue;
       }
       if (h.type === 'file' || h.type === 'contiguous-file') {
-        bytes += h.size ?? 0;
+        bytes += h.size;
         if (bytes > limits.maxTotalBytes) throw new UserError(`${what}: more than ${limits.maxTotalBytes} bytes of files`, 'raise --max-size if this image is legitimate');
       }
       if (h.type === 'link') {
-        hardlinks.push({ path, header: h, body: entry, layer });
-        entry.resume();
+        hardlinks.push({ path, header: h, data: undefined, chunks: [], layer });
         continue;
       }
-      yield { path, header: h, body: entry, layer };
-      entry.resume(); // in case the consumer did not read it
+      yield { path, header: h, data, chunks, layer }; // a body left unread is skipped by readTar
     }
     for (const d of layerOpaque) opaque.add(d);
   }

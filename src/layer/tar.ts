@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { closeSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { extract as tarExtract, type Header as Headers } from 'tar-stream';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
 import { mediaTypeOfCodec } from './codec.js';
 import { tarDigester, type TarDigest } from './hash-worker.js';
@@ -374,42 +373,4 @@ async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, o
 export function writeLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const codec = opts.compression ?? 'gzip';
   return codec === 'gzip' ? writeGzipLayer(entries, outFile, opts) : writeZstdLayer(entries, outFile, opts);
-}
-
-/** One entry of a tar being read: its header and its body (consume or resume it before the next). */
-export interface TarEntry {
-  header: Headers;
-  body: Readable;
-}
-
-/**
- * The entries of a tar stream (already decompressed, see codec.ts `decompress`). An error of `src`
- * reaches the reader as it is; a tar that stops inside an entry or header after `src` ended
- * cleanly is a KbError TRUNCATED naming `what`. Leaving the loop early stops reading `src`.
- */
-export async function* readTar(src: Readable, what: string): AsyncGenerator<TarEntry> {
-  const tar = tarExtract();
-  // _final (streams' documented end hook) runs once every byte written was parsed; tar-stream fails
-  // it when the archive stops inside an entry or header. Any earlier failure is a bad header.
-  let atEnd = false;
-  const final = tar._final.bind(tar);
-  tar._final = (cb) => {
-    atEnd = true;
-    final(cb);
-  };
-  let sourceError: unknown;
-  src.on('error', (e) => {
-    sourceError = e;
-    tar.destroy(e);
-  });
-  src.pipe(tar);
-  try {
-    for await (const entry of tar) yield { header: entry.header, body: entry as unknown as Readable };
-  } catch (e) {
-    if (e === sourceError || e instanceof KbError) throw e;
-    if (atEnd) throw new KbError('TRUNCATED', `${what}: the tar archive ends inside an entry`, { cause: e, hint: 'the blob is incomplete; fetch or rebuild it' });
-    throw new KbError('INVALID_INPUT', `${what}: not a valid tar archive (${errorMessage(e)})`, { cause: e });
-  } finally {
-    if (!src.destroyed && !src.readableEnded) src.destroy();
-  }
 }

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { errorMessage, UserError } from '../errors.js';
 import { decompress } from '../layer/codec.js';
-import { readTar } from '../layer/tar.js';
+import { readTar } from '../layer/tar-reader.js';
 import { isManifestMediaType } from '../oci/mediatypes.js';
 import { fetchBytes, type Target } from '../oci/target.js';
 import { ImageConfigSchema, parseJson, parseManifest, type Descriptor } from '../oci/types.js';
@@ -202,25 +202,23 @@ export async function collectInventory(target: Target, manifest: Descriptor, pla
   const yaml = new Map<string, Buffer>();
   for (const layer of layers) {
     const what = `${target.name}@${layer.digest}`;
-    for await (const { header, body } of readTar(decompress(await target.fetch(m.layers[layer.index]!), layer.mediaType, what), what)) {
+    for await (const { header, chunks } of readTar(decompress(await target.fetch(m.layers[layer.index]!), layer.mediaType, what), what)) {
       const path = posix.normalize(header.name.replace(/^(\.\/)+/, '').replace(/^\/+/, '')).replace(/\/+$/, '');
-      if (header.type !== 'file' && header.type !== 'contiguous-file') {
-        body.resume();
-        continue;
-      }
+      if (header.type !== 'file' && header.type !== 'contiguous-file') continue;
       const sha256 = createHash('sha256');
       const sha1 = createHash('sha1');
       const keep = /\.ya?ml$/i.test(path) && (header.size ?? 0) <= MAX_PARSED_YAML;
-      const chunks: Buffer[] = [];
+      const kept: Buffer[] = [];
       let size = 0;
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      for await (const chunk of chunks) {
         sha256.update(chunk);
         sha1.update(chunk);
         size += chunk.length;
-        if (keep) chunks.push(chunk);
+        if (keep) kept.push(chunk);
       }
       files.set(path, { path, sha256: sha256.digest('hex'), sha1: sha1.digest('hex'), size, mode: (header.mode ?? 0o644) & 0o7777, layer: layer.index });
-      if (keep) yaml.set(path, Buffer.concat(chunks));
+      if (keep)
+        yaml.set(path, Buffer.concat(kept)); // a copy: the chunks are views of the layer's
       else yaml.delete(path);
     }
   }
