@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -252,9 +253,27 @@ describe('the file-writing thread of journaled installs', () => {
     expect(readFileSync(join(dir, 'a'), 'utf8')).toBe('alpha');
     expect(statSync(join(dir, 'a')).mode & 0o777).toBe(0o640);
     // What a crashed thread looks like to the install: its worker is gone.
-    await (writer as unknown as { threads: { worker: { terminate(): Promise<number> } }[] }).threads[0]!.worker.terminate();
+    await (writer as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
     await expect(writer.write(join(dir, 'b'), Buffer.from('beta'), 0o644, new Date(0)).then(() => writer.drain())).rejects.toMatchObject({ name: 'KbError', code: 'INTERNAL' });
     expect(existsSync(join(dir, 'b'))).toBe(false);
+    writer.stopSync();
+  });
+
+  it('writes a large file queued in pieces across batches, between small files', async () => {
+    const dir = tempDir();
+    const writer = new FileWriter();
+    const pieces = Array.from({ length: 40 }, (_, i) => randomBytes(100_000 + i));
+    await writer.write(join(dir, 'before'), Buffer.from('b'), 0o600, new Date(0));
+    await writer.writePieces(join(dir, 'large'), pieces, 0o751, new Date(5_000_000));
+    await writer.write(join(dir, 'after'), Buffer.from('a'), 0o644, new Date(0));
+    await writer.writePieces(join(dir, 'empty'), [], 0o644, new Date(0));
+    await writer.drain();
+    expect(readFileSync(join(dir, 'large')).equals(Buffer.concat(pieces))).toBe(true);
+    expect(statSync(join(dir, 'large')).mode & 0o777).toBe(0o751);
+    expect(statSync(join(dir, 'large')).mtimeMs).toBe(5_000_000);
+    expect(readFileSync(join(dir, 'before'), 'utf8') + readFileSync(join(dir, 'after'), 'utf8') + readFileSync(join(dir, 'empty'), 'utf8')).toBe('ba');
+    // A piece that cannot be written (its folder is gone) fails the install with the errno error.
+    await expect(writer.writePieces(join(dir, 'missing', 'f'), pieces.slice(0, 3), 0o644, new Date(0)).then(() => writer.drain())).rejects.toMatchObject({ code: 'ENOENT' });
     writer.stopSync();
   });
 });

@@ -183,13 +183,15 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       const size = h.size;
       const data = e.data;
       try {
-        if (data && state.startWriter && (state.smallFiles = (state.smallFiles ?? 0) + 1) > WRITER_AFTER) state.writer ??= state.startWriter();
-        if (data && journal && state.writer) {
-          // Journaled: the temp is created on the writer's thread while this one goes on.
-          await state.writer.write(tmp, data, mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
+        if (state.startWriter && (!data || (state.smallFiles = (state.smallFiles ?? 0) + 1) > WRITER_AFTER)) state.writer ??= state.startWriter();
+        const owner = opts.sameOwner && isRoot() ? h : undefined;
+        if (journal && state.writer) {
+          // Journaled: the temp is created and written on the writer's thread while this one goes on.
+          if (data) await state.writer.write(tmp, data, mode, mtime, owner);
+          else await state.writer.writePieces(tmp, e.chunks, mode, mtime, owner);
         } else if (data) {
           // Most files of an image: one open, and the metadata set through it (no path lookups).
-          writeSmallFile(tmp, data, mode, mtime, opts.sameOwner && isRoot() ? h : undefined);
+          writeSmallFile(tmp, data, mode, mtime, owner);
         } else {
           await pipeline(Readable.from(e.chunks), createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
           chownIfWanted(tmp, h, opts); // before chmod: a chown clears setuid/setgid bits
