@@ -267,7 +267,13 @@ describe('the file-writing thread of journaled installs', () => {
     await writer.writePieces(join(dir, 'large'), pieces, 0o751, new Date(5_000_000));
     await writer.write(join(dir, 'after'), Buffer.from('a'), 0o644, new Date(0));
     await writer.writePieces(join(dir, 'empty'), [], 0o644, new Date(0));
+    // Modes the usual umask would cut (given at creation when it would not): chmod'ed afterwards.
+    await writer.write(join(dir, 'group-writable'), Buffer.from('g'), 0o666, new Date(0));
+    await writer.write(join(dir, 'sticky'), Buffer.from('s'), 0o1755, new Date(0));
     await writer.drain();
+    expect(statSync(join(dir, 'group-writable')).mode & 0o7777).toBe(0o666);
+    expect(statSync(join(dir, 'sticky')).mode & 0o7777).toBe(0o1755);
+    expect(statSync(join(dir, 'after')).mode & 0o7777).toBe(0o644);
     expect(readFileSync(join(dir, 'large')).equals(Buffer.concat(pieces))).toBe(true);
     expect(statSync(join(dir, 'large')).mode & 0o777).toBe(0o751);
     expect(statSync(join(dir, 'large')).mtimeMs).toBe(5_000_000);

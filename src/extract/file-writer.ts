@@ -9,6 +9,7 @@
  * The main thread journals every temp before queueing it, and drains (waits for every queued file)
  * before anything that needs one to exist (a hard link to it, its xattrs, the commit).
  */
+import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { KbError } from '../errors.js';
 
@@ -34,6 +35,7 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
 const ctl = new Int32Array(workerData.ctl);
+const umask = workerData.umask;
 let failed = false;
 let fd = -1;
 parentPort.on('message', (b) => {
@@ -47,8 +49,12 @@ parentPort.on('message', (b) => {
     }
     const path = b.paths[i];
     const flags = b.flags[i];
+    // The mode given at creation when the umask keeps it whole and no chown follows (a chown
+    // clears setuid bits): one fchmod fewer per file.
+    const mode = b.modes[i];
+    const direct = umask >= 0 && b.uids[i] < 0 && (mode & ~0o777) === 0 && (mode & umask) === 0;
     try {
-      if (flags & ${OPEN}) fd = fs.openSync(path, 'wx', 0o600);
+      if (flags & ${OPEN}) fd = fs.openSync(path, 'wx', direct ? mode : 0o600);
       const body = data.subarray(b.starts[i], b.starts[i + 1]);
       for (let off = 0; off < body.length; ) off += fs.writeSync(fd, body, off, body.length - off);
       if (flags & ${CLOSE}) {
@@ -56,7 +62,7 @@ parentPort.on('message', (b) => {
         fd = -1;
         try {
           if (b.uids[i] >= 0) fs.fchownSync(f, b.uids[i], b.gids[i]);
-          fs.fchmodSync(f, b.modes[i]);
+          if (!direct) fs.fchmodSync(f, mode);
           fs.futimesSync(f, b.mtimes[i], b.mtimes[i]);
         } finally {
           fs.closeSync(f);
@@ -88,6 +94,16 @@ interface Batch {
 const emptyBatch = (): Batch => ({ paths: [], flags: [], chunks: [], bytes: 0, modes: [], mtimes: [], uids: [], gids: [] });
 const EMPTY = Buffer.alloc(0);
 
+/** The process umask, read without changing it (process.umask() sets it for a moment); -1 if unknown. */
+function currentUmask(): number {
+  try {
+    const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    return m ? parseInt(m[1]!, 8) : -1;
+  } catch {
+    return -1;
+  }
+}
+
 export class FileWriter {
   private readonly worker: Worker;
   private readonly ctl = new Int32Array(new SharedArrayBuffer(8));
@@ -106,7 +122,7 @@ export class FileWriter {
   /** One thread: two measured no faster on 2 cores (10-20% slower with more system time, once). */
   constructor() {
     // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
-    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { ctl: this.ctl.buffer } });
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { ctl: this.ctl.buffer, umask: currentUmask() } });
     this.worker.on('message', (m: { acked?: number; buffer?: ArrayBuffer; error?: { message: string; code?: string; errno?: number; syscall?: string; path: string } }) => {
       if (m.error) this.failure ??= Object.assign(new Error(m.error.message), { code: m.error.code, errno: m.error.errno, syscall: m.error.syscall, path: m.error.path });
       if (m.buffer && this.spare.length < SPARE_BUFFERS) this.spare.push(m.buffer);
