@@ -4,13 +4,13 @@
  * layers written from entries read back entry by entry with the digests the writer reported.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
-import { codecOfMediaType, decompress, mediaTypeOfCodec } from '../src/layer/codec.js';
+import { codecOfMediaType, decompress, decompressFile, mediaTypeOfCodec } from '../src/layer/codec.js';
 import { GZIP_CHUNK, ParallelDeflate } from '../src/layer/parallel-gzip.js';
 import { ZstdProgram } from '../src/layer/zstd.js';
 import { compareEntryPaths, writeLayer, type LayerEntry } from '../src/layer/tar.js';
@@ -157,6 +157,33 @@ describe('layer codec', () => {
       },
     });
     expect(await failure(decompress(src, 'gzip', 'x'))).toBe(boom);
+  });
+
+  it('decompressFile: reads a gzip file through its two reused buffers, byte for byte; cut is TRUNCATED, garbage INVALID_INPUT', async () => {
+    const dir = tempDir();
+    // 6 MiB of mostly random bytes: several 1 MiB reads, so both buffers are reused while the
+    // decoder may still be behind (a buffer overwritten too early would change the output).
+    const data = Buffer.concat([randomBytes(5 * 1024 * 1024), Buffer.alloc(1024 * 1024, 'text\n')]);
+    writeFileSync(join(dir, 'l.gz'), gzipSync(data, { level: 1 }));
+    for (let round = 0; round < 3; round++) expect((await readAll(decompressFile(join(dir, 'l.gz'), 'gzip', 'l'))).equals(data)).toBe(true);
+    const gz = readFileSync(join(dir, 'l.gz'));
+    writeFileSync(join(dir, 'cut.gz'), gz.subarray(0, gz.length - 5000));
+    expect(isKbError(await failure(decompressFile(join(dir, 'cut.gz'), 'gzip', 'cut')), 'TRUNCATED')).toBe(true);
+    writeFileSync(join(dir, 'bad.gz'), Buffer.concat([gz.subarray(0, 10), randomBytes(100_000)]));
+    expect(isKbError(await failure(decompressFile(join(dir, 'bad.gz'), 'gzip', 'bad')), 'INVALID_INPUT')).toBe(true);
+    expect(await failure(decompressFile(join(dir, 'missing.gz'), 'gzip', 'missing'))).toMatchObject({ code: 'ENOENT' });
+    // Left early: the file is closed (no descriptor left open on it).
+    const early = decompressFile(join(dir, 'l.gz'), 'gzip', 'l');
+    for await (const c of early) if (c) break;
+    await new Promise((r) => setTimeout(r, 50));
+    const open = readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === join(dir, 'l.gz');
+      } catch {
+        return false;
+      }
+    });
+    expect(open).toEqual([]);
   });
 });
 

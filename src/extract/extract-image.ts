@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { makeStagingDir, removeStagingDir } from '../util/atomic-write.js';
 import { tmpdir } from 'node:os';
@@ -7,7 +6,7 @@ import { chunksOf } from '../util/chunks.js';
 import { KbError, UserError } from '../errors.js';
 import { verifyFilesInOrder } from '../oci/file-digest-worker.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
-import { decompress } from '../layer/codec.js';
+import { decompressFile } from '../layer/codec.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { parseIndex, parseManifest, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
 import { OciLayout } from '../store/oci-layout.js';
@@ -116,7 +115,7 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     let bytes = 0;
     // The read-ahead lets inflating (zlib on the thread pool) run on while a run of small files
     // keeps the main thread busy with file system calls.
-    const open = async (i: number) => chunksOf(decompress(createReadStream(await verified(i), { highWaterMark: 1024 * 1024 }), layers[i]!.mediaType, `${what} layer ${i}`), READ_AHEAD);
+    const open = async (i: number) => chunksOf(decompressFile(await verified(i), layers[i]!.mediaType, `${what} layer ${i}`), READ_AHEAD);
     for await (const entry of flattenLayers(open, layers.length, limits, what, opts.onWhiteout)) {
       if (opts.select && !opts.select(entry)) continue; // flattenLayers skips an unread body
       await applyEntry(root, entry, opts, state, what);
