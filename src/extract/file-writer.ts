@@ -2,12 +2,12 @@
  * The files of a journaled install, created and written on a worker thread. Creating a file costs
  * the kernel 30-500 µs (ext4 inode allocation) and the main thread also parses the tar and decides
  * every entry; with the writing here, the two run side by side (a large file's pieces are queued
- * as they are inflated, so the next entries are read while it is written). Only journaled installs use it:
- * their temps have fresh names in folders the main thread has already resolved and created, and
- * nothing renames a folder before the commit, so when the file is made later on this thread it
- * lands where it would have landed at once (no symlink can appear on its path meanwhile).
- * The main thread journals every temp before queueing it, and drains (waits for every queued file)
- * before anything that needs one to exist (a hard link to it, its xattrs, the commit).
+ * as they are inflated, so the next entries are read while it is written). Only journaled
+ * installs use it: their temps have fresh names in folders the main thread has already resolved
+ * and created, and nothing renames a folder before the commit, so when the file is made later on
+ * this thread it lands where it would have landed at once (no symlink can appear on its path
+ * meanwhile). The main thread journals every temp before queueing it, and drains (waits for every
+ * queued file) before anything that needs one to exist (a hard link to it, its xattrs, the commit).
  */
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
