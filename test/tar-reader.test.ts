@@ -208,6 +208,19 @@ describe('chunksOf', () => {
     expect(src.destroyed).toBe(true);
   });
 
+  it('listens at once: an error before the first step is thrown there, not an unhandled event', async () => {
+    const early = new PassThrough();
+    const chunks = chunksOf(early, 100);
+    early.destroy(new Error('reset before reading'));
+    await new Promise((r) => setImmediate(r));
+    await expect(chunks.next()).rejects.toThrow('reset before reading');
+    const tarSource = new PassThrough();
+    const tar = readTar(tarSource, 't');
+    tarSource.destroy(new Error('reset under the tar reader'));
+    await new Promise((r) => setImmediate(r));
+    await expect(tar.next()).rejects.toThrow('reset under the tar reader');
+  });
+
   it('throws the source’s error, and a stream destroyed without one is not a clean end', async () => {
     const failing = new PassThrough();
     const first = chunksOf(failing, 100).next();

@@ -171,8 +171,13 @@ function decodeHeader(b: Buffer, what: string): { header: TarHeader; flag: numbe
  * reaches the reader as it is; a tar that stops inside an entry or header is a KbError TRUNCATED,
  * a malformed one INVALID_INPUT, both naming `what`. Leaving the loop early stops reading `src`.
  */
-export async function* readTar(src: Readable | AsyncIterable<Buffer>, what: string, inline = INLINE_BODY): AsyncGenerator<TarEntry> {
-  const input = (src instanceof Readable ? chunksOf(src, READ_AHEAD) : src)[Symbol.asyncIterator]();
+export function readTar(src: Readable | AsyncIterable<Buffer>, what: string, inline = INLINE_BODY): AsyncGenerator<TarEntry> {
+  // A Readable is listened to at once (its error before the first step must not go unhandled).
+  return entries(src instanceof Readable ? chunksOf(src, READ_AHEAD) : src, what, inline);
+}
+
+async function* entries(src: AsyncIterable<Buffer>, what: string, inline: number): AsyncGenerator<TarEntry> {
+  const input = src[Symbol.asyncIterator]();
   let chunk: Buffer = EMPTY;
   let pos = 0;
   /** Bytes of the current entry's body (and padding) not yet read. */

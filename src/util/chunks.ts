@@ -4,9 +4,10 @@ import type { Readable } from 'node:stream';
  * The chunks of `src` one at a time, as they were pushed, with up to `ahead` bytes read ahead.
  * A Readable's own async iterator returns everything buffered as one buffer, copying each byte
  * once more (with a large read-ahead, megabytes per step); this hands over the chunks themselves.
- * An error of `src` is thrown at the next step; leaving the loop early destroys `src`.
+ * The listeners are attached at once (an error before the first step is not an unhandled
+ * 'error' event); an error of `src` is thrown at the next step; leaving the loop early destroys `src`.
  */
-export async function* chunksOf(src: Readable, ahead: number): AsyncGenerator<Buffer> {
+export function chunksOf(src: Readable, ahead: number): AsyncGenerator<Buffer> {
   const queue: Buffer[] = [];
   let queued = 0;
   let ended = false;
@@ -36,20 +37,24 @@ export async function* chunksOf(src: Readable, ahead: number): AsyncGenerator<Bu
     if (!ended) error ??= new Error('the stream closed before its end');
     notify();
   });
-  try {
-    for (;;) {
-      if (error !== undefined) throw error;
-      const c = queue.shift();
-      if (c) {
-        queued -= c.length;
-        if (queued <= ahead / 2 && src.isPaused()) src.resume();
-        yield c;
-        continue;
+  return drain();
+
+  async function* drain(): AsyncGenerator<Buffer> {
+    try {
+      for (;;) {
+        if (error !== undefined) throw error;
+        const c = queue.shift();
+        if (c) {
+          queued -= c.length;
+          if (queued <= ahead / 2 && src.isPaused()) src.resume();
+          yield c;
+          continue;
+        }
+        if (ended) return;
+        await new Promise<void>((r) => (wake = r));
       }
-      if (ended) return;
-      await new Promise<void>((r) => (wake = r));
+    } finally {
+      if (!src.destroyed) src.destroy();
     }
-  } finally {
-    if (!src.destroyed) src.destroy();
   }
 }
