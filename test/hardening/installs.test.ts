@@ -247,6 +247,54 @@ describe('images with many small files (created on the writer thread after the f
   });
 });
 
+describe('large files (written in pieces on the writer thread)', () => {
+  let large: string;
+  // 3 MB, over the 1 MiB inline limit: queued piece by piece as it is inflated; a small file
+  // before and after it in the same folder.
+  const body = Array.from({ length: 30_000 }, (_, i) => `line ${i} ${'z'.repeat(90)}\n`).join('');
+  beforeAll(async () => {
+    const spec = 'name: large\nversion: 1.0.0\ndescription: large\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: large\n    dst: opt/large\n';
+    const dir = writeBundle(join(tempDir(), 'large'), spec, [
+      { path: 'large/a-small', content: 'before', mode: 0o644 },
+      { path: 'large/b-large', content: body, mode: 0o755 },
+      { path: 'large/c-small', content: 'after', mode: 0o644 },
+    ]);
+    large = join(tempDir(), 'oci');
+    await buildTo(dir, { transport: 'oci', path: large, ref: 'large' }, { platforms: ['linux/amd64'] });
+  });
+
+  it('lands whole, and a SIGKILL or SIGTERM after any journal record leaves the old tree or the new one and no temp files', () => {
+    const root = oldRoot();
+    expect(kbundle(['install', `container://${large}:large`, '--local-file', '--root', root]).code).toBe(0);
+    const snap = snapshot(root);
+    expect(snap['opt/large/b-large']).toBe(`file:755:${body}`);
+    expect(snap['opt/large/c-small']).toBe('file:644:after');
+    const { seen } = interruptAtRecords(
+      `container://${large}:large`,
+      Array.from({ length: 40 }, (_, i) => i + 1),
+      (n) => (n % 2 ? 'SIGKILL' : 'SIGTERM'),
+    );
+    expect(seen.before).toBeGreaterThan(0);
+    expect(seen.after).toBeGreaterThan(0);
+  });
+
+  it.runIf(isRoot)('ENOSPC part way through its pieces: exit IO naming the path, the root as it was, no temp files', () => {
+    const root = oldRoot();
+    const small = tempDir();
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'kbundle-full', small]).status).toBe(0);
+    try {
+      cpSync(root, small, { recursive: true });
+      const before = snapshot(small);
+      const r = kbundle(['install', `container://${large}:large`, '--local-file', '--root', small]);
+      expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
+      expect(r.stderr).toMatch(new RegExp(`kbundle: error: ${small}/\\S+: no space left on the device \\(ENOSPC\\)`));
+      expect(snapshot(small)).toEqual(before);
+    } finally {
+      spawnSync('umount', [small]);
+    }
+  });
+});
+
 describe('state writes stay in the root; concurrent installs are serialised', () => {
   it('a symlink planted at var/lib/kbundle is refused, and nothing is written where it points', () => {
     const root = oldRoot();
