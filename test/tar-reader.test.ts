@@ -4,7 +4,7 @@
  * hostile headers. And chunksOf (src/util/chunks.ts), the source it reads from.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
 import { readTar, type TarEntry } from '../src/layer/tar-reader.js';
 import { chunksOf } from '../src/util/chunks.js';
+import { extractFiles } from '../src/store/tar.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 import { craftTar } from './helpers/craft-image.js';
 
@@ -244,3 +245,32 @@ function fixChecksum(block: Buffer): void {
   for (let k = 0; k < 512; k++) sum += block[k]!;
   block.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
 }
+
+describe('extractFiles (the archive transports unpack through readTar)', () => {
+  it('writes regular files whole, skips the rest, refuses names leaving the folder, and reports a cut archive', async () => {
+    const dir = tempDir();
+    const big = Buffer.alloc(1_500_000, 'big ');
+    const link = Buffer.from((await craftTar([{ name: 'l', type: 'symlink', linkname: 'x' }])).subarray(0, 512));
+    setSize(link, 512); // swallows nothing: the next block is still read as a header
+    const good = Buffer.concat([
+      link,
+      await craftTar([
+        { name: 'blobs/sha256/aa', type: 'file', content: big },
+        { name: 'index.json', type: 'file', content: '{}' },
+      ]),
+    ]);
+    writeFileSync(join(dir, 'good.tar'), good);
+    await extractFiles(join(dir, 'good.tar'), join(dir, 'out'), 'good.tar');
+    expect(readFileSync(join(dir, 'out/blobs/sha256/aa')).equals(big)).toBe(true);
+    expect(readFileSync(join(dir, 'out/index.json'), 'utf8')).toBe('{}');
+    expect(readdirSync(join(dir, 'out')).sort()).toEqual(['blobs', 'index.json']);
+    for (const name of ['../escape', '/etc/escape', 'a/../../escape']) {
+      writeFileSync(join(dir, 'bad.tar'), await craftTar([{ name, type: 'file', content: 'x' }]));
+      await expect(extractFiles(join(dir, 'bad.tar'), join(dir, 'out2'), 'bad.tar')).rejects.toThrow(/points outside the archive/);
+    }
+    expect(existsSync(join(dir, 'escape'))).toBe(false);
+    writeFileSync(join(dir, 'cut.tar'), good.subarray(0, 512 + 512 + 700_000));
+    await expect(extractFiles(join(dir, 'cut.tar'), join(dir, 'out3'), 'cut.tar')).rejects.toMatchObject({ code: 'TRUNCATED' });
+    await expect(extractFiles(join(dir, 'missing.tar'), join(dir, 'out4'), 'missing.tar')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+  });
+});

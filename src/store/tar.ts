@@ -1,11 +1,12 @@
 /** Tar reading and writing shared by the archive transports (oci-archive, docker-archive). */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open as openFile } from 'node:fs/promises';
+import { mkdir, open as openFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize, resolve, sep } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { extract as tarExtract, pack as tarPack } from 'tar-stream';
+import { pack as tarPack } from 'tar-stream';
+import { readTar } from '../layer/tar-reader.js';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { makeStagingDir, removeStagingDir, STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
@@ -50,28 +51,18 @@ export async function writeTar(items: TarItem[], out: string): Promise<void> {
 /** Unpack the regular files of a tar into `dir`; names that would escape it are refused. */
 export async function extractFiles(file: string, dir: string, what: string): Promise<void> {
   const root = resolve(dir);
-  const ex = tarExtract();
   let entries = 0;
-  ex.on('entry', (headers, stream, next) => {
-    const fail = (e: unknown): void => {
-      stream.resume();
-      next(e instanceof Error ? e : new Error(String(e)));
-    };
-    if (++entries > MAX_ARCHIVE_ENTRIES) return fail(new UserError(`${what}: more than ${MAX_ARCHIVE_ENTRIES} entries`));
-    const name = normalize(headers.name).replace(/^(\.\/)+/, '');
-    const dest = resolve(root, name);
-    if (headers.name.startsWith('/') || (dest !== root && !dest.startsWith(root + sep))) return fail(new UserError(`${what}: entry "${headers.name}" points outside the archive`));
-    if (headers.type !== 'file' && headers.type !== 'contiguous-file') {
-      stream.resume();
-      stream.on('end', () => next());
-      return;
-    }
-    mkdir(dirname(dest), { recursive: true })
-      .then(() => pipeline(stream, createWriteStream(dest)))
-      .then(() => next(), fail);
-  });
   try {
-    await pipeline(createReadStream(file), ex);
+    for await (const { header, data, chunks } of readTar(createReadStream(file), what)) {
+      if (++entries > MAX_ARCHIVE_ENTRIES) throw new UserError(`${what}: more than ${MAX_ARCHIVE_ENTRIES} entries`);
+      const name = normalize(header.name).replace(/^(\.\/)+/, '');
+      const dest = resolve(root, name);
+      if (header.name.startsWith('/') || (dest !== root && !dest.startsWith(root + sep))) throw new UserError(`${what}: entry "${header.name}" points outside the archive`);
+      if (header.type !== 'file' && header.type !== 'contiguous-file') continue;
+      await mkdir(dirname(dest), { recursive: true });
+      if (data) await writeFile(dest, data);
+      else await pipeline(Readable.from(chunks), createWriteStream(dest));
+    }
   } catch (e) {
     if (e instanceof KbError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
