@@ -1,5 +1,6 @@
 /**
- * The tar reader every path that reads a layer or archive uses (extract, sbom, builder downloads).
+ * The tar reader every path that reads a tar uses: layers (extract, sbom), image archives
+ * (docker-archive, oci-archive) and builder downloads.
  * Headers are parsed straight from the decompressed chunks and small bodies come back as buffers:
  * no stream per entry. Extracting 8,000 small files through tar-stream cost ~150 ms of parsing
  * and per-entry streams and ~100 ms of their garbage on the main thread, which is the install's

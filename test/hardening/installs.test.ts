@@ -110,6 +110,24 @@ function interruptAtRecords(image: string, records: Iterable<number>, signal: (n
   return { seen, after };
 }
 
+/** Install `image` onto a copy of the old root on a tmpfs of `size`: a clean IO error naming the path, the root as it was. */
+function expectCleanEnospc(image: string, size: string): void {
+  const root = oldRoot();
+  const small = tempDir();
+  expect(spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'kbundle-full', small]).status).toBe(0);
+  try {
+    cpSync(root, small, { recursive: true });
+    const before = snapshot(small);
+    const r = kbundle(['install', image, '--local-file', '--root', small]);
+    expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
+    expect(r.stderr).toMatch(new RegExp(`kbundle: error: ${small}/\\S+: no space left on the device \\(ENOSPC\\)`));
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    expect(snapshot(small)).toEqual(before);
+  } finally {
+    spawnSync('umount', [small]);
+  }
+}
+
 describe('container:// installs are all-or-nothing', () => {
   it('a SIGKILL after any journal record leaves, once recovered, the old tree or the new one and no temp files', () => {
     const { seen, after } = interruptAtRecords(
@@ -165,20 +183,7 @@ describe('container:// installs are all-or-nothing', () => {
 
 describe.runIf(isRoot)('a full or read-only file system is a clean IO error and changes nothing', () => {
   it('ENOSPC: exit IO naming the path, the root as it was, no temp files', () => {
-    const root = oldRoot();
-    const small = tempDir();
-    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'kbundle-full', small]).status).toBe(0);
-    try {
-      cpSync(root, small, { recursive: true });
-      const before = snapshot(small);
-      const r = kbundle(['install', target(), '--local-file', '--root', small]);
-      expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
-      expect(r.stderr).toMatch(new RegExp(`kbundle: error: ${small}/\\S+: no space left on the device \\(ENOSPC\\)`));
-      expect(r.stderr).not.toMatch(/\n\s+at /);
-      expect(snapshot(small)).toEqual(before);
-    } finally {
-      spawnSync('umount', [small]);
-    }
+    expectCleanEnospc(target(), '256k');
   });
 
   it('EROFS: a read-only root is refused with exit IO before anything is written', () => {
@@ -231,19 +236,7 @@ describe('images with many small files (created on the writer thread after the f
   });
 
   it.runIf(isRoot)('ENOSPC on the writer thread: exit IO naming the path, the root as it was, no temp files', () => {
-    const root = oldRoot();
-    const small = tempDir();
-    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1600k', 'kbundle-full', small]).status).toBe(0);
-    try {
-      cpSync(root, small, { recursive: true });
-      const before = snapshot(small);
-      const r = kbundle(['install', `container://${many}:many`, '--local-file', '--root', small]);
-      expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
-      expect(r.stderr).toMatch(new RegExp(`kbundle: error: ${small}/\\S+: no space left on the device \\(ENOSPC\\)`));
-      expect(snapshot(small)).toEqual(before);
-    } finally {
-      spawnSync('umount', [small]);
-    }
+    expectCleanEnospc(`container://${many}:many`, '1600k');
   });
 });
 
@@ -279,19 +272,7 @@ describe('large files (written in pieces on the writer thread)', () => {
   });
 
   it.runIf(isRoot)('ENOSPC part way through its pieces: exit IO naming the path, the root as it was, no temp files', () => {
-    const root = oldRoot();
-    const small = tempDir();
-    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'kbundle-full', small]).status).toBe(0);
-    try {
-      cpSync(root, small, { recursive: true });
-      const before = snapshot(small);
-      const r = kbundle(['install', `container://${large}:large`, '--local-file', '--root', small]);
-      expect(r.code, r.stderr).toBe(EXIT_CODES.IO);
-      expect(r.stderr).toMatch(new RegExp(`kbundle: error: ${small}/\\S+: no space left on the device \\(ENOSPC\\)`));
-      expect(snapshot(small)).toEqual(before);
-    } finally {
-      spawnSync('umount', [small]);
-    }
+    expectCleanEnospc(`container://${large}:large`, '2m');
   });
 });
 
