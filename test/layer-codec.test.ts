@@ -14,7 +14,7 @@ import { codecOfMediaType, decompress, decompressFile, mediaTypeOfCodec } from '
 import { GZIP_CHUNK, ParallelDeflate } from '../src/layer/parallel-gzip.js';
 import { ZstdProgram } from '../src/layer/zstd.js';
 import { compareEntryPaths, writeLayer, type LayerEntry } from '../src/layer/tar.js';
-import { readTar } from '../src/layer/tar-reader.js';
+import { readTar } from '../src/util/tar-reader.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 

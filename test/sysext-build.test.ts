@@ -303,14 +303,25 @@ describe('default file system: erofs where the build host makes DDIs itself', ()
   });
 });
 
+/**
+ * The pid a tool wrote with `echo $$ > file`, once its line is complete: the shell creates the
+ * file before it writes it, and an empty read made pid 0 (which signals the whole process group,
+ * so `kill(0, 0)` succeeded; seen once under a loaded CI).
+ */
+function writtenPid(file: string): number | undefined {
+  const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  return text.endsWith('\n') ? Number(text) : undefined;
+}
+
 describe('runTool: an abort signal (the sysext build kills mksquashfs when the tree check fails) and a deadline', () => {
   it('kills the tool, and rejects with the reason only once it has exited', async () => {
     const dir = tempDir();
     const pidFile = join(dir, 'pid');
     const stop = new AbortController();
     const running = runTool('sh', ['-c', `echo $$ > ${pidFile}; exec sleep 60`], { signal: stop.signal });
-    for (let i = 0; i < 200 && !existsSync(pidFile); i++) await new Promise((r) => setTimeout(r, 25));
-    const pid = Number(readFileSync(pidFile, 'utf8'));
+    for (let i = 0; i < 200 && writtenPid(pidFile) === undefined; i++) await new Promise((r) => setTimeout(r, 25));
+    const pid = writtenPid(pidFile)!;
+    expect(pid).toBeGreaterThan(1);
     const reason = new Error('the tree check failed');
     const started = performance.now();
     stop.abort(reason);
@@ -324,7 +335,8 @@ describe('runTool: an abort signal (the sysext build kills mksquashfs when the t
     const pidFile = join(dir, 'pid');
     const reason = new Error('already failed');
     await expect(runTool('sh', ['-c', `echo $$ > ${pidFile}; exec sleep 60`], { signal: AbortSignal.abort(reason) })).rejects.toBe(reason);
-    if (existsSync(pidFile)) expect(() => process.kill(Number(readFileSync(pidFile, 'utf8')), 0)).toThrow(/ESRCH/);
+    const pid = writtenPid(pidFile);
+    if (pid !== undefined) expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
   });
 
   it('stops a tool at its deadline: TIMEOUT naming the tool, and the tool is gone', async () => {
@@ -336,7 +348,8 @@ describe('runTool: an abort signal (the sysext build kills mksquashfs when the t
     );
     expect(isKbError(err, 'TIMEOUT'), String(err)).toBe(true);
     expect((err as Error).message).toBe('sh did not finish within 300 ms; it was stopped');
-    expect(() => process.kill(Number(readFileSync(pidFile, 'utf8')), 0)).toThrow(/ESRCH/);
+    const pid = writtenPid(pidFile);
+    if (pid !== undefined) expect(() => process.kill(pid, 0)).toThrow(/ESRCH/);
   });
 
   it('runs to the end when the signal is never aborted', async () => {

@@ -1,5 +1,5 @@
 /**
- * The hand-written tar reader (src/layer/tar-reader.ts) against GNU tar's own archives (ustar,
+ * The hand-written tar reader (src/util/tar-reader.ts) against GNU tar's own archives (ustar,
  * GNU long names, PAX), read back the way tar-stream reads them; chunk boundaries anywhere;
  * hostile headers. And chunksOf (src/util/chunks.ts), the source it reads from.
  */
@@ -10,7 +10,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { extract as tarExtract } from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
-import { readTar, type TarEntry } from '../src/layer/tar-reader.js';
+import { readTar, type TarEntry } from '../src/util/tar-reader.js';
 import { chunksOf } from '../src/util/chunks.js';
 import { extractFiles } from '../src/store/tar.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';

@@ -10,7 +10,7 @@ import { errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
 import { STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
 import { decompress } from '../layer/codec.js';
-import { readTar } from '../layer/tar-reader.js';
+import { readTar } from '../util/tar-reader.js';
 
 export function downloadCacheDir(): string {
   return process.env.KBUNDLE_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kbundle', 'downloads');

@@ -1,4 +1,4 @@
-import { readTar, type TarHeader } from '../layer/tar-reader.js';
+import { readTar, type TarHeader } from '../util/tar-reader.js';
 import { UserError } from '../errors.js';
 import { entryComponents } from './secure-path.js';
 

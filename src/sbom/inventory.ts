@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import { errorMessage, UserError } from '../errors.js';
 import { decompress } from '../layer/codec.js';
-import { readTar } from '../layer/tar-reader.js';
+import { readTar } from '../util/tar-reader.js';
 import { isManifestMediaType } from '../oci/mediatypes.js';
 import { fetchBytes, type Target } from '../oci/target.js';
 import { ImageConfigSchema, parseJson, parseManifest, type Descriptor } from '../oci/types.js';

@@ -6,7 +6,7 @@ import { dirname, join, normalize, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack } from 'tar-stream';
-import { readTar } from '../layer/tar-reader.js';
+import { readTar } from '../util/tar-reader.js';
 import { KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { makeStagingDir, removeStagingDir, STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';

@@ -14,7 +14,7 @@
  */
 import { Readable } from 'node:stream';
 import { KbError } from '../errors.js';
-import { chunksOf } from '../util/chunks.js';
+import { chunksOf } from './chunks.js';
 
 export type TarType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
 
