@@ -57,12 +57,17 @@ export function parseCompression(spec: string, levels: { gzip?: string; zstd?: s
   return { codec, level };
 }
 
+/** A codec given as itself or by a layer media type. */
+function asCodec(codecOrMediaType: LayerCodec | string): LayerCodec {
+  return codecOrMediaType === 'gzip' || codecOrMediaType === 'zstd' || codecOrMediaType === 'none' ? codecOrMediaType : codecOfMediaType(codecOrMediaType);
+}
+
 /**
  * The decompressed bytes of `src`, by codec or media type. Failures are KbErrors naming `what`:
  * TRUNCATED when the stream ends early, INVALID_INPUT when it is not valid data of its codec.
  */
 export function decompress(src: Readable, codecOrMediaType: LayerCodec | string, what: string): Readable {
-  const codec = codecOrMediaType === 'gzip' || codecOrMediaType === 'zstd' || codecOrMediaType === 'none' ? codecOrMediaType : codecOfMediaType(codecOrMediaType);
+  const codec = asCodec(codecOrMediaType);
   if (codec === 'none') return src;
   if (codec === 'zstd') return zstdDecompress(src, what);
   return decodeThrough(src, createGunzip({ chunkSize: GUNZIP_CHUNK }), 'gzip', what);
@@ -70,7 +75,7 @@ export function decompress(src: Readable, codecOrMediaType: LayerCodec | string,
 
 /** The decompressed bytes of the file at `path`, as decompress; gzip reads it through reused buffers (zlib-decode.ts decodeFile). */
 export function decompressFile(path: string, codecOrMediaType: LayerCodec | string, what: string): Readable {
-  const codec = codecOrMediaType === 'gzip' || codecOrMediaType === 'zstd' || codecOrMediaType === 'none' ? codecOrMediaType : codecOfMediaType(codecOrMediaType);
+  const codec = asCodec(codecOrMediaType);
   if (codec === 'gzip') return decodeFile(path, createGunzip({ chunkSize: GUNZIP_CHUNK }), 'gzip', what);
   return decompress(createReadStream(path, { highWaterMark: 1024 * 1024 }), codec, what);
 }

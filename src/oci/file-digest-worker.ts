@@ -73,9 +73,15 @@ async function verifyHere(it: Item): Promise<void> {
   } catch (e) {
     throw new KbError(fsErrorCode(e), `${it.path}: cannot read (${errorMessage(e)})`, { cause: e });
   }
-  if (size !== it.size) throw new SizeMismatchError(it.size, size, it.what);
-  const got = h.digest('hex');
-  if (got !== hex) throw new DigestMismatchError(it.digest, `${algorithm}:${got}`, it.what);
+  const mismatch = mismatchOf(it, algorithm, hex, size, h.digest('hex'));
+  if (mismatch) throw mismatch;
+}
+
+/** What is wrong with a hashed file (its size, then its digest), or undefined: both hashing paths decide here. */
+function mismatchOf(it: Item, algorithm: string, want: string, size: number, got: string): Error | undefined {
+  if (size !== it.size) return new SizeMismatchError(it.size, size, it.what);
+  if (got !== want) return new DigestMismatchError(it.digest, `${algorithm}:${got}`, it.what);
+  return undefined;
 }
 
 function verifyOnWorker(items: Item[]): Promise<void>[] {
@@ -89,9 +95,8 @@ function verifyOnWorker(items: Item[]): Promise<void>[] {
   w.on('message', (m: { i: number; hex?: string; size?: number; error?: string; code?: string }) => {
     const it = items[m.i]!;
     const { algorithm, hex } = parsed[m.i]!;
-    if (m.error) settle[m.i]!.reject(new KbError(fsErrorCode({ code: m.code }), `${it.path}: cannot read (${m.error})`));
-    else if (m.size !== it.size) settle[m.i]!.reject(new SizeMismatchError(it.size, m.size!, it.what));
-    else if (m.hex !== hex) settle[m.i]!.reject(new DigestMismatchError(it.digest, `${algorithm}:${m.hex}`, it.what));
+    const failure = m.error ? new KbError(fsErrorCode({ code: m.code }), `${it.path}: cannot read (${m.error})`) : mismatchOf(it, algorithm, hex, m.size!, m.hex!);
+    if (failure) settle[m.i]!.reject(failure);
     else settle[m.i]!.resolve();
     if (--left === 0) void w.terminate();
   });

@@ -5,10 +5,11 @@
  * temp is removed on any failure. A reader, or the next boot after a power cut, sees the old file
  * or the complete new one, never a partial one.
  *
- * SIGINT and SIGTERM remove a temp (and a staging folder not yet removed) before the process exits. A
- * process killed otherwise between creating and renaming its temp cannot remove it. Temp names carry the
- * writer's pid (`<name>.tmp-<pid>-<hex>`, staging folders `.kbundle-<label>-<pid>-<random>`), so
- * the first staged write into a directory removes leftovers whose process is gone.
+ * SIGINT and SIGTERM remove a temp (and a staging folder not yet removed) before the process
+ * exits. A process killed otherwise between creating and renaming its temp cannot remove it.
+ * Temp names carry the writer's pid (`<name>.tmp-<pid>-<hex>`, staging folders
+ * `.kbundle-<label>-<pid>-<random>`), so the first staged write into a directory removes leftovers
+ * whose process is gone.
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
