@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { KbError } from '../src/errors.js';
 import { extractImage } from '../src/extract/extract-image.js';
 import { FileWriter } from '../src/extract/file-writer.js';
+import { InstallJournal } from '../src/extract/journal.js';
 import { cleanupTempDirs, mustRun, REPO_ROOT, run, tempDir } from './helpers/exec.js';
 import { craftImage, type CraftEntry } from './helpers/craft-image.js';
 import { snapshotTree } from './helpers/tree.js';
@@ -218,6 +219,116 @@ describe('hostile archives', () => {
     const root = join(base, 'root');
     await expect(extractImage(layout, manifest, root)).rejects.toThrow(/does not match/);
     expect(existsSync(join(root, 'a'))).toBe(false);
+  });
+});
+
+describe('journaled installs stage the folders a root lacks whole', () => {
+  /** Install as `kbundle install` does: journal, extract, commit (or roll back on failure). */
+  async function journaled(layers: CraftEntry[][], root: string, beforeCommit?: () => void): Promise<void> {
+    const { layout, manifest } = await craftImage(join(tempDir(), 'img'), layers);
+    const journal = InstallJournal.begin(root, 'test');
+    try {
+      const r = await extractImage(layout, manifest, root, { journal });
+      beforeCommit?.();
+      journal.commitSync();
+      await r.finish();
+    } catch (e) {
+      journal.abortSync();
+      throw e;
+    }
+  }
+  const link = (name: string, linkname: string): CraftEntry => ({ name, type: 'symlink', linkname });
+  const withoutState = (root: string) => Object.fromEntries(Object.entries(snapshot(root)).filter(([k]) => !k.startsWith('var')));
+
+  it('writes a new folder under a temp name, with its files at their own names, and renames it at commit', async () => {
+    const root = tempDir();
+    mkdirSync(join(root, 'etc'));
+    writeFileSync(join(root, 'etc/keep'), 'kept');
+    const files = Array.from({ length: 300 }, (_, i) => file(`usr/share/app/f${i}`, `file ${i}`)); // past the writer thread's start
+    const xattr = (name: string, type: 'file' | 'directory'): CraftEntry => ({ name, type, content: type === 'file' ? 'x' : undefined, pax: { 'SCHILY.xattr.user.kbundle': name } });
+    let pending: string[] = [];
+    const layer = [
+      dir('usr/'),
+      dir('usr/share/'),
+      xattr('usr/share/tagged/', 'directory'),
+      xattr('usr/share/tagged/f', 'file'),
+      ...files,
+      file('usr/share/app/deep/er/x', 'x', 0o600),
+      file('etc/app.conf', 'conf'),
+    ];
+    await journaled([layer], root, () => {
+      pending = readdirSync(root);
+      // Before the commit: nothing at a final path, the new tree whole under one temp name.
+      const temps = pending.filter((n) => n.startsWith('.kbundle-tmp-'));
+      expect(temps).toHaveLength(1);
+      expect(readFileSync(join(root, temps[0]!, 'share/app/f299'), 'utf8')).toBe('file 299');
+      expect(existsSync(join(root, 'usr'))).toBe(false);
+    });
+    expect(pending).not.toContain('usr');
+    const after = snapshot(root);
+    expect(after['usr/share/app/f0']).toBe('f644:file 0');
+    expect(after['usr/share/app/deep/er/x']).toBe('f600:x');
+    expect(after['etc/app.conf']).toBe('f644:conf');
+    expect(after['etc/keep']).toBe('f644:kept');
+    expect(Object.keys(after).filter((k) => k.includes('.kbundle-'))).toEqual([]);
+    for (const p of ['usr/share/tagged/', 'usr/share/tagged/f']) expect(mustRun('getfattr', ['--only-values', '-n', 'user.kbundle', join(root, p)])).toBe(p);
+  });
+
+  it('rolls a new folder back whole when the install fails', async () => {
+    const root = tempDir();
+    mkdirSync(join(root, 'etc'));
+    const before = withoutState(root);
+    await expect(journaled([[dir('opt/'), file('opt/app/a', 'a'), { name: 'opt/app/dev', type: 'fifo' }]], root)).rejects.toMatchObject({ code: 'REFUSED' });
+    expect(withoutState(root)).toEqual(before);
+  });
+
+  it('follows a symlink the root has into a new folder, as an unjournaled install does', async () => {
+    const root = tempDir();
+    mkdirSync(join(root, 'opt'), { recursive: true });
+    symlinkSync('/usr/share/app', join(root, 'opt/app')); // dangling until the image makes the folder
+    await journaled([[dir('usr/'), dir('usr/share/'), dir('usr/share/app/'), file('opt/app/conf', 'c')]], root);
+    expect(readFileSync(join(root, 'usr/share/app/conf'), 'utf8')).toBe('c');
+    expect(readlinkSync(join(root, 'opt/app'))).toBe('/usr/share/app');
+  });
+
+  // A symlink the root has leads into a folder the image creates, and on through a symlink the
+  // image put there to a host path: resolving in the root cannot see the staged folder, so the
+  // walk into it must refuse the image's symlink (followed, it would write outside the root).
+  const through: [string, CraftEntry[]][] = [
+    ['a file', [file('opt/x/l/pwned', 'x')]],
+    ['a folder', [dir('opt/x/l/sub/')]],
+    ['a file deeper down', [file('opt/x/l/a/b/pwned', 'x')]],
+    ['a hard link', [file('usr/share/foo/f', 'f'), { name: 'opt/x/l/hl', type: 'link', linkname: 'usr/share/foo/f' }]],
+  ];
+  for (const [name, entries] of through) {
+    it(`refuses ${name} reached through the image's own symlink in a new folder, writing nothing outside the root`, async () => {
+      const base = tempDir('kbundle-hostile-');
+      const root = join(base, 'root');
+      const outside = join(base, 'outside');
+      mkdirSync(outside);
+      mkdirSync(join(root, 'opt'), { recursive: true });
+      symlinkSync('/usr/share/foo', join(root, 'opt/x'));
+      const before = withoutState(root);
+      const layers = [[dir('usr/'), dir('usr/share/'), dir('usr/share/foo/'), link('usr/share/foo/l', outside), ...entries]];
+      await expect(journaled(layers, root)).rejects.toMatchObject({ code: 'UNSUPPORTED', message: expect.stringMatching(/lies below "usr\/share\/foo\/l", a symbolic link the same image creates/) });
+      expect(readdirSync(outside)).toEqual([]);
+      expect(withoutState(root)).toEqual(before);
+    });
+  }
+
+  it("refuses a folder entry landing on the image's own symlink by another way (its mode would be set on the link target)", async () => {
+    const base = tempDir('kbundle-hostile-');
+    const root = join(base, 'root');
+    const outside = join(base, 'outside');
+    mkdirSync(outside, { mode: 0o700 });
+    mkdirSync(join(root, 'opt'), { recursive: true });
+    symlinkSync('/usr/share/foo', join(root, 'opt/x'));
+    const layers = [[dir('usr/'), dir('usr/share/'), dir('usr/share/foo/'), link('usr/share/foo/l', outside), { name: 'opt/x/l/', type: 'directory', mode: 0o777 } as CraftEntry]];
+    await expect(journaled(layers, root)).rejects.toMatchObject({
+      code: 'UNSUPPORTED',
+      message: expect.stringMatching(/"opt\/x\/l" is a folder, but the image already put a symbolic link at usr\/share\/foo\/l/),
+    });
+    expect(statSync(outside).mode & 0o777).toBe(0o700);
   });
 });
 

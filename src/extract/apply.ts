@@ -52,8 +52,10 @@ export interface ApplyState {
   dirTimes: { path: string; mtime: Date }[];
   warnings: string[];
   dirs?: ResolvedDirs;
-  /** Directories known to exist (created or seen by this run). */
-  existing?: Set<string>;
+  /** Folders known to exist (created or seen by this run) → where they are now (see folderAt). */
+  existing?: Map<string, string>;
+  /** Journaled installs: folders the root lacked (final path → the temp folder renamed to it at commit). */
+  stagedDirs?: Map<string, string>;
   /** Journaled installs: where each staged entry's content is until commit (image path → temp). */
   staged?: Map<string, string>;
   /** Journaled installs: symlinks this image stages (later entries must not go through them). */
@@ -143,14 +145,35 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       }
     }
   }
-  state.existing ??= new Set();
-  if (!state.existing.has(parent)) {
-    if (!existsSync(parent)) makeParents(parent, journal);
-    state.existing.add(parent);
+  state.existing ??= new Map();
+  let folder = state.existing.get(parent);
+  if (folder === undefined) {
+    folder = journal ? folderAt(parent, root, journal, state, what, e.path) : makeParents(parent);
+    state.existing.set(parent, folder);
   }
+  // Journaled, inside a folder this install creates: the entry is written at its own name there
+  // (the folder, still under its temp name, goes into place at commit); else at a temp name.
+  const fresh = folder !== parent;
+  const at = fresh ? `${folder}/${base}` : final;
 
   switch (h.type) {
     case 'directory': {
+      const own = fresh ? at : state.stagedDirs?.get(final);
+      if (own !== undefined) {
+        // Inside a folder of this install's, or one it created for earlier entries below this one.
+        const st = lstatOrUndefined(own);
+        if (!st) mkdirSync(own);
+        else if (!st.isDirectory()) {
+          // Only an image reaching one path two ways (through a symlink the root has) gets here.
+          throw new KbError('UNSUPPORTED', `${what}: "${e.path}" is a folder, but the image already put a ${st.isSymbolicLink() ? 'symbolic link' : 'file'} at ${posix.relative(root, final)}`, {
+            hint: 'an image that reaches one path two ways cannot be installed all-or-nothing',
+          });
+        }
+        chmodSync(own, mode);
+        state.staged!.set(e.path, own); // where its xattrs go
+        state.dirTimes.push({ path: final, mtime });
+        break;
+      }
       const st = lstatOrUndefined(final);
       if (st?.isSymbolicLink()) {
         // Unlike containerd, keep a destination symlink that leads (inside the root) to a
@@ -168,9 +191,10 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         state.existing?.clear();
       }
       if (!st || !st.isDirectory()) {
-        journal?.mkdir(final);
-        mkdirSync(final);
-        chmodSync(final, mode);
+        const made = journal ? stageFolder(final, journal, state) : final;
+        if (!journal) mkdirSync(final);
+        chmodSync(made, mode);
+        state.staged?.set(e.path, made);
       } else if (journal) journal.chmod(final, mode);
       else chmodSync(final, mode);
       state.dirTimes.push({ path: final, mtime });
@@ -178,8 +202,8 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
     }
     case 'file':
     case 'contiguous-file': {
-      const tmp = tmpName(parent);
-      journal?.stage(tmp, final);
+      const tmp = fresh ? at : tmpName(parent);
+      if (!fresh) journal?.stage(tmp, final);
       const size = h.size;
       const data = e.data;
       try {
@@ -193,7 +217,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
           // Most files of an image: one open, and the metadata set through it (no path lookups).
           writeSmallFile(tmp, data, mode, mtime, owner);
         } else {
-          await pipeline(Readable.from(e.chunks), createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 }));
+          await pipeline(Readable.from(e.chunks), createWriteStream(tmp, { flags: 'wx', mode: 0o600, highWaterMark: 1024 * 1024 }));
           chownIfWanted(tmp, h, opts); // before chmod: a chown clears setuid/setgid bits
           chmodSync(tmp, mode);
           utimesSync(tmp, mtime, mtime);
@@ -207,8 +231,8 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       break;
     }
     case 'symlink': {
-      const tmp = tmpName(parent);
-      journal?.stage(tmp, final);
+      const tmp = fresh ? at : tmpName(parent);
+      if (!fresh) journal?.stage(tmp, final);
       // The target text is kept as written (absolute targets are legitimate in images); kbundle
       // itself only ever follows it through resolveInRoot.
       symlinkSync(h.linkname ?? '', tmp);
@@ -234,8 +258,8 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       await state.writer?.drain(); // the target may still be queued
       const target = state.staged?.get(targetRel) ?? resolveInRoot(root, targetParts, false);
       if (!lstatOrUndefined(target)?.isFile()) throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a regular file`);
-      const tmp = tmpName(parent);
-      journal?.stage(tmp, final);
+      const tmp = fresh ? at : tmpName(parent);
+      if (!fresh) journal?.stage(tmp, final);
       linkSync(target, tmp);
       settle(tmp, final, e.path, state, opts);
       break;
@@ -247,8 +271,8 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         throw new KbError('REFUSED', `${what}: "${e.path}" is a ${h.type}; refusing to create it`, { hint: 'pass --allow-devices to create device nodes and fifos (root only)' });
       }
       if (h.type !== 'fifo' && !isRoot()) throw new UserError(`${what}: "${e.path}": creating a ${h.type} needs root`);
-      const tmp = tmpName(parent);
-      journal?.stage(tmp, final);
+      const tmp = fresh ? at : tmpName(parent);
+      if (!fresh) journal?.stage(tmp, final);
       const args = h.type === 'fifo' ? ['-m', mode.toString(8), tmp, 'p'] : ['-m', mode.toString(8), tmp, h.type === 'block-device' ? 'b' : 'c', String(h.devmajor ?? 0), String(h.devminor ?? 0)];
       const r = spawnSync('mknod', args, { encoding: 'utf8' });
       if (r.status !== 0) throw new UserError(`${what}: "${e.path}": mknod failed: ${r.stderr.trim()}`);
@@ -272,18 +296,65 @@ function settle(tmp: string, final: string, rel: string, state: ApplyState, opts
   else replaceWith(tmp, final, rel, state);
 }
 
-/** mkdir -p that records each folder it creates in the journal (removed again on roll back). */
-function makeParents(dir: string, journal: InstallJournal | undefined): void {
-  if (!journal) {
-    mkdirSync(dir, { recursive: true });
-    return;
+/** mkdir -p (unjournaled installs write straight into the root). */
+function makeParents(dir: string): string {
+  if (!existsSync(dir)) mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Create folder `final` (absent from the root) as a temp folder beside it, renamed to it at commit. */
+function stageFolder(final: string, journal: InstallJournal, state: ApplyState): string {
+  const tmp = tmpName(posix.dirname(final));
+  journal.stage(tmp, final);
+  mkdirSync(tmp);
+  (state.stagedDirs ??= new Map()).set(final, tmp);
+  return tmp;
+}
+
+/**
+ * Journaled installs: where folder `dir` (a path resolved in the root) is until the commit,
+ * created if missing. A folder the root has is itself. The topmost missing one is created as a
+ * temp folder beside its final path (stageFolder) and everything below it at its own names, so
+ * its thousands of files need no temp name, no journal record and no rename of their own, and it
+ * appears at commit whole. Resolving in the root cannot see into such a folder (it is not at its
+ * final path yet), so below one this walks every component itself: an image symlink there is
+ * refused, never followed (the kernel would follow it from the host's /, out of the root).
+ */
+function folderAt(dir: string, root: string, journal: InstallJournal, state: ApplyState, what: string, entry: string): string {
+  const staged = state.stagedDirs;
+  if (staged?.size) {
+    for (let p = dir; p.length > root.length; p = p.slice(0, p.lastIndexOf('/'))) {
+      const tmp = staged.get(p);
+      if (tmp !== undefined) return descend(tmp, dir.slice(p.length), p, root, what, entry);
+    }
   }
-  const missing: string[] = [];
-  for (let d = dir; !existsSync(d); d = posix.dirname(d)) missing.unshift(d);
-  for (const d of missing) {
-    journal.mkdir(d);
-    mkdirSync(d);
+  if (existsSync(dir)) return dir;
+  let top = dir;
+  for (let up = posix.dirname(top); up.length > root.length && !existsSync(up); up = posix.dirname(up)) top = up;
+  return descend(stageFolder(top, journal, state), dir.slice(top.length), top, root, what, entry);
+}
+
+/** `from` + `rest` ("/a/b"), making what is missing; a symlink on the way is refused. */
+function descend(from: string, rest: string, finalFrom: string, root: string, what: string, entry: string): string {
+  let p = from;
+  let missing = false;
+  for (let i = 1; i < rest.length;) {
+    const slash = rest.indexOf('/', i);
+    const end = slash < 0 ? rest.length : slash;
+    p = `${p}/${rest.slice(i, end)}`;
+    const st = missing ? undefined : lstatOrUndefined(p);
+    if (!st) {
+      mkdirSync(p);
+      missing = true;
+    } else if (st.isSymbolicLink()) {
+      const link = posix.relative(root, finalFrom + rest.slice(0, end));
+      throw new KbError('UNSUPPORTED', `${what}: "${entry}" lies below "${link}", a symbolic link the same image creates`, {
+        hint: 'an image that writes through its own symlinks cannot be installed all-or-nothing; put the files at the link target',
+      });
+    }
+    i = end + 1;
   }
+  return p;
 }
 
 function chownIfWanted(path: string, h: FlatEntry['header'], opts: ApplyOptions): void {

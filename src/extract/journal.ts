@@ -1,7 +1,8 @@
 /**
  * All-or-nothing installs onto a live root. Entries are written to temp names beside their final
  * paths (same folder, so same file system) and only renamed into place once the whole image has
- * been written. Every step that changes the root is first appended to a journal in
+ * been written; a folder the root does not have is made under a temp name with everything below
+ * it at its own names, and renamed into place the same way (one `stage` record for all of it). Every step that changes the root is first appended to a journal in
  * `<root>/var/lib/kbundle/journal/`, so whatever stops kbundle — SIGKILL, a full disk, a power
  * cut after the journal reached the disk — the next kbundle run on that root finishes the job
  * (the journal has its commit record: roll forward) or undoes it (no commit record: roll back).
@@ -14,7 +15,10 @@ import { stateDir } from '../util/state-dir.js';
 
 type JournalRecord =
   | { t: 'begin'; pid: number; what: string }
-  /** A folder created for the image (removed on roll back when empty). */
+  /**
+   * A folder created for the image (removed on roll back when empty). Written by earlier kbundle
+   * versions (new folders are now staged whole, see apply.ts folderAt); read for their journals.
+   */
   | { t: 'mkdir'; p: string }
   /**
    * Temps named `prefix` + a counter may be created in folder `p` from now on (written before the
@@ -104,9 +108,6 @@ export class InstallJournal {
     if (SIGNAL_AT && before < Number(SIGNAL_AT[1]) && this.written >= Number(SIGNAL_AT[1])) process.kill(process.pid, (SIGNAL_AT[2] ?? 'SIGKILL') as NodeJS.Signals);
   }
 
-  mkdir(p: string): void {
-    this.append({ t: 'mkdir', p });
-  }
   /**
    * Call before creating `tmp` (named TMP_PREFIX + anything, in its final folder). The first temp
    * of a folder writes a `tmpdir` record at once, so a crash right after leaves a journal from which

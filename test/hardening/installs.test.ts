@@ -4,14 +4,14 @@
  * leaves no temp files, serialises with a concurrent install, and keeps its state writes in the
  * root even with symlinks planted there.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTo } from '../../src/builder/output.js';
 import { EXIT_CODES } from '../../src/cli/exit-codes.js';
 import { InstallJournal, recoverJournals, TMP_PREFIX } from '../../src/extract/journal.js';
-import { kbundle, kbundleAsync } from '../helpers/cli.js';
+import { cliCommand, kbundle, kbundleAsync } from '../helpers/cli.js';
 import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
 import { writeBundle } from '../helpers/fixture-bundle.js';
 
@@ -206,7 +206,8 @@ describe('images with many small files (created on the writer thread after the f
   let many: string;
   const manyFiles = Array.from({ length: 600 }, (_, i) => ({ path: `many/f-${String(i).padStart(3, '0')}`, content: `${i}:${'y'.repeat(2000)}`, mode: i % 2 ? 0o755 : 0o644 }));
   beforeAll(async () => {
-    const spec = 'name: many\nversion: 1.0.0\ndescription: many\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: many\n    dst: opt/many\n';
+    // Into a folder the root has (etc/app), so each file is a temp of its own with a journal record.
+    const spec = 'name: many\nversion: 1.0.0\ndescription: many\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: many\n    dst: etc/app\n';
     const dir = writeBundle(join(tempDir(), 'many'), spec, manyFiles);
     many = join(tempDir(), 'oci');
     await buildTo(dir, { transport: 'oci', path: many, ref: 'many' }, { platforms: ['linux/amd64'] });
@@ -218,7 +219,7 @@ describe('images with many small files (created on the writer thread after the f
     expect(r.code, r.stderr).toBe(0);
     const snap = snapshot(root);
     expect(litter(snap)).toEqual([]);
-    for (const f of manyFiles) expect(snap[`opt/${f.path}`]).toBe(`file:${f.mode.toString(8)}:${f.content}`);
+    for (const f of manyFiles) expect(snap[f.path.replace('many/', 'etc/app/')]).toBe(`file:${f.mode.toString(8)}:${f.content}`);
     expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
   });
 
@@ -237,6 +238,58 @@ describe('images with many small files (created on the writer thread after the f
 
   it.runIf(isRoot)('ENOSPC on the writer thread: exit IO naming the path, the root as it was, no temp files', () => {
     expectCleanEnospc(`container://${many}:many`, '1600k');
+  });
+});
+
+describe('a folder the root lacks (staged whole under a temp name, renamed at commit)', () => {
+  let fresh: string;
+  const files = Array.from({ length: 4000 }, (_, i) => ({ path: `fresh/f-${String(i).padStart(4, '0')}`, content: `${i}:${'q'.repeat(1000)}` }));
+  beforeAll(async () => {
+    const spec = 'name: fresh\nversion: 1.0.0\ndescription: fresh\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: fresh\n    dst: opt/fresh\n';
+    fresh = join(tempDir(), 'oci');
+    await buildTo(writeBundle(join(tempDir(), 'fresh'), spec, files), { transport: 'oci', path: fresh, ref: 'fresh' }, { platforms: ['linux/amd64'] });
+  });
+
+  /** Files written so far into the staged copy of opt/fresh (the root has no opt: its temp is in the root). */
+  function stagedCount(root: string): number {
+    const tmp = readdirSync(root).find((n) => n.startsWith('.kbundle-tmp-'));
+    try {
+      return tmp ? readdirSync(join(root, tmp, 'fresh')).length : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
+    it(`a ${signal} while its files are being written leaves the old tree, no temp folder and no journal`, async () => {
+      const root = oldRoot();
+      const before = snapshot(root);
+      const { file, args } = cliCommand();
+      const child = spawn(file, [...args, 'install', `container://${fresh}:fresh`, '--local-file', '--root', root], { stdio: 'ignore' });
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => child.on('exit', (code, sig) => res({ code, signal: sig })));
+      let running = true;
+      void exited.then(() => (running = false));
+      const deadline = Date.now() + 60_000;
+      while (running && stagedCount(root) < 300 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+      expect(running, 'the install ended before 300 of its 4000 files were staged').toBe(true);
+      child.kill(signal);
+      const end = await exited;
+      if (signal === 'SIGKILL') {
+        expect(end.signal).toBe('SIGKILL');
+        expect(readdirSync(root).filter((n) => n.startsWith('.kbundle-tmp-'))).toHaveLength(1); // until the next run's journal pass
+        recoverJournals(root);
+      } else expect(end.code).toBe(143);
+      expect(snapshot(root)).toEqual(before);
+      expect(readdirSync(join(root, 'var/lib/kbundle/journal'))).toEqual([]);
+    });
+  }
+
+  it('installed whole: every file at its place, no temp folder left', () => {
+    const root = oldRoot();
+    expect(kbundle(['install', `container://${fresh}:fresh`, '--local-file', '--root', root]).code).toBe(0);
+    const snap = snapshot(root);
+    expect(litter(snap)).toEqual([]);
+    for (const f of files) expect(snap[`opt/${f.path}`]).toBe(`file:644:${f.content}`);
   });
 });
 
