@@ -370,6 +370,24 @@ describe('the file-writing thread of journaled installs', () => {
     writer.stopSync();
   });
 
+  it('copies what it is given before returning (the caller reuses that memory at once)', async () => {
+    const dir = tempDir();
+    const writer = new FileWriter();
+    const reused = Buffer.alloc(300_000);
+    for (let i = 0; i < 3; i++) {
+      reused.fill(65 + i);
+      await writer.write(join(dir, `small-${i}`), reused.subarray(0, 1000 * (i + 1)), 0o644, new Date(0));
+      await writer.writePieces(join(dir, `large-${i}`), [reused, reused.subarray(0, 10)], 0o644, new Date(0));
+    }
+    reused.fill(0);
+    await writer.drain();
+    for (let i = 0; i < 3; i++) {
+      expect(readFileSync(join(dir, `small-${i}`), 'latin1')).toBe(String.fromCharCode(65 + i).repeat(1000 * (i + 1)));
+      expect(readFileSync(join(dir, `large-${i}`), 'latin1')).toBe(String.fromCharCode(65 + i).repeat(300_010));
+    }
+    writer.stopSync();
+  });
+
   it('writes a large file queued in pieces across batches, between small files', async () => {
     const dir = tempDir();
     const writer = new FileWriter();

@@ -15,6 +15,9 @@ import { GZIP_CHUNK, ParallelDeflate } from '../src/layer/parallel-gzip.js';
 import { ZstdProgram } from '../src/layer/zstd.js';
 import { compareEntryPaths, writeLayer, type LayerEntry } from '../src/layer/tar.js';
 import { readTar } from '../src/util/tar-reader.js';
+import { chunksOf } from '../src/util/chunks.js';
+import { OutputRecycler } from '../src/layer/zlib-decode.js';
+import { craftTar } from './helpers/craft-image.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
 
@@ -184,6 +187,33 @@ describe('layer codec', () => {
       }
     });
     expect(open).toEqual([]);
+  });
+
+  it('OutputRecycler: a layer read through readTar, releasing as it goes, reuses the inflate buffers and reads every file intact', async () => {
+    const dir = tempDir();
+    // Files of 1 KB to 1.5 MB (some inline and spanning 256 KiB outputs, some streamed in pieces).
+    const files = Array.from({ length: 60 }, (_, i) => ({ name: `f${i}`, content: randomBytes(1000 + ((i * 97_531) % 1_500_000)) }));
+    writeFileSync(join(dir, 'l.gz'), gzipSync(await craftTar(files.map((f) => ({ name: f.name, type: 'file' as const, content: f.content }))), { level: 1 }));
+    const recycler = new OutputRecycler();
+    const chunks = Object.assign(chunksOf(decompressFile(join(dir, 'l.gz'), 'gzip', 'l', recycler), 2 * 1024 * 1024), { release: (c: Buffer) => recycler.release(c) });
+    const seen = new Map<string, string>();
+    for await (const e of readTar(chunks, 'l')) {
+      const hash = createHash('sha256');
+      if (e.data) hash.update(e.data);
+      else for await (const piece of e.chunks) hash.update(piece); // used before the next step
+      seen.set(e.header.name, hash.digest('hex'));
+    }
+    expect(seen).toEqual(new Map(files.map((f) => [f.name, createHash('sha256').update(f.content).digest('hex')])));
+    expect(recycler.reused).toBeGreaterThan(50); // of ~180 outputs
+  });
+
+  it('OutputRecycler leaves a stream that is not a Node zlib stream as it is', async () => {
+    const recycler = new OutputRecycler();
+    const pass = new PassThrough();
+    recycler.attach(pass);
+    expect(Object.getOwnPropertyDescriptor(pass, '_outBuffer')).toBeUndefined();
+    pass.end(Buffer.from('x'));
+    expect((await readAll(pass)).toString()).toBe('x');
   });
 });
 

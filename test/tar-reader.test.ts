@@ -20,22 +20,36 @@ afterAll(cleanupTempDirs);
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex').slice(0, 16);
 
-/** One line per entry, body by digest: what both readers must agree on. */
-async function listWithReader(tar: Buffer, pieces: number[] = [tar.length], inline?: number): Promise<string[]> {
+/**
+ * One line per entry, body by digest: what both readers must agree on. With `scribble`, the source
+ * is releasable (chunks.ts ReleasableChunks) and overwrites every chunk the moment it is released,
+ * as a recycled inflate buffer would be: a view the reader still needed would read garbage.
+ */
+async function listWithReader(tar: Buffer, pieces: number[] = [tar.length], inline?: number, scribble?: { released: number; chunks: number }): Promise<string[]> {
   const chunks: Buffer[] = [];
   for (let off = 0, i = 0; off < tar.length; i++) {
     const n = pieces[i % pieces.length]!;
-    chunks.push(tar.subarray(off, off + n));
+    chunks.push(scribble ? Buffer.from(tar.subarray(off, off + n)) : tar.subarray(off, off + n));
     off += n;
   }
+  const source = scribble
+    ? Object.assign(Readable.from(chunks)[Symbol.asyncIterator]() as AsyncGenerator<Buffer>, {
+        release(c: Buffer) {
+          scribble.released++;
+          c.fill(0xaa);
+        },
+      })
+    : Readable.from(chunks);
+  if (scribble) scribble.chunks = chunks.length;
   const out: string[] = [];
-  for await (const e of readTar(Readable.from(chunks), 'test tar', inline)) out.push(describeEntry(e.header, await bodyOf(e)));
+  for await (const e of readTar(source, 'test tar', inline)) out.push(describeEntry(e.header, await bodyOf(e, !!scribble)));
   return out;
 }
 
-async function bodyOf(e: TarEntry): Promise<Buffer> {
+/** A releasing source's pieces are valid until the next step: copied first then. */
+async function bodyOf(e: TarEntry, copy = false): Promise<Buffer> {
   const parts: Buffer[] = [];
-  for await (const c of e.chunks) parts.push(c);
+  for await (const c of e.chunks) parts.push(copy ? Buffer.from(c) : c);
   return Buffer.concat(parts);
 }
 
@@ -91,6 +105,12 @@ describe('readTar', () => {
       for (const pieces of [[97], [7, 505], [511], [513], [4096, 3]]) expect(await listWithReader(tar, pieces), `pieces ${pieces.join(',')}`).toEqual(expected);
       // A small inline limit streams the big file in pieces instead: same entries.
       expect(await listWithReader(tar, [1000], 1024)).toEqual(expected);
+      // A source that reuses each chunk once released: every view was used (or copied) before.
+      for (const [pieces, inline] of [[[97]], [[7, 505]], [[513]], [[1000], 1024]] as [number[], number?][]) {
+        const scribble = { released: 0, chunks: 0 };
+        expect(await listWithReader(tar, pieces, inline, scribble), `pieces ${pieces.join(',')}, releasing`).toEqual(expected);
+        expect(scribble.released).toBeGreaterThanOrEqual(scribble.chunks - 2);
+      }
     });
   }
 

@@ -7,6 +7,7 @@ import { KbError, UserError } from '../errors.js';
 import { verifyFilesInOrder } from '../oci/file-digest-worker.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
 import { decompressFile } from '../layer/codec.js';
+import { OutputRecycler } from '../layer/zlib-decode.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { parseIndex, parseManifest, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
 import { OciLayout } from '../store/oci-layout.js';
@@ -115,7 +116,13 @@ export async function extractImage(target: Target, manifestDesc: Descriptor, roo
     let bytes = 0;
     // The read-ahead lets inflating (zlib on the thread pool) run on while a run of small files
     // keeps the main thread busy with file system calls.
-    const open = async (i: number) => chunksOf(decompressFile(await verified(i), layers[i]!.mediaType, `${what} layer ${i}`), READ_AHEAD);
+    // Journaled, every file's bytes are copied (the file writer, or a synchronous write) before the
+    // tar reader moves on, so the inflate buffers can be reused (zlib-decode.ts OutputRecycler).
+    const recycler = opts.journal ? new OutputRecycler() : undefined;
+    const open = async (i: number) => {
+      const chunks = chunksOf(decompressFile(await verified(i), layers[i]!.mediaType, `${what} layer ${i}`, recycler), READ_AHEAD);
+      return recycler ? Object.assign(chunks, { release: (c: Buffer) => recycler.release(c) }) : chunks;
+    };
     for await (const entry of flattenLayers(open, layers.length, limits, what, opts.onWhiteout)) {
       if (opts.select && !opts.select(entry)) continue; // flattenLayers skips an unread body
       await applyEntry(root, entry, opts, state, what);

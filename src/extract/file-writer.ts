@@ -83,7 +83,8 @@ parentPort.on('message', (b) => {
 interface Batch {
   paths: string[];
   flags: number[];
-  chunks: Buffer[];
+  /** Where each item's bytes start in the batch buffer (and, once posted, where the last ends). */
+  starts: number[];
   bytes: number;
   modes: number[];
   mtimes: number[];
@@ -91,7 +92,7 @@ interface Batch {
   gids: number[];
 }
 
-const emptyBatch = (): Batch => ({ paths: [], flags: [], chunks: [], bytes: 0, modes: [], mtimes: [], uids: [], gids: [] });
+const emptyBatch = (): Batch => ({ paths: [], flags: [], starts: [], bytes: 0, modes: [], mtimes: [], uids: [], gids: [] });
 const EMPTY = Buffer.alloc(0);
 
 /** The process umask, read without changing it (process.umask() sets it for a moment); -1 if unknown. */
@@ -112,6 +113,8 @@ export class FileWriter {
   /** Batch buffers the thread handed back, for the next batches. */
   private readonly spare: ArrayBuffer[] = [];
   private batch = emptyBatch();
+  /** The batch's bytes, copied in as items are queued. */
+  private data: Buffer | undefined;
   private postedItems = 0;
   private ackedItems = 0;
   private inFlightBytes = 0;
@@ -157,7 +160,8 @@ export class FileWriter {
 
   /**
    * Queue `path` (a journaled temp: a fresh name in an existing folder) with its content and
-   * metadata; `owner` sets uid/gid. Resolves at once unless too much is queued.
+   * metadata; `owner` sets uid/gid. `data` is copied before this returns (the caller may reuse its
+   * memory at once: an install's inflate buffers are). Resolves at once unless too much is queued.
    */
   write(path: string, data: Buffer, mode: number, mtime: Date, owner?: { uid?: number; gid?: number }): Promise<void> {
     return this.queue(path, OPEN | CLOSE, data, mode, mtime, owner);
@@ -178,11 +182,13 @@ export class FileWriter {
 
   private async queue(path: string, flags: number, data: Buffer, mode: number, mtime: Date, owner: { uid?: number; gid?: number } | undefined): Promise<void> {
     this.check();
+    if (this.data && this.batch.bytes + data.length > this.data.length) this.post();
     const b = this.batch;
+    this.data ??= this.bufferOf(Math.max(data.length, 2 * BATCH_BYTES));
     b.paths.push(path);
     b.flags.push(flags);
-    b.chunks.push(data);
-    b.bytes += data.length;
+    b.starts.push(b.bytes);
+    b.bytes += data.copy(this.data, b.bytes);
     b.modes.push(mode);
     b.mtimes.push(mtime.getTime() / 1000);
     b.uids.push(owner ? (owner.uid ?? 0) : -1);
@@ -192,26 +198,26 @@ export class FileWriter {
     this.check();
   }
 
+  /**
+   * A batch buffer of its own (never a slice of Node's shared pool), handed over without a copy and
+   * handed back once written: fresh megabytes for every batch cost a page fault per 4 KiB.
+   */
+  private bufferOf(size: number): Buffer {
+    const reuse = this.spare.findIndex((ab) => ab.byteLength >= size);
+    return Buffer.from(reuse >= 0 ? this.spare.splice(reuse, 1)[0]! : new ArrayBuffer(size));
+  }
+
   private post(): void {
     const b = this.batch;
     if (b.paths.length === 0) return;
     this.batch = emptyBatch();
-    // A buffer of its own (never a slice of Node's shared pool), handed over without a copy and
-    // handed back once written: fresh megabytes for every batch cost a page fault per 4 KiB.
-    const reuse = this.spare.findIndex((ab) => ab.byteLength >= b.bytes);
-    const data = Buffer.from(reuse >= 0 ? this.spare.splice(reuse, 1)[0]! : new ArrayBuffer(Math.max(b.bytes, 2 * BATCH_BYTES)));
-    const starts: number[] = [];
-    let off = 0;
-    for (const c of b.chunks) {
-      starts.push(off);
-      off += c.copy(data, off);
-    }
-    starts.push(off);
+    const ab = this.data!.buffer as ArrayBuffer;
+    this.data = undefined;
+    b.starts.push(b.bytes);
     this.postedItems += b.paths.length;
     this.inFlightBytes += b.bytes;
     this.posted.push(b.bytes);
-    const ab = data.buffer as ArrayBuffer;
-    this.worker.postMessage({ paths: b.paths, flags: b.flags, data: ab, starts, modes: b.modes, mtimes: b.mtimes, uids: b.uids, gids: b.gids }, [ab]);
+    this.worker.postMessage({ paths: b.paths, flags: b.flags, data: ab, starts: b.starts, modes: b.modes, mtimes: b.mtimes, uids: b.uids, gids: b.gids }, [ab]);
   }
 
   private nextMessage(): Promise<void> {

@@ -10,7 +10,7 @@ import type { Readable } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { UserError } from '../errors.js';
 import { MediaType } from '../oci/mediatypes.js';
-import { decodeFile, decodeThrough } from './zlib-decode.js';
+import { decodeFile, decodeThrough, type OutputRecycler } from './zlib-decode.js';
 import { ZSTD_DEFAULT_LEVEL, ZSTD_MAX_LEVEL, zstdDecompress } from './zstd.js';
 
 export type LayerCodec = 'gzip' | 'zstd' | 'none';
@@ -74,8 +74,8 @@ export function decompress(src: Readable, codecOrMediaType: LayerCodec | string,
 }
 
 /** The decompressed bytes of the file at `path`, as decompress; gzip reads it through reused buffers (zlib-decode.ts decodeFile). */
-export function decompressFile(path: string, codecOrMediaType: LayerCodec | string, what: string): Readable {
+export function decompressFile(path: string, codecOrMediaType: LayerCodec | string, what: string, recycler?: OutputRecycler): Readable {
   const codec = asCodec(codecOrMediaType);
-  if (codec === 'gzip') return decodeFile(path, createGunzip({ chunkSize: GUNZIP_CHUNK }), 'gzip', what);
+  if (codec === 'gzip') return decodeFile(path, createGunzip({ chunkSize: GUNZIP_CHUNK }), 'gzip', what, recycler);
   return decompress(createReadStream(path, { highWaterMark: 1024 * 1024 }), codec, what);
 }

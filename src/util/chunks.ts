@@ -58,3 +58,12 @@ export function chunksOf(src: Readable, ahead: number): AsyncGenerator<Buffer> {
     }
   }
 }
+
+/**
+ * Chunks whose memory their producer reuses (zlib-decode.ts OutputRecycler): the consumer calls
+ * `release(chunk)` once for each chunk it got, when it keeps no view of it and has copied what it
+ * needs. The tar reader does (tar-reader.ts), so entries' views are valid until the next step.
+ */
+export interface ReleasableChunks extends AsyncIterable<Buffer> {
+  release(chunk: Buffer): void;
+}

@@ -14,7 +14,7 @@
  */
 import { Readable } from 'node:stream';
 import { KbError } from '../errors.js';
-import { chunksOf } from './chunks.js';
+import { chunksOf, type ReleasableChunks } from './chunks.js';
 
 export type TarType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
 
@@ -177,8 +177,13 @@ export function readTar(src: Readable | AsyncIterable<Buffer>, what: string, inl
   return entries(src instanceof Readable ? chunksOf(src, READ_AHEAD) : src, what, inline);
 }
 
-async function* entries(src: AsyncIterable<Buffer>, what: string, inline: number): AsyncGenerator<TarEntry> {
+async function* entries(src: AsyncIterable<Buffer> | ReleasableChunks, what: string, inline: number): AsyncGenerator<TarEntry> {
   const input = src[Symbol.asyncIterator]();
+  // A chunk is released when the reader moves on from it: by then the consumer has asked for the
+  // next entry or piece, so it is done with the views it got. Within take(), chunks whose bytes
+  // are being gathered are held until they were copied.
+  const release = 'release' in src ? (c: Buffer) => src.release(c) : undefined;
+  let held: Buffer[] | undefined;
   let chunk: Buffer = EMPTY;
   let pos = 0;
   /** Bytes of the current entry's body (and padding) not yet read. */
@@ -191,6 +196,10 @@ async function* entries(src: AsyncIterable<Buffer>, what: string, inline: number
       const r = await input.next();
       if (r.done) return false;
       if (r.value.length === 0) continue;
+      if (release && chunk !== EMPTY) {
+        if (held) held.push(chunk);
+        else release(chunk);
+      }
       chunk = r.value;
       pos = 0;
       return true;
@@ -201,17 +210,25 @@ async function* entries(src: AsyncIterable<Buffer>, what: string, inline: number
     if (chunk.length - pos >= n) return chunk.subarray(pos, (pos += n));
     const parts: Buffer[] = [];
     let have = 0;
-    while (have < n) {
-      if (pos === chunk.length && !(await refill())) {
-        if (have === 0) return undefined;
-        throw truncated(what);
+    held = [];
+    try {
+      while (have < n) {
+        if (pos === chunk.length && !(await refill())) {
+          if (have === 0) return undefined;
+          throw truncated(what);
+        }
+        const k = Math.min(n - have, chunk.length - pos);
+        parts.push(chunk.subarray(pos, pos + k));
+        pos += k;
+        have += k;
       }
-      const k = Math.min(n - have, chunk.length - pos);
-      parts.push(chunk.subarray(pos, pos + k));
-      pos += k;
-      have += k;
+      // One part is a view of the current chunk (the ones left behind held none of its bytes).
+      return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
+    } finally {
+      const done = held;
+      held = undefined;
+      if (release) for (const c of done) release(c);
     }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
   };
   const skip = async (n: number): Promise<void> => {
     while (n > 0) {
@@ -255,11 +272,12 @@ async function* entries(src: AsyncIterable<Buffer>, what: string, inline: number
         if (!(size >= 0) || size > MAX_SPECIAL) throw invalid(what, `a ${String.fromCharCode(flag)} header of ${size} bytes`);
         const data = (await take(size)) ?? EMPTY;
         if (data.length < size) throw truncated(what);
-        await skip(padded(size) - size);
+        // Parsed before the padding is skipped: that may move to the next chunk and release this one.
         if (flag === PAX_GLOBAL) globalPax = parsePax(data, what);
         else if (flag === PAX) pax = parsePax(data, what);
         else if (flag === GNU_LONG_NAME) longName = text(data, 0, data.length);
         else longLink = text(data, 0, data.length);
+        await skip(padded(size) - size);
         continue;
       }
       if (longName !== undefined) h.name = longName;
