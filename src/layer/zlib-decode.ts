@@ -105,6 +105,9 @@ export class OutputRecycler {
     if (!Buffer.isBuffer(first) || first.byteOffset !== 0 || z._outOffset !== 0 || typeof z.push !== 'function') return;
     let current: OutputBuffer = this.track(first);
     const size = first.length;
+    // Node assigns a new buffer only in its write callback, once the thread pool's write into the
+    // old one has completed: that retires it. A destroyed stream's last buffer is never retired (a
+    // write may still be running into it); it is left to the GC.
     Object.defineProperty(z, '_outBuffer', {
       configurable: true,
       enumerable: true,
