@@ -4,7 +4,7 @@
  * layers written from entries read back entry by entry with the digests the writer reported.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -48,9 +48,15 @@ async function compressToFile(codec: 'gzip' | 'zstd', data: Buffer, file: string
     }
     await deflate.end();
   } else {
-    const z = new ZstdProgram(3, async (bytes) => void out.push(...bytes));
-    await z.write(data);
-    await z.end();
+    const fd = openSync(file, 'w');
+    try {
+      const z = new ZstdProgram(3, fd);
+      await z.write(data);
+      await z.end();
+    } finally {
+      closeSync(fd);
+    }
+    return;
   }
   writeFileSync(file, Buffer.concat(out));
 }

@@ -8,7 +8,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { existsSync, lstatSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -38,15 +38,20 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** `data` through the layer writer's zstd program with `threads`, written `chunk` bytes at a time in bursts. */
 async function compress(data: Buffer, level: number, threads: number, chunk: number): Promise<Buffer> {
-  const out: Buffer[] = [];
-  const z = new ZstdProgram(level, async (bytes) => void out.push(...bytes), threads);
-  for (let at = 0; at < data.length; at += chunk) {
-    await z.write(data.subarray(at, at + chunk));
-    // Let the program see the input arrive in bursts, as the tar writer sends it.
-    if ((at / chunk) % 64 === 0) await new Promise((r) => setTimeout(r, 1));
+  const file = join(tempDir(), 'out.zst');
+  const fd = openSync(file, 'w');
+  try {
+    const z = new ZstdProgram(level, fd, threads);
+    for (let at = 0; at < data.length; at += chunk) {
+      await z.write(data.subarray(at, at + chunk));
+      // Let the program see the input arrive in bursts, as the tar writer sends it.
+      if ((at / chunk) % 64 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    await z.end();
+  } finally {
+    closeSync(fd);
   }
-  await z.end();
-  return Buffer.concat(out);
+  return readFileSync(file);
 }
 
 describe('zstd compression is reproducible whatever the thread count', () => {
@@ -205,6 +210,23 @@ describe('the zstd layer writer when the program or the disk fails', () => {
       );
       expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
       expect(zstdChildren()).toEqual([]);
+    } finally {
+      spawnSync('umount', [small]);
+    }
+  });
+
+  it.runIf(process.getuid?.() === 0)('kbundle build onto a full disk: exit IO naming the blobs folder, with either codec, and nothing left', () => {
+    const small = tempDir();
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'kbundle-full', small]).status).toBe(0);
+    try {
+      const spec = 'name: big\nversion: 1.0.0\ndescription: big\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: noise\n    dst: opt/noise\n';
+      const dir = writeBundle(join(tempDir(), 'big'), spec, [{ path: 'noise', content: randomBytes(4 << 20).toString('base64') }]);
+      for (const codec of ['gzip', 'zstd']) {
+        const r = kbundle(['build', dir, '-o', `oci:${join(small, 'o')}:x`, '--compression', codec]);
+        expect(r.code, r.stderr).toBe(14);
+        expect(r.stderr).toContain(`kbundle: error: ${join(small, 'o', 'blobs', 'sha256')}: no space left on the device (ENOSPC)`);
+        expect(readdirSync(small)).toEqual([]);
+      }
     } finally {
       spawnSync('umount', [small]);
     }

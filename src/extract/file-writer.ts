@@ -3,7 +3,8 @@
  * the kernel 30-500 µs (ext4 inode allocation) and the main thread also parses the tar and decides
  * every entry; with the writing here, the two run side by side (a large file's pieces are queued
  * as they are inflated, so the next entries are read while it is written). Only journaled
- * installs use it: their temps have fresh names in folders the main thread has already resolved
+ * installs use it: their files get fresh names (temps, or their own names inside a folder the
+ * install is staging, see apply.ts folderAt) in folders the main thread has already resolved
  * and created, and nothing renames a folder before the commit, so when the file is made later on
  * this thread it lands where it would have landed at once (no symlink can appear on its path
  * meanwhile). The main thread journals every temp before queueing it, and drains (waits for every
@@ -159,7 +160,7 @@ export class FileWriter {
   }
 
   /**
-   * Queue `path` (a journaled temp: a fresh name in an existing folder) with its content and
+   * Queue `path` (a fresh name in a folder that exists: see the header) with its content and
    * metadata; `owner` sets uid/gid. `data` is copied before this returns (the caller may reuse its
    * memory at once: an install's inflate buffers are). Resolves at once unless too much is queued.
    */

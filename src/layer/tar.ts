@@ -266,6 +266,65 @@ class BlobFile {
   }
 }
 
+/**
+ * The SHA-256 and size of a file another process is writing from start to end (the zstd program
+ * writes the blob itself, see ZstdProgram), read as it grows with one reused buffer, and written
+ * back to disk every FLUSH_EVERY bytes in the background as BlobFile does. Bytes below the file's
+ * size are complete (the kernel updates the size after copying a write), so what a read returns is
+ * final; `finish` is called once the writer has exited and reads the rest.
+ */
+class FollowedFile {
+  private readonly hash = createHash('sha256');
+  private readonly running: Promise<void>;
+  private ended = false;
+  private wake?: () => void;
+  private flushing?: Promise<void>;
+  size = 0;
+
+  constructor(
+    private readonly reader: FileHandle,
+    private readonly writer: FileHandle,
+  ) {
+    this.running = this.follow();
+    this.running.catch(() => undefined); // reported by finish
+  }
+
+  private async follow(): Promise<void> {
+    const buf = Buffer.allocUnsafeSlow(FOLLOW_READ);
+    let unflushed = 0;
+    for (;;) {
+      const ended = this.ended; // taken before the read: if set, that read sees every byte
+      const { bytesRead } = await this.reader.read(buf, 0, buf.length, this.size);
+      if (bytesRead > 0) {
+        this.hash.update(buf.subarray(0, bytesRead));
+        this.size += bytesRead;
+        if ((unflushed += bytesRead) >= FLUSH_EVERY && !this.flushing) {
+          unflushed = 0;
+          const flushing = (this.flushing = this.writer.datasync().then(() => void (this.flushing = undefined)));
+          flushing.catch(() => undefined); // finish reports it
+        }
+      } else if (ended) return;
+      else await new Promise<void>((resolve) => setTimeout((this.wake = resolve), FOLLOW_POLL_MS));
+    }
+  }
+
+  /** The writer is done: read to the end of the file; rejects with a read or flush failure. */
+  async finish(): Promise<void> {
+    this.ended = true;
+    this.wake?.();
+    await this.running;
+    await this.flushing;
+  }
+
+  digest(): string {
+    return `sha256:${this.hash.digest('hex')}`;
+  }
+}
+
+/** Bytes read at a time, and the wait when the writer is behind (zstd writes ~128 KiB blocks). */
+const FOLLOW_READ = 1024 * 1024;
+const FOLLOW_POLL_MS = 2;
+
 /** `bufs` without their first `skip` bytes (after a short write). */
 function unwritten(bufs: Buffer[], skip: number): Buffer[] {
   const out: Buffer[] = [];
@@ -322,19 +381,21 @@ const ZSTD_PIECES = 8;
 
 /**
  * zstd: the tar pieces (shared memory, reused) go to the zstd program's stdin and to the hash
- * worker (diff_id), both reading them in place; the program's output is hashed and written like
- * gzip's (BlobFile), in batches. Both take the pieces in order, so the oldest piece in flight is
- * always the next to come free. Memory: ZSTD_PIECES pieces and the program's own buffers.
+ * worker (diff_id), both reading them in place; the program writes the blob file itself, and it
+ * is hashed as it grows (FollowedFile). Both take the pieces in order, so the oldest piece in
+ * flight is always the next to come free. Memory: ZSTD_PIECES pieces and the program's own buffers.
  */
 async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, opts: LayerOptions): Promise<WrittenLayer> {
   const hasher = tarDigester(plannedTarBytes(entries), { crc32: false });
   let fh: FileHandle | undefined;
-  let blob: BlobFile | undefined;
+  let reader: FileHandle | undefined;
+  let blob: FollowedFile | undefined;
   let zstd: ZstdProgram | undefined;
   try {
     fh = await open(outFile, opts.outputFlags ?? 'w');
-    const file = (blob = new BlobFile(fh));
-    const z = (zstd = new ZstdProgram(opts.level, (bytes) => file.write(bytes)));
+    reader = await open(outFile, 'r');
+    const z = (zstd = new ZstdProgram(opts.level, fh.fd));
+    const file = (blob = new FollowedFile(reader, fh));
     const free: Buffer[] = Array.from({ length: ZSTD_PIECES }, () => Buffer.from(new SharedArrayBuffer(GZIP_CHUNK)));
     const inFlight: Promise<Buffer>[] = [];
     const send = (piece: Buffer): void => {
@@ -354,13 +415,14 @@ async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, o
     await Promise.all(inFlight);
     const tar = await hasher.finish();
     await z.end();
-    await file.done();
+    await file.finish();
     return { mediaType: mediaTypeOfCodec('zstd'), digest: file.digest(), size: file.size, diffId: tar.digest, uncompressedSize: tar.size };
   } catch (e) {
     await zstd?.abort();
     throw e;
   } finally {
-    await blob?.done().catch(() => undefined); // nothing may write to fh once closed
+    await blob?.finish().catch(() => undefined); // nothing may use fh once closed
+    await reader?.close();
     await fh?.close();
     await hasher.close();
   }

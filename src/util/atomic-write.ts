@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { writeError } from '../errors.js';
 import { onInterrupt } from './interrupt.js';
 
 const TEMP_FILE_RE = /\.tmp-(\d+)-[0-9a-f]{12}$/;
@@ -130,7 +131,7 @@ export async function commitFile(from: string, to: string, opts: StageOptions = 
  * planted symlink), then commits it to `path`. The temp file never outlives a failure.
  */
 export function stageAndRename<T>(path: string, write: (tmp: string) => Promise<T>, opts: StageOptions = {}): Promise<T> {
-  return stage(path, write, () => path, opts);
+  return stage(path, write, () => path, opts, path);
 }
 
 /**
@@ -138,10 +139,14 @@ export function stageAndRename<T>(path: string, write: (tmp: string) => Promise<
  * digest): `write` stages it in `dir`, `finalPath(result)` names where it goes.
  */
 export function stageThenName<T>(dir: string, write: (tmp: string) => Promise<T>, finalPath: (result: T) => string, opts: StageOptions = {}): Promise<T> {
-  return stage(join(dir, 'staged'), write, finalPath, opts);
+  return stage(join(dir, 'staged'), write, finalPath, opts, dir);
 }
 
-async function stage<T>(near: string, write: (tmp: string) => Promise<T>, finalPath: (result: T) => string, opts: StageOptions): Promise<T> {
+/**
+ * `where` names the destination in an I/O error (a full disk, a read-only file system, no
+ * permission: writeError); a write through a file handle carries no path of its own.
+ */
+async function stage<T>(near: string, write: (tmp: string) => Promise<T>, finalPath: (result: T) => string, opts: StageOptions, where: string): Promise<T> {
   await removeStaleStaging(dirname(near));
   const tmp = stagingPath(near);
   let created = false;
@@ -159,7 +164,7 @@ async function stage<T>(near: string, write: (tmp: string) => Promise<T>, finalP
     return r;
   } catch (e) {
     if (created) await rm(tmp, { force: true });
-    throw e;
+    throw writeError(e, where);
   } finally {
     off();
   }
