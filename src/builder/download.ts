@@ -30,7 +30,7 @@ export async function fetchPinned(url: string, sha256: string, what: string): Pr
   }
   await mkdir(dir, { recursive: true });
   try {
-    await stageAndRename(final, (tmp) => downloadToFile({ url, dest: tmp, what, through: () => new VerifyingStream(`sha256:${sha256}`, undefined, `${what}: ${url}`) }));
+    await stageAndRename(final, (tmp) => downloadToFile({ url, dest: tmp, what, staged: true, through: () => new VerifyingStream(`sha256:${sha256}`, undefined, `${what}: ${url}`) }));
   } catch (e) {
     if (e instanceof DigestMismatchError) {
       throw new KbError('DIGEST_MISMATCH', `${what}: ${url}: content digest ${e.actual} does not match the expected sha256:${sha256}`, {

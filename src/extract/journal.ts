@@ -2,7 +2,8 @@
  * All-or-nothing installs onto a live root. Entries are written to temp names beside their final
  * paths (same folder, so same file system) and only renamed into place once the whole image has
  * been written; a folder the root does not have is made under a temp name with everything below
- * it at its own names, and renamed into place the same way (one `stage` record for all of it). Every step that changes the root is first appended to a journal in
+ * it at its own names, and renamed into place the same way (one `stage` record for all of it).
+ * Every step that changes the root is first appended to a journal in
  * `<root>/var/lib/kbundle/journal/`, so whatever stops kbundle — SIGKILL, a full disk, a power
  * cut after the journal reached the disk — the next kbundle run on that root finishes the job
  * (the journal has its commit record: roll forward) or undoes it (no commit record: roll back).

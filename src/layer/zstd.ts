@@ -54,7 +54,7 @@ function compressArgs(level: number, threads: number): string[] {
 }
 
 /** What zstd prints (strerror) when it cannot write its output: the errno errors a write of our own would give. */
-const WRITE_ERRNOS: [RegExp, string, number][] = [
+const ZSTD_WRITE_ERRORS: [RegExp, string, number][] = [
   [/No space left on device/, 'ENOSPC', -28],
   [/Disk quota exceeded/, 'EDQUOT', -122],
   [/Read-only file system/, 'EROFS', -30],
@@ -65,7 +65,7 @@ const COMPRESS_ERRORS: ProgramErrors = {
   spawnError: (e) => (e.code === 'ENOENT' ? new UserError('zstd is not installed', 'install it: apt-get install -y zstd, or build with --compression gzip') : e),
   exitError: (status, stderr) => {
     // The program writes the layer file itself (ZstdProgram): a full disk is an I/O error, as for gzip.
-    const errno = WRITE_ERRNOS.find(([re]) => re.test(stderr));
+    const errno = ZSTD_WRITE_ERRORS.find(([re]) => re.test(stderr));
     if (errno) return Object.assign(new Error(`${errno[1]}: zstd could not write the layer (${status}): ${stderr.trim()}`), { code: errno[1], errno: errno[2], syscall: 'write' });
     return new UserError(`zstd failed (${status}): ${stderr.trim()}`);
   },

@@ -8,6 +8,7 @@
  * checks before renaming.
  */
 import { createWriteStream } from 'node:fs';
+import { truncate } from 'node:fs/promises';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
@@ -19,6 +20,7 @@ import { backoffDelay, DEFAULT_RETRY, isRetryableStatus, sleep } from './retry.j
 import { undici } from './undici-lazy.js';
 import { VERSION } from '../version.js';
 import { checkUrl } from '../net/url.js';
+import { STAGED_TEMP_FLAGS } from '../util/atomic-write.js';
 
 export const MAX_DOWNLOAD_ENV = 'KBUNDLE_MAX_DOWNLOAD';
 /** Large enough for any sysext image or release archive kbundle expects; a cap, not a quota. */
@@ -46,6 +48,11 @@ export interface DownloadRequest {
   /** A fresh stage the bytes pass through on their way to the file (a digest check), per attempt. */
   through?: () => Transform;
   mode?: number;
+  /**
+   * `dest` is a temp that stageAndRename made: it is opened without O_CREAT (and emptied for each
+   * attempt), so an open still in flight when a signal's clean-up removed it cannot make it again.
+   */
+  staged?: boolean;
 }
 
 function tooLarge(what: string, limit: number): UserError {
@@ -114,7 +121,13 @@ export async function downloadToFile(req: DownloadRequest): Promise<{ bytes: num
           throw tooLarge(what, limit);
         }
         const cap = new SizeCap(limit, what);
-        const out = createWriteStream(req.dest, { mode: req.mode ?? 0o644 });
+        // A failed attempt's bytes go (r+ keeps them); a temp that is gone fails (and the body is let go).
+        if (req.staged)
+          await truncate(req.dest, 0).catch((e: unknown) => {
+            res.body.destroy();
+            throw e;
+          });
+        const out = createWriteStream(req.dest, { mode: req.mode ?? 0o644, flags: req.staged ? STAGED_TEMP_FLAGS : 'w' });
         if (req.through) await pipeline(res.body, cap, req.through(), out);
         else await pipeline(res.body, cap, out);
         if (Number.isFinite(declared) && cap.bytes !== declared) throw new KbError('TRUNCATED', `${what}: the server sent ${cap.bytes} of ${declared} bytes`);

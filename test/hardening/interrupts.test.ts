@@ -7,9 +7,12 @@
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { downloadToFile } from '../../src/registry/download.js';
 import { cliCommand, kbundle } from '../helpers/cli.js';
 import { cleanupTempDirs, tempDir } from '../helpers/exec.js';
 import { startRegistry, type RegistryHandle } from '../helpers/registry.js';
@@ -91,5 +94,30 @@ describe('an interrupted install from a registry', () => {
     const r = kbundle(['install', `container://${ref}`, '--root', join(dir, 'root')], { env: { ...process.env, TMPDIR: tmp, KBUNDLE_TEST_SIGNAL_AT: '3:SIGTERM' } });
     expect(r.code, r.stderr).toBe(143);
     expect(readdirSync(tmp)).toEqual([]);
+  });
+});
+
+describe('a staged download (bundle.yaml url: files) is opened without O_CREAT', () => {
+  let server: Server;
+  let url: string;
+  const body = randomBytes(200_000);
+  beforeAll(async () => {
+    server = createServer((_req, res) => res.end(body));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/file`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  it('fails when its temp is gone (as after a signal removed it) instead of making it again', async () => {
+    const dest = join(tempDir(), 'gone.tmp');
+    await expect(downloadToFile({ url, dest, what: 'test', staged: true })).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(existsSync(dest)).toBe(false);
+  });
+
+  it('empties the temp first: a longer leftover of an earlier attempt does not survive', async () => {
+    const dest = join(tempDir(), 'kept.tmp');
+    writeFileSync(dest, Buffer.alloc(300_000, 'x'));
+    expect(await downloadToFile({ url, dest, what: 'test', staged: true })).toEqual({ bytes: body.length });
+    expect(readFileSync(dest).equals(body)).toBe(true);
   });
 });
