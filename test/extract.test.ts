@@ -291,6 +291,27 @@ describe('journaled installs stage the folders a root lacks whole', () => {
     expect(readlinkSync(join(root, 'opt/app'))).toBe('/usr/share/app');
   });
 
+  it('keeps a destination symlink to a folder the image itself creates (merged /usr on a root without usr/lib yet), as an unjournaled install does', async () => {
+    const layers = [
+      [dir('lib/'), file('lib/b', 'b')],
+      [dir('usr/'), dir('usr/lib/'), file('usr/lib/a', 'a')],
+    ]; // bottom first: usr/lib comes from the top layer
+    const results = [];
+    for (const journal of [false, true]) {
+      const root = tempDir();
+      symlinkSync('usr/lib', join(root, 'lib'));
+      if (journal) await journaled(layers, root);
+      else {
+        const { layout, manifest } = await craftImage(join(tempDir(), 'img'), layers);
+        await extractImage(layout, manifest, root);
+      }
+      expect(readlinkSync(join(root, 'lib'))).toBe('usr/lib');
+      results.push(withoutState(root));
+    }
+    expect(results[1]).toEqual(results[0]);
+    expect(results[0]!['usr/lib/b']).toBe('f644:b');
+  });
+
   // A symlink the root has leads into a folder the image creates, and on through a symlink the
   // image put there to a host path: resolving in the root cannot see the staged folder, so the
   // walk into it must refuse the image's symlink (followed, it would write outside the root).

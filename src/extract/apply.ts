@@ -179,7 +179,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         // Unlike containerd, keep a destination symlink that leads (inside the root) to a
         // directory, e.g. /lib -> usr/lib on merged-/usr systems: the image's files go through it.
         const through = resolveInRoot(root, e.path.split('/'), true);
-        if (lstatOrUndefined(through)?.isDirectory()) break;
+        if (isFolderAt(through, root, state)) break;
       }
       if (st && !st.isDirectory()) {
         if (journal) {
@@ -321,17 +321,38 @@ function stageFolder(final: string, journal: InstallJournal, state: ApplyState):
  * refused, never followed (the kernel would follow it from the host's /, out of the root).
  */
 function folderAt(dir: string, root: string, journal: InstallJournal, state: ApplyState, what: string, entry: string): string {
-  const staged = state.stagedDirs;
-  if (staged?.size) {
-    for (let p = dir; p.length > root.length; p = p.slice(0, p.lastIndexOf('/'))) {
-      const tmp = staged.get(p);
-      if (tmp !== undefined) return descend(tmp, dir.slice(p.length), p, root, what, entry);
-    }
-  }
+  const staged = stagedAncestor(dir, root, state);
+  if (staged) return descend(staged.tmp, dir.slice(staged.final.length), staged.final, root, what, entry);
   if (existsSync(dir)) return dir;
   let top = dir;
   for (let up = posix.dirname(top); up.length > root.length && !existsSync(up); up = posix.dirname(up)) top = up;
   return descend(stageFolder(top, journal, state), dir.slice(top.length), top, root, what, entry);
+}
+
+/** Whether `path` (resolved in the root) is a folder: in the root, or one this install is staging. */
+function isFolderAt(path: string, root: string, state: ApplyState): boolean {
+  if (lstatOrUndefined(path)?.isDirectory()) return true;
+  const staged = stagedAncestor(path, root, state);
+  if (!staged) return false;
+  // Inside the staged folder nothing is followed: an image symlink there is not a folder.
+  let at = staged.tmp;
+  for (const part of path.slice(staged.final.length + 1).split('/')) {
+    if (!part) continue;
+    at = `${at}/${part}`;
+    if (!lstatOrUndefined(at)?.isDirectory()) return false;
+  }
+  return true;
+}
+
+/** The staged folder `path` (resolved in the root) is or lies in: its final path, and its temp. */
+function stagedAncestor(path: string, root: string, state: ApplyState): { final: string; tmp: string } | undefined {
+  const staged = state.stagedDirs;
+  if (!staged?.size) return undefined;
+  for (let p = path; p.length > root.length; p = p.slice(0, p.lastIndexOf('/'))) {
+    const tmp = staged.get(p);
+    if (tmp !== undefined) return { final: p, tmp };
+  }
+  return undefined;
 }
 
 /** `from` + `rest` ("/a/b"), making what is missing; a symlink on the way is refused. */
