@@ -274,6 +274,22 @@ describe('journaled installs stage the folders a root lacks whole', () => {
     for (const p of ['usr/share/tagged/', 'usr/share/tagged/f']) expect(mustRun('getfattr', ['--only-values', '-n', 'user.kbundle', join(root, p)])).toBe(p);
   });
 
+  it("merges into a folder that appeared meanwhile at a staged folder's path (a live root), and replaces a file that did", async () => {
+    const root = tempDir();
+    await journaled([[dir('usr/'), dir('usr/share/'), file('usr/share/a', 'a'), dir('opt/'), file('opt/b', 'b')]], root, () => {
+      mkdirSync(join(root, 'usr/local/bin'), { recursive: true }); // written by something else on the node
+      writeFileSync(join(root, 'usr/local/bin/other'), 'other');
+      mkdirSync(join(root, 'usr/share'));
+      writeFileSync(join(root, 'usr/share/a'), 'theirs');
+      writeFileSync(join(root, 'opt'), 'a file where the image puts a folder');
+    });
+    const after = withoutState(root);
+    expect(after['usr/local/bin/other']).toBe('f644:other');
+    expect(after['usr/share/a']).toBe('f644:a'); // the image's file replaces theirs, as containerd's Apply does
+    expect(after['opt/b']).toBe('f644:b');
+    expect(Object.keys(after).filter((k) => k.includes('.kbundle-'))).toEqual([]);
+  });
+
   it('rolls a new folder back whole when the install fails', async () => {
     const root = tempDir();
     mkdirSync(join(root, 'etc'));

@@ -167,25 +167,8 @@ export class InstallJournal {
 /** Rename every staged temp that is still there over its final path; drop what was moved aside. */
 function rollForward(records: JournalRecord[], record: (r: JournalRecord) => void): void {
   for (const r of [...records]) {
-    if (r.t === 'stage') {
-      // The usual case in one call; the checks below only when the rename says something is in the way.
-      try {
-        renameSync(r.tmp, r.final);
-        continue;
-      } catch {
-        /* looked at below */
-      }
-      const tmp = lstatOrUndefined(r.tmp);
-      if (!tmp) continue; // renamed before the crash
-      const dst = lstatOrUndefined(r.final);
-      // rename(2) cannot put a file over a folder: move the folder aside (dropped below).
-      if (dst?.isDirectory() && !tmp.isDirectory()) {
-        const aside = asideName(r.final);
-        record({ t: 'moved', from: r.final, to: aside });
-        renameSync(r.final, aside);
-      }
-      renameSync(r.tmp, r.final);
-    } else if (r.t === 'chmod') {
+    if (r.t === 'stage') putInPlace(r.tmp, r.final, record);
+    else if (r.t === 'chmod') {
       try {
         chmodSync(r.p, r.mode);
       } catch {
@@ -194,6 +177,38 @@ function rollForward(records: JournalRecord[], record: (r: JournalRecord) => voi
     }
   }
   for (const r of records) if (r.t === 'moved') rmSync(r.to, { recursive: true, force: true });
+}
+
+/**
+ * Rename `tmp` over `final` as containerd's Apply would put it there: replace, except that a folder
+ * onto a folder merges. The usual case is one rename; the checks follow only when it fails, when
+ * something is in the way that the install did not see: a folder in place of a file, or (a live
+ * root) a folder or file that appeared at the final path of a folder the install staged whole.
+ */
+function putInPlace(tmp: string, final: string, record: (r: JournalRecord) => void): void {
+  try {
+    renameSync(tmp, final);
+    return;
+  } catch {
+    /* looked at below */
+  }
+  const src = lstatOrUndefined(tmp);
+  if (!src) return; // renamed before the crash
+  const dst = lstatOrUndefined(final);
+  if (src.isDirectory() && dst?.isDirectory()) {
+    // Its entries go in one by one (the same rules below), then it is gone; its mode wins.
+    for (const name of readdirSync(tmp)) putInPlace(join(tmp, name), join(final, name), record);
+    chmodSync(final, src.mode & 0o7777);
+    rmdirSync(tmp);
+    return;
+  }
+  // rename(2) cannot put a file over a folder, nor a folder over a file: move it aside (dropped below).
+  if (dst && dst.isDirectory() !== src.isDirectory()) {
+    const aside = asideName(final);
+    record({ t: 'moved', from: final, to: aside });
+    renameSync(final, aside);
+  }
+  renameSync(tmp, final);
 }
 
 /** Remove every temp and created folder, newest first, and put back what was moved aside. */
