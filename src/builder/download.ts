@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { downloadToFile } from '../registry/download.js';
 import { errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, VerifyingStream } from '../oci/digest.js';
 import { STAGED_TEMP_FLAGS, stageAndRename } from '../util/atomic-write.js';
-import { decompress } from '../layer/codec.js';
+import { decompressFile } from '../layer/codec.js';
 import { readTar } from '../util/tar-reader.js';
 
 export function downloadCacheDir(): string {
@@ -72,7 +72,7 @@ export async function extractPinnedMember(archive: string, archiveSha256: string
   const label = 'the download';
   const seen: string[] = [];
   try {
-    for await (const { header, chunks } of readTar(decompress(createReadStream(archive), gzipped ? 'gzip' : 'none', label), label)) {
+    for await (const { header, chunks } of readTar(decompressFile(archive, gzipped ? 'gzip' : 'none', label), label)) {
       const name = header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
       if (name !== want) {
         if (header.type === 'file' && seen.length <= LISTED_MEMBERS) seen.push(name);

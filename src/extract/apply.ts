@@ -90,6 +90,13 @@ function lstatOrUndefined(p: string): Stats | undefined {
   }
 }
 
+/** A temp for `final` in its folder, journaled before it exists (renamed at commit, or by `settle`). */
+function stagedTemp(dir: string, final: string, journal: InstallJournal | undefined): string {
+  const tmp = tmpName(dir);
+  journal?.stage(tmp, final);
+  return tmp;
+}
+
 /** Put `tmp` at `final` the way containerd's Apply does: replace, except dir-over-dir merges. */
 function replaceWith(tmp: string, final: string, rel: string, state: ApplyState): void {
   const st = lstatOrUndefined(final);
@@ -191,8 +198,9 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         state.existing?.clear();
       }
       if (!st || !st.isDirectory()) {
-        const made = journal ? stageFolder(final, journal, state) : final;
-        if (!journal) mkdirSync(final);
+        let made = final;
+        if (journal) made = stageFolder(final, journal, state);
+        else mkdirSync(final);
         chmodSync(made, mode);
         state.staged?.set(e.path, made);
       } else if (journal) journal.chmod(final, mode);
@@ -202,8 +210,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
     }
     case 'file':
     case 'contiguous-file': {
-      const tmp = fresh ? at : tmpName(parent);
-      if (!fresh) journal?.stage(tmp, final);
+      const tmp = fresh ? at : stagedTemp(parent, final, journal);
       const size = h.size;
       const data = e.data;
       try {
@@ -231,8 +238,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       break;
     }
     case 'symlink': {
-      const tmp = fresh ? at : tmpName(parent);
-      if (!fresh) journal?.stage(tmp, final);
+      const tmp = fresh ? at : stagedTemp(parent, final, journal);
       // The target text is kept as written (absolute targets are legitimate in images); kbundle
       // itself only ever follows it through resolveInRoot.
       symlinkSync(h.linkname ?? '', tmp);
@@ -258,8 +264,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
       await state.writer?.drain(); // the target may still be queued
       const target = state.staged?.get(targetRel) ?? resolveInRoot(root, targetParts, false);
       if (!lstatOrUndefined(target)?.isFile()) throw new UserError(`${what}: hard link "${e.path}" points at "${h.linkname}", which is not a regular file`);
-      const tmp = fresh ? at : tmpName(parent);
-      if (!fresh) journal?.stage(tmp, final);
+      const tmp = fresh ? at : stagedTemp(parent, final, journal);
       linkSync(target, tmp);
       settle(tmp, final, e.path, state, opts);
       break;
@@ -271,8 +276,7 @@ export async function applyEntry(root: string, e: FlatEntry, opts: ApplyOptions,
         throw new KbError('REFUSED', `${what}: "${e.path}" is a ${h.type}; refusing to create it`, { hint: 'pass --allow-devices to create device nodes and fifos (root only)' });
       }
       if (h.type !== 'fifo' && !isRoot()) throw new UserError(`${what}: "${e.path}": creating a ${h.type} needs root`);
-      const tmp = fresh ? at : tmpName(parent);
-      if (!fresh) journal?.stage(tmp, final);
+      const tmp = fresh ? at : stagedTemp(parent, final, journal);
       const args = h.type === 'fifo' ? ['-m', mode.toString(8), tmp, 'p'] : ['-m', mode.toString(8), tmp, h.type === 'block-device' ? 'b' : 'c', String(h.devmajor ?? 0), String(h.devminor ?? 0)];
       const r = spawnSync('mknod', args, { encoding: 'utf8' });
       if (r.status !== 0) throw new UserError(`${what}: "${e.path}": mknod failed: ${r.stderr.trim()}`);
@@ -304,8 +308,7 @@ function makeParents(dir: string): string {
 
 /** Create folder `final` (absent from the root) as a temp folder beside it, renamed to it at commit. */
 function stageFolder(final: string, journal: InstallJournal, state: ApplyState): string {
-  const tmp = tmpName(posix.dirname(final));
-  journal.stage(tmp, final);
+  const tmp = stagedTemp(posix.dirname(final), final, journal);
   mkdirSync(tmp);
   (state.stagedDirs ??= new Map()).set(final, tmp);
   return tmp;

@@ -212,17 +212,46 @@ async function packTar(w: PieceWriter, entries: readonly LayerEntry[], opts: Lay
 const FLUSH_EVERY = 32 * 1024 * 1024;
 
 /**
+ * One `fdatasync` of `fh` every FLUSH_EVERY bytes written, in the background (one at a time,
+ * beside the writes). A failed flush stays, and `settled` reports it (no flush after it).
+ */
+class BackgroundFlush {
+  private flushing?: Promise<void>;
+  private unflushed = 0;
+  constructor(private readonly fh: FileHandle) {}
+
+  wrote(n: number): void {
+    if ((this.unflushed += n) < FLUSH_EVERY || this.flushing) return;
+    this.unflushed = 0;
+    const flushing = this.fh.datasync();
+    this.flushing = flushing;
+    flushing.then(
+      () => {
+        if (this.flushing === flushing) this.flushing = undefined;
+      },
+      () => undefined,
+    );
+  }
+
+  /** No flush running (the file may be closed); rejects with a failed one. */
+  async settled(): Promise<void> {
+    await this.flushing;
+  }
+}
+
+/**
  * The layer blob being written: bytes in order (one write running, at most one waiting; callers
  * await what `write` returns), hashed (the descriptor digest) and counted on the way, and written
- * back to disk in the background as it grows (one `fdatasync` at a time, beside the writes).
+ * back to disk in the background as it grows (BackgroundFlush).
  */
 class BlobFile {
   private last: Promise<void> = Promise.resolve();
   private readonly hash = createHash('sha256');
-  private flushing?: Promise<void>;
-  private unflushed = 0;
+  private readonly flush: BackgroundFlush;
   size = 0;
-  constructor(private readonly fh: FileHandle) {}
+  constructor(private readonly fh: FileHandle) {
+    this.flush = new BackgroundFlush(fh);
+  }
 
   /** Queue `bytes` (a batch goes in one writev, no copy); resolves once the write before it is done. */
   write(bytes: Buffer | Buffer[]): Promise<void> {
@@ -236,29 +265,16 @@ class BlobFile {
     const before = this.last;
     this.last = before.then(async () => {
       for (let off = 0; off < n;) off += (await this.fh.writev(off ? unwritten(bufs, off) : bufs)).bytesWritten;
-      if ((this.unflushed += n) >= FLUSH_EVERY && !this.flushing) this.flushInBackground();
+      this.flush.wrote(n);
     });
     this.last.catch(() => undefined); // reported through the awaited promises
     return before;
   }
 
-  private flushInBackground(): void {
-    this.unflushed = 0;
-    const flushing = this.fh.datasync();
-    this.flushing = flushing;
-    // Done: the next one may start. Failed: it stays, and done() reports it (no flush after it).
-    flushing.then(
-      () => {
-        if (this.flushing === flushing) this.flushing = undefined;
-      },
-      () => undefined,
-    );
-  }
-
   /** Every write done and no flush running (the file may be closed); rejects with either's failure. */
   async done(): Promise<void> {
     await this.last;
-    await this.flushing;
+    await this.flush.settled();
   }
 
   digest(): string {
@@ -269,40 +285,36 @@ class BlobFile {
 /**
  * The SHA-256 and size of a file another process is writing from start to end (the zstd program
  * writes the blob itself, see ZstdProgram), read as it grows with one reused buffer, and written
- * back to disk every FLUSH_EVERY bytes in the background as BlobFile does. Bytes below the file's
+ * back to disk in the background as BlobFile's (BackgroundFlush). Bytes below the file's
  * size are complete (the kernel updates the size after copying a write), so what a read returns is
  * final; `finish` is called once the writer has exited and reads the rest.
  */
 class FollowedFile {
   private readonly hash = createHash('sha256');
   private readonly running: Promise<void>;
+  private readonly flush: BackgroundFlush;
   private ended = false;
   private wake?: () => void;
-  private flushing?: Promise<void>;
   size = 0;
 
   constructor(
     private readonly reader: FileHandle,
-    private readonly writer: FileHandle,
+    writer: FileHandle,
   ) {
+    this.flush = new BackgroundFlush(writer);
     this.running = this.follow();
     this.running.catch(() => undefined); // reported by finish
   }
 
   private async follow(): Promise<void> {
     const buf = Buffer.allocUnsafeSlow(FOLLOW_READ);
-    let unflushed = 0;
     for (;;) {
       const ended = this.ended; // taken before the read: if set, that read sees every byte
       const { bytesRead } = await this.reader.read(buf, 0, buf.length, this.size);
       if (bytesRead > 0) {
         this.hash.update(buf.subarray(0, bytesRead));
         this.size += bytesRead;
-        if ((unflushed += bytesRead) >= FLUSH_EVERY && !this.flushing) {
-          unflushed = 0;
-          const flushing = (this.flushing = this.writer.datasync().then(() => void (this.flushing = undefined)));
-          flushing.catch(() => undefined); // finish reports it
-        }
+        this.flush.wrote(bytesRead);
       } else if (ended) return;
       else await new Promise<void>((resolve) => setTimeout((this.wake = resolve), FOLLOW_POLL_MS));
     }
@@ -313,7 +325,7 @@ class FollowedFile {
     this.ended = true;
     this.wake?.();
     await this.running;
-    await this.flushing;
+    await this.flush.settled();
   }
 
   digest(): string {

@@ -7,9 +7,10 @@ import { parseDigest, DigestMismatchError, SizeMismatchError } from './digest.js
 /**
  * Hash local files on a worker thread (all but the first, see verifyFilesInOrder): Node's hash
  * runs on the calling thread, and the main thread has other work (an install applies the top
- * layer while the lower ones are hashed). One worker hashes the files one after another, in the order given, through one reused buffer:
- * each worker's start costs ~0.1 s of CPU, and a fresh buffer per read costs a page fault per
- * 4 KiB. Inline source (eval) so it also works from the bundled CLI.
+ * layer while the lower ones are hashed). One worker hashes the files one after another, in the
+ * order given, through one reused buffer: each worker's start costs ~0.1 s of CPU, and a fresh
+ * buffer per read costs a page fault per 4 KiB. Inline source (eval) so it also works from the
+ * bundled CLI.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
