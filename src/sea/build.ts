@@ -19,13 +19,14 @@ import { createRequire } from 'node:module';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { commitFile, writeFileAtomic } from '../util/atomic-write.js';
-import type { Plugin } from 'esbuild';
+import { bundle, bundleCliScript } from './cli-bundle.js';
 import { NODE_RELEASE, executableName, type SeaPlatform } from './release.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 /** The sentinel Node's SEA support looks for (documented in Node's single-executable-applications page). */
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 const CACHE = join(ROOT, 'node_modules/.cache/kbundle-sea');
+const NODE_MAJOR = Number(NODE_RELEASE.version.split('.')[0]);
 
 function sha256File(path: string): Promise<string> {
   return new Promise((res, rej) => {
@@ -67,87 +68,11 @@ async function nodeBinary(platform: SeaPlatform): Promise<string> {
 
 /** The CLI (SEA asset `cli.cjs`) and the small main script that loads it (src/sea/loader.ts). */
 async function bundleCli(work: string): Promise<{ cli: string; loader: string }> {
-  const cli = await bundle(join(ROOT, 'dist/src/sea/entry.js'), join(work, 'cli.cjs'), {}, true);
-  // The loader reads it as Latin-1, which is only right for ASCII (esbuild's charset escapes the rest).
-  const nonAscii = readFileSync(cli).findIndex((b) => b > 0x7f);
-  if (nonAscii >= 0) throw new Error(`${cli}: byte ${nonAscii} is not ASCII; the loader reads the CLI as Latin-1`);
+  const cli = await bundleCliScript(join(work, 'cli.cjs'), NODE_MAJOR);
   // The loader accepts a code cache only if it was made from this very CLI script (code-cache.ts).
   const cliSha256 = await sha256File(cli);
-  const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'), { KBUNDLE_CLI_SHA256: JSON.stringify(cliSha256) });
+  const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'), { define: { KBUNDLE_CLI_SHA256: JSON.stringify(cliSha256) }, nodeMajor: NODE_MAJOR });
   return { cli, loader };
-}
-
-/**
- * Built-ins a dependency requires when it is loaded but kbundle never uses through it: commander
- * loads node:child_process (one of the costlier built-ins to start) for executable subcommands,
- * which kbundle has none of. Such a require gets an object that loads the module on first use.
- */
-const LAZY_BUILTINS = [{ importer: /[\\/]node_modules[\\/]commander[\\/]/, module: /^(node:)?child_process$/ }];
-
-const lazyBuiltins: Plugin = {
-  name: 'lazy-builtins',
-  setup(build) {
-    for (const { importer, module } of LAZY_BUILTINS) {
-      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'lazy-builtin' } : undefined));
-    }
-    build.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
-      contents: `let m;\nmodule.exports = new Proxy({}, { get: (_t, key) => (m ??= require(${JSON.stringify(args.path)}))[key] });\n`,
-      loader: 'js',
-    }));
-  },
-};
-
-/**
- * Optional dependencies a dependency loads inside try/catch and kbundle never uses through it:
- * minipass-fetch (make-fetch-happen, for keyless signing) loads iconv-lite (0.5 MB, a sixth of the
- * CLI script) only for `textConverted()`, which nothing calls. Left out, its require throws as if
- * the package were not installed, which minipass-fetch handles.
- */
-const LEFT_OUT = [{ importer: /[\\/]node_modules[\\/]minipass-fetch[\\/]/, module: /^iconv-lite$/ }];
-
-const leftOut: Plugin = {
-  name: 'left-out-optional-dependencies',
-  setup(build) {
-    for (const { importer, module } of LEFT_OUT) {
-      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'left-out' } : undefined));
-    }
-    build.onLoad({ filter: /.*/, namespace: 'left-out' }, (args) => ({
-      contents: `throw Object.assign(new Error(${JSON.stringify(`${args.path} is not in the kbundle executable`)}), { code: 'MODULE_NOT_FOUND' });\n`,
-      loader: 'js',
-    }));
-  },
-};
-
-/**
- * The CLI script is wrapped as a CommonJS module function here, at build time: src/sea/launch.ts
- * compiles the asset as it is, instead of concatenating the wrapper at run time, which made V8
- * flatten a second copy of the 3 MB source on every start.
- */
-const CLI_WRAPPER = { head: '(function (exports, require, module, __filename, __dirname) {', tail: '})' };
-
-async function bundle(entry: string, outfile: string, define: Record<string, string> = {}, wrap = false): Promise<string> {
-  const esbuild = await import('esbuild');
-  await esbuild.build({
-    plugins: [lazyBuiltins, leftOut],
-    ...(wrap ? { banner: { js: CLI_WRAPPER.head }, footer: { js: CLI_WRAPPER.tail } } : {}),
-    entryPoints: [entry],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: `node${NODE_RELEASE.version.split('.')[0]}`,
-    // Only trust.ts reads import.meta, on the ESM path the bundle never takes (it has `require`).
-    logOverride: { 'empty-import-meta': 'silent' },
-    legalComments: 'none',
-    // ASCII only (the loader decodes it as Latin-1) and without comments and blank space: V8 scans
-    // every byte of the script on each compile without a code cache. Names stay, for stack traces.
-    charset: 'ascii',
-    minifyWhitespace: true,
-    minifySyntax: true,
-    define,
-    logLevel: 'warning',
-  });
-  return outfile;
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -1,0 +1,104 @@
+/**
+ * The CLI as one CommonJS script (esbuild): what the node executable carries as its `cli.cjs`
+ * asset (src/sea/build.ts) and what the npm CLI runs with its V8 code cache (src/sea/npm-launch.ts,
+ * written by src/sea/npm-bundle.ts). Both are src/sea/entry.ts and everything it reaches.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Plugin } from 'esbuild';
+
+/**
+ * Built-ins a dependency requires when it is loaded but kbundle never uses through it: commander
+ * loads node:child_process (one of the costlier built-ins to start) for executable subcommands,
+ * which kbundle has none of. Such a require gets an object that loads the module on first use.
+ */
+const LAZY_BUILTINS = [{ importer: /[\\/]node_modules[\\/]commander[\\/]/, module: /^(node:)?child_process$/ }];
+
+const lazyBuiltins: Plugin = {
+  name: 'lazy-builtins',
+  setup(build) {
+    for (const { importer, module } of LAZY_BUILTINS) {
+      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'lazy-builtin' } : undefined));
+    }
+    build.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
+      contents: `let m;\nmodule.exports = new Proxy({}, { get: (_t, key) => (m ??= require(${JSON.stringify(args.path)}))[key] });\n`,
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * Optional dependencies a dependency loads inside try/catch and kbundle never uses through it:
+ * minipass-fetch (make-fetch-happen, for keyless signing) loads iconv-lite (0.5 MB, a sixth of the
+ * CLI script) only for `textConverted()`, which nothing calls. Left out, its require throws as if
+ * the package were not installed, which minipass-fetch handles.
+ */
+const LEFT_OUT = [{ importer: /[\\/]node_modules[\\/]minipass-fetch[\\/]/, module: /^iconv-lite$/ }];
+
+const leftOut: Plugin = {
+  name: 'left-out-optional-dependencies',
+  setup(build) {
+    for (const { importer, module } of LEFT_OUT) {
+      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'left-out' } : undefined));
+    }
+    build.onLoad({ filter: /.*/, namespace: 'left-out' }, (args) => ({
+      contents: `throw Object.assign(new Error(${JSON.stringify(`${args.path} is not in the kbundle executable`)}), { code: 'MODULE_NOT_FOUND' });\n`,
+      loader: 'js',
+    }));
+  },
+};
+
+/**
+ * The CLI script is wrapped as a CommonJS module function here, at build time: its loaders
+ * (src/sea/launch.ts, src/sea/npm-launch.ts) compile it as it is, instead of concatenating the wrapper at run time, which made V8
+ * flatten a second copy of the 3 MB source on every start.
+ */
+const CLI_WRAPPER = { head: '(function (exports, require, module, __filename, __dirname) {', tail: '})' };
+
+export interface BundleOptions {
+  /** esbuild `define`s (compile-time constants). */
+  define?: Record<string, string>;
+  /** Wrap the script as a CommonJS module function (CLI_WRAPPER). */
+  wrap?: boolean;
+  /** The Node.js major version the script must run on (syntax is lowered for it). */
+  nodeMajor: number;
+}
+
+/** One CommonJS script holding `entry` and everything it reaches (built-ins aside). */
+export async function bundle(entry: string, outfile: string, { define = {}, wrap = false, nodeMajor }: BundleOptions): Promise<string> {
+  const esbuild = await import('esbuild');
+  await esbuild.build({
+    plugins: [lazyBuiltins, leftOut],
+    ...(wrap ? { banner: { js: CLI_WRAPPER.head }, footer: { js: CLI_WRAPPER.tail } } : {}),
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: `node${nodeMajor}`,
+    // Only trust.ts reads import.meta, on the ESM path the bundle never takes (it has `require`).
+    logOverride: { 'empty-import-meta': 'silent' },
+    legalComments: 'none',
+    // ASCII only (the loader decodes it as Latin-1) and without comments and blank space: V8 scans
+    // every byte of the script on each compile without a code cache. Names stay, for stack traces.
+    charset: 'ascii',
+    minifyWhitespace: true,
+    minifySyntax: true,
+    define,
+    logLevel: 'warning',
+  });
+  return outfile;
+}
+
+/**
+ * The whole CLI (src/sea/entry.ts) as one wrapped CommonJS script at `outfile`. It must be ASCII:
+ * its loaders read it as Latin-1 (one copy, no UTF-8 decoding), and esbuild's charset escapes the rest.
+ */
+export async function bundleCliScript(outfile: string, nodeMajor: number): Promise<string> {
+  const entry = join(dirname(fileURLToPath(import.meta.url)), 'entry.js');
+  await bundle(entry, outfile, { wrap: true, nodeMajor });
+  const nonAscii = readFileSync(outfile).findIndex((b) => b > 0x7f);
+  if (nonAscii >= 0) throw new Error(`${outfile}: byte ${nonAscii} is not ASCII; the loader reads the CLI as Latin-1`);
+  return outfile;
+}

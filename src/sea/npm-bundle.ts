@@ -1,0 +1,28 @@
+/**
+ * The second half of `npm run bundle`: the whole CLI as one CommonJS script, dist/cli/kbundle.cjs
+ * (src/sea/cli-bundle.ts, syntax for the oldest Node in package.json's engines), and its V8 code
+ * cache for the Node running the build, written by `kbundle --write-code-cache` in a fresh process
+ * (a cache is only accepted by a process started with the same V8 flags).
+ * src/sea/npm-launch.ts starts the CLI from them.
+ */
+import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { bundleCliScript } from './cli-bundle.js';
+import { codeCachePath } from './code-cache.js';
+import { NPM_CLI_SCRIPT } from './npm-launch.js';
+
+/** package.json engines: node >= 20.18.1. */
+const OLDEST_NODE_MAJOR = 20;
+
+async function main(): Promise<void> {
+  rmSync(codeCachePath(NPM_CLI_SCRIPT), { force: true }); // never a cache of an older script beside the new one
+  await bundleCliScript(NPM_CLI_SCRIPT, OLDEST_NODE_MAJOR);
+  const cli = fileURLToPath(new URL('../cli/kbundle.js', import.meta.url));
+  execFileSync(process.execPath, [cli, '--write-code-cache'], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`npm run bundle: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,87 @@
+/**
+ * How the npm CLI (dist/src/cli/kbundle.js) starts: like the node executable, it compiles the
+ * whole CLI as one CommonJS script (dist/cli/kbundle.cjs) with a V8 code cache beside it
+ * (dist/cli/kbundle.cjs.v8cache), instead of loading and compiling the ES modules of
+ * dist/cli/main.js on every start (about 60 ms of a short command; bench/README.md). `npm run
+ * build` writes both (src/sea/npm-bundle.ts); `kbundle --write-code-cache` writes the cache again,
+ * e.g. after Node was upgraded.
+ *
+ * The cache is trusted as the executable's is (src/sea/code-cache.ts): a regular file owned by
+ * the script's owner, writable by nobody else, made for this exact script (its sha256), Node
+ * version and architecture. Without a usable cache src/cli/kbundle.ts runs the ES modules: same output.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { Script, constants } from 'node:vm';
+import { codeCachePath, readCodeCache, writeCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.js';
+
+/** The bundled CLI, next to the ES module bundle (this file is dist/src/sea/npm-launch.js). */
+export const NPM_CLI_SCRIPT = fileURLToPath(new URL('../../cli/kbundle.cjs', import.meta.url));
+
+interface Cli {
+  run(argv: string[]): Promise<void>;
+  warm(): Promise<void>;
+}
+
+function bindingOf(source: Buffer): CodeCacheBinding {
+  return { cliSha256: createHash('sha256').update(source).digest('hex'), nodeVersion: process.version, arch: process.arch };
+}
+
+function compile(source: Buffer, cachedData: Buffer | undefined): { script: Script; cli: Cli } {
+  // ASCII (src/sea/cli-bundle.ts checks), already wrapped as a CommonJS module function.
+  const script = new Script(source.toString('latin1'), {
+    filename: NPM_CLI_SCRIPT,
+    cachedData,
+    importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  });
+  const mod = { exports: {} as Cli };
+  (script.runInThisContext() as (...a: unknown[]) => void)(mod.exports, createRequire(NPM_CLI_SCRIPT), mod, NPM_CLI_SCRIPT, '/');
+  return { script, cli: mod.exports };
+}
+
+/** `kbundle --write-code-cache` of the npm CLI: compile with every command module evaluated, keep what V8 compiled. */
+async function writeCache(): Promise<number> {
+  try {
+    const source = readFileSync(NPM_CLI_SCRIPT);
+    const { script, cli } = compile(source, undefined);
+    await cli.warm();
+    const data = script.createCachedData();
+    const path = writeCodeCache(NPM_CLI_SCRIPT, bindingOf(source), data);
+    process.stdout.write(`wrote ${path} (${(data.length / 2 ** 20).toFixed(1)} MiB V8 code cache, Node ${process.version} ${process.arch})\n`);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`kbundle: error: --write-code-cache: ${e instanceof Error ? e.message : String(e)}\n`);
+    return 1;
+  }
+}
+
+/**
+ * Runs the command in `args` (process.argv without node and the script) from the bundled script
+ * with its code cache, and exits with its status. Resolves false, having run nothing, when there
+ * is no usable cache: the caller then runs the ES modules.
+ */
+export async function launchNpm(args: string[]): Promise<boolean> {
+  if (args.length === 1 && args[0] === '--write-code-cache') process.exit(await writeCache());
+  const path = codeCachePath(NPM_CLI_SCRIPT);
+  let cache: CodeCacheRead = { reason: 'absent' };
+  let source: Buffer | undefined;
+  if (existsSync(path)) {
+    try {
+      source = readFileSync(NPM_CLI_SCRIPT);
+      cache = readCodeCache(path, NPM_CLI_SCRIPT, bindingOf(source));
+    } catch (e) {
+      cache = { reason: `cannot read ${NPM_CLI_SCRIPT} (${(e as NodeJS.ErrnoException).code ?? String(e)})` };
+    }
+  }
+  const debug = process.env.KBUNDLE_DEBUG?.split(',').includes('code-cache');
+  if (cache.data && source) {
+    const { script, cli } = compile(source, cache.data);
+    if (debug) process.stderr.write(`kbundle: code cache ${path}: ${script.cachedDataRejected ? 'rejected by V8' : 'used'}\n`);
+    await cli.run(process.argv);
+    return true;
+  }
+  if (debug) process.stderr.write(`kbundle: code cache ${path}: not used: ${cache.data ? '' : cache.reason}\n`);
+  return false;
+}
