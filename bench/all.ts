@@ -13,7 +13,7 @@ import { readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { printTable } from './common.js';
-import { loadNow, type BenchResult } from './result.js';
+import { BENCH_ENV, loadNow, type BenchResult } from './result.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const HELPERS = new Set(['all', 'common', 'result']);
@@ -115,6 +115,9 @@ async function main(): Promise<void> {
   }
   console.log(`\n=== summary (${outcomes.map((o) => `${o.bench} ${o.seconds.toFixed(0)} s`).join(', ')}) ===`);
   printTable(rows);
+  if (process.env.NODE_EXTRA_CA_CERTS && !BENCH_ENV.NODE_EXTRA_CA_CERTS) {
+    console.log(`(commands ran without NODE_EXTRA_CA_CERTS, set here to ${process.env.NODE_EXTRA_CA_CERTS}; BENCH_KEEP_NODE_EXTRA_CA_CERTS=1 keeps it)`);
+  }
   if (outcomes.some((o) => o.error)) process.exitCode = 1;
 }
 

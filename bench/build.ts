@@ -12,7 +12,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { generateLargeTree, generateTree, median, printTable } from './common.js';
-import { emitResult, loadNow, timeProcess, type ProcessTime } from './result.js';
+import { BENCH_ENV, emitResult, loadNow, timeProcess, type ProcessTime } from './result.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 3);
 const sizeMiB = Number(process.env.BENCH_SIZE_MIB ?? 224);
@@ -67,7 +67,7 @@ for (let i = 0; i < runs; i++) {
   loads.push(loadNow());
 }
 settle();
-timeProcess(kbCmd(bundle), { ...process.env, UV_THREADPOOL_SIZE: '1' });
+timeProcess(kbCmd(bundle), { ...BENCH_ENV, UV_THREADPOOL_SIZE: '1' });
 const digest1 = layerDigest(out);
 
 const med = (xs: ProcessTime[], k: 'seconds' | 'cpuSeconds') => median(xs.map((x) => x[k]));

@@ -41,8 +41,19 @@ export interface ProcessTime {
   maxRssMiB: number;
 }
 
+/**
+ * The environment benches run commands in: this one without NODE_EXTRA_CA_CERTS, unless
+ * BENCH_KEEP_NODE_EXTRA_CA_CERTS=1. Node 20 parses that file before any JavaScript runs (this
+ * sandbox sets it to Debian's whole CA bundle: `node -e 0` 30 ms without it, 110 ms with it, on
+ * 2026-12-05), a cost of the environment that neither the Go and C peers nor the node executable
+ * (Node 24 reads it only when TLS is first used) pay, and that loopback benches have no use for.
+ * kbundle reads the system CA bundle itself when it needs one (src/registry/connection.ts).
+ */
+export const BENCH_ENV: NodeJS.ProcessEnv =
+  process.env.BENCH_KEEP_NODE_EXTRA_CA_CERTS === '1' ? process.env : Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_EXTRA_CA_CERTS'));
+
 /** Run a shell command under /usr/bin/time -v: wall time, CPU (user + sys) and peak RSS of the whole command. */
-export function timeProcess(cmd: string, env: NodeJS.ProcessEnv = process.env): ProcessTime {
+export function timeProcess(cmd: string, env: NodeJS.ProcessEnv = BENCH_ENV): ProcessTime {
   const start = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-v', 'sh', '-c', cmd], { encoding: 'utf8', env, maxBuffer: 64 * 1024 * 1024 });
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;

@@ -24,7 +24,7 @@ import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { NODE_RELEASE } from '../src/sea/release.js';
 import { median, printTable } from './common.js';
-import { emitResult } from './result.js';
+import { BENCH_ENV, emitResult } from './result.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 15);
 const cli = resolve('dist/src/cli/kbundle.js');
@@ -65,7 +65,7 @@ async function startRegistry(): Promise<{ host: string; stop(): void }> {
   throw new Error('registry did not start');
 }
 
-function timeMs(args: string[], env: NodeJS.ProcessEnv = process.env): number {
+function timeMs(args: string[], env: NodeJS.ProcessEnv = BENCH_ENV): number {
   const start = process.hrtime.bigint();
   const r = spawnSync(args[0]!, args.slice(1), { env, encoding: 'utf8' });
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
@@ -75,7 +75,7 @@ function timeMs(args: string[], env: NodeJS.ProcessEnv = process.env): number {
 
 const reg = await startRegistry();
 try {
-  const env = { ...process.env, KBUNDLE_PASSWORD: '' };
+  const env = { ...BENCH_ENV, KBUNDLE_PASSWORD: '' };
   const layoutDir = join(work, 'oci');
   const built = await buildTo(resolve('bundles/metallb'), { transport: 'oci', path: layoutDir, ref: 'metallb' }, { sourceDateEpoch: 0 });
   const client = new RegistryClient({ env: {} });

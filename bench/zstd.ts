@@ -10,6 +10,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { generateTree, median, printTable } from './common.js';
+import { BENCH_ENV } from './result.js';
 
 interface Run {
   wall: number;
@@ -18,7 +19,7 @@ interface Run {
 }
 
 /** One shell command under /usr/bin/time: wall, user+sys of it and every child it waited for, peak RSS. */
-function measure(cmd: string, env: NodeJS.ProcessEnv = process.env): Run {
+function measure(cmd: string, env: NodeJS.ProcessEnv = BENCH_ENV): Run {
   const start = process.hrtime.bigint();
   const r = spawnSync('/usr/bin/time', ['-f', 'KBTIME %U %S %M', 'sh', '-c', cmd], { encoding: 'utf8', env, maxBuffer: 64 * 1024 * 1024 });
   const wall = Number(process.hrtime.bigint() - start) / 1e9;
@@ -66,7 +67,7 @@ for (let i = 0; i < runs; i++) {
   pr.push(measure(peer));
 }
 settle();
-measure(build, { ...process.env, KBUNDLE_ZSTD_THREADS: '1' });
+measure(build, { ...BENCH_ENV, KBUNDLE_ZSTD_THREADS: '1' });
 const sameDigestOn1Thread = layerDigest() === digest;
 const loadAfter = loadavg()[0]!;
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attachReferrer, listReferrers } from '../src/attach/referrers.js';
-import { referrersTag } from '../src/attach/tags.js';
+import { attachmentTag, referrersTag } from '../src/attach/tags.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
 import { fetchBytes, type Target } from '../src/oci/target.js';
@@ -135,5 +135,46 @@ describe('referrers fallback index', () => {
     const index = await storedIndex(layout, img.manifest);
     expect(index.manifests.map((d) => d.digest)).toEqual(refs.map((r) => r.desc.digest).sort());
     expect(await listReferrers(layout, img.manifest, 'application/other')).toEqual([]);
+  });
+});
+
+describe('copying attachments along', () => {
+  it('looks up every tag and referrer list at once, then copies what it found in order', async () => {
+    const img = await craftImage(join(work, `along-${++seq}`), [[{ name: 'along', content: 'along' }]], 'v1');
+    // A cosign-style signature tag and an OCI referrer (fallback index) on the image.
+    const sig = referrer(img.manifest, 'signature');
+    await img.layout.push(sig.desc, sig.bytes);
+    await img.layout.push(EMPTY_DESC, EMPTY);
+    await img.layout.tag(sig.desc, attachmentTag(img.manifest.digest, 'sig'));
+    const ref = referrer(img.manifest, 'referrer');
+    await attachReferrer(img.layout, ref.bytes, ref.desc);
+
+    // The source answers each lookup after 20 ms, counting how many wait at once.
+    let waiting = 0;
+    let most = 0;
+    const slow = async <T>(call: () => Promise<T>): Promise<T> => {
+      most = Math.max(most, ++waiting);
+      await new Promise((r) => setTimeout(r, 20));
+      waiting--;
+      return call();
+    };
+    const src = new Proxy(img.layout, {
+      get(target, key, receiver) {
+        const v = Reflect.get(target, key, receiver) as unknown;
+        if (key === 'resolve' && typeof v === 'function') return (reference: string) => slow(() => (v as Target['resolve']).call(target, reference));
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const dst = await OciLayout.open(join(work, `along-dst-${seq}`), { create: true });
+    const result = await copyImage(src, 'v1', dst, 'v1', { attached: true });
+
+    expect(most).toBeGreaterThan(1); // the three tag lookups and the fallback index lookup overlap
+    expect(result.warnings).toEqual([]);
+    expect(result.attached.map((a) => [a.kind, a.digest])).toEqual([
+      ['tag', sig.desc.digest],
+      ['referrer', ref.desc.digest],
+    ]);
+    expect((await dst.resolve(attachmentTag(img.manifest.digest, 'sig'))).digest).toBe(sig.desc.digest);
+    expect((await listReferrers(dst, img.manifest)).map((d) => d.digest)).toEqual([ref.desc.digest]);
   });
 });

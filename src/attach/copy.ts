@@ -7,6 +7,7 @@ import { errorMessage } from '../errors.js';
 import type { GraphCopier } from '../oci/copy-graph.js';
 import { fetchBytes, tryResolve } from '../oci/target.js';
 import type { Descriptor } from '../oci/types.js';
+import { mapPool } from '../util/pool.js';
 import { attachReferrer, listReferrers } from './referrers.js';
 import { ATTACHMENT_SUFFIXES, attachmentTag } from './tags.js';
 
@@ -24,30 +25,45 @@ export interface AttachmentsResult {
   warnings: string[];
 }
 
-/** Copy what is attached to each of `subjects` with `copier` (same source and destination as the image). */
+/** Lookups of attachments in flight at once: each is a request or two the copy would otherwise wait for in turn. */
+const LOOKUPS_AT_ONCE = 8;
+
+/**
+ * Copy what is attached to each of `subjects` with `copier` (same source and destination as the
+ * image). All lookups (each subject's cosign tags and referrers) run first, a few at once: on an
+ * image with nothing attached they are all there is to this step, five requests per subject that
+ * used to wait for each other. The copies then run one after another, in the order of the lookups.
+ */
 export async function copyAttachments(copier: GraphCopier, subjects: Descriptor[]): Promise<AttachmentsResult> {
   const { src, dst } = copier;
-  const out: AttachmentsResult = { attached: [], warnings: [] };
+  /** A cosign tag (`tag`) or, without one, the subject's referrers. */
+  type Lookup = { subject: Descriptor; tag?: string };
+  const lookups: Lookup[] = subjects.flatMap((subject) => [...ATTACHMENT_SUFFIXES.map((suffix) => ({ subject, tag: attachmentTag(subject.digest, suffix) })), { subject }]);
   // Looking up what is attached may fail where the image itself did not (a registry that answers
   // 401/403 for a missing tag): that is reported, and the copied image stays.
-  const lookup = async <T>(what: string, fn: () => Promise<T>): Promise<T | undefined> => {
+  type Found = { tagged?: Descriptor; referrers: Descriptor[]; warning?: undefined } | { warning: string };
+  const found = await mapPool(lookups, LOOKUPS_AT_ONCE, async (l): Promise<Found> => {
     try {
-      return await fn();
+      const { subject, tag } = l;
+      if (tag !== undefined) return { tagged: await tryResolve(src, tag), referrers: [] };
+      return { referrers: await listReferrers(src, subject) };
     } catch (e) {
-      out.warnings.push(`${src.name}: could not look up ${what}: ${errorMessage(e)}`);
-      return undefined;
+      return { warning: `${src.name}: could not look up ${l.tag !== undefined ? `tag ${l.tag}` : `the referrers of ${l.subject.digest}`}: ${errorMessage(e)}` };
     }
-  };
-  for (const subject of subjects) {
-    for (const suffix of ATTACHMENT_SUFFIXES) {
-      const tag = attachmentTag(subject.digest, suffix);
-      const desc = await lookup(`tag ${tag}`, () => tryResolve(src, tag));
-      if (!desc) continue;
-      await copier.copy(desc);
-      await dst.tag(desc, tag);
-      out.attached.push({ subject: subject.digest, kind: 'tag', name: tag, digest: desc.digest });
+  });
+  const out: AttachmentsResult = { attached: [], warnings: [] };
+  for (const [i, { subject, tag }] of lookups.entries()) {
+    const f = found[i]!;
+    if (f.warning !== undefined) {
+      out.warnings.push(f.warning);
+      continue;
     }
-    for (const ref of (await lookup(`the referrers of ${subject.digest}`, () => listReferrers(src, subject))) ?? []) {
+    if (tag !== undefined && f.tagged) {
+      await copier.copy(f.tagged);
+      await dst.tag(f.tagged, tag);
+      out.attached.push({ subject: subject.digest, kind: 'tag', name: tag, digest: f.tagged.digest });
+    }
+    for (const ref of f.referrers) {
       const bytes = await fetchBytes(src, ref);
       // The referrer's children first; the manifest itself goes through attachReferrer (it indexes it).
       await copier.copyChildren(ref, bytes);
