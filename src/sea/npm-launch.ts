@@ -14,31 +14,18 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { Script, constants } from 'node:vm';
+import { compileCli } from './compile-cli.js';
 import { codeCachePath, readCodeCache, writeCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.js';
 
 /** The bundled CLI, next to the ES module bundle (this file is dist/src/sea/npm-launch.js). */
 export const NPM_CLI_SCRIPT = fileURLToPath(new URL('../../cli/kbundle.cjs', import.meta.url));
 
-interface Cli {
-  run(argv: string[]): Promise<void>;
-  warm(): Promise<void>;
-}
-
 function bindingOf(source: Buffer): CodeCacheBinding {
   return { cliSha256: createHash('sha256').update(source).digest('hex'), nodeVersion: process.version, arch: process.arch };
 }
 
-function compile(source: Buffer, cachedData: Buffer | undefined): { script: Script; cli: Cli } {
-  // ASCII (src/sea/cli-bundle.ts checks), already wrapped as a CommonJS module function.
-  const script = new Script(source.toString('latin1'), {
-    filename: NPM_CLI_SCRIPT,
-    cachedData,
-    importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-  });
-  const mod = { exports: {} as Cli };
-  (script.runInThisContext() as (...a: unknown[]) => void)(mod.exports, createRequire(NPM_CLI_SCRIPT), mod, NPM_CLI_SCRIPT, '/');
-  return { script, cli: mod.exports };
+function compile(source: Buffer, cachedData: Buffer | undefined): ReturnType<typeof compileCli> {
+  return compileCli(source, NPM_CLI_SCRIPT, createRequire(NPM_CLI_SCRIPT), cachedData);
 }
 
 /** `kbundle --write-code-cache` of the npm CLI: compile with every command module evaluated, keep what V8 compiled. */
@@ -82,6 +69,6 @@ export async function launchNpm(args: string[]): Promise<boolean> {
     await cli.run(process.argv);
     return true;
   }
-  if (debug) process.stderr.write(`kbundle: code cache ${path}: not used: ${cache.data ? '' : cache.reason}\n`);
+  if (debug && !cache.data) process.stderr.write(`kbundle: code cache ${path}: not used: ${cache.reason}\n`);
   return false;
 }
