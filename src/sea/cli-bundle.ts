@@ -8,6 +8,19 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Plugin } from 'esbuild';
 
+/** An esbuild plugin that gives `module`, when `importer` imports it, the source `contents(path)` instead. */
+function substitute(name: string, namespace: string, rules: { importer: RegExp; module: RegExp }[], contents: (path: string) => string): Plugin {
+  return {
+    name,
+    setup(build) {
+      for (const { importer, module } of rules) {
+        build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace } : undefined));
+      }
+      build.onLoad({ filter: /.*/, namespace }, (args) => ({ contents: contents(args.path), loader: 'js' }));
+    },
+  };
+}
+
 /**
  * Built-ins a dependency requires when it is loaded but kbundle never uses through it: commander
  * loads node:child_process (one of the costlier built-ins to start) for executable subcommands,
@@ -15,18 +28,12 @@ import type { Plugin } from 'esbuild';
  */
 const LAZY_BUILTINS = [{ importer: /[\\/]node_modules[\\/]commander[\\/]/, module: /^(node:)?child_process$/ }];
 
-const lazyBuiltins: Plugin = {
-  name: 'lazy-builtins',
-  setup(build) {
-    for (const { importer, module } of LAZY_BUILTINS) {
-      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'lazy-builtin' } : undefined));
-    }
-    build.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args) => ({
-      contents: `let m;\nmodule.exports = new Proxy({}, { get: (_t, key) => (m ??= require(${JSON.stringify(args.path)}))[key] });\n`,
-      loader: 'js',
-    }));
-  },
-};
+const lazyBuiltins = substitute(
+  'lazy-builtins',
+  'lazy-builtin',
+  LAZY_BUILTINS,
+  (path) => `let m;\nmodule.exports = new Proxy({}, { get: (_t, key) => (m ??= require(${JSON.stringify(path)}))[key] });\n`,
+);
 
 /**
  * Optional dependencies a dependency loads inside try/catch and kbundle never uses through it:
@@ -36,23 +43,17 @@ const lazyBuiltins: Plugin = {
  */
 const LEFT_OUT = [{ importer: /[\\/]node_modules[\\/]minipass-fetch[\\/]/, module: /^iconv-lite$/ }];
 
-const leftOut: Plugin = {
-  name: 'left-out-optional-dependencies',
-  setup(build) {
-    for (const { importer, module } of LEFT_OUT) {
-      build.onResolve({ filter: module }, (args) => (importer.test(args.importer) ? { path: args.path, namespace: 'left-out' } : undefined));
-    }
-    build.onLoad({ filter: /.*/, namespace: 'left-out' }, (args) => ({
-      contents: `throw Object.assign(new Error(${JSON.stringify(`${args.path} is not in the kbundle executable`)}), { code: 'MODULE_NOT_FOUND' });\n`,
-      loader: 'js',
-    }));
-  },
-};
+const leftOut = substitute(
+  'left-out-optional-dependencies',
+  'left-out',
+  LEFT_OUT,
+  (path) => `throw Object.assign(new Error(${JSON.stringify(`${path} is not in the kbundle executable`)}), { code: 'MODULE_NOT_FOUND' });\n`,
+);
 
 /**
  * The CLI script is wrapped as a CommonJS module function here, at build time: its loaders
- * (src/sea/launch.ts, src/sea/npm-launch.ts) compile it as it is, instead of concatenating the wrapper at run time, which made V8
- * flatten a second copy of the 3 MB source on every start.
+ * (src/sea/launch.ts, src/sea/npm-launch.ts) compile it as it is, instead of concatenating the
+ * wrapper at run time, which made V8 flatten a second copy of the 3 MB source on every start.
  */
 const CLI_WRAPPER = { head: '(function (exports, require, module, __filename, __dirname) {', tail: '})' };
 
@@ -92,8 +93,9 @@ export async function bundle(entry: string, outfile: string, { define = {}, wrap
 }
 
 /**
- * The whole CLI (src/sea/entry.ts) as one wrapped CommonJS script at `outfile`. It must be ASCII:
- * its loaders read it as Latin-1 (one copy, no UTF-8 decoding), and esbuild's charset escapes the rest.
+ * The whole CLI (src/sea/entry.ts) as one wrapped CommonJS script at `outfile`. It must be
+ * ASCII: its loaders read it as Latin-1 (one copy, no UTF-8 decoding), and esbuild's charset
+ * escapes the rest.
  */
 export async function bundleCliScript(outfile: string, nodeMajor: number): Promise<string> {
   const entry = join(dirname(fileURLToPath(import.meta.url)), 'entry.js');

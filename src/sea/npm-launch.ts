@@ -8,7 +8,8 @@
  *
  * The cache is trusted as the executable's is (src/sea/code-cache.ts): a regular file owned by
  * the script's owner, writable by nobody else, made for this exact script (its sha256), Node
- * version and architecture. Without a usable cache src/cli/kbundle.ts runs the ES modules: same output.
+ * version and architecture. Without a usable cache src/cli/kbundle.ts runs the ES modules: same
+ * output.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
