@@ -140,6 +140,23 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     proxy.clearRules();
   });
 
+  it('reads the tag once: one GET of the manifest, no HEAD first, and the manifest is not fetched again by digest', async () => {
+    await pushThroughProxy('faults/one-get', {});
+    proxy.clearLog();
+    const client = new RegistryClient(fastRetry);
+    try {
+      const out = await OciLayout.open(fresh('one-get'), { create: true });
+      const r = await copyImage(new RegistryTarget(client, 'faults/one-get', proxy.host), 'v1', out, 'v1');
+      expect(r.root.digest).toBe(image.manifest.digest);
+      sameBlobs(out, image.layout, [image.config, ...image.layers, image.manifest]);
+    } finally {
+      await client.close();
+    }
+    await proxy.idle();
+    const manifestRequests = proxy.log.filter((e) => /\/v2\/faults\/one-get\/manifests\/(v1|sha256:)/.test(e.url)).map((e) => `${e.method} ${e.url.replace(/.*\/manifests\//, '')}`);
+    expect(manifestRequests).toEqual(['GET v1']);
+  });
+
   it('pushes a large blob from a layout in one streamed PUT; a reset mid-body or a 503 makes the copy read the file again; the result is byte-identical', async () => {
     proxy.clearLog();
     const commitOf = (d: Descriptor) => new RegExp(`/blobs/uploads/.*digest=${encodeURIComponent(d.digest)}`);

@@ -8,7 +8,7 @@ import { parseReference, pinnedReference } from '../registry/reference.js';
 import { copyImage, type CopyHooks, type CopyResult } from '../store/copy.js';
 import { requireSinglePlatform } from '../store/docker-archive.js';
 import { openDestination, openSource, type DestinationDefaults, type OpenedImage } from '../store/open.js';
-import { fetchBytes, type Target } from '../oci/target.js';
+import { fetchBytes, resolveAndRead, type Target } from '../oci/target.js';
 import { isRegistryLocation, parseImageArgument, type ImageLocation } from '../store/transport.js';
 import type { CliIo } from './io.js';
 import { makePrinter, type Printer } from './output.js';
@@ -284,8 +284,7 @@ export function registerTransfer(program: Command, io: CliIo): void {
     const client = await makeClient(o, io);
     const src = await openSource(loc, { client });
     try {
-      const root = await src.target.resolve(src.reference);
-      const bytes = await fetchBytes(src.target, root);
+      const { desc: root, bytes } = await resolveAndRead(src.target, src.reference);
       if (o.raw) {
         out.raw(bytes);
         return;

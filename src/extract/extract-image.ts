@@ -11,7 +11,7 @@ import { OutputRecycler } from '../layer/zlib-decode.js';
 import { hostPlatform, selectPlatform } from '../oci/platform.js';
 import { parseIndex, parseManifest, type Descriptor, type Manifest, type Platform } from '../oci/types.js';
 import { OciLayout } from '../store/oci-layout.js';
-import { fetchBytes, type Target } from '../oci/target.js';
+import { fetchBytes, resolveAndRead, type Target } from '../oci/target.js';
 import { applyEntry, finishApply, newApplyState, type ApplyOptions } from './apply.js';
 import { FileWriter } from './file-writer.js';
 import { DEFAULT_LIMITS, flattenLayers, type ExtractLimits, type FlatEntry } from './flatten.js';
@@ -40,12 +40,17 @@ export interface ExtractResult {
 
 /** Manifest (or index → the platform's manifest) for a reference in a Target; `hint` as selectPlatform's. */
 export async function resolveManifest(target: Target, reference: string, platform: Platform = hostPlatform(), hint?: string): Promise<Descriptor> {
-  let desc = await target.resolve(reference);
+  // One GET for the reference's manifest (resolveAndRead); an image's own manifest is read again
+  // by extractImage, from the registry target's memory of what it fetched.
+  const first = await resolveAndRead(target, reference);
+  let desc = first.desc;
+  let bytes: Buffer | undefined = first.bytes;
   // Follow the descriptors themselves (never re-resolve a digest, which would trust whatever the
   // store answers over what the index said): parseIndex refuses an entry whose media type lies.
   for (let depth = 0; isIndexMediaType(desc.mediaType); depth++) {
     if (depth >= MAX_INDEX_NESTING) throw new UserError(`${target.name}:${reference}: indexes nested more than ${MAX_INDEX_NESTING} deep`);
-    const index = parseIndex(await fetchBytes(target, desc), desc.mediaType, `${target.name}@${desc.digest}`);
+    const index = parseIndex(bytes ?? (await fetchBytes(target, desc)), desc.mediaType, `${target.name}@${desc.digest}`);
+    bytes = undefined;
     desc = selectPlatform(index.manifests, platform, `${target.name}:${reference}`, hint);
   }
   return desc;

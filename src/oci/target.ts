@@ -81,6 +81,17 @@ export async function fetchBytes(target: Target, desc: Descriptor, limit = MAX_M
   return readAllCapped(s, limit, `${target.name}: ${desc.digest}`);
 }
 
+/**
+ * Resolve `reference` and read the manifest it names: one GET where the store offers it (a
+ * registry: no HEAD first, a round trip less per command that reads the manifest anyway), else
+ * resolve then read. The bytes are checked against the descriptor either way.
+ */
+export async function resolveAndRead(target: Target, reference: string): Promise<{ desc: Descriptor; bytes: Buffer }> {
+  if (fetchesManifests(target)) return target.resolveWithBytes(reference);
+  const desc = await target.resolve(reference);
+  return { desc, bytes: await fetchBytes(target, desc) };
+}
+
 /** Resolve a tag; undefined when nothing is under it (KbError NOT_FOUND). Other failures propagate. */
 export async function tryResolve(target: Target, reference: string): Promise<Descriptor | undefined> {
   try {

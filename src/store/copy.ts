@@ -4,7 +4,7 @@ import { isDigest } from '../oci/digest.js';
 import { GraphCopier, isManifestDescriptor, type CopyGraphOptions, type CopyStats } from '../oci/copy-graph.js';
 import { isIndexMediaType } from '../oci/mediatypes.js';
 import { formatPlatform, hostPlatform, selectPlatform } from '../oci/platform.js';
-import { fetchBytes, type Target } from '../oci/target.js';
+import { fetchBytes, resolveAndRead, type Target } from '../oci/target.js';
 import { parseAnyManifest, type Descriptor, type Platform } from '../oci/types.js';
 
 export type { CopyHooks } from '../oci/copy-graph.js';
@@ -32,8 +32,7 @@ export interface CopyResult extends CopyStats {
 
 /** The root to copy: `srcRef`, or one platform's manifest out of the index it names. */
 async function selectRoot(src: Target, srcRef: string, opts: CopyOptions): Promise<{ root: Descriptor; bytes: Buffer; platform?: Platform }> {
-  const root = await src.resolve(srcRef);
-  const bytes = await fetchBytes(src, root);
+  const { desc: root, bytes } = await resolveAndRead(src, srcRef);
   const platform = opts.platform ?? (opts.allPlatforms === false ? hostPlatform() : undefined);
   if (!platform || !isIndexMediaType(root.mediaType)) return { root, bytes, platform };
   const parsed = parseAnyManifest(bytes, root.mediaType, `${src.name}@${root.digest}`);

@@ -11,7 +11,7 @@ import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, digestOf, parseDigest, readAllCapped, SizeMismatchError } from '../oci/digest.js';
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/types.js';
-import { fetchBytes, fetchesManifests, tryResolve, type Target } from '../oci/target.js';
+import { fetchBytes, fetchesManifests, resolveAndRead, tryResolve, type Target } from '../oci/target.js';
 import { BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGN_PREDICATE_TYPE, Annotations, SIMPLE_SIGNING_MEDIA_TYPE, signatureTag } from '../attach/formats.js';
 import { keyFingerprint, keyHint } from '../sign/keys.js';
 import { listReferrers } from '../attach/referrers.js';
@@ -399,14 +399,7 @@ export async function verifyImage(target: Target, desc: Descriptor, policy: Veri
  * whatever a tag or a registry header claimed. One GET on registries that offer `resolveWithBytes`.
  */
 export async function resolveSubject(target: Target, reference: string): Promise<Descriptor> {
-  let desc: Descriptor;
-  let bytes: Buffer;
-  if (fetchesManifests(target)) {
-    ({ desc, bytes } = await target.resolveWithBytes(reference));
-  } else {
-    desc = await target.resolve(reference);
-    bytes = await fetchBytes(target, desc);
-  }
+  const { desc, bytes } = await resolveAndRead(target, reference);
   const digest = digestOf(bytes, parseDigest(desc.digest).algorithm);
   if (digest !== desc.digest) throw new KbError('DIGEST_MISMATCH', `${target.name}: the manifest bytes hash to ${digest}, not ${desc.digest}`);
   return { mediaType: desc.mediaType, digest, size: bytes.length };
