@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, constants as osConstants } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { Duplex, type Readable, type Transform } from 'node:stream';
 import * as zlib from 'node:zlib';
@@ -54,11 +54,11 @@ function compressArgs(level: number, threads: number): string[] {
 }
 
 /** What zstd prints (strerror) when it cannot write its output: the errno errors a write of our own would give. */
-const ZSTD_WRITE_ERRORS: [RegExp, string, number][] = [
-  [/No space left on device/, 'ENOSPC', -28],
-  [/Disk quota exceeded/, 'EDQUOT', -122],
-  [/Read-only file system/, 'EROFS', -30],
-  [/Input\/output error/, 'EIO', -5],
+const ZSTD_WRITE_ERRORS: [RegExp, 'ENOSPC' | 'EDQUOT' | 'EROFS' | 'EIO'][] = [
+  [/No space left on device/, 'ENOSPC'],
+  [/Disk quota exceeded/, 'EDQUOT'],
+  [/Read-only file system/, 'EROFS'],
+  [/Input\/output error/, 'EIO'],
 ];
 
 const COMPRESS_ERRORS: ProgramErrors = {
@@ -66,8 +66,9 @@ const COMPRESS_ERRORS: ProgramErrors = {
   exitError: (status, stderr) => {
     // The program writes the layer file itself (ZstdProgram): a full disk is an I/O error, as for gzip.
     const errno = ZSTD_WRITE_ERRORS.find(([re]) => re.test(stderr));
-    if (errno) return Object.assign(new Error(`${errno[1]}: zstd could not write the layer (${status}): ${stderr.trim()}`), { code: errno[1], errno: errno[2], syscall: 'write' });
-    return new UserError(`zstd failed (${status}): ${stderr.trim()}`);
+    if (!errno) return new UserError(`zstd failed (${status}): ${stderr.trim()}`);
+    const [, code] = errno;
+    return Object.assign(new Error(`${code}: zstd could not write the layer (${status}): ${stderr.trim()}`), { code, errno: -osConstants.errno[code], syscall: 'write' });
   },
 };
 

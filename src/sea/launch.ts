@@ -6,8 +6,8 @@
  */
 import { getRawAsset } from 'node:sea';
 import { VERSION } from '../version.js';
-import { compileCli } from './compile-cli.js';
-import { codeCachePath, readCodeCache, writeCodeCache, type CodeCacheBinding } from './code-cache.js';
+import { compileCli, reportCodeCache, writeWarmCache } from './compile-cli.js';
+import { codeCachePath, readCodeCache, type CodeCacheBinding } from './code-cache.js';
 
 /** sha256 of the `cli.cjs` asset, set by src/sea/build.ts (esbuild `define`). */
 declare const KBUNDLE_CLI_SHA256: string;
@@ -21,26 +21,14 @@ function compileAsset(cachedData: Buffer | undefined): ReturnType<typeof compile
 export function launch(args: string[]): void {
   const binding: CodeCacheBinding = { cliSha256: KBUNDLE_CLI_SHA256, nodeVersion: process.version, arch: process.arch };
   if (args.length === 1 && args[0] === '--write-code-cache') {
-    // Compile with every command module evaluated, then keep what V8 compiled.
-    const { script, cli } = compileAsset(undefined);
-    void cli.warm().then(() => {
-      const data = script.createCachedData();
-      try {
-        const path = writeCodeCache(process.execPath, binding, data);
-        process.stdout.write(`wrote ${path} (${(data.length / 2 ** 20).toFixed(1)} MiB V8 code cache for kbundle ${VERSION}, Node ${process.version} ${process.arch})\n`);
-      } catch (e) {
-        process.stderr.write(`kbundle: error: --write-code-cache: ${e instanceof Error ? e.message : String(e)}\n`);
-        process.exitCode = 1;
-      }
+    void writeWarmCache(() => ({ compiled: compileAsset(undefined), binding }), process.execPath, ` for kbundle ${VERSION}`).then((status) => {
+      process.exitCode = status;
     });
   } else {
     const path = codeCachePath(process.execPath);
     const cache = readCodeCache(path, process.execPath, binding);
     const { script, cli } = compileAsset(cache.data);
-    if (process.env.KBUNDLE_DEBUG?.split(',').includes('code-cache')) {
-      const state = cache.data ? (script.cachedDataRejected ? 'rejected by V8' : 'used') : `not used: ${cache.reason}`;
-      process.stderr.write(`kbundle: code cache ${path}: ${state}\n`);
-    }
+    reportCodeCache(path, cache, script);
     void cli.run(process.argv);
   }
 }

@@ -15,8 +15,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { compileCli } from './compile-cli.js';
-import { codeCachePath, readCodeCache, writeCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.js';
+import { compileCli, reportCodeCache, writeWarmCache } from './compile-cli.js';
+import { codeCachePath, readCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.js';
 
 /** The bundled CLI, next to the ES module bundle (this file is dist/src/sea/npm-launch.js). */
 export const NPM_CLI_SCRIPT = fileURLToPath(new URL('../../cli/kbundle.cjs', import.meta.url));
@@ -29,29 +29,19 @@ function compile(source: Buffer, cachedData: Buffer | undefined): ReturnType<typ
   return compileCli(source, NPM_CLI_SCRIPT, createRequire(NPM_CLI_SCRIPT), cachedData);
 }
 
-/** `kbundle --write-code-cache` of the npm CLI: compile with every command module evaluated, keep what V8 compiled. */
-async function writeCache(): Promise<number> {
-  try {
-    const source = readFileSync(NPM_CLI_SCRIPT);
-    const { script, cli } = compile(source, undefined);
-    await cli.warm();
-    const data = script.createCachedData();
-    const path = writeCodeCache(NPM_CLI_SCRIPT, bindingOf(source), data);
-    process.stdout.write(`wrote ${path} (${(data.length / 2 ** 20).toFixed(1)} MiB V8 code cache, Node ${process.version} ${process.arch})\n`);
-    return 0;
-  } catch (e) {
-    process.stderr.write(`kbundle: error: --write-code-cache: ${e instanceof Error ? e.message : String(e)}\n`);
-    return 1;
-  }
-}
-
 /**
  * Runs the command in `args` (process.argv without node and the script) from the bundled script
  * with its code cache, and exits with its status. Resolves false, having run nothing, when there
  * is no usable cache: the caller then runs the ES modules.
  */
 export async function launchNpm(args: string[]): Promise<boolean> {
-  if (args.length === 1 && args[0] === '--write-code-cache') process.exit(await writeCache());
+  if (args.length === 1 && args[0] === '--write-code-cache') {
+    const prepare = () => {
+      const source = readFileSync(NPM_CLI_SCRIPT);
+      return { compiled: compile(source, undefined), binding: bindingOf(source) };
+    };
+    process.exit(await writeWarmCache(prepare, NPM_CLI_SCRIPT));
+  }
   const path = codeCachePath(NPM_CLI_SCRIPT);
   let cache: CodeCacheRead = { reason: 'absent' };
   let source: Buffer | undefined;
@@ -63,13 +53,12 @@ export async function launchNpm(args: string[]): Promise<boolean> {
       cache = { reason: `cannot read ${NPM_CLI_SCRIPT} (${(e as NodeJS.ErrnoException).code ?? String(e)})` };
     }
   }
-  const debug = process.env.KBUNDLE_DEBUG?.split(',').includes('code-cache');
   if (cache.data && source) {
     const { script, cli } = compile(source, cache.data);
-    if (debug) process.stderr.write(`kbundle: code cache ${path}: ${script.cachedDataRejected ? 'rejected by V8' : 'used'}\n`);
+    reportCodeCache(path, cache, script);
     await cli.run(process.argv);
     return true;
   }
-  if (debug && !cache.data) process.stderr.write(`kbundle: code cache ${path}: not used: ${cache.reason}\n`);
+  reportCodeCache(path, cache);
   return false;
 }
