@@ -7,6 +7,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { constants, crc32, deflateRawSync, gunzipSync } from 'node:zlib';
@@ -14,6 +15,7 @@ import { pack as tarPack } from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
 import { GZIP_CHUNK } from '../src/layer/parallel-gzip.js';
+import { TarHeaderEncoder } from '../src/layer/tar-header.js';
 import { writeLayer, type LayerEntry, type LayerOptions } from '../src/layer/tar.js';
 import { kbundle } from './helpers/cli.js';
 import { cleanupTempDirs, mustRun, tempDir } from './helpers/exec.js';
@@ -92,6 +94,39 @@ function referenceGzip(tar: Buffer, level = 6): Buffer {
 const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 describe('gzip layer writer', () => {
+  it('encodes each ustar header as tar-stream does, over random names, modes, sizes, owners and link targets', () => {
+    // tar-stream's own header encoder (not exported: loaded by path) is the oracle.
+    const tarStream = createRequire(import.meta.url)('../node_modules/tar-stream/headers.js') as { encode(o: object): Buffer | null };
+    let seed = 42; // mulberry32: the same cases on every run
+    const rand = (n: number) => {
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), seed | 1);
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+      return ((t ^ (t >>> 14)) >>> 0) % n;
+    };
+    const text = (len: number, chars: string) => Array.from({ length: len }, () => chars[rand(chars.length)]).join('');
+    const sizes = [0, 1, 511, 512, 8 ** 11 - 1, 8 ** 11, 2 ** 40 + 3];
+    const types = ['file', 'directory', 'symlink'] as const;
+    let ustar = 0;
+    for (let i = 0; i < 3000; i++) {
+      const owners = [0, 8 ** 6 - 1, 8 ** 6, 8 ** 7 + 5]; // the 6-digit fields' edges
+      const owner = () => (rand(3) ? rand(70000) : owners[rand(owners.length)]!);
+      const base = { uid: owner(), gid: owner(), mtime: rand(4) ? rand(2 ** 31) : 2 ** 31 + rand(2 ** 31) };
+      const name = text(1 + rand(rand(4) ? 120 : 280), 'abcxyz-_./0123456789/'.concat(rand(8) ? '' : 'é'));
+      const type = types[rand(3)]!;
+      const mode = rand(0o200000);
+      const size = rand(2) ? rand(100000) : sizes[rand(sizes.length)]!;
+      const linkname = type === 'symlink' ? text(1 + rand(110), 'ab/.ß-') : undefined;
+      const ours = new TarHeaderEncoder(base).encode(name, type, mode, size, linkname);
+      const theirs = tarStream.encode({ name, type, mode, size, linkname, uid: base.uid, gid: base.gid, mtime: new Date(base.mtime * 1000) });
+      if (theirs) {
+        ustar++;
+        expect(ours.equals(theirs), `header ${i}: ${JSON.stringify({ name, type, mode, size, linkname, base })}`).toBe(true);
+      } else expect(ours.length, `header ${i} needs PAX`).toBeGreaterThan(512);
+    }
+    expect(ustar).toBeGreaterThan(1500); // most cases fit ustar
+  });
+
   it('writes the tar tar-stream writes, for every header shape', async () => {
     const dir = tempDir();
     const entries = trickyEntries(dir);

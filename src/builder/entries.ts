@@ -76,7 +76,8 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
       add({ type: 'symlink', path: dst, target: folder.readlink(e, what) }, origin);
     } else if (e.kind === 'directory') {
       add({ type: 'directory', path: dst, mode: DIR_MODE }, origin);
-      for (const child of folder.list(e.path, what)) addPath(child, posix.join(dst, basename(child.path)), mode, origin, what);
+      // dst is normalised (normaliseDestination) and a listed name is one component: no posix.join needed.
+      for (const child of folder.list(e.path, what)) addPath(child, `${dst}/${child.name}`, mode, origin, what);
     } else {
       const m = mode ?? (e.stats.mode & 0o111 ? 0o755 : 0o644);
       add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(e.path, what), openFd: () => folder.openFd(e.path, what, e) }, origin);
@@ -110,9 +111,8 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
 
   // Parents of every path become directories; a file standing where a directory is needed is an error.
   for (const { entry, origin } of [...planned.values()]) {
-    const parts = entry.path.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const parent = parts.slice(0, i).join('/');
+    for (let i = entry.path.indexOf('/'); i !== -1; i = entry.path.indexOf('/', i + 1)) {
+      const parent = entry.path.slice(0, i);
       const existing = planned.get(parent);
       if (existing && existing.entry.type !== 'directory') {
         throw new UserError(`${specPath}: ${origin}: "${entry.path}" needs "${parent}" to be a directory, but ${existing.origin} writes a file there`);

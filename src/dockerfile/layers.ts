@@ -50,8 +50,7 @@ export async function planDockerLayers(t: Translation): Promise<PlannedLayer[]> 
     // Links inside a copied folder are copied as links (Docker too); FIFOs and devices are refused by list().
     const copyTree = (src: string, dst: string): void => {
       for (const e of folder.list(src, what)) {
-        const n = basename(e.path);
-        const d = dst ? `${dst}/${n}` : n;
+        const d = dst ? `${dst}/${e.name}` : e.name;
         if (e.kind === 'symlink') put({ type: 'symlink', path: d, target: folder.readlink(e, what) }, e.path);
         else if (e.kind === 'directory') {
           put({ type: 'directory', path: d, mode: mode(e.stats.mode) }, e.path);

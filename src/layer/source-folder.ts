@@ -29,6 +29,8 @@ export interface SourceEntry {
   path: string;
   /** Path relative to the folder, with "/" separators (for messages). */
   rel: string;
+  /** The last component of `path`. */
+  name: string;
   kind: SourceKind;
   stats: Stats;
 }
@@ -184,7 +186,8 @@ export class SourceFolder {
     const special = specialKind(st);
     if (special) throw new UserError(`${what}: ${rel} is ${special}; ${ONLY}`, 'remove it from the folder, or leave it out of the sources');
     this.checkLinks(path, st, what);
-    return { path, rel, kind: st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file', stats: st };
+    const name = path.slice(path.lastIndexOf(sep) + 1);
+    return { path, rel, name, kind: st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'directory' : 'file', stats: st };
   }
 
   /**
@@ -196,7 +199,9 @@ export class SourceFolder {
     // A folder swapped for a symlink after it was checked would list another folder.
     if (this.fs(what, this.rel(dir), () => realpathSync.native(dir)) !== dir)
       throw new UserError(`${what}: ${this.rel(dir)} changed while it was read (now leads elsewhere)`, 'do not change the folder during a build');
-    return names.map((n) => this.entry(join(dir, n), what));
+    // A listed name is one component (never "", "." or ".."): joined without path.join's normalising.
+    const under = dir.endsWith(sep) ? dir : dir + sep;
+    return names.map((n) => this.entry(under + n, what));
   }
 
   /** The target of a symlink entry, as written (copied as it is, never followed). */

@@ -1,80 +1,155 @@
 /**
  * ustar headers for the layer writer, byte for byte what tar-stream's pack writes for the same
- * entry (test/layer-tar-header.test.ts checks it against tar-stream): a name that does not fit
+ * entry (test/layer-gzip.test.ts checks it against tar-stream): a name that does not fit
  * ustar's name/prefix split, is not ASCII or has a long link target gets a PAX header first.
  * Written by hand because the writer puts headers straight into its chunk buffers: tar-stream's
  * per-entry stream machinery cost more than the deflate of small files.
  */
 
-export interface TarHeaderFields {
-  /** Full path; directories end with "/". */
-  name: string;
-  type: 'file' | 'directory' | 'symlink';
-  mode: number;
-  uid: number;
-  gid: number;
-  /** Body size (0 for directories and symlinks). */
-  size: number;
-  /** Seconds since the epoch. */
-  mtime: number;
-  linkname?: string;
-}
+export type TarEntryType = 'file' | 'directory' | 'symlink';
 
 const BLOCK = 512;
 const TYPEFLAG = { file: 0x30, directory: 0x35, symlink: 0x32, pax: 0x78 } as const;
 const USTAR_MAGIC = Buffer.from('ustar\x0000', 'latin1');
+const SPACE = 0x20;
+const ZERO = 0x30;
+/** Where the per-entry fields start (the rest of a block is the same for every entry of a layer). */
+const NAME = 0;
+const MODE = 100;
+const UID = 108;
+const GID = 116;
+const SIZE = 124;
+const MTIME = 136;
+const CHECKSUM = 148;
+const TYPE = 156;
+const LINKNAME = 157;
+const PREFIX = 345;
 
-/** `n` as `digits` octal digits and a space; all 7s when it does not fit (tar-stream's rule). */
-function octal(n: number, digits: number): string {
-  const s = n.toString(8);
-  return s.length > digits ? `${'7'.repeat(digits)} ` : `${s.padStart(digits, '0')} `;
+/**
+ * Write `n` at `off` as `digits` octal digits and a space, all 7s when it does not fit
+ * (tar-stream's rule); returns the sum of the bytes written (for the checksum).
+ */
+function putOctal(buf: Buffer, off: number, n: number, digits: number): number {
+  if (!Number.isInteger(n) || n < 0) {
+    // Not a count (tar-stream writes whatever toString(8) gives; kept byte for byte).
+    const s = n.toString(8);
+    return putAscii(buf, off, s.length > digits ? `${'7'.repeat(digits)} ` : `${s.padStart(digits, '0')} `);
+  }
+  let sum = SPACE;
+  buf[off + digits] = SPACE;
+  if (n >= 8 ** digits) {
+    buf.fill(ZERO + 7, off, off + digits);
+    return sum + digits * (ZERO + 7);
+  }
+  for (let i = off + digits - 1; i >= off; i--) {
+    const d = ZERO + (n % 8);
+    buf[i] = d;
+    sum += d;
+    n = Math.floor(n / 8);
+  }
+  return sum;
 }
 
-function writeSize(buf: Buffer, off: number, size: number): void {
-  if (size.toString(8).length <= 11) {
-    buf.write(octal(size, 11), off, 'latin1');
-    return;
+/** Write a string already known to be ASCII (or Latin-1) byte by byte; returns the bytes' sum. */
+function putAscii(buf: Buffer, off: number, s: string): number {
+  let sum = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    buf[off + i] = c;
+    sum += c;
   }
-  // GNU base-256 for bodies of 8 GiB and more.
+  return sum;
+}
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+function sumOf(buf: Buffer, from: number, to: number): number {
+  let sum = 0;
+  for (let i = from; i < to; i++) sum += buf[i]!;
+  return sum;
+}
+
+/**
+ * The headers of one layer's entries, which share owner and mtime: those fields, the magic and the
+ * device numbers are laid out once in a template with their checksum share, so an entry costs a
+ * 512-byte copy and its own fields (a build writes one header per file: thousands).
+ */
+export class TarHeaderEncoder {
+  private readonly template = Buffer.alloc(BLOCK);
+  /** The template's bytes outside the per-entry fields, plus the checksum field counted as spaces. */
+  private readonly templateSum: number;
+  /** Where a ustar block is written; what `encode` returns is a view of it, valid until the next call. */
+  private readonly scratch = Buffer.allocUnsafeSlow(BLOCK);
+
+  /** `mtime` in seconds since the epoch. */
+  constructor(base: { uid: number; gid: number; mtime: number }) {
+    const t = this.template;
+    let sum = 8 * SPACE; // the checksum field counts as spaces
+    sum += putOctal(t, UID, base.uid, 6);
+    sum += putOctal(t, GID, base.gid, 6);
+    sum += putOctal(t, MTIME, base.mtime | 0, 11);
+    USTAR_MAGIC.copy(t, 257);
+    sum += sumOf(USTAR_MAGIC, 0, USTAR_MAGIC.length);
+    sum += putOctal(t, 329, 0, 6); // devmajor
+    sum += putOctal(t, 337, 0, 6); // devminor
+    this.templateSum = sum;
+  }
+
+  /**
+   * The header blocks of one entry: a ustar block (a view of the scratch block: copy it before the
+   * next call), or a fresh buffer with a PAX header, its records and the entry's block.
+   */
+  encode(name: string, type: TarEntryType, mode: number, size: number, linkname?: string): Buffer {
+    if (this.ustar(this.scratch, name, TYPEFLAG[type], mode, size, linkname)) return this.scratch;
+    const records = Buffer.from(paxRecord('path', name) + (linkname ? paxRecord('linkpath', linkname) : ''));
+    // tar-stream names both blocks "PaxHeader"; readers take the names from the records.
+    const stubLink = linkname ? 'PaxHeader' : undefined;
+    const pad = (BLOCK - (records.length % BLOCK)) % BLOCK;
+    const out = Buffer.alloc(BLOCK + records.length + pad + BLOCK);
+    this.ustar(out, 'PaxHeader', TYPEFLAG.pax, mode, records.length, stubLink);
+    records.copy(out, BLOCK);
+    this.ustar(out.subarray(out.length - BLOCK), 'PaxHeader', TYPEFLAG[type], mode, size, stubLink);
+    return out;
+  }
+
+  /** One ustar block at the start of `buf`; false (nothing meaningful written) when the names do not fit ustar. */
+  private ustar(buf: Buffer, name: string, typeflag: number, mode: number, size: number, linkname?: string): boolean {
+    if (!isAscii(name)) return false;
+    let prefix = '';
+    while (name.length > 100) {
+      const i = name.indexOf('/');
+      if (i === -1) return false;
+      prefix += prefix ? `/${name.slice(0, i)}` : name.slice(0, i);
+      name = name.slice(i + 1);
+    }
+    if (prefix.length > 155) return false;
+    if (linkname && Buffer.byteLength(linkname) > 100) return false;
+    this.template.copy(buf, 0, 0, BLOCK);
+    let sum = this.templateSum + typeflag;
+    sum += putAscii(buf, NAME, name);
+    sum += putOctal(buf, MODE, mode & 0o7777, 6);
+    sum += writeSize(buf, SIZE, size);
+    buf[TYPE] = typeflag;
+    if (linkname) sum += sumOf(buf, LINKNAME, LINKNAME + buf.write(linkname, LINKNAME, 'utf8'));
+    if (prefix) sum += putAscii(buf, PREFIX, prefix);
+    putOctal(buf, CHECKSUM, sum, 6);
+    return true;
+  }
+}
+
+/** The size field; GNU base-256 for bodies of 8 GiB and more. Returns the bytes' sum. */
+function writeSize(buf: Buffer, off: number, size: number): number {
+  if (size < 8 ** 11) return putOctal(buf, off, size, 11);
   buf[off] = 0x80;
   let n = size;
   for (let i = 11; i > 0; i--) {
     buf[off + i] = n & 0xff;
     n = Math.floor(n / 0x100);
   }
-}
-
-/** One 512-byte ustar block, or undefined when the names do not fit ustar. */
-function ustar(h: TarHeaderFields, typeflag: number): Buffer | undefined {
-  let name = h.name;
-  if (Buffer.byteLength(name) !== name.length) return undefined; // not ASCII
-  let prefix = '';
-  while (name.length > 100) {
-    const i = name.indexOf('/');
-    if (i === -1) return undefined;
-    prefix += prefix ? `/${name.slice(0, i)}` : name.slice(0, i);
-    name = name.slice(i + 1);
-  }
-  if (prefix.length > 155) return undefined;
-  if (h.linkname && Buffer.byteLength(h.linkname) > 100) return undefined;
-  const buf = Buffer.alloc(BLOCK);
-  buf.write(name, 0, 'latin1');
-  buf.write(octal(h.mode & 0o7777, 6), 100, 'latin1');
-  buf.write(octal(h.uid, 6), 108, 'latin1');
-  buf.write(octal(h.gid, 6), 116, 'latin1');
-  writeSize(buf, 124, h.size);
-  buf.write(octal(h.mtime | 0, 11), 136, 'latin1');
-  buf[156] = typeflag;
-  if (h.linkname) buf.write(h.linkname, 157, 'utf8');
-  USTAR_MAGIC.copy(buf, 257);
-  buf.write(octal(0, 6), 329, 'latin1'); // devmajor
-  buf.write(octal(0, 6), 337, 'latin1'); // devminor
-  if (prefix) buf.write(prefix, 345, 'latin1');
-  let sum = 8 * 0x20; // the checksum field counts as spaces
-  for (let i = 0; i < 148; i++) sum += buf[i]!;
-  for (let i = 156; i < BLOCK; i++) sum += buf[i]!;
-  buf.write(octal(sum, 6), 148, 'latin1');
-  return buf;
+  return sumOf(buf, off, off + 12);
 }
 
 /** A PAX record "<len> key=value\n", where len counts itself. */
@@ -84,15 +159,4 @@ function paxRecord(key: string, value: string): string {
   let digits = String(len).length;
   if (String(len + digits).length > digits) digits++;
   return `${len + digits}${body}`;
-}
-
-/** The header blocks of one entry: a ustar block, or a PAX header, its records and the entry's block. */
-export function encodeTarHeader(h: TarHeaderFields): Buffer {
-  const plain = ustar(h, TYPEFLAG[h.type]);
-  if (plain) return plain;
-  const records = Buffer.from(paxRecord('path', h.name) + (h.linkname ? paxRecord('linkpath', h.linkname) : ''));
-  // tar-stream names both blocks "PaxHeader"; readers take the names from the records.
-  const stub = { ...h, name: 'PaxHeader', linkname: h.linkname ? 'PaxHeader' : undefined };
-  const pad = (BLOCK - (records.length % BLOCK)) % BLOCK;
-  return Buffer.concat([ustar({ ...stub, size: records.length }, TYPEFLAG.pax)!, records, Buffer.alloc(pad), ustar(stub, TYPEFLAG[h.type])!]);
 }

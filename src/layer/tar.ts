@@ -6,7 +6,7 @@ import { errorMessage, fsErrorCode, KbError } from '../errors.js';
 import { mediaTypeOfCodec } from './codec.js';
 import { tarDigester, type TarDigest } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
-import { encodeTarHeader, type TarHeaderFields } from './tar-header.js';
+import { TarHeaderEncoder } from './tar-header.js';
 import { ZstdProgram } from './zstd.js';
 
 export type LayerEntry =
@@ -176,13 +176,12 @@ function plannedTarBytes(entries: readonly LayerEntry[]): number {
 
 /** Every entry as tar (tar-stream's bytes, see tar-header.ts), then the end-of-archive blocks. */
 async function packTar(w: PieceWriter, entries: readonly LayerEntry[], opts: LayerOptions): Promise<void> {
-  const base = { uid: opts.uid || 0, gid: opts.gid || 0, mtime: opts.mtime.getTime() / 1000 };
+  const headers = new TarHeaderEncoder({ uid: opts.uid || 0, gid: opts.gid || 0, mtime: opts.mtime.getTime() / 1000 });
   for (const e of entries) {
-    let h: TarHeaderFields;
-    if (e.type === 'directory') h = { ...base, name: `${e.path}/`, type: 'directory', mode: e.mode || 0o755, size: 0 };
-    else if (e.type === 'symlink') h = { ...base, name: e.path, type: 'symlink', mode: 0o777, size: 0, linkname: e.target };
-    else h = { ...base, name: e.path, type: 'file', mode: e.mode || 0o644, size: e.size };
-    await w.put(encodeTarHeader(h));
+    // put copies the header before the next encode reuses its block.
+    if (e.type === 'directory') await w.put(headers.encode(`${e.path}/`, 'directory', e.mode || 0o755, 0));
+    else if (e.type === 'symlink') await w.put(headers.encode(e.path, 'symlink', 0o777, 0, e.target));
+    else await w.put(headers.encode(e.path, 'file', e.mode || 0o644, e.size));
     if (e.type !== 'file') continue;
     if (e.data) {
       if (e.data.length !== e.size) throw changed(e, e.size, `${e.data.length}`);
