@@ -75,6 +75,8 @@ export interface ResolveOptions {
 export class SourceFolder {
   /** The folder's real path: every source must resolve under it. */
   readonly root: string;
+  /** `root` and a separator, made once: a concatenation per check was flattened again on every file. */
+  private readonly rootSlash: string;
   /** dev:ino → names inside the folder, for hard-linked files (counted once, when first needed). */
   private linkCounts?: Map<string, number>;
 
@@ -94,6 +96,7 @@ export class SourceFolder {
     }
     if (!lstatSync(root).isDirectory()) throw new UserError(`${dir}: not a folder`);
     this.root = root;
+    this.rootSlash = root.endsWith(sep) ? root : root + sep;
   }
 
   /** Path relative to the folder, "/"-separated. */
@@ -106,7 +109,7 @@ export class SourceFolder {
   }
 
   private inside(path: string): boolean {
-    return path === this.root || path.startsWith(this.root + sep);
+    return path === this.root || path.startsWith(this.rootSlash);
   }
 
   /**
