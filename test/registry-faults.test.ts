@@ -22,6 +22,8 @@ import type { UploadTuning } from '../src/registry/blob-upload.js';
 import { TransientTransferError } from '../src/registry/errors.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
 import { ChunkedSource, OneShotChunk } from '../src/registry/replayable-chunks.js';
+import { attachReferrer } from '../src/attach/referrers.js';
+import { attachmentTag } from '../src/attach/tags.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { kbundleInProcess as kbundle } from './helpers/cli.js';
@@ -155,6 +157,54 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     await proxy.idle();
     const manifestRequests = proxy.log.filter((e) => /\/v2\/faults\/one-get\/manifests\/(v1|sha256:)/.test(e.url)).map((e) => `${e.method} ${e.url.replace(/.*\/manifests\//, '')}`);
     expect(manifestRequests).toEqual(['GET v1']);
+  });
+
+  it('looks up attachments with one GET per tag, and asks the referrers API and the fallback index at once', async () => {
+    // The image with a cosign .sig tag and a referrer, which registry 2.8 (no referrers API) keeps in the fallback index.
+    const repo = 'faults/attached';
+    const empty = Buffer.from('{}');
+    const emptyDesc: Descriptor = { mediaType: MediaType.OciEmpty, digest: digestOf(empty), size: empty.length };
+    const manifest = (extra: object) => {
+      const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: emptyDesc, layers: [emptyDesc], ...extra }));
+      return { bytes, desc: { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length } as Descriptor };
+    };
+    const sig = manifest({});
+    const ref = manifest({ artifactType: 'application/vnd.example.note+json', subject: image.manifest });
+    const direct = new RegistryClient({});
+    try {
+      const dst = new RegistryTarget(direct, repo, reg.host, { access: 'push' });
+      await copyImage(image.layout, 'v1', dst, 'v1');
+      await dst.push(emptyDesc, empty);
+      await dst.push(sig.desc, sig.bytes);
+      await dst.tag(sig.desc, attachmentTag(image.manifest.digest, 'sig'));
+      await attachReferrer(dst, ref.bytes, ref.desc);
+    } finally {
+      await direct.close();
+    }
+    proxy.clearLog();
+    const held = proxy.addRule({ action: 'delay', ms: 1000, method: 'GET', path: /\/referrers\//, times: Infinity });
+    const client = new RegistryClient(fastRetry);
+    try {
+      const out = await OciLayout.open(fresh('attached'), { create: true });
+      const r = await copyImage(new RegistryTarget(client, repo, proxy.host), 'v1', out, 'v1', { attached: true });
+      expect(r.attached.map((a) => a.digest).sort()).toEqual([sig.desc.digest, ref.desc.digest].sort());
+      expect((await out.resolve(attachmentTag(image.manifest.digest, 'sig'))).digest).toBe(sig.desc.digest);
+    } finally {
+      await client.close();
+      held.remove();
+    }
+    await proxy.idle();
+    expect(held.fired).toBe(1);
+    const hex = image.manifest.digest.slice('sha256:'.length);
+    const manifests = proxy.log.filter((e) => e.url.includes('/manifests/')).map((e) => `${e.method} ${e.url.replace(/.*\/manifests\//, '')}`);
+    // Every tag read in one GET, none with a HEAD first; the .sig manifest is not read again by digest for the copy.
+    expect(manifests.filter((m) => m.startsWith('HEAD'))).toEqual([]);
+    expect(manifests).toEqual(expect.arrayContaining([`GET sha256-${hex}.sig`, `GET sha256-${hex}.att`, `GET sha256-${hex}.sbom`, `GET sha256-${hex}`]));
+    expect(manifests).not.toContain(`GET ${sig.desc.digest}`);
+    // The fallback index was asked for while the referrers API request was held (in turn: a second later).
+    const api = proxy.log.find((e) => e.url.includes('/referrers/'))!;
+    const fallback = proxy.log.find((e) => e.url.endsWith(`/manifests/sha256-${hex}`))!;
+    expect(fallback.time - api.time).toBeLessThan(1000);
   });
 
   it('pushes a large blob from a layout in one streamed PUT; a reset mid-body or a 503 makes the copy read the file again; the result is byte-identical', async () => {

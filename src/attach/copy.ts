@@ -5,7 +5,7 @@
  */
 import { errorMessage } from '../errors.js';
 import type { GraphCopier } from '../oci/copy-graph.js';
-import { fetchBytes, tryResolve } from '../oci/target.js';
+import { fetchBytes, tryResolveWithBytes } from '../oci/target.js';
 import type { Descriptor } from '../oci/types.js';
 import { mapPool } from '../util/pool.js';
 import { attachReferrer, listReferrers } from './referrers.js';
@@ -45,7 +45,8 @@ export async function copyAttachments(copier: GraphCopier, subjects: Descriptor[
   const found = await mapPool(lookups, LOOKUPS_AT_ONCE, async (l): Promise<Found> => {
     try {
       const { subject, tag } = l;
-      if (tag !== undefined) return { tagged: await tryResolve(src, tag), referrers: [] };
+      // With the bytes where the source returns them (one GET): the copy then reads them from memory.
+      if (tag !== undefined) return { tagged: (await tryResolveWithBytes(src, tag))?.desc, referrers: [] };
       return { referrers: await listReferrers(src, subject) };
     } catch (e) {
       return { warning: `${src.name}: could not look up ${l.tag !== undefined ? `tag ${l.tag}` : `the referrers of ${l.subject.digest}`}: ${errorMessage(e)}` };

@@ -13,7 +13,7 @@
 import { KbError, UserError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { MediaType, isManifestMediaType } from '../oci/mediatypes.js';
-import { fetchBytes, listsReferrers, tryResolve, type Target } from '../oci/target.js';
+import { fetchBytes, listsReferrers, tryResolveWithBytes, type Target } from '../oci/target.js';
 import { MAX_MANIFEST_BYTES, parseIndex, type Descriptor, type Index } from '../oci/types.js';
 import { referrersTag } from './tags.js';
 
@@ -33,21 +33,33 @@ export function referrerEntry(manifestBytes: Buffer, desc: Descriptor): Descript
 /** The fallback index of `subject`, or undefined when there is none. */
 async function readFallbackIndex(target: Target, subject: Descriptor): Promise<Index | undefined> {
   const tag = referrersTag(subject.digest);
-  const desc = await tryResolve(target, tag);
-  if (!desc) return undefined;
+  const got = await tryResolveWithBytes(target, tag);
+  if (!got) return undefined;
+  const { desc } = got;
   if (desc.mediaType !== MediaType.OciIndex) throw new UserError(`${target.name}:${tag}: the referrers tag holds ${desc.mediaType}, not an OCI index`, `delete the tag ${tag} and sign again`);
   if (desc.size > MAX_MANIFEST_BYTES) throw new UserError(`${target.name}:${tag}: the referrers index is ${desc.size} bytes, over the ${MAX_MANIFEST_BYTES}-byte limit`);
-  return parseIndex(await fetchBytes(target, desc), desc.mediaType, `${target.name}:${tag}`);
+  return parseIndex(got.bytes ?? (await fetchBytes(target, desc)), desc.mediaType, `${target.name}:${tag}`);
 }
 
 function byDigest(a: Descriptor, b: Descriptor): number {
   return a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0;
 }
 
-/** Referrers of `subject` (optionally only of one artifactType). */
+/**
+ * Referrers of `subject` (optionally only of one artifactType). A store with the referrers API is
+ * asked through it and, at the same time, for the fallback index: registries without the API
+ * (registry 2.8, Docker Hub) then cost one round trip instead of two, and one with it answers a
+ * request more (a tag that is not there). The fallback's answer, or failure, counts only when the
+ * API has none.
+ */
 export async function listReferrers(target: Target, subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-  const own = listsReferrers(target) ? await target.referrers(subject, artifactType) : undefined;
-  const all = own ?? (await readFallbackIndex(target, subject))?.manifests ?? [];
+  const fallback = readFallbackIndex(target, subject);
+  let own: Descriptor[] | undefined;
+  if (listsReferrers(target)) {
+    fallback.catch(() => undefined); // reported below only when it is used
+    own = await target.referrers(subject, artifactType);
+  }
+  const all = own ?? (await fallback)?.manifests ?? [];
   return artifactType ? all.filter((d) => d.artifactType === artifactType) : all;
 }
 

@@ -92,6 +92,24 @@ export async function resolveAndRead(target: Target, reference: string): Promise
   return { desc, bytes: await fetchBytes(target, desc) };
 }
 
+/**
+ * Resolve a tag that may be missing (an attachment's tag): undefined when nothing is under it
+ * (KbError NOT_FOUND); with the manifest's bytes when the store returns them with the answer (one
+ * GET, as resolveAndRead), else only the descriptor, for the caller to check before reading.
+ */
+export async function tryResolveWithBytes(target: Target, reference: string): Promise<{ desc: Descriptor; bytes?: Buffer } | undefined> {
+  if (!fetchesManifests(target)) {
+    const desc = await tryResolve(target, reference);
+    return desc && { desc };
+  }
+  try {
+    return await target.resolveWithBytes(reference);
+  } catch (e) {
+    if (isKbError(e, 'NOT_FOUND')) return undefined;
+    throw e;
+  }
+}
+
 /** Resolve a tag; undefined when nothing is under it (KbError NOT_FOUND). Other failures propagate. */
 export async function tryResolve(target: Target, reference: string): Promise<Descriptor | undefined> {
   try {

@@ -5,9 +5,9 @@
  * digest kbundle hashed, whose predicate matches its type, and whose signature satisfies a signer
  * (the same key / keyless checks as image signatures, src/verify/verify.ts).
  */
-import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
+import { errorMessage, KbError, UserError } from '../errors.js';
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.js';
-import { fetchBytes, fetchesManifests, tryResolve, type Target } from '../oci/target.js';
+import { fetchBytes, tryResolveWithBytes, type Target } from '../oci/target.js';
 import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/types.js';
 import { Annotations, BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGN_PREDICATE_TYPE, DSSE_ENVELOPE_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION } from '../attach/formats.js';
 import { listReferrers } from '../attach/referrers.js';
@@ -58,14 +58,7 @@ async function discoverLegacy(target: Target, digest: string, type: string, d: D
   let desc: Descriptor | undefined;
   let bytes: Buffer | undefined;
   try {
-    if (fetchesManifests(target)) {
-      const got = await target.resolveWithBytes(tag).catch((e: unknown) => {
-        if (isKbError(e, 'NOT_FOUND')) return undefined;
-        throw e;
-      });
-      desc = got?.desc;
-      bytes = got?.bytes;
-    } else desc = await tryResolve(target, tag);
+    ({ desc, bytes } = (await tryResolveWithBytes(target, tag)) ?? {});
     if (!desc) return;
     if (!isManifestMediaType(desc.mediaType)) throw new Rejection(`the attestation tag points at ${desc.mediaType}, not an image manifest`);
     bytes ??= await fetchBytes(target, desc);

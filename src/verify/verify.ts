@@ -7,11 +7,11 @@ import { mapPool } from '../util/pool.js';
 import { X509Certificate as NodeX509, type KeyObject } from 'node:crypto';
 import type { Bundle } from '@sigstore/bundle';
 import type { SignedEntity } from '@sigstore/verify';
-import { errorMessage, isKbError, KbError, UserError } from '../errors.js';
+import { errorMessage, KbError, UserError } from '../errors.js';
 import { DigestMismatchError, digestOf, parseDigest, readAllCapped, SizeMismatchError } from '../oci/digest.js';
 import { isManifestMediaType, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, parseManifest, type Descriptor } from '../oci/types.js';
-import { fetchBytes, fetchesManifests, resolveAndRead, tryResolve, type Target } from '../oci/target.js';
+import { fetchBytes, resolveAndRead, tryResolveWithBytes, type Target } from '../oci/target.js';
 import { BUNDLE_V03_MEDIA_TYPE, COSIGN_SIGN_PREDICATE_TYPE, Annotations, SIMPLE_SIGNING_MEDIA_TYPE, signatureTag } from '../attach/formats.js';
 import { keyFingerprint, keyHint } from '../sign/keys.js';
 import { listReferrers } from '../attach/referrers.js';
@@ -118,17 +118,8 @@ async function discoverLegacy(target: Target, digest: string): Promise<Candidate
   let desc: Descriptor | undefined;
   let bytes: Buffer | undefined;
   try {
-    if (fetchesManifests(target)) {
-      // One GET instead of HEAD + GET; the registry checks size (4 MiB) and digest of what it returns.
-      const got = await target.resolveWithBytes(tag).catch((e: unknown) => {
-        if (isKbError(e, 'NOT_FOUND')) return undefined;
-        throw e;
-      });
-      desc = got?.desc;
-      bytes = got?.bytes;
-    } else {
-      desc = await tryResolve(target, tag);
-    }
+    // One GET from a registry, which checks size (4 MiB) and digest of what it returns.
+    ({ desc, bytes } = (await tryResolveWithBytes(target, tag)) ?? {});
   } catch (e) {
     return [{ format: 'legacy', location: tag, failure: `cannot read the signature tag (${errorMessage(e)})` }];
   }
