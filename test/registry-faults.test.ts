@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -205,6 +206,31 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     const api = proxy.log.find((e) => e.url.includes('/referrers/'))!;
     const fallback = proxy.log.find((e) => e.url.endsWith(`/manifests/sha256-${hex}`))!;
     expect(fallback.time - api.time).toBeLessThan(1000);
+  });
+
+  it("sends the first request after the ping on the ping's connection (no second TCP connection)", async () => {
+    await pushThroughProxy('faults/one-conn', {});
+    // A TCP relay to the registry that counts the connections made to it.
+    let connections = 0;
+    const relay = net.createServer((c) => {
+      connections++;
+      const up = net.connect(Number(new URL(reg.url).port), '127.0.0.1');
+      c.pipe(up).pipe(c);
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    const client = new RegistryClient(fastRetry);
+    try {
+      const target = new RegistryTarget(client, 'faults/one-conn', `127.0.0.1:${(relay.address() as AddressInfo).port}`);
+      const { desc } = await target.resolveWithBytes('v1'); // the ping, then the manifest GET
+      expect(desc.digest).toBe(image.manifest.digest);
+      expect(await target.exists(image.config)).toBe(true); // and a third request, in sequence
+    } finally {
+      await client.close();
+      relay.close();
+    }
+    expect(connections).toBe(1);
   });
 
   it('pushes a large blob from a layout in one streamed PUT; a reset mid-body or a 503 makes the copy read the file again; the result is byte-identical', async () => {

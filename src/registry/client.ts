@@ -360,6 +360,7 @@ export class RegistrySession {
       try {
         for (;;) {
           const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : req.body();
+          await socketsReleased();
           const r = await (await undici()).request(url, { method: req.method, headers, body, dispatcher: await this.dispatcherFor(url, base) });
           res = { status: r.statusCode, headers: r.headers, body: r.body, url };
           const location = header(res, 'location');
@@ -437,6 +438,16 @@ export class RegistrySession {
       }
     }
   }
+}
+
+/**
+ * One turn of the event loop. undici hands a kept-alive socket back to its pool one turn after the
+ * response ended (it waits to see whether the server closes it), and a request sent before that
+ * opens a new connection: every command's first request after the ping did, a TCP (and TLS)
+ * handshake more on a real network. Waiting here lets it take the socket just freed.
+ */
+function socketsReleased(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Entry point: one session per registry host, sharing connection pools and options. */
