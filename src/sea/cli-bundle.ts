@@ -38,10 +38,15 @@ const lazyBuiltins = substitute(
 /**
  * Optional dependencies a dependency loads inside try/catch and kbundle never uses through it:
  * minipass-fetch (make-fetch-happen, for keyless signing) loads iconv-lite (0.5 MB, a sixth of the
- * CLI script) only for `textConverted()`, which nothing calls. Left out, its require throws as if
- * the package were not installed, which minipass-fetch handles.
+ * CLI script) only for `textConverted()`, which nothing calls; undici's HTTP/2 client loads
+ * node:http2 (3 ms of every command's start, with Node's http2 internals) although kbundle's
+ * agents never offer h2 (`allowH2` is off). Left out, the require throws as if the module were
+ * not there, which both handle (undici then has no HTTP/2, as on a Node built without it).
  */
-const LEFT_OUT = [{ importer: /[\\/]node_modules[\\/]minipass-fetch[\\/]/, module: /^iconv-lite$/ }];
+const LEFT_OUT = [
+  { importer: /[\\/]node_modules[\\/]minipass-fetch[\\/]/, module: /^iconv-lite$/ },
+  { importer: /[\\/]node_modules[\\/]undici[\\/]lib[\\/]dispatcher[\\/]client-h2\.js$/, module: /^(node:)?http2$/ },
+];
 
 const leftOut = substitute(
   'left-out-optional-dependencies',
