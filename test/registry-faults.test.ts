@@ -4,7 +4,7 @@
  * fake registry that serves broken manifests (the error must be clear and nothing written).
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -225,12 +225,39 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
       const target = new RegistryTarget(client, 'faults/one-conn', `127.0.0.1:${(relay.address() as AddressInfo).port}`);
       const { desc } = await target.resolveWithBytes('v1'); // the ping, then the manifest GET
       expect(desc.digest).toBe(image.manifest.digest);
-      expect(await target.exists(image.config)).toBe(true); // and a third request, in sequence
+      expect(await target.exists(image.config)).toBe(true); // a HEAD, in sequence
+      expect(await target.tags()).toEqual(['v1']); // and a request after the HEAD
     } finally {
       await client.close();
       relay.close();
     }
     expect(connections).toBe(1);
+  });
+
+  it('installs with one GET of the manifest: verifying and picking the platform read it from memory', async () => {
+    const bundle = fresh('install-bundle');
+    mkdirSync(join(bundle, 'files'), { recursive: true });
+    writeFileSync(join(bundle, 'files', 'hello.txt'), 'hello\n');
+    writeFileSync(
+      join(bundle, 'bundle.yaml'),
+      'name: hello\nversion: 1.0.0\ndescription: one file\ntype: container\nplatforms: [linux/amd64, linux/arm64]\nfiles:\n  - src: files\n    dst: opt/hello\n',
+    );
+    const layout = fresh('install-layout');
+    expect((await kbundle(['build', bundle, '-o', `oci:${layout}:v1`])).code).toBe(0);
+    expect((await kbundle(['push', `oci:${layout}:v1`, `${reg.host}/faults/install:v1`, '--plain-http'])).code).toBe(0);
+    proxy.clearLog();
+    const root = fresh('install-root');
+    const r = await kbundle(['install', `container://${proxy.host}/faults/install:v1`, '--root', root, '--plain-http', '--platform', 'linux/arm64']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(join(root, 'opt/hello/hello.txt'), 'utf8')).toBe('hello\n');
+    await proxy.idle();
+    const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: Descriptor[] };
+    const top = index.manifests[0]!.digest;
+    const manifests = proxy.log.filter((e) => /\/v2\/faults\/install\/manifests\/(v1|sha256:)/.test(e.url)).map((e) => `${e.method} ${e.url.replace(/.*\/manifests\//, '')}`);
+    // The index by tag once (no HEAD, not again by digest), then the arm64 manifest once.
+    expect(manifests[0]).toBe('GET v1');
+    expect(manifests.filter((m) => m === 'GET v1' || m.includes(top) || m.startsWith('HEAD'))).toEqual(['GET v1']);
+    expect(manifests).toHaveLength(2);
   });
 
   it('pushes a large blob from a layout in one streamed PUT; a reset mid-body or a 503 makes the copy read the file again; the result is byte-identical', async () => {

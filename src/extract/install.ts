@@ -7,7 +7,7 @@ import { hostPlatform } from '../oci/platform.js';
 import type { Descriptor, Platform } from '../oci/types.js';
 import type { RegistryClient } from '../registry/client.js';
 import { openSource } from '../store/open.js';
-import type { Target } from '../oci/target.js';
+import { resolveAndRead, type Target } from '../oci/target.js';
 import { localImageLocation, type ImageLocation } from '../store/transport.js';
 import { parseBundleTarget, type BundleTarget } from './bundle-uri.js';
 import { extractImage, resolveManifest, type ExtractOptions } from './extract-image.js';
@@ -73,7 +73,8 @@ export async function installBundle(raw: string, opts: InstallOptions): Promise<
   const opened = await openSource(loc, { client: opts.client });
   try {
     // Read-only until here: a refused image leaves the root exactly as it was.
-    const top = await opened.target.resolve(opened.reference);
+    // One GET for the tag's manifest; verifying and picking the platform then read it from memory.
+    const { desc: top } = await resolveAndRead(opened.target, opened.reference);
     const verified = opts.verify ? await opts.verify(opened.target, top, opened.display) : undefined;
     const manifest = await resolveManifest(opened.target, top.digest, opts.platform ?? hostPlatform());
     // The node (the state root) must meet the image's constraints before anything is written.

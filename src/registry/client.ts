@@ -361,7 +361,12 @@ export class RegistrySession {
         for (;;) {
           const body = req.body === undefined ? undefined : Buffer.isBuffer(req.body) ? req.body : req.body();
           await socketsReleased();
-          const r = await (await undici()).request(url, { method: req.method, headers, body, dispatcher: await this.dispatcherFor(url, base) });
+          // undici closes a connection after a HEAD (for servers that send a body with it anyway),
+          // and the next request then pays a new handshake; registries do not, and Go's clients
+          // keep those connections too. (A body sent anyway spoils only that registry's next
+          // answer on that connection, which fails its checks like any bad answer.)
+          const reset = req.method === 'HEAD' ? false : undefined;
+          const r = await (await undici()).request(url, { method: req.method, headers, body, reset, dispatcher: await this.dispatcherFor(url, base) });
           res = { status: r.statusCode, headers: r.headers, body: r.body, url };
           const location = header(res, 'location');
           if ((req.method === 'GET' || req.method === 'HEAD') && REDIRECTS.has(r.statusCode) && location) {

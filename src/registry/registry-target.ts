@@ -27,8 +27,12 @@ export class RegistryTarget implements Target, Mounter, ReferrersLister, Manifes
   private readonly session: RegistrySession;
   private readonly scopes: string[];
   private readonly tuning: UploadTuning;
-  /** Manifests we pushed or fetched recently, so tagging does not fetch them back. */
-  private readonly manifests = new Map<string, Buffer>();
+  /**
+   * Manifests we pushed or fetched recently (verified, keyed by digest), so tagging does not fetch
+   * them back and a command that reads one manifest twice (install: verify, then the platform's
+   * manifest) sends one GET.
+   */
+  private readonly manifests = new Map<string, { mediaType: string; bytes: Buffer }>();
   /** Byte progress of blob uploads, for callers that show it. */
   onUploadBytes?: (desc: Descriptor, n: number) => void;
 
@@ -64,9 +68,10 @@ export class RegistryTarget implements Target, Mounter, ReferrersLister, Manifes
     };
   }
 
-  private remember(digest: string, bytes: Buffer): void {
+  private remember(desc: Descriptor, bytes: Buffer): void {
+    const { digest, mediaType } = desc;
     this.manifests.delete(digest);
-    this.manifests.set(digest, bytes);
+    this.manifests.set(digest, { mediaType, bytes });
     if (this.manifests.size > MANIFEST_CACHE_ENTRIES) this.manifests.delete(this.manifests.keys().next().value!);
   }
 
@@ -92,10 +97,10 @@ export class RegistryTarget implements Target, Mounter, ReferrersLister, Manifes
 
   /** Manifest bytes, verified against `desc`. */
   async fetchManifest(desc: Descriptor): Promise<Buffer> {
-    const cached = this.manifests.get(desc.digest);
+    const cached = this.manifests.get(desc.digest)?.bytes;
     if (cached && cached.length === desc.size) return cached;
     const { bytes } = await getManifest(this.mctx, desc.digest, desc);
-    this.remember(desc.digest, bytes);
+    this.remember(desc, bytes);
     return bytes;
   }
 
@@ -105,7 +110,7 @@ export class RegistryTarget implements Target, Mounter, ReferrersLister, Manifes
       const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: manifest ${desc.digest}`);
       await readAllCapped(Readable.from([bytes]).pipe(verify), MAX_MANIFEST_BYTES, desc.digest);
       await putManifest(this.mctx, desc, bytes, desc.digest);
-      this.remember(desc.digest, bytes);
+      this.remember(desc, bytes);
       return;
     }
     await uploadBlob(this.uctx(desc), desc, content);
@@ -126,10 +131,12 @@ export class RegistryTarget implements Target, Mounter, ReferrersLister, Manifes
     return desc;
   }
 
-  /** Fetch a manifest by tag or digest in one GET: descriptor plus verified bytes. */
+  /** Fetch a manifest by tag or digest in one GET (none for a digest read before): descriptor plus verified bytes. */
   async resolveWithBytes(reference: string): Promise<{ desc: Descriptor; bytes: Buffer }> {
+    const cached = isDigest(reference) ? this.manifests.get(reference) : undefined;
+    if (cached) return { desc: { mediaType: cached.mediaType, digest: reference, size: cached.bytes.length }, bytes: cached.bytes };
     const got = await getManifest(this.mctx, reference || 'latest');
-    this.remember(got.desc.digest, got.bytes);
+    this.remember(got.desc, got.bytes);
     return got;
   }
 
@@ -156,7 +163,7 @@ export class RegistryTarget implements Target, Mounter, ReferrersLister, Manifes
   /** PUT a manifest with a subject; true when the registry answered `OCI-Subject` (it indexes referrers itself). */
   async pushReferrer(desc: Descriptor, manifestBytes: Buffer): Promise<boolean> {
     const { subjectAccepted } = await putManifest(this.mctx, desc, manifestBytes, desc.digest);
-    this.remember(desc.digest, manifestBytes);
+    this.remember(desc, manifestBytes);
     return subjectAccepted;
   }
 }

@@ -10,7 +10,7 @@ export interface HttpApi {
   Agent: typeof AgentType;
   request(
     url: string | URL,
-    opts: { method: Dispatcher.HttpMethod; headers?: Record<string, string>; body?: Dispatcher.DispatchOptions['body']; dispatcher: Dispatcher },
+    opts: { method: Dispatcher.HttpMethod; headers?: Record<string, string>; body?: Dispatcher.DispatchOptions['body']; reset?: boolean; dispatcher: Dispatcher },
   ): Promise<Dispatcher.ResponseData>;
 }
 
