@@ -160,6 +160,31 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     expect(manifestRequests).toEqual(['GET v1']);
   });
 
+  it('pushes the root manifest under its tag in one PUT (not by digest, then by tag); a root already there is tagged', async () => {
+    proxy.clearLog();
+    await pushThroughProxy('faults/one-put', {});
+    const puts = () => proxy.log.filter((e) => e.method === 'PUT' && e.url.includes('/manifests/')).map((e) => e.url.replace(/.*\/manifests\//, ''));
+    expect(puts()).toEqual(['v1']);
+    await expectStoredIntact('faults/one-put');
+    // The same image under a second tag: the root is there, so it is only tagged.
+    proxy.clearLog();
+    const client = new RegistryClient(fastRetry);
+    try {
+      const r = await copyImage(image.layout, 'v1', new RegistryTarget(client, 'faults/one-put', proxy.host, { access: 'push' }), 'v2');
+      expect(r.blobsCopied).toBe(0);
+    } finally {
+      await client.close();
+    }
+    await proxy.idle();
+    expect(puts()).toEqual(['v2']);
+    const direct = new RegistryClient({});
+    try {
+      expect((await new RegistryTarget(direct, 'faults/one-put', reg.host).resolve('v2')).digest).toBe(image.manifest.digest);
+    } finally {
+      await direct.close();
+    }
+  });
+
   it('looks up attachments with one GET per tag, and asks the referrers API and the fallback index at once', async () => {
     // The image with a cosign .sig tag and a referrer, which registry 2.8 (no referrers API) keeps in the fallback index.
     const repo = 'faults/attached';

@@ -7,9 +7,9 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { isKbError } from '../errors.js';
-import { carriesVerification } from './digest.js';
+import { carriesVerification, isDigest } from './digest.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from './mediatypes.js';
-import { canMount, fetchBytes, type Target } from './target.js';
+import { canMount, fetchBytes, pushesReferences, type Target } from './target.js';
 import { parseAnyManifest, type Descriptor } from './types.js';
 
 /** Called as the copy goes (oras-go CopyGraphOptions PreCopy/PostCopy/OnCopySkipped/OnMounted). */
@@ -134,9 +134,24 @@ export class GraphCopier {
     if (same) this.mountFrom.push(same);
   }
 
-  /** Copy `root` and everything it refers to; `bytes` are the root's bytes when already read. */
-  copy(root: Descriptor, bytes?: Buffer): Promise<void> {
-    return this.node(root, bytes);
+  /**
+   * Copy `root` and everything it refers to; `bytes` are the root's bytes when already read. With
+   * `tag`, a destination that stores a manifest under a tag in one request (a registry) gets the
+   * root that way, after everything under it as tagging would be; true when it did, so the caller
+   * tags only otherwise (also when the root was there already).
+   */
+  async copy(root: Descriptor, bytes?: Buffer, tag?: string): Promise<boolean> {
+    const { dst } = this;
+    if (!tag || isDigest(tag) || !pushesReferences(dst) || !isManifestDescriptor(root)) {
+      await this.node(root, bytes);
+      return false;
+    }
+    let tagged = false;
+    await this.node(root, bytes, async (body) => {
+      await dst.pushReference(root, body, tag);
+      tagged = true;
+    });
+    return tagged;
   }
 
   /** Copy what `desc` refers to, not `desc` itself (for manifests another step stores, e.g. referrers). */
@@ -154,7 +169,8 @@ export class GraphCopier {
     return p;
   }
 
-  private node(desc: Descriptor, bytes?: Buffer): Promise<void> {
+  /** `store` stores the manifest `desc` once its children are copied (default: push it). */
+  private node(desc: Descriptor, bytes?: Buffer, store = (body: Buffer) => this.dst.push(desc, body)): Promise<void> {
     // A config (a few hundred bytes) must not hold one of the layers' slots: with 4 layers and
     // 4 slots the last layer would start only after the config, and finish alone.
     const slots = desc.size <= SMALL_BLOB ? this.smallLimit : this.limit;
@@ -166,7 +182,7 @@ export class GraphCopier {
       }
       const body = bytes ?? (await fetchBytes(this.src, desc));
       await settleAll(successors(body, desc, this.src.name).map((c) => this.node(c)));
-      await this.dst.push(desc, body);
+      await store(body);
       this.stats.manifestsCopied++;
       this.hooks.postCopy?.(desc);
     });

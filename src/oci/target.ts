@@ -47,6 +47,16 @@ export interface ManifestFetcher {
   resolveWithBytes(reference: string): Promise<{ desc: Descriptor; bytes: Buffer }>;
 }
 
+/** A store that keeps a manifest under a tag in one request (oras-go `registry.ReferencePusher`), instead of push, then tag. */
+export interface ReferencePusher {
+  /** Store the manifest `desc` (its bytes must match) and point the tag `reference` at it. */
+  pushReference(desc: Descriptor, bytes: Buffer, reference: string): Promise<void>;
+}
+
+export function pushesReferences(t: Target): t is Target & ReferencePusher {
+  return typeof (t as Partial<ReferencePusher>).pushReference === 'function';
+}
+
 export function canMount(t: Target): t is Target & Mounter {
   return typeof (t as Partial<Mounter>).mount === 'function' && typeof (t as Partial<Mounter>).mountSourceOf === 'function';
 }

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { isDigest, readAllCapped, VerifyingStream } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, type Descriptor } from '../oci/types.js';
-import type { ManifestFetcher, Mounter, ReferrersLister, Target } from '../oci/target.js';
+import type { ManifestFetcher, Mounter, ReferencePusher, ReferrersLister, Target } from '../oci/target.js';
 import { downloadBlob } from './blob-download.js';
 import { DEFAULT_UPLOAD, mountBlob, uploadBlob, type UploadContext, type UploadTuning } from './blob-upload.js';
 import type { RegistryClient, RegistrySession } from './client.js';
@@ -21,7 +21,7 @@ export interface RegistryTargetOptions {
 const MANIFEST_CACHE_ENTRIES = 64;
 
 /** One repository on a registry, as a Target: blobs, manifests, tags; mounts and the referrers API. */
-export class RegistryTarget implements Target, Mounter, ReferrersLister, ManifestFetcher {
+export class RegistryTarget implements Target, Mounter, ReferrersLister, ManifestFetcher, ReferencePusher {
   readonly name: string;
   readonly registry: string;
   private readonly session: RegistrySession;
@@ -105,15 +105,22 @@ export class RegistryTarget implements Target, Mounter, ReferrersLister, Manifes
   }
 
   async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {
-    if (isManifestLike(desc.mediaType)) {
-      const bytes = Buffer.isBuffer(content) ? content : await readAllCapped(content, MAX_MANIFEST_BYTES, `${this.name}: manifest ${desc.digest}`);
-      const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: manifest ${desc.digest}`);
-      await readAllCapped(Readable.from([bytes]).pipe(verify), MAX_MANIFEST_BYTES, desc.digest);
-      await putManifest(this.mctx, desc, bytes, desc.digest);
-      this.remember(desc, bytes);
-      return;
-    }
+    if (isManifestLike(desc.mediaType)) return this.putManifestAs(desc, content, desc.digest);
     await uploadBlob(this.uctx(desc), desc, content);
+  }
+
+  /** PUT a manifest under a tag: one request where push then tag sends two (the registry keeps it under its digest too). */
+  pushReference(desc: Descriptor, bytes: Buffer, reference: string): Promise<void> {
+    return this.putManifestAs(desc, bytes, reference && !isDigest(reference) ? reference : desc.digest);
+  }
+
+  /** Check a manifest's bytes against `desc`, then PUT them under `reference` (its digest or a tag). */
+  private async putManifestAs(desc: Descriptor, content: Readable | Buffer, reference: string): Promise<void> {
+    const bytes = Buffer.isBuffer(content) ? content : await readAllCapped(content, MAX_MANIFEST_BYTES, `${this.name}: manifest ${desc.digest}`);
+    const verify = new VerifyingStream(desc.digest, desc.size, `${this.name}: manifest ${desc.digest}`);
+    await readAllCapped(Readable.from([bytes]).pipe(verify), MAX_MANIFEST_BYTES, desc.digest);
+    await putManifest(this.mctx, desc, bytes, reference);
+    this.remember(desc, bytes);
   }
 
   /** Link a blob from another repository of the same registry; false when the registry would not. */

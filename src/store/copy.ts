@@ -61,8 +61,9 @@ export async function copyImage(src: Target, srcRef: string, dst: Target, dstRef
     );
   }
   const copier = new GraphCopier(src, dst, opts);
-  await copier.copy(root, bytes);
-  await dst.tag(root, dstRef && !isDigest(dstRef) ? dstRef : '');
+  const tag = dstRef && !isDigest(dstRef) ? dstRef : '';
+  // A registry takes the root under its tag in the same PUT; other stores are tagged after.
+  if (!(await copier.copy(root, bytes, tag))) await dst.tag(root, tag);
   const extra = opts.attached ? await copyAttachments(copier, attachmentSubjects(src, root, bytes)) : { attached: [], warnings: [] };
   return { root, ...copier.stats, ...extra };
 }
