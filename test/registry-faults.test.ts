@@ -23,6 +23,7 @@ import type { UploadTuning } from '../src/registry/blob-upload.js';
 import { TransientTransferError } from '../src/registry/errors.js';
 import { RegistryTarget } from '../src/registry/registry-target.js';
 import { ChunkedSource, OneShotChunk } from '../src/registry/replayable-chunks.js';
+import { appendAttachedLayer } from '../src/attach/legacy.js';
 import { attachReferrer } from '../src/attach/referrers.js';
 import { attachmentTag } from '../src/attach/tags.js';
 import { copyImage } from '../src/store/copy.js';
@@ -194,18 +195,35 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
       const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: emptyDesc, layers: [emptyDesc], ...extra }));
       return { bytes, desc: { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length } as Descriptor };
     };
-    const sig = manifest({});
     const ref = manifest({ artifactType: 'application/vnd.example.note+json', subject: image.manifest });
+    const note = Buffer.from('a signature, as far as this test goes');
     const direct = new RegistryClient({});
     try {
-      const dst = new RegistryTarget(direct, repo, reg.host, { access: 'push' });
-      await copyImage(image.layout, 'v1', dst, 'v1');
-      await dst.push(emptyDesc, empty);
-      await dst.push(sig.desc, sig.bytes);
-      await dst.tag(sig.desc, attachmentTag(image.manifest.digest, 'sig'));
-      await attachReferrer(dst, ref.bytes, ref.desc);
+      await copyImage(image.layout, 'v1', new RegistryTarget(direct, repo, reg.host, { access: 'push' }), 'v1');
     } finally {
       await direct.close();
+    }
+    // Attached through the proxy: each manifest is stored under its tag in one PUT.
+    proxy.clearLog();
+    const writer = new RegistryClient(fastRetry);
+    try {
+      const dst = new RegistryTarget(writer, repo, proxy.host, { access: 'push' });
+      await dst.push(emptyDesc, empty);
+      await appendAttachedLayer(dst, attachmentTag(image.manifest.digest, 'sig'), async () => ({ payload: note, mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', annotations: {} }));
+      await attachReferrer(dst, ref.bytes, ref.desc);
+    } finally {
+      await writer.close();
+    }
+    await proxy.idle();
+    const hex0 = image.manifest.digest.slice('sha256:'.length);
+    const manifestPuts = proxy.log.filter((e) => e.method === 'PUT' && e.url.includes('/manifests/')).map((e) => e.url.replace(/.*\/manifests\//, ''));
+    expect(manifestPuts).toEqual([`sha256-${hex0}.sig`, ref.desc.digest, `sha256-${hex0}`]);
+    const direct2 = new RegistryClient({});
+    let sig: { desc: Descriptor };
+    try {
+      sig = { desc: await new RegistryTarget(direct2, repo, reg.host).resolve(attachmentTag(image.manifest.digest, 'sig')) };
+    } finally {
+      await direct2.close();
     }
     proxy.clearLog();
     const held = proxy.addRule({ action: 'delay', ms: 1000, method: 'GET', path: /\/referrers\//, times: Infinity });

@@ -60,8 +60,7 @@ export async function copyAttachments(copier: GraphCopier, subjects: Descriptor[
       continue;
     }
     if (tag !== undefined && f.tagged) {
-      await copier.copy(f.tagged);
-      await dst.tag(f.tagged, tag);
+      if (!(await copier.copy(f.tagged, undefined, tag))) await dst.tag(f.tagged, tag);
       out.attached.push({ subject: subject.digest, kind: 'tag', name: tag, digest: f.tagged.digest });
     }
     for (const ref of f.referrers) {

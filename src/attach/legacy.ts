@@ -8,7 +8,7 @@
 import { errorMessage, KbError, UserError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
-import { fetchBytes, tryResolve, type Target } from '../oci/target.js';
+import { fetchBytes, pushTagged, tryResolve, type Target } from '../oci/target.js';
 import { parseManifest, type Descriptor } from '../oci/types.js';
 import { legacySignatureConfig, legacySignatureManifest } from './formats.js';
 
@@ -65,7 +65,6 @@ export async function appendAttachedLayer(target: Target, tag: string, make: () 
   await target.push(configDesc, config);
   const manifest = legacySignatureManifest(configDesc, all);
   const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(manifest), size: manifest.length };
-  await target.push(desc, manifest);
-  await target.tag(desc, tag);
+  await pushTagged(target, desc, manifest, tag);
   return true;
 }

@@ -13,7 +13,7 @@
 import { KbError, UserError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { MediaType, isManifestMediaType } from '../oci/mediatypes.js';
-import { fetchBytes, listsReferrers, tryResolveWithBytes, type Target } from '../oci/target.js';
+import { fetchBytes, listsReferrers, pushTagged, tryResolveWithBytes, type Target } from '../oci/target.js';
 import { MAX_MANIFEST_BYTES, parseIndex, type Descriptor, type Index } from '../oci/types.js';
 import { referrersTag } from './tags.js';
 
@@ -88,8 +88,7 @@ async function addToFallbackIndex(target: Target, subject: Descriptor, entry: De
       const manifests = [...(index?.manifests ?? []).filter((d) => d.digest !== entry.digest), entry].sort(byDigest);
       const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests } satisfies Index));
       const desc: Descriptor = { mediaType: MediaType.OciIndex, digest: digestOf(bytes), size: bytes.length };
-      await target.push(desc, bytes);
-      await target.tag(desc, tag);
+      await pushTagged(target, desc, bytes, tag);
       // Another writer may have replaced the index between our read and our write: read it back.
       const check = await readFallbackIndex(target, subject);
       if (check?.manifests.some((d) => d.digest === entry.digest)) return;

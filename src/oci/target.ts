@@ -57,6 +57,13 @@ export function pushesReferences(t: Target): t is Target & ReferencePusher {
   return typeof (t as Partial<ReferencePusher>).pushReference === 'function';
 }
 
+/** Store the manifest `desc` and point the tag `tag` at it: one request where the store can (a registry), else push, then tag. */
+export async function pushTagged(target: Target, desc: Descriptor, bytes: Buffer, tag: string): Promise<void> {
+  if (pushesReferences(target)) return target.pushReference(desc, bytes, tag);
+  await target.push(desc, bytes);
+  await target.tag(desc, tag);
+}
+
 export function canMount(t: Target): t is Target & Mounter {
   return typeof (t as Partial<Mounter>).mount === 'function' && typeof (t as Partial<Mounter>).mountSourceOf === 'function';
 }
