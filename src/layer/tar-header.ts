@@ -6,24 +6,14 @@
  * per-entry stream machinery cost more than the deflate of small files.
  */
 
+import { BLOCK, CHECKSUM, DEVMAJOR, DEVMINOR, GID, LINKNAME, LINKNAME_LENGTH, MAGIC, MODE, MTIME, NAME, NAME_LENGTH, PREFIX, PREFIX_LENGTH, SIZE, TYPEFLAG, UID } from '../util/ustar.js';
+
 export type TarEntryType = 'file' | 'directory' | 'symlink';
 
-const BLOCK = 512;
-const TYPEFLAG = { file: 0x30, directory: 0x35, symlink: 0x32, pax: 0x78 } as const;
+const TYPEFLAGS = { file: 0x30, directory: 0x35, symlink: 0x32, pax: 0x78 } as const;
 const USTAR_MAGIC = Buffer.from('ustar\x0000', 'latin1');
 const SPACE = 0x20;
 const ZERO = 0x30;
-/** Where the per-entry fields start (the rest of a block is the same for every entry of a layer). */
-const NAME = 0;
-const MODE = 100;
-const UID = 108;
-const GID = 116;
-const SIZE = 124;
-const MTIME = 136;
-const CHECKSUM = 148;
-const TYPE = 156;
-const LINKNAME = 157;
-const PREFIX = 345;
 
 /**
  * Write `n` at `off` as `digits` octal digits and a space, all 7s when it does not fit
@@ -91,10 +81,10 @@ export class TarHeaderEncoder {
     sum += putOctal(t, UID, base.uid, 6);
     sum += putOctal(t, GID, base.gid, 6);
     sum += putOctal(t, MTIME, base.mtime | 0, 11);
-    USTAR_MAGIC.copy(t, 257);
+    USTAR_MAGIC.copy(t, MAGIC);
     sum += sumOf(USTAR_MAGIC, 0, USTAR_MAGIC.length);
-    sum += putOctal(t, 329, 0, 6); // devmajor
-    sum += putOctal(t, 337, 0, 6); // devminor
+    sum += putOctal(t, DEVMAJOR, 0, 6);
+    sum += putOctal(t, DEVMINOR, 0, 6);
     this.templateSum = sum;
   }
 
@@ -103,15 +93,15 @@ export class TarHeaderEncoder {
    * next call), or a fresh buffer with a PAX header, its records and the entry's block.
    */
   encode(name: string, type: TarEntryType, mode: number, size: number, linkname?: string): Buffer {
-    if (this.ustar(this.scratch, name, TYPEFLAG[type], mode, size, linkname)) return this.scratch;
+    if (this.ustar(this.scratch, name, TYPEFLAGS[type], mode, size, linkname)) return this.scratch;
     const records = Buffer.from(paxRecord('path', name) + (linkname ? paxRecord('linkpath', linkname) : ''));
     // tar-stream names both blocks "PaxHeader"; readers take the names from the records.
     const stubLink = linkname ? 'PaxHeader' : undefined;
     const pad = (BLOCK - (records.length % BLOCK)) % BLOCK;
     const out = Buffer.alloc(BLOCK + records.length + pad + BLOCK);
-    this.ustar(out, 'PaxHeader', TYPEFLAG.pax, mode, records.length, stubLink);
+    this.ustar(out, 'PaxHeader', TYPEFLAGS.pax, mode, records.length, stubLink);
     records.copy(out, BLOCK);
-    this.ustar(out.subarray(out.length - BLOCK), 'PaxHeader', TYPEFLAG[type], mode, size, stubLink);
+    this.ustar(out.subarray(out.length - BLOCK), 'PaxHeader', TYPEFLAGS[type], mode, size, stubLink);
     return out;
   }
 
@@ -119,20 +109,20 @@ export class TarHeaderEncoder {
   private ustar(buf: Buffer, name: string, typeflag: number, mode: number, size: number, linkname?: string): boolean {
     if (!isAscii(name)) return false;
     let prefix = '';
-    while (name.length > 100) {
+    while (name.length > NAME_LENGTH) {
       const i = name.indexOf('/');
       if (i === -1) return false;
       prefix += prefix ? `/${name.slice(0, i)}` : name.slice(0, i);
       name = name.slice(i + 1);
     }
-    if (prefix.length > 155) return false;
-    if (linkname && Buffer.byteLength(linkname) > 100) return false;
+    if (prefix.length > PREFIX_LENGTH) return false;
+    if (linkname && Buffer.byteLength(linkname) > LINKNAME_LENGTH) return false;
     this.template.copy(buf, 0, 0, BLOCK);
     let sum = this.templateSum + typeflag;
     sum += putAscii(buf, NAME, name);
     sum += putOctal(buf, MODE, mode & 0o7777, 6);
     sum += writeSize(buf, SIZE, size);
-    buf[TYPE] = typeflag;
+    buf[TYPEFLAG] = typeflag;
     if (linkname) sum += sumOf(buf, LINKNAME, LINKNAME + buf.write(linkname, LINKNAME, 'utf8'));
     if (prefix) sum += putAscii(buf, PREFIX, prefix);
     putOctal(buf, CHECKSUM, sum, 6);

@@ -15,6 +15,30 @@
 import { Readable } from 'node:stream';
 import { KbError } from '../errors.js';
 import { chunksOf, type ReleasableChunks } from './chunks.js';
+import {
+  BLOCK,
+  CHECKSUM,
+  DEVMAJOR,
+  DEVMINOR,
+  GID,
+  GNAME,
+  LARGE_NUMBER_LENGTH,
+  LINKNAME,
+  LINKNAME_LENGTH,
+  MAGIC,
+  MODE,
+  MTIME,
+  NAME,
+  NAME_LENGTH,
+  OWNER_NAME_LENGTH,
+  PREFIX,
+  PREFIX_LENGTH,
+  SIZE,
+  SMALL_NUMBER_LENGTH,
+  TYPEFLAG,
+  UID,
+  UNAME,
+} from './ustar.js';
 
 export type TarType = 'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
 
@@ -52,7 +76,6 @@ export const INLINE_BODY = 1024 * 1024;
 const READ_AHEAD = 1024 * 1024;
 /** A PAX or GNU long-name record larger than this is refused (Go's maxSpecialFileSize). */
 const MAX_SPECIAL = 1024 * 1024;
-const BLOCK = 512;
 const EMPTY: Buffer = Buffer.alloc(0);
 
 const TYPES: Record<number, TarType> = {
@@ -111,8 +134,8 @@ function number(b: Buffer, off: number, len: number): number {
 
 function checksumOf(b: Buffer): number {
   let sum = 8 * 0x20; // the checksum field itself counts as spaces
-  for (let i = 0; i < 148; i++) sum += b[i]!;
-  for (let i = 156; i < BLOCK; i++) sum += b[i]!;
+  for (let i = 0; i < CHECKSUM; i++) sum += b[i]!;
+  for (let i = TYPEFLAG; i < BLOCK; i++) sum += b[i]!;
   return sum;
 }
 
@@ -140,28 +163,28 @@ function parsePax(b: Buffer, what: string): Record<string, string> {
 function decodeHeader(b: Buffer, what: string): { header: TarHeader; flag: number } | undefined {
   const sum = checksumOf(b);
   if (sum === 8 * 0x20) return undefined; // zero outside the checksum: end-of-archive (or padding) block
-  if (sum !== number(b, 148, 8)) throw invalid(what, 'a header checksum does not match; is it compressed?');
-  const ustar = b[257] === 0x75 && b.toString('latin1', 257, 263) === 'ustar\0';
-  const gnu = !ustar && b.toString('latin1', 257, 265) === 'ustar  \0';
+  if (sum !== number(b, CHECKSUM, SMALL_NUMBER_LENGTH)) throw invalid(what, 'a header checksum does not match; is it compressed?');
+  const ustar = b[MAGIC] === 0x75 && b.toString('latin1', MAGIC, MAGIC + 6) === 'ustar\0';
+  const gnu = !ustar && b.toString('latin1', MAGIC, MAGIC + 8) === 'ustar  \0';
   if (!ustar && !gnu) throw invalid(what, 'a header is neither ustar nor GNU');
-  const flag = b[156]!;
-  let name = text(b, 0, 100);
-  if (ustar && b[345] !== 0) name = `${text(b, 345, 155)}/${name}`;
+  const flag = b[TYPEFLAG]!;
+  let name = text(b, NAME, NAME_LENGTH);
+  if (ustar && b[PREFIX] !== 0) name = `${text(b, PREFIX, PREFIX_LENGTH)}/${name}`;
   let type: TarType | null = TYPES[flag] ?? null;
   if (flag === 0 && name.endsWith('/')) type = 'directory';
   const header: TarHeader = {
     name,
-    mode: number(b, 100, 8),
-    uid: number(b, 108, 8),
-    gid: number(b, 116, 8),
-    size: number(b, 124, 12),
-    mtime: new Date(1000 * number(b, 136, 12)),
+    mode: number(b, MODE, SMALL_NUMBER_LENGTH),
+    uid: number(b, UID, SMALL_NUMBER_LENGTH),
+    gid: number(b, GID, SMALL_NUMBER_LENGTH),
+    size: number(b, SIZE, LARGE_NUMBER_LENGTH),
+    mtime: new Date(1000 * number(b, MTIME, LARGE_NUMBER_LENGTH)),
     type,
-    linkname: b[157] === 0 ? undefined : text(b, 157, 100),
-    uname: text(b, 265, 32),
-    gname: text(b, 297, 32),
-    devmajor: number(b, 329, 8),
-    devminor: number(b, 337, 8),
+    linkname: b[LINKNAME] === 0 ? undefined : text(b, LINKNAME, LINKNAME_LENGTH),
+    uname: text(b, UNAME, OWNER_NAME_LENGTH),
+    gname: text(b, GNAME, OWNER_NAME_LENGTH),
+    devmajor: number(b, DEVMAJOR, SMALL_NUMBER_LENGTH),
+    devminor: number(b, DEVMINOR, SMALL_NUMBER_LENGTH),
     pax: undefined,
   };
   return { header, flag };
