@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { parseChallenges } from '../src/registry/challenge.js';
 import { schemePlan } from '../src/registry/connection.js';
@@ -7,7 +7,7 @@ import { apiHost, formatReference, isLoopback, manifestReference, parseReference
 import { referrersTag } from '../src/attach/tags.js';
 import { nextLink } from '../src/registry/tags.js';
 import { parseImageArgument } from '../src/store/open.js';
-import { mkdtempSync, writeFileSync, chmodSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -122,6 +122,7 @@ describe('registry protocol details', () => {
 
 describe('credentials', () => {
   const home = mkdtempSync(join(tmpdir(), 'kbundle-creds-'));
+  afterAll(() => rmSync(home, { recursive: true, force: true }));
   const cfgDir = join(home, '.docker');
   mkdirSync(cfgDir);
   const b64 = (s: string) => Buffer.from(s).toString('base64');

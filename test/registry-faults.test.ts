@@ -33,7 +33,8 @@ import { startFaultProxy, type FaultProxy } from './helpers/fault-proxy.js';
 import { startRegistry, type RegistryHandle } from './helpers/registry.js';
 
 const work = mkdtempSync(join(tmpdir(), 'kbundle-faults-'));
-process.env.DOCKER_CONFIG = mkdtempSync(join(tmpdir(), 'kbundle-dockercfg-'));
+const dockerConfig = mkdtempSync(join(tmpdir(), 'kbundle-dockercfg-'));
+process.env.DOCKER_CONFIG = dockerConfig;
 let seq = 0;
 const fresh = (name: string) => join(work, `${name}-${++seq}`);
 const MiB = 1 << 20;
@@ -47,6 +48,7 @@ function sameBlobs(a: OciLayout, b: OciLayout, descs: Descriptor[]): void {
 
 afterAll(() => {
   rmSync(work, { recursive: true, force: true });
+  rmSync(dockerConfig, { recursive: true, force: true });
 });
 
 describe('through a fault-injecting proxy in front of registry 2.8', () => {
