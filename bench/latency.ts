@@ -3,7 +3,7 @@
  * (bench/lag-proxy.ts: 10 ms each way, and a 20 ms handshake per new connection), where round
  * trips and connections set the time, not bytes: a pull and a push of a one-file image next to
  * `skopeo copy` through the same proxy (interleaved, medians of BENCH_RUNS, default 7), and
- * `verify` and `install` of the signed image (no peer here: milliseconds). Loopback benches do not
+ * `verify` and `install` of the signed image and `sign` (no peer here: milliseconds). Loopback benches do not
  * see any of this. RESULT lines: the pull and push ratios, verify and install in ms (no targets:
  * the issue sets none for latency).
  *
@@ -53,7 +53,7 @@ try {
   mustRun(kb(`key generate --out ${join(work, 'k')}`));
   mustRun(kb(`sign ${reg.host}/lat/signed:v1 --key ${join(work, 'k.key')} --plain-http`));
 
-  const wall: Record<string, number[]> = { kPull: [], sPull: [], kPush: [], sPush: [], verify: [], install: [] };
+  const wall: Record<string, number[]> = { kPull: [], sPull: [], kPush: [], sPush: [], verify: [], install: [], sign: [] };
   const time = (key: string, cmd: string) => wall[key]!.push(timeProcess(cmd, env).seconds);
   for (let i = 0; i < runs; i++) {
     const out = join(work, `out-${i}`);
@@ -63,6 +63,8 @@ try {
     time('sPush', `skopeo copy -q --dest-tls-verify=false oci:${image}:v1 docker://${far}/lat/s${i}:v1`);
     time('verify', kb(`verify ${far}/lat/signed:v1 --key ${join(work, 'k.pub')} --plain-http`));
     time('install', kb(`install container://${far}/lat/signed:v1 --root ${out}-root --key ${join(work, 'k.pub')} --plain-http`));
+    mustRun(kb(`push oci:${image}:v1 ${reg.host}/lat/unsigned${i}:v1 --plain-http`));
+    time('sign', kb(`sign ${far}/lat/unsigned${i}:v1 --key ${join(work, 'k.key')} --plain-http`));
     rmSync(`${out}-k`, { recursive: true, force: true });
     rmSync(`${out}-s`, { recursive: true, force: true });
     rmSync(`${out}-root`, { recursive: true, force: true });
@@ -75,12 +77,14 @@ try {
     ['push (to a new repository)', ms('kPush').toFixed(0), ms('sPush').toFixed(0)],
     ['verify --key (both formats)', ms('verify').toFixed(0), '-'],
     ['install container:// --key', ms('install').toFixed(0), '-'],
+    ['sign --key (both formats)', ms('sign').toFixed(0), '-'],
   ]);
   const rt = `${2 * oneWayMs} ms round trip`;
   emitResult({ work: `pull of a one-file image, ${rt}`, peer: 'skopeo copy', ratioWall: ms('kPull') / ms('sPull'), valueMs: ms('kPull'), target: '- (none set)' });
   emitResult({ work: `push of a one-file image, ${rt}`, peer: 'skopeo copy', ratioWall: ms('kPush') / ms('sPush'), valueMs: ms('kPush'), target: '- (none set)' });
   emitResult({ work: `verify --key of a signed image, ${rt}`, peer: '-', valueMs: ms('verify'), target: '- (none set)' });
   emitResult({ work: `install of a signed image, ${rt}`, peer: '-', valueMs: ms('install'), target: '- (none set)' });
+  emitResult({ work: `sign --key (both formats), ${rt}`, peer: '-', valueMs: ms('sign'), target: '- (none set)' });
 } finally {
   proxy.kill('SIGTERM');
   await reg.stop();

@@ -188,6 +188,32 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     }
   });
 
+  it('signs both formats at once: the Sigstore bundle is written while the .sig tag is still being read', async () => {
+    await pushThroughProxy('faults/sign', {});
+    const keys = fresh('sign-keys');
+    mkdirSync(keys);
+    const env = { KBUNDLE_PASSWORD: 'test' };
+    expect((await kbundle(['key', 'generate', '--out', join(keys, 'k')], { env })).code).toBe(0);
+    proxy.clearLog();
+    const hex = image.manifest.digest.slice('sha256:'.length);
+    const held = proxy.addRule({ action: 'delay', ms: 1000, method: 'GET', path: new RegExp(`/manifests/sha256-${hex}\\.sig$`), times: 1 });
+    try {
+      const r = await kbundle(['sign', `${proxy.host}/faults/sign:v1`, '--key', join(keys, 'k.key'), '--plain-http'], { env });
+      expect(r.code, r.stderr).toBe(0);
+    } finally {
+      held.remove();
+    }
+    await proxy.idle();
+    expect(held.fired).toBe(1);
+    const sigRead = proxy.log.find((e) => e.fault === 'delay')!;
+    // The bundle's referrer manifest (PUT by digest: registry 2.8 has no referrers API) went up during the held read.
+    const referrerPut = proxy.log.find((e) => e.method === 'PUT' && /\/manifests\/sha256:/.test(e.url))!;
+    expect(referrerPut.time).toBeGreaterThanOrEqual(sigRead.time);
+    expect(referrerPut.time - sigRead.time).toBeLessThan(1000);
+    const sigPut = proxy.log.find((e) => e.method === 'PUT' && e.url.endsWith(`/manifests/sha256-${hex}.sig`))!;
+    expect(sigPut.time - sigRead.time).toBeGreaterThanOrEqual(1000);
+  });
+
   it('looks up attachments with one GET per tag, and asks the referrers API and the fallback index at once', async () => {
     // The image with a cosign .sig tag and a referrer, which registry 2.8 (no referrers API) keeps in the fallback index.
     const repo = 'faults/attached';

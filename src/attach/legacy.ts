@@ -8,7 +8,7 @@
 import { errorMessage, KbError, UserError } from '../errors.js';
 import { digestOf } from '../oci/digest.js';
 import { isIndexMediaType, isManifestMediaType, MediaType } from '../oci/mediatypes.js';
-import { fetchBytes, pushTagged, tryResolve, type Target } from '../oci/target.js';
+import { fetchBytes, pushTagged, tryResolveWithBytes, type Target } from '../oci/target.js';
 import { parseManifest, type Descriptor } from '../oci/types.js';
 import { legacySignatureConfig, legacySignatureManifest } from './formats.js';
 
@@ -24,15 +24,16 @@ export interface AppendOptions {
 
 /** The layers `tag` holds now (none when the tag is absent); a tag holding anything else is refused. */
 export async function attachedLayers(target: Target, tag: string): Promise<Descriptor[]> {
-  const existing = await tryResolve(target, tag);
-  if (!existing) return [];
+  const got = await tryResolveWithBytes(target, tag);
+  if (!got) return [];
+  const existing = got.desc;
   if (!isManifestMediaType(existing.mediaType) || isIndexMediaType(existing.mediaType)) {
     throw new KbError('CONFLICT', `${target.name}:${tag} holds ${existing.mediaType}, not a cosign signature or attestation manifest; refusing to replace it`, {
       hint: `delete the tag ${tag} if it is garbage, then try again`,
     });
   }
   try {
-    return parseManifest(await fetchBytes(target, existing), existing.mediaType, `${target.name}:${tag}`).layers;
+    return parseManifest(got.bytes ?? (await fetchBytes(target, existing)), existing.mediaType, `${target.name}:${tag}`).layers;
   } catch (e) {
     throw new KbError('CONFLICT', `${target.name}:${tag}: the existing manifest is unusable (${errorMessage(e)}); refusing to replace it`, {
       hint: `delete the tag ${tag} if it is garbage, then try again`,

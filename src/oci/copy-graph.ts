@@ -11,6 +11,7 @@ import { carriesVerification, isDigest } from './digest.js';
 import { MediaType, isIndexMediaType, isManifestMediaType } from './mediatypes.js';
 import { canMount, fetchBytes, pushesReferences, type Target } from './target.js';
 import { parseAnyManifest, type Descriptor } from './types.js';
+import { settleAll } from '../util/pool.js';
 
 /** Called as the copy goes (oras-go CopyGraphOptions PreCopy/PostCopy/OnCopySkipped/OnMounted). */
 export interface CopyHooks {
@@ -82,13 +83,6 @@ class Counter extends Transform {
   }
 }
 
-/** Like Promise.all, but waits for every task before failing, so nothing runs on after the copy returns. */
-async function settleAll(tasks: Promise<void>[]): Promise<void> {
-  const results = await Promise.allSettled(tasks);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-}
-
 export function isManifestDescriptor(desc: Descriptor): boolean {
   return isManifestMediaType(desc.mediaType) || isIndexMediaType(desc.mediaType);
 }
@@ -156,7 +150,7 @@ export class GraphCopier {
 
   /** Copy what `desc` refers to, not `desc` itself (for manifests another step stores, e.g. referrers). */
   copyChildren(desc: Descriptor, bytes: Buffer): Promise<void> {
-    return settleAll(successors(bytes, desc, this.src.name).map((c) => this.node(c)));
+    return settleAll(successors(bytes, desc, this.src.name).map((c) => this.node(c))).then(() => undefined);
   }
 
   /** Each digest is transferred once even when several manifests share it (same layer, several platforms). */

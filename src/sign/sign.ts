@@ -28,6 +28,7 @@ import {
 import { keyHint, publicKeyPem, toPem, type LoadedPrivateKey } from './keys.js';
 import { attachReferrer } from '../attach/referrers.js';
 import { appendAttachedLayer } from '../attach/legacy.js';
+import { settleAll } from '../util/pool.js';
 
 export type SignatureFormat = 'bundle' | 'legacy';
 
@@ -105,6 +106,8 @@ class EphemeralKey implements Signer {
 export class KeylessSigner implements Signer {
   private readonly holder = new EphemeralKey();
   private readonly fulcio: FulcioSigner;
+  /** The first signature, which obtains the run's one certificate; later ones wait for it. */
+  private first?: Promise<Signature>;
   private cert?: string;
   constructor(opts: KeylessOptions, timeoutMs: number) {
     this.fulcio = new FulcioSigner({
@@ -116,11 +119,16 @@ export class KeylessSigner implements Signer {
     });
   }
   async sign(data: Buffer): Promise<Signature> {
-    if (!this.cert) {
-      const s = await this.fulcio.sign(data);
-      if (s.key.$case === 'x509Certificate') this.cert = s.key.certificate;
-      return s;
+    if (!this.first) {
+      // Signatures made at once (both formats) must share the one certificate, not ask Fulcio twice.
+      this.first = this.fulcio.sign(data).then((s) => {
+        if (s.key.$case === 'x509Certificate') this.cert = s.key.certificate;
+        return s;
+      });
+      return this.first;
     }
+    await this.first;
+    if (!this.cert) throw new Error('keyless signing: Fulcio gave no certificate');
     const s = await this.holder.sign(data);
     return { signature: s.signature, key: { $case: 'x509Certificate', certificate: this.cert } };
   }
@@ -300,11 +308,12 @@ async function writeLegacy(target: Target, subject: Descriptor, session: Signing
   return { format: 'legacy', location: tag, added };
 }
 
+/** Both formats at once: they write to different tags, and each is a chain of round trips. */
 async function signOne(target: Target, subject: Descriptor, session: SigningSession, formats: SignatureFormat[], now: Date): Promise<SignedManifest> {
-  const signatures: WrittenSignature[] = [];
-  if (formats.includes('bundle')) signatures.push(await writeBundle(target, subject, session, now));
-  if (formats.includes('legacy')) signatures.push(await writeLegacy(target, subject, session));
-  return { digest: subject.digest, mediaType: subject.mediaType, signatures };
+  const writes: Promise<WrittenSignature>[] = [];
+  if (formats.includes('bundle')) writes.push(writeBundle(target, subject, session, now));
+  if (formats.includes('legacy')) writes.push(writeLegacy(target, subject, session));
+  return { digest: subject.digest, mediaType: subject.mediaType, signatures: await settleAll(writes) };
 }
 
 /**

@@ -1,6 +1,7 @@
 /**
  * Bounded concurrency, in two shapes: `mapPool` for a known list of items, `limiter` for tasks
- * discovered while others run (a graph walk). Both never run more than `limit` at once.
+ * discovered while others run (a graph walk). Both never run more than `limit` at once. And
+ * `settleAll`, for a few tasks already running: every one awaited before a failure is thrown.
  */
 
 export interface PoolOptions {
@@ -63,4 +64,15 @@ export function limiter(limit: number): <T>(task: () => Promise<T>) => Promise<T
       else active--;
     }
   };
+}
+
+/**
+ * Like Promise.all (results in order), but waits for every task before failing with the first
+ * failure, so nothing runs on after the caller returns.
+ */
+export async function settleAll<T>(tasks: readonly Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(tasks);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
