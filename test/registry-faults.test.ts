@@ -96,6 +96,17 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     }
   }
 
+  /** The manifest requests the proxy saw, in order, as "METHOD reference" (`repository`: only its own; `method`: only those, as the bare reference). */
+  function manifestRequests(opts: { repository?: string; method?: string } = {}): string[] {
+    const inRepo = opts.repository ? `/v2/${opts.repository}/manifests/` : '/manifests/';
+    return proxy.log
+      .filter((e) => e.url.includes(inRepo) && (opts.method === undefined || e.method === opts.method))
+      .map((e) => {
+        const reference = e.url.replace(/.*\/manifests\//, '');
+        return opts.method === undefined ? `${e.method} ${reference}` : reference;
+      });
+  }
+
   it('push survives resets mid-upload (first and later chunks, monolithic PUT) and 503s; the result is byte-identical', async () => {
     const rules = [
       proxy.addRule({ action: 'status', status: 503, method: 'POST', path: /\/blobs\/uploads\/$/, times: 2 }),
@@ -159,14 +170,13 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
       await client.close();
     }
     await proxy.idle();
-    const manifestRequests = proxy.log.filter((e) => /\/v2\/faults\/one-get\/manifests\/(v1|sha256:)/.test(e.url)).map((e) => `${e.method} ${e.url.replace(/.*\/manifests\//, '')}`);
-    expect(manifestRequests).toEqual(['GET v1']);
+    expect(manifestRequests({ repository: 'faults/one-get' }).filter((m) => /^\S+ (v1|sha256:)/.test(m))).toEqual(['GET v1']);
   });
 
   it('pushes the root manifest under its tag in one PUT (not by digest, then by tag); a root already there is tagged', async () => {
     proxy.clearLog();
     await pushThroughProxy('faults/one-put', {});
-    const puts = () => proxy.log.filter((e) => e.method === 'PUT' && e.url.includes('/manifests/')).map((e) => e.url.replace(/.*\/manifests\//, ''));
+    const puts = () => manifestRequests({ method: 'PUT' });
     expect(puts()).toEqual(['v1']);
     await expectStoredIntact('faults/one-put');
     // The same image under a second tag: the root is there, so it is only tagged.
@@ -244,8 +254,7 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     }
     await proxy.idle();
     const hex0 = image.manifest.digest.slice('sha256:'.length);
-    const manifestPuts = proxy.log.filter((e) => e.method === 'PUT' && e.url.includes('/manifests/')).map((e) => e.url.replace(/.*\/manifests\//, ''));
-    expect(manifestPuts).toEqual([`sha256-${hex0}.sig`, ref.desc.digest, `sha256-${hex0}`]);
+    expect(manifestRequests({ method: 'PUT' })).toEqual([`sha256-${hex0}.sig`, ref.desc.digest, `sha256-${hex0}`]);
     const direct2 = new RegistryClient({});
     let sig: { desc: Descriptor };
     try {
@@ -268,7 +277,7 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     await proxy.idle();
     expect(held.fired).toBe(1);
     const hex = image.manifest.digest.slice('sha256:'.length);
-    const manifests = proxy.log.filter((e) => e.url.includes('/manifests/')).map((e) => `${e.method} ${e.url.replace(/.*\/manifests\//, '')}`);
+    const manifests = manifestRequests();
     // Every tag read in one GET, none with a HEAD first; the .sig manifest is not read again by digest for the copy.
     expect(manifests.filter((m) => m.startsWith('HEAD'))).toEqual([]);
     expect(manifests).toEqual(expect.arrayContaining([`GET sha256-${hex}.sig`, `GET sha256-${hex}.att`, `GET sha256-${hex}.sbom`, `GET sha256-${hex}`]));
@@ -324,7 +333,7 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     await proxy.idle();
     const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8')) as { manifests: Descriptor[] };
     const top = index.manifests[0]!.digest;
-    const manifests = proxy.log.filter((e) => /\/v2\/faults\/install\/manifests\/(v1|sha256:)/.test(e.url)).map((e) => `${e.method} ${e.url.replace(/.*\/manifests\//, '')}`);
+    const manifests = manifestRequests({ repository: 'faults/install' }).filter((m) => /^\S+ (v1|sha256:)/.test(m));
     // The index by tag once (no HEAD, not again by digest), then the arm64 manifest once.
     expect(manifests[0]).toBe('GET v1');
     expect(manifests.filter((m) => m === 'GET v1' || m.includes(top) || m.startsWith('HEAD'))).toEqual(['GET v1']);

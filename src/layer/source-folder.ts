@@ -103,8 +103,7 @@ export class SourceFolder {
   rel(path: string): string {
     // Paths under the root (all but a few in messages) by slicing: path.relative took a tenth of
     // the main thread's time per small file in build profiles.
-    if (sep === '/' && path.startsWith(this.root) && path[this.root.length] === '/' && !path.includes('/.', this.root.length) && !path.includes('//') && !path.endsWith('/'))
-      return path.slice(this.root.length + 1);
+    if (sep === '/' && path.startsWith(this.rootSlash) && !path.includes('/.', this.rootSlash.length - 1) && !path.includes('//') && !path.endsWith('/')) return path.slice(this.rootSlash.length);
     return relative(this.root, path).split(sep).join('/') || '.';
   }
 

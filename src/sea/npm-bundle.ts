@@ -6,18 +6,23 @@
  * src/sea/npm-launch.ts starts the CLI from them.
  */
 import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bundleCliScript } from './cli-bundle.js';
 import { codeCachePath } from './code-cache.js';
 import { NPM_CLI_SCRIPT } from './npm-launch.js';
 
-/** package.json engines: node >= 20.18.1. */
-const OLDEST_NODE_MAJOR = 20;
+/** The major of package.json's `engines.node` (">=20.18.1" → 20): the oldest Node the script must run on. */
+function oldestNodeMajor(): number {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { engines?: { node?: string } };
+  const major = /(\d+)/.exec(pkg.engines?.node ?? '')?.[1];
+  if (!major) throw new Error(`package.json: engines.node "${pkg.engines?.node ?? ''}" names no Node version`);
+  return Number(major);
+}
 
 async function main(): Promise<void> {
   rmSync(codeCachePath(NPM_CLI_SCRIPT), { force: true }); // never a cache of an older script beside the new one
-  await bundleCliScript(NPM_CLI_SCRIPT, OLDEST_NODE_MAJOR);
+  await bundleCliScript(NPM_CLI_SCRIPT, oldestNodeMajor());
   const cli = fileURLToPath(new URL('../cli/kbundle.js', import.meta.url));
   try {
     execFileSync(process.execPath, [cli, '--write-code-cache'], { stdio: ['ignore', 'ignore', 'inherit'] });
