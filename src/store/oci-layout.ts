@@ -22,6 +22,27 @@ const MAX_INDEX_JSON_BYTES = 16 * 1024 * 1024;
 export { writeFileAtomic };
 
 const LAYOUT_VERSION = '1.0.0';
+
+/**
+ * index.json is read, changed and written back; two changes interleaved on those awaits lose one
+ * (sign writes its two signature tags at once). Every change to a layout's index waits for the one
+ * before it, keyed by the layout's absolute path so two OciLayout objects on one folder share a queue.
+ */
+const indexQueues = new Map<string, Promise<unknown>>();
+
+function queueIndexChange<T>(dir: string, change: () => Promise<T>): Promise<T> {
+  const key = resolvePath(dir);
+  const run = (indexQueues.get(key) ?? Promise.resolve()).then(change, change);
+  const settled = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  indexQueues.set(key, settled);
+  void settled.then(() => {
+    if (indexQueues.get(key) === settled) indexQueues.delete(key);
+  });
+  return run;
+}
 /** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
 const WRITE_BUFFER = 1024 * 1024;
 const READ_BUFFER = 1024 * 1024;
@@ -137,8 +158,13 @@ export class OciLayout implements Target {
     return parseIndex(await readFileCapped(path, MAX_INDEX_JSON_BYTES), undefined, path);
   }
 
-  private async writeIndex(index: Index): Promise<void> {
-    await writeFileAtomic(join(this.dir, 'index.json'), JSON.stringify(index));
+  /** Read index.json, let `change` edit it, write it back: one change at a time per layout. */
+  private updateIndex(change: (index: Index) => void): Promise<void> {
+    return queueIndexChange(this.dir, async () => {
+      const index = await this.readIndex();
+      change(index);
+      await writeFileAtomic(join(this.dir, 'index.json'), JSON.stringify(index));
+    });
   }
 
   async resolve(reference: string): Promise<Descriptor> {
@@ -176,30 +202,30 @@ export class OciLayout implements Target {
   }
 
   async tag(desc: Descriptor, reference: string): Promise<void> {
-    const index = await this.readIndex();
     const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
     if (desc.platform) entry.platform = desc.platform;
     if (desc.artifactType) entry.artifactType = desc.artifactType;
     const annotations = { ...(desc.annotations ?? {}) };
     if (reference) annotations[Annotation.RefName] = reference;
     if (Object.keys(annotations).length) entry.annotations = annotations;
-    // A tag names one thing; an untagged entry for the same digest is replaced too.
-    index.manifests = index.manifests.filter((d) => {
-      const ref = d.annotations?.[Annotation.RefName];
-      if (reference && ref === reference) return false;
-      if (d.digest === desc.digest && (ref === undefined || ref === reference)) return false;
-      return true;
+    await this.updateIndex((index) => {
+      // A tag names one thing; an untagged entry for the same digest is replaced too.
+      index.manifests = index.manifests.filter((d) => {
+        const ref = d.annotations?.[Annotation.RefName];
+        if (reference && ref === reference) return false;
+        if (d.digest === desc.digest && (ref === undefined || ref === reference)) return false;
+        return true;
+      });
+      index.manifests.push(entry);
     });
-    index.manifests.push(entry);
-    await this.writeIndex(index);
   }
 
   /** Order index.json by tag, then digest: the same content gives the same bytes whatever the history. */
   async sortIndex(): Promise<void> {
-    const index = await this.readIndex();
     const key = (d: Descriptor) => `${d.annotations?.[Annotation.RefName] ?? ''}\0${d.digest}`;
-    index.manifests.sort((a, z) => (key(a) < key(z) ? -1 : key(a) > key(z) ? 1 : 0));
-    await this.writeIndex(index);
+    await this.updateIndex((index) => {
+      index.manifests.sort((a, z) => (key(a) < key(z) ? -1 : key(a) > key(z) ? 1 : 0));
+    });
   }
 
   async tags(): Promise<string[]> {
