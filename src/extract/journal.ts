@@ -12,6 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
 import { join, posix } from 'node:path';
+import { writeError } from '../errors.js';
 import { stateDir } from '../util/state-dir.js';
 
 type JournalRecord =
@@ -63,6 +64,15 @@ const BUFFER_BYTES = 64 * 1024;
  */
 const SIGNAL_AT = /^(\d+)(?::(SIG[A-Z]+))?$/.exec(process.env.KBUNDLE_TEST_SIGNAL_AT ?? '');
 
+/** Append `text` to the journal `file` open as `fd`; a failure names the journal (a write through an fd carries no path). */
+function writeRecords(fd: number, file: string, text: string): void {
+  try {
+    for (let off = 0, b = Buffer.from(text); off < b.length;) off += writeSync(fd, b, off);
+  } catch (e) {
+    throw writeError(e, file);
+  }
+}
+
 export class InstallJournal {
   private readonly records: JournalRecord[] = [];
   /** Records kept in `records` but not yet written (stage and chmod: only a commit needs them). */
@@ -102,7 +112,7 @@ export class InstallJournal {
 
   private flush(): void {
     if (!this.pending) return;
-    for (let off = 0, b = Buffer.from(this.pending); off < b.length;) off += writeSync(this.fd, b, off);
+    writeRecords(this.fd, this.file, this.pending);
     this.pending = '';
     const before = this.written;
     this.written = this.records.length;
@@ -136,7 +146,11 @@ export class InstallJournal {
   commitSync(): void {
     if (this.finished) return;
     this.append({ t: 'commit' });
-    fsyncSync(this.fd);
+    try {
+      fsyncSync(this.fd);
+    } catch (e) {
+      throw writeError(e, this.file);
+    }
     this.committed = true;
     rollForward(this.records, (r) => this.append(r));
     this.close();
@@ -280,7 +294,7 @@ export function recoverJournals(root: string): Recovery {
         try {
           rollForward(records, (r) => {
             records.push(r);
-            writeSync(fd, `${JSON.stringify(r)}\n`);
+            writeRecords(fd, file, `${JSON.stringify(r)}\n`);
           });
         } finally {
           closeSync(fd);

@@ -239,6 +239,28 @@ describe('images with many small files (created on the writer thread after the f
   it.runIf(isRoot)('ENOSPC on the writer thread: exit IO naming the path, the root as it was, no temp files', () => {
     expectCleanEnospc(`container://${many}:many`, '1600k');
   });
+
+  it.runIf(isRoot)('a journal record that finds the disk full names the journal, not the root', () => {
+    const small = tempDir();
+    expect(spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'kbundle-full', small]).status).toBe(0);
+    try {
+      const journal = InstallJournal.begin(small, 'test');
+      try {
+        try {
+          writeFileSync(join(small, 'filler'), Buffer.alloc(1024 * 1024));
+        } catch (e) {
+          expect((e as NodeJS.ErrnoException).code).toBe('ENOSPC');
+        }
+        // A record longer than a page needs a page the full tmpfs does not have.
+        expect(() => journal.moved(join(small, 'a'.repeat(9000)), join(small, 'b'))).toThrow(`${journal.file}: no space left on the device (ENOSPC)`);
+      } finally {
+        journal.abortSync();
+      }
+      expect(existsSync(journal.file)).toBe(false);
+    } finally {
+      spawnSync('umount', [small]);
+    }
+  });
 });
 
 describe('a folder the root lacks (staged whole under a temp name, renamed at commit)', () => {
