@@ -16,7 +16,7 @@ import { writeRandomImage, type RandomImage } from '../bench/transfer.js';
 import { isKbError } from '../src/errors.js';
 import { digestOf } from '../src/oci/digest.js';
 import { MediaType } from '../src/oci/mediatypes.js';
-import type { Target } from '../src/oci/target.js';
+import { fetchBytes, type Target } from '../src/oci/target.js';
 import type { Descriptor } from '../src/oci/types.js';
 import { RegistryClient } from '../src/registry/client.js';
 import type { UploadTuning } from '../src/registry/blob-upload.js';
@@ -222,6 +222,71 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     expect(referrerPut.time - sigRead.time).toBeLessThan(1000);
     const sigPut = proxy.log.find((e) => e.method === 'PUT' && e.url.endsWith(`/manifests/sha256-${hex}.sig`))!;
     expect(sigPut.time - sigRead.time).toBeGreaterThanOrEqual(1000);
+  });
+
+  it("signs an index's manifests at once with --recursive: one platform's signatures are written while another's .sig read is held", async () => {
+    const repo = 'faults/recursive';
+    const empty = Buffer.from('{}');
+    const emptyDesc: Descriptor = { mediaType: MediaType.OciEmpty, digest: digestOf(empty), size: empty.length };
+    const direct = new RegistryClient({});
+    const platforms: Descriptor[] = [];
+    let indexDesc: Descriptor;
+    try {
+      const dst = new RegistryTarget(direct, repo, reg.host, { access: 'push' });
+      await dst.push(emptyDesc, empty);
+      for (const architecture of ['amd64', 'arm64', 'riscv64']) {
+        const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: emptyDesc, layers: [emptyDesc], annotations: { architecture } }));
+        const desc: Descriptor = { mediaType: MediaType.OciManifest, digest: digestOf(bytes), size: bytes.length };
+        await dst.push(desc, bytes);
+        platforms.push({ ...desc, platform: { os: 'linux', architecture } });
+      }
+      // The last manifest listed twice (as another variant): signed once, its .sig holds one signature.
+      const listed = [...platforms, { ...platforms[2]!, platform: { os: 'linux', architecture: 'riscv64', variant: 'rva23' } }];
+      const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: listed }));
+      indexDesc = { mediaType: MediaType.OciIndex, digest: digestOf(index), size: index.length };
+      await dst.push(indexDesc, index);
+      await dst.tag(indexDesc, 'v1');
+    } finally {
+      await direct.close();
+    }
+    const keys = fresh('sign-keys');
+    mkdirSync(keys);
+    const env = { KBUNDLE_PASSWORD: 'test' };
+    expect((await kbundle(['key', 'generate', '--out', join(keys, 'k')], { env })).code).toBe(0);
+    proxy.clearLog();
+    const sigTag = (d: Descriptor) => `sha256-${d.digest.slice('sha256:'.length)}.sig`;
+    const [first, ...others] = platforms;
+    const held = proxy.addRule({ action: 'delay', ms: 1000, method: 'GET', path: new RegExp(`/manifests/${sigTag(first!)}$`), times: 1 });
+    let signed: { digest: string; manifests: { digest: string }[] };
+    try {
+      const r = await kbundle(['sign', `${proxy.host}/${repo}:v1`, '--key', join(keys, 'k.key'), '--recursive', '--plain-http', '--json'], { env });
+      expect(r.code, r.stderr).toBe(0);
+      signed = JSON.parse(r.stdout) as typeof signed;
+    } finally {
+      held.remove();
+    }
+    await proxy.idle();
+    expect(held.fired).toBe(1);
+    // Reported in the index's order, whatever order they finished in.
+    expect(signed.manifests.map((m) => m.digest)).toEqual([indexDesc.digest, ...platforms.map((p) => p.digest), platforms[2]!.digest]);
+    const heldRead = proxy.log.find((e) => e.fault === 'delay')!;
+    const sigPut = (d: Descriptor) => proxy.log.find((e) => e.method === 'PUT' && e.url.endsWith(`/manifests/${sigTag(d)}`))!;
+    for (const other of others) {
+      expect(sigPut(other).time).toBeGreaterThanOrEqual(heldRead.time);
+      expect(sigPut(other).time - heldRead.time).toBeLessThan(1000);
+    }
+    expect(sigPut(first!).time - heldRead.time).toBeGreaterThanOrEqual(1000);
+    // The index was signed before any platform: its .sig was stored before the held read began.
+    expect(sigPut(indexDesc).time).toBeLessThanOrEqual(heldRead.time);
+    expect(proxy.log.filter((e) => e.method === 'PUT' && e.url.endsWith(`/manifests/${sigTag(platforms[2]!)}`))).toHaveLength(1);
+    const reader = new RegistryClient({});
+    try {
+      const t = new RegistryTarget(reader, repo, reg.host);
+      const sig = JSON.parse((await fetchBytes(t, await t.resolve(sigTag(platforms[2]!)))).toString()) as { layers: unknown[] };
+      expect(sig.layers).toHaveLength(1);
+    } finally {
+      await reader.close();
+    }
   });
 
   it('looks up attachments with one GET per tag, and asks the referrers API and the fallback index at once', async () => {

@@ -28,7 +28,7 @@ import {
 import { keyHint, publicKeyPem, toPem, type LoadedPrivateKey } from './keys.js';
 import { attachReferrer } from '../attach/referrers.js';
 import { appendAttachedLayer } from '../attach/legacy.js';
-import { settleAll } from '../util/pool.js';
+import { mapPool, settleAll } from '../util/pool.js';
 
 export type SignatureFormat = 'bundle' | 'legacy';
 
@@ -308,6 +308,9 @@ async function writeLegacy(target: Target, subject: Descriptor, session: Signing
   return { format: 'legacy', location: tag, added };
 }
 
+/** Manifests of an index signed at once by `--recursive` (each is two chains of round trips). */
+const CHILDREN_AT_ONCE = 4;
+
 /** Both formats at once: they write to different tags, and each is a chain of round trips. */
 async function signOne(target: Target, subject: Descriptor, session: SigningSession, formats: SignatureFormat[], now: Date): Promise<SignedManifest> {
   const writes: Promise<WrittenSignature>[] = [];
@@ -329,14 +332,18 @@ export async function signImage(target: Target, root: Descriptor, opts: SignOpti
   if (digestOf(bytes) !== root.digest) throw new KbError('DIGEST_MISMATCH', `${target.name}: the manifest bytes do not hash to ${root.digest}`);
   const session = new SigningSession(opts);
   const now = (opts.now ?? (() => new Date()))();
+  // The root first: a wrong key or a refused Fulcio token fails once, before anything else is written.
   const rootSigned = await signOne(target, root, session, formats, now);
-  const children: SignedManifest[] = [];
+  let children: SignedManifest[] = [];
   if (opts.recursive && isIndexMediaType(root.mediaType)) {
     const index = parseIndex(bytes, root.mediaType, `${target.name}@${root.digest}`);
-    for (const m of index.manifests) {
-      if (!isManifestMediaType(m.mediaType) && !isIndexMediaType(m.mediaType)) continue;
-      children.push(await signOne(target, { mediaType: m.mediaType, digest: m.digest, size: m.size }, session, formats, now));
-    }
+    const subjects = index.manifests.filter((m) => isManifestMediaType(m.mediaType) || isIndexMediaType(m.mediaType));
+    // Each manifest's signatures go to its own tags, so a few are signed at once; one listed twice is
+    // signed once (two writers of one .sig tag would race), and reported where the index lists it.
+    const unique = [...new Map(subjects.map((m) => [m.digest, m])).values()];
+    const signed = await mapPool(unique, CHILDREN_AT_ONCE, (m) => signOne(target, { mediaType: m.mediaType, digest: m.digest, size: m.size }, session, formats, now));
+    const byDigest = new Map(signed.map((c) => [c.digest, c]));
+    children = subjects.map((m) => byDigest.get(m.digest)!);
   }
   const signer = session.hint ? `key ${session.hint}` : 'keyless';
   return { root: rootSigned, children, signer };
