@@ -28,21 +28,20 @@ const LAYOUT_VERSION = '1.0.0';
  * (sign writes its two signature tags at once). Every change to a layout's index waits for the one
  * before it, keyed by the layout's absolute path so two OciLayout objects on one folder share a queue.
  */
-const indexQueues = new Map<string, Promise<unknown>>();
+const indexQueues = new Map<string, Promise<void>>();
 
-function queueIndexChange<T>(dir: string, change: () => Promise<T>): Promise<T> {
+function queueIndexChange(dir: string, change: () => Promise<void>): Promise<void> {
   const key = resolvePath(dir);
-  const run = (indexQueues.get(key) ?? Promise.resolve()).then(change, change);
-  const settled = run.then(
-    () => undefined,
-    () => undefined,
-  );
+  // The queue's tail never rejects: a failed change is reported to its caller, and the next runs.
+  const run = (indexQueues.get(key) ?? Promise.resolve()).then(change);
+  const settled = run.catch(() => undefined);
   indexQueues.set(key, settled);
   void settled.then(() => {
     if (indexQueues.get(key) === settled) indexQueues.delete(key);
   });
   return run;
 }
+
 /** Let small network chunks pile up into fewer, larger writes (WriteStream coalesces with writev). */
 const WRITE_BUFFER = 1024 * 1024;
 const READ_BUFFER = 1024 * 1024;
