@@ -1,9 +1,15 @@
 /**
  * The gzip layer writer's hash worker (src/layer/hash-worker.ts): the digest and CRC-32 it gives
  * are Node's own for the same bytes; a worker that dies fails every waiting and later call with a
- * KbError instead of leaving it hanging; small tars are hashed on the calling thread, to the same result.
+ * KbError instead of leaving it hanging; small tars are hashed on the calling thread, to the same result;
+ * a file another process writes (the zstd blob) is followed and hashed there too.
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
@@ -60,6 +66,54 @@ describe('TarHasher', () => {
       }
     } finally {
       await h.close();
+    }
+  });
+});
+
+describe('TarHasher.follow (the zstd blob, written by the zstd program)', () => {
+  it('hashes a file another process writes in bursts, between tar pieces, and gives its digest and size once told the writer is done', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kbundle-follow-'));
+    const file = join(dir, 'blob');
+    const h = new TarHasher({ crc32: false });
+    const fd = openSync(file, 'w+');
+    try {
+      let reported = 0;
+      const followed = h.follow(fd, (n) => (reported += n));
+      // 24 bursts of 100,000 random bytes with pauses (longer than the worker's poll) between them.
+      const writer = spawn('sh', ['-c', `for i in $(seq 24); do head -c 100000 /dev/urandom >> '${file}'; sleep 0.005; done`], { stdio: 'ignore' });
+      const pieces = [randomBytes(1 << 20), randomBytes(4096)];
+      for (const p of pieces) await h.update(shared(p));
+      expect((await once(writer, 'exit'))[0]).toBe(0);
+      const tar = await h.finish();
+      expect(tar.size).toBe(pieces[0]!.length + pieces[1]!.length);
+      const written = readFileSync(file);
+      expect(await followed.end()).toEqual({ digest: `sha256:${createHash('sha256').update(written).digest('hex')}`, size: 2_400_000 });
+      expect(reported).toBe(2_400_000);
+    } finally {
+      await h.close();
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fails end() with a KbError naming the read, not a hang, when the descriptor cannot be read', async () => {
+    const h = new TarHasher({ crc32: false });
+    const dir = mkdtempSync(join(tmpdir(), 'kbundle-follow-'));
+    const fd = openSync(dir, 'r'); // a folder: read() fails with EISDIR
+    try {
+      const err = await h
+        .follow(fd, () => undefined)
+        .end()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect(isKbError(err, 'INTERNAL'), String(err)).toBe(true);
+      expect((err as Error).message).toMatch(/layer hashing failed: .*EISDIR/);
+    } finally {
+      await h.close();
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

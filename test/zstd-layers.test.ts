@@ -6,7 +6,7 @@
  * flag gives it; Node's zlib zstd reads them where there is no zstd program (Node 24, as in the
  * node executable).
  */
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isKbError, UserError } from '../src/errors.js';
 import { parseCompression } from '../src/layer/codec.js';
+import { HASH_ON_WORKER_FROM } from '../src/layer/hash-worker.js';
 import { type LayerEntry, writeLayer } from '../src/layer/tar.js';
 import { ZstdProgram, zstdDecompress } from '../src/layer/zstd.js';
 import { REPO_ROOT, kbundle } from './helpers/cli.js';
@@ -153,6 +154,20 @@ describe('the zstd layer writer when the program or the disk fails', () => {
       .stdout.split('\n')
       .filter((l) => /\bzstd$/.test(l))
       .map((l) => Number(l.trim().split(/\s+/)[0]));
+
+  it('gives the digest and size of the blob on disk, whichever thread hashed it (a small tar here, a large one on the worker)', async () => {
+    for (const mib of [1, 24]) {
+      const bytes = sample(mib);
+      const entries: LayerEntry[] = [{ type: 'file', path: 'data', mode: 0o644, size: bytes.length, open: () => Readable.from([bytes]) }];
+      expect(bytes.length >= HASH_ON_WORKER_FROM).toBe(mib === 24);
+      const out = join(tempDir(), 'layer.zst');
+      const layer = await writeLayer(entries, out, opts);
+      const blob = readFileSync(out);
+      expect(layer.digest).toBe(`sha256:${sha256(blob)}`);
+      expect(layer.size).toBe(blob.length);
+      expect(layer.diffId).toBe(`sha256:${sha256(execFileSync('zstd', ['-d', '-c'], { input: blob, maxBuffer: 64 << 20 }))}`);
+    }
+  });
 
   it('a zstd killed mid-layer fails the build with the signal, and no zstd is left running', async () => {
     const out = join(tempDir(), 'layer.zst');

@@ -13,15 +13,55 @@ import { KbError } from '../errors.js';
  * Inline source (eval), like file-digest-worker.ts, so it also runs from the bundled CLI and the
  * single executable.
  */
+/** Bytes read at a time from a followed file, and the wait when its writer is behind (zstd writes ~128 KiB blocks). */
+export const FOLLOW_READ = 1024 * 1024;
+export const FOLLOW_POLL_MS = 2;
+
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
+const { readSync } = require('node:fs');
 const crc32 = workerData.crc32 ? require('node:zlib').crc32 : () => 0;
 const hash = createHash('sha256');
 let size = 0;
 let crc = 0;
+let follow;
+// One read of the followed file per turn, so tar pieces are taken between reads.
+function followStep() {
+  const f = follow;
+  f.timer = undefined;
+  try {
+    const ended = f.ended; // taken before the read: if set, that read sees every byte
+    const n = readSync(f.fd, f.buf, 0, f.buf.length, f.size);
+    if (n > 0) {
+      f.hash.update(f.buf.subarray(0, n));
+      f.size += n;
+      parentPort.postMessage({ followed: n });
+      setImmediate(followStep);
+    } else if (ended) {
+      follow = undefined;
+      parentPort.postMessage({ followResult: { hex: f.hash.digest('hex'), size: f.size } });
+    } else f.timer = setTimeout(followStep, ${FOLLOW_POLL_MS});
+  } catch (e) {
+    follow = undefined;
+    parentPort.postMessage({ error: String((e && e.message) || e) });
+  }
+}
 parentPort.on('message', (m) => {
   try {
+    if (m.follow !== undefined) {
+      follow = { fd: m.follow, size: 0, hash: createHash('sha256'), buf: Buffer.allocUnsafeSlow(${FOLLOW_READ}), ended: false };
+      followStep();
+      return;
+    }
+    if (m.followEnd) {
+      follow.ended = true;
+      if (follow.timer) {
+        clearTimeout(follow.timer);
+        followStep();
+      }
+      return;
+    }
     if (m.end) {
       parentPort.postMessage({ result: { hex: hash.digest('hex'), size, crc: crc >>> 0 } });
       return;
@@ -95,7 +135,19 @@ class InlineTarHasher implements TarDigester {
 /** No answer from the worker for this long while it has work: it is stuck, fail the build. */
 const DEADLINE_MS = 120_000;
 
-type WorkerMessage = { ack?: number; result?: { hex: string; size: number; crc: number }; error?: string };
+type WorkerMessage = {
+  ack?: number;
+  result?: { hex: string; size: number; crc: number };
+  followed?: number;
+  followResult?: { hex: string; size: number };
+  error?: string;
+};
+
+/** A file followed on the worker (TarHasher.follow): its SHA-256 and size once its writer is done. */
+export interface FollowedDigest {
+  /** The writer is done: read to the end of the file; the digest and size of all of it. */
+  end(): Promise<{ digest: string; size: number }>;
+}
 
 interface Waiter<T> {
   seq: number;
@@ -107,6 +159,7 @@ export class TarHasher implements TarDigester {
   private readonly worker: Worker;
   private readonly pending: Waiter<void>[] = [];
   private final?: Waiter<TarDigest>;
+  private followed?: { onRead: (n: number) => void; waiter?: Waiter<{ digest: string; size: number }> };
   private finishing = false;
   private seq = 0;
   private failure?: Error;
@@ -143,6 +196,24 @@ export class TarHasher implements TarDigester {
     return this.wait<TarDigest>((resolve, reject) => (this.final = { seq: 0, resolve, reject }));
   }
 
+  /**
+   * Hash the file open as `fd` (the same process's descriptor) on the worker as another process
+   * writes it from start to end, between the tar pieces; `onRead(n)` for every n bytes read. The
+   * caller keeps `fd` open until `end()` settled or close() returned.
+   */
+  follow(fd: number, onRead: (n: number) => void): FollowedDigest {
+    if (this.followed) throw new Error('TarHasher: one followed file at a time');
+    const followed: NonNullable<TarHasher['followed']> = (this.followed = { onRead });
+    this.worker.postMessage({ follow: fd });
+    return {
+      end: () => {
+        if (this.failure) return Promise.reject(this.failure);
+        this.worker.postMessage({ followEnd: true });
+        return this.wait((resolve, reject) => (followed.waiter = { seq: 0, resolve, reject }));
+      },
+    };
+  }
+
   /** Stop the worker (always call it, also after a failure). */
   async close(): Promise<void> {
     this.fail(new KbError('INTERNAL', 'layer hashing was closed'));
@@ -161,6 +232,13 @@ export class TarHasher implements TarDigester {
       const p = this.pending.shift();
       if (!p || p.seq !== m.ack) return this.fail(new KbError('INTERNAL', `layer hashing: answer ${m.ack} out of order`));
       p.resolve();
+    } else if (m.followed !== undefined) {
+      this.followed?.onRead(m.followed);
+      return; // progress only: the deadline runs from the last answer owed
+    } else if (m.followResult) {
+      const f = this.followed;
+      this.followed = undefined;
+      f?.waiter?.resolve({ digest: `sha256:${m.followResult.hex}`, size: m.followResult.size });
     } else if (m.result) {
       const f = this.final;
       this.final = undefined;
@@ -173,7 +251,7 @@ export class TarHasher implements TarDigester {
   private arm(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.failure || (!this.pending.length && !this.final)) return;
+    if (this.failure || (!this.pending.length && !this.final && !this.followed?.waiter)) return;
     this.timer = setTimeout(
       () => this.fail(new KbError('TIMEOUT', `layer hashing: no progress for ${DEADLINE_MS / 1000} s`, { hint: 'the machine is overloaded or the worker is stuck; run the build again' })),
       DEADLINE_MS,
@@ -189,5 +267,7 @@ export class TarHasher implements TarDigester {
     for (const p of this.pending.splice(0)) p.reject(e);
     this.final?.reject(e);
     this.final = undefined;
+    this.followed?.waiter?.reject(e);
+    this.followed = undefined;
   }
 }
