@@ -3,20 +3,22 @@ import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { KbError } from '../errors.js';
 
-/**
- * The gzip layer writer's tar digest on a worker thread: SHA-256 (the diff_id) and CRC-32 (the
- * gzip trailer) of the tar pieces, read in place from shared memory while deflate reads them too.
- * On the main thread they sat on the critical path next to the tar encoding.
- *
- * Only shared pieces are taken: copying bytes over cost as much as hashing them (measured for the
- * compressed output and for zstd's tar pieces, which therefore stay hashed on the main thread).
- * Inline source (eval), like file-digest-worker.ts, so it also runs from the bundled CLI and the
- * single executable.
- */
 /** Bytes read at a time from a followed file, and the wait when its writer is behind (zstd writes ~128 KiB blocks). */
 export const FOLLOW_READ = 1024 * 1024;
 export const FOLLOW_POLL_MS = 2;
 
+/**
+ * The layer writer's tar digest on a worker thread: SHA-256 (the diff_id) and CRC-32 (the gzip
+ * trailer) of the tar pieces, read in place from shared memory while deflate or the zstd program
+ * reads them too. On the main thread they sat on the critical path next to the tar encoding. For
+ * zstd the worker also follows the blob file the program writes (`follow`) and hashes it.
+ *
+ * Only shared pieces are taken: copying bytes over cost as much as hashing them (measured for the
+ * gzip output, which therefore stays hashed on the main thread). A followed file is read by the
+ * worker itself, through the same process's descriptor: nothing is copied between threads.
+ * Inline source (eval), like file-digest-worker.ts, so it also runs from the bundled CLI and the
+ * single executable.
+ */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
@@ -44,7 +46,7 @@ function followStep() {
     } else f.timer = setTimeout(followStep, ${FOLLOW_POLL_MS});
   } catch (e) {
     follow = undefined;
-    parentPort.postMessage({ error: String((e && e.message) || e) });
+    parentPort.postMessage({ error: String((e && e.message) || e), code: e && e.code });
   }
 }
 parentPort.on('message', (m) => {
@@ -141,6 +143,8 @@ type WorkerMessage = {
   followed?: number;
   followResult?: { hex: string; size: number };
   error?: string;
+  /** The errno code of a failed read of the followed file: reported as that file system error. */
+  code?: string;
 };
 
 /** A file followed on the worker (TarHasher.follow): its SHA-256 and size once its writer is done. */
@@ -227,7 +231,11 @@ export class TarHasher implements TarDigester {
   }
 
   private onMessage(m: WorkerMessage): void {
-    if (m.error !== undefined) return this.fail(new KbError('INTERNAL', `layer hashing failed: ${m.error}`));
+    if (m.error !== undefined) {
+      // A read of the followed file failing is an I/O error (EIO, …) the caller maps like its own.
+      if (m.code) return this.fail(Object.assign(new Error(m.error), { code: m.code, syscall: 'read' }));
+      return this.fail(new KbError('INTERNAL', `layer hashing failed: ${m.error}`));
+    }
     if (m.ack !== undefined) {
       const p = this.pending.shift();
       if (!p || p.seq !== m.ack) return this.fail(new KbError('INTERNAL', `layer hashing: answer ${m.ack} out of order`));
