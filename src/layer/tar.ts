@@ -3,6 +3,7 @@ import { closeSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { errorMessage, fsErrorCode, KbError } from '../errors.js';
+import { BackgroundFlush } from '../util/background-flush.js';
 import { mediaTypeOfCodec } from './codec.js';
 import { FOLLOW_POLL_MS, FOLLOW_READ, TarHasher, tarDigester, type FollowedDigest, type TarDigest, type TarDigester } from './hash-worker.js';
 import { GZIP_CHUNK, ParallelDeflate } from './parallel-gzip.js';
@@ -201,41 +202,6 @@ async function packTar(w: PieceWriter, entries: readonly LayerEntry[], opts: Lay
     if (pad) await w.put(END_OF_TAR.subarray(0, pad));
   }
   await w.put(END_OF_TAR);
-}
-
-/**
- * Bytes written between two background flushes. The blob is fsynced when it is committed; flushing
- * it while the layer is still being made leaves that fsync little to write (all 110 MiB of a
- * 224 MiB build's blob took 70 ms at the end, with both cores idle).
- */
-const FLUSH_EVERY = 32 * 1024 * 1024;
-
-/**
- * One `fdatasync` of `fh` every FLUSH_EVERY bytes written, in the background (one at a time,
- * beside the writes). A failed flush stays, and `settled` reports it (no flush after it).
- */
-class BackgroundFlush {
-  private flushing?: Promise<void>;
-  private unflushed = 0;
-  constructor(private readonly fh: FileHandle) {}
-
-  wrote(n: number): void {
-    if ((this.unflushed += n) < FLUSH_EVERY || this.flushing) return;
-    this.unflushed = 0;
-    const flushing = this.fh.datasync();
-    this.flushing = flushing;
-    flushing.then(
-      () => {
-        if (this.flushing === flushing) this.flushing = undefined;
-      },
-      () => undefined,
-    );
-  }
-
-  /** No flush running (the file may be closed); rejects with a failed one. */
-  async settled(): Promise<void> {
-    await this.flushing;
-  }
 }
 
 /**

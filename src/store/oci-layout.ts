@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { once } from 'node:events';
+import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve as resolvePath } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,6 +8,7 @@ import { isAttachmentTag } from '../attach/tags.js';
 import { isKbError, KbError, UserError } from '../errors.js';
 import { pathExists } from '../fs-util.js';
 import { commitFile, STAGED_TEMP_FLAGS, stageAndRename, writeFileAtomic } from '../util/atomic-write.js';
+import { BackgroundFlush } from '../util/background-flush.js';
 import { VerifyingStream, declareLocal, digestOf, isDigest, isVerifiedAs, parseDigest } from '../oci/digest.js';
 import { Annotation, MediaType } from '../oci/mediatypes.js';
 import { MAX_MANIFEST_BYTES, OciLayoutFileSchema, parseAnyManifest, parseIndex, parseJson, type Descriptor, type Index } from '../oci/types.js';
@@ -123,15 +124,23 @@ export class OciLayout implements Target {
       await stageAndRename(
         final,
         async (tmp) => {
+          // Written back to disk as it arrives, so that the flush before the rename has little left
+          // (fdatasync flushes the file, whichever descriptor asks).
+          const flushFh = this.durable ? await open(tmp, 'r') : undefined;
+          const flush = flushFh && new BackgroundFlush(flushFh);
+          if (flush) src.on('data', (chunk: Buffer) => flush.wrote(chunk.length));
           const sink = createWriteStream(tmp, { highWaterMark: WRITE_BUFFER, flags: STAGED_TEMP_FLAGS });
           try {
             // A stream that already verifies this very digest and size (a registry or layout fetch)
             // errors before it ends on any mismatch, so hashing it a second time buys nothing.
             if (isVerifiedAs(src, desc.digest, desc.size)) await pipeline(src, sink);
             else await pipeline(src, new VerifyingStream(desc.digest, desc.size, `${this.name}: blob ${desc.digest}`), sink);
+            await flush?.settled();
           } finally {
             // The file may still be being opened when the source fails: the temp goes once it is closed.
             if (!sink.closed) await once(sink, 'close').catch(() => undefined);
+            await flush?.settled().catch(() => undefined);
+            await flushFh?.close();
           }
         },
         { durable: this.durable },
