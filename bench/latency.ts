@@ -31,11 +31,11 @@ function mustRun(cmd: string): void {
 }
 
 const reg = await startRegistry(join(work, 'registry'));
-const proxy = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'lag-proxy.js'), String(await freePort()), String(reg.port), String(oneWayMs)], {
+const port = await freePort();
+const proxy = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'lag-proxy.js'), String(port), String(reg.port), String(oneWayMs)], {
   stdio: ['ignore', 'pipe', 'inherit'],
 });
 try {
-  const port = Number(proxy.spawnargs[2]);
   await new Promise<void>((ready, fail) => {
     proxy.stdout!.once('data', () => ready());
     proxy.once('exit', (code) => fail(new Error(`lag-proxy exited (${code})`)));

@@ -25,7 +25,7 @@ import { RegistryTarget } from '../src/registry/registry-target.js';
 import { ChunkedSource, OneShotChunk } from '../src/registry/replayable-chunks.js';
 import { appendAttachedLayer } from '../src/attach/legacy.js';
 import { attachReferrer } from '../src/attach/referrers.js';
-import { attachmentTag } from '../src/attach/tags.js';
+import { attachmentTag, signatureTag } from '../src/attach/tags.js';
 import { copyImage } from '../src/store/copy.js';
 import { OciLayout } from '../src/store/oci-layout.js';
 import { kbundleInProcess as kbundle } from './helpers/cli.js';
@@ -198,17 +198,23 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     }
   });
 
-  it('signs both formats at once: the Sigstore bundle is written while the .sig tag is still being read', async () => {
-    await pushThroughProxy('faults/sign', {});
+  /** A fresh signing key pair (password in `env`) for the sign tests. */
+  async function signingKey(): Promise<{ key: string; env: Record<string, string> }> {
     const keys = fresh('sign-keys');
     mkdirSync(keys);
     const env = { KBUNDLE_PASSWORD: 'test' };
     expect((await kbundle(['key', 'generate', '--out', join(keys, 'k')], { env })).code).toBe(0);
+    return { key: join(keys, 'k.key'), env };
+  }
+
+  it('signs both formats at once: the Sigstore bundle is written while the .sig tag is still being read', async () => {
+    await pushThroughProxy('faults/sign', {});
+    const { key, env } = await signingKey();
     proxy.clearLog();
     const hex = image.manifest.digest.slice('sha256:'.length);
     const held = proxy.addRule({ action: 'delay', ms: 1000, method: 'GET', path: new RegExp(`/manifests/sha256-${hex}\\.sig$`), times: 1 });
     try {
-      const r = await kbundle(['sign', `${proxy.host}/faults/sign:v1`, '--key', join(keys, 'k.key'), '--plain-http'], { env });
+      const r = await kbundle(['sign', `${proxy.host}/faults/sign:v1`, '--key', key, '--plain-http'], { env });
       expect(r.code, r.stderr).toBe(0);
     } finally {
       held.remove();
@@ -249,17 +255,14 @@ describe('through a fault-injecting proxy in front of registry 2.8', () => {
     } finally {
       await direct.close();
     }
-    const keys = fresh('sign-keys');
-    mkdirSync(keys);
-    const env = { KBUNDLE_PASSWORD: 'test' };
-    expect((await kbundle(['key', 'generate', '--out', join(keys, 'k')], { env })).code).toBe(0);
+    const { key, env } = await signingKey();
     proxy.clearLog();
-    const sigTag = (d: Descriptor) => `sha256-${d.digest.slice('sha256:'.length)}.sig`;
+    const sigTag = (d: Descriptor) => signatureTag(d.digest);
     const [first, ...others] = platforms;
     const held = proxy.addRule({ action: 'delay', ms: 1000, method: 'GET', path: new RegExp(`/manifests/${sigTag(first!)}$`), times: 1 });
     let signed: { digest: string; manifests: { digest: string }[] };
     try {
-      const r = await kbundle(['sign', `${proxy.host}/${repo}:v1`, '--key', join(keys, 'k.key'), '--recursive', '--plain-http', '--json'], { env });
+      const r = await kbundle(['sign', `${proxy.host}/${repo}:v1`, '--key', key, '--recursive', '--plain-http', '--json'], { env });
       expect(r.code, r.stderr).toBe(0);
       signed = JSON.parse(r.stdout) as typeof signed;
     } finally {

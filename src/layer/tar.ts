@@ -249,66 +249,63 @@ class BlobFile {
 
 /**
  * The SHA-256 and size of a file another process is writing from start to end (the zstd program
- * writes the blob itself, see ZstdProgram), read as it grows with one reused buffer, and written
- * back to disk in the background as BlobFile's (BackgroundFlush). Bytes below the file's
- * size are complete (the kernel updates the size after copying a write), so what a read returns is
- * final; `finish` is called once the writer has exited and reads the rest. When the tar is hashed
- * on a worker thread, the file is read and hashed there too (TarHasher.follow): on this thread
- * the reads and their SHA-256 were a tenth of a zstd build's wall, time the tar writer lacked.
+ * writes the blob itself, see ZstdProgram), and written back to disk in the background as
+ * BlobFile's (BackgroundFlush). When the tar is hashed on a worker thread, the file is read and
+ * hashed there too (TarHasher.follow): on this thread the reads and their SHA-256 were a tenth of
+ * a zstd build's wall, time the tar writer lacked; otherwise here (followHere).
  */
 class FollowedFile {
-  private readonly hash = createHash('sha256');
   private readonly flush: BackgroundFlush;
-  private readonly running?: Promise<void>;
-  private readonly remote?: FollowedDigest;
-  private remoteEnd?: Promise<{ digest: string; size: number }>;
-  private ended = false;
-  private wake?: () => void;
-  size = 0;
+  private readonly followed: FollowedDigest;
+  private result?: Promise<{ digest: string; size: number }>;
 
-  constructor(
-    private readonly reader: FileHandle,
-    writer: FileHandle,
-    hasher: TarDigester,
-  ) {
-    this.flush = new BackgroundFlush(writer);
-    if (hasher instanceof TarHasher) {
-      this.remote = hasher.follow(reader.fd, (n) => this.flush.wrote(n));
-    } else {
-      this.running = this.follow();
-      this.running.catch(() => undefined); // reported by finish
-    }
-  }
-
-  private async follow(): Promise<void> {
-    const buf = Buffer.allocUnsafeSlow(FOLLOW_READ);
-    for (;;) {
-      const ended = this.ended; // taken before the read: if set, that read sees every byte
-      const { bytesRead } = await this.reader.read(buf, 0, buf.length, this.size);
-      if (bytesRead > 0) {
-        this.hash.update(buf.subarray(0, bytesRead));
-        this.size += bytesRead;
-        this.flush.wrote(bytesRead);
-      } else if (ended) return;
-      else await new Promise<void>((resolve) => setTimeout((this.wake = resolve), FOLLOW_POLL_MS));
-    }
+  constructor(reader: FileHandle, writer: FileHandle, hasher: TarDigester) {
+    const flush = (this.flush = new BackgroundFlush(writer));
+    const onRead = (n: number) => flush.wrote(n);
+    this.followed = hasher instanceof TarHasher ? hasher.follow(reader.fd, onRead) : followHere(reader, onRead);
   }
 
   /** The writer is done: read to the end of the file; rejects with a read or flush failure. */
-  async finish(): Promise<void> {
-    this.ended = true;
-    this.wake?.();
-    if (this.remote) {
-      this.remoteEnd ??= this.remote.end();
-      this.size = (await this.remoteEnd).size;
-    } else await this.running;
+  async finish(): Promise<{ digest: string; size: number }> {
+    this.result ??= this.followed.end();
+    const got = await this.result;
     await this.flush.settled();
+    return got;
   }
+}
 
-  /** After finish. */
-  async digest(): Promise<string> {
-    return this.remoteEnd ? (await this.remoteEnd).digest : `sha256:${this.hash.digest('hex')}`;
-  }
+/**
+ * Follow the file open as `reader` on this thread, with one reused buffer. Bytes below the file's
+ * size are complete (the kernel updates the size after copying a write), so what a read returns
+ * is final; `end` is called once the writer has exited and reads the rest.
+ */
+function followHere(reader: FileHandle, onRead: (n: number) => void): FollowedDigest {
+  const hash = createHash('sha256');
+  let size = 0;
+  let ended = false;
+  let wake: (() => void) | undefined;
+  const running = (async () => {
+    const buf = Buffer.allocUnsafeSlow(FOLLOW_READ);
+    for (;;) {
+      const last = ended; // taken before the read: if set, that read sees every byte
+      const { bytesRead } = await reader.read(buf, 0, buf.length, size);
+      if (bytesRead > 0) {
+        hash.update(buf.subarray(0, bytesRead));
+        size += bytesRead;
+        onRead(bytesRead);
+      } else if (last) return;
+      else await new Promise<void>((resolve) => setTimeout((wake = resolve), FOLLOW_POLL_MS));
+    }
+  })();
+  running.catch(() => undefined); // reported by end
+  return {
+    async end() {
+      ended = true;
+      wake?.();
+      await running;
+      return { digest: `sha256:${hash.digest('hex')}`, size };
+    },
+  };
 }
 
 /** `bufs` without their first `skip` bytes (after a short write). */
@@ -401,8 +398,8 @@ async function writeZstdLayer(entries: readonly LayerEntry[], outFile: string, o
     await Promise.all(inFlight);
     const tar = await hasher.finish();
     await z.end();
-    await file.finish();
-    return { mediaType: mediaTypeOfCodec('zstd'), digest: await file.digest(), size: file.size, diffId: tar.digest, uncompressedSize: tar.size };
+    const written = await file.finish();
+    return { mediaType: mediaTypeOfCodec('zstd'), digest: written.digest, size: written.size, diffId: tar.digest, uncompressedSize: tar.size };
   } catch (e) {
     await zstd?.abort();
     throw e;

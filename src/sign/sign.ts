@@ -108,7 +108,6 @@ export class KeylessSigner implements Signer {
   private readonly fulcio: FulcioSigner;
   /** The first signature, which obtains the run's one certificate; later ones wait for it. */
   private first?: Promise<Signature>;
-  private cert?: string;
   constructor(opts: KeylessOptions, timeoutMs: number) {
     this.fulcio = new FulcioSigner({
       fulcioBaseURL: opts.fulcioURL,
@@ -121,16 +120,13 @@ export class KeylessSigner implements Signer {
   async sign(data: Buffer): Promise<Signature> {
     if (!this.first) {
       // Signatures made at once (both formats) must share the one certificate, not ask Fulcio twice.
-      this.first = this.fulcio.sign(data).then((s) => {
-        if (s.key.$case === 'x509Certificate') this.cert = s.key.certificate;
-        return s;
-      });
+      this.first = this.fulcio.sign(data);
       return this.first;
     }
-    await this.first;
-    if (!this.cert) throw new Error('keyless signing: Fulcio gave no certificate');
+    const { key } = await this.first;
+    if (key.$case !== 'x509Certificate') throw new Error('keyless signing: Fulcio gave no certificate');
     const s = await this.holder.sign(data);
-    return { signature: s.signature, key: { $case: 'x509Certificate', certificate: this.cert } };
+    return { signature: s.signature, key: { $case: 'x509Certificate', certificate: key.certificate } };
   }
 }
 

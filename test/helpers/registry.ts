@@ -18,12 +18,12 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { freePort } from '../../bench/registry.js';
 import { startTokenServer, type TokenServer, type TokenServerOptions } from './token-server.js';
 
 const execFileP = promisify(execFile);
@@ -366,17 +366,8 @@ export async function createTestPki(dir: string = makeTempDir('kbundle-pki-')): 
 // Process management
 // ---------------------------------------------------------------------------------------------
 
-/** A free loopback TCP port (bound then released; callers retry on the rare race). */
-export async function freePort(): Promise<number> {
-  return await new Promise<number>((resolvePort, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address() as net.AddressInfo;
-      srv.close(() => resolvePort(addr.port));
-    });
-  });
-}
+// A free loopback TCP port (bound then released; callers retry on the rare race): the benches' one.
+export { freePort };
 
 // Runs the registry in the background and kills it when stdin reaches EOF — that is, when stop()
 // ends the pipe or the test process dies, however abruptly. Exits with the registry's status.
