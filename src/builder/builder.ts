@@ -70,7 +70,9 @@ export async function planBuild(bundleDir: string, opts: BuildOptions = {}): Pro
   for (const p of platforms) {
     if (!spec.platforms.includes(p)) throw new UserError(`--platform ${p}: ${loaded.specPath} does not list it (platforms: ${spec.platforms.join(', ')})`);
   }
-  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p, { trustedRoot: opts.trustedRoot }) })));
+  // A sysext's plan is its tree; its layer is the image made from it later (sysext-image.ts).
+  const layerFollows = spec.type !== 'sysext' && spec.type !== 'confext';
+  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p, { trustedRoot: opts.trustedRoot, layerFollows }) })));
   return { loaded, plans };
 }
 
