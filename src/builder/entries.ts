@@ -7,7 +7,7 @@ import { extractPinnedMember, fetchPinned } from './download.js';
 import { chartManifest, placeManifestsScript } from './generate.js';
 import { HASH_ON_WORKER_FROM, startLayerHashing } from '../layer/hash-worker.js';
 import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
-import type { SourceEntry } from '../layer/source-folder.js';
+import type { SourceEntry, WalkedFile } from '../layer/source-folder.js';
 import { bundlePath, normaliseDestination, sourceFolderOf, type FileSpec, type LoadedSpec } from './spec.js';
 
 const DIR_MODE = 0o755;
@@ -88,7 +88,10 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
       for (const child of folder.list(e.path, what)) addPath(child, `${dst}/${child.name}`, mode, origin, what);
     } else {
       const m = mode ?? (e.stats.mode & 0o111 ? 0o755 : 0o644);
-      add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(e.path, what), openFd: () => folder.openFd(e.path, what, e) }, origin);
+      // The entry keeps what opening needs, not the walk's Stats: thousands of them outlived the
+      // walk only through these closures, and copying them between heap spaces cost GC time.
+      const walked: WalkedFile = { path: e.path, rel: e.rel, kind: 'file' };
+      add({ type: 'file', path: dst, mode: m, size: e.stats.size, open: () => folder.stream(walked.path, what), openFd: () => folder.openFd(walked.path, what, walked) }, origin);
     }
   };
 

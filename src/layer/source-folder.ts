@@ -35,6 +35,9 @@ export interface SourceEntry {
   stats: Stats;
 }
 
+/** What opening a walked entry again needs of it (the layer plan keeps this, not the Stats). */
+export type WalkedFile = Pick<SourceEntry, 'path' | 'rel' | 'kind'>;
+
 /** "a FIFO", "a socket", … for what a source must not be; undefined for a file, folder or symlink. */
 function specialKind(st: Stats): string | undefined {
   if (st.isFIFO()) return 'a FIFO';
@@ -223,7 +226,7 @@ export class SourceFolder {
    * Open a regular file: never through a final symlink, never blocking on a FIFO swapped in, and
    * checked again on the descriptor (a regular file, inside the folder, no hard link out).
    */
-  private open(path: string, what: string, walked?: SourceEntry): { fd: number; stats: Stats } {
+  private open(path: string, what: string, walked?: WalkedFile): { fd: number; stats: Stats } {
     // An entry from `list` or `entry` was checked a moment ago; the descriptor is checked below anyway.
     const st = walked?.path === path ? walked : this.entry(path, what);
     if (st.kind !== 'file') throw new UserError(`${what}: ${st.rel} is a ${st.kind === 'directory' ? 'folder' : 'symlink'}, not a file`);
@@ -253,7 +256,7 @@ export class SourceFolder {
    * The checked descriptor of a regular file (opened as `stream` opens it), for a reader that
    * reads it in place (the layer writer); the caller closes it.
    */
-  openFd(path: string, what: string, walked?: SourceEntry): number {
+  openFd(path: string, what: string, walked?: WalkedFile): number {
     return this.open(path, what, walked).fd;
   }
 
