@@ -14,27 +14,31 @@ export interface ParsedDigest {
   hex: string;
 }
 
-/** Parse and validate `algo:hex` (image-spec descriptor.md); only registered algorithms are accepted. */
-export function parseDigest(digest: string, where = 'digest'): ParsedDigest {
+/** What is wrong with `digest` as `algo:hex`, or its parts: one check for parseDigest and isDigest. */
+function checkDigest(digest: string): ParsedDigest | 'form' | 'algorithm' | 'hex' {
   const m = DIGEST_RE.exec(digest);
-  if (!m) throw new UserError(`${where}: "${digest}" is not a digest (expected sha256:<64 hex>)`);
+  if (!m) return 'form';
   const algorithm = m[1] as DigestAlgorithm;
   const hex = m[2]!;
   const want = HEX_LENGTH[algorithm];
-  if (want === undefined) throw new KbError('UNSUPPORTED', `${where}: unsupported digest algorithm "${m[1]}" (sha256 and sha512 are supported)`);
-  if (hex.length !== want || !/^[a-f0-9]+$/.test(hex)) {
-    throw new UserError(`${where}: "${digest}" must be ${algorithm}: followed by ${want} lowercase hex characters`);
-  }
+  if (want === undefined) return 'algorithm';
+  if (hex.length !== want || !/^[a-f0-9]+$/.test(hex)) return 'hex';
   return { algorithm, hex };
 }
 
+/** Parse and validate `algo:hex` (image-spec descriptor.md); only registered algorithms are accepted. */
+export function parseDigest(digest: string, where = 'digest'): ParsedDigest {
+  const got = checkDigest(digest);
+  if (typeof got === 'object') return got;
+  if (got === 'form') throw new UserError(`${where}: "${digest}" is not a digest (expected sha256:<64 hex>)`);
+  const algorithm = digest.slice(0, digest.indexOf(':'));
+  if (got === 'algorithm') throw new KbError('UNSUPPORTED', `${where}: unsupported digest algorithm "${algorithm}" (sha256 and sha512 are supported)`);
+  throw new UserError(`${where}: "${digest}" must be ${algorithm}: followed by ${HEX_LENGTH[algorithm as DigestAlgorithm]} lowercase hex characters`);
+}
+
+/** Whether `s` is a digest parseDigest accepts, without building an error (asked of every reference and tag). */
 export function isDigest(s: string): boolean {
-  try {
-    parseDigest(s);
-    return true;
-  } catch {
-    return false;
-  }
+  return typeof checkDigest(s) === 'object';
 }
 
 export function digestOf(data: Uint8Array | string, algorithm: DigestAlgorithm = 'sha256'): string {
