@@ -2,23 +2,19 @@
  * The gzip layer writer's hash worker (src/layer/hash-worker.ts): the digest and CRC-32 it gives
  * are Node's own for the same bytes; a worker that dies fails every waiting and later call with a
  * KbError instead of leaving it hanging; small tars are hashed on the calling thread, to the same result;
- * a file another process writes (the zstd blob) is followed and hashed there too; a worker started
- * ahead (startLayerHashing, when a build plans a large layer) is the next TarHasher's.
+ * a file another process writes (the zstd blob) is followed and hashed there too.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { planBuild } from '../src/builder/builder.js';
-import { planEntries } from '../src/builder/entries.js';
-import { loadBundleSpec } from '../src/builder/spec.js';
+import { describe, expect, it } from 'vitest';
 import { isKbError } from '../src/errors.js';
-import { HASH_ON_WORKER_FROM, spareLayerHasher, startLayerHashing, TarHasher, tarDigester } from '../src/layer/hash-worker.js';
+import { HASH_ON_WORKER_FROM, TarHasher, tarDigester } from '../src/layer/hash-worker.js';
 
 /** The worker is private; a test that kills it reaches in. */
 const workerOf = (h: TarHasher) => (h as unknown as { worker: Worker }).worker;
@@ -153,95 +149,6 @@ describe('tarDigester', () => {
       } finally {
         await h.close();
       }
-    }
-  });
-});
-
-describe('startLayerHashing (a worker started while the build plans a large layer)', () => {
-  // No spare may outlive its test: the next TarHasher anywhere in this file would take it.
-  afterEach(async () => {
-    vi.useRealTimers();
-    await spareLayerHasher()?.terminate();
-  });
-  const pieces = [randomBytes(1 << 20), randomBytes(777)];
-  const all = Buffer.concat(pieces);
-  const sha = `sha256:${createHash('sha256').update(all).digest('hex')}`;
-
-  it('is taken by the next TarHasher, which hashes with the CRC-32 it asks for; one spare at a time', async () => {
-    startLayerHashing();
-    const spare = spareLayerHasher();
-    expect(spare).toBeDefined();
-    startLayerHashing();
-    expect(spareLayerHasher()).toBe(spare);
-    for (const crc32On of [false, true]) {
-      const h = new TarHasher({ crc32: crc32On });
-      try {
-        // The first takes the spare; the second, with none left, starts its own.
-        expect(workerOf(h) === spare).toBe(!crc32On);
-        expect(spareLayerHasher()).toBeUndefined();
-        for (const p of pieces) await h.update(shared(p));
-        expect(await h.finish()).toEqual({ digest: sha, size: all.length, crc: crc32On ? crc32(all) : 0 });
-      } finally {
-        await h.close();
-      }
-    }
-  });
-
-  it('is not taken once it exited, and is stopped when nobody took it for 30 s', async () => {
-    startLayerHashing();
-    const dead = spareLayerHasher()!;
-    const exited = once(dead, 'exit');
-    await dead.terminate();
-    await exited;
-    expect(spareLayerHasher()).toBeUndefined();
-    const h = new TarHasher();
-    try {
-      expect(workerOf(h)).not.toBe(dead);
-      for (const p of pieces) await h.update(shared(p));
-      expect((await h.finish()).digest).toBe(sha);
-    } finally {
-      await h.close();
-    }
-
-    vi.useFakeTimers({ toFake: ['setTimeout'] });
-    startLayerHashing();
-    const idle = spareLayerHasher()!;
-    const idleExit = once(idle, 'exit');
-    vi.advanceTimersByTime(29_000);
-    expect(spareLayerHasher()).toBe(idle);
-    vi.advanceTimersByTime(1_000);
-    expect(spareLayerHasher()).toBeUndefined();
-    await idleExit;
-  });
-
-  it('is started by planBuild once the planned files reach the size hashed on a worker, not for a smaller layer, a sysext or a validation', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kbundle-plan-'));
-    try {
-      const bundle = (name: string, type: string, bytes: number) => {
-        const b = join(dir, name);
-        mkdirSync(join(b, 'files'), { recursive: true });
-        writeFileSync(
-          join(b, 'bundle.yaml'),
-          `name: ${name}\nversion: 1.0.0\ndescription: d\ntype: ${type}\nplatforms: [linux/amd64]\nfiles:\n  - src: files\n    dst: ${type === 'sysext' ? 'usr/lib/x' : 'data'}\n`,
-        );
-        // Two files, so only their sum reaches the size (sparse: planning reads no content).
-        for (const f of ['a.bin', 'b.bin']) {
-          writeFileSync(join(b, 'files', f), '');
-          truncateSync(join(b, 'files', f), bytes / 2);
-        }
-        return b;
-      };
-      await planBuild(bundle('small', 'container', HASH_ON_WORKER_FROM - 2));
-      expect(spareLayerHasher()).toBeUndefined();
-      await planBuild(bundle('sysext', 'sysext', HASH_ON_WORKER_FROM));
-      expect(spareLayerHasher()).toBeUndefined();
-      const large = bundle('large', 'container', HASH_ON_WORKER_FROM);
-      await planEntries(await loadBundleSpec(large), 'linux/amd64', { downloads: false });
-      expect(spareLayerHasher()).toBeUndefined();
-      await planBuild(large);
-      expect(spareLayerHasher()).toBeDefined();
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -70,9 +70,7 @@ export async function planBuild(bundleDir: string, opts: BuildOptions = {}): Pro
   for (const p of platforms) {
     if (!spec.platforms.includes(p)) throw new UserError(`--platform ${p}: ${loaded.specPath} does not list it (platforms: ${spec.platforms.join(', ')})`);
   }
-  // A sysext's plan is its tree; its layer is the image made from it later (sysext-image.ts).
-  const layerFollows = spec.type !== 'sysext' && spec.type !== 'confext';
-  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p, { trustedRoot: opts.trustedRoot, layerFollows }) })));
+  const plans = await Promise.all(platforms.map(async (p) => ({ platform: p, entries: await planEntries(loaded, p, { trustedRoot: opts.trustedRoot }) })));
   return { loaded, plans };
 }
 

@@ -5,7 +5,6 @@ import { Readable } from 'node:stream';
 import { UserError } from '../errors.js';
 import { extractPinnedMember, fetchPinned } from './download.js';
 import { chartManifest, placeManifestsScript } from './generate.js';
-import { HASH_ON_WORKER_FROM, startLayerHashing } from '../layer/hash-worker.js';
 import { compareEntryPaths, type LayerEntry } from '../layer/tar.js';
 import type { SourceEntry, WalkedFile } from '../layer/source-folder.js';
 import { bundlePath, normaliseDestination, sourceFolderOf, type FileSpec, type LoadedSpec } from './spec.js';
@@ -29,11 +28,6 @@ export interface PlanOptions {
   downloads?: boolean;
   /** trusted_root.json for keyless `signature:` pins of downloads (default KBUNDLE_TRUSTED_ROOT). */
   trustedRoot?: string;
-  /**
-   * A layer is written from this plan right after: once its files reach the size whose tar is
-   * hashed on a worker thread, that worker starts (startLayerHashing) while the rest is planned.
-   */
-  layerFollows?: boolean;
 }
 
 /**
@@ -46,14 +40,12 @@ export async function planEntries(loaded: LoadedSpec, platform: string, opts: Pl
   const { dir, specPath, spec } = loaded;
   const folder = sourceFolderOf(loaded);
   const planned = new Map<string, Planned>();
-  let fileBytes = 0;
   const add = (entry: LayerEntry, origin: string) => {
     const prev = planned.get(entry.path);
     if (prev && !(prev.entry.type === 'directory' && entry.type === 'directory')) {
       throw new UserError(`${specPath}: ${origin}: destination "${entry.path}" is also written by ${prev.origin}`, 'every destination in the image must be unique');
     }
     planned.set(entry.path, { entry, origin });
-    if (entry.type === 'file' && opts.layerFollows && (fileBytes += entry.size) >= HASH_ON_WORKER_FROM) startLayerHashing();
   };
   const addBytes = (path: string, data: Buffer | string, mode: number, origin: string) => {
     const buf = Buffer.from(data);

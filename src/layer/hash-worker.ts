@@ -20,10 +20,10 @@ export const FOLLOW_POLL_MS = 2;
  * single executable.
  */
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
+const { parentPort, workerData } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const { readSync } = require('node:fs');
-const { crc32 } = require('node:zlib');
+const crc32 = workerData.crc32 ? require('node:zlib').crc32 : () => 0;
 const hash = createHash('sha256');
 let size = 0;
 let crc = 0;
@@ -70,7 +70,7 @@ parentPort.on('message', (m) => {
     }
     const bytes = new Uint8Array(m.buffer, m.offset, m.length);
     hash.update(bytes);
-    if (m.crc) crc = crc32(bytes, crc);
+    crc = crc32(bytes, crc);
     size += m.length;
     parentPort.postMessage({ ack: m.seq });
   } catch (e) {
@@ -159,44 +159,8 @@ interface Waiter<T> {
   reject: (e: Error) => void;
 }
 
-/** A worker started ahead (startLayerHashing), waiting for the next TarHasher. */
-let spare: Worker | undefined;
-/** A spare nobody took in this long is stopped (a plan whose build failed, a long-lived process). */
-const SPARE_IDLE_MS = 30_000;
-
-function startWorker(): Worker {
-  // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
-  return new Worker(WORKER_SOURCE, { eval: true, execArgv: [] });
-}
-
-/**
- * A large layer is coming: start the next TarHasher's worker now, so its ~30-60 ms start overlaps
- * with the work before the layer (walking the rest of the sources) instead of holding back the
- * first tar pieces. The spare does not keep the process alive; one that exits unused is not taken.
- */
-export function startLayerHashing(): void {
-  if (spare) return;
-  const w = (spare = startWorker());
-  w.unref();
-  w.on('error', () => undefined); // a spare that failed is gone (exit, below): nobody to tell
-  w.once('exit', () => {
-    if (spare === w) spare = undefined;
-  });
-  setTimeout(() => {
-    if (spare !== w) return;
-    spare = undefined;
-    void w.terminate();
-  }, SPARE_IDLE_MS).unref();
-}
-
-/** The worker startLayerHashing started and no TarHasher took yet (tests). */
-export function spareLayerHasher(): Worker | undefined {
-  return spare;
-}
-
 export class TarHasher implements TarDigester {
   private readonly worker: Worker;
-  private readonly crc32: boolean;
   private readonly pending: Waiter<void>[] = [];
   private final?: Waiter<TarDigest>;
   private followed?: { onRead: (n: number) => void; waiter?: Waiter<{ digest: string; size: number }> };
@@ -207,10 +171,8 @@ export class TarHasher implements TarDigester {
 
   /** `crc32: false` when no gzip trailer needs it (zstd): the CRC then reads 0. */
   constructor(opts: { crc32?: boolean } = {}) {
-    this.crc32 = opts.crc32 ?? true;
-    this.worker = spare ?? startWorker();
-    spare = undefined;
-    this.worker.ref();
+    // execArgv: [] so a parent started with --input-type=module does not make this CommonJS source ESM.
+    this.worker = new Worker(WORKER_SOURCE, { eval: true, execArgv: [], workerData: { crc32: opts.crc32 ?? true } });
     this.worker.on('message', (m: WorkerMessage) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(new KbError('INTERNAL', `layer hashing failed: ${e.message}`, { cause: e })));
     this.worker.on('exit', (code) => this.fail(new KbError('INTERNAL', `layer hashing stopped (worker exit ${code})`, { hint: 'run the build again; if it keeps failing, report it' })));
@@ -225,7 +187,7 @@ export class TarHasher implements TarDigester {
     if (this.finishing) return Promise.reject(new Error('TarHasher: update after finish'));
     if (!(piece.buffer instanceof SharedArrayBuffer)) return Promise.reject(new Error('TarHasher: pieces must be in shared memory'));
     const seq = ++this.seq;
-    this.worker.postMessage({ seq, buffer: piece.buffer, offset: piece.byteOffset, length: piece.length, crc: this.crc32 });
+    this.worker.postMessage({ seq, buffer: piece.buffer, offset: piece.byteOffset, length: piece.length });
     return this.wait((resolve, reject) => this.pending.push({ seq, resolve, reject }));
   }
 
