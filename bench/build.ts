@@ -19,7 +19,7 @@ const sizeMiB = Number(process.env.BENCH_SIZE_MIB ?? 224);
 const rssMiB = Number(process.env.BENCH_RSS_MIB ?? 1024);
 const work = resolve(process.env.BENCH_DIR ?? '.bench');
 const cores = availableParallelism();
-const cli = resolve('dist/src/cli/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.cjs');
 
 /** The bench folder is the bundle: its bundle.yaml copies one generated tree (inside it) to /data. */
 function bundleFor(tree: string): string {

@@ -58,7 +58,7 @@ function makeImage(): { layout: string; layerFiles: string[] } {
 }
 
 const { layout, layerFiles } = makeImage();
-const cli = resolve('dist/src/cli/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.cjs');
 const out = join(work, 'out');
 const results: Record<string, Timed[]> = { kbundle: [], umoci: [], tar: [] };
 // Every run unpacks into a folder of its own, and all are deleted only after the last run. On ext4

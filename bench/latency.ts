@@ -20,7 +20,7 @@ import { BENCH_ENV, emitResult, timeProcess } from './result.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 7);
 const oneWayMs = Number(process.env.BENCH_ONE_WAY_MS ?? 10);
-const cli = resolve('dist/src/cli/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.cjs');
 const work = mkdtempSync(join(tmpdir(), 'kbundle-bench-latency-'));
 const env = { ...BENCH_ENV, KBUNDLE_PASSWORD: 'bench' };
 const kb = (args: string) => `node ${cli} ${args}`;

@@ -22,7 +22,7 @@ const tree = join(work, `sysext-tree-${sizeMiB}m`);
 mkdirSync(join(tree, 'usr', 'share'), { recursive: true });
 generateTree(join(tree, 'usr', 'share'), sizeMiB);
 
-const cli = resolve('dist/src/cli/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.cjs');
 const out = join(work, 'sysext-out');
 const env = { ...BENCH_ENV };
 delete env.SOURCE_DATE_EPOCH;

@@ -99,7 +99,7 @@ function settle(): void {
   spawnSync('sync');
 }
 
-const cli = resolve('dist/src/cli/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.cjs');
 const nodeFlags = process.env.BENCH_NODE_FLAGS ?? '';
 const kbundle = (args: string) => `${process.execPath} ${nodeFlags} ${cli} ${args} > /dev/null`;
 const skopeo = (args: string) => `skopeo copy --quiet ${args} > /dev/null`;

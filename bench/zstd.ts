@@ -38,7 +38,7 @@ const tree = generateTree(work, sizeMiB);
 const bundle = work;
 writeFileSync(join(bundle, 'bundle.yaml'), `name: bench\nversion: 1.0.0\ndescription: benchmark tree\ntype: container\nplatforms: [linux/amd64]\nfiles:\n  - src: ${basename(tree)}\n    dst: data\n`);
 
-const cli = resolve('dist/src/cli/kbundle.js');
+const cli = resolve('dist/src/cli/kbundle.cjs');
 const out = join(work, 'zstd-out');
 const peerFile = join(work, 'tar.zst');
 // Each timed run starts with no dirty pages from the previous one (writeback would bill it).

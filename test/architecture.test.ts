@@ -10,11 +10,11 @@ import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from './helpers/exec.js';
 
 const SRC = join(REPO_ROOT, 'src');
-const ENTRY_POINTS = new Set(['cli/kbundle.ts', 'sea/entry.ts', 'sea/loader.ts']);
+const ENTRY_POINTS = new Set(['cli/kbundle.cts', 'sea/entry.ts', 'sea/loader.ts']);
 const IMPORT_RE = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)'(\.{1,2}\/[^']+)'/gm;
 
 function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sourceFiles(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []));
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sourceFiles(join(dir, e.name)) : /\.c?ts$/.test(e.name) ? [join(dir, e.name)] : []));
 }
 
 /** Top-level folder of a file under src/ (files directly in src/ are shared leaves: no folder). */
@@ -31,7 +31,7 @@ function folderGraph(): Map<string, Map<string, Set<string>>> {
     const from = folderOf(file);
     if (!from || ENTRY_POINTS.has(rel)) continue;
     for (const m of readFileSync(file, 'utf8').matchAll(IMPORT_RE)) {
-      const target = resolve(dirname(file), m[1]!.replace(/\.js$/, '.ts'));
+      const target = resolve(dirname(file), m[1]!.replace(/\.(c?)js$/, '.$1ts'));
       const to = folderOf(target);
       if (!to || to === from || !target.startsWith(SRC)) continue;
       const edges = graph.get(from) ?? new Map<string, Set<string>>();

@@ -26,7 +26,7 @@ describe('npm package', () => {
     const paths = packed!.files.map((f) => f.path);
     expect(paths).toContain('LICENSE');
     expect(paths).toContain('README.md');
-    expect(paths).toContain('dist/src/cli/kbundle.js');
+    expect(paths).toContain('dist/src/cli/kbundle.cjs');
     expect(paths.filter((p) => /^(test|bench|src|bundles|registry-test|signing)\//.test(p) || p.endsWith('.map') || p.endsWith('.ts'))).toEqual([]);
     expect(readFileSync(join(REPO_ROOT, 'LICENSE'), 'utf8')).toMatch(/Apache License\s+Version 2\.0, January 2004/);
 

@@ -1,5 +1,5 @@
 /**
- * The node executable's V8 code cache (src/sea/code-cache.ts, src/sea/loader.ts): written only by
+ * The node executable's V8 code cache (src/sea/code-cache.cts, src/sea/loader.ts): written only by
  * `kbundle --write-code-cache` (and so by bundles/kbundle run.sh on the node), used only when it is
  * as trusted as the executable and made for this exact build; any other file (absent, damaged,
  * made for another build, rejected by V8, a symlink, writable by others, owned by someone else)
@@ -10,7 +10,7 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, readdirSyn
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTo } from '../src/builder/output.js';
-import { codeCachePath, decodeCodeCache, encodeCodeCache, MAX_CODE_CACHE_BYTES, readCodeCache, writeCodeCache, type CodeCacheBinding } from '../src/sea/code-cache.js';
+import { codeCachePath, decodeCodeCache, encodeCodeCache, MAX_CODE_CACHE_BYTES, readCodeCache, writeCodeCache, type CodeCacheBinding } from '../src/sea/code-cache.cjs';
 import { kbundle, REPO_ROOT } from './helpers/cli.js';
 import { cleanupTempDirs, tempDir } from './helpers/exec.js';
 import { CONTAINER_FILES, CONTAINER_SPEC, writeBundle } from './helpers/fixture-bundle.js';

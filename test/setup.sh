@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Test prerequisites: the real peers the suites use as witnesses, installed when missing,
-# and a fresh build of the CLI (tests spawn dist/src/cli/kbundle.js, which runs dist/).
+# and a fresh build of the CLI (tests spawn dist/src/cli/kbundle.cjs, which runs dist/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,7 +7,7 @@
  *
  * The blob's main script is src/sea/loader.ts, a few lines; the CLI itself is a SEA asset it
  * compiles only when a command needs it (`--version` does not), with the V8 code cache that
- * `kbundle --write-code-cache` writes next to the executable on the node (src/sea/code-cache.ts).
+ * `kbundle --write-code-cache` writes next to the executable on the node (src/sea/code-cache.cts).
  *
  * Usage: node dist/src/sea/build.js [--out dist/sea] [--platform linux/amd64 ...]
  */
@@ -69,7 +69,7 @@ async function nodeBinary(platform: SeaPlatform): Promise<string> {
 /** The CLI (SEA asset `cli.cjs`) and the small main script that loads it (src/sea/loader.ts). */
 async function bundleCli(work: string): Promise<{ cli: string; loader: string }> {
   const cli = await bundleCliScript(join(work, 'cli.cjs'), NODE_MAJOR);
-  // The loader accepts a code cache only if it was made from this very CLI script (code-cache.ts).
+  // The loader accepts a code cache only if it was made from this very CLI script (code-cache.cts).
   const cliSha256 = await sha256File(cli);
   const loader = await bundle(join(ROOT, 'dist/src/sea/loader.js'), join(work, 'loader.cjs'), { define: { KBUNDLE_CLI_SHA256: JSON.stringify(cliSha256) }, nodeMajor: NODE_MAJOR });
   return { cli, loader };

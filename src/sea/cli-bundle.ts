@@ -1,6 +1,6 @@
 /**
  * The CLI as one CommonJS script (esbuild): what the node executable carries as its `cli.cjs`
- * asset (src/sea/build.ts) and what the npm CLI runs with its V8 code cache (src/sea/npm-launch.ts,
+ * asset (src/sea/build.ts) and what the npm CLI runs with its V8 code cache (src/sea/npm-launch.cts,
  * written by src/sea/npm-bundle.ts). Both are src/sea/entry.ts and everything it reaches.
  */
 import { readFileSync } from 'node:fs';
@@ -57,7 +57,7 @@ const leftOut = substitute(
 
 /**
  * The CLI script is wrapped as a CommonJS module function here, at build time: its loaders
- * (src/sea/launch.ts, src/sea/npm-launch.ts) compile it as it is, instead of concatenating the
+ * (src/sea/launch.ts, src/sea/npm-launch.cts) compile it as it is, instead of concatenating the
  * wrapper at run time, which made V8 flatten a second copy of the 3 MB source on every start.
  */
 const CLI_WRAPPER = { head: '(function (exports, require, module, __filename, __dirname) {', tail: '})' };

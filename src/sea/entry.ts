@@ -2,7 +2,7 @@
  * The CLI of the node executable (`npm run sea`): esbuild turns this into one CommonJS script with
  * every dependency inside, stored in the executable as the SEA asset `cli.cjs`. src/sea/loader.ts
  * compiles it and calls `run` (a command) or `warm` (`--write-code-cache`).
- * Same start-up contract as src/cli/kbundle.ts: the libuv pool size is set before anything uses it.
+ * Same start-up contract as src/cli/kbundle.cts: the libuv pool size is set before anything uses it.
  */
 process.env.UV_THREADPOOL_SIZE ??= '8';
 

@@ -1,13 +1,13 @@
 /**
  * Everything the node executable does besides `--version` (src/sea/loader.ts): compile the CLI,
  * stored in the executable as the SEA asset `cli.cjs`, with the V8 code cache next to the
- * executable when there is a trustworthy one for this exact build (src/sea/code-cache.ts), and run
+ * executable when there is a trustworthy one for this exact build (src/sea/code-cache.cts), and run
  * it; or, for `--write-code-cache`, write that cache.
  */
 import { getRawAsset } from 'node:sea';
 import { VERSION } from '../version.js';
-import { compileCli, reportCodeCache, writeWarmCache } from './compile-cli.js';
-import { codeCachePath, readCodeCache, type CodeCacheBinding } from './code-cache.js';
+import { compileCli, reportCodeCache, writeWarmCache } from './compile-cli.cjs';
+import { codeCachePath, readCodeCache, type CodeCacheBinding } from './code-cache.cjs';
 
 /** sha256 of the `cli.cjs` asset, set by src/sea/build.ts (esbuild `define`). */
 declare const KBUNDLE_CLI_SHA256: string;

@@ -3,14 +3,14 @@
  * (src/sea/cli-bundle.ts, syntax for the oldest Node in package.json's engines), and its V8 code
  * cache for the Node running the build, written by `kbundle --write-code-cache` in a fresh process
  * (a cache is only accepted by a process started with the same V8 flags).
- * src/sea/npm-launch.ts starts the CLI from them.
+ * src/sea/npm-launch.cts starts the CLI from them.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bundleCliScript } from './cli-bundle.js';
-import { codeCachePath } from './code-cache.js';
-import { NPM_CLI_SCRIPT } from './npm-launch.js';
+import { codeCachePath } from './code-cache.cjs';
+import { NPM_CLI_SCRIPT } from './npm-launch.cjs';
 
 /** The major of package.json's `engines.node` (">=20.18.1" → 20): the oldest Node the script must run on. */
 function oldestNodeMajor(): number {
@@ -23,7 +23,7 @@ function oldestNodeMajor(): number {
 async function main(): Promise<void> {
   rmSync(codeCachePath(NPM_CLI_SCRIPT), { force: true }); // never a cache of an older script beside the new one
   await bundleCliScript(NPM_CLI_SCRIPT, oldestNodeMajor());
-  const cli = fileURLToPath(new URL('../cli/kbundle.js', import.meta.url));
+  const cli = fileURLToPath(new URL('../cli/kbundle.cjs', import.meta.url));
   try {
     execFileSync(process.execPath, [cli, '--write-code-cache'], { stdio: ['ignore', 'ignore', 'inherit'] });
   } catch {

@@ -1,7 +1,7 @@
 /**
  * The one way tests run the kbundle CLI:
  * - `kbundle` / `kbundleAsync`: as a user runs it, a separate process. The command comes from
- *   `KBUNDLE_BIN` (an executable, e.g. a single-executable build) or else `node dist/src/cli/kbundle.js`.
+ *   `KBUNDLE_BIN` (an executable, e.g. a single-executable build) or else `node dist/src/cli/kbundle.cjs`.
  *   Use the async form when this process serves something the CLI talks to (a loopback registry
  *   or Sigstore stand-in): a synchronous spawn would block its event loop.
  * - `kbundleInProcess`: `main(argv, io)` with captured streams and its own environment, for
@@ -15,7 +15,7 @@ import { deadlineError, SYNC_CHILD_DEADLINE_MS } from './spawn-deadline.js';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 /** The built CLI script (what `node` runs unless KBUNDLE_BIN names another executable). */
-export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'kbundle.js');
+export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'kbundle.cjs');
 
 export interface CliResult {
   code: number;

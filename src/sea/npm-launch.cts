@@ -1,25 +1,25 @@
 /**
- * How the npm CLI (dist/src/cli/kbundle.js) starts: like the node executable, it compiles the
+ * How the npm CLI (dist/src/cli/kbundle.cjs) starts: like the node executable, it compiles the
  * whole CLI as one CommonJS script (dist/cli/kbundle.cjs) with a V8 code cache beside it
  * (dist/cli/kbundle.cjs.v8cache), instead of loading and compiling the ES modules of
  * dist/cli/main.js on every start (about 60 ms of a short command; bench/README.md). `npm run
  * build` writes both (src/sea/npm-bundle.ts); `kbundle --write-code-cache` writes the cache again,
  * e.g. after Node was upgraded.
  *
- * The cache is trusted as the executable's is (src/sea/code-cache.ts): a regular file owned by
+ * The cache is trusted as the executable's is (src/sea/code-cache.cts): a regular file owned by
  * the script's owner, writable by nobody else, made for this exact script (its sha256), Node
- * version and architecture. Without a usable cache src/cli/kbundle.ts runs the ES modules: same
+ * version and architecture. Without a usable cache src/cli/kbundle.cts runs the ES modules: same
  * output.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
-import { compileCli, reportCodeCache, writeWarmCache } from './compile-cli.js';
-import { codeCachePath, readCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.js';
+import { join } from 'node:path';
+import { compileCli, reportCodeCache, writeWarmCache } from './compile-cli.cjs';
+import { codeCachePath, readCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.cjs';
 
-/** The bundled CLI, next to the ES module bundle (this file is dist/src/sea/npm-launch.js). */
-export const NPM_CLI_SCRIPT = fileURLToPath(new URL('../../cli/kbundle.cjs', import.meta.url));
+/** The bundled CLI, next to the ES module bundle (this file is dist/src/sea/npm-launch.cjs). */
+export const NPM_CLI_SCRIPT = join(__dirname, '../../cli/kbundle.cjs');
 
 function bindingOf(source: Buffer): CodeCacheBinding {
   return { cliSha256: createHash('sha256').update(source).digest('hex'), nodeVersion: process.version, arch: process.arch };

@@ -1,11 +1,11 @@
 /**
  * Compiling the bundled CLI (src/sea/entry.ts as one CommonJS script, src/sea/cli-bundle.ts), the
  * same way for the node executable (src/sea/launch.ts, from its SEA asset) and the npm CLI
- * (src/sea/npm-launch.ts, from dist/cli/kbundle.cjs), with a V8 code cache when there is one;
+ * (src/sea/npm-launch.cts, from dist/cli/kbundle.cjs), with a V8 code cache when there is one;
  * and the two steps around the cache both share: writing it, and saying whether it was used.
  */
 import { Script, constants } from 'node:vm';
-import { writeCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.js';
+import { writeCodeCache, type CodeCacheBinding, type CodeCacheRead } from './code-cache.cjs';
 
 /** What the script exports (src/sea/entry.ts). */
 export interface Cli {
