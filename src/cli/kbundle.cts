@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The kbundle command (the npm bin). CommonJS on purpose: an ES module entry starts Node's ES module
-// loader first, 15 ms of every command (`--version` 96 → 81 ms, a 4 KiB pull 260 → 232 ms), and the
-// CLI itself runs as one CommonJS script anyway.
+// loader first, ~10 ms of every command (`--version` 86 → 76 ms, src/sea/README.md), and the CLI
+// itself runs as one CommonJS script anyway.
 // File reads, hashing helpers and parallel gzip all share libuv's thread pool; the default of 4
 // threads lets compression starve reads. Must be set before the pool starts, hence a require
 // after it (an import would be hoisted above it).
