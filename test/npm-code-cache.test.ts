@@ -80,6 +80,10 @@ describe('npm CLI start-up with and without its code cache', () => {
     expect(loaded).toContain('NativeModule vm'); // the list is the real one
     // An ES module entry loads these before any code of ours runs (~15 ms of every command).
     expect(loaded.filter((m) => /^NativeModule internal\/modules\/esm\/(module_job|translators|resolve)$/.test(m))).toEqual([]);
+    // Nor later: the script has no import() left (a built-in loaded on first use is a require).
+    const source = readFileSync(join(REPO_ROOT, 'dist/cli/kbundle.cjs'), 'latin1');
+    expect(source).toMatch(/require\("node:readline"\)/); // loaded on first use, as a require
+    expect(source.match(/(?<![\w$.])import\s*\(/g)).toBeNull();
   });
 
   it('without a cache runs the ES modules; --write-code-cache writes one that the next command uses, with the same output', () => {

@@ -85,6 +85,9 @@ export async function bundle(entry: string, outfile: string, { define = {}, wrap
     target: `node${nodeMajor}`,
     // Only trust.ts reads import.meta, on the ESM path the bundle never takes (it has `require`).
     logOverride: { 'empty-import-meta': 'silent' },
+    // Built-ins loaded on first use (`await import('node:child_process')`, …) become `require`s: a
+    // real import() would start Node's ES module loader (~10 ms) for a CommonJS script.
+    supported: { 'dynamic-import': false },
     legalComments: 'none',
     // ASCII only (the loader decodes it as Latin-1) and without comments and blank space: V8 scans
     // every byte of the script on each compile without a code cache. Names stay, for stack traces.
