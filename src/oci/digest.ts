@@ -14,31 +14,31 @@ export interface ParsedDigest {
   hex: string;
 }
 
-/** What is wrong with `digest` as `algo:hex`, or its parts: one check for parseDigest and isDigest. */
-function checkDigest(digest: string): ParsedDigest | 'form' | 'algorithm' | 'hex' {
+/**
+ * The parts of `digest` as `algo:hex`, or how to say what is wrong with it (built only when a
+ * caller reports it): one check for parseDigest and isDigest.
+ */
+function checkDigest(digest: string): ParsedDigest | ((where: string) => Error) {
   const m = DIGEST_RE.exec(digest);
-  if (!m) return 'form';
+  if (!m) return (where) => new UserError(`${where}: "${digest}" is not a digest (expected sha256:<64 hex>)`);
   const algorithm = m[1] as DigestAlgorithm;
   const hex = m[2]!;
   const want = HEX_LENGTH[algorithm];
-  if (want === undefined) return 'algorithm';
-  if (hex.length !== want || !/^[a-f0-9]+$/.test(hex)) return 'hex';
+  if (want === undefined) return (where) => new KbError('UNSUPPORTED', `${where}: unsupported digest algorithm "${m[1]}" (sha256 and sha512 are supported)`);
+  if (hex.length !== want || !/^[a-f0-9]+$/.test(hex)) return (where) => new UserError(`${where}: "${digest}" must be ${algorithm}: followed by ${want} lowercase hex characters`);
   return { algorithm, hex };
 }
 
 /** Parse and validate `algo:hex` (image-spec descriptor.md); only registered algorithms are accepted. */
 export function parseDigest(digest: string, where = 'digest'): ParsedDigest {
   const got = checkDigest(digest);
-  if (typeof got === 'object') return got;
-  if (got === 'form') throw new UserError(`${where}: "${digest}" is not a digest (expected sha256:<64 hex>)`);
-  const algorithm = digest.slice(0, digest.indexOf(':'));
-  if (got === 'algorithm') throw new KbError('UNSUPPORTED', `${where}: unsupported digest algorithm "${algorithm}" (sha256 and sha512 are supported)`);
-  throw new UserError(`${where}: "${digest}" must be ${algorithm}: followed by ${HEX_LENGTH[algorithm as DigestAlgorithm]} lowercase hex characters`);
+  if (typeof got === 'function') throw got(where);
+  return got;
 }
 
 /** Whether `s` is a digest parseDigest accepts, without building an error (asked of every reference and tag). */
 export function isDigest(s: string): boolean {
-  return typeof checkDigest(s) === 'object';
+  return typeof checkDigest(s) !== 'function';
 }
 
 export function digestOf(data: Uint8Array | string, algorithm: DigestAlgorithm = 'sha256'): string {
